@@ -1,0 +1,90 @@
+"""The `sipua` command line: parse arguments, dispatch to a command, render errors.
+
+Start-up time matters (CI runs `sipua` many times), so this module imports only the standard
+library. Each command lives in `sipua.commands.<name>` and is imported only when it runs; the
+command's own module keeps heavy imports (trio, OpenSSL) inside its `run` function, so that
+`sipua <command> --help` stays fast too.
+
+A command module provides:
+
+    def configure(parser: argparse.ArgumentParser) -> None   # add its arguments
+    def run(args: argparse.Namespace) -> int                 # do the work, return the exit code
+
+Errors: a `SipuaError` from a command is printed as one line, `sipua: error: <message>`, and its
+`exit_code` is returned. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Final, Protocol, cast
+
+from sipua import __version__
+
+# name -> (module, one-line help). The order is the order of `sipua --help`.
+COMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "register": ("sipua.commands.register", "register an account over TLS and report the lock"),
+    "cert": ("sipua.commands.cert", "manage trusted and device certificates"),
+    "load": ("sipua.commands.load", "register many accounts at once and measure"),
+}
+
+
+class _Command(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(name: str) -> _Command:
+    module_name, _ = COMMANDS[name]
+    return cast(_Command, importlib.import_module(module_name))
+
+
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    """Builds the parser; only the `selected` command's module is imported to add its flags."""
+    parser = argparse.ArgumentParser(
+        prog="sipua",
+        description="A SIPS (SIP over TLS) user agent.",
+        epilog="Exit codes: 0 ok, 2 usage/config, 3 TLS/certificate, 4 refused, 5 network.",
+    )
+    parser.add_argument("--version", action="version", version=f"sipua {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            _load(name).configure(command_parser)
+    return parser
+
+
+def _selected_command(argv: Sequence[str]) -> str | None:
+    # The first word that names a command selects it; flags before it belong to sipua itself.
+    for word in argv:
+        if word in COMMANDS:
+            return word
+        if not word.startswith("-"):
+            return None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line and returns the process exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    selected = _selected_command(argv)
+    parser = build_parser(selected)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    # Imported here, not at the top, to keep it out of the --help path.
+    from sipua.errors import SipuaError
+
+    try:
+        return _load(args.command).run(args)
+    except SipuaError as exc:
+        print(f"sipua: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,104 @@
+"""The operational error tree: what can go wrong for a user, and what to do about it.
+
+Every error that reaches the command line is a `SipuaError`. Its message names what failed and
+where (file, setting, peer, check), and its `exit_code` is the process exit status the CLI
+returns, a contract CI jobs rely on (see the README):
+
+    0 success; 2 usage or configuration error; 3 TLS handshake or certificate verification
+    failure; 4 registration refused (403, authentication failure); 5 network failure or timeout.
+
+Foreign exceptions (OpenSSL, dnspython, trio, OS errors) are translated into these at the edge
+of the module that calls the foreign library, with `raise ... from exc`, so callers never see
+them. Protocol errors about SIP bytes live in `sipua.sip.errors` (the core is dependency free).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_TLS: Final = 3
+EXIT_REFUSED: Final = 4
+EXIT_NETWORK: Final = 5
+
+
+class SipuaError(Exception):
+    """Root of every error sipua reports to a user."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(SipuaError):
+    """A setting, flag or configuration file is wrong; the message names which and why."""
+
+    exit_code = EXIT_USAGE
+
+
+class CertificateError(SipuaError):
+    """A certificate or key file cannot be used (not a certificate, wrong format, mismatch...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(SipuaError):
+    """The certificate store refused an operation (limit reached, duplicate, unknown id...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class TlsError(SipuaError):
+    """TLS could not be established or was lost."""
+
+    exit_code = EXIT_TLS
+
+
+class HandshakeFailed(TlsError):
+    """The TLS handshake itself failed (protocol, version, cipher, garbage from the peer)."""
+
+
+class PeerNotTrusted(TlsError):
+    """The peer's certificate failed verification under the trust policy.
+
+    `code` is the machine-readable check that failed (the codes of `sipua.tls.verify_chain`).
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransportError(SipuaError):
+    """The network path failed: connect refused, timeout, connection lost."""
+
+    exit_code = EXIT_NETWORK
+
+
+class ConnectFailed(TransportError):
+    """No connection could be opened to the peer."""
+
+
+class ConnectionLost(TransportError):
+    """An established connection closed or broke."""
+
+
+class FramingError(TransportError):
+    """The peer sent a byte stream that cannot be split into SIP messages."""
+
+
+class LocateError(TransportError):
+    """RFC 3263 server location found no usable target."""
+
+
+class RegistrationError(SipuaError):
+    """The registrar refused the registration (a final non-2xx other than a challenge)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationFailed(RegistrationError):
+    """The registrar rejected our credentials (a second challenge for the same nonce, 403)."""
