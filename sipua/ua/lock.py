@@ -1,0 +1,141 @@
+"""The lock state of a TLS connection (and of the account registered over it), as a pure tracker.
+
+Theory of operation: the transport reports what happened to a connection (negotiating, a
+handshake that completed with or without a verified peer, a handshake or verification that
+failed, a connection that was lost or closed) as small input events. `LockTracker.on_event`
+turns them into `LockChanged` transitions, and only when the state or its reason changes, so the
+UA can log and print each transition once. The tracker does no I/O and reads no clock.
+
+The four states are the ones the console and the structured logs show:
+
+- ``negotiating``: a TLS handshake is under way;
+- ``locked``: the handshake completed and the peer's certificate was verified by the trust policy
+  (chain, validity and RFC 5922 identity);
+- ``locked-unverified``: the handshake completed but the peer was *not* verified, which the
+  policy allows only when "only accept trusted" is off; the reason names the failed check;
+- ``unlocked``: no usable connection, with the reason (handshake failure, verification failure
+  with the precise check, connection lost, closed).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, assert_never
+
+
+class LockState(enum.Enum):
+    """What a person is told about the security of the path to the registrar."""
+
+    NEGOTIATING = "negotiating"
+    LOCKED = "locked"
+    LOCKED_UNVERIFIED = "locked-unverified"
+    UNLOCKED = "unlocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsNegotiating:
+    """A TCP connection is open and the TLS handshake started."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsEstablished:
+    """The handshake completed and the policy allowed the connection.
+
+    Attributes:
+        verified: whether the peer's chain and name were verified.
+        code: the verification code ("ok", or the check that failed when not verified).
+        reason: the verification's human-readable reason.
+    """
+
+    verified: bool
+    code: str = "ok"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsRefused:
+    """The handshake failed, or the peer failed verification under an only-trusted policy.
+
+    Attributes:
+        kind: "handshake-failed" or "verification-failed".
+        code: the precise check (a `verify_chain` code) or "handshake".
+        reason: what went wrong, in words.
+    """
+
+    kind: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionDown:
+    """The connection ended: lost (peer closed, reset, dead flow) or closed by us."""
+
+    reason: str
+    clean: bool = False
+
+
+LockInput = TlsNegotiating | TlsEstablished | TlsRefused | ConnectionDown
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockChanged:
+    """The lock state changed; `reason` is empty for ``negotiating`` and ``locked``."""
+
+    state: LockState
+    reason: str
+    previous: LockState
+
+
+INITIAL_REASON: Final = "not connected"
+
+
+class LockTracker:
+    """Tracks the lock state of one connection or account; pure, events in, changes out."""
+
+    def __init__(self) -> None:
+        self.state = LockState.UNLOCKED
+        self.reason = INITIAL_REASON
+
+    def on_event(self, event: LockInput) -> LockChanged | None:
+        """Feeds one transport event.
+
+        Args:
+            event: what happened to the connection.
+
+        Returns:
+            The transition, or None when neither the state nor its reason changed.
+        """
+        state, reason = self._next(event)
+        if state is self.state and reason == self.reason:
+            return None
+        previous = self.state
+        self.state, self.reason = state, reason
+        return LockChanged(state=state, reason=reason, previous=previous)
+
+    @staticmethod
+    def _next(event: LockInput) -> tuple[LockState, str]:
+        match event:
+            case TlsNegotiating():
+                return LockState.NEGOTIATING, ""
+            case TlsEstablished(verified=True):
+                return LockState.LOCKED, ""
+            case TlsEstablished(code=code, reason=reason):
+                return LockState.LOCKED_UNVERIFIED, _join(code, reason)
+            case TlsRefused(kind=kind, code=code, reason=reason):
+                return LockState.UNLOCKED, f"{kind}: {_join(code, reason)}"
+            case ConnectionDown(clean=True, reason=reason):
+                return LockState.UNLOCKED, f"closed: {reason}" if reason else "closed"
+            case ConnectionDown(reason=reason):
+                return LockState.UNLOCKED, f"connection-lost: {reason}"
+            case _:
+                assert_never(event)
+
+
+def _join(code: str, reason: str) -> str:
+    if not reason:
+        return code
+    return f"{code} ({reason})"
