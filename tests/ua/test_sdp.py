@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from sipua.ua.sdp import SdpError, build_answer, parse_offer
+
+OFFER = (
+    b"v=0\r\no=bob 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 9 8 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    b"m=video 40002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+)
+
+
+def test_answer_picks_first_supported_codec_and_refuses_video() -> None:
+    answer = build_answer(OFFER, address="127.0.0.1", port=4000, session_id=42)
+    assert answer is not None
+    lines = answer.decode().split("\r\n")
+    assert lines[0] == "v=0"
+    assert "o=sipua 42 1 IN IP4 127.0.0.1" in lines
+    assert "c=IN IP4 127.0.0.1" in lines
+    assert "m=audio 4000 RTP/AVP 8 101" in lines
+    assert "a=rtpmap:8 PCMA/8000" in lines
+    assert "a=fmtp:101 0-16" in lines
+    assert "m=video 0 RTP/AVP 96" in lines  # same number of m= lines, refused (RFC 3264 §6)
+    assert answer.endswith(b"\r\n")
+
+
+def test_static_payload_without_rtpmap_and_ipv6() -> None:
+    offer = b"v=0\r\nc=IN IP6 ::1\r\nm=audio 5000 RTP/AVP 0\r\n"
+    answer = build_answer(offer, address="::1", port=4000, session_id=1)
+    assert answer is not None
+    assert b"c=IN IP6 ::1" in answer
+    assert b"a=rtpmap:0 PCMU/8000" in answer
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        b"v=0\r\nm=audio 5000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n",
+        b"v=0\r\nm=audio 5000 RTP/SAVP 0\r\n",
+        b"v=0\r\nm=audio 0 RTP/AVP 0\r\n",
+    ],
+)
+def test_no_acceptable_stream_gives_none(offer: bytes) -> None:
+    assert build_answer(offer, address="127.0.0.1", port=4000, session_id=1) is None
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        b"",
+        b"hello",
+        b"v=0\r\nm=audio x RTP/AVP 0\r\n",
+        b"v=0\r\n" + b"m=audio 1 RTP/AVP 0\r\n" * 17,
+        b"\xff",
+    ],
+)
+def test_bad_offers_raise(offer: bytes) -> None:
+    with pytest.raises(SdpError):
+        parse_offer(offer)
