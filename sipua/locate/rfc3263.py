@@ -258,14 +258,17 @@ def parse_aor(aor: str) -> tuple[str, int | None, bool]:
     Raises:
         ConfigError: The AOR is not a ``sips:`` URI or its host is malformed.
     """
-    scheme, hostport = _uri_hostport(_strip_uri(aor), "account AOR")
-    if scheme == "sip":
+    uri = _strip_uri(aor)
+    scheme, sep, _ = uri.partition(":")
+    scheme = scheme.strip().lower()
+    if sep and scheme == "sip":
         raise ConfigError(
             f"account AOR {aor!r} is a sip: URI; sipua registers over TLS only, "
             "so write it as sips: (for example sips:alice@example.com)"
         )
-    if scheme != "sips":
+    if sep and scheme != "sips":
         raise ConfigError(f"account AOR {aor!r} must be a sips: URI, not {scheme}:")
+    _, hostport = _uri_hostport(uri, "account AOR")
     return hostport.host, hostport.port, hostport.numeric
 
 
@@ -367,7 +370,7 @@ def order_srv(records: Sequence[SrvRecord], rng: RandomSource) -> list[SrvRecord
     proportional to their weight: weight-0 records go first in the candidate list, a running sum
     is built, a number from 0 to the total is drawn and the first record whose running sum
     reaches it is taken. Weight-0 records thus come after weighted ones except when the draw is
-    0 (RFC 2782's "very small chance"); when all weights are 0 the order is uniform random.
+    0 (RFC 2782's "very small chance"); records of equal weight are in uniform random order.
     Records with the target ``.`` are dropped.
 
     Args:
@@ -381,7 +384,10 @@ def order_srv(records: Sequence[SrvRecord], rng: RandomSource) -> list[SrvRecord
     ordered: list[SrvRecord] = []
     for priority in sorted({r.priority for r in usable}):
         group = [r for r in usable if r.priority == priority]
-        # Weight 0 first (RFC 2782); a stable sort keeps the rest in answer order.
+        # RFC 2782 arranges the records "in any order" before drawing; a shuffle makes that
+        # order random, which is what spreads the load among weight-0 records (the draw alone
+        # would always pick the first of them). Then weight 0 first, order kept (stable sort).
+        _shuffle(group, rng)
         group.sort(key=lambda r: r.weight != 0)
         while group:  # each pass removes one record: bounded by len(group)
             total = sum(r.weight for r in group)
@@ -395,6 +401,13 @@ def order_srv(records: Sequence[SrvRecord], rng: RandomSource) -> list[SrvRecord
         if len(ordered) >= MAX_SRV_RECORDS:
             break
     return ordered[:MAX_SRV_RECORDS]
+
+
+def _shuffle(items: list[SrvRecord], rng: RandomSource) -> None:
+    # Fisher-Yates with randint only, so any RandomSource will do.
+    for i in range(len(items) - 1, 0, -1):
+        j = rng.randint(0, i)
+        items[i], items[j] = items[j], items[i]
 
 
 def _is_localhost(name: str) -> bool:
