@@ -1,0 +1,176 @@
+"""User state on disk: where it lives and how it is written.
+
+Theory of operation: this module is the only code in sipua that writes user state (the
+certificate store today, settings updates later). Every write goes through `atomic_write`, which
+writes a temporary file in the target's own directory, fsyncs it, renames it over the target with
+`os.replace` and then fsyncs the directory, so a crash at any moment leaves either the old file or
+the new one, never a torn mixture. A logical change that spans several facts is therefore kept in
+one file (for example a certificate and its private key), so that one rename commits it.
+
+Private material (keys) is written with mode 0600 in directories with mode 0700, and
+`read_private` refuses a file that its group or others can read: a key that others could have
+copied is no longer a secret, and the message says how to fix it.
+
+Reads are bounded (`MAX_FILE_BYTES`) so a wrong path (a disk image, /dev/zero) cannot exhaust
+memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Final
+
+from sipua.errors import StoreError
+
+#: The largest file sipua reads as user state or imports (certificates, keys): 5 MB, the limit
+#: desk phones document for certificate uploads.
+MAX_FILE_BYTES: Final = 5 * 1024 * 1024
+
+PRIVATE_FILE_MODE: Final = 0o600
+PRIVATE_DIR_MODE: Final = 0o700
+PUBLIC_FILE_MODE: Final = 0o644
+
+_TMP_PREFIX: Final = ".tmp-"
+
+
+def default_data_dir() -> Path:
+    """Returns the directory sipua keeps its state in.
+
+    `$SIPUA_DATA_DIR` if set, else `$XDG_DATA_HOME/sipua`, else `~/.local/share/sipua` (the XDG
+    base directory specification's default).
+    """
+    explicit = os.environ.get("SIPUA_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    # The XDG spec says a relative $XDG_DATA_HOME is invalid and must be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "sipua"
+    return Path.home() / ".local" / "share" / "sipua"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Creates `path` (and missing parents) with mode 0700 and returns it.
+
+    An existing directory keeps its parents' modes, but `path` itself is tightened to 0700: it
+    holds private keys.
+
+    Raises:
+        StoreError: the directory cannot be created or is not a directory.
+    """
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        if stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR_MODE:
+            path.chmod(PRIVATE_DIR_MODE)
+    except FileExistsError as exc:
+        raise StoreError(f"cannot use {path} as a directory: a file is in the way") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot create directory {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable (POSIX: a rename is recorded in the directory).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = PUBLIC_FILE_MODE) -> None:
+    """Replaces the file at `path` with `data`, atomically and durably.
+
+    The temporary file is created with `mode` from the start (never briefly world-readable),
+    in the same directory so that `os.replace` is a rename within one file system.
+
+    Args:
+        path: the file to write; its directory must exist (see `ensure_private_dir`).
+        data: the complete new contents.
+        mode: permission bits of the new file; use `PRIVATE_FILE_MODE` for anything with a key.
+
+    Raises:
+        StoreError: the file could not be written; the old contents are left in place.
+    """
+    directory = path.parent
+    tmp = directory / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            # The umask may have narrowed `mode`; a public file should still be readable.
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def remove_file(path: Path) -> None:
+    """Deletes `path` durably; a missing file is not an error.
+
+    Raises:
+        StoreError: the file exists but cannot be removed.
+    """
+    try:
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+
+
+def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Reads a whole file of at most `limit` bytes.
+
+    Raises:
+        StoreError: the file is missing, unreadable, not a regular file, or too large.
+    """
+    try:
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise StoreError(f"cannot read {path}: not a regular file")
+            data = handle.read(limit + 1)
+    except FileNotFoundError as exc:
+        raise StoreError(f"cannot read {path}: no such file") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise StoreError(f"cannot read {path}: larger than {limit} bytes")
+    return data
+
+
+def read_private(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Reads a file holding a private key, refusing one that others can read.
+
+    Raises:
+        StoreError: the file cannot be read, or its group or others have any access to it.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError as exc:
+        raise StoreError(f"cannot read {path}: no such file") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if mode & 0o077:
+        raise StoreError(
+            f"refusing to use private key file {path}: its mode is {mode:04o}, so other users "
+            f"can read it; run `chmod 600 {path}` (and replace the key if it may have leaked)"
+        )
+    return read_bounded(path, limit=limit)
+
+
+def is_temporary(path: Path) -> bool:
+    """Tells whether `path` is a leftover temporary file of an interrupted `atomic_write`."""
+    return path.name.startswith(_TMP_PREFIX)

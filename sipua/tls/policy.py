@@ -1,0 +1,613 @@
+"""The trust decision: is this peer chain acceptable, and if not, exactly why.
+
+Theory of operation: `verify_chain` is the one place sipua decides trust ("one truth"); the TLS
+engine calls it after every handshake and `sipua cert verify` calls it offline. OpenSSL's own
+verdicts are advisory only, because OpenSSL cannot tell the reasons sipua must report apart
+(an anchor in the wrong CA set is not "untrusted"), and it knows nothing of RFC 5922.
+
+The steps, each mapped to one result code:
+
+1. Parse the presented chain (leaf first). Garbage or an empty chain is `invalid-chain`.
+2. Build paths (RFC 5280 §6) from the leaf up through the presented intermediates to a trust
+   anchor, depth-first with bounded depth and work. An issuer candidate is any certificate whose
+   subject equals the child's issuer name; it is accepted only if its signature over the child
+   verifies. The anchors are the union of the default set (the OS bundle) and the custom set, so
+   a chain that anchors only in the set the policy does not accept is reported as
+   `ca-type-not-accepted`, distinct from `untrusted-issuer` (no anchor at all). A self-signed
+   leaf is trusted only if that very certificate is an anchor.
+3. On each complete, accepted path check, in this order: validity at `at` of every certificate
+   (`expired`, `not-yet-valid`); issuers are CAs (basicConstraints CA:TRUE, path length) and no
+   certificate carries an unknown critical extension (`invalid-chain`); issuers' keyUsage allows
+   keyCertSign and the leaf's extendedKeyUsage allows the purpose, RFC 5924 (`bad-usage`); keys
+   are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits); signatures are not MD5/SHA-1
+   (`weak-signature`; the anchor's self-signature is not checked, RFC 5280 §6.1 takes the anchor
+   as given). The path with no problem wins; otherwise the one with the fewest.
+4. With `name` given and `cn_validation` on, the leaf must speak for `name` (RFC 5922, see
+   `identity.py`): `name-mismatch`.
+
+The result lists every problem found; `code` and `reason` are the first. With `only_trusted`
+off, a failed verification is still allowed (`ok` True, `verified` False): the UA connects,
+but the lock must not show, and the reason says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from sipua.errors import CertificateError
+from sipua.tls.bundle import system_bundle
+from sipua.tls.certs import CertificateInput, CertSummary, as_certificates, fingerprint
+from sipua.tls.identity import IdentityCheck, check_identity, presented_identities
+
+AcceptedCa = Literal["default", "custom", "all"]
+Purpose = Literal["server", "client"]
+VerifyCode = Literal[
+    "ok",
+    "untrusted-issuer",
+    "expired",
+    "not-yet-valid",
+    "name-mismatch",
+    "ca-type-not-accepted",
+    "weak-key",
+    "weak-signature",
+    "bad-usage",
+    "invalid-chain",
+]
+AnchorKind = Literal["default", "custom"]
+
+ACCEPTED_CA_VALUES: Final = get_args(AcceptedCa)
+#: Certificates a peer may present in one chain (real chains are 2-4 long).
+MAX_CHAIN_LENGTH: Final = 10
+#: Longest path from leaf to anchor, anchor included (bounds the depth-first search).
+MAX_PATH_LENGTH: Final = 8
+#: Signature checks allowed while building paths for one chain (bounds hostile chains).
+MAX_SIGNATURE_CHECKS: Final = 64
+MIN_RSA_BITS: Final = 2048
+MIN_DSA_BITS: Final = 2048
+MIN_EC_BITS: Final = 224
+
+#: id-kp-sipDomain, RFC 5924 §3.
+SIP_DOMAIN_EKU: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.20")
+_WEAK_HASHES: Final = (hashes.MD5, hashes.SHA1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustPolicy:
+    """Whom sipua trusts: the desk phone's "Trusted Certificates" settings.
+
+    Attributes:
+        only_trusted: "Only Accept Trusted Certificates": refuse a peer that fails verification.
+            Off, the connection is allowed but reported as not verified.
+        accepted_ca: Which trust anchors count: "default" (the OS bundle), "custom" (the
+            imported ones) or "all".
+        cn_validation: Check that the certificate speaks for the SIP domain (RFC 5922).
+        allow_wildcards: Let `*.example.com` identities match one label (RFC 2818 style; RFC
+            5922 forbids it, so it is off by default).
+    """
+
+    only_trusted: bool = True
+    accepted_ca: AcceptedCa = "all"
+    cn_validation: bool = True
+    allow_wildcards: bool = False
+
+    def __post_init__(self) -> None:
+        if self.accepted_ca not in ACCEPTED_CA_VALUES:
+            raise ValueError(
+                f"accepted_ca must be one of {', '.join(ACCEPTED_CA_VALUES)}, "
+                f"not {self.accepted_ca!r}"
+            )
+        for name in ("only_trusted", "cn_validation", "allow_wildcards"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+
+    def accepts(self, kinds: Iterable[AnchorKind]) -> bool:
+        """Tells whether an anchor of one of `kinds` is acceptable under `accepted_ca`."""
+        return any(self.accepted_ca in ("all", kind) for kind in kinds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One failed check: its code, a sentence, and the subject of the certificate concerned."""
+
+    code: VerifyCode
+    reason: str
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """The verdict of `verify_chain`.
+
+    Attributes:
+        ok: The policy allows the connection (`verified`, or `only_trusted` is off).
+        verified: Every check passed.
+        code: "ok" or the code of the first failed check.
+        reason: A sentence a user can act on.
+        problems: Every failed check, most important first.
+        identities: The SIP domain identities the leaf presents ("URI:sip:example.com", ...).
+        expected: The name that was checked, normalized (None: no identity check).
+        chain: Summaries of the certificates as presented, leaf first.
+        path: Summaries of the validated path, leaf to anchor (empty if no path was found).
+        anchor: Which anchor set the path ends in ("default" or "custom"), if any.
+        policy: The policy applied.
+    """
+
+    ok: bool
+    verified: bool
+    code: VerifyCode
+    reason: str
+    problems: tuple[Problem, ...] = ()
+    identities: tuple[str, ...] = ()
+    expected: str | None = None
+    chain: tuple[CertSummary, ...] = ()
+    path: tuple[CertSummary, ...] = ()
+    anchor: AnchorKind | None = None
+    policy: TrustPolicy = field(default_factory=TrustPolicy)
+
+    def __str__(self) -> str:
+        if self.verified:
+            return f"verified: {self.reason}"
+        verdict = "accepted without verification" if self.ok else "rejected"
+        return f"{verdict} ({self.code}): {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    by_subject: dict[bytes, list[x509.Certificate]]
+    kinds: dict[str, frozenset[AnchorKind]]  # fingerprint -> the sets it belongs to
+
+
+def _index(groups: Iterable[tuple[AnchorKind, Sequence[x509.Certificate]]]) -> _Anchors:
+    by_subject: dict[bytes, list[x509.Certificate]] = {}
+    kinds: dict[str, set[AnchorKind]] = {}
+    for kind, certs in groups:
+        for cert in certs:
+            fp = fingerprint(cert)
+            if fp not in kinds:
+                kinds[fp] = set()
+                by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+            kinds[fp].add(kind)
+    return _Anchors(by_subject, {fp: frozenset(k) for fp, k in kinds.items()})
+
+
+def default_anchors() -> tuple[x509.Certificate, ...]:
+    """The default trusted certificates: the operating system's CA bundle (cached)."""
+    return system_bundle().certificates
+
+
+@dataclass(slots=True)
+class _Search:
+    anchors: _Anchors
+    intermediates: Sequence[x509.Certificate]
+    signature_checks: int = 0
+    broken_signatures: list[str] = field(default_factory=list)
+    paths: list[tuple[list[x509.Certificate], frozenset[AnchorKind]]] = field(default_factory=list)
+
+    def issued_by(self, child: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if self.signature_checks >= MAX_SIGNATURE_CHECKS:
+            return False
+        self.signature_checks += 1
+        if not signature_verifies(child, issuer):
+            self.broken_signatures.append(
+                f"the signature on {_name(child)} does not verify with the key of {_name(issuer)}"
+            )
+            return False
+        return True
+
+    def walk(self, path: list[x509.Certificate]) -> None:
+        cert = path[-1]
+        kinds = self.anchors.kinds.get(fingerprint(cert))
+        if kinds is not None:
+            # The certificate itself is trusted (a trusted intermediate, or a pinned leaf).
+            self.paths.append((list(path), kinds))
+            return
+        if len(path) >= MAX_PATH_LENGTH:
+            return
+        seen = {fingerprint(c) for c in path}
+        issuer_name = cert.issuer.public_bytes()
+        for candidate in self.anchors.by_subject.get(issuer_name, ()):
+            if fingerprint(candidate) not in seen and self.issued_by(cert, candidate):
+                self.paths.append(([*path, candidate], self.anchors.kinds[fingerprint(candidate)]))
+        for candidate in self.intermediates:
+            if (
+                candidate.subject.public_bytes() == issuer_name
+                and fingerprint(candidate) not in seen
+                and self.issued_by(cert, candidate)
+            ):
+                self.walk([*path, candidate])
+
+
+def signature_verifies(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Tells whether `issuer`'s public key verifies the signature on `child`.
+
+    Done by hand rather than with `Certificate.verify_directly_issued_by`, which refuses
+    MD5/SHA-1 signatures outright: sipua must recognise those chains to report them as
+    `weak-signature` instead of calling them forged.
+    """
+    try:
+        key = issuer.public_key()
+        signature, tbs = child.signature, child.tbs_certificate_bytes
+        parameters = child.signature_algorithm_parameters
+        algorithm = child.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey):
+            if algorithm is None:
+                return False
+            # cryptography reports no parameters for md5WithRSAEncryption: it is PKCS#1 v1.5.
+            rsa_padding = parameters if isinstance(parameters, padding.PSS) else padding.PKCS1v15()
+            key.verify(signature, tbs, rsa_padding, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(parameters, ec.ECDSA):
+                return False
+            key.verify(signature, tbs, parameters)
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, tbs)
+        elif isinstance(key, dsa.DSAPublicKey):
+            if algorithm is None:
+                return False
+            key.verify(signature, tbs, algorithm)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _name(cert: x509.Certificate) -> str:
+    return repr(cert.subject.rfc4514_string() or f"serial {cert.serial_number:x}")
+
+
+def _validity_problems(path: Sequence[x509.Certificate], at: dt.datetime) -> list[Problem]:
+    problems = []
+    for cert in path:
+        subject = cert.subject.rfc4514_string()
+        if at < cert.not_valid_before_utc:
+            problems.append(
+                Problem(
+                    code="not-yet-valid",
+                    reason=f"certificate {_name(cert)} is not valid before "
+                    f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC (checked at "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC); check the clock",
+                    subject=subject,
+                )
+            )
+        elif at > cert.not_valid_after_utc:
+            problems.append(
+                Problem(
+                    code="expired",
+                    reason=f"certificate {_name(cert)} expired on "
+                    f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC (checked at "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC)",
+                    subject=subject,
+                )
+            )
+    return problems
+
+
+def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _structure_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
+    problems = [
+        Problem(
+            code="invalid-chain",
+            reason=f"certificate {_name(cert)} has an unknown critical extension "
+            f"{ext.oid.dotted_string} (RFC 5280 §4.2 requires rejecting it)",
+            subject=cert.subject.rfc4514_string(),
+        )
+        for cert in path
+        for ext in cert.extensions
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
+    ]
+    for position, issuer in enumerate(path[1:], start=1):
+        bc = _basic_constraints(issuer)
+        is_anchor = position == len(path) - 1
+        # RFC 5280 §6.1.4 (k): an intermediate must assert CA:TRUE. A trust anchor is taken as
+        # given (§6.1.1 (d)), but one that explicitly says CA:FALSE is not a CA at all.
+        if (bc is None and not (is_anchor and issuer.version == x509.Version.v1)) or (
+            bc is not None and not bc.ca
+        ):
+            problems.append(
+                Problem(
+                    code="invalid-chain",
+                    reason=f"issuer {_name(issuer)} is not a CA (basicConstraints CA:TRUE is "
+                    f"missing), so it cannot issue {_name(path[position - 1])}",
+                    subject=issuer.subject.rfc4514_string(),
+                )
+            )
+        elif bc is not None and bc.path_length is not None and position - 1 > bc.path_length:
+            # RFC 5280 §4.2.1.9: pathLenConstraint counts the intermediates below this CA.
+            problems.append(
+                Problem(
+                    code="invalid-chain",
+                    reason=f"CA {_name(issuer)} allows {bc.path_length} intermediate CA(s) "
+                    f"below it, the chain has {position - 1}",
+                    subject=issuer.subject.rfc4514_string(),
+                )
+            )
+    return problems
+
+
+def _usage_problems(path: Sequence[x509.Certificate], purpose: Purpose) -> list[Problem]:
+    problems = []
+    for issuer in path[1:]:
+        try:
+            usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            continue
+        if not usage.key_cert_sign:
+            problems.append(
+                Problem(
+                    code="bad-usage",
+                    reason=f"issuer {_name(issuer)} may not sign certificates (keyUsage lacks "
+                    "keyCertSign, RFC 5280 §4.2.1.3)",
+                    subject=issuer.subject.rfc4514_string(),
+                )
+            )
+    leaf = path[0]
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return problems
+    wanted = (
+        ExtendedKeyUsageOID.SERVER_AUTH
+        if purpose == "server"
+        else (ExtendedKeyUsageOID.CLIENT_AUTH)
+    )
+    # RFC 5924 §4: with an EKU present, it must allow SIP domain use (id-kp-sipDomain), or the
+    # TLS role, or any purpose.
+    allowed = {wanted, SIP_DOMAIN_EKU, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+    if not allowed.intersection(eku):
+        role = "TLS server (serverAuth)" if purpose == "server" else "TLS client (clientAuth)"
+        present = ", ".join(getattr(oid, "_name", oid.dotted_string) for oid in eku) or "none"
+        problems.append(
+            Problem(
+                code="bad-usage",
+                reason=f"certificate {_name(leaf)} is not for use as a {role}; its "
+                f"extendedKeyUsage allows: {present}",
+                subject=leaf.subject.rfc4514_string(),
+            )
+        )
+    return problems
+
+
+def _key_problem(cert: x509.Certificate) -> Problem | None:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return Problem(
+            code="weak-key",
+            reason=f"certificate {_name(cert)} has a public key sipua cannot use",
+            subject=cert.subject.rfc4514_string(),
+        )
+    weak = None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        weak = f"an RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} needed)"
+    elif isinstance(key, dsa.DSAPublicKey) and key.key_size < MIN_DSA_BITS:
+        weak = f"a DSA key of {key.key_size} bits (at least {MIN_DSA_BITS} needed)"
+    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_BITS:
+        weak = (
+            f"an EC key on {key.curve.name} ({key.curve.key_size} bits; at least "
+            f"{MIN_EC_BITS} needed)"
+        )
+    if weak is None:
+        return None
+    return Problem(
+        code="weak-key",
+        reason=f"certificate {_name(cert)} has {weak}",
+        subject=cert.subject.rfc4514_string(),
+    )
+
+
+def _strength_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
+    problems = [p for p in map(_key_problem, path) if p is not None]
+    # Every signature checked on the path is the one on each certificate below the anchor; the
+    # anchor's self-signature carries no trust (RFC 5280 §6.1), so its hash does not matter.
+    for cert in path[:-1] if len(path) > 1 else ():
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            continue
+        if isinstance(algorithm, _WEAK_HASHES):
+            problems.append(
+                Problem(
+                    code="weak-signature",
+                    reason=f"certificate {_name(cert)} is signed with "
+                    f"{algorithm.name.upper()}, which is broken; ask the issuer for a SHA-256 "
+                    "certificate",
+                    subject=cert.subject.rfc4514_string(),
+                )
+            )
+    return problems
+
+
+def _path_problems(
+    path: Sequence[x509.Certificate], at: dt.datetime, purpose: Purpose
+) -> list[Problem]:
+    return [
+        *_validity_problems(path, at),
+        *_structure_problems(path),
+        *_usage_problems(path, purpose),
+        *_strength_problems(path),
+    ]
+
+
+def _untrusted(search: _Search, leaf: x509.Certificate, anchors_count: int) -> Problem:
+    if search.broken_signatures:
+        reason = search.broken_signatures[0] + " (forged or corrupted certificate)"
+    elif leaf.issuer == leaf.subject:
+        reason = (
+            f"certificate {_name(leaf)} is self-signed and not in the trusted list; import it "
+            "with `sipua cert import-trusted` to trust it"
+        )
+    else:
+        reason = (
+            f"no trusted CA issued {_name(leaf)} (its issuer is "
+            f"{leaf.issuer.rfc4514_string()!r}, not among {anchors_count} trusted certificates); "
+            "import the issuing CA with `sipua cert import-trusted`, or ask the server to send "
+            "its intermediate certificates"
+        )
+    return Problem(code="untrusted-issuer", reason=reason, subject=leaf.subject.rfc4514_string())
+
+
+def _not_accepted(kinds: frozenset[AnchorKind], policy: TrustPolicy) -> Problem:
+    found = " and ".join(sorted(kinds))
+    return Problem(
+        code="ca-type-not-accepted",
+        reason=f"the chain anchors in a {found} trusted certificate, but only "
+        f"{policy.accepted_ca} CA certificates are accepted (CA certificates setting)",
+    )
+
+
+def _result(
+    *,
+    problems: Sequence[Problem],
+    policy: TrustPolicy,
+    chain: Sequence[x509.Certificate] = (),
+    path: Sequence[x509.Certificate] = (),
+    anchor: AnchorKind | None = None,
+    identity: IdentityCheck | None = None,
+    identities: Sequence[str] = (),
+    verified_reason: str = "",
+) -> VerifyResult:
+    verified = not problems
+    return VerifyResult(
+        ok=verified or not policy.only_trusted,
+        verified=verified,
+        code="ok" if verified else problems[0].code,
+        reason=verified_reason if verified else problems[0].reason,
+        problems=tuple(problems),
+        identities=tuple(identities),
+        expected=identity.expected if identity is not None else None,
+        chain=tuple(CertSummary.of(c) for c in chain),
+        path=tuple(CertSummary.of(c) for c in path),
+        anchor=anchor,
+        policy=policy,
+    )
+
+
+def verify_chain(
+    chain: Sequence[CertificateInput],
+    *,
+    name: str | None,
+    trusted: Sequence[CertificateInput] = (),
+    at: dt.datetime | None = None,
+    policy: TrustPolicy | None = None,
+    purpose: Purpose = "server",
+    default_trusted: Sequence[CertificateInput] | None = None,
+) -> VerifyResult:
+    """Verifies a peer's certificate chain and identity under a trust policy.
+
+    Args:
+        chain: The peer's certificates, leaf first, as `Certificate` objects or PEM/DER bytes.
+        name: The SIP domain (or IP) to check the leaf against (RFC 5922), or None for no
+            identity check (client certificates).
+        trusted: The custom trusted certificates (imported CAs, or pinned peer certificates).
+        at: When to check validity (timezone-aware); default now.
+        policy: The trust policy; default `TrustPolicy()`.
+        purpose: "server" to check a server's certificate (serverAuth), "client" for a client's
+            (clientAuth).
+        default_trusted: The default trusted certificates; None means the OS CA bundle. (Tests
+            pass their own; production code leaves it.)
+
+    Returns:
+        The verdict; see `VerifyResult`. Never raises for a bad peer chain.
+
+    Raises:
+        ValueError: `at` is naive or `purpose` unknown (caller bugs).
+        CertificateError: an item of `trusted` or `default_trusted` is not a certificate.
+    """
+    policy = TrustPolicy() if policy is None else policy
+    if purpose not in ("server", "client"):
+        raise ValueError(f"purpose must be 'server' or 'client', not {purpose!r}")
+    if at is None:
+        at = dt.datetime.now(dt.UTC)
+    elif at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("verify_chain needs a timezone-aware `at` (e.g. datetime.now(UTC))")
+
+    try:
+        certs = as_certificates(chain, source="peer certificate")
+    except CertificateError as exc:
+        problem = Problem(code="invalid-chain", reason=f"the peer's chain is unreadable: {exc}")
+        return _result(problems=[problem], policy=policy)
+    if not certs:
+        problem = Problem(code="invalid-chain", reason="the peer presented no certificate")
+        return _result(problems=[problem], policy=policy)
+    if len(certs) > MAX_CHAIN_LENGTH:
+        problem = Problem(
+            code="invalid-chain",
+            reason=f"the peer presented {len(certs)} certificates; at most {MAX_CHAIN_LENGTH} "
+            "are accepted",
+        )
+        return _result(problems=[problem], policy=policy, chain=certs[:MAX_CHAIN_LENGTH])
+
+    leaf = certs[0]
+    identities = [str(i) for i in presented_identities(leaf)]
+    identity = None
+    identity_problems: list[Problem] = []
+    if name is not None:
+        identity = check_identity(leaf, name, allow_wildcards=policy.allow_wildcards)
+        if policy.cn_validation and not identity.ok:
+            identity_problems.append(
+                Problem(
+                    code="name-mismatch",
+                    reason=identity.reason,
+                    subject=leaf.subject.rfc4514_string(),
+                )
+            )
+
+    defaults = (
+        default_anchors()
+        if default_trusted is None
+        else tuple(as_certificates(default_trusted, source="default trusted certificate"))
+    )
+    custom = as_certificates(trusted, source="trusted certificate")
+    anchors = _index([("default", defaults), ("custom", custom)])
+    search = _Search(anchors=anchors, intermediates=certs[1:])
+    search.walk([leaf])
+
+    def finish(
+        problems: Sequence[Problem],
+        path: Sequence[x509.Certificate] = (),
+        anchor: AnchorKind | None = None,
+        verified_reason: str = "",
+    ) -> VerifyResult:
+        return _result(
+            problems=[*problems, *identity_problems],
+            policy=policy,
+            chain=certs,
+            path=path,
+            anchor=anchor,
+            identity=identity,
+            identities=identities,
+            verified_reason=verified_reason,
+        )
+
+    if not search.paths:
+        return finish([_untrusted(search, leaf, len(anchors.kinds))])
+
+    accepted = [(p, k) for p, k in search.paths if policy.accepts(k)]
+    if not accepted:
+        path, kinds = search.paths[0]
+        return finish([_not_accepted(kinds, policy)], path, min(kinds))
+
+    scored = [(p, k, _path_problems(p, at, purpose)) for p, k in accepted]
+    path, kinds, problems = min(scored, key=lambda item: len(item[2]))
+    anchor: AnchorKind = "custom" if "custom" in kinds and policy.accepts(["custom"]) else "default"
+    anchor_cert = path[-1]
+    verified_reason = f"chain to {anchor} trusted CA {_name(anchor_cert)} is valid" + (
+        f"; {identity.reason}" if identity is not None and policy.cn_validation else ""
+    )
+    return finish(problems, path, anchor, verified_reason)
