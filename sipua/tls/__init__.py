@@ -1,0 +1,11 @@
+"""TLS for sipua: whom to trust (policy, identity, store) and the connection machinery.
+
+The trust decision is `verify_chain` under a `TrustPolicy`; the TLS engine calls it after every
+handshake, and `sipua cert verify` calls it offline, so there is one truth about trust.
+"""
+
+from __future__ import annotations
+
+from sipua.tls.policy import TrustPolicy, VerifyResult, verify_chain
+
+__all__ = ["TrustPolicy", "VerifyResult", "verify_chain"]
