@@ -1,0 +1,293 @@
+"""Typed header values: parse and format pairs for Via, CSeq, name-addr/addr-spec and Contact.
+
+Every type here is a frozen, slotted dataclass whose `str()` is the header value to put on the
+wire, and every `parse_*` function takes the header value (already unfolded and stripped, as
+`Headers` holds it) and raises `ParseError` naming the header and the part that is wrong.
+
+Parameters (URI, Via, header parameters) are `dict[str, str | None]` with lower-cased names and
+values as written (a quoted value keeps its quotes), None for a parameter without "=value".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from sipua.sip.abnf import (
+    CSEQ_RE,
+    DIGITS_RE,
+    GENERIC_PARAM_RE,
+    QUOTED_STRING_RE,
+    TOKEN,
+    VIA_HEAD_RE,
+)
+from sipua.sip.errors import ParseError
+from sipua.sip.headers import split_list
+from sipua.sip.uri import AbsoluteUri, SipUri, Uri, parse_uri
+
+#: CSeq numbers must be below 2**31 (RFC 3261 §8.1.1.5).
+MAX_CSEQ: Final = 2**31 - 1
+#: delta-seconds is at most 2**32 - 1 (RFC 3261 §20.19, §20.23).
+MAX_DELTA_SECONDS: Final = 2**32 - 1
+
+_DISPLAY_TOKENS_RE: Final = re.compile(rf"{TOKEN}(?:[ \t]++{TOKEN})*+")
+_QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.DOTALL)
+_NEEDS_QUOTED_PAIR_RE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
+def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
+    """Parse `*( SEMI generic-param )` from `text[pos:]` to the end.
+
+    Raises:
+        ParseError: anything but well-formed parameters follows `pos`.
+    """
+    params: dict[str, str | None] = {}
+    end = len(text)
+    while pos < end:
+        m = GENERIC_PARAM_RE.match(text, pos)
+        if m is None:
+            raise ParseError(f"{what}: malformed parameter at {text[pos : pos + 60]!r}")
+        params[m.group(1).lower()] = m.group(2)
+        pos = m.end()
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    """`;name=value;flag` for a parameter dict."""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def quote_string(text: str) -> str:
+    """Quote a display name as a quoted-string, escaping what qdtext cannot hold.
+
+    Raises:
+        ValueError: the text contains CR or LF, which no quoted-string can carry.
+    """
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"display name {text[:100]!r} contains CR or LF")
+    return '"' + _NEEDS_QUOTED_PAIR_RE.sub(lambda m: "\\" + m.group(), text) + '"'
+
+
+def unquote_string(quoted: str) -> str:
+    """The content of a quoted-string (with its quotes), quoted-pairs undone."""
+    inner = quoted[1:-1]
+    return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """CSeq value (RFC 3261 §20.16): sequence number and method."""
+
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    """Parse a CSeq value.
+
+    Raises:
+        ParseError: not "number method", or the number is 2**31 or more (RFC 4475 §3.1.2.4).
+    """
+    m = CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise ParseError(f"CSeq {value[:100]!r} is not '<number> <method>'")
+    digits = m.group(1)
+    # Check the length before int(): a 5000-digit number is a cheap way to burn CPU.
+    if len(digits) > 10 or int(digits) > MAX_CSEQ:
+        raise ParseError(f"CSeq number {digits[:40]} is out of range (must be below 2**31)")
+    return CSeq(int(digits), m.group(2))
+
+
+def parse_uint(value: str, header: str, maximum: int) -> int:
+    """Parse a non-negative decimal header value (Max-Forwards, Expires, Content-Length...).
+
+    Raises:
+        ParseError: not all digits, or above `maximum`.
+    """
+    if DIGITS_RE.fullmatch(value) is None:
+        raise ParseError(f"{header} {value[:60]!r} is not a non-negative integer")
+    if len(value.lstrip("0")) > len(str(maximum)) or int(value) > maximum:
+        raise ParseError(f"{header} {value[:40]} is out of range (at most {maximum})")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42); the protocol is always SIP/2.0.
+
+    Attributes:
+        transport: "UDP", "TCP", "TLS", ... upper-cased.
+        host: sent-by host (IPv6 with brackets).
+        port: sent-by port, or None.
+        params: branch, received, rport, maddr, ttl and extensions.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter (RFC 3261 §8.1.1.7), or None."""
+        return self.params.get("branch")
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+def parse_via(value: str) -> list[Via]:
+    """Parse one Via header field value, which may hold several comma-separated vias.
+
+    Raises:
+        ParseError: a via is malformed or the list has empty elements (RFC 4475 §3.1.2.1).
+    """
+    vias: list[Via] = []
+    for element in split_list(value, allow_empty=False):
+        m = VIA_HEAD_RE.match(element)
+        if m is None:
+            raise ParseError(f"Via {element[:100]!r} is not 'SIP/2.0/<transport> <host>[:port]'")
+        name, version, transport, host, port = m.groups()
+        if name.upper() != "SIP" or version != "2.0":
+            raise ParseError(f"Via protocol {name}/{version} is not SIP/2.0")
+        port_number = None
+        if port is not None:
+            port_number = parse_uint(port, "Via port", 65535)
+        vias.append(
+            Via(transport.upper(), host, port_number, parse_params(element, m.end(), "Via"))
+        )
+    return vias
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddress:
+    """A name-addr or addr-spec with header parameters (From, To, Route, Contact...).
+
+    Attributes:
+        display_name: the display name, unquoted, or None.
+        uri: the address.
+        params: header parameters (tag, expires, q, lr...), not URI parameters.
+    """
+
+    display_name: str | None
+    uri: Uri
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        """The tag parameter (RFC 3261 §19.3), or None."""
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        # Always the name-addr form: an addr-spec with ";", "," or "?" would be misread
+        # (RFC 3261 §20.10), and "<...>" is never wrong.
+        name = "" if self.display_name is None else quote_string(self.display_name) + " "
+        return f"{name}<{self.uri}>{format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact(NameAddress):
+    """A Contact value (RFC 3261 §20.10); `is_star` marks the "*" of a remove-all REGISTER."""
+
+    is_star: bool = False
+
+    @classmethod
+    def star(cls) -> Contact:
+        """The wildcard contact "*" (RFC 3261 §10.2.2)."""
+        return cls(None, AbsoluteUri("*", ""), {}, True)
+
+    @property
+    def expires(self) -> int | None:
+        """The expires parameter in seconds, or None if absent.
+
+        Raises:
+            ParseError: present but not delta-seconds.
+        """
+        value = self.params.get("expires")
+        if value is None:
+            return None
+        return parse_uint(value, "Contact expires", MAX_DELTA_SECONDS)
+
+    def __str__(self) -> str:
+        return "*" if self.is_star else NameAddress.__str__(self)
+
+
+def _split_name_address(value: str, what: str) -> tuple[str | None, Uri, dict[str, str | None]]:
+    if value.startswith('"'):
+        m = QUOTED_STRING_RE.match(value)
+        if m is None:
+            raise ParseError(f"{what} {value[:100]!r}: unterminated quoted display name")
+        display: str | None = unquote_string(m.group())
+        lt = m.end()
+        while lt < len(value) and value[lt] in " \t":
+            lt += 1
+        if lt >= len(value) or value[lt] != "<":
+            raise ParseError(f"{what} {value[:100]!r}: expected '<' after the display name")
+    else:
+        lt = value.find("<")
+        if lt < 0:
+            return _split_addr_spec(value, what)
+        name = value[:lt].rstrip(" \t")
+        if name and _DISPLAY_TOKENS_RE.fullmatch(name) is None:
+            # RFC 4475 §3.1.2.15: "Bell, Alexander" must be quoted.
+            raise ParseError(f"{what} {value[:100]!r}: display name must be tokens or quoted")
+        display = name or None
+    gt = value.find(">", lt)
+    if gt < 0:
+        raise ParseError(f"{what} {value[:100]!r}: '<' without '>'")
+    uri = parse_uri(value[lt + 1 : gt])
+    return display, uri, parse_params(value, gt + 1, what)
+
+
+def _split_addr_spec(value: str, what: str) -> tuple[str | None, Uri, dict[str, str | None]]:
+    semi = value.find(";")
+    uri_text = (value if semi < 0 else value[:semi]).rstrip(" \t")
+    if "," in uri_text or "?" in uri_text:
+        # RFC 3261 §20.10: a URI with ",", "?" or ";" must be enclosed in "<>" (RFC 4475 §3.1.2.13).
+        raise ParseError(f"{what} {value[:100]!r}: a URI with ',' or '?' must be in '<>'")
+    params = {} if semi < 0 else parse_params(value, semi, what)
+    return None, parse_uri(uri_text), params
+
+
+def parse_name_address(value: str, what: str = "address") -> NameAddress:
+    """Parse a single name-addr or addr-spec with parameters (From, To).
+
+    Args:
+        value: the header value.
+        what: the header name, for error messages.
+
+    Raises:
+        ParseError: malformed display name, URI or parameters.
+    """
+    display, uri, params = _split_name_address(value, what)
+    return NameAddress(display, uri, params)
+
+
+def parse_name_address_list(value: str, what: str = "address") -> list[NameAddress]:
+    """Parse a comma-separated list of name-addr values (Route, Record-Route, Path...)."""
+    return [parse_name_address(v, what) for v in split_list(value, allow_empty=False)]
+
+
+def parse_contacts(value: str) -> list[Contact]:
+    """Parse one Contact header field value: "*" or a list of contacts.
+
+    Raises:
+        ParseError: a contact is malformed or the list has empty elements.
+    """
+    if value == "*":
+        return [Contact.star()]
+    contacts = []
+    for element in split_list(value, allow_empty=False):
+        display, uri, params = _split_name_address(element, "Contact")
+        contacts.append(Contact(display, uri, params))
+    return contacts
+
+
+def sip_uri_of(address: NameAddress) -> SipUri | None:
+    """The address's URI if it is sip:/sips:, else None (helper for callers that need SIP)."""
+    return address.uri if isinstance(address.uri, SipUri) else None

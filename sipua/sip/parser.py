@@ -1,0 +1,226 @@
+"""`parse_message`: one complete SIP message in bytes -> `Request` or `Response`.
+
+Theory of operation. The parser makes one pass over the header block with C-speed primitives
+and does per-header Python work only where the RFC demands a check:
+
+1. Find the end of the header block (the first CRLFCRLF). The block is decoded once, as UTF-8
+   with `surrogateescape`, so any byte sequence survives a parse/serialize round trip.
+2. Undo line folding (RFC 3261 §7.3.1) with one regex substitution, only if there is any.
+3. Split off the start line; match every header line with one `findall` of an anchored regex.
+   The number of matches must equal the number of lines, so a line that is not
+   `token ":" value` (RFC 4475's test.dat) cannot be skipped silently.
+4. Build the key -> values index once; it becomes the `Headers` index, ready for lookups.
+5. Validate eagerly what RFC 4475 requires a receiver to reject: the start line (single SPs,
+   version, 3-digit status), Content-Length (digits, one value, not more than the bytes present),
+   single-valued headers appearing once, the mandatory headers present, CSeq range and method,
+   and the syntax of Via, From, To and Contact. Those typed values are parsed here and left in
+   the Headers cache, so reading them later costs nothing; everything else is parsed lazily.
+
+The input is a whole message, as a datagram or as `StreamFramer` framed it. Without a
+Content-Length the body is the rest of the input (RFC 3261 §18.3, datagram rule); with one, bytes
+beyond it are ignored (RFC 4475 §3.1.1.8: extra octets in a datagram) and fewer bytes than it
+names is an error (§3.1.2.2).
+
+Limits: the whole input (`DEFAULT_MAX_MESSAGE_BYTES`, status 513), the number of header lines
+(`MAX_HEADER_COUNT`) and the length of the header block. Every step is linear in the input.
+Only `ParseError` escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from sipua.sip.abnf import (
+    DATE_RE,
+    FOLD_RE,
+    HEADER_LINE_RE,
+    METHOD_RE,
+    REASON_PHRASE_RE,
+    SIP_VERSION_RE,
+    STATUS_CODE_RE,
+)
+from sipua.sip.errors import ParseError
+from sipua.sip.fields import parse_contacts, parse_cseq, parse_name_address, parse_uint, parse_via
+from sipua.sip.headers import Headers, header_key
+from sipua.sip.message import SIP_VERSION, Request, Response
+from sipua.sip.uri import SipUri, Uri, parse_uri
+
+#: Largest message accepted, in bytes (64 KiB; RFC 3261 §18.1.1 keeps UDP far below this).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024
+#: Most header lines in one message.
+MAX_HEADER_COUNT: Final = 256
+
+# Headers that may appear at most once (RFC 3261 §7.3.1: only list headers may repeat).
+# RFC 4475 §3.3.8 (multi01) repeats these; answering 400 is the RFC's suggestion.
+_SINGLE_KEYS: Final = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+# Every request and response carries these (RFC 3261 §8.1.1); RFC 4475 §3.3.1 (insuf).
+_REQUIRED: Final = (("call-id", "Call-ID"), ("from", "From"), ("to", "To"), ("via", "Via"))
+
+
+def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request | Response:
+    """Parse one complete SIP message.
+
+    Args:
+        data: the message bytes (a datagram, or one message framed by `StreamFramer`).
+            CRLFs before the start line are skipped (RFC 3261 §7.5).
+        max_bytes: reject larger input with status hint 513.
+
+    Returns:
+        The parsed `Request` or `Response`.
+
+    Raises:
+        ParseError: the bytes are not an acceptable SIP message; `status_hint` is 400, 505
+            (unsupported SIP version) or 513 (too large).
+    """
+    if len(data) > max_bytes:
+        raise ParseError(
+            f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit", status_hint=513
+        )
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise ParseError("no empty line ends the header block (RFC 3261 §7)")
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    if "\r\n " in head or "\r\n\t" in head:
+        head = FOLD_RE.sub(" ", head)
+    first, _, block = head.partition("\r\n")
+    # The start line first: a version we do not speak is a 505 whatever the headers hold.
+    start_line = _start_line(first)
+
+    items: list[tuple[str, str]] = HEADER_LINE_RE.findall(block) if block else []
+    if block and len(items) != block.count("\r\n") + 1:
+        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
+    if len(items) > MAX_HEADER_COUNT:
+        raise ParseError(f"{len(items)} header lines exceed the limit of {MAX_HEADER_COUNT}")
+
+    index: dict[str, list[str]] = {}
+    for name, value in items:
+        key = header_key(name)
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    headers = Headers._trusted(items, index)
+
+    body = _body(data, end + 4, index)
+    for key in _SINGLE_KEYS:
+        values = index.get(key)
+        if values is not None and len(values) > 1:
+            raise ParseError(f"header {key!r} appears {len(values)} times; it may appear once")
+    for key, name in _REQUIRED:
+        if key not in index:
+            raise ParseError(f"missing {name} header (required in every message, RFC 3261 §8.1.1)")
+    cseq_values = index.get("cseq")
+    if cseq_values is None:
+        raise ParseError("missing CSeq header (required in every message, RFC 3261 §8.1.1)")
+    cseq = parse_cseq(cseq_values[0])
+
+    cache = headers._cache
+    cache["cseq"] = cseq
+    via_values = index["via"]
+    if len(via_values) == 1:
+        cache["via"] = parse_via(via_values[0])
+    else:
+        vias = []
+        for value in via_values:
+            vias += parse_via(value)
+        cache["via"] = vias
+    cache["from"] = parse_name_address(index["from"][0], "From")
+    cache["to"] = parse_name_address(index["to"][0], "To")
+    contact_values = index.get("contact")
+    if contact_values is not None:
+        contacts = []
+        for value in contact_values:
+            contacts += parse_contacts(value)
+        cache["contact"] = contacts
+    max_forwards = index.get("max-forwards")
+    if max_forwards is not None:
+        parse_uint(max_forwards[0], "Max-Forwards", 255)
+    date = index.get("date")
+    if date is not None and DATE_RE.fullmatch(date[0]) is None:
+        # RFC 4475 §3.1.2.12: a Date not in RFC 1123 GMT form is a 400.
+        raise ParseError(f"Date {date[0][:60]!r} is not an RFC 1123 date in GMT (§20.17)")
+
+    if isinstance(start_line, _StatusLine):
+        return Response(start_line.status, start_line.reason, headers, body)
+    if cseq.method != start_line.method:
+        raise ParseError(
+            f"CSeq method {cseq.method!r} does not match the request method "
+            f"{start_line.method!r} (RFC 3261 §8.1.1.5)"
+        )
+    return Request(start_line.method, start_line.uri, headers, body)
+
+
+def _body(data: bytes, body_start: int, index: dict[str, list[str]]) -> bytes:
+    lengths = index.get("content-length")
+    if lengths is None:
+        # Datagram rule (RFC 3261 §18.3): no Content-Length, the body runs to the end.
+        return data[body_start:]
+    if len(lengths) > 1 and len(set(lengths)) > 1:
+        raise ParseError(f"conflicting Content-Length values {lengths[:4]} (RFC 4475 §3.3.9)")
+    length = parse_uint(lengths[0], "Content-Length", DEFAULT_MAX_MESSAGE_BYTES * 16)
+    available = len(data) - body_start
+    if length > available:
+        raise ParseError(
+            f"Content-Length {length} is larger than the {available} body bytes received"
+        )
+    return data[body_start : body_start + length]
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestLine:
+    method: str
+    uri: Uri
+
+
+@dataclass(frozen=True, slots=True)
+class _StatusLine:
+    status: int
+    reason: str
+
+
+def _start_line(first: str) -> _RequestLine | _StatusLine:
+    if first.startswith("SIP/"):
+        version, _, rest = first.partition(" ")
+        _check_version(version)
+        code, sp, reason = rest.partition(" ")
+        if STATUS_CODE_RE.fullmatch(code) is None:
+            raise ParseError(f"status code {code[:20]!r} is not 3 digits in 100-699")
+        if sp and REASON_PHRASE_RE.fullmatch(reason) is None:
+            raise ParseError(f"reason phrase {reason[:100]!r} contains control characters")
+        return _StatusLine(int(code), reason)
+    parts = first.split(" ")
+    if len(parts) != 3:
+        raise ParseError(
+            f"request line {first[:200]!r} is not 'Method SP Request-URI SP SIP/2.0' "
+            "(single spaces, no trailing whitespace)"
+        )
+    method, uri_text, version = parts
+    if METHOD_RE.fullmatch(method) is None:
+        raise ParseError(f"method {method[:60]!r} is not a token")
+    _check_version(version)
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers:
+        # RFC 3261 §19.1.1 table 1: headers are not allowed in a Request-URI (RFC 4475
+        # §3.1.2.11). Rejecting is safer than ignoring them.
+        raise ParseError(f"Request-URI {uri_text[:200]!r} carries URI headers ('?...')")
+    return _RequestLine(method, uri)
+
+
+def _check_version(version: str) -> None:
+    if version != SIP_VERSION:
+        if SIP_VERSION_RE.fullmatch(version) is not None:
+            raise ParseError(f"SIP version {version!r} is not supported", status_hint=505)
+        raise ParseError(f"expected SIP version 'SIP/2.0', got {version[:40]!r}")
+
+
+def _bad_line(block: str) -> str:
+    # Error path only: find the first line the header regex rejects, to name it.
+    for line in block.split("\r\n"):
+        if HEADER_LINE_RE.fullmatch(line) is None:
+            return line[:200]
+    return block[:200]  # pragma: no cover - the count check guarantees a bad line

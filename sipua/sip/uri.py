@@ -1,0 +1,282 @@
+"""SIP, SIPS and tel URIs, and every other scheme kept as opaque text.
+
+`parse_uri(text)` returns a `SipUri` for `sip:`/`sips:` (RFC 3261 §19.1), a `TelUri` for `tel:`
+(RFC 3966, the basic form) and an `AbsoluteUri` for any other scheme (RFC 3261 §19.1.1 allows
+absoluteURI anywhere a URI goes; RFC 4475 §3.3.2 and §3.3.4 say such messages must still parse).
+
+Escaping (RFC 3261 §19.1.2): the user and password of a `SipUri` are stored *unescaped*
+(`sip:%75ser@h` has `user == "user"`), so comparing two values compares what they mean; `str()`
+escapes again whatever is not allowed bare. URI parameter and header values are kept as written
+(they are rarely escaped and compared case-insensitively anyway); parameter *names* are lower-cased.
+
+Comparison (RFC 3261 §19.1.4) is `SipUri.matches(other)`. `==` is plain structural equality of
+the parsed fields, which is what round-trip tests need; the two differ in parameter handling
+(an extra `;foo` on one side is ignored by `matches`, not by `==`).
+
+IPv6 hosts are stored as references with their brackets, `"[2001:db8::1]"` (RFC 5118), so `host`
+can be written back into a URI or a Via sent-by unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote, unquote
+
+from sipua.sip.errors import ParseError
+
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1)
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
+
+# SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+# userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+# The user may contain ";" and "?" (user-unreserved), so the userinfo is everything before the
+# first "@"; neither the host nor the parameters may contain one.
+_SIP_URI_RE: Final = re.compile(
+    r"(?:([^:@]*+)(?::([^@]*+))?@)?"
+    r"(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    r"(?::([0-9]++))?"
+    r"((?:;[^;?]*+)*+)"
+    r"(?:\?(.*+))?",
+    re.DOTALL,
+)
+
+# user = 1*( unreserved / escaped / user-unreserved )
+# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+_USER_SAFE: Final = "-_.!~*'()&=+$,;?/"
+_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})++")
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD_SAFE: Final = "-_.!~*'()&=+$,"  # noqa: S105 - a character class, not a secret
+_PASSWORD_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+")
+# pname / pvalue = 1*paramchar ; paramchar = param-unreserved / unreserved / escaped
+_PARAM_RE: Final = re.compile(r"(?:[A-Za-z0-9\[\]/:&+$\-_.!~*'()]|%[0-9A-Fa-f]{2})++")
+# hname / hvalue: hnv-unreserved / unreserved / escaped ; hvalue may be empty
+_HEADER_PART_RE: Final = re.compile(r"(?:[A-Za-z0-9\[\]/?:+$\-_.!~*'()]|%[0-9A-Fa-f]{2})*+")
+# telephone-subscriber (RFC 3966): global "+" digits or a local number, visual separators allowed
+_TEL_NUMBER_RE: Final = re.compile(r"\+?[0-9A-Fa-f*#.\-()]++")
+# What an opaque absoluteURI may contain after its scheme: no whitespace, quotes or brackets.
+_OPAQUE_RE: Final = re.compile(r'[^\x00-\x20<>"\x7f]++')
+
+MAX_PORT: Final = 65535
+
+
+def _bad(text: str, what: str) -> ParseError:
+    return ParseError(f"malformed URI {text[:200]!r}: {what}")
+
+
+def _parse_params(text: str, uri: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for part in text.split(";")[1:]:
+        name, eq, value = part.partition("=")
+        if not _PARAM_RE.fullmatch(name) or (eq and not _PARAM_RE.fullmatch(value)):
+            raise _bad(uri, f"bad parameter {part!r}")
+        params[name.lower()] = value if eq else None
+    return params
+
+
+def _format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _check_host(host: str, uri: str) -> str:
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise _bad(uri, f"bad IPv6 reference {host!r}") from None
+    return host
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """A `sip:` or `sips:` URI (RFC 3261 §19.1.1).
+
+    Attributes:
+        scheme: "sip" or "sips", lower case.
+        user: the user part, unescaped; None when absent.
+        password: the password, unescaped; None when absent (it is deprecated, §19.1.1).
+        host: host name, IPv4 address or bracketed IPv6 reference.
+        port: explicit port, or None (the default depends on the transport).
+        params: URI parameters, names lower-cased, None for a parameter without a value.
+        headers: URI headers (after "?"), values as written (escaped).
+    """
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        """Parse a sip: or sips: URI.
+
+        Raises:
+            ParseError: the text is not a SIP or SIPS URI.
+        """
+        uri = parse_uri(text)
+        if not isinstance(uri, SipUri):
+            raise _bad(text, "expected a sip: or sips: URI")
+        return uri
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(quote(self.user, safe=_USER_SAFE, errors="surrogateescape"))
+            if self.password is not None:
+                out += [":", quote(self.password, safe=_PASSWORD_SAFE, errors="surrogateescape")]
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out += [":", str(self.port)]
+        out.append(_format_params(self.params))
+        if self.headers:
+            out += ["?", "&".join(f"{k}={v}" for k, v in self.headers.items())]
+        return "".join(out)
+
+    @property
+    def secure(self) -> bool:
+        """True for a sips: URI (RFC 3261 §19.1: TLS on every hop)."""
+        return self.scheme == "sips"
+
+    def matches(self, other: object) -> bool:
+        """Compare per RFC 3261 §19.1.4 (not the same as `==`).
+
+        Scheme, host and parameter values are compared case-insensitively, user and password
+        case-sensitively after unescaping; an absent port differs from an explicit default one.
+        The parameters user, ttl, method, maddr and transport must match if either side has
+        them; any other parameter must match only if both sides have it. Headers must match
+        exactly, as sets.
+        """
+        if not isinstance(other, SipUri):
+            return False
+        if (
+            self.scheme != other.scheme
+            or self.user != other.user
+            or self.password != other.password
+            or self.host.lower() != other.host.lower()
+            or self.port != other.port
+        ):
+            return False
+        for name in self.params.keys() | other.params.keys():
+            mine, theirs = self.params.get(name, ""), other.params.get(name, "")
+            if name in self.params and name in other.params:
+                if _lower_unescaped(mine) != _lower_unescaped(theirs):
+                    return False
+            elif name in ("user", "ttl", "method", "maddr", "transport"):
+                return False
+        mine_h = {k.lower(): unquote(v) for k, v in self.headers.items()}
+        theirs_h = {k.lower(): unquote(v) for k, v in other.headers.items()}
+        return mine_h == theirs_h
+
+
+def _lower_unescaped(value: str | None) -> str | None:
+    return None if value is None else unquote(value).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class TelUri:
+    """A `tel:` URI (RFC 3966), basic form: a number and its parameters.
+
+    Attributes:
+        number: the global ("+...") or local number, as written.
+        params: parameters (phone-context, ext, isub, ...), names lower-cased.
+    """
+
+    number: str
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        """Always "tel"."""
+        return "tel"
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{_format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteUri:
+    """Any other URI scheme, kept as opaque text (RFC 3261 §19.1.1 absoluteURI).
+
+    Attributes:
+        scheme: the scheme, lower case.
+        rest: everything after the first ":".
+    """
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse a URI of any scheme.
+
+    Args:
+        text: the URI, without surrounding whitespace or angle brackets.
+
+    Returns:
+        A `SipUri`, `TelUri` or `AbsoluteUri`.
+
+    Raises:
+        ParseError: the text is not a well-formed URI.
+    """
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME_RE.fullmatch(scheme):
+        raise _bad(text, "no scheme")
+    scheme = scheme.lower()
+    if scheme == "sip" or scheme == "sips":
+        return _parse_sip(scheme, rest, text)
+    if scheme == "tel":
+        number, _, params = rest.partition(";")
+        if not _TEL_NUMBER_RE.fullmatch(number):
+            raise _bad(text, "bad telephone number")
+        return TelUri(number, _parse_params(";" + params, text) if params else {})
+    if not _OPAQUE_RE.fullmatch(rest):
+        raise _bad(text, "empty or contains whitespace, quotes or angle brackets")
+    return AbsoluteUri(scheme, rest)
+
+
+def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
+    m = _SIP_URI_RE.fullmatch(rest)
+    if m is None:
+        raise _bad(text, "expected [user[:password]@]host[:port][;params][?headers]")
+    user, password, host, port, params, headers = m.groups()
+    if user is not None:
+        if not _USER_RE.fullmatch(user):
+            raise _bad(text, "bad user part")
+        user = unquote(user, errors="surrogateescape")
+        if password is not None:
+            if not _PASSWORD_RE.fullmatch(password):
+                raise _bad(text, "bad password")
+            password = unquote(password, errors="surrogateescape")
+    port_number: int | None = None
+    if port is not None:
+        if len(port) > 5 or int(port) > MAX_PORT:
+            raise _bad(text, f"port {port} out of range")
+        port_number = int(port)
+    header_map: dict[str, str] = {}
+    if headers is not None:
+        for part in headers.split("&"):
+            name, eq, value = part.partition("=")
+            if not eq or not name or not _HEADER_PART_RE.fullmatch(name + value):
+                raise _bad(text, f"bad header {part!r}")
+            header_map[name] = value
+    return SipUri(
+        scheme=scheme,
+        user=user,
+        password=password,
+        host=_check_host(host, text),
+        port=port_number,
+        params=_parse_params(params, text) if params else {},
+        headers=header_map,
+    )
