@@ -179,7 +179,7 @@ def _normalise_name(name: str, what: str) -> str:
 
 
 def _parse_port(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ConfigError(f"{what}: port {text!r} is not a number from 1 to 65535")
     return int(text)
 

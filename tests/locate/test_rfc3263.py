@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipua.errors import ConfigError, LocateError
 from sipua.locate.rfc3263 import (
+    MAX_QUERIES,
     MAX_TARGETS,
     LocatePlan,
     Locator,
@@ -87,6 +91,7 @@ PLAN_ERRORS: list[tuple[str, str | None, str | None, str]] = [
     ("sips:alice@example.com:0", None, None, "port '0'"),
     ("sips:alice@example.com:65536", None, None, "port '65536'"),
     ("sips:alice@example.com:50x", None, None, "port '50x'"),
+    ("sips:alice@example.com:5²", None, None, "port '5²'"),
     ("sips:alice@[::1", None, None, "never closes"),
     ("sips:alice@[example.com]", None, None, "not an IPv6 address"),
     ("sips:alice@[::1]x", None, None, "unexpected 'x'"),
@@ -431,3 +436,98 @@ def test_locator_refuses_misuse() -> None:
         locator.next_query()
     with pytest.raises(RuntimeError, match="but the locator asked for"):
         locator.receive(Query("example.com", "SRV"), [])
+
+
+# --- properties --------------------------------------------------------------------------------
+
+SIP_CHARS = st.text(alphabet=st.sampled_from("sip:@[]<>;?=.-_0123456789abcdef:²é "), max_size=40)
+HOSTS = st.sampled_from(["example.com", "127.0.0.1", "[::1]", "::1", "localhost", ""])
+SIP_TEXT = SIP_CHARS | st.builds(
+    "{}{}{}:{}".format,
+    st.sampled_from(["sips:", "sip:", "", "<sips:"]),
+    st.sampled_from(["", "alice@"]),
+    HOSTS,
+    st.text(alphabet="0123456789²x", max_size=6),
+)
+
+
+@given(aor=SIP_TEXT, proxy=st.none() | SIP_TEXT, tls_name=st.none() | SIP_TEXT)
+def test_plan_raises_only_config_error(aor: str, proxy: str | None, tls_name: str | None) -> None:
+    try:
+        plan = plan_targets(aor, proxy, tls_name)
+    except ConfigError:
+        return
+    assert plan.tls_name == plan.tls_name.lower()
+    assert not _is_ip(plan.tls_name)  # RFC 5922: never an IP address as the identity
+    assert plan.port is None or 0 < plan.port < 65536
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+SRV_RECORDS = st.lists(
+    st.builds(
+        SrvRecord,
+        priority=st.integers(0, 3),
+        weight=st.integers(0, 5),
+        port=st.just(5061),
+        target=st.sampled_from(["a", "b", "c", "d", "."]),
+    ),
+    max_size=12,
+)
+
+
+@given(records=SRV_RECORDS, seed=st.integers(0, 2**32))
+def test_srv_order_is_a_priority_sorted_permutation(records: list[SrvRecord], seed: int) -> None:
+    ordered = order_srv(records, random.Random(seed))
+    assert Counter(ordered) == Counter(r for r in records if r.target != ".")
+    assert [r.priority for r in ordered] == sorted(r.priority for r in ordered)
+
+
+RECORDS: st.SearchStrategy[list[Record]] = st.lists(
+    st.one_of(
+        st.builds(
+            NaptrRecord,
+            order=st.integers(0, 3),
+            preference=st.integers(0, 3),
+            flags=st.sampled_from(["s", "S", "a", ""]),
+            service=st.sampled_from(["SIPS+D2T", "SIP+D2U", "sips+d2t"]),
+            regexp=st.sampled_from(["", "!x!y!"]),
+            replacement=st.sampled_from(["_sips._tcp.example.com", "srv.example.com", "."]),
+        ),
+        SRV_RECORDS.map(lambda records: records[0] if records else SrvRecord(0, 0, 1, "x")),
+        st.sampled_from(["192.0.2.1", "2001:db8::1"]),
+    ),
+    max_size=5,
+)
+
+
+@given(data=st.data())
+def test_locator_ends_with_targets_or_a_locate_error(data: st.DataObject) -> None:
+    # Whatever DNS says (any mix of records, or failures), the chain ends within its query bound
+    # and the only error is LocateError.
+    locator = Locator(EXAMPLE, random.Random(0))
+    for _ in range(MAX_QUERIES + 1):
+        query = locator.next_query()
+        if query is None:
+            break
+        try:
+            if data.draw(st.integers(0, 9)) == 0:  # one query in ten fails
+                locator.receive_failure(query, LocateError(f"{query} failed"))
+            else:
+                locator.receive(query, data.draw(RECORDS))
+        except LocateError:
+            return
+    else:
+        raise AssertionError("the locator did not finish within MAX_QUERIES")
+    try:
+        targets = locator.targets()
+    except LocateError:
+        return
+    assert targets
+    assert all(t.tls_name == "example.com" and t.transport == "tls" for t in targets)
