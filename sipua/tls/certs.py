@@ -22,7 +22,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
 from cryptography.utils import CryptographyDeprecationWarning
@@ -40,6 +39,15 @@ MAX_CERTIFICATES_PER_FILE: Final = 500
 
 #: What certificate arguments accept: a parsed certificate, or PEM/DER bytes.
 CertificateInput: TypeAlias = bytes | x509.Certificate
+
+#: The private keys sipua can use for TLS (what pyOpenSSL's `use_privatekey` accepts).
+PrivateKey: TypeAlias = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | dsa.DSAPrivateKey
+)
 
 _T = TypeVar("_T")
 
@@ -202,9 +210,7 @@ def as_certificates(values: Iterable[CertificateInput], *, source: str) -> list[
     return result
 
 
-def load_private_key(
-    data: bytes, *, source: str, passphrase: bytes | None = None
-) -> CertificateIssuerPrivateKeyTypes:
+def load_private_key(data: bytes, *, source: str, passphrase: bytes | None = None) -> PrivateKey:
     """Parses the first private key in PEM text, or a DER private key.
 
     Raises:
@@ -258,7 +264,7 @@ def public_key_der(key: CertificatePublicKeyTypes) -> bytes:
     )
 
 
-def key_matches(cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes) -> bool:
+def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
     """Tells whether `key` is the private half of `cert`'s public key."""
     return public_key_der(cert.public_key()) == public_key_der(key.public_key())
 
@@ -268,7 +274,7 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def private_key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+def private_key_pem(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM of a private key, for files written with mode 0600 only."""
     return key.private_bytes(
         serialization.Encoding.PEM,

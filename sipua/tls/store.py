@@ -35,7 +35,6 @@ from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from sipua import storage
 from sipua.errors import CertificateError, StoreError
@@ -44,6 +43,7 @@ from sipua.tls.bundle import SystemBundle, system_bundle
 from sipua.tls.certs import (
     DEVICE_EXTENSIONS,
     CertSummary,
+    PrivateKey,
     certificate_pem,
     check_extension,
     fingerprint,
@@ -138,12 +138,12 @@ class DeviceIdentity:
     kind: DeviceKind
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
-    private_key: CertificateIssuerPrivateKeyTypes = field(repr=False)
+    private_key: PrivateKey = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class _KeyedFile:
-    key: CertificateIssuerPrivateKeyTypes
+    key: PrivateKey
     certs: list[x509.Certificate]
 
 
@@ -458,9 +458,7 @@ class CertStore:
 
     # -- files with keys --------------------------------------------------------------------
 
-    def _write_keyed(
-        self, path: Path, key: CertificateIssuerPrivateKeyTypes, certs: list[x509.Certificate]
-    ) -> None:
+    def _write_keyed(self, path: Path, key: PrivateKey, certs: list[x509.Certificate]) -> None:
         storage.ensure_private_dir(self.directory)
         data = private_key_pem(key) + b"".join(certificate_pem(c) for c in certs)
         storage.atomic_write(path, data, mode=storage.PRIVATE_FILE_MODE)
