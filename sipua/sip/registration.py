@@ -1,0 +1,531 @@
+"""The client side of SIP registration (RFC 3261 §10.2), with RFC 5626 outbound, sans-IO.
+
+Theory of operation: a `Registration` builds REGISTER requests and digests the responses; it
+never sends or sleeps. The UA hands it each response to one of its requests and the current
+time, executes the `SendRequest` outputs and sleeps until `next_deadline()`, then calls
+`handle_timer(now)`.
+
+- One Call-ID for the whole life of the binding and a CSeq that goes up by one for every
+  REGISTER (RFC 3261 §10.2.4), a new Via branch per request (§8.1.1.7).
+- A `sips:` Request-URI (the AOR's domain, §10.2) and a `sips:` Contact; Via says
+  ``SIP/2.0/TLS``; the deprecated ``transport=tls`` parameter is never used (RFC 5630 §3.1.3).
+- RFC 5626 §4.2.1: the Contact carries ``+sip.instance`` (a stable per-device URN) and
+  ``reg-id``; ``Supported: outbound, path`` says we do outbound.
+- 401/407: the `ChallengeResponder` answers the challenge; it alone knows whether a second
+  challenge means "stale nonce, retry" or "the credentials were rejected", which ends the
+  attempt with `RegistrationFailed`. Challenges per attempt are capped.
+- 423 Interval Too Brief: retry once per distinct Min-Expires with that value (§10.2.8).
+- 2xx: the granted expiry is the ``expires`` parameter of *our* Contact in the response (matched
+  by ``+sip.instance``, else by URI), else the Expires header, else what we asked (§10.2.4).
+  The refresh deadline is the midpoint of the granted time, or the expiry minus a margin when
+  that is earlier, never earlier than a quarter of the granted time.
+- A request with no final response within `response_timeout` (Timer F, 64*T1, §17.1.2.2) fails
+  with status 408, as the transaction layer would report it.
+- `unregister()` sends the same Contact with ``Expires: 0`` (§10.2.2) and ends in `Unregistered`.
+
+Failures are reported, not retried: back-off, reconnection and failover are the UA's job
+(`backoff_delay` computes the RFC 5626 §4.5 wait).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from sipua.sip import Headers, Request, Response, SipUri
+from sipua.sip.digest import (
+    PROXY_AUTHENTICATE,
+    WWW_AUTHENTICATE,
+    ChallengeVerdict,
+    DigestSession,
+)
+from sipua.sip.errors import LocalProtocolError, ProtocolError
+from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
+
+DEFAULT_RESPONSE_TIMEOUT_SECONDS: Final = 32.0  # Timer F = 64 * T1, RFC 3261 §17.1.2.2
+REFRESH_MARGIN_SECONDS: Final = 32.0
+MAX_CHALLENGES_PER_ATTEMPT: Final = 3  # a stale nonce may be retried; loops end here
+MAX_INTERVAL_RETRIES: Final = 3  # 423 answers per attempt
+MAX_FORWARDS: Final = 70  # RFC 3261 §8.1.1.6
+USER_AGENT: Final = "sipua"
+# What the UAS side of sipua handles; a REGISTER advertises it (RFC 3261 §20.5).
+ALLOWED_METHODS: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+
+
+class ChallengeResponder(Protocol):
+    """Answers a 401/407 challenge for one account (digest lives behind this).
+
+    The implementation holds the credentials (never in a repr) and remembers which nonces it
+    answered, so that it can tell a stale-nonce retry from rejected credentials.
+    """
+
+    def authorize(self, challenge: Response, request: Request) -> list[tuple[str, str]]:
+        """Returns the headers (name, value) to add to a retry of `request`.
+
+        Raises:
+            CredentialsRejected: the registrar challenged again a nonce we already answered
+                (without ``stale=true``): the username or password is wrong.
+            ProtocolError: the challenge cannot be answered (no supported algorithm...).
+        """
+        ...
+
+    def accepted(self) -> None:
+        """The request sent with credentials succeeded (a 2xx)."""
+        ...
+
+
+class CredentialsRejected(Exception):
+    """The registrar rejected our credentials (raised by a `ChallengeResponder`)."""
+
+
+class PasswordSource(Protocol):
+    """Something that hands out the password only when asked (`sipua.settings.Secret`)."""
+
+    def reveal(self) -> str: ...
+
+
+class DigestResponder:
+    """The digest `ChallengeResponder` for one account (RFC 2617, RFC 7616, RFC 8760).
+
+    The password stays inside `password` (a Secret-like object) and is revealed only for the
+    computation of one response; it is never stored here, nor shown in a repr.
+
+    Args:
+        username: the digest user name.
+        password: the password source, or None when no password is configured.
+        rng: the cnonce source.
+    """
+
+    __slots__ = ("_password", "_session", "username")
+
+    def __init__(
+        self, *, username: str, password: PasswordSource | None, rng: RandomSource
+    ) -> None:
+        self.username = username
+        self._password = password
+        self._session = DigestSession(username=username, rng=rng)
+
+    def __repr__(self) -> str:
+        return f"DigestResponder(username={self.username!r})"
+
+    def authorize(self, challenge: Response, request: Request) -> list[tuple[str, str]]:
+        """Answers a 401/407 (see `ChallengeResponder.authorize`)."""
+        if self._password is None:
+            raise CredentialsRejected(
+                f"the registrar asks for a password for {self.username!r} and none is set "
+                "(give --password-file or password_file in the config)"
+            )
+        header = WWW_AUTHENTICATE if challenge.status == 401 else PROXY_AUTHENTICATE
+        verdict = self._session.handle_challenges(challenge.headers.get_all(header), header=header)
+        if verdict is ChallengeVerdict.REJECTED:
+            self._session.reset()
+            raise CredentialsRejected(
+                f"the registrar rejected the password of user {self.username!r}; check the "
+                "username and password"
+            )
+        credentials = self._session.credentials(
+            method=request.method,
+            uri=str(request.uri),
+            password=self._password.reveal(),
+            body=request.body,
+        )
+        return [(c.header_name, c.header_value()) for c in credentials]
+
+    def accepted(self) -> None:
+        """Marks the last answered nonces as accepted (see `DigestSession.mark_accepted`)."""
+        self._session.mark_accepted()
+
+
+class RegistrationState(enum.Enum):
+    """Where the binding stands."""
+
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    UNREGISTERING = "unregistering"
+    UNREGISTERED = "unregistered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRequest:
+    """Send this request on the registration connection."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered:
+    """The registrar accepted the binding.
+
+    Attributes:
+        expires: the granted expiry in seconds.
+        refresh_at: the absolute time at which the binding is refreshed.
+        flow_timer: the registrar's Flow-Timer (RFC 5626 §4.4.1), if it sent one.
+        refreshed: whether this renewed an existing binding.
+    """
+
+    expires: int
+    refresh_at: float
+    flow_timer: int | None = None
+    refreshed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationFailed:
+    """A registration attempt ended without a binding.
+
+    Attributes:
+        status: the SIP status (408 for a timeout, 401/407/403 for credentials...).
+        reason: what happened, for a person.
+        auth: whether the failure is about credentials (exit code 4, no point retrying soon).
+        retry_after: the registrar's Retry-After in seconds, if any.
+    """
+
+    status: int
+    reason: str
+    auth: bool = False
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unregistered:
+    """The binding was removed (or the unregister failed; `status` says which)."""
+
+    status: int
+    reason: str = ""
+
+
+RegistrationOutput = SendRequest | Registered | RegistrationFailed | Unregistered
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactAddress:
+    """Where the registrar reaches us: our Contact URI and the Via sent-by of this connection.
+
+    Attributes:
+        uri: the `sips:` Contact URI (user@host:port of our listener or connection).
+        sent_by: Via sent-by, ``host:port`` of the local end of the connection.
+    """
+
+    uri: SipUri
+    sent_by: str
+
+
+class Registration:
+    """The REGISTER state machine for one account (one AOR, one Contact, one flow).
+
+    Args:
+        aor: the address of record, a `sips:` URI.
+        username: the authentication user name (for the responder; kept for logs).
+        contact: our Contact URI and Via sent-by.
+        instance_id: the stable per-device UUID for ``+sip.instance`` (RFC 5626 §4.1).
+        rng: the randomness source for Call-ID, tags and branches.
+        responder: answers digest challenges.
+        expires: the requested expiry in seconds.
+        reg_id: RFC 5626 ``reg-id`` of this flow.
+        response_timeout: seconds to wait for a final response.
+
+    Raises:
+        LocalProtocolError: the AOR is not a `sips:` URI (sipua registers over TLS only).
+    """
+
+    def __init__(
+        self,
+        *,
+        aor: SipUri,
+        contact: ContactAddress,
+        instance_id: str,
+        rng: RandomSource,
+        responder: ChallengeResponder,
+        expires: int = 600,
+        reg_id: int = 1,
+        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS,
+    ) -> None:
+        if aor.scheme != "sips":
+            raise LocalProtocolError(
+                f"the AOR {aor} is not a sips: URI; sipua registers over TLS only (RFC 5630)"
+            )
+        self.aor = aor
+        self.contact = contact
+        self.instance_id = instance_id
+        self.reg_id = reg_id
+        self.requested_expires = expires
+        self.state = RegistrationState.IDLE
+        self.granted_expires: int | None = None
+        self.refresh_at: float | None = None
+        self._rng = rng
+        self._responder = responder
+        self._timeout = response_timeout
+        self._call_id = new_call_id(rng)
+        self._from_tag = new_tag(rng)
+        self._cseq = 0
+        self._pending: Request | None = None
+        self._response_deadline: float | None = None
+        self._challenges = 0
+        self._interval_retries = 0
+        self._expires = expires
+        self._refreshing = False
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def register(self, now: float) -> list[RegistrationOutput]:
+        """Starts a registration (or a refresh) now."""
+        if self.state in (RegistrationState.REGISTERING, RegistrationState.UNREGISTERING):
+            raise LocalProtocolError(f"cannot register in state {self.state.value}")
+        self._refreshing = self.state is RegistrationState.REGISTERED
+        self.state = RegistrationState.REGISTERING
+        self._challenges = 0
+        self._interval_retries = 0
+        return [self._send(self._build(self._expires, []), now)]
+
+    def unregister(self, now: float) -> list[RegistrationOutput]:
+        """Removes our binding (``Expires: 0``); ends in `Unregistered`."""
+        if self.state is RegistrationState.UNREGISTERING:
+            raise LocalProtocolError("already unregistering")
+        self.state = RegistrationState.UNREGISTERING
+        self.refresh_at = None
+        self._challenges = 0
+        return [self._send(self._build(0, []), now)]
+
+    def set_contact(self, contact: ContactAddress) -> None:
+        """Changes our Contact and sent-by (after a reconnect the local port is new)."""
+        self.contact = contact
+
+    def connection_lost(self) -> None:
+        """The flow is gone: the binding can no longer be trusted and nothing is pending."""
+        self._pending = None
+        self._response_deadline = None
+        self.refresh_at = None
+        if self.state is not RegistrationState.UNREGISTERED:
+            self.state = RegistrationState.IDLE
+
+    def matches(self, response: Response) -> bool:
+        """Whether `response` answers the request in flight (§17.1.3: branch and method)."""
+        pending = self._pending
+        if pending is None:
+            return False
+        try:
+            return (
+                response.cseq.method == "REGISTER"
+                and response.cseq.seq == self._cseq
+                and response.call_id == self._call_id
+                and response.top_via.branch == pending.top_via.branch
+            )
+        except ProtocolError:
+            return False
+
+    def receive_response(self, response: Response, now: float) -> list[RegistrationOutput]:
+        """Feeds a response; responses that do not match the request in flight are ignored."""
+        if not self.matches(response) or response.status < 200:
+            return []
+        request = self._pending
+        assert request is not None
+        self._pending = None
+        self._response_deadline = None
+        status = response.status
+        if status in (401, 407):
+            return self._on_challenge(response, request, now)
+        if status == 423:
+            return self._on_interval_too_brief(response, now)
+        if 200 <= status < 300:
+            return self._on_success(response, now)
+        return self._fail(status, response.reason, retry_after=_retry_after(response))
+
+    def next_deadline(self) -> float | None:
+        """The next time `handle_timer` has work: a response timeout or the refresh."""
+        if self._response_deadline is not None:
+            return self._response_deadline
+        if self.state is RegistrationState.REGISTERED:
+            return self.refresh_at
+        return None
+
+    def handle_timer(self, now: float) -> list[RegistrationOutput]:
+        """Acts on a passed deadline: fail a request that got no answer, or refresh."""
+        if self._response_deadline is not None:
+            if now < self._response_deadline:
+                return []
+            self._pending = None
+            self._response_deadline = None
+            return self._fail(408, f"no response from the registrar within {self._timeout:g} s")
+        if (
+            self.state is RegistrationState.REGISTERED
+            and self.refresh_at is not None
+            and now >= self.refresh_at
+        ):
+            return self.register(now)
+        return []
+
+    # -- responses ------------------------------------------------------------------------------
+
+    def _on_challenge(
+        self, response: Response, request: Request, now: float
+    ) -> list[RegistrationOutput]:
+        self._challenges += 1
+        if self._challenges > MAX_CHALLENGES_PER_ATTEMPT:
+            return self._fail(response.status, "too many authentication challenges", auth=True)
+        try:
+            auth = self._responder.authorize(response, request)
+        except CredentialsRejected as exc:
+            return self._fail(response.status, f"credentials rejected: {exc}", auth=True)
+        except ProtocolError as exc:
+            return self._fail(response.status, f"cannot answer the challenge: {exc}", auth=True)
+        expires = 0 if self.state is RegistrationState.UNREGISTERING else self._expires
+        return [self._send(self._build(expires, auth), now)]
+
+    def _on_interval_too_brief(self, response: Response, now: float) -> list[RegistrationOutput]:
+        # RFC 3261 §10.2.8: retry with an expiry no lower than Min-Expires.
+        try:
+            minimum = response.min_expires
+        except ProtocolError:
+            minimum = None
+        self._interval_retries += 1
+        if (
+            minimum is None
+            or minimum <= self._expires
+            or self._interval_retries > MAX_INTERVAL_RETRIES
+            or self.state is RegistrationState.UNREGISTERING
+        ):
+            return self._fail(423, f"registrar says interval too brief (Min-Expires {minimum})")
+        self._expires = minimum
+        return [self._send(self._build(minimum, []), now)]
+
+    def _on_success(self, response: Response, now: float) -> list[RegistrationOutput]:
+        self._responder.accepted()
+        if self.state is RegistrationState.UNREGISTERING:
+            self.state = RegistrationState.UNREGISTERED
+            self.granted_expires = None
+            return [Unregistered(status=response.status, reason=response.reason)]
+        granted = self._granted_expires(response)
+        if granted <= 0:
+            return self._fail(response.status, "registrar accepted but did not keep our Contact")
+        self.granted_expires = granted
+        self.refresh_at = now + refresh_delay(granted)
+        self.state = RegistrationState.REGISTERED
+        refreshed = self._refreshing
+        self._refreshing = False
+        return [
+            Registered(
+                expires=granted,
+                refresh_at=self.refresh_at,
+                flow_timer=_int_header(response, "Flow-Timer"),
+                refreshed=refreshed,
+            )
+        ]
+
+    def _granted_expires(self, response: Response) -> int:
+        # RFC 3261 §10.2.4: the expires param of our Contact, else the Expires header.
+        ours = str(self.contact.uri)
+        instance = f'"<urn:uuid:{self.instance_id}>"'
+        try:
+            contacts = response.contacts
+        except ProtocolError:
+            contacts = []
+        for contact in contacts:
+            params = {k.lower(): v for k, v in contact.params.items()}
+            same_instance = (params.get("+sip.instance") or "").lower() == instance.lower()
+            if same_instance or str(contact.uri) == ours:
+                if contact.expires is not None:
+                    return contact.expires
+                break
+        try:
+            header = response.expires
+        except ProtocolError:
+            header = None
+        return header if header is not None else self._expires
+
+    def _fail(
+        self, status: int, reason: str, *, auth: bool = False, retry_after: int | None = None
+    ) -> list[RegistrationOutput]:
+        if self.state is RegistrationState.UNREGISTERING:
+            self.state = RegistrationState.UNREGISTERED
+            return [Unregistered(status=status, reason=reason)]
+        self.state = RegistrationState.FAILED
+        self.refresh_at = None
+        self._refreshing = False
+        return [
+            RegistrationFailed(status=status, reason=reason, auth=auth, retry_after=retry_after)
+        ]
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _send(self, request: Request, now: float) -> SendRequest:
+        self._pending = request
+        self._response_deadline = now + self._timeout
+        return SendRequest(request=request)
+
+    def _build(self, expires: int, extra: list[tuple[str, str]]) -> Request:
+        self._cseq += 1
+        aor = self.aor
+        registrar = SipUri.parse(f"sips:{_host_port(aor)}")
+        contact = (
+            f'<{self.contact.uri}>;+sip.instance="<urn:uuid:{self.instance_id}>"'
+            f";reg-id={self.reg_id}"
+        )
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/TLS {self.contact.sent_by};branch={new_branch(self._rng)}"),
+                ("Max-Forwards", str(MAX_FORWARDS)),
+                ("From", f"<{aor}>;tag={self._from_tag}"),
+                ("To", f"<{aor}>"),
+                ("Call-ID", self._call_id),
+                ("CSeq", f"{self._cseq} REGISTER"),
+                ("Contact", contact),
+                ("Expires", str(expires)),
+                ("Supported", "outbound, path"),
+                ("Allow", ALLOWED_METHODS),
+                ("User-Agent", USER_AGENT),
+                *extra,
+            ]
+        )
+        return Request("REGISTER", registrar, headers)
+
+
+def refresh_delay(granted: int) -> float:
+    """Seconds after a 2xx at which to refresh a binding granted for `granted` seconds.
+
+    The midpoint, or the expiry minus `REFRESH_MARGIN_SECONDS` when that is earlier, but never
+    earlier than a quarter of the granted time (short expiries in tests and odd registrars).
+    """
+    return max(granted * 0.25, min(granted * 0.5, granted - REFRESH_MARGIN_SECONDS))
+
+
+class UniformSource(Protocol):
+    """A random source with `uniform` (`random.Random` has it)."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def backoff_delay(
+    failures: int, rng: UniformSource, *, base: float = 30.0, maximum: float = 1800.0
+) -> float:
+    """RFC 5626 §4.5 back-off before the next registration attempt.
+
+    wait = min(maximum, base * 2**failures), then a random time between 50% and 100% of it.
+
+    Args:
+        failures: consecutive failed attempts so far (0 for the first retry).
+        rng: the jitter source.
+        base: base time in seconds (RFC 5626: 30 s when all flows failed).
+        maximum: upper bound in seconds (RFC 5626: 1800 s).
+    """
+    exponent = min(max(failures, 0), 32)  # bounded: 2**32 * base is past any maximum
+    wait = min(maximum, base * (2**exponent))
+    return rng.uniform(wait * 0.5, wait)
+
+
+def _host_port(uri: SipUri) -> str:
+    return f"{uri.host}:{uri.port}" if uri.port is not None else uri.host
+
+
+def _int_header(message: Response, name: str) -> int | None:
+    value = message.headers.get(name)
+    if value is None:
+        return None
+    digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def _retry_after(message: Response) -> int | None:
+    return _int_header(message, "Retry-After")
