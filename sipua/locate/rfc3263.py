@@ -31,6 +31,8 @@ from enum import Enum
 from typing import Final, Literal, Protocol
 
 from sipua.errors import ConfigError, LocateError
+from sipua.sip.errors import ProtocolError
+from sipua.sip.uri import SipUri
 
 SIPS_DEFAULT_PORT: Final = 5061
 """RFC 3261 §19.1.2: the default port for a ``sips:`` URI (TLS over TCP)."""
@@ -224,25 +226,23 @@ def _strip_uri(text: str) -> str:
 
 
 def _uri_hostport(uri: str, what: str) -> tuple[str, _HostPort]:
-    """Return (scheme, hostport) of a SIP URI (RFC 3261 §19.1.1)."""
-    scheme, sep, rest = uri.partition(":")
-    if not sep:
+    """Return (scheme, hostport) of a SIP URI, parsed by the core's RFC 3261 §19.1.1 grammar."""
+    if ":" not in uri:
         raise ConfigError(f"{what}: {uri!r} is not a URI; write it as sips:user@domain")
-    # The user part may hold ";" and "?" (RFC 3261 §25.1 user-unreserved), so the host starts
-    # after the last "@"; configured AORs carry no "@" in URI headers.
-    _, _, hostpart = rest.rpartition("@")
-    hostpart = hostpart.split("?", 1)[0]
-    hostport, _, params = hostpart.partition(";")
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "transport" and value.strip().lower() not in ("tcp", "tls"):
-            raise ConfigError(
-                f"{what}: {uri!r} asks for transport={value}; sipua speaks SIP over TLS only, "
-                "drop the transport parameter"
-            )
-    if not hostport:
-        raise ConfigError(f"{what}: {uri!r} has no host; write it as sips:user@domain")
-    return scheme.strip().lower(), _parse_hostport(hostport, what)
+    try:
+        parsed = SipUri.parse(uri)
+    except ProtocolError as exc:
+        raise ConfigError(
+            f"{what}: {uri!r} is not a valid SIP URI ({exc}); write it as sips:user@domain"
+        ) from exc
+    transport = parsed.params.get("transport")
+    if transport is not None and transport.lower() not in ("tcp", "tls"):
+        raise ConfigError(
+            f"{what}: {uri!r} asks for transport={transport}; sipua speaks SIP over TLS only, "
+            "drop the transport parameter"
+        )
+    port = "" if parsed.port is None else f":{parsed.port}"
+    return parsed.scheme, _parse_hostport(parsed.host + port, what)
 
 
 def parse_aor(aor: str) -> tuple[str, int | None, bool]:
