@@ -8,10 +8,11 @@ never from the file name, because `.cer` and `.crt` files come in both. Every er
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -128,11 +129,21 @@ def load_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
 
 
 def _quiet(load: Callable[[], _T]) -> _T:
-    # Old certificates in the wild (and in OS bundles) trip cryptography's deprecation warnings
-    # (e.g. non-positive serial numbers). They are still usable, so the warning is not raised.
+    with quiet_deprecations():
+        return load()
+
+
+@contextlib.contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Silences cryptography's deprecation warnings about old certificates.
+
+    Old certificates in the wild (and in OS bundles) trip them, lazily, when a field is read
+    (e.g. a non-positive serial number). They are still usable, and a peer's odd certificate
+    must not turn into a warning (or, under `-W error`, an exception) in sipua's own code.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return load()
+        yield
 
 
 def _looks_like_der_private_key(data: bytes) -> bool:
@@ -362,6 +373,11 @@ class CertSummary:
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertSummary:
         """Summarises `cert`."""
+        with quiet_deprecations():
+            return cls._of(cert)
+
+    @classmethod
+    def _of(cls, cert: x509.Certificate) -> CertSummary:
         try:
             bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             is_ca = bc.ca

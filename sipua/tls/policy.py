@@ -45,7 +45,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from sipua.errors import CertificateError
 from sipua.tls.bundle import system_bundle
-from sipua.tls.certs import CertificateInput, CertSummary, as_certificates, fingerprint
+from sipua.tls.certs import (
+    CertificateInput,
+    CertSummary,
+    as_certificates,
+    fingerprint,
+    quiet_deprecations,
+)
 from sipua.tls.identity import IdentityCheck, check_identity, presented_identities
 
 AcceptedCa = Literal["default", "custom", "all"]
@@ -529,7 +535,28 @@ def verify_chain(
         ValueError: `at` is naive or `purpose` unknown (caller bugs).
         CertificateError: an item of `trusted` or `default_trusted` is not a certificate.
     """
-    policy = TrustPolicy() if policy is None else policy
+    with quiet_deprecations():
+        return _verify_chain(
+            chain,
+            name=name,
+            trusted=trusted,
+            at=at,
+            policy=TrustPolicy() if policy is None else policy,
+            purpose=purpose,
+            default_trusted=default_trusted,
+        )
+
+
+def _verify_chain(
+    chain: Sequence[CertificateInput],
+    *,
+    name: str | None,
+    trusted: Sequence[CertificateInput],
+    at: dt.datetime | None,
+    policy: TrustPolicy,
+    purpose: Purpose,
+    default_trusted: Sequence[CertificateInput] | None,
+) -> VerifyResult:
     if purpose not in ("server", "client"):
         raise ValueError(f"purpose must be 'server' or 'client', not {purpose!r}")
     if at is None:

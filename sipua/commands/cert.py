@@ -1,0 +1,292 @@
+"""`sipua cert`: manage trusted and device certificates, and verify a chain offline.
+
+Subcommands: list, show, import-trusted, remove-trusted, import-device, remove-device,
+export-ca, verify. Each takes `--data-dir DIR` (default: `sipua.storage.default_data_dir()`).
+
+Exit codes: 0 done (for `verify`: the policy accepts the chain); 1 `verify` rejected the chain;
+2 an operational error (unreadable file, refused import...), printed as one line by the CLI.
+Heavy imports (cryptography) happen inside `run`, so `sipua cert --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipua.tls.certs import CertSummary
+    from sipua.tls.store import CertStore
+
+EXIT_REJECTED = 1
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Adds the `cert` subcommands and their flags."""
+    sub = parser.add_subparsers(dest="cert_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="sipua's data directory (default: $SIPUA_DATA_DIR, $XDG_DATA_HOME/sipua, "
+            "~/.local/share/sipua)",
+        )
+        return command
+
+    listing = add("list", "list trusted and device certificates")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = add("show", "show one certificate in detail")
+    show.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    imp = add("import-trusted", "trust the CA certificate(s) in FILE (.pem .cer .crt .der)")
+    imp.add_argument("file", type=Path, metavar="FILE")
+    rem = add("remove-trusted", "stop trusting a custom trusted certificate")
+    rem.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
+    dev = add("import-device", "import the custom device certificate and key (.pem .cer)")
+    dev.add_argument("cert", type=Path, metavar="CERT")
+    dev.add_argument("--key", type=Path, default=None, metavar="KEY", help="separate key file")
+    dev.add_argument(
+        "--passphrase-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding the passphrase of an encrypted key",
+    )
+    add("remove-device", "remove the custom device certificate")
+    export = add("export-ca", "print the device CA certificate (PEM) for registrars to trust")
+    export.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE")
+    verify = add("verify", "verify a certificate chain against the trust policy, offline")
+    verify.add_argument("chain", type=Path, metavar="CHAIN", help="PEM/DER file, leaf first")
+    verify.add_argument("--name", required=True, metavar="DOMAIN", help="the SIP domain")
+    verify.add_argument("--at", default=None, metavar="TIME", help="ISO 8601 time (default now)")
+    verify.add_argument(
+        "--trusted-cert",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also trust this certificate (counts as custom; repeatable)",
+    )
+    verify.add_argument(
+        "--only-trusted",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reject chains that fail verification (default: on)",
+    )
+    verify.add_argument(
+        "--ca-type",
+        choices=("default", "custom", "all"),
+        default="all",
+        help="which trusted certificates count (default: all)",
+    )
+    verify.add_argument(
+        "--cn-validation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check the certificate's SIP domain identity, RFC 5922 (default: on)",
+    )
+    verify.add_argument(
+        "--allow-wildcards",
+        action="store_true",
+        help="let *.domain identities match one label (off by default, RFC 5922)",
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs one `sipua cert` subcommand and returns the exit code."""
+    from sipua.storage import default_data_dir
+    from sipua.tls.store import CertStore
+
+    data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
+    store = CertStore(data_dir)
+    handlers = {
+        "list": _list,
+        "show": _show,
+        "import-trusted": _import_trusted,
+        "remove-trusted": _remove_trusted,
+        "import-device": _import_device,
+        "remove-device": _remove_device,
+        "export-ca": _export_ca,
+        "verify": _verify,
+    }
+    code = handlers[args.cert_command](store, args)
+    for problem in store.problems:
+        print(f"sipua: warning: {problem}", file=sys.stderr)
+    return code
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _summary_lines(summary: CertSummary, indent: str = "  ") -> list[str]:
+    return [
+        f"{indent}subject:     {summary.subject}",
+        f"{indent}issuer:      {summary.issuer}",
+        f"{indent}valid:       {_when(summary.not_before)} .. {_when(summary.not_after)}",
+        f"{indent}sha256:      {summary.fingerprint}",
+    ]
+
+
+def _list(store: CertStore, args: argparse.Namespace) -> int:
+    defaults = store.default_trusted()
+    custom = store.custom_trusted()
+    devices = store.device_certificates()
+    if args.json:
+        document = {
+            "data_dir": str(store.data_dir),
+            "trusted": {
+                "default": {
+                    "count": len(defaults),
+                    "source": str(store.system.path) if store.system.path else None,
+                    "names": [s.name for s in defaults],
+                },
+                "custom": [s.as_json() for s in custom],
+            },
+            "device": [s.as_json() for s in devices],
+            "problems": store.problems,
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    source = store.system.path or "no OS bundle found"
+    print(f"Trusted certificates, default: {len(defaults)} (from {source})")
+    print(f"Trusted certificates, custom: {len(custom)} of 10")
+    for stored in custom:
+        print(f"- {stored.name} [custom]")
+        print("\n".join(_summary_lines(stored.summary)))
+    print(f"Device certificates: {len(devices)}")
+    for stored in devices:
+        print(f"- {stored.name} [{stored.kind}, type {stored.type}]")
+        print("\n".join(_summary_lines(stored.summary)))
+    if not any(d.kind in ("unique", "generic") for d in devices):
+        print("  (the default device certificate is issued on first use)")
+    return 0
+
+
+def _show(store: CertStore, args: argparse.Namespace) -> int:
+    stored = store.find(args.id)
+    if args.json:
+        print(json.dumps(stored.as_json(), indent=2))
+        return 0
+    summary = stored.summary
+    print(f"{stored.name} [{stored.role}, {stored.kind}]")
+    print("\n".join(_summary_lines(summary)))
+    print(f"  serial:      {summary.serial}")
+    print(f"  key:         {summary.key}")
+    print(f"  signature:   {summary.signature_hash}")
+    print(f"  CA:          {'yes' if summary.is_ca else 'no'}")
+    if summary.subject_alt_names:
+        print(f"  alt names:   {', '.join(summary.subject_alt_names)}")
+    if stored.path is not None:
+        print(f"  stored in:   {stored.path}")
+    return 0
+
+
+def _import_trusted(store: CertStore, args: argparse.Namespace) -> int:
+    for stored in store.import_trusted(args.file):
+        print(f"trusted: {stored.name} (sha256 {stored.fingerprint})")
+    return 0
+
+
+def _remove_trusted(store: CertStore, args: argparse.Namespace) -> int:
+    stored = store.remove_trusted(args.id)
+    print(f"removed: {stored.name} (sha256 {stored.fingerprint})")
+    return 0
+
+
+def _import_device(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.storage import read_private
+
+    passphrase = None
+    if args.passphrase_file is not None:
+        passphrase = read_private(args.passphrase_file).strip(b"\r\n")
+    stored = store.import_device(args.cert, args.key, passphrase=passphrase)
+    print(f"device certificate: {stored.name} (sha256 {stored.fingerprint})")
+    print("select it with the device certificate setting 'custom'")
+    return 0
+
+
+def _remove_device(store: CertStore, args: argparse.Namespace) -> int:
+    stored = store.remove_device()
+    print(f"removed custom device certificate: {stored.name} (sha256 {stored.fingerprint})")
+    return 0
+
+
+def _export_ca(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.storage import atomic_write
+    from sipua.tls.certs import certificate_pem
+
+    stored = store.device_ca()
+    pem = certificate_pem(stored.certificate)
+    if args.out is None:
+        sys.stdout.write(pem.decode("ascii"))
+    else:
+        atomic_write(args.out, pem)
+        print(f"device CA certificate written to {args.out}")
+    return 0
+
+
+def _parse_time(text: str) -> dt.datetime:
+    from sipua.errors import ConfigError
+
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--at {text!r} is not an ISO 8601 time; use e.g. 2030-01-31T12:00:00Z"
+        ) from exc
+    # A time without a zone is taken as UTC: certificate validity is defined in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _verify(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.tls.certs import load_certificate_file, load_certificates, read_input_file
+    from sipua.tls.policy import TrustPolicy, verify_chain
+
+    at = _parse_time(args.at) if args.at is not None else None
+    chain = load_certificates(read_input_file(args.chain), source=str(args.chain))
+    trusted = store.trusted("custom")
+    for path in args.trusted_cert:
+        trusted.extend(load_certificate_file(path))
+    policy = TrustPolicy(
+        only_trusted=args.only_trusted,
+        accepted_ca=args.ca_type,
+        cn_validation=args.cn_validation,
+        allow_wildcards=args.allow_wildcards,
+    )
+    result = verify_chain(chain, name=args.name, trusted=trusted, at=at, policy=policy)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "verified": result.verified,
+                    "code": result.code,
+                    "reason": result.reason,
+                    "problems": [
+                        {"code": p.code, "reason": p.reason, "subject": p.subject}
+                        for p in result.problems
+                    ],
+                    "expected": result.expected,
+                    "identities": list(result.identities),
+                    "anchor": result.anchor,
+                    "path": [s.as_json() for s in result.path],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(result)
+        for problem in result.problems[1:]:
+            print(f"  also ({problem.code}): {problem.reason}")
+        if result.identities:
+            print(f"  identities: {', '.join(result.identities)}")
+    return 0 if result.ok else EXIT_REJECTED
