@@ -1,0 +1,144 @@
+"""SIP dialogs (RFC 3261 §12), the UAS side and in-dialog requests, sans-IO.
+
+A dialog is identified by Call-ID, local tag and remote tag (§12). The UAS creates it from the
+INVITE it answers (§12.1.1): the route set is the INVITE's Record-Route values *in order*, the
+remote target is the INVITE's Contact, the remote sequence number is the INVITE's CSeq, and the
+dialog is secure when the Request-URI was `sips:`. In-dialog requests from the peer must carry a
+higher CSeq than the last one (§12.2.2, else 500); ACK and CANCEL reuse the INVITE's number.
+Requests we send in the dialog (a BYE) go to the remote target through the route set, with our
+own CSeq counting up (§12.2.1.1). sipua is a UAS here, so only loose routing (``;lr``) is
+supported for the requests it sends: a strict-routing first hop is reported, not handled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from sipua.sip import Headers, Request, SipUri
+from sipua.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipua.sip.ids import RandomSource, new_branch
+
+MAX_FORWARDS: Final = 70
+
+
+@dataclass(frozen=True, slots=True)
+class DialogId:
+    """Call-ID, local tag, remote tag (RFC 3261 §12)."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Dialog:
+    """One dialog as the UAS keeps it.
+
+    Attributes:
+        call_id: the Call-ID.
+        local_tag: our tag (the To tag of our responses).
+        remote_tag: the peer's tag (the From tag of its requests).
+        local_uri: our URI (the To URI of the INVITE), as text.
+        remote_uri: the peer's URI (the From URI of the INVITE), as text.
+        remote_target: the peer's Contact URI, as text.
+        route_set: Record-Route values in the order the UAS uses them (§12.1.1).
+        remote_seq: the highest CSeq number seen from the peer.
+        local_seq: the last CSeq number we used.
+        secure: the dialog was created by a `sips:` request (§12.1.1).
+    """
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    remote_target: str
+    route_set: list[str] = field(default_factory=list)
+    remote_seq: int = 0
+    local_seq: int = 0
+    secure: bool = True
+
+    @classmethod
+    def from_uas(cls, request: Request, local_tag: str) -> Dialog:
+        """Creates the dialog a 2xx (or 1xx with a tag) to `request` establishes (§12.1.1).
+
+        Raises:
+            RemoteProtocolError: the request has no From tag or no Contact (status_hint 400).
+        """
+        remote_tag = request.from_.tag
+        if not remote_tag:
+            raise RemoteProtocolError("the INVITE has no From tag", status_hint=400)
+        contacts = request.contacts
+        if not contacts:
+            raise RemoteProtocolError("the INVITE has no Contact (RFC 3261 §8.1.1.8)")
+        uri = request.uri
+        return cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_uri=str(request.to.uri),
+            remote_uri=str(request.from_.uri),
+            remote_target=str(contacts[0].uri),
+            route_set=[str(route) for route in request.record_routes],
+            remote_seq=request.cseq.seq,
+            secure=isinstance(uri, SipUri) and uri.scheme == "sips",
+        )
+
+    @property
+    def id(self) -> DialogId:
+        """The dialog id."""
+        return DialogId(self.call_id, self.local_tag, self.remote_tag)
+
+    def matches(self, request: Request) -> bool:
+        """Whether an in-dialog request belongs here (Call-ID, To tag = ours, From tag = theirs)."""
+        return (
+            request.call_id == self.call_id
+            and request.to.tag == self.local_tag
+            and request.from_.tag == self.remote_tag
+        )
+
+    def receive_request(self, request: Request) -> None:
+        """Checks and records the CSeq of an in-dialog request from the peer (§12.2.2).
+
+        Raises:
+            RemoteProtocolError: the CSeq went backwards (status_hint 500, as §12.2.2 says).
+        """
+        seq = request.cseq.seq
+        if request.method in ("ACK", "CANCEL"):
+            return  # they reuse the INVITE's number (§13.2.2.4, §9.1)
+        if seq <= self.remote_seq:
+            raise RemoteProtocolError(
+                f"CSeq {seq} is not above {self.remote_seq} in this dialog", status_hint=500
+            )
+        self.remote_seq = seq
+
+    def new_request(self, method: str, *, sent_by: str, rng: RandomSource) -> Request:
+        """Builds a request we send inside the dialog (§12.2.1.1), e.g. a BYE.
+
+        Args:
+            method: the method (not ACK or CANCEL, which reuse the INVITE's CSeq).
+            sent_by: our Via sent-by, ``host:port`` of the connection it goes out on.
+            rng: the branch source.
+
+        Raises:
+            LocalProtocolError: for ACK or CANCEL, or a strict-routing first hop.
+        """
+        if method in ("ACK", "CANCEL"):
+            raise LocalProtocolError(f"{method} is not built by Dialog.new_request")
+        if self.route_set and ";lr" not in self.route_set[0].lower():
+            raise LocalProtocolError("the dialog's first route is a strict router (no ;lr)")
+        self.local_seq = max(self.local_seq, 0) + 1
+        transport = "TLS"
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/{transport} {sent_by};branch={new_branch(rng)}"),
+                ("Max-Forwards", str(MAX_FORWARDS)),
+                ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
+                ("To", f"<{self.remote_uri}>;tag={self.remote_tag}"),
+                ("Call-ID", self.call_id),
+                ("CSeq", f"{self.local_seq} {method}"),
+                *[("Route", route) for route in self.route_set],
+            ]
+        )
+        return Request(method, SipUri.parse(self.remote_target), headers)

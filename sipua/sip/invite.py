@@ -1,0 +1,254 @@
+"""The UAS side of an INVITE session (RFC 3261 §13.3, §9.2, §15), sans-IO.
+
+Theory of operation: an `InviteSession` is created for a new INVITE and answers it at once with
+100 Trying and 180 Ringing (the 180 carries our To tag, which creates an early dialog). The UA
+then calls `answer(sdp)` (200 OK with our Contact and the SDP answer) or `reject(status)`.
+
+    RINGING --answer--> ANSWERED --ACK--> CONFIRMED --BYE--> TERMINATED
+       |  \\--reject/CANCEL (487)--> TERMINATED           (ANSWERED --BYE--> TERMINATED too)
+       \\--BYE before answer: 481 for the BYE (no confirmed dialog yet)
+
+- The 2xx is retransmitted by the UAS *core*, even on a reliable transport, with T1 doubling up to
+  T2, until the ACK arrives; with no ACK within 64*T1 the session sends BYE and ends
+  (§13.3.1.4), because a hop between us and the caller may be unreliable.
+- CANCEL (§9.2): 200 for the CANCEL and 487 Request Terminated for the INVITE while no final
+  response was sent; after that, CANCEL gets a 200 and changes nothing.
+- Every response within the dialog copies Record-Route (§12.1.1) and carries our To tag.
+- A session in TERMINATED is sticky: any further input raises `LocalProtocolError`, except that
+  a retransmitted ACK/BYE is absorbed.
+
+Every output is a `SendMessage`-like `Reply` (send this response on the connection the request
+came in on, §18.2.2) or a `Send` for a request we originate (the BYE after a missing ACK), plus
+user-level events: `CallAnswered`, `CallEnded(reason)`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Final
+
+from sipua.sip import Request, Response, make_response
+from sipua.sip.dialog import Dialog
+from sipua.sip.errors import LocalProtocolError
+from sipua.sip.ids import RandomSource
+
+T1_SECONDS: Final = 0.5
+T2_SECONDS: Final = 4.0
+ACK_TIMEOUT_SECONDS: Final = 64 * T1_SECONDS  # §13.3.1.4
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+
+
+class InviteState(enum.Enum):
+    """States of the UAS INVITE session."""
+
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """Send this response back on the connection its request arrived on (§18.2.2)."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """Send this in-dialog request we originate (a BYE)."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered:
+    """We sent 200 OK; the dialog is up once the ACK arrives."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallConfirmed:
+    """The caller's ACK arrived for our 200 OK."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """The session ended.
+
+    Attributes:
+        reason: "remote-bye", "cancelled", "rejected", "ack-timeout" or "local-bye".
+        status: the final status of the INVITE when it never got a 2xx.
+    """
+
+    reason: str
+    status: int | None = None
+
+
+InviteOutput = Reply | Send | CallAnswered | CallConfirmed | CallEnded
+
+
+class InviteSession:
+    """One inbound INVITE and the dialog it creates.
+
+    Args:
+        invite: the INVITE request.
+        local_tag: our To tag (from `sipua.sip.ids.new_tag`).
+        contact: our Contact URI as text (``sips:user@host:port``).
+        sent_by: our Via sent-by for requests we originate in the dialog.
+        rng: branch source for those requests.
+    """
+
+    def __init__(
+        self,
+        invite: Request,
+        *,
+        local_tag: str,
+        contact: str,
+        sent_by: str,
+        rng: RandomSource,
+    ) -> None:
+        if invite.method != "INVITE":
+            raise LocalProtocolError(f"an InviteSession starts with an INVITE, not {invite.method}")
+        self.invite = invite
+        self.local_tag = local_tag
+        self.contact = contact
+        self.sent_by = sent_by
+        self.state = InviteState.RINGING
+        self.dialog = Dialog.from_uas(invite, local_tag)
+        self._rng = rng
+        self._ok: Response | None = None
+        self._retransmit_at: float | None = None
+        self._retransmit_interval = T1_SECONDS
+        self._ack_deadline: float | None = None
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of the session."""
+        return self.invite.call_id
+
+    # -- the start ------------------------------------------------------------------------------
+
+    def start(self) -> list[InviteOutput]:
+        """Answers the new INVITE with 100 Trying and 180 Ringing."""
+        trying = make_response(self.invite, 100)
+        return [Reply(response=trying), Reply(response=self._response(180))]
+
+    # -- local decisions ------------------------------------------------------------------------
+
+    def answer(self, sdp: bytes, now: float) -> list[InviteOutput]:
+        """Sends 200 OK with the SDP answer and starts waiting for the ACK."""
+        self._require(InviteState.RINGING, "answer")
+        ok = self._response(200)
+        ok.headers.add("Contact", f"<{self.contact}>")
+        ok.headers.add("Allow", ALLOW)
+        ok.headers.add("Content-Type", "application/sdp")
+        ok = replace(ok, body=sdp)
+        self._ok = ok
+        self.state = InviteState.ANSWERED
+        self._retransmit_interval = T1_SECONDS
+        self._retransmit_at = now + T1_SECONDS
+        self._ack_deadline = now + ACK_TIMEOUT_SECONDS
+        return [Reply(response=ok), CallAnswered()]
+
+    def reject(self, status: int) -> list[InviteOutput]:
+        """Rejects the INVITE (486 Busy Here, 603 Decline, 488...)."""
+        self._require(InviteState.RINGING, "reject")
+        if not 300 <= status < 700:
+            raise LocalProtocolError(f"a rejection needs a status 300-699, not {status}")
+        self.state = InviteState.TERMINATED
+        return [Reply(response=self._response(status)), CallEnded(reason="rejected", status=status)]
+
+    def hangup(self) -> list[InviteOutput]:
+        """Ends the call from our side: BYE once confirmed, else reject with 480."""
+        if self.state is InviteState.RINGING:
+            outputs = self.reject(480)
+            return [*outputs[:-1], CallEnded(reason="local-bye", status=480)]
+        if self.state in (InviteState.ANSWERED, InviteState.CONFIRMED):
+            return self._bye("local-bye")
+        raise LocalProtocolError(f"cannot hang up in state {self.state.value}")
+
+    # -- requests from the peer -----------------------------------------------------------------
+
+    def receive_cancel(self, cancel: Request) -> list[InviteOutput]:
+        """CANCEL for our INVITE (§9.2): 200 for it, and 487 for the INVITE if still ringing."""
+        ok = Reply(response=make_response(cancel, 200))
+        if self.state is not InviteState.RINGING:
+            return [ok]
+        self.state = InviteState.TERMINATED
+        terminated = Reply(response=self._response(487))
+        return [ok, terminated, CallEnded(reason="cancelled", status=487)]
+
+    def receive_ack(self, ack: Request) -> list[InviteOutput]:
+        """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are absorbed."""
+        del ack
+        if self.state is not InviteState.ANSWERED:
+            return []
+        self.state = InviteState.CONFIRMED
+        self._retransmit_at = None
+        self._ack_deadline = None
+        return [CallConfirmed()]
+
+    def receive_bye(self, bye: Request) -> list[InviteOutput]:
+        """BYE from the peer (§15.1.2): 200 and the end; 481 before the dialog is confirmed."""
+        if self.state is InviteState.RINGING:
+            # §15: a caller must not BYE before the dialog is confirmed on its side; it is not
+            # one for us until we answer.
+            return [Reply(response=make_response(bye, 481, to_tag=self.local_tag))]
+        if self.state is InviteState.TERMINATED:
+            return [Reply(response=make_response(bye, 481, to_tag=self.local_tag))]
+        self.dialog.receive_request(bye)
+        self.state = InviteState.TERMINATED
+        self._retransmit_at = None
+        self._ack_deadline = None
+        return [Reply(response=make_response(bye, 200)), CallEnded(reason="remote-bye")]
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The next 2xx retransmission or the ACK timeout."""
+        deadlines = [d for d in (self._retransmit_at, self._ack_deadline) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> list[InviteOutput]:
+        """Retransmits the 2xx (T1 doubling to T2) or gives up on the ACK with a BYE."""
+        if self.state is not InviteState.ANSWERED:
+            return []
+        if self._ack_deadline is not None and now >= self._ack_deadline:
+            return self._bye("ack-timeout")
+        outputs: list[InviteOutput] = []
+        if self._retransmit_at is not None and now >= self._retransmit_at and self._ok:
+            outputs.append(Reply(response=self._ok))
+            self._retransmit_interval = min(self._retransmit_interval * 2, T2_SECONDS)
+            self._retransmit_at = now + self._retransmit_interval
+        return outputs
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _bye(self, reason: str) -> list[InviteOutput]:
+        bye = self.dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
+        self.state = InviteState.TERMINATED
+        self._retransmit_at = None
+        self._ack_deadline = None
+        return [Send(request=bye), CallEnded(reason=reason)]
+
+    def _response(self, status: int) -> Response:
+        response = make_response(self.invite, status, to_tag=self.local_tag)
+        if 100 < status < 300:
+            # §12.1.1: the UAS copies Record-Route into responses that create the dialog.
+            for value in self.invite.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", value)
+        return response
+
+    def _require(self, state: InviteState, action: str) -> None:
+        if self.state is not state:
+            raise LocalProtocolError(f"cannot {action} a call in state {self.state.value}")
+
+
+def options_response(request: Request, *, to_tag: str) -> Response:
+    """200 OK to OPTIONS with what we allow and accept (RFC 3261 §11.2)."""
+    response = make_response(request, 200, to_tag=to_tag)
+    response.headers.add("Allow", ALLOW)
+    response.headers.add("Accept", "application/sdp")
+    response.headers.add("Supported", "outbound")
+    return response
