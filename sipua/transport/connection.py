@@ -1,0 +1,255 @@
+"""A SIP connection: one byte stream (TLS after its handshake) carrying SIP messages.
+
+Theory of operation: a `SipConnection` wraps a `trio.abc.Stream` that is already secured and
+verified (the TLS handshake and trust decision happen before, in `open_sip_connection` or the
+listener), plus the core's `StreamFramer`. `run()` is the reader task: it reads, frames, parses
+and hands each message to the handler, answers RFC 5626 CRLFCRLF pings with a CRLF pong, feeds
+pongs to the keep-alive schedule, and returns the reason when the connection ends. A reader
+runs for the whole life of every connection, even one we only write to, because TLS 1.3
+servers send session tickets after the handshake and a client that never reads can stall.
+
+- Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
+- Messages from the peer are handled one at a time in arrival order; a handler that raises
+  `ConnectionLost` ends the connection, anything else is a bug and propagates.
+- A framed message that does not parse is dropped and counted (`dropped_messages`); the
+  connection lives (design.md pitfalls).
+  A framing error (no Content-Length, oversized message) kills the connection (RFC 3261 §18.3).
+- The idle timeout closes a connection that received nothing for that long (inbound
+  connections); the keep-alive schedule pings on the registration flow and declares it dead when
+  a pong is missing (RFC 5626 §4.4.1).
+- Foreign exceptions (trio's BrokenResourceError, ClosedResourceError, TLS errors) end the
+  connection with a reason; they never escape `run()`. `send()` raises `ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from sipua.errors import ConnectionLost, SipuaError
+from sipua.sip import (
+    NEED_DATA,
+    KeepalivePing,
+    KeepalivePong,
+    MessageFramed,
+    Request,
+    Response,
+    StreamFramer,
+    parse_message,
+    serialize,
+)
+from sipua.sip.errors import FramingError, ParseError
+from sipua.transport.keepalive import KeepaliveAction, KeepaliveSchedule
+
+RECEIVE_CHUNK_BYTES: Final = 16 * 1024
+MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
+PING: Final = b"\r\n\r\n"  # RFC 5626 §4.4.1
+PONG: Final = b"\r\n"
+
+Message = Request | Response
+MessageHandler = Callable[["SipConnection", Message], Awaitable[None]]
+TraceHook = Callable[[str, "SipConnection", bytes], None]
+
+
+class SipConnection:
+    """SIP messages over one secured stream.
+
+    Args:
+        stream: the byte stream (a handshaken, verified TLS stream).
+        peer: ``host:port`` of the peer, for logs and errors.
+        local: ``host:port`` of our end (the Via sent-by of requests sent on it).
+        tls_name: the identity the peer was verified for (connection reuse is per identity).
+        handler: called for every message received, in order.
+        trace: called with ("sent" | "received", connection, bytes) for `--trace`.
+        idle_timeout: close after this many seconds without a byte received (None: never).
+        max_message_bytes: the framer's cap for one message.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        peer: str,
+        local: str,
+        tls_name: str | None,
+        handler: MessageHandler,
+        trace: TraceHook | None = None,
+        idle_timeout: float | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.local = local
+        self.tls_name = tls_name
+        self.closed_reason: str | None = None
+        self.closed = trio.Event()
+        self.keepalive: KeepaliveSchedule | None = None
+        self.dropped_messages = 0
+        self._handler = handler
+        self._trace = trace
+        self._idle_timeout = idle_timeout
+        self._framer = (
+            StreamFramer(max_message_bytes) if max_message_bytes is not None else StreamFramer()
+        )
+        self._send_lock = trio.Lock()
+        self._keepalive_changed = trio.Event()
+        self._cancel = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"SipConnection(peer={self.peer!r}, local={self.local!r}, name={self.tls_name!r})"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection can still carry messages."""
+        return self.closed_reason is None
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Sends one message.
+
+        Raises:
+            ConnectionLost: the connection is closed or broke while sending.
+        """
+        data = serialize(message)
+        await self._send_bytes(data)
+        if self._trace is not None:
+            self._trace("sent", self, data)
+
+    async def send_ping(self) -> None:
+        """Sends an RFC 5626 CRLFCRLF keep-alive ping."""
+        await self._send_bytes(PING)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        if self.closed_reason is not None:
+            raise ConnectionLost(f"connection to {self.peer} is closed ({self.closed_reason})")
+        try:
+            async with self._send_lock:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
+            reason = f"send failed: {exc}" if str(exc) else "send failed"
+            self._mark_closed(reason)
+            raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
+
+    # -- keep-alive -----------------------------------------------------------------------------
+
+    def start_keepalive(self, schedule: KeepaliveSchedule, now: float) -> None:
+        """Starts RFC 5626 pings on this flow (after the registration succeeded)."""
+        self.keepalive = schedule
+        schedule.start(now)
+        self._keepalive_changed.set()
+
+    # -- the reader -----------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Reads until the connection ends; returns why it ended. Never raises network errors."""
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive_loop)
+                try:
+                    reason = await self._read_loop()
+                finally:
+                    nursery.cancel_scope.cancel()
+                self._mark_closed(reason)
+        if self.closed_reason is None:
+            self._mark_closed("closed")
+        await self._close_stream()
+        assert self.closed_reason is not None
+        return self.closed_reason
+
+    async def aclose(self, reason: str = "closed by us") -> None:
+        """Closes the connection (close_notify once, no wait for the peer's)."""
+        self._mark_closed(reason)
+        self._cancel.cancel()
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError):
+                pass
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            if self.keepalive is not None:
+                self.keepalive.stop()
+            self.closed.set()
+
+    async def _read_loop(self) -> str:
+        deadline = math.inf
+        while True:
+            if self._idle_timeout is not None:
+                deadline = trio.current_time() + self._idle_timeout
+            data: bytes | bytearray = b""
+            with trio.move_on_at(deadline):
+                try:
+                    data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
+                    return f"receive failed: {exc}" if str(exc) else "receive failed"
+                if not data:
+                    self._framer.receive_data(None)
+                    return "closed by peer"
+                try:
+                    self._framer.receive_data(data)
+                    await self._drain_framer()
+                except FramingError as exc:
+                    return f"framing error: {exc}"
+                except ConnectionLost as exc:
+                    return str(exc)
+                continue
+            return f"idle for {self._idle_timeout:g} s"
+
+    async def _drain_framer(self) -> None:
+        for _ in range(MAX_EVENTS_PER_CHUNK):
+            event = self._framer.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, KeepalivePing):
+                await self._send_bytes(PONG)  # RFC 5626 §4.4.1: answer a ping with a pong
+            elif isinstance(event, KeepalivePong):
+                if self.keepalive is not None:
+                    self.keepalive.pong_received(trio.current_time())
+            elif isinstance(event, MessageFramed):
+                await self._deliver(event.data)
+        raise FramingError(f"more than {MAX_EVENTS_PER_CHUNK} events in one read")
+
+    async def _deliver(self, data: bytes) -> None:
+        if self._trace is not None:
+            self._trace("received", self, data)
+        try:
+            message = parse_message(data)
+        except ParseError:
+            # Without a parsed Via, To and CSeq there is nothing valid to answer with; the
+            # message is dropped and counted, and the connection lives (RFC 3261 §18.1.2 for
+            # responses; a request with a readable head is answered by the core's status hint
+            # in the handler's layer when the parser gives one).
+            self.dropped_messages += 1
+            return
+        await self._handler(self, message)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            schedule = self.keepalive
+            deadline = schedule.next_deadline() if schedule is not None else None
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._keepalive_changed.wait()
+                self._keepalive_changed = trio.Event()
+                continue
+            if schedule is None:
+                continue
+            action = schedule.handle_timer(trio.current_time())
+            if action is KeepaliveAction.SEND_PING:
+                try:
+                    await self.send_ping()
+                except ConnectionLost:
+                    self._cancel.cancel()
+                    return
+            elif action is KeepaliveAction.FLOW_DEAD:
+                self._mark_closed("flow dead: no pong within 10 s (RFC 5626 §4.4.1)")
+                self._cancel.cancel()
+                return

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from sipua.errors import ConnectionLost
+from sipua.sip import Request, Response
+from sipua.transport.connection import SipConnection
+from sipua.transport.keepalive import KeepaliveSchedule
+
+OPTIONS = (
+    b"OPTIONS sips:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK1\r\n"
+    b"From: <sips:bob@example.test>;tag=1\r\nTo: <sips:alice@example.test>\r\nCall-ID: c\r\n"
+    b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def pair(
+    handler_log: list[Request | Response], *, idle_timeout: float | None = None
+) -> tuple[SipConnection, trio.abc.Stream, list[tuple[str, bytes]]]:
+    ours, theirs = trio.testing.memory_stream_pair()
+    traced: list[tuple[str, bytes]] = []
+
+    async def handler(connection: SipConnection, message: Request | Response) -> None:
+        handler_log.append(message)
+        if isinstance(message, Request):
+            from sipua.sip import make_response
+
+            await connection.send(make_response(message, 200, to_tag="t"))
+
+    connection = SipConnection(
+        ours,
+        peer="127.0.0.1:5061",
+        local="127.0.0.1:40000",
+        tls_name="example.test",
+        handler=handler,
+        trace=lambda direction, _conn, data: traced.append((direction, data)),
+        idle_timeout=idle_timeout,
+    )
+    return connection, theirs, traced
+
+
+async def read_until(stream: trio.abc.Stream, marker: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while marker not in data:
+            data += await stream.receive_some(65536)
+    return data
+
+
+async def test_messages_in_pieces_are_handled_and_answered() -> None:
+    log: list[Request | Response] = []
+    connection, peer, traced = pair(log)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        for i in range(0, len(OPTIONS), 7):  # arbitrary splits
+            await peer.send_all(OPTIONS[i : i + 7])
+        answer = await read_until(peer, b"\r\n\r\n")
+        assert answer.startswith(b"SIP/2.0 200 OK\r\n")
+        assert isinstance(log[0], Request)
+        assert [d for d, _ in traced] == ["received", "sent"]
+        await peer.aclose()
+        await connection.closed.wait()
+        assert connection.closed_reason == "closed by peer"
+        nursery.cancel_scope.cancel()
+
+
+async def test_ping_is_answered_with_pong() -> None:
+    connection, peer, _ = pair([])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await peer.send_all(b"\r\n\r\n")
+        assert await read_until(peer, b"\r\n") == b"\r\n"
+        await connection.aclose()
+    assert connection.closed_reason == "closed by us"
+
+
+async def test_garbage_is_dropped_and_connection_lives() -> None:
+    log: list[Request | Response] = []
+    connection, peer, _ = pair(log)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await peer.send_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n")
+        await peer.send_all(OPTIONS)
+        await read_until(peer, b"\r\n\r\n")
+        assert connection.dropped_messages == 1
+        assert connection.is_open
+        nursery.cancel_scope.cancel()
+
+
+async def test_framing_error_kills_the_connection() -> None:
+    connection, peer, _ = pair([])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await peer.send_all(OPTIONS.replace(b"Content-Length: 0\r\n", b""))
+        with trio.fail_after(5):
+            await connection.closed.wait()
+        assert connection.closed_reason is not None
+        assert connection.closed_reason.startswith("framing error")
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_timeout_closes(autojump_clock: trio.testing.MockClock) -> None:
+    connection, _peer, _ = pair([], idle_timeout=30.0)
+    reason = await connection.run()
+    assert reason == "idle for 30 s"
+    assert trio.current_time() == 30.0
+
+
+async def test_send_after_close_raises_connection_lost() -> None:
+    connection, _peer, _ = pair([])
+    await connection.aclose()
+    try:
+        await connection.send_ping()
+    except ConnectionLost as exc:
+        assert "closed" in str(exc)
+    else:
+        raise AssertionError("send on a closed connection must raise")
+
+
+async def test_missing_pong_after_pongs_seen_kills_flow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    connection, peer, _ = pair([])
+    schedule = KeepaliveSchedule(20.0, random.Random(1))
+    pings = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        connection.start_keepalive(schedule, trio.current_time())
+        # The registrar answers the first two pings, then goes silent.
+        while pings < 2:
+            data = await peer.receive_some(100)
+            pings += data.count(b"\r\n\r\n")
+            await peer.send_all(b"\r\n")
+        start = trio.current_time()
+        with trio.fail_after(100):
+            await connection.closed.wait()
+        assert connection.closed_reason is not None
+        assert "no pong" in connection.closed_reason
+        assert 16.0 + 10.0 <= trio.current_time() - start <= 20.0 + 10.0 + 0.01
+        nursery.cancel_scope.cancel()
