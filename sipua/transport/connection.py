@@ -23,6 +23,7 @@ servers send session tickets after the handshake and a client that never reads c
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -168,10 +169,10 @@ class SipConnection:
 
     async def _close_stream(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            try:
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, SipuaError
+            ):
                 await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError):
-                pass
 
     def _mark_closed(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -195,7 +196,7 @@ class SipConnection:
                     self._framer.receive_data(None)
                     return "closed by peer"
                 try:
-                    self._framer.receive_data(data)
+                    self._framer.receive_data(bytes(data))
                     await self._drain_framer()
                 except FramingError as exc:
                     return f"framing error: {exc}"
