@@ -168,11 +168,12 @@ class SipConnection:
         await self._close_stream()
 
     async def _close_stream(self) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            with contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, SipuaError
-            ):
-                await self.stream.aclose()
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1.0),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, SipuaError),
+        ):
+            await self.stream.aclose()
 
     def _mark_closed(self, reason: str) -> None:
         if self.closed_reason is None:
