@@ -1,0 +1,187 @@
+"""The settings model, its small parsers, and the example configuration against the defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from sipua.settings.load import load_settings
+from sipua.settings.model import (
+    ANSWER_STATUS,
+    AccountSettings,
+    ListenSettings,
+    Settings,
+    TlsSettings,
+    aor_parts,
+    default_data_dir,
+    split_host_port,
+)
+from sipua.settings.secret import Secret
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "sipua.example.toml"
+
+
+def test_defaults() -> None:
+    tls = TlsSettings()
+    assert (tls.only_trusted, tls.ca_type, tls.cn_validation, tls.allow_wildcards) == (
+        True,
+        "all",
+        True,
+        False,
+    )
+    assert (tls.min_version, tls.max_version, tls.handshake_timeout) == ("1.2", None, 10.0)
+    listen = ListenSettings()
+    assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 5061)
+    account = AccountSettings(name="a", aor="sips:alice@example.test", username="alice")
+    assert (account.expires, account.register, account.keepalive_interval) == (600, True, None)
+    assert (account.auto_answer_delay, account.answer) == (1.0, "accept")
+    assert ANSWER_STATUS == {"accept": 200, "busy": 486, "decline": 603}
+
+
+def test_models_are_frozen_and_slotted() -> None:
+    for cls in (Settings, AccountSettings, TlsSettings, ListenSettings):
+        assert "__slots__" in vars(cls)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TlsSettings().only_trusted = False  # type: ignore[misc]
+
+
+def test_settings_repr_hides_the_password() -> None:
+    account = AccountSettings(
+        name="a", aor="sips:alice@example.test", username="alice", password=Secret("hunter2")
+    )
+    settings = Settings(accounts=(account,), data_dir=Path("/tmp/x"))
+    assert "hunter2" not in repr(settings)
+    assert settings.account("a") is account
+    with pytest.raises(KeyError):
+        settings.account("b")
+
+
+def test_account_helpers() -> None:
+    account = AccountSettings(
+        name="a", aor="sips:alice@Example.test", username="alice", proxy="[2001:db8::1]:5062"
+    )
+    assert account.domain == "Example.test"
+    assert account.verify_name == "Example.test"
+    assert account.proxy_address() == ("2001:db8::1", 5062)
+    assert dataclasses.replace(account, tls_name="reg.example.test").verify_name == (
+        "reg.example.test"
+    )
+    assert dataclasses.replace(account, proxy=None).proxy_address() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5061", ("127.0.0.1", 5061)),
+        ("registrar.example.test", ("registrar.example.test", None)),
+        ("registrar.example.test.:5061", ("registrar.example.test.", 5061)),
+        ("[::1]:5061", ("::1", 5061)),
+        ("[2001:db8::1]", ("2001:db8::1", None)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_split_host_port(text: str, expected: tuple[str, int | None]) -> None:
+    assert split_host_port(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("::1", "brackets"),
+        ("[::1", r"missing '\]'"),
+        ("[example.test]:1", "not an IPv6"),
+        ("[::1]5061", "expected ':PORT'"),
+        ("host:port", "not a number"),
+        ("host:0", "out of range 1-65535"),
+        ("host:70000", "out of range"),
+        ("bad_host:1", "not an IP address or a host name"),
+        ("", "not an IP address or a host name"),
+        ("1.2.3:5", "not an IP address or a host name"),
+    ],
+)
+def test_split_host_port_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_host_port(text)
+
+
+def test_port_zero_only_when_allowed() -> None:
+    assert split_host_port("0.0.0.0:0", allow_port_zero=True) == ("0.0.0.0", 0)
+
+
+def test_aor_parts() -> None:
+    assert aor_parts("sips:alice@example.test") == ("sips", "alice", "example.test", None)
+    assert aor_parts("SIP:bob@[2001:db8::1]:5061") == ("sip", "bob", "2001:db8::1", 5061)
+    for bad in ("alice@example.test", "sips:example.test", "tel:+15551234", "sips:a@b c"):
+        with pytest.raises(ValueError, match="address of record"):
+            aor_parts(bad)
+
+
+def test_default_data_dir() -> None:
+    assert default_data_dir({"HOME": "/home/a"}) == Path("/home/a/.local/share/sipua")
+    assert default_data_dir({"HOME": "/home/a", "XDG_DATA_HOME": "/xdg"}) == Path("/xdg/sipua")
+    # A relative XDG_DATA_HOME is invalid per the XDG spec and ignored.
+    assert default_data_dir({"HOME": "/h", "XDG_DATA_HOME": "rel"}) == Path("/h/.local/share/sipua")
+
+
+# --- the example configuration ------------------------------------------------------------------
+
+
+def test_example_config_parses_to_the_documented_defaults() -> None:
+    env = {"SIPUA_ALICE_PASSWORD": "example-pw", "HOME": "/home/a"}
+    settings = load_settings(EXAMPLE, env=env)
+    # The example's only departures from the defaults are the ones it marks "not a default".
+    expected = Settings(
+        accounts=(
+            AccountSettings(
+                name="alice",
+                aor="sips:alice@example.test",
+                username="alice",
+                password=Secret("example-pw"),
+            ),
+        ),
+        listen=ListenSettings(host="0.0.0.0"),
+        data_dir=default_data_dir(env),
+    )
+    assert settings == expected
+
+
+def test_example_config_mentions_every_setting() -> None:
+    text = EXAMPLE.read_text()
+    mentioned = set(re.findall(r"^#? ?(\w+) = ", text, re.M))
+    for cls in (AccountSettings, TlsSettings, ListenSettings, Settings):
+        for model_field in dataclasses.fields(cls):
+            if model_field.name in ("accounts", "tls", "listen", "config_warnings", "password"):
+                continue
+            assert model_field.name in mentioned, f"{cls.__name__}.{model_field.name}"
+    assert {"password", "password_file", "password_env"} <= mentioned
+
+
+def test_example_commented_values_are_valid(tmp_path: Path) -> None:
+    # Uncommenting every "# key = value" line of the [tls], [listen] and account sections must
+    # still load: the documented alternatives are real values, not prose.
+    lines: list[str] = []
+    active: dict[str, int] = {}  # key -> index of its active line in the current section
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith("["):
+            active = {}
+        match = re.match(r"# (\w+) = (.*?)(\s+#.*)?$", line)
+        if match and not match[1].startswith(("password", "name", "aor")):
+            line = f"{match[1]} = {match[2]}"
+            if match[1] in active:
+                lines[active[match[1]]] = ""  # the alternative replaces the default line
+        plain = re.match(r"(\w+) = ", line)
+        if plain:
+            active[plain[1]] = len(lines)
+        lines.append(line)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "registrar-ca.pem").write_text("not checked here")
+    uncommented = tmp_path / "all.toml"
+    uncommented.write_text("\n".join(lines))
+    settings = load_settings(uncommented, env={"SIPUA_ALICE_PASSWORD": "pw", "HOME": "/h"})
+    assert settings.tls.mac == "001565aabbcc"
+    assert settings.tls.trusted_certs == (tmp_path / "certs" / "registrar-ca.pem",)
+    assert settings.accounts[0].keepalive_interval == 30.0
+    assert settings.data_dir == Path("/var/lib/sipua")
