@@ -1,0 +1,320 @@
+"""`verify_chain`: one test (at least) per result code, and the path-building rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sipua.tls import TrustPolicy, VerifyResult, verify_chain
+from sipua.tls.policy import MAX_CHAIN_LENGTH
+from tests.support.certs import NOW, Issued, make_ca, make_leaf
+
+NAME = "example.com"
+ROOT = make_ca("Chain Test Root")
+INTER = make_ca("Chain Test Intermediate", issuer=ROOT)
+OTHER_ROOT = make_ca("Chain Test Other Root")
+
+
+def _leaf(issuer: Issued | None = INTER, **kwargs: object) -> Issued:
+    kwargs.setdefault("uris", ("sip:example.com",))
+    return make_leaf(issuer, **kwargs)  # type: ignore[arg-type]
+
+
+def verify(
+    chain: list[Issued],
+    *,
+    trusted: tuple[Issued, ...] = (ROOT,),
+    defaults: tuple[Issued, ...] = (),
+    name: str | None = NAME,
+    policy: TrustPolicy | None = None,
+    purpose: str = "server",
+    at: dt.datetime = NOW,
+) -> VerifyResult:
+    return verify_chain(
+        [c.cert for c in chain],
+        name=name,
+        trusted=[t.cert for t in trusted],
+        default_trusted=[d.cert for d in defaults],
+        at=at,
+        policy=policy,
+        purpose=purpose,  # type: ignore[arg-type]
+    )
+
+
+def test_valid_chain_through_intermediate() -> None:
+    result = verify([_leaf(), INTER])
+    assert (result.ok, result.verified, result.code) == (True, True, "ok")
+    assert result.anchor == "custom"
+    assert [s.name for s in result.path] == [
+        "sip.example.com",
+        "Chain Test Intermediate",
+        "Chain Test Root",
+    ]
+    assert result.identities == ("URI:sip:example.com",)
+    assert result.expected == "example.com"
+
+
+def test_accepts_pem_and_der_bytes() -> None:
+    leaf = _leaf()
+    result = verify_chain(
+        [leaf.pem, INTER.der], name=NAME, trusted=[ROOT.pem], default_trusted=[], at=NOW
+    )
+    assert result.verified, result.reason
+
+
+def test_intermediate_order_does_not_matter() -> None:
+    inter2 = make_ca("Chain Test Intermediate 2", issuer=INTER)
+    leaf = _leaf(inter2)
+    assert verify([leaf, INTER, inter2]).verified
+
+
+def test_leaf_signed_directly_by_root() -> None:
+    assert verify([_leaf(ROOT)]).verified
+
+
+def test_trusted_intermediate_is_an_anchor() -> None:
+    assert verify([_leaf()], trusted=(INTER,)).verified
+
+
+def test_missing_intermediate_is_untrusted_issuer() -> None:
+    result = verify([_leaf()])
+    assert result.code == "untrusted-issuer"
+    assert "Chain Test Intermediate" in result.reason
+    assert "intermediate" in result.reason
+
+
+def test_unknown_root_is_untrusted_issuer() -> None:
+    result = verify([_leaf(OTHER_ROOT)])
+    assert (result.ok, result.verified, result.code) == (False, False, "untrusted-issuer")
+
+
+def test_self_signed_leaf_not_trusted() -> None:
+    leaf = _leaf(None)
+    result = verify([leaf])
+    assert result.code == "untrusted-issuer"
+    assert "self-signed" in result.reason
+
+
+def test_self_signed_leaf_pinned_in_trusted() -> None:
+    leaf = _leaf(None)
+    assert verify([leaf], trusted=(leaf,)).verified
+
+
+def test_forged_signature_is_untrusted_issuer() -> None:
+    impostor = make_ca("Chain Test Root")  # same name, different key
+    leaf = _leaf(impostor)
+    result = verify([leaf])
+    assert result.code == "untrusted-issuer"
+    assert "does not verify" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("accepted", "trusted", "defaults", "code"),
+    [
+        ("all", (ROOT,), (), "ok"),
+        ("all", (), (ROOT,), "ok"),
+        ("custom", (ROOT,), (), "ok"),
+        ("default", (), (ROOT,), "ok"),
+        ("custom", (), (ROOT,), "ca-type-not-accepted"),
+        ("default", (ROOT,), (), "ca-type-not-accepted"),
+        ("default", (), (OTHER_ROOT,), "untrusted-issuer"),
+        # A certificate in both sets counts as both.
+        ("default", (ROOT,), (ROOT,), "ok"),
+        ("custom", (ROOT,), (ROOT,), "ok"),
+    ],
+)
+def test_accepted_ca_types(
+    accepted: str, trusted: tuple[Issued, ...], defaults: tuple[Issued, ...], code: str
+) -> None:
+    policy = TrustPolicy(accepted_ca=accepted)  # type: ignore[arg-type]
+    result = verify([_leaf(), INTER], trusted=trusted, defaults=defaults, policy=policy)
+    assert result.code == code, result.reason
+
+
+def test_ca_type_not_accepted_reason_names_both_sets() -> None:
+    result = verify(
+        [_leaf(), INTER], trusted=(), defaults=(ROOT,), policy=TrustPolicy(accepted_ca="custom")
+    )
+    assert "default" in result.reason
+    assert "custom" in result.reason
+
+
+def test_default_trusted_none_uses_os_bundle() -> None:
+    # Our test root is not in the OS bundle, so the chain must be untrusted...
+    leaf = _leaf(ROOT)
+    result = verify_chain([leaf.cert], name=NAME, at=NOW)
+    assert result.code == "untrusted-issuer"
+    # ...and the OS bundle is really consulted: its count shows in the reason.
+    assert "among 0 trusted" not in result.reason
+
+
+@pytest.mark.parametrize(
+    ("where", "flaw", "code"),
+    [
+        ("leaf", {"expired": True}, "expired"),
+        ("leaf", {"not_yet_valid": True}, "not-yet-valid"),
+        ("inter", {"expired": True}, "expired"),
+        ("root", {"expired": True}, "expired"),
+        ("inter", {"not_yet_valid": True}, "not-yet-valid"),
+        ("leaf", {"key_kind": "rsa-1024"}, "weak-key"),
+        ("leaf", {"key_kind": "ec-p192"}, "weak-key"),
+        ("inter", {"key_kind": "rsa-1024"}, "weak-key"),
+        ("root", {"key_kind": "rsa-1024"}, "weak-key"),
+        ("inter", {"ca": False}, "invalid-chain"),
+        ("inter", {"basic_constraints": False}, "invalid-chain"),
+        ("inter", {"key_cert_sign": False}, "bad-usage"),
+        ("leaf", {"eku": ("email",)}, "bad-usage"),
+        ("leaf", {"critical_unknown": True}, "invalid-chain"),
+    ],
+)
+def test_each_flaw_gives_its_code(where: str, flaw: dict[str, object], code: str) -> None:
+    root = make_ca("Flaw Root", **flaw) if where == "root" else ROOT  # type: ignore[arg-type]
+    inter = (
+        make_ca("Flaw Inter", issuer=root, **flaw)  # type: ignore[arg-type]
+        if where == "inter"
+        else make_ca("Flaw Inter", issuer=root)
+    )
+    leaf = _leaf(inter, **(flaw if where == "leaf" else {}))
+    result = verify([leaf, inter], trusted=(root,))
+    assert result.code == code, result.reason
+    assert (result.ok, result.verified) == (False, False)
+
+
+def test_path_length_constraint() -> None:
+    root = make_ca("Pathlen Root", path_length=0)
+    inter = make_ca("Pathlen Inter", issuer=root)
+    result = verify([_leaf(inter), inter], trusted=(root,))
+    assert result.code == "invalid-chain"
+    assert "allows 0 intermediate" in result.reason
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "md5"])
+def test_weak_signature(hash_name: str) -> None:
+    root = make_ca("RSA Root", key_kind="rsa-2048")
+    leaf = _leaf(root, signature_hash=hash_name)
+    result = verify([leaf], trusted=(root,))
+    assert result.code == "weak-signature"
+    assert hash_name.upper() in result.reason
+
+
+def test_weak_intermediate_signature() -> None:
+    root = make_ca("RSA Root 2", key_kind="rsa-2048")
+    inter = make_ca("SHA1 Inter", issuer=root, signature_hash="sha1")
+    result = verify([_leaf(inter), inter], trusted=(root,))
+    assert result.code == "weak-signature"
+    assert "SHA1 Inter" in result.reason
+
+
+def test_anchor_self_signature_hash_is_not_checked() -> None:
+    root = make_ca("SHA1 Root", key_kind="rsa-2048", signature_hash="sha1")
+    assert verify([_leaf(root)], trusted=(root,)).verified
+
+
+@pytest.mark.parametrize(
+    ("eku", "purpose", "code"),
+    [
+        (None, "server", "ok"),
+        (None, "client", "ok"),
+        (("server",), "server", "ok"),
+        (("server",), "client", "bad-usage"),
+        (("client",), "client", "ok"),
+        (("client",), "server", "bad-usage"),
+        (("sip-domain",), "server", "ok"),
+        (("sip-domain",), "client", "ok"),
+        (("any",), "server", "ok"),
+        (("code-signing",), "client", "bad-usage"),
+    ],
+)
+def test_eku_per_rfc_5924(eku: tuple[str, ...] | None, purpose: str, code: str) -> None:
+    leaf = _leaf(eku=eku)
+    result = verify([leaf, INTER], purpose=purpose)
+    assert result.code == code, result.reason
+
+
+def test_name_mismatch() -> None:
+    result = verify([_leaf(), INTER], name="example.net")
+    assert result.code == "name-mismatch"
+    assert "example.net" in result.reason
+    assert "URI:sip:example.com" in result.reason
+
+
+def test_name_none_skips_identity_check() -> None:
+    leaf = _leaf(cn=None, uris=(), eku=("client",))
+    result = verify([leaf, INTER], name=None, purpose="client")
+    assert result.verified
+    assert result.expected is None
+
+
+def test_cn_validation_off_skips_identity_check() -> None:
+    result = verify([_leaf(), INTER], name="example.net", policy=TrustPolicy(cn_validation=False))
+    assert result.verified
+
+
+def test_wildcards_follow_policy() -> None:
+    leaf = _leaf(uris=(), dns=("*.example.com",))
+    assert verify([leaf, INTER], name="sip.example.com").code == "name-mismatch"
+    allowed = TrustPolicy(allow_wildcards=True)
+    assert verify([leaf, INTER], name="sip.example.com", policy=allowed).verified
+
+
+def test_untrusted_but_accepted_when_only_trusted_off() -> None:
+    policy = TrustPolicy(only_trusted=False)
+    result = verify([_leaf(OTHER_ROOT)], policy=policy)
+    assert (result.ok, result.verified, result.code) == (True, False, "untrusted-issuer")
+    assert str(result).startswith("accepted without verification (untrusted-issuer)")
+
+
+def test_only_trusted_on_ok_equals_verified() -> None:
+    for chain in ([_leaf(), INTER], [_leaf(OTHER_ROOT)], [_leaf(expired=True), INTER]):
+        result = verify(chain)
+        assert result.ok == result.verified
+
+
+def test_all_problems_are_listed() -> None:
+    leaf = _leaf(expired=True, key_kind="rsa-1024")
+    result = verify([leaf, INTER], name="example.net")
+    assert [p.code for p in result.problems] == ["expired", "weak-key", "name-mismatch"]
+
+
+def test_garbage_chain_is_invalid_chain() -> None:
+    result = verify_chain([b"not a certificate"], name=NAME, default_trusted=[], at=NOW)
+    assert result.code == "invalid-chain"
+    assert not result.ok
+
+
+def test_empty_chain_is_invalid_chain() -> None:
+    assert verify_chain([], name=NAME, default_trusted=[], at=NOW).code == "invalid-chain"
+
+
+def test_overlong_chain_is_invalid_chain() -> None:
+    leaf = _leaf()
+    result = verify([leaf] + [INTER] * MAX_CHAIN_LENGTH)
+    assert result.code == "invalid-chain"
+
+
+def test_naive_time_is_a_caller_error() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        verify_chain([_leaf().cert], name=NAME, at=dt.datetime(2030, 1, 1))
+
+
+def test_unknown_purpose_is_a_caller_error() -> None:
+    with pytest.raises(ValueError, match="purpose"):
+        verify([_leaf()], purpose="email")
+
+
+def test_validity_checked_at_the_given_time() -> None:
+    leaf = _leaf()
+    later = NOW + dt.timedelta(days=400)
+    assert verify([leaf, INTER], at=later).code == "expired"
+    earlier = NOW - dt.timedelta(days=1)
+    assert verify([leaf, INTER], at=earlier).code == "not-yet-valid"
+
+
+def test_chain_with_a_loop_terminates() -> None:
+    # Two CAs that cross-sign each other, neither trusted: the search must end.
+    a = make_ca("Loop A")
+    b = make_ca("Loop B", issuer=a)
+    a_by_b = make_ca("Loop A", issuer=b)
+    result = verify([_leaf(b), b, a_by_b, a])
+    assert result.code == "untrusted-issuer"
