@@ -1,0 +1,118 @@
+"""`sipua.storage`: data directory, atomic writes, private files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sipua import storage
+from sipua.errors import StoreError
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_default_data_dir_prefers_sipua_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SIPUA_DATA_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert storage.default_data_dir() == tmp_path / "explicit"
+
+
+def test_default_data_dir_uses_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SIPUA_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert storage.default_data_dir() == tmp_path / "xdg" / "sipua"
+
+
+def test_default_data_dir_falls_back_to_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SIPUA_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert storage.default_data_dir() == tmp_path / ".local" / "share" / "sipua"
+
+
+def test_atomic_write_replaces_and_sets_mode(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    storage.atomic_write(target, b"old")
+    storage.atomic_write(target, b"new", mode=storage.PRIVATE_FILE_MODE)
+    assert target.read_bytes() == b"new"
+    assert _mode(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no temporary left behind
+
+
+def test_atomic_write_failure_keeps_old_contents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "file"
+    storage.atomic_write(target, b"old")
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(StoreError, match=r"cannot write .*file: No space left"):
+        storage.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_atomic_write_into_missing_directory_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot write"):
+        storage.atomic_write(tmp_path / "missing" / "file", b"x")
+
+
+def test_ensure_private_dir_creates_and_tightens(tmp_path: Path) -> None:
+    loose = tmp_path / "dir"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    storage.ensure_private_dir(loose)
+    assert _mode(loose) == 0o700
+    nested = storage.ensure_private_dir(tmp_path / "a" / "b")
+    assert _mode(nested) == 0o700
+
+
+def test_ensure_private_dir_refuses_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(StoreError, match="a file is in the way"):
+        storage.ensure_private_dir(tmp_path / "f")
+
+
+def test_read_private_refuses_readable_key(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    storage.atomic_write(key, b"secret", mode=0o644)
+    with pytest.raises(StoreError, match="chmod 600") as info:
+        storage.read_private(key)
+    assert "secret" not in str(info.value)
+    key.chmod(0o600)
+    assert storage.read_private(key) == b"secret"
+
+
+def test_read_bounded_limits_size(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(StoreError, match="larger than 10 bytes"):
+        storage.read_bounded(big, limit=10)
+    assert storage.read_bounded(big, limit=11) == b"x" * 11
+
+
+def test_read_bounded_missing_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such file"):
+        storage.read_bounded(tmp_path / "nope")
+    with pytest.raises(StoreError, match="cannot read"):
+        storage.read_bounded(tmp_path)
+
+
+def test_remove_file(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"x")
+    storage.remove_file(target)
+    assert not target.exists()
+    storage.remove_file(target)  # missing is fine
