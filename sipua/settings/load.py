@@ -317,7 +317,10 @@ def _aor(value: object, source: _Source) -> str:
     try:
         aor_parts(text)
     except ValueError as exc:
-        raise _Invalid(f"{exc}") from None
+        detail = str(exc)
+        if detail.startswith("expected "):
+            raise _Invalid(detail.removeprefix("expected ")) from None
+        raise _Invalid(f"a SIP address of record with a valid host ({detail})") from None
     return text
 
 
