@@ -50,6 +50,20 @@ _FLAG_SETTINGS: Final[Mapping[str, tuple[str, str]]] = {
 _TLS_VERSIONS: Final = ("1.0", "1.1", "1.2", "1.3")
 
 
+class _RefusePassword(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "argument --password: not supported, other users can read command lines; "
+            "put the password in a file for --password-file FILE, or in SIPUA_PASSWORD"
+        )
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the settings flags (configuration, account, TLS, listener, output) to `parser`.
 
@@ -84,6 +98,10 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         help="file holding the password (no --password flag: arguments are visible to others; "
         "or set SIPUA_PASSWORD)",
     )
+    # No flag takes the password itself: any user can read a process's arguments (ps,
+    # /proc/PID/cmdline). `--password` exists only to refuse clearly, without echoing the value,
+    # and so that argparse does not take it as an abbreviation of --password-file.
+    account.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
     account.add_argument(
         "--proxy",
         metavar="HOST:PORT",
