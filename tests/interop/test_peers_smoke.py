@@ -206,3 +206,40 @@ def test_restart_keeps_the_ports(tmp_path: Path, test_pki: TestPki) -> None:
         with socket.create_connection((kam.ip, kam.tls_port), timeout=5):
             pass
     assert kam.pid is None
+
+
+def test_route_to_contact_opens_a_verified_tls_connection(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
+    # SIPUA_ROUTE_TO_CONTACT: Kamailio connects to the Contact (baresip's TLS listener) with
+    # its client profile, which verifies the UA's certificate against the device CA.
+    stranger = tmp_path / "stranger-bundle.pem"
+    stranger.write_bytes(
+        test_pki.cert("stranger").read_bytes() + test_pki.key("stranger").read_bytes()
+    )
+    with Kamailio(tmp_path / "kamailio", pki=test_pki, route_to_contact=True) as kam:
+        outcomes = {}
+        for name, bundle in (
+            ("device", test_pki.directory / "device-bundle.pem"),
+            ("stranger", stranger),
+        ):
+            with Baresip(
+                tmp_path / name,
+                user="bob",
+                password=kam.users["bob"],
+                proxy=(kam.ip, kam.tls_port),
+                certificate=bundle,
+            ) as baresip:
+                baresip.wait_registered()
+                outcomes[name] = run_sipp(
+                    "uac-call.xml",
+                    tmp_path / f"sipp-{name}",
+                    (kam.ip, kam.udp_port),
+                    service="bob",
+                    hold_ms=100,
+                    timeout_s=5,
+                )
+        log = kam.log_tail(200)
+    assert outcomes["device"].ok, outcomes["device"].describe()
+    assert not outcomes["stranger"].ok
+    assert "certificate verify failed" in log, log
