@@ -1,0 +1,197 @@
+"""`sipua cert ...` end to end through `sipua.cli.main` (and once as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from sipua.cli import main
+from sipua.tls.store import CertStore
+from tests.support.certs import make_ca, make_leaf, pem_bundle
+
+ROOT = make_ca("CLI Test Root")
+INTER = make_ca("CLI Test Intermediate", issuer=ROOT)
+
+
+def cli(data_dir: Path, *args: str) -> int:
+    return main(["cert", *args, "--data-dir", str(data_dir)])
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_import_list_show_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "import-trusted", str(_write(tmp_path, "root.pem", ROOT.pem))) == 0
+    assert ROOT.fingerprint in capsys.readouterr().out
+    assert cli(data, "list") == 0
+    out = capsys.readouterr().out
+    assert "Trusted certificates, default:" in out
+    assert "Trusted certificates, custom: 1 of 10" in out
+    assert "CLI Test Root [custom]" in out
+    assert ROOT.fingerprint in out
+    assert cli(data, "show", ROOT.fingerprint[:8]) == 0
+    assert "key:         EC secp256r1" in capsys.readouterr().out
+    assert cli(data, "remove-trusted", "CLI Test Root") == 0
+    assert "removed: CLI Test Root" in capsys.readouterr().out
+    assert cli(data, "list", "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["trusted"]["custom"] == []
+    assert document["trusted"]["default"]["count"] >= 0
+
+
+def test_list_json_shows_device_certificates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    CertStore(data).device_identity("default", "00:15:65:00:00:01")
+    leaf = make_leaf(None, cn="custom.example.com")
+    assert cli(data, "import-device", str(_write(tmp_path, "d.pem", leaf.key_pem + leaf.pem))) == 0
+    capsys.readouterr()
+    assert cli(data, "list", "--json") == 0
+    device = json.loads(capsys.readouterr().out)["device"]
+    assert sorted((d["kind"], d["type"]) for d in device) == [
+        ("custom", "custom"),
+        ("device-ca", "default"),
+        ("unique", "default"),
+    ]
+    assert all(len(d["fingerprint_sha256"]) == 64 for d in device)
+    assert cli(data, "remove-device") == 0
+    assert "custom.example.com" in capsys.readouterr().out
+
+
+def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    key = _write(tmp_path, "key.pem", make_leaf(None).key_pem)
+    assert cli(data, "import-trusted", str(key)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sipua: error:")
+    assert "private key" in err
+    assert "\n" not in err
+    assert cli(data, "remove-trusted", "nothing") == 2
+    assert cli(data, "remove-device") == 2
+    assert "no custom device certificate" in capsys.readouterr().err
+
+
+def test_import_device_with_passphrase_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    leaf = make_leaf(None)
+    cert = _write(tmp_path, "d.cer", leaf.pem)
+    key = _write(tmp_path, "d.key", leaf.encrypted_key_pem(b"pw"))
+    assert cli(data, "import-device", str(cert), "--key", str(key)) == 2
+    assert "encrypted" in capsys.readouterr().err
+    secret = _write(tmp_path, "pass.txt", b"pw\n")
+    secret.chmod(0o600)
+    args = ["import-device", str(cert), "--key", str(key), "--passphrase-file", str(secret)]
+    assert cli(data, *args) == 0
+
+
+def test_export_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "export-ca") == 0
+    printed = capsys.readouterr().out.encode()
+    assert printed.startswith(b"-----BEGIN CERTIFICATE-----")
+    out = tmp_path / "ca.pem"
+    assert cli(data, "export-ca", "--out", str(out)) == 0
+    assert out.read_bytes() == printed
+
+
+def test_device_certificate_passes_openssl_strict_verify(tmp_path: Path) -> None:
+    # Kamailio verifies with OpenSSL: the device chain must pass its strict checks as both a
+    # TLS server and a TLS client certificate. (The openssl tool is a documented dependency.)
+    data = tmp_path / "data"
+    store = CertStore(data)
+    identity = store.device_identity("default", "00:15:65:00:00:02")
+    ca = _write(tmp_path, "ca.pem", identity.chain[0].public_bytes(serialization.Encoding.PEM))
+    leaf = _write(
+        tmp_path, "leaf.pem", identity.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    for purpose in ("sslserver", "sslclient"):
+        result = subprocess.run(
+            ["openssl", "verify", "-x509_strict", "-purpose", purpose, "-CAfile", ca, leaf],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _verify_args(chain: Path, *extra: str) -> list[str]:
+    return ["verify", str(chain), "--name", "example.com", *extra]
+
+
+def test_verify_accepts_and_rejects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    leaf = make_leaf(INTER, uris=("sip:example.com",))
+    chain = _write(tmp_path, "chain.pem", pem_bundle(leaf, INTER))
+    root = _write(tmp_path, "root.der", ROOT.der)
+    assert cli(data, *_verify_args(chain)) == 1
+    assert "rejected (untrusted-issuer)" in capsys.readouterr().out
+    assert cli(data, *_verify_args(chain, "--trusted-cert", str(root))) == 0
+    assert capsys.readouterr().out.startswith("verified:")
+    # --trusted-cert counts as custom.
+    assert cli(data, *_verify_args(chain, "--trusted-cert", str(root), "--ca-type", "default")) == 1
+    assert "ca-type-not-accepted" in capsys.readouterr().out
+    # The store's custom trusted certificates are used too.
+    assert cli(data, "import-trusted", str(root)) == 0
+    assert cli(data, *_verify_args(chain)) == 0
+    capsys.readouterr()
+    assert cli(data, "verify", str(chain), "--name", "example.net") == 1
+    assert "name-mismatch" in capsys.readouterr().out
+    assert cli(data, "verify", str(chain), "--name", "example.net", "--no-cn-validation") == 0
+    assert cli(data, "verify", str(chain), "--name", "example.net", "--no-only-trusted") == 0
+    assert "accepted without verification (name-mismatch)" in capsys.readouterr().out
+
+
+def test_verify_at_and_wildcards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    leaf = make_leaf(ROOT, uris=(), dns=("*.example.com",))
+    chain = _write(tmp_path, "leaf.crt", leaf.pem)
+    root = str(_write(tmp_path, "root.pem", ROOT.pem))
+    base = ["verify", str(chain), "--name", "sip.example.com", "--trusted-cert", root]
+    assert cli(data, *base) == 1
+    assert cli(data, *base, "--allow-wildcards") == 0
+    assert cli(data, *base, "--allow-wildcards", "--at", "2999-01-01T00:00:00Z") == 1
+    assert "expired" in capsys.readouterr().out
+    assert cli(data, *base, "--at", "yesterday") == 2
+    assert "ISO 8601" in capsys.readouterr().err
+    assert cli(data, *base, "--allow-wildcards", "--json") == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["ok"], verdict["code"], verdict["identities"]) == (
+        True,
+        "ok",
+        ["DNS:*.example.com"],
+    )
+
+
+def test_subprocess_round_trip(tmp_path: Path) -> None:
+    env = {**os.environ, "SIPUA_DATA_DIR": str(tmp_path / "data")}
+    root = _write(tmp_path, "root.pem", ROOT.pem)
+    run = [sys.executable, "-m", "sipua", "cert"]
+    imported = subprocess.run(
+        [*run, "import-trusted", str(root)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert imported.returncode == 0, imported.stderr
+    listed = subprocess.run(
+        [*run, "list", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    custom = json.loads(listed.stdout)["trusted"]["custom"]
+    assert [c["fingerprint_sha256"] for c in custom] == [ROOT.fingerprint]
+    duplicate = subprocess.run(
+        [*run, "import-trusted", str(root)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert duplicate.returncode == 2
+    assert duplicate.stderr.startswith("sipua: error:")
