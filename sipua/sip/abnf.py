@@ -37,7 +37,10 @@ GEN_VALUE: Final = rf"(?:{TOKEN}|\[[0-9A-Fa-f:.]++\]|{QUOTED_STRING})"
 
 # generic-param = token [ EQUAL gen-value ], preceded by SEMI = SWS ";" SWS.
 # Matched one at a time at a position, so a failure pinpoints where the text went wrong.
-GENERIC_PARAM_RE: Final = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
+GENERIC_PARAM: Final = rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?"
+GENERIC_PARAM_RE: Final = re.compile(GENERIC_PARAM)
+# Zero or more generic-params, for validating a whole parameter tail with one fullmatch.
+GENERIC_PARAMS_RE: Final = re.compile(rf"(?:{SWS};{SWS}{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?)*+")
 
 # header-name = token ; HCOLON = *( SP / HTAB ) ":" SWS
 # One header line of the (unfolded) header block: name, colon, value without the surrounding

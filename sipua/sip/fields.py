@@ -18,6 +18,7 @@ from sipua.sip.abnf import (
     CSEQ_RE,
     DIGITS_RE,
     GENERIC_PARAM_RE,
+    GENERIC_PARAMS_RE,
     QUOTED_STRING_RE,
     TOKEN,
     VIA_HEAD_RE,
@@ -42,15 +43,13 @@ def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
     Raises:
         ParseError: anything but well-formed parameters follows `pos`.
     """
-    params: dict[str, str | None] = {}
-    end = len(text)
-    while pos < end:
-        m = GENERIC_PARAM_RE.match(text, pos)
-        if m is None:
-            raise ParseError(f"{what}: malformed parameter at {text[pos : pos + 60]!r}")
-        params[m.group(1).lower()] = m.group(2)
-        pos = m.end()
-    return params
+    if GENERIC_PARAMS_RE.fullmatch(text, pos) is None:
+        # Error path: walk the parameters one by one to say where it went wrong.
+        while (m := GENERIC_PARAM_RE.match(text, pos)) is not None:
+            pos = m.end()
+        raise ParseError(f"{what}: malformed parameter at {text[pos : pos + 60]!r}")
+    # gen-value is never empty, so "" from findall means "no value".
+    return {name.lower(): value or None for name, value in GENERIC_PARAM_RE.findall(text, pos)}
 
 
 def format_params(params: dict[str, str | None]) -> str:

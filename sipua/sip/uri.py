@@ -30,30 +30,32 @@ from sipua.sip.errors import ParseError
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1)
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
 
-# SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
-# userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
-# The user may contain ";" and "?" (user-unreserved), so the userinfo is everything before the
-# first "@"; neither the host nor the parameters may contain one.
-_SIP_URI_RE: Final = re.compile(
-    r"(?:([^:@]*+)(?::([^@]*+))?@)?"
-    r"(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
-    r"(?::([0-9]++))?"
-    r"((?:;[^;?]*+)*+)"
-    r"(?:\?(.*+))?",
-    re.DOTALL,
-)
-
 # user = 1*( unreserved / escaped / user-unreserved )
 # user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
 _USER_SAFE: Final = "-_.!~*'()&=+$,;?/"
-_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})++")
+_USER: Final = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]++|%[0-9A-Fa-f]{2})++"
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
 _PASSWORD_SAFE: Final = "-_.!~*'()&=+$,"  # noqa: S105 - a character class, not a secret
-_PASSWORD_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+")
+_PASSWORD: Final = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]++|%[0-9A-Fa-f]{2})*+"  # noqa: S105 - a grammar rule, not a secret
 # pname / pvalue = 1*paramchar ; paramchar = param-unreserved / unreserved / escaped
-_PARAM_RE: Final = re.compile(r"(?:[A-Za-z0-9\[\]/:&+$\-_.!~*'()]|%[0-9A-Fa-f]{2})++")
+_PCHAR: Final = r"(?:[A-Za-z0-9\[\]/:&+$\-_.!~*'()]++|%[0-9A-Fa-f]{2})++"
+_PARAM_RE: Final = re.compile(_PCHAR)
+_PARAM_PAIR_RE: Final = re.compile(rf";({_PCHAR})(?:=({_PCHAR}))?")
 # hname / hvalue: hnv-unreserved / unreserved / escaped ; hvalue may be empty
-_HEADER_PART_RE: Final = re.compile(r"(?:[A-Za-z0-9\[\]/?:+$\-_.!~*'()]|%[0-9A-Fa-f]{2})*+")
+_HCHAR: Final = r"(?:[A-Za-z0-9\[\]/?:+$\-_.!~*'()]++|%[0-9A-Fa-f]{2})"
+_HEADER: Final = rf"{_HCHAR}++={_HCHAR}*+"
+
+# SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+# userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+# The user may contain ";" and "?", but not "@", so the userinfo group only matches when an
+# "@" follows; otherwise the text starts with the host. One regex validates the whole URI.
+_SIP_URI_RE: Final = re.compile(
+    rf"(?:({_USER})(?::({_PASSWORD}))?@)?"
+    r"(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    r"(?::([0-9]{1,5}))?"
+    rf"((?:;{_PCHAR}(?:={_PCHAR})?)*+)"
+    rf"(?:\?({_HEADER}(?:&{_HEADER})*+))?"
+)
 # telephone-subscriber (RFC 3966): global "+" digits or a local number, visual separators allowed
 _TEL_NUMBER_RE: Final = re.compile(r"\+?[0-9A-Fa-f*#.\-()]++")
 # What an opaque absoluteURI may contain after its scheme: no whitespace, quotes or brackets.
@@ -67,26 +69,23 @@ def _bad(text: str, what: str) -> ParseError:
 
 
 def _parse_params(text: str, uri: str) -> dict[str, str | None]:
-    params: dict[str, str | None] = {}
-    for part in text.split(";")[1:]:
-        name, eq, value = part.partition("=")
-        if not _PARAM_RE.fullmatch(name) or (eq and not _PARAM_RE.fullmatch(value)):
-            raise _bad(uri, f"bad parameter {part!r}")
-        params[name.lower()] = value if eq else None
-    return params
+    # text is ";name[=value]..." already validated by _SIP_URI_RE, or a tel: tail.
+    pairs = _PARAM_PAIR_RE.findall(text)
+    if sum(len(n) + len(v) + (2 if v else 1) for n, v in pairs) != len(text):
+        raise _bad(uri, f"bad parameters {text[:100]!r}")
+    # pvalue is never empty, so "" from findall means "no value".
+    return {name.lower(): value or None for name, value in pairs}
 
 
 def _format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
-def _check_host(host: str, uri: str) -> str:
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise _bad(uri, f"bad IPv6 reference {host!r}") from None
-    return host
+def _check_ipv6(host: str, uri: str) -> None:
+    try:
+        ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        raise _bad(uri, f"bad IPv6 reference {host!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,32 +250,23 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
     if m is None:
         raise _bad(text, "expected [user[:password]@]host[:port][;params][?headers]")
     user, password, host, port, params, headers = m.groups()
-    if user is not None:
-        if not _USER_RE.fullmatch(user):
-            raise _bad(text, "bad user part")
+    if user is not None and "%" in user:
         user = unquote(user, errors="surrogateescape")
-        if password is not None:
-            if not _PASSWORD_RE.fullmatch(password):
-                raise _bad(text, "bad password")
-            password = unquote(password, errors="surrogateescape")
+    if password is not None and "%" in password:
+        password = unquote(password, errors="surrogateescape")
     port_number: int | None = None
     if port is not None:
-        if len(port) > 5 or int(port) > MAX_PORT:
-            raise _bad(text, f"port {port} out of range")
         port_number = int(port)
-    header_map: dict[str, str] = {}
-    if headers is not None:
-        for part in headers.split("&"):
-            name, eq, value = part.partition("=")
-            if not eq or not name or not _HEADER_PART_RE.fullmatch(name + value):
-                raise _bad(text, f"bad header {part!r}")
-            header_map[name] = value
+        if port_number > MAX_PORT:
+            raise _bad(text, f"port {port} out of range")
+    if host[0] == "[":
+        _check_ipv6(host, text)
     return SipUri(
-        scheme=scheme,
-        user=user,
-        password=password,
-        host=_check_host(host, text),
-        port=port_number,
-        params=_parse_params(params, text) if params else {},
-        headers=header_map,
+        scheme,
+        user,
+        host,
+        port_number,
+        _parse_params(params, text) if params else {},
+        dict(h.split("=", 1) for h in headers.split("&")) if headers else {},
+        password,
     )
