@@ -335,17 +335,26 @@ def test_nonce_count_range(count: int) -> None:
 
 
 def test_digest_response_argument_checks() -> None:
-    common = {"username": "u", "password": "p", "realm": "r", "nonce": "n"}
+    def run(qop: str | None, nc: str | None, cnonce: str | None) -> str:
+        return digest_response(
+            algorithm=DigestAlgorithm.MD5,
+            username="u",
+            password="p",
+            realm="r",
+            nonce="n",
+            method="A",
+            uri="u",
+            qop=qop,
+            nc=nc,
+            cnonce=cnonce,
+        )
+
     with pytest.raises(LocalProtocolError, match="needs a cnonce"):
-        digest_response(
-            algorithm=DigestAlgorithm.MD5, method="A", uri="u", qop="auth", nc="00000001", **common
-        )
+        run("auth", "00000001", None)
     with pytest.raises(LocalProtocolError, match="nonce count"):
-        digest_response(
-            algorithm=DigestAlgorithm.MD5, method="A", uri="u", qop="auth", cnonce="c", **common
-        )
+        run("auth", None, "c")
     with pytest.raises(LocalProtocolError, match="not supported"):
-        digest_response(algorithm=DigestAlgorithm.MD5, method="A", uri="u", qop="x", **common)
+        run("x", "00000001", "c")
 
 
 # --- the session ----------------------------------------------------------------------------
