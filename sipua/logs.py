@@ -232,7 +232,9 @@ class ConsoleRenderer:
 
 
 def _json_default(value: object) -> str:
-    # After redaction only plain values remain; anything else is shown as text.
+    # After redaction only plain values remain: bytes (SIP traces) become text, Paths too.
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "backslashreplace")
     return str(value)
 
 
