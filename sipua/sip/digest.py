@@ -451,11 +451,8 @@ def _choose_qop(offered: Sequence[str]) -> str | None:
     # auth-int is used only when it is all the server accepts.
     if not offered:
         return None
-    if QOP_AUTH in offered:
-        return QOP_AUTH
-    if QOP_AUTH_INT in offered:
-        return QOP_AUTH_INT
-    raise LocalProtocolError(f"digest challenge offers only qop {','.join(offered)}")
+    # A usable challenge (checked by the caller) offers at least one of the two.
+    return QOP_AUTH if QOP_AUTH in offered else QOP_AUTH_INT
 
 
 def build_credentials(

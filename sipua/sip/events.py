@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sipua.sip import Request, Response
+from sipua.sip.message import Request, Response
 
 __all__ = [
     "AckReceived",

@@ -212,6 +212,7 @@ def test_defaults_when_optional_params_are_missing() -> None:
         ('Digest realm="r"', "has no nonce"),
         ('Digest nonce="n"', "has no realm"),
         ('Digest realm="r", nonce="n', "is not closed"),
+        ('Digest realm="r", nonce="n\\', "is not closed"),
         ('Digest realm="r" nonce="n"', "expected ','"),
         ('Digest realm="r", nonce', "has no '='"),
         ('Digest realm="r", nonce=', "empty value"),

@@ -4,7 +4,7 @@ from typing import TypeVar
 
 import pytest
 
-from sipua.sip import Request, Response, make_response
+from sipua.sip import Request, Response, make_response, transactions
 from sipua.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from sipua.sip.events import (
     AckReceived,
@@ -266,6 +266,22 @@ def test_legacy_rfc2543_requests_match_on_the_fallback_fields() -> None:
     table.receive(make_request("ACK", branch="", to_tag="uas"), 0.3)
     assert any(isinstance(a, TransactionTerminated) for a in _drain(table))
     assert len(table) == 0
+
+
+def test_legacy_cancel_finds_its_invite() -> None:
+    table = TransactionTable()
+    table.receive(make_request("INVITE", branch=""), 0.0)
+    (delivered,) = _only(_drain(table), DeliverRequest)
+    assert table.invite_for_cancel(make_request("CANCEL", branch="")) == delivered.key
+
+
+def test_pending_actions_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactions, "MAX_PENDING_ACTIONS", 2)
+    table = TransactionTable()
+    table.receive(make_request("OPTIONS", branch="z9hG4bK1"), 0.0)
+    table.receive(make_request("OPTIONS", branch="z9hG4bK2"), 0.0)
+    with pytest.raises(LocalProtocolError, match="must drain next_action"):
+        table.receive(make_request("OPTIONS", branch="z9hG4bK3"), 0.0)
 
 
 def test_legacy_branch_without_cookie_and_different_cseq_are_new_transactions() -> None:
