@@ -46,13 +46,18 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     """Builds the parser; only the `selected` command's module is imported to add its flags."""
     parser = argparse.ArgumentParser(
         prog="sipua",
+        allow_abbrev=False,
         description="A SIPS (SIP over TLS) user agent.",
         epilog="Exit codes: 0 ok, 2 usage/config, 3 TLS/certificate, 4 refused, 5 network.",
     )
     parser.add_argument("--version", action="version", version=f"sipua {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # No abbreviations: a flag added later must never change what an old script meant
+        # (an abbreviated --password could otherwise match --password-file).
+        command_parser = sub.add_parser(
+            name, help=help_text, description=help_text, allow_abbrev=False
+        )
         if name == selected:
             _load(name).configure(command_parser)
     return parser
