@@ -1,0 +1,356 @@
+"""OpenSSL contexts for sipua's client and server sides, built from plain settings.
+
+A `SSL.Context` is expensive (certificate and key loading, trust store) and thousands of
+connections can share one, so contexts are built once per configuration and cached. pyOpenSSL
+26 refuses changes to a context once it created a connection, so each context is built fully
+here before anything uses it.
+
+Trust is decided by sipua's verifier (`sipua.tls.policy.verify_chain`), not by OpenSSL: the
+context asks for the peer's certificate with `VERIFY_PEER` and a callback that only *records*
+OpenSSL's per-depth verdicts (into a list the engine hangs on the connection) and always
+returns True. The stream runs the verifier after the handshake, before any SIP byte is sent.
+That way a user who accepts untrusted peers still learns why the peer was not trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from OpenSSL import SSL, crypto
+
+from sipua.errors import CertificateError, ConfigError
+from sipua.tls.events import OpenSslVerdict
+from sipua.tls.keylog import KeyLogWriter
+
+if TYPE_CHECKING:
+    from sipua.tls.policy import TrustPolicy
+
+TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+ClientCertMode = Literal["none", "request", "require"]
+#: The private key types OpenSSL contexts accept from cryptography.
+PrivateKey = (
+    ec.EllipticCurvePrivateKey
+    | rsa.RSAPrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | dsa.DSAPrivateKey
+)
+
+_VERSIONS: Final[dict[str, int]] = {
+    "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
+
+#: OpenSSL's default TLS 1.2 cipher list. RFC 3261 §26.3.1 asks for
+#: TLS_RSA_WITH_AES_128_CBC_SHA, which DEFAULT still includes for old registrars.
+DEFAULT_CIPHERS: Final = "DEFAULT"
+
+#: How many contexts the cache keeps (one per distinct configuration in use).
+MAX_CACHED_CONTEXTS: Final = 64
+
+#: A peer chain longer than this is not recorded further (OpenSSL's own depth limit is 100).
+MAX_RECORDED_VERDICTS: Final = 16
+
+_SESSION_ID_CONTEXT: Final = b"sipua"
+
+
+class Identity(Protocol):
+    """A certificate with its private key (`sipua.tls.store.DeviceIdentity` has this shape).
+
+    Attributes:
+        certificate: The leaf certificate presented to the peer.
+        chain: Certificates above the leaf to send with it (may be empty).
+        private_key: The leaf's private key; it never leaves the context.
+    """
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]: ...
+    @property
+    def private_key(self) -> PrivateKey: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Common:
+    """Settings shared by both sides (see the subclasses for the meaning of each)."""
+
+    policy: TrustPolicy | None = None
+    trusted: tuple[x509.Certificate, ...] = ()
+    min_version: TlsVersion = "1.2"
+    max_version: TlsVersion | None = None
+    ciphers: str | None = None
+    keylog_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsClientConfig(_Common):
+    """How sipua connects as a TLS client.
+
+    Attributes:
+        server_name: The TLS name: sent as SNI unless it is an IP literal, and the name the
+            verifier validates (RFC 5922 §7.2). None = no SNI and no identity check.
+        policy: The trust policy (None = `TrustPolicy()` defaults: trusted peers only).
+        trusted: Custom trusted certificates, passed to the verifier and added to OpenSSL's
+            advisory store.
+        identity: The device certificate to present for mutual TLS, or None.
+        min_version: Lowest protocol version; "1.0"/"1.1" only when the user asks (they lower
+            OpenSSL's security level to 0, which they need).
+        max_version: Highest protocol version, None = the newest OpenSSL offers.
+        ciphers: OpenSSL cipher string for TLS ≤ 1.2 (None = OpenSSL's DEFAULT). TLS 1.3
+            suites cannot be chosen: pyOpenSSL has no API for it.
+        keylog_path: Append NSS key-log lines here (debugging; file created 0600).
+    """
+
+    server_name: str | None = None
+    identity: Identity | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsServerConfig(_Common):
+    """How sipua accepts TLS connections.
+
+    Attributes:
+        identity: The certificate and key the server presents (required).
+        client_certs: "none" (do not ask), "request" (ask, allow none) or "require"
+            (handshake fails without one). A presented client certificate is always checked
+            by the verifier with purpose "client" and no name.
+        policy, trusted, min_version, max_version, ciphers, keylog_path: As for the client.
+    """
+
+    identity: Identity = field(repr=False)
+    client_certs: ClientCertMode = "none"
+
+
+def sni_name(server_name: str | None) -> str | None:
+    """The name to send as SNI: none for IP literals (RFC 6066 §3 forbids them).
+
+    Args:
+        server_name: The configured TLS name, possibly an IP literal (IPv6 with or without
+            brackets).
+
+    Returns:
+        The name to send, or None.
+    """
+    if not server_name:
+        return None
+    try:
+        ipaddress.ip_address(server_name.strip("[]"))
+    except ValueError:
+        return server_name
+    return None
+
+
+def client_context(config: TlsClientConfig) -> SSL.Context:
+    """The (cached) client context for `config`.
+
+    Args:
+        config: Client settings. `server_name` and `policy` do not change the context.
+
+    Returns:
+        A fully built context; do not modify it.
+
+    Raises:
+        ConfigError: A version, cipher string or key-log path is unusable.
+        CertificateError: The identity's certificate and key do not fit together.
+    """
+    key = ("client", *_common_key(config), _identity_key(config.identity))
+    return _CACHE.get(key, lambda: _build_client(config))
+
+
+def server_context(config: TlsServerConfig) -> SSL.Context:
+    """The (cached) server context for `config`.
+
+    Args:
+        config: Server settings.
+
+    Returns:
+        A fully built context; do not modify it.
+
+    Raises:
+        ConfigError: A version, cipher string or key-log path is unusable.
+        CertificateError: The identity's certificate and key do not fit together.
+    """
+    key = ("server", *_common_key(config), _identity_key(config.identity), config.client_certs)
+    return _CACHE.get(key, lambda: _build_server(config))
+
+
+def clear_context_cache() -> None:
+    """Forget every cached context (after the trusted set or an identity changed on disk)."""
+    _CACHE.clear()
+
+
+def record_verdict(
+    connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
+    """The `set_verify` callback: record OpenSSL's verdict and let the handshake go on.
+
+    The verdicts go into the list the engine set as the connection's app data. Returning
+    True overrides OpenSSL's verdict on purpose: sipua's verifier decides after the handshake.
+    """
+    verdicts = connection.get_app_data()
+    if isinstance(verdicts, list) and len(verdicts) < MAX_RECORDED_VERDICTS:
+        try:
+            subject = cert.to_cryptography().subject.rfc4514_string()
+        except ValueError:
+            subject = "<unparsable subject>"
+        verdicts.append(OpenSslVerdict(depth=depth, subject=subject, ok=bool(ok), error=errno))
+    return True
+
+
+class _ContextCache:
+    """A small LRU of built contexts, safe to use from worker threads too."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[Hashable, SSL.Context] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: _Builder) -> SSL.Context:
+        with self._lock:
+            context = self._entries.get(key)
+            if context is not None:
+                self._entries.move_to_end(key)
+                return context
+        context = build()
+        with self._lock:
+            self._entries[key] = context
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+        return context
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Builder(Protocol):
+    def __call__(self) -> SSL.Context: ...
+
+
+_CACHE: Final = _ContextCache(MAX_CACHED_CONTEXTS)
+
+
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+def _common_key(config: _Common) -> tuple[Hashable, ...]:
+    return (
+        config.min_version,
+        config.max_version,
+        config.ciphers,
+        config.keylog_path,
+        tuple(_fingerprint(c) for c in config.trusted),
+    )
+
+
+def _identity_key(identity: Identity | None) -> Hashable:
+    # The key is bound to the certificate (the context checks that they match), so the
+    # certificate chain's fingerprints identify the identity without touching the key.
+    if identity is None:
+        return None
+    return tuple(_fingerprint(c) for c in (identity.certificate, *identity.chain))
+
+
+def _base_context(config: _Common) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_METHOD)
+    minimum = _VERSIONS[config.min_version]
+    maximum = _VERSIONS[config.max_version] if config.max_version is not None else None
+    if maximum is not None and maximum < minimum:
+        raise ConfigError(
+            f"TLS max version {config.max_version} is below min version {config.min_version}; "
+            "raise the max version or lower the min version"
+        )
+    context.set_min_proto_version(minimum)
+    if maximum is not None:
+        context.set_max_proto_version(maximum)
+    ciphers = config.ciphers or DEFAULT_CIPHERS
+    if minimum < SSL.TLS1_2_VERSION and "@SECLEVEL" not in ciphers:
+        # OpenSSL's default security level 1+ refuses TLS < 1.2 outright (its SHA-1 based
+        # PRF); the user asked for these versions, so lower the level for this context only.
+        ciphers += ":@SECLEVEL=0"
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError) as exc:
+        raise ConfigError(
+            f"TLS cipher list {ciphers!r} selects no usable cipher; "
+            "use an OpenSSL cipher string such as 'ECDHE+AESGCM'"
+        ) from exc
+    # Renegotiation is gone in TLS 1.3 and a liability in 1.2 (RFC 5746 history); SIP never
+    # needs it. Compression invites CRIME-style attacks.
+    context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    # Frees the read/write buffers of idle connections: ~27 KiB per connection (tls-facts).
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    store = context.get_cert_store()
+    if store is not None:
+        for cert in config.trusted:
+            # A duplicate anchor is harmless for an advisory store.
+            with contextlib.suppress(crypto.Error):
+                store.add_cert(crypto.X509.from_cryptography(cert))
+    context.set_default_verify_paths()
+    if config.keylog_path is not None:
+        context.set_keylog_callback(KeyLogWriter(config.keylog_path))
+    return context
+
+
+def _use_identity(context: SSL.Context, identity: Identity) -> None:
+    try:
+        context.use_certificate(identity.certificate)
+        for extra in identity.chain:
+            context.add_extra_chain_cert(extra)
+        context.use_privatekey(identity.private_key)
+        context.check_privatekey()
+    except SSL.Error as exc:
+        subject = identity.certificate.subject.rfc4514_string()
+        raise CertificateError(
+            f"the device certificate {subject!r} cannot be used with its private key "
+            f"({openssl_reason(exc)}); re-import the certificate together with its own key"
+        ) from exc
+
+
+def _build_client(config: TlsClientConfig) -> SSL.Context:
+    context = _base_context(config)
+    context.set_verify(SSL.VERIFY_PEER, record_verdict)
+    if config.identity is not None:
+        _use_identity(context, config.identity)
+    return context
+
+
+def _build_server(config: TlsServerConfig) -> SSL.Context:
+    context = _base_context(config)
+    _use_identity(context, config.identity)
+    context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    # Needed for session resumption once a client certificate is requested.
+    context.set_session_id(_SESSION_ID_CONTEXT)
+    if config.client_certs == "request":
+        context.set_verify(SSL.VERIFY_PEER, record_verdict)
+    elif config.client_certs == "require":
+        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, record_verdict)
+    else:
+        context.set_verify(SSL.VERIFY_NONE, record_verdict)
+    return context
+
+
+def openssl_reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason text ("no shared cipher") out of pyOpenSSL's error list."""
+    items = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [
+        str(item[2]) for item in items if isinstance(item, tuple) and len(item) == 3 and item[2]
+    ]
+    return "; ".join(reasons) or str(exc) or type(exc).__name__

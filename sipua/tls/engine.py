@@ -1,0 +1,231 @@
+"""`TlsEngine`: a typed, I/O-free facade over a pyOpenSSL memory-BIO connection.
+
+`SSL.Connection(context, None)` keeps two memory buffers instead of a socket: ciphertext from
+the peer is written into the incoming one (`receive_data`), and whatever OpenSSL wants to send
+is read out of the outgoing one (`data_to_send`). Every TLS operation (handshake step, read,
+write, close) may then need more input ("want read") and may have produced output; the caller
+(`TlsStream`) moves the bytes and retries. Memory BIOs never block on writing, so "want write"
+does not happen.
+
+This module translates pyOpenSSL's exception-driven results into values and sipua's errors,
+so nothing above it sees an OpenSSL exception:
+
+* want read                           -> `WANT_READ`
+* `ZeroReturnError` (close_notify)    -> `b""` from `read`, `closed_cleanly` becomes True
+* `SysCallError` (EOF, no close_notify) -> `ConnectionLost` naming the truncation, or
+                                         `HandshakeFailed` during the handshake
+* any other `SSL.Error` (alerts, garbage) -> `HandshakeFailed` (with OpenSSL's reason, e.g.
+                                         "no shared cipher") or `ConnectionLost` after it
+
+The engine knows no time and no sockets; timeouts belong to the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from typing import Final
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from sipua.errors import ConnectionLost, HandshakeFailed
+from sipua.tls.context import openssl_reason, sni_name
+from sipua.tls.events import OpenSslVerdict
+
+#: Upper bound on one `data_to_send` drain; OpenSSL's records are ≤ 16 KiB + overhead, and a
+#: write can queue many, so the bound is a sanity cap, not a record size.
+MAX_PENDING_CIPHERTEXT_BYTES: Final = 64 * 1024 * 1024
+_BIO_READ_CHUNK: Final = 64 * 1024
+
+
+class Want(enum.Enum):
+    """The engine needs more ciphertext from the peer before this operation can finish."""
+
+    READ = "want-read"
+
+
+WANT_READ: Final = Want.READ
+
+
+class TlsEngine:
+    """One TLS connection's state machine, without I/O.
+
+    Args:
+        context: A fully built context (`sipua.tls.context.client_context`/`server_context`).
+        server_side: True to accept, False to connect.
+        server_name: Client side: the TLS name; sent as SNI unless it is an IP literal.
+    """
+
+    def __init__(
+        self, context: SSL.Context, *, server_side: bool, server_name: str | None = None
+    ) -> None:
+        self.server_side = server_side
+        self.server_name = server_name
+        self._verdicts: list[OpenSslVerdict] = []
+        self._conn = SSL.Connection(context, None)
+        # The context's verify callback appends OpenSSL's verdicts to this list.
+        self._conn.set_app_data(self._verdicts)
+        self._handshake_done = False
+        #: None while open; True after the peer's close_notify; False after a truncation.
+        self.closed_cleanly: bool | None = None
+        if server_side:
+            self._conn.set_accept_state()
+        else:
+            self._conn.set_connect_state()
+            sni = sni_name(server_name)
+            if sni is not None:
+                self._conn.set_tlsext_host_name(sni.encode("idna"))
+
+    # -- ciphertext in and out --------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed ciphertext received from the peer."""
+        self._conn.bio_write(data)
+
+    def receive_eof(self) -> None:
+        """The transport ended: tell OpenSSL no more ciphertext will come."""
+        self._conn.bio_shutdown()
+
+    def data_to_send(self) -> bytes:
+        """Drain the ciphertext OpenSSL produced (b"" when there is none)."""
+        chunks: list[bytes] = []
+        total = 0
+        while total < MAX_PENDING_CIPHERTEXT_BYTES:
+            try:
+                chunk = self._conn.bio_read(_BIO_READ_CHUNK)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+
+    # -- TLS operations ---------------------------------------------------------------------
+
+    @property
+    def handshake_done(self) -> bool:
+        """True once the handshake finished (verification is the stream's job)."""
+        return self._handshake_done
+
+    def handshake(self) -> bool:
+        """Run the handshake as far as the ciphertext received allows.
+
+        Returns:
+            True when the handshake is complete, False when it wants more ciphertext.
+
+        Raises:
+            HandshakeFailed: The peer sent an alert or garbage, no version or cipher was
+                shared, or the transport ended mid-handshake.
+        """
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.SysCallError as exc:
+            raise HandshakeFailed(
+                f"TLS handshake failed: {self._peer()} closed the connection during the "
+                "handshake (it may not speak TLS, or it refused our version or certificate)"
+            ) from exc
+        except SSL.Error as exc:
+            raise HandshakeFailed(
+                f"TLS handshake failed with {self._peer()}: {openssl_reason(exc)}"
+            ) from exc
+        self._handshake_done = True
+        return True
+
+    def read(self, max_bytes: int) -> bytes | Want:
+        """Decrypt up to `max_bytes` of plaintext.
+
+        Returns:
+            Plaintext; b"" after the peer's close_notify (a clean end); or `WANT_READ`.
+
+        Raises:
+            ConnectionLost: The transport ended without close_notify (truncation), or the
+                peer sent something that is not valid TLS.
+        """
+        try:
+            return self._conn.recv(max_bytes)
+        except SSL.WantReadError:
+            return WANT_READ
+        except SSL.ZeroReturnError:
+            self.closed_cleanly = True
+            return b""
+        except SSL.SysCallError as exc:
+            self.closed_cleanly = False
+            raise ConnectionLost(
+                f"{self._peer()} closed the connection without a TLS close_notify "
+                "(truncated); anything it sent last may be lost"
+            ) from exc
+        except SSL.Error as exc:
+            raise ConnectionLost(
+                f"TLS connection with {self._peer()} broke: {openssl_reason(exc)}"
+            ) from exc
+
+    def write(self, data: bytes) -> int | Want:
+        """Encrypt `data` (all of it: partial writes are off) into the outgoing buffer.
+
+        Returns:
+            The number of bytes taken, or `WANT_READ`; after `WANT_READ`, call again with the
+            same bytes once more ciphertext came in (OpenSSL's rule for retried writes).
+
+        Raises:
+            ConnectionLost: The connection is broken or already closed.
+        """
+        try:
+            return self._conn.send(data)
+        except SSL.WantReadError:
+            return WANT_READ
+        except SSL.ZeroReturnError as exc:
+            raise ConnectionLost(f"{self._peer()} already closed the TLS connection") from exc
+        except SSL.Error as exc:
+            raise ConnectionLost(
+                f"TLS connection with {self._peer()} broke while sending: {openssl_reason(exc)}"
+            ) from exc
+
+    def close(self) -> None:
+        """Queue our close_notify (collect it with `data_to_send`); errors are ignored.
+
+        We never wait for the peer's close_notify (RFC 8446 §6.1 allows it): the transport is
+        closed right after ours is sent.
+        """
+        with contextlib.suppress(SSL.Error):
+            self._conn.shutdown()
+
+    # -- what was negotiated ----------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The negotiated protocol version ("TLSv1.2", "TLSv1.3")."""
+        return self._conn.get_protocol_version_name()
+
+    @property
+    def cipher(self) -> str:
+        """The negotiated cipher suite ("" before the handshake)."""
+        return self._conn.get_cipher_name() or ""
+
+    @property
+    def received_sni(self) -> str | None:
+        """Server side: the SNI name the client sent, None if it sent none."""
+        name = self._conn.get_servername()
+        return name.decode("ascii", "replace") if name else None
+
+    @property
+    def openssl_verdicts(self) -> tuple[OpenSslVerdict, ...]:
+        """OpenSSL's recorded per-certificate verdicts (advisory)."""
+        return tuple(self._verdicts)
+
+    def peer_chain(self) -> tuple[x509.Certificate, ...]:
+        """The peer's certificates as it sent them, leaf first (empty if it sent none)."""
+        chain = list(self._conn.get_peer_cert_chain(as_cryptography=True) or ())
+        # OpenSSL leaves the leaf out of the server side's view of a client's chain.
+        leaf = self._conn.get_peer_certificate(as_cryptography=True)
+        if leaf is not None and (not chain or chain[0] != leaf):
+            chain.insert(0, leaf)
+        return tuple(chain)
+
+    def _peer(self) -> str:
+        if self.server_side:
+            return "the client"
+        return f"the server {self.server_name}" if self.server_name else "the server"
