@@ -74,6 +74,10 @@ class ChallengeResponder(Protocol):
         """The request sent with credentials succeeded (a 2xx)."""
         ...
 
+    def preemptive(self, request: Request) -> list[tuple[str, str]]:
+        """Credentials for `request` from the last challenge (empty before any challenge)."""
+        ...
+
 
 class CredentialsRejected(Exception):
     """The registrar rejected our credentials (raised by a `ChallengeResponder`)."""
@@ -135,6 +139,18 @@ class DigestResponder:
     def accepted(self) -> None:
         """Marks the last answered nonces as accepted (see `DigestSession.mark_accepted`)."""
         self._session.mark_accepted()
+
+    def preemptive(self, request: Request) -> list[tuple[str, str]]:
+        """Credentials for the next request from the challenge already answered (nc + 1)."""
+        if self._password is None or not self._session.realms:
+            return []
+        credentials = self._session.credentials(
+            method=request.method,
+            uri=str(request.uri),
+            password=self._password.reveal(),
+            body=request.body,
+        )
+        return [(c.header_name, c.header_value()) for c in credentials]
 
 
 class RegistrationState(enum.Enum):
@@ -479,7 +495,14 @@ class Registration:
                 *extra,
             ]
         )
-        return Request("REGISTER", registrar, headers)
+        request = Request("REGISTER", registrar, headers)
+        if not extra:
+            # Later REGISTERs (refresh, 423 retry, unregister) answer the last challenge at
+            # once, with the nonce count advanced (RFC 7616 §3.4), saving a round trip; a
+            # registrar that wants a new nonce challenges again.
+            for name, value in self._responder.preemptive(request):
+                headers.add(name, value)
+        return request
 
 
 def refresh_delay(granted: int) -> float:

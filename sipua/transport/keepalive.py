@@ -103,7 +103,8 @@ class KeepaliveSchedule:
             return KeepaliveAction.FLOW_DEAD
         if self._next_ping is not None and now >= self._next_ping:
             self._schedule(now)
-            if self.peer_answers_pings:
+            if self.peer_answers_pings and self._pong_due is None:
+                # The oldest unanswered ping sets the deadline; later pings do not extend it.
                 self._pong_due = now + self._pong_timeout
             return KeepaliveAction.SEND_PING
         return None

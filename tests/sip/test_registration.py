@@ -37,6 +37,9 @@ class NoAuth:
     def accepted(self) -> None:
         pass
 
+    def preemptive(self, request: Request) -> list[tuple[str, str]]:
+        return []
+
 
 def make(expires: int = 600, responder: object | None = None, seed: int = 1) -> Registration:
     return Registration(
@@ -321,3 +324,18 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert 30.0 <= backoff_delay(1, rng) <= 60.0
     assert 900.0 <= backoff_delay(50, rng) <= 1800.0
     assert 0.5 <= backoff_delay(0, rng, base=1.0, maximum=10.0) <= 1.0
+
+
+def test_later_registers_answer_the_last_challenge_preemptively() -> None:
+    registration = make()
+    request = sent(registration.register(0.0))
+    header = 'WWW-Authenticate: Digest realm="example.test", nonce="abc", qop="auth"'
+    retry = sent(registration.receive_response(answer(request, 401, header), 0.0))
+    registration.receive_response(answer(retry, 200, our_contact(600)), 0.0)
+    refresh = sent(registration.handle_timer(300.0))
+    value = refresh.headers.get("Authorization")
+    assert value is not None
+    assert "nc=00000002" in value
+    # A registrar that wants a fresh nonce challenges again: a retry, not a rejection.
+    again = sent(registration.receive_response(answer(refresh, 401, header.replace("abc", "d")), 0))
+    assert 'nonce="d"' in (again.headers.get("Authorization") or "")

@@ -91,3 +91,19 @@ def test_pong_in_time_keeps_the_flow() -> None:
         schedule.pong_received(now + 0.5)
     schedule.stop()
     assert schedule.next_deadline() is None
+
+
+def test_pings_faster_than_the_pong_timeout_do_not_extend_it() -> None:
+    schedule = KeepaliveSchedule(2.0, random.Random(5))
+    schedule.start(0.0)
+    schedule.pong_received(0.0)
+    first = schedule.next_deadline()
+    assert first is not None
+    now = first
+    action = schedule.handle_timer(now)
+    while action is not KeepaliveAction.FLOW_DEAD:
+        deadline = schedule.next_deadline()
+        assert deadline is not None
+        now = deadline
+        action = schedule.handle_timer(now)
+    assert now == pytest.approx(first + 10.0)

@@ -1,0 +1,119 @@
+"""`sipua register`: register an account over TLS, report the outcome and the lock state.
+
+Without `--once` sipua stays registered (refreshing, keeping the flow alive, serving inbound
+calls) until SIGINT or SIGTERM, then unregisters. With `--once` it registers, prints the outcome
+and the lock state, unregisters and exits; the exit code says what happened (0 registered,
+2 configuration, 3 TLS or certificate, 4 refused, 5 network or timeout). `--once` does not open
+the inbound listener: the Contact is the registration flow's own address.
+
+Heavy imports (trio, OpenSSL) happen inside `run`, so `sipua register --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipua.settings.model import Settings
+    from sipua.ua.agent import UserAgent
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags of `sipua register`."""
+    from sipua.settings.flags import add_common_flags
+
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="register, print the outcome and the lock state, unregister and exit (for CI)",
+    )
+    add_common_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the command; returns the exit code."""
+    import trio
+
+    from sipua.logs import configure_logging
+    from sipua.settings.flags import settings_from_args
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_format, settings.log_level)
+    if args.once:
+        return trio.run(_once, settings)
+    return trio.run(_serve, settings)
+
+
+def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, detail: str) -> None:
+    lock = ua.account.lock
+    if settings.log_format == "json":
+        line = json.dumps(
+            {
+                "event": "outcome",
+                "result": result,
+                "aor": ua.account_settings.aor,
+                "lock": lock.state.value,
+                "lock_reason": lock.reason,
+                "detail": detail,
+                "exit_code": exit_code,
+            }
+        )
+    else:
+        symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
+            lock.state.value, "🔓"
+        )
+        reason = f" ({lock.reason})" if lock.reason else ""
+        state = f"{symbol} {lock.state.value}{reason}"
+        line = f"{result}: {ua.account_settings.aor} {detail}; lock: {state}"
+    print(line, flush=True)
+
+
+async def _once(settings: Settings) -> int:
+    from sipua.errors import SipuaError
+    from sipua.ua.agent import UserAgent
+
+    async with UserAgent(settings, listen=False) as ua:
+        try:
+            registered = await ua.account.register()
+        except SipuaError as exc:
+            _summary(settings, ua, "registration failed", exc.exit_code, str(exc))
+            print(f"sipua: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        _summary(settings, ua, "registered", 0, f"for {registered.expires} s")
+        await ua.account.unregister()
+    return 0
+
+
+async def _serve(settings: Settings) -> int:
+    import signal
+
+    import trio
+
+    from sipua.errors import SipuaError
+    from sipua.ua.agent import UserAgent
+
+    failure: list[SipuaError] = []
+    async with UserAgent(settings) as ua:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def maintain() -> None:
+                    try:
+                        await ua.account.maintain()
+                    except SipuaError as exc:  # a setting retrying cannot fix
+                        failure.append(exc)
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(maintain)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await ua.calls.hangup_all()
+            await ua.account.unregister()
+    if failure:
+        raise failure[0]
+    return 0

@@ -1,0 +1,469 @@
+"""One account: locate the registrar, hold a verified TLS flow to it, keep the binding alive.
+
+Theory of operation: `Account` drives the sans-IO `Registration` over a `SipConnection`. One
+task at a time owns the registration state machine: the caller of `register()`, `maintain()`
+or `unregister()`. The connection's reader task never touches it; it puts responses (and the
+news that the connection ended) into the account's inbox, a bounded memory channel, and the
+owner pumps: take from the inbox until the registration's next deadline, feed it the time
+(`trio.current_time()`), execute its outputs.
+
+- Connecting (`_connect`): RFC 3263 targets from `sipua.locate.locate` (an outbound proxy skips
+  the lookups), tried in order; each one gets TCP, a TLS handshake verified for the target's
+  TLS name, and the lock moves negotiating -> locked / locked-unverified, or unlocked with the
+  precise reason. A refused or timed-out target fails over to the next (RFC 3263 §4.3).
+- A connection is only reused while it is open and was verified for the same TLS name; a new
+  one is opened otherwise (never reused for another domain because the address matches).
+- Requests the registrar sends on the flow (inbound INVITE through NAT) go to the call handler,
+  which answers on the same connection.
+- `maintain()` keeps the binding: refresh at the deadline, RFC 5626 keep-alive with pong
+  timeout, and on any failure or lost flow: drop the lock, back off (RFC 5626 §4.5 with jitter;
+  the first retry after a working flow is lost is immediate), reconnect, re-register.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from sipua.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectFailed,
+    ConnectionLost,
+    HandshakeFailed,
+    PeerNotTrusted,
+    RegistrationError,
+    SipuaError,
+    TlsError,
+    TransportError,
+)
+from sipua.settings.model import AccountSettings
+from sipua.sip import Request, Response, SipUri
+from sipua.sip.registration import (
+    ContactAddress,
+    DigestResponder,
+    Registered,
+    Registration,
+    RegistrationFailed,
+    RegistrationOutput,
+    RegistrationState,
+    SendRequest,
+    Unregistered,
+    backoff_delay,
+)
+from sipua.transport.connection import SipConnection
+from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS, KeepaliveSchedule
+from sipua.ua.lock import (
+    ConnectionDown,
+    LockInput,
+    LockTracker,
+    TlsEstablished,
+    TlsNegotiating,
+    TlsRefused,
+)
+
+INBOX_SIZE: Final = 64
+UNREGISTER_TIMEOUT_SECONDS: Final = 5.0
+DEFAULT_BACKOFF_BASE_SECONDS: Final = 30.0  # RFC 5626 §4.5, all flows failed
+DEFAULT_BACKOFF_MAX_SECONDS: Final = 1800.0
+
+Publish = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTarget:
+    """Where one registration flow goes: address and the TLS name it must be verified for."""
+
+    host: str
+    port: int
+    tls_name: str
+
+
+#: Opens a verified connection to a target (and says how the handshake went for the lock), or
+#: raises TlsError / TransportError.
+Connector = Callable[[FlowTarget, "Account"], Awaitable[tuple[SipConnection, TlsEstablished]]]
+#: Turns the account settings into the ordered list of targets (RFC 3263).
+Locator = Callable[[AccountSettings], Awaitable[list[FlowTarget]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost:
+    connection: SipConnection
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    connection: SipConnection
+    response: Response
+
+
+_InboxItem = _Lost | _Received
+
+
+class Account:
+    """A registered identity and its flow to the registrar.
+
+    Args:
+        settings: the account's settings.
+        instance_id: the device's stable UUID (``+sip.instance``).
+        locator: finds the targets to try.
+        connector: opens and verifies a connection to one target.
+        publish: the UA's event sink, `publish(event, **fields)`.
+        nursery: where connection reader tasks run.
+        rng: jitter, ids and digest cnonces.
+        listen: our listener's (host, port) for the Contact, or None to use the flow's address.
+        backoff_base: RFC 5626 §4.5 base time in seconds.
+        pong_timeout: seconds a pong may take once the registrar answers pings (RFC 5626: 10).
+    """
+
+    def __init__(
+        self,
+        settings: AccountSettings,
+        *,
+        instance_id: str,
+        locator: Locator,
+        connector: Connector,
+        publish: Publish,
+        nursery: trio.Nursery,
+        rng: random.Random,
+        listen: tuple[str, int] | None = None,
+        backoff_base: float = DEFAULT_BACKOFF_BASE_SECONDS,
+        pong_timeout: float = PONG_TIMEOUT_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.lock = LockTracker()
+        self.connection: SipConnection | None = None
+        self.request_handler: Callable[[SipConnection, Request], Awaitable[None]] | None = None
+        self.registered: Registered | None = None
+        self.last_failure: SipuaError | None = None
+        self._locator = locator
+        self._connector = connector
+        self._publish = publish
+        self._nursery = nursery
+        self._rng = rng
+        self._listen = listen
+        self._backoff_base = backoff_base
+        self._pong_timeout = pong_timeout
+        self._send_inbox, self._inbox = trio.open_memory_channel[_InboxItem](INBOX_SIZE)
+        self._aor = SipUri.parse(settings.aor)
+        self._registration = Registration(
+            aor=self._aor,
+            contact=ContactAddress(uri=self._aor, sent_by="0.0.0.0:0"),  # set on connect
+            instance_id=instance_id,
+            rng=rng,
+            responder=DigestResponder(
+                username=settings.username, password=settings.password, rng=rng
+            ),
+            expires=settings.expires,
+        )
+
+    @property
+    def name(self) -> str:
+        """The account's label."""
+        return self.settings.name
+
+    @property
+    def state(self) -> RegistrationState:
+        """The registration state."""
+        return self._registration.state
+
+    def contact_uri(self, connection: SipConnection) -> str:
+        """Our Contact URI on `connection`: the listener's address, else the flow's."""
+        user = self._aor.user
+        # A wildcard listener address is no Contact: use the flow's local address instead.
+        if self._listen is not None and self._listen[0] not in ("0.0.0.0", "::"):  # noqa: S104
+            host, port = self._listen
+        else:
+            host, _, local_port = connection.local.rpartition(":")
+            port = self._listen[1] if self._listen is not None else int(local_port)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"sips:{user}@{host}:{port}" if user else f"sips:{host}:{port}"
+
+    # -- lock -----------------------------------------------------------------------------------
+
+    def note_lock(self, event: LockInput, peer: str | None = None) -> None:
+        """Feeds the lock tracker and publishes a `lock-changed` event on a transition."""
+        change = self.lock.on_event(event)
+        if change is not None:
+            self._publish(
+                "lock-changed",
+                account=self.name,
+                state=change.state.value,
+                reason=change.reason,
+                previous=change.previous.value,
+                peer=peer,
+            )
+
+    # -- the public verbs -----------------------------------------------------------------------
+
+    async def register(self) -> Registered:
+        """Connects if needed and registers once.
+
+        Raises:
+            TlsError: the handshake or the peer's verification failed (exit code 3).
+            AuthenticationFailed, RegistrationError: the registrar refused (exit code 4).
+            TransportError: no target reachable, or no answer in time (exit code 5).
+        """
+        try:
+            connection = await self._ensure_connection()
+            self._registration.set_contact(self._contact(connection))
+            await self._execute(self._registration.register(trio.current_time()))
+            result = await self._pump(until_registered=True)
+        except SipuaError as exc:
+            self.last_failure = exc
+            if isinstance(exc, TransportError) and self._registration.state in (
+                RegistrationState.REGISTERING,
+                RegistrationState.UNREGISTERING,
+            ):
+                # The request in flight is lost with its connection; start clean next time.
+                self._registration.connection_lost()
+            self._publish(
+                "registration-failed",
+                account=self.name,
+                error=type(exc).__name__,
+                reason=str(exc),
+                status=getattr(exc, "status", None),
+                lock=self.lock.state.value,
+            )
+            raise
+        assert isinstance(result, Registered)
+        return result
+
+    async def maintain(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keeps the account registered until cancelled (refresh, reconnect, back-off)."""
+        task_status.started()
+        failures = 0
+        while True:
+            if self._registration.state is not RegistrationState.REGISTERED:
+                try:
+                    await self.register()
+                    failures = 0
+                except ConfigError:
+                    raise  # retrying cannot fix a wrong setting
+                except SipuaError:
+                    delay = backoff_delay(
+                        failures,
+                        self._rng,
+                        base=self._backoff_base,
+                        maximum=DEFAULT_BACKOFF_MAX_SECONDS,
+                    )
+                    failures += 1
+                    self._publish("registration-retry", account=self.name, delay=round(delay, 3))
+                    await trio.sleep(delay)
+                    continue
+            try:
+                await self._pump(until_registered=False)
+            except SipuaError as exc:
+                self.last_failure = exc
+                self._publish(
+                    "registration-failed",
+                    account=self.name,
+                    error=type(exc).__name__,
+                    reason=str(exc),
+                )
+                failures += 1
+                if isinstance(exc, ConnectionLost):
+                    failures = 0  # a working flow was lost: reconnect at once (RFC 5626 §4.4.1)
+                    continue
+                delay = backoff_delay(failures - 1, self._rng, base=self._backoff_base)
+                self._publish("registration-retry", account=self.name, delay=round(delay, 3))
+                await trio.sleep(delay)
+
+    async def unregister(self) -> bool:
+        """Removes the binding (``Expires: 0``), bounded in time; True when the registrar agreed."""
+        connection = self.connection
+        if (
+            self._registration.state is not RegistrationState.REGISTERED
+            or connection is None
+            or not connection.is_open
+        ):
+            return False
+        with trio.move_on_after(UNREGISTER_TIMEOUT_SECONDS):
+            try:
+                await self._execute(self._registration.unregister(trio.current_time()))
+                result = await self._pump(until_registered=True)
+            except SipuaError as exc:
+                self._publish("unregister-failed", account=self.name, reason=str(exc))
+                return False
+            return isinstance(result, Unregistered) and 200 <= result.status < 300
+        self._publish("unregister-failed", account=self.name, reason="no answer in time")
+        return False
+
+    async def close(self) -> None:
+        """Closes the flow (close_notify) and reports the lock as closed."""
+        connection = self.connection
+        self.connection = None
+        if connection is not None:
+            await connection.aclose("shutdown")
+            self.note_lock(ConnectionDown(reason="shutdown", clean=True), connection.peer)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    async def _ensure_connection(self) -> SipConnection:
+        connection = self.connection
+        if connection is not None and connection.is_open:
+            return connection
+        targets = await self._locator(self.settings)
+        errors: list[SipuaError] = []
+        for target in targets:
+            peer = f"{target.host}:{target.port}"
+            self.note_lock(TlsNegotiating(peer=peer), peer)
+            try:
+                connection, established = await self._connector(target, self)
+            except PeerNotTrusted as exc:
+                self.note_lock(
+                    TlsRefused(kind="verification-failed", code=exc.code, reason=str(exc)), peer
+                )
+                errors.append(exc)
+                continue
+            except HandshakeFailed as exc:
+                self.note_lock(
+                    TlsRefused(kind="handshake-failed", code="handshake", reason=str(exc)), peer
+                )
+                errors.append(exc)
+                continue
+            except TransportError as exc:
+                self.note_lock(ConnectionDown(reason=str(exc)), peer)
+                errors.append(exc)
+                continue
+            self.note_lock(established, peer)
+            self._adopt(connection)
+            return connection
+        raise _most_telling(errors)
+
+    def _adopt(self, connection: SipConnection) -> None:
+        self.connection = connection
+        self._nursery.start_soon(self._read, connection)
+
+    async def _read(self, connection: SipConnection) -> None:
+        reason = await connection.run()
+        if self.connection is connection:
+            self.note_lock(ConnectionDown(reason=reason), connection.peer)
+        # If the owner is far behind, it sees the closed connection when it next sends.
+        with contextlib.suppress(trio.WouldBlock):
+            self._send_inbox.send_nowait(_Lost(connection, reason))
+
+    async def on_message(self, connection: SipConnection, message: Request | Response) -> None:
+        """The connection's handler: responses to the inbox, requests to the call handler."""
+        if isinstance(message, Response):
+            await self._send_inbox.send(_Received(connection, message))
+        elif self.request_handler is not None:
+            await self.request_handler(connection, message)
+
+    def _contact(self, connection: SipConnection) -> ContactAddress:
+        return ContactAddress(
+            uri=SipUri.parse(self.contact_uri(connection)), sent_by=connection.local
+        )
+
+    # -- the pump -------------------------------------------------------------------------------
+
+    async def _pump(self, *, until_registered: bool) -> Registered | Unregistered:
+        """Feeds the registration until an outcome (or, with until_registered False, a failure).
+
+        Raises:
+            RegistrationError / AuthenticationFailed: a final refusal.
+            TransportError: the flow was lost or nothing answered in time.
+        """
+        registration = self._registration
+        while True:
+            deadline = registration.next_deadline()
+            item: _InboxItem | None = None
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                item = await self._inbox.receive()
+            if item is None:
+                outputs = registration.handle_timer(trio.current_time())
+            elif isinstance(item, _Lost):
+                if item.connection is not self.connection:
+                    continue  # an old connection's news
+                self.connection = None
+                registration.connection_lost()
+                self.registered = None
+                raise ConnectionLost(
+                    f"connection to {item.connection.peer} lost: {item.reason}; reconnecting"
+                )
+            else:
+                if item.connection is not self.connection:
+                    continue
+                outputs = registration.receive_response(item.response, trio.current_time())
+            outcome = await self._execute(outputs)
+            if outcome is not None and (until_registered or isinstance(outcome, Unregistered)):
+                return outcome
+
+    async def _execute(self, outputs: list[RegistrationOutput]) -> Registered | Unregistered | None:
+        outcome: Registered | Unregistered | None = None
+        for output in outputs:
+            if isinstance(output, SendRequest):
+                connection = self.connection
+                if connection is None:
+                    raise ConnectionLost("no connection to the registrar")
+                await connection.send(output.request)
+            elif isinstance(output, Registered):
+                self.registered = output
+                self._on_registered(output)
+                outcome = output
+            elif isinstance(output, Unregistered):
+                self.registered = None
+                self._publish(
+                    "unregistered", account=self.name, status=output.status, reason=output.reason
+                )
+                outcome = output
+            elif isinstance(output, RegistrationFailed):
+                self.registered = None
+                raise _failure(output, self.settings.username)
+        return outcome
+
+    def _on_registered(self, registered: Registered) -> None:
+        connection = self.connection
+        now = trio.current_time()
+        if connection is not None:
+            schedule = connection.keepalive
+            if schedule is None:
+                schedule = KeepaliveSchedule(
+                    self.settings.keepalive_interval, self._rng, pong_timeout=self._pong_timeout
+                )
+                connection.start_keepalive(schedule, now)
+            schedule.set_flow_timer(registered.flow_timer, now)
+        self._publish(
+            "registered",
+            account=self.name,
+            aor=self.settings.aor,
+            expires=registered.expires,
+            refresh_in=round(registered.refresh_at - now, 3),
+            refreshed=registered.refreshed,
+            lock=self.lock.state.value,
+            peer=connection.peer if connection is not None else None,
+        )
+
+
+def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
+    if failed.status == 408:
+        return TransportError(f"registration timed out: {failed.reason}")
+    if failed.auth or failed.status == 403:
+        hint = "" if failed.auth else f"; check that user {username!r} may register"
+        return AuthenticationFailed(
+            f"registration refused ({failed.status}): {failed.reason}{hint}", status=failed.status
+        )
+    return RegistrationError(
+        f"registration refused: {failed.status} {failed.reason}", status=failed.status
+    )
+
+
+def _most_telling(errors: list[SipuaError]) -> SipuaError:
+    """The error to report when every target failed: a TLS verdict beats a network one."""
+    if not errors:
+        return ConnectFailed("no target to connect to; check the AOR and --proxy")
+    for error in errors:
+        if isinstance(error, TlsError):
+            return error
+    return errors[-1]

@@ -1,0 +1,355 @@
+"""The user agent: settings in, a registered account, an inbound listener and call handling.
+
+Theory of operation: `UserAgent` is an async context manager that owns the one nursery in
+which every task of sipua runs (connection readers, the listener, per-call tasks, the account's
+maintenance). Entering it prepares what the account needs and starts the listener (with
+`nursery.start`, so the Contact can carry the bound address); leaving it hangs up calls, closes
+the flow and cancels the rest. The protocol state machines are sans-IO (`sipua.sip`): the
+account and the call handler feed them `trio.current_time()` and execute what they return.
+
+It also turns settings into TLS configurations (the trust policy, the custom trusted
+certificates of the store and `--trusted-cert`, the device identity), keeps the device's stable
+instance id (a UUID in the data directory, created on first use, RFC 5626 §4.1), and publishes
+the user agent's events through structlog (`registered`, `registration-failed`, `unregistered`,
+`lock-changed`, `call-incoming`, `call-answered`, `call-ended`, ...), keeping the last ones in
+`events` for status and tests. `--trace` logs every SIP message (credentials redacted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import trio
+
+from sipua.errors import ConfigError, SipuaError
+from sipua.settings.model import AccountSettings, Settings
+from sipua.sip.digest import redact_credentials
+from sipua.transport.client import open_tls
+from sipua.transport.connection import SipConnection
+from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
+from sipua.transport.listener import serve_tls
+from sipua.ua.account import Account, FlowTarget, Locator
+from sipua.ua.calls import AnswerPolicy, CallHandler
+from sipua.ua.lock import TlsEstablished
+
+INSTANCE_ID_FILE: Final = "instance-id"
+MAX_KEPT_EVENTS: Final = 1000
+
+Publish = Callable[..., None]
+
+
+def instance_id(data_dir: Path, configured: str | None = None) -> str:
+    """The device's stable ``+sip.instance`` UUID (RFC 5626 §4.1), created on first use.
+
+    Args:
+        data_dir: the state directory holding ``instance-id``.
+        configured: an id from the settings (``urn:uuid:...`` or a bare UUID) that wins.
+
+    Raises:
+        ConfigError: the configured id or the stored file is not a UUID.
+    """
+    from sipua.storage import atomic_write, ensure_private_dir, read_bounded
+
+    if configured:
+        text = configured.removeprefix("urn:uuid:")
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise ConfigError(
+                f"instance_id {configured!r} is not a urn:uuid: URN; remove it to use the "
+                "device's own"
+            ) from None
+    path = data_dir / INSTANCE_ID_FILE
+    if path.exists():
+        text = read_bounded(path, limit=100).decode("ascii", "replace").strip()
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise ConfigError(
+                f"{path} does not hold a UUID; delete it and sipua makes a new one"
+            ) from None
+    ensure_private_dir(data_dir)
+    value = str(uuid.uuid4())
+    atomic_write(path, (value + "\n").encode())
+    return value
+
+
+async def locate_targets(account: AccountSettings) -> list[FlowTarget]:
+    """RFC 3263 targets for the account (an outbound proxy skips the lookups)."""
+    from sipua.locate import locate
+
+    targets = await locate(account.aor, account.proxy, account.tls_name)
+    return [FlowTarget(t.host, t.port, t.tls_name) for t in targets]
+
+
+class UserAgent:
+    """sipua's user agent for one account.
+
+    Args:
+        settings: the settings; the first account is used.
+        listen: whether to start the inbound listener (default: as the settings say).
+        locator: finds the registrar targets (default: RFC 3263 via DNS).
+        rng: the random source (default: `random.SystemRandom`).
+        backoff_base: RFC 5626 §4.5 back-off base in seconds.
+        pong_timeout: seconds a pong may take (RFC 5626 §4.4.1: 10; tests shorten it).
+        publish: an extra event sink, `publish(event, **fields)` (tests, status).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listen: bool | None = None,
+        locator: Locator | None = None,
+        rng: random.Random | None = None,
+        backoff_base: float = 30.0,
+        pong_timeout: float = PONG_TIMEOUT_SECONDS,
+        publish: Publish | None = None,
+    ) -> None:
+        if not settings.accounts:
+            raise ConfigError("no account configured; pass --aor or a config with [[accounts]]")
+        self.settings = settings
+        self.account_settings = settings.accounts[0]
+        self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_KEPT_EVENTS)
+        self.listen_address: tuple[str, int] | None = None
+        self._listen = settings.listen.enabled if listen is None else listen
+        self._locator = locator or locate_targets
+        self._rng = rng or random.SystemRandom()
+        self._backoff_base = backoff_base
+        self._pong_timeout = pong_timeout
+        self._extra_publish = publish
+        self._stack = contextlib.AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
+        self._account: Account | None = None
+        self._calls: CallHandler | None = None
+        self._trusted: tuple[Any, ...] = ()
+        self._identity: Any = None
+        self._store: Any = None
+        from sipua.logs import get_logger
+
+        self._log = get_logger(account=self.account_settings.name)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def account(self) -> Account:
+        """The account (available inside ``async with``)."""
+        if self._account is None:
+            raise RuntimeError("use the UserAgent inside 'async with'")
+        return self._account
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The user agent's nursery (available inside ``async with``)."""
+        if self._nursery is None:
+            raise RuntimeError("use the UserAgent inside 'async with'")
+        return self._nursery
+
+    @property
+    def calls(self) -> CallHandler:
+        """The inbound call handler."""
+        if self._calls is None:
+            raise RuntimeError("use the UserAgent inside 'async with'")
+        return self._calls
+
+    def publish(self, event: str, **fields: Any) -> None:
+        """Publishes one user-agent event: structured log, kept list, extra sink."""
+        clean = {key: value for key, value in fields.items() if value is not None}
+        self.events.append((event, clean))
+        if event in ("registration-failed", "unregister-failed"):
+            self._log.warning(event, **clean)
+        else:
+            self._log.info(event, **clean)
+        if self._extra_publish is not None:
+            self._extra_publish(event, **clean)
+
+    async def __aenter__(self) -> Self:
+        self._prepare_tls()
+        nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self._nursery = nursery
+        account_settings = self.account_settings
+        self._calls = CallHandler(
+            policy=AnswerPolicy(
+                action=account_settings.answer, delay=account_settings.auto_answer_delay
+            ),
+            publish=self.publish,
+            contact_for=self._contact_for,
+            nursery=nursery,
+            rng=random.Random(self._rng.getrandbits(64)),
+        )
+        try:
+            if self._listen:
+                self.listen_address = await nursery.start(self._serve)
+            self._account = Account(
+                account_settings,
+                instance_id=instance_id(self.settings.data_dir, account_settings.instance_id),
+                locator=self._locator,
+                connector=self._connect,
+                publish=self.publish,
+                nursery=nursery,
+                rng=random.Random(self._rng.getrandbits(64)),
+                listen=self.listen_address,
+                backoff_base=self._backoff_base,
+                pong_timeout=self._pong_timeout,
+            )
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await self._stack.aclose()
+            raise
+        self._account.request_handler = self._calls.handle_request
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            if self._calls is not None:
+                with contextlib.suppress(SipuaError):
+                    await self._calls.hangup_all()
+            if self._account is not None:
+                await self._account.close()
+        self.nursery.cancel_scope.cancel()
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    def _prepare_tls(self) -> None:
+        from sipua.tls.certs import load_certificate_file
+        from sipua.tls.store import CertStore
+
+        tls = self.settings.tls
+        store = CertStore(self.settings.data_dir)
+        trusted = [s.certificate for s in store.custom_trusted()]
+        for path in tls.trusted_certs:
+            trusted.extend(load_certificate_file(path))
+        self._trusted = tuple(trusted)
+        self._store = store
+
+    def _policy(self) -> Any:
+        from sipua.tls.policy import TrustPolicy
+
+        tls = self.settings.tls
+        return TrustPolicy(
+            only_trusted=tls.only_trusted,
+            accepted_ca=tls.ca_type,
+            cn_validation=tls.cn_validation,
+            allow_wildcards=tls.allow_wildcards,
+        )
+
+    def _device_identity(self) -> Any:
+        if self._identity is None:
+            tls = self.settings.tls
+            self._identity = self._store.device_identity(tls.device_cert, tls.mac)
+        return self._identity
+
+    async def _connect(
+        self, target: FlowTarget, account: Account
+    ) -> tuple[SipConnection, TlsEstablished]:
+        from sipua.tls.context import TlsClientConfig
+
+        tls = self.settings.tls
+        config = TlsClientConfig(
+            server_name=target.tls_name,
+            policy=self._policy(),
+            trusted=self._trusted,
+            identity=self._device_identity() if self._listen else None,
+            min_version=tls.min_version,
+            max_version=tls.max_version,
+            ciphers=tls.ciphers,
+            keylog_path=tls.keylog_file,
+        )
+        opened = await open_tls(
+            target.host, target.port, config, handshake_timeout=tls.handshake_timeout
+        )
+        verification = opened.handshake.verification
+        verified = opened.handshake.verified
+        established = TlsEstablished(
+            verified=verified,
+            code=verification.code if verification is not None else "no-certificate",
+            reason="" if verified or verification is None else verification.reason,
+        )
+        self.publish(
+            "tls-established",
+            peer=opened.peer,
+            tls_name=target.tls_name,
+            version=opened.handshake.version,
+            cipher=opened.handshake.cipher,
+            verified=verified,
+        )
+        connection = SipConnection(
+            opened.stream,
+            peer=opened.peer,
+            local=opened.local,
+            tls_name=target.tls_name,
+            handler=account.on_message,
+            trace=self._trace if self.settings.trace else None,
+        )
+        return connection, established
+
+    async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+        from sipua.tls.context import TlsServerConfig
+
+        tls = self.settings.tls
+        listen = self.settings.listen
+        config = TlsServerConfig(
+            identity=self._device_identity(),
+            client_certs=tls.verify_client,
+            policy=self._policy(),
+            trusted=self._trusted,
+            min_version=tls.min_version,
+            max_version=tls.max_version,
+            ciphers=tls.ciphers,
+            keylog_path=tls.keylog_file,
+        )
+        await serve_tls(
+            listen.host,
+            listen.port,
+            config,
+            self._on_inbound,
+            handshake_timeout=tls.handshake_timeout,
+            idle_timeout=listen.idle_timeout,
+            max_connections=listen.max_connections,
+            trace=self._trace if self.settings.trace else None,
+            on_handshake=self._on_inbound_handshake,
+            task_status=task_status,
+        )
+
+    def _on_inbound_handshake(self, peer: str, outcome: object) -> None:
+        from sipua.tls.events import HandshakeCompleted
+
+        if isinstance(outcome, HandshakeCompleted):
+            self.publish("inbound-tls", peer=peer, version=outcome.version, ok=True)
+        else:
+            self.publish("inbound-tls", peer=peer, ok=False, reason=str(outcome))
+
+    async def _on_inbound(self, connection: SipConnection, message: object) -> None:
+        from sipua.sip import Request
+
+        if isinstance(message, Request) and self._calls is not None:
+            await self._calls.handle_request(connection, message)
+        # Responses on inbound connections answer nothing we sent there: dropped (§18.1.2).
+
+    def _contact_for(self, connection: SipConnection) -> str:
+        if self._account is not None:
+            return self._account.contact_uri(connection)
+        return f"sips:{connection.local}"
+
+    def _trace(self, direction: str, connection: SipConnection, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        lines = [
+            redact_credentials(line) if "authorization:" in line.lower() else line
+            for line in text.split("\r\n")
+        ]
+        self._log.info(
+            "sip-trace", direction=direction, peer=connection.peer, message="\n".join(lines)
+        )

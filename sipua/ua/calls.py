@@ -1,0 +1,269 @@
+"""Inbound requests: calls (INVITE, ACK, CANCEL, BYE), OPTIONS, and what sipua does not do.
+
+Theory of operation: `CallHandler.handle_request(connection, request)` is called by the reader
+task of whichever connection a request arrived on (the listener's, or the registration flow for
+requests the registrar sends back through NAT, RFC 5626 §5.3). Every response goes back on that
+same connection (RFC 3261 §18.2.2). A new INVITE becomes an `InviteSession` (the sans-IO FSM in
+`sipua.sip.invite`) plus one task that rings for the configured delay and then answers with an
+SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives.
+
+- OPTIONS: 200 with Allow, Accept and Supported (RFC 3261 §11.2).
+- Methods SIP defines that sipua does not serve: 405 Method Not Allowed with Allow (§21.4.6).
+- Methods it does not know: 501 Not Implemented (§21.5.2).
+- A re-INVITE inside an established call: 488 (sipua does not renegotiate media).
+- An ACK, BYE or CANCEL that matches no call: ACKs are dropped (§17.2.3), the others get 481.
+
+Everything here runs on trio's single thread; session state is only changed between awaits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from sipua.errors import ConnectionLost
+from sipua.sip import Request
+from sipua.sip.errors import ProtocolError
+from sipua.sip.ids import new_tag
+from sipua.sip.invite import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    InviteOutput,
+    InviteSession,
+    InviteState,
+    Reply,
+    Send,
+    options_response,
+)
+from sipua.sip.message import make_response
+from sipua.transport.connection import SipConnection
+from sipua.ua.sdp import SdpError, build_answer
+
+#: Methods of RFC 3261 and its common extensions that sipua knows but does not serve.
+KNOWN_METHODS: Final = frozenset(
+    {
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "REFER",
+        "PUBLISH",
+    }
+)
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+MAX_CALLS: Final = 64  # more simultaneous inbound calls are answered 486
+MEDIA_PORT: Final = 4000  # announced in the SDP answer; sipua sends no media
+REJECT_STATUS: Final = {"busy": 486, "decline": 603}
+
+Publish = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerPolicy:
+    """What to do with an inbound call.
+
+    Attributes:
+        action: "accept", "busy" (486) or "decline" (603).
+        delay: seconds to ring before acting.
+    """
+
+    action: str = "accept"
+    delay: float = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    session: InviteSession
+    connection: SipConnection
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class CallHandler:
+    """Serves inbound requests for one user agent.
+
+    Args:
+        policy: the answer policy.
+        publish: `publish(event, **fields)`, the UA's event sink.
+        contact_for: our Contact URI (text) for a connection.
+        nursery: where per-call tasks run.
+        rng: the random source for tags and SDP session ids.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: AnswerPolicy,
+        publish: Publish,
+        contact_for: Callable[[SipConnection], str],
+        nursery: trio.Nursery,
+        rng: random.Random,
+    ) -> None:
+        self.policy = policy
+        self._publish = publish
+        self._contact_for = contact_for
+        self._nursery = nursery
+        self._rng = rng
+        self._calls: dict[str, _Call] = {}  # by Call-ID
+
+    @property
+    def active_calls(self) -> int:
+        """How many calls are ringing or up."""
+        return len(self._calls)
+
+    async def handle_request(self, connection: SipConnection, request: Request) -> None:
+        """Handles one request that arrived on `connection`.
+
+        Raises:
+            ConnectionLost: the connection broke while answering.
+        """
+        try:
+            await self._dispatch(connection, request)
+        except ProtocolError as exc:
+            # A request whose headers the parser accepted lazily but which is malformed in a
+            # header we need: answer with the hint when we can, else drop it.
+            if request.method == "ACK":
+                return
+            try:
+                response = make_response(request, exc.status_hint, to_tag=new_tag(self._rng))
+            except (ProtocolError, ValueError):
+                return
+            await connection.send(response)
+
+    async def hangup_all(self) -> None:
+        """Ends every call (BYE, or 480 for ringing ones); used on shutdown."""
+        for call in list(self._calls.values()):
+            if call.session.state is InviteState.TERMINATED:
+                continue
+            await self._run(call, call.session.hangup())
+
+    async def _dispatch(self, connection: SipConnection, request: Request) -> None:
+        method = request.method
+        if method == "INVITE":
+            if request.to.tag is None:
+                await self._new_call(connection, request)
+            else:
+                await self._reinvite(connection, request)
+        elif method == "ACK":
+            call = self._calls.get(request.call_id)
+            if call is not None and call.session.dialog.matches(request):
+                await self._run(call, call.session.receive_ack(request))
+        elif method == "BYE":
+            call = self._calls.get(request.call_id)
+            if call is None or not call.session.dialog.matches(request):
+                await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
+                return
+            await self._run(call, call.session.receive_bye(request), reply_on=connection)
+        elif method == "CANCEL":
+            call = self._calls.get(request.call_id)
+            invite = call.session.invite if call is not None else None
+            if call is None or invite is None or invite.top_via.branch != request.top_via.branch:
+                await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
+                return
+            await self._run(call, call.session.receive_cancel(request), reply_on=connection)
+        elif method == "OPTIONS":
+            await connection.send(options_response(request, to_tag=new_tag(self._rng)))
+        elif method in KNOWN_METHODS:
+            response = make_response(request, 405, to_tag=new_tag(self._rng))
+            response.headers.add("Allow", ALLOW)
+            await connection.send(response)
+        else:
+            await connection.send(make_response(request, 501, to_tag=new_tag(self._rng)))
+
+    async def _new_call(self, connection: SipConnection, invite: Request) -> None:
+        existing = self._calls.get(invite.call_id)
+        if existing is not None:
+            return  # a retransmission of an INVITE we are already handling (§17.2.1)
+        if len(self._calls) >= MAX_CALLS:
+            await connection.send(make_response(invite, 486, to_tag=new_tag(self._rng)))
+            return
+        session = InviteSession(
+            invite,
+            local_tag=new_tag(self._rng),
+            contact=self._contact_for(connection),
+            sent_by=connection.local,
+            rng=self._rng,
+        )
+        call = _Call(session, connection)
+        self._calls[invite.call_id] = call
+        self._publish(
+            "call-incoming",
+            call_id=invite.call_id,
+            caller=str(invite.from_.uri),
+            callee=str(invite.to.uri),
+            peer=connection.peer,
+        )
+        await self._run(call, session.start())
+        self._nursery.start_soon(self._drive, call)
+
+    async def _reinvite(self, connection: SipConnection, request: Request) -> None:
+        call = self._calls.get(request.call_id)
+        if call is None or not call.session.dialog.matches(request):
+            await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
+            return
+        response = make_response(request, 488)
+        response.headers.add("Warning", '399 sipua "media renegotiation is not supported"')
+        await connection.send(response)
+
+    async def _drive(self, call: _Call) -> None:
+        """Rings, answers or rejects, then retransmits the 2xx until the ACK (§13.3.1.4)."""
+        session = call.session
+        with call.scope:
+            try:
+                await trio.sleep(max(0.0, self.policy.delay))
+                if session.state is not InviteState.RINGING:
+                    return
+                await self._run(call, self._decide(session))
+                while (deadline := session.next_deadline()) is not None:
+                    await trio.sleep_until(deadline)
+                    await self._run(call, session.handle_timer(trio.current_time()))
+            except ConnectionLost as exc:
+                self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
+
+    def _decide(self, session: InviteSession) -> list[InviteOutput]:
+        if self.policy.action in REJECT_STATUS:
+            return session.reject(REJECT_STATUS[self.policy.action])
+        try:
+            address = session.sent_by.rsplit(":", 1)[0].strip("[]")
+            answer = build_answer(
+                session.invite.body,
+                address=address,
+                port=MEDIA_PORT,
+                session_id=self._rng.getrandbits(31),
+            )
+        except SdpError:
+            answer = None
+        if answer is None:
+            return session.reject(488)  # RFC 3264 §6: no acceptable media
+        return session.answer(answer, trio.current_time())
+
+    async def _run(
+        self, call: _Call, outputs: list[InviteOutput], *, reply_on: SipConnection | None = None
+    ) -> None:
+        for output in outputs:
+            if isinstance(output, Reply):
+                # §18.2.2: a response goes back on the connection its request came in on.
+                await (reply_on or call.connection).send(output.response)
+            elif isinstance(output, Send):
+                await call.connection.send(output.request)
+            elif isinstance(output, CallAnswered):
+                self._publish("call-answered", call_id=call.session.call_id)
+            elif isinstance(output, CallConfirmed):
+                self._publish("call-confirmed", call_id=call.session.call_id)
+            elif isinstance(output, CallEnded):
+                self._end(call, output)
+
+    def _end(self, call: _Call, ended: CallEnded) -> None:
+        if self._calls.get(call.session.call_id) is call:
+            del self._calls[call.session.call_id]
+            self._publish(
+                "call-ended", call_id=call.session.call_id, reason=ended.reason, status=ended.status
+            )
+        call.scope.cancel()

@@ -1,0 +1,220 @@
+"""End-to-end: sipua's user agent against the test registrar over real loopback TLS sockets."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sipua.errors import AuthenticationFailed, ConnectFailed, PeerNotTrusted, RegistrationError
+from sipua.settings.model import AccountSettings, ListenSettings, Settings, TlsSettings
+from sipua.settings.secret import Secret
+from sipua.ua.agent import UserAgent
+from tests.support.registrar import Pki, TestRegistrar
+
+
+def settings(
+    tmp_path: Path,
+    registrar: TestRegistrar,
+    *,
+    password: str = "s3cret",
+    expires: int = 600,
+    only_trusted: bool = True,
+    trust: bool = True,
+    listen: bool = False,
+    keepalive: float | None = None,
+    answer: str = "accept",
+) -> Settings:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(registrar.pki.ca.pem)
+    return Settings(
+        accounts=(
+            AccountSettings(
+                name="alice",
+                aor="sips:alice@example.test",
+                username="alice",
+                password=Secret(password),
+                proxy=f"127.0.0.1:{registrar.port}",
+                expires=expires,
+                keepalive_interval=keepalive,
+                auto_answer_delay=0.5,
+                answer=answer,  # type: ignore[arg-type]
+            ),
+        ),
+        tls=TlsSettings(
+            trusted_certs=(ca,) if trust else (), only_trusted=only_trusted, ca_type="custom"
+        ),
+        listen=ListenSettings(enabled=listen, port=0),
+        data_dir=tmp_path / "data",
+    )
+
+
+async def wait_until(predicate: Callable[[], bool], within: float) -> None:
+    with trio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110  # polls state that other tasks own
+            await trio.sleep(0.05)
+
+
+def events(ua: UserAgent, name: str) -> list[dict[str, Any]]:
+    return [fields for event, fields in ua.events if event == name]
+
+
+def lock_states(ua: UserAgent) -> list[str]:
+    return [fields["state"] for fields in events(ua, "lock-changed")]
+
+
+async def test_register_with_digest_then_unregister(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar), rng=random.Random(1)) as ua,
+    ):
+        registered = await ua.account.register()
+        assert registered.expires == 600
+        assert "alice" in registrar.bindings
+        assert lock_states(ua) == ["negotiating", "locked"]
+        first, second = registrar.registers[:2]
+        assert first.headers.get("Authorization") is None
+        assert second.headers.get("Authorization") is not None
+        contact = second.headers.get("Contact") or ""
+        assert contact.startswith("<sips:alice@127.0.0.1:")
+        assert "+sip.instance" in contact
+        assert "transport=tls" not in contact.lower()
+        assert str(second.uri) == "sips:example.test"
+        assert await ua.account.unregister()
+        assert "alice" not in registrar.bindings
+        assert events(ua, "unregistered")
+    assert lock_states(ua)[-1] == "unlocked"  # closed on leaving the user agent
+    # The instance id is stable per data dir.
+    stored = (tmp_path / "data" / "instance-id").read_text().strip()
+    assert stored in contact
+
+
+async def test_wrong_password_is_authentication_failed(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, password="nope")) as ua,
+    ):
+        with pytest.raises(AuthenticationFailed) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 4
+        assert "nope" not in str(info.value)
+        assert events(ua, "registration-failed")
+
+
+async def test_403_is_refused(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar(reject_with=403) as registrar,
+        UserAgent(settings(tmp_path, registrar)) as ua,
+    ):
+        with pytest.raises(RegistrationError) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 4
+
+
+async def test_423_then_registered_with_min_expires(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar(min_expires=1200) as registrar,
+        UserAgent(settings(tmp_path, registrar, expires=60)) as ua,
+    ):
+        registered = await ua.account.register()
+        assert registered.expires == 1200
+
+
+async def test_untrusted_registrar_unlocks_with_reason_and_exit_3(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, trust=False)) as ua,
+    ):
+        with pytest.raises(PeerNotTrusted) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 3
+        assert lock_states(ua) == ["negotiating", "unlocked"]
+        assert ua.account.lock.reason.startswith("verification-failed: untrusted-issuer")
+        assert registrar.registers == []  # no SIP byte on an unverified connection
+
+
+async def test_untrusted_accepted_when_only_trusted_is_off(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        config = settings(tmp_path, registrar, trust=False, only_trusted=False)
+        async with UserAgent(config) as ua:
+            await ua.account.register()
+            assert lock_states(ua) == ["negotiating", "locked-unverified"]
+            assert "untrusted-issuer" in ua.account.lock.reason
+
+
+async def test_name_mismatch_is_reported(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar(pki=Pki.make("other.test")) as registrar,
+        UserAgent(settings(tmp_path, registrar)) as ua,
+    ):
+        with pytest.raises(PeerNotTrusted) as info:
+            await ua.account.register()
+        assert info.value.code == "name-mismatch"
+        assert "name-mismatch" in ua.account.lock.reason
+
+
+async def test_nothing_listening_is_network_failure(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        config = settings(tmp_path, registrar)
+    # The registrar is gone: its port refuses.
+    async with UserAgent(config) as ua:
+        with pytest.raises(ConnectFailed) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 5
+        assert ua.account.lock.state.value == "unlocked"
+
+
+async def test_refresh_at_midpoint(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar(max_expires=4) as registrar,
+        UserAgent(settings(tmp_path, registrar)) as ua,
+    ):
+        await ua.account.register()
+        with trio.move_on_after(3.5):
+            await ua.account.maintain()
+        refreshes = [e for e in events(ua, "registered") if e.get("refreshed")]
+        assert len(refreshes) >= 1  # granted 4 s: refreshed after 2 s
+        assert len(registrar.registers) >= 4
+
+
+async def test_registrar_restart_reconnects_and_reregisters(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar), backoff_base=0.2) as ua,
+    ):
+        await ua.account.register()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ua.account.maintain)
+            await registrar.restart(downtime=0.3)
+            assert "alice" not in registrar.bindings
+            await registrar.wait_registered()
+            nursery.cancel_scope.cancel()
+        states = lock_states(ua)
+        assert states[:2] == ["negotiating", "locked"]
+        assert "unlocked" in states[2:]
+        assert states[-1] == "locked"
+        assert registrar.connections >= 2
+
+
+async def test_dead_flow_detected_by_missing_pong(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        config = settings(tmp_path, registrar, keepalive=1.0)
+        async with UserAgent(config, backoff_base=0.2, pong_timeout=1.5) as ua:
+            await ua.account.register()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ua.account.maintain)
+                await wait_until(lambda: registrar.pings >= 2, 5)
+                registrar.answer_pings = False  # the flow silently dies
+                await wait_until(
+                    lambda: any(
+                        "no pong" in e.get("reason", "") for e in events(ua, "lock-changed")
+                    ),
+                    10,
+                )
+                registrar.answer_pings = True
+                await wait_until(lambda: lock_states(ua)[-1] == "locked", 10)
+                nursery.cancel_scope.cancel()
