@@ -45,6 +45,7 @@ from sipua.errors import (
 )
 from sipua.settings.model import AccountSettings
 from sipua.sip import Request, Response, SipUri
+from sipua.sip.errors import ProtocolError
 from sipua.sip.registration import (
     ContactAddress,
     DigestResponder,
@@ -153,17 +154,20 @@ class Account:
         self._backoff_base = backoff_base
         self._pong_timeout = pong_timeout
         self._send_inbox, self._inbox = trio.open_memory_channel[_InboxItem](INBOX_SIZE)
-        self._aor = SipUri.parse(settings.aor)
-        self._registration = Registration(
-            aor=self._aor,
-            contact=ContactAddress(uri=self._aor, sent_by="0.0.0.0:0"),  # set on connect
-            instance_id=instance_id,
-            rng=rng,
-            responder=DigestResponder(
-                username=settings.username, password=settings.password, rng=rng
-            ),
-            expires=settings.expires,
-        )
+        try:
+            self._aor = SipUri.parse(settings.aor)
+            self._registration = Registration(
+                aor=self._aor,
+                contact=ContactAddress(uri=self._aor, sent_by="0.0.0.0:0"),  # set on connect
+                instance_id=instance_id,
+                rng=rng,
+                responder=DigestResponder(
+                    username=settings.username, password=settings.password, rng=rng
+                ),
+                expires=settings.expires,
+            )
+        except ProtocolError as exc:
+            raise ConfigError(f"account {settings.name!r}: aor {settings.aor!r}: {exc}") from exc
 
     @property
     def name(self) -> str:

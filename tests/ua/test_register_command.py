@@ -1,0 +1,96 @@
+"""`sipua register --once` as CI runs it: a real process against the test registrar."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.support.registrar import Pki, TestRegistrar
+
+
+async def register_once(
+    tmp_path: Path,
+    registrar: TestRegistrar | None,
+    port: int,
+    *extra: str,
+    password: str = "s3cret",
+) -> tuple[int, list[dict[str, object]], str]:
+    (tmp_path / "pw").write_text(password + "\n")
+    ca = tmp_path / "ca.pem"
+    if registrar is not None:
+        ca.write_bytes(registrar.pki.ca.pem)
+    else:
+        ca.write_bytes(Pki.make().ca.pem)
+    argv = [
+        sys.executable, "-m", "sipua", "register", "--once",
+        "--aor", "sips:alice@example.test", "--username", "alice",
+        "--password-file", str(tmp_path / "pw"), "--proxy", f"127.0.0.1:{port}",
+        "--trusted-cert", str(ca), "--ca-type", "custom", "--data-dir", str(tmp_path / "data"),
+        "--log-format", "json", *extra,
+    ]  # fmt: skip
+    with trio.fail_after(30):
+        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    lines = result.stdout.decode().splitlines() + result.stderr.decode().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    return result.returncode, records, result.stderr.decode()
+
+
+def named(records: list[dict[str, object]], event: str) -> list[dict[str, object]]:
+    return [r for r in records if r.get("event") == event]
+
+
+async def test_once_registers_reports_lock_and_unregisters(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        code, records, stderr = await register_once(tmp_path, registrar, registrar.port)
+        assert code == 0, stderr
+        assert named(records, "registered")
+        assert named(records, "unregistered")
+        assert [r["state"] for r in named(records, "lock-changed")][:2] == ["negotiating", "locked"]
+        [outcome] = named(records, "outcome")
+        assert outcome["result"] == "registered"
+        assert outcome["lock"] == "locked"
+        assert "alice" not in registrar.bindings
+        assert "s3cret" not in stderr
+
+
+async def test_once_wrong_password_exits_4(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        code, records, stderr = await register_once(
+            tmp_path, registrar, registrar.port, password="wrong"
+        )
+        assert code == 4
+        assert named(records, "registration-failed")
+        assert "wrong" not in stderr
+
+
+async def test_once_untrusted_registrar_exits_3_with_reason(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        code, records, _ = await register_once(tmp_path, None, registrar.port)
+        assert code == 3
+        last = named(records, "lock-changed")[-1]
+        assert last["state"] == "unlocked"
+        assert "untrusted-issuer" in str(last["reason"])
+        assert registrar.registers == []
+
+
+async def test_once_no_registrar_exits_5(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        port = registrar.port
+    code, _, stderr = await register_once(tmp_path, None, port)
+    assert code == 5, stderr
+
+
+@pytest.mark.parametrize("aor", ["sip:alice@example.test"])
+def test_sip_aor_is_a_usage_error(tmp_path: Path, aor: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sipua", "register", "--once", "--aor", aor,
+         "--username", "alice", "--data-dir", str(tmp_path), "--proxy", "127.0.0.1:9"],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"sips" in result.stderr
