@@ -1,0 +1,190 @@
+"""Accepting and opening TLS connections over TCP.
+
+`TlsListener` wraps a trio socket listener: `accept()` returns a `TlsStream` whose handshake has
+*not* run, because a silent or slow client must never hold up `accept()` for everyone else. The
+handshake runs in the connection's own task, bounded by `handshake_timeout`; `serve_tls` does
+that for you around a handler and closes every connection it accepted.
+
+`open_tls_stream` is the client side: TCP connect (bounded), handshake and verification
+(bounded), and either a verified stream or one of sipua's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn
+
+import trio
+
+from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError
+from sipua.tls.context import TlsClientConfig, TlsServerConfig, server_context
+from sipua.tls.events import HandshakeCompleted, Verifier
+from sipua.tls.stream import TlsStream
+
+#: How long a client may take for the whole handshake by default.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: How long a TCP connect may take by default.
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+#: How long closing an accepted connection may wait to hand over its close_notify.
+CLOSE_GRACE_SECONDS: Final = 2.0
+
+#: Called with each accepted connection after a successful, verified handshake.
+Handler = Callable[[TlsStream, HandshakeCompleted], Awaitable[None]]
+#: Called when an accepted connection's handshake fails or its client is refused.
+FailureHandler = Callable[[TlsStream, TlsError], None]
+
+
+class TlsListener(trio.abc.Listener[TlsStream]):
+    """Accepts TLS connections on a transport listener with one server context.
+
+    Args:
+        transport_listener: Usually a `trio.SocketListener`.
+        config: Server settings (identity, client certificates, versions).
+        handshake_timeout: Seconds each client gets for its handshake (used by `serve_tls`
+            and by callers via `stream.do_handshake(timeout=listener.handshake_timeout)`).
+        verifier: Overrides the client-certificate verifier built from `config`.
+    """
+
+    def __init__(
+        self,
+        transport_listener: trio.abc.Listener[trio.abc.Stream],
+        config: TlsServerConfig,
+        *,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        verifier: Verifier | None = None,
+    ) -> None:
+        if not handshake_timeout > 0:
+            raise ValueError("the handshake timeout must be a positive number of seconds")
+        self.transport_listener = transport_listener
+        self.config = config
+        self.handshake_timeout = handshake_timeout
+        self._verifier = verifier
+        # Build (or fetch) the context now, so a bad certificate fails at start-up, not on the
+        # first client.
+        server_context(config)
+
+    async def accept(self) -> TlsStream:
+        """The next connection, handshake not yet run (run it in the connection's task)."""
+        transport = await self.transport_listener.accept()
+        return TlsStream.server(transport, self.config, verifier=self._verifier)
+
+    async def aclose(self) -> None:
+        """Stop listening (established connections are not affected)."""
+        await self.transport_listener.aclose()
+
+
+async def open_tls_listeners(
+    port: int,
+    config: TlsServerConfig,
+    *,
+    host: str | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    verifier: Verifier | None = None,
+) -> list[TlsListener]:
+    """Listen for TLS on `host`:`port` (0 = any free port; host None = all addresses).
+
+    Raises:
+        OSError: The address cannot be bound (callers turn it into their own error).
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    return [
+        TlsListener(tcp, config, handshake_timeout=handshake_timeout, verifier=verifier)
+        for tcp in listeners
+    ]
+
+
+async def serve_tls(
+    handler: Handler,
+    listeners: list[TlsListener],
+    *,
+    on_failure: FailureHandler | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[TlsListener]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve forever: each connection's handshake runs in its own task, bounded in time.
+
+    A connection whose handshake fails, times out or whose client certificate the policy
+    refuses is reported to `on_failure` and closed; the handler never sees it. The handler's
+    stream is closed when the handler returns.
+
+    Args:
+        handler: Receives each verified stream and its handshake result.
+        listeners: From `open_tls_listeners` (or built by hand).
+        on_failure: Told about refused connections (for logging); may be None.
+        handler_nursery: Where connection tasks run (default: an internal nursery).
+        task_status: `nursery.start` support; started with the listeners.
+    """
+
+    # Listeners of one call normally share the timeout; if not, the strictest applies.
+    timeout = min((lst.handshake_timeout for lst in listeners), default=DEFAULT_HANDSHAKE_TIMEOUT)
+
+    async def connection(stream: TlsStream) -> None:
+        try:
+            try:
+                completed = await stream.do_handshake(timeout=timeout)
+            except (HandshakeFailed, PeerNotTrusted) as exc:
+                if on_failure is not None:
+                    on_failure(stream, exc)
+                return
+            await handler(stream, completed)
+        finally:
+            # close_notify, but never wait long for a peer that does not read.
+            with trio.move_on_after(CLOSE_GRACE_SECONDS):
+                await stream.aclose()
+
+    await trio.serve_listeners(
+        connection,
+        listeners,
+        handler_nursery=handler_nursery,
+        task_status=task_status,
+    )
+
+
+async def open_tls_stream(
+    host: str,
+    port: int,
+    config: TlsClientConfig,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    verifier: Verifier | None = None,
+) -> TlsStream:
+    """Connect over TCP and run the TLS handshake and verification.
+
+    Args:
+        host: Address or name to connect to (IPv6 literals with or without brackets).
+        port: TCP port.
+        config: Client settings; `config.server_name` is the SNI and the name verified.
+        connect_timeout: Seconds for the TCP connect.
+        handshake_timeout: Seconds for the handshake and verification.
+        verifier: Overrides the verifier built from `config`.
+
+    Returns:
+        A stream whose `handshake_event` is the `HandshakeCompleted`.
+
+    Raises:
+        ConnectFailed: The TCP connection could not be opened in time.
+        HandshakeFailed: The handshake failed or timed out.
+        PeerNotTrusted: The trust policy refused the server.
+    """
+    bare = host.strip("[]")
+    peer = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    try:
+        with trio.fail_after(connect_timeout):
+            tcp = await trio.open_tcp_stream(bare, port)
+    except trio.TooSlowError as exc:
+        raise ConnectFailed(
+            f"connecting to {peer} timed out after {connect_timeout:g} s; "
+            "check the address and the network"
+        ) from exc
+    except OSError as exc:
+        raise ConnectFailed(
+            f"cannot connect to {peer}: {exc.strerror or exc}; check the address and port"
+        ) from exc
+    stream = TlsStream.client(tcp, config, verifier=verifier)
+    try:
+        await stream.do_handshake(timeout=handshake_timeout)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
