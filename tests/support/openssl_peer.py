@@ -43,13 +43,13 @@ class OpenSslServer:
         """Everything the server printed so far (stdout then stderr)."""
         return (bytes(self.stdout) + bytes(self.stderr)).decode("utf-8", "replace")
 
-    async def wait_for(self, text: str, *, timeout: float = 5.0) -> None:
+    async def wait_for(self, text: str, *, seconds: float = 5.0) -> None:
         """Wait until `text` shows in the output.
 
         Raises:
-            AssertionError: It did not within `timeout` (the output is in the message).
+            AssertionError: It did not within `seconds` (the output is in the message).
         """
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(seconds):
             while text not in self.output:
                 await self._changed.wait()
             return
@@ -99,7 +99,8 @@ async def openssl_server(args: Sequence[str]) -> AsyncIterator[OpenSslServer]:
     server = OpenSslServer(process=process)
     try:
         async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
+            assert process.stdout is not None
+            assert process.stderr is not None
             nursery.start_soon(_pump, process.stdout, server.stdout, server)
             nursery.start_soon(_pump, process.stderr, server.stderr, server)
             with trio.fail_after(PROCESS_TIMEOUT):
@@ -126,14 +127,14 @@ class ClientRun:
 
 
 async def run_openssl_client(
-    port: int, args: Sequence[str], *, stdin: bytes = b"", timeout: float = PROCESS_TIMEOUT
+    port: int, args: Sequence[str], *, stdin: bytes = b"", seconds: float = PROCESS_TIMEOUT
 ) -> ClientRun:
-    """Run `openssl s_client` against 127.0.0.1:`port`, bounded by `timeout`.
+    """Run `openssl s_client` against 127.0.0.1:`port`, bounded by `seconds`.
 
     `-ign_eof` keeps it connected after its stdin ends, until the server closes.
     """
     command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-ign_eof", *args]
-    with trio.fail_after(timeout):
+    with trio.fail_after(seconds):
         result = await trio.run_process(
             command, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
         )

@@ -62,7 +62,8 @@ async def test_client_against_s_server_data_both_ways_and_close_notify(
         await stream.aclose()
         await server.wait_for("CONNECTION CLOSED")
         assert "ERROR" not in server.output
-        assert stream.close_event is not None and stream.close_event.clean
+        assert stream.close_event is not None
+        assert stream.close_event.clean
 
 
 async def test_sni_reaches_s_server(world: TlsWorld, pki: dict[str, str], tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ async def test_ip_literal_sends_no_sni(
 
 async def test_min_version_refuses_an_older_server(world: TlsWorld, pki: dict[str, str]) -> None:
     async with openssl_server(server_args(pki, "-tls1_2")) as server:
-        with pytest.raises(HandshakeFailed, match="(?i)protocol version|unsupported protocol"):
+        with pytest.raises(HandshakeFailed, match=r"(?i)protocol version|unsupported protocol"):
             await open_tls_stream(
                 "127.0.0.1",
                 server.port,
@@ -135,7 +136,7 @@ async def test_cipher_choice_is_honoured(world: TlsWorld, pki: dict[str, str]) -
 async def test_no_shared_cipher_names_the_reason(world: TlsWorld, pki: dict[str, str]) -> None:
     # An ECDSA server cannot use an RSA-authenticated suite.
     async with openssl_server(server_args(pki, "-tls1_2")) as server:
-        with pytest.raises(HandshakeFailed, match="(?i)handshake failure|no shared cipher"):
+        with pytest.raises(HandshakeFailed, match=r"(?i)handshake failure|no shared cipher"):
             await open_tls_stream(
                 "127.0.0.1",
                 server.port,
@@ -180,7 +181,7 @@ async def serve_one(
     client_output: list[str] = []
 
     async def client() -> None:
-        run = await run_openssl_client(port, client_args, stdin=stdin, timeout=10)
+        run = await run_openssl_client(port, client_args, stdin=stdin, seconds=10)
         client_output.append(run.stdout + run.stderr)
 
     async with trio.open_nursery() as nursery:
@@ -245,5 +246,6 @@ async def test_client_certificate_from_an_unknown_ca_is_refused(
     assert isinstance(outcome, PeerNotTrusted)
     assert outcome.code == "untrusted-issuer"
     event = stream.handshake_event
-    assert event is not None and not isinstance(event, HandshakeCompleted)
+    assert event is not None
+    assert not isinstance(event, HandshakeCompleted)
     assert event.code == "untrusted-issuer"
