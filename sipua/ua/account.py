@@ -288,11 +288,12 @@ class Account:
         """Removes the binding (``Expires: 0``), bounded in time; True when the registrar agreed."""
         connection = self.connection
         if (
-            self._registration.state is not RegistrationState.REGISTERED
+            self._registration.state
+            not in (RegistrationState.REGISTERED, RegistrationState.REGISTERING)
             or connection is None
             or not connection.is_open
         ):
-            return False
+            return False  # nothing bound, or no flow to say so on
         with trio.move_on_after(UNREGISTER_TIMEOUT_SECONDS):
             try:
                 await self._execute(self._registration.unregister(trio.current_time()))

@@ -218,3 +218,52 @@ async def test_dead_flow_detected_by_missing_pong(tmp_path: Path) -> None:
                 registrar.answer_pings = True
                 await wait_until(lambda: lock_states(ua)[-1] == "locked", 10)
                 nursery.cancel_scope.cancel()
+
+
+async def test_failover_to_the_next_target_and_status_snapshot(tmp_path: Path) -> None:
+    from sipua.ua.account import FlowTarget
+    from sipua.ua.status import snapshot
+
+    async with TestRegistrar() as gone:
+        dead_port = gone.port
+    async with TestRegistrar() as registrar:
+
+        async def two_targets(_account: AccountSettings) -> list[FlowTarget]:
+            return [
+                FlowTarget("127.0.0.1", dead_port, "example.test"),
+                FlowTarget("127.0.0.1", registrar.port, "example.test"),
+            ]
+
+        async with UserAgent(settings(tmp_path, registrar), locator=two_targets) as ua:
+            await ua.account.register()
+            assert lock_states(ua) == ["negotiating", "unlocked", "negotiating", "locked"]
+            status = snapshot(ua).as_json()
+            [account] = status["accounts"]  # type: ignore[misc]
+            assert account["registration"] == "registered"
+            assert account["lock"] == "locked"
+            assert account["peer"] == f"127.0.0.1:{registrar.port}"
+            assert account["tls_name"] == "example.test"
+            assert status["active_calls"] == 0
+
+
+async def test_trace_redacts_credentials(tmp_path: Path) -> None:
+    import io
+
+    from sipua.logs import configure_logging
+
+    out = io.StringIO()
+    configure_logging("json", stream=out)
+    try:
+        async with TestRegistrar() as registrar:
+            config = settings(tmp_path, registrar)
+            from dataclasses import replace
+
+            async with UserAgent(replace(config, trace=True)) as ua:
+                await ua.account.register()
+    finally:
+        configure_logging("console")
+    text = out.getvalue()
+    assert "sip-trace" in text
+    assert "Authorization: Digest" in text
+    assert 'response=\\"<redacted>\\"' in text
+    assert "s3cret" not in text

@@ -94,3 +94,37 @@ def test_sip_aor_is_a_usage_error(tmp_path: Path, aor: str) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert b"sips" in result.stderr
+
+
+async def test_stays_registered_until_sigterm_then_unregisters(tmp_path: Path) -> None:
+    import signal
+
+    async with TestRegistrar() as registrar:
+        (tmp_path / "pw").write_text("s3cret\n")
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(registrar.pki.ca.pem)
+        argv = [
+            sys.executable, "-m", "sipua", "register",
+            "--aor", "sips:alice@example.test", "--username", "alice",
+            "--password-file", str(tmp_path / "pw"), "--proxy", f"127.0.0.1:{registrar.port}",
+            "--trusted-cert", str(ca), "--ca-type", "custom", "--data-dir", str(tmp_path / "d"),
+            "--listen", "127.0.0.1:0", "--log-format", "json",
+        ]  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                lambda task_status: trio.run_process(
+                    argv,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    task_status=task_status,
+                )
+            )
+            await registrar.wait_registered(within=20)
+            _, contact, _ = registrar.bindings["alice"]
+            assert contact.startswith("<sips:alice@127.0.0.1:")
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(20):
+                code = await process.wait()
+        assert code == 0
+        assert "alice" not in registrar.bindings  # unregistered on the way out
