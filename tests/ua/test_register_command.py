@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -111,15 +112,10 @@ async def test_stays_registered_until_sigterm_then_unregisters(tmp_path: Path) -
             "--listen", "127.0.0.1:0", "--log-format", "json",
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:
-            process = await nursery.start(
-                lambda task_status: trio.run_process(
-                    argv,
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                    task_status=task_status,
-                )
+            run = functools.partial(
+                trio.run_process, argv, capture_stdout=True, capture_stderr=True, check=False
             )
+            process = await nursery.start(run)
             await registrar.wait_registered(within=20)
             _, contact, _ = registrar.bindings["alice"]
             assert contact.startswith("<sips:alice@127.0.0.1:")
