@@ -358,11 +358,14 @@ class TlsStream(trio.abc.Stream):
         except HandshakeFailed as exc:
             self._state = _State.BROKEN
             self._fail_handshake(str(exc), code="handshake")
-            error = exc if isinstance(exc, TlsHandshakeError) else TlsHandshakeError(str(exc))
-            self._handshake_error = error
-            if error is exc:
+            if isinstance(exc, TlsHandshakeError):
+                self._handshake_error = exc
                 raise
-            raise error from exc
+            # The engine's plain HandshakeFailed becomes one that trio code understands too;
+            # OpenSSL's exception stays the cause.
+            error = TlsHandshakeError(str(exc))
+            self._handshake_error = error
+            raise error from exc.__cause__
         except trio.Cancelled:
             self._state = _State.BROKEN
             raise

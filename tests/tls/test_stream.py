@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+
+import OpenSSL.SSL
 import pytest
 import trio
 import trio.testing
 
-from sipua.tls.stream import TlsStream
+from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.tls import events
+from sipua.tls.stream import BrokenTlsStream, TlsStream
 from tests.support.tls_pair import (
     TlsWorld,
     handshake_both,
@@ -37,3 +44,254 @@ async def test_check_two_way_stream(world: TlsWorld, version: str) -> None:
         return client, server
 
     await trio.testing.check_two_way_stream(memory, lockstep)
+
+
+# -- what the handshake reports -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_trusted_peer_completes_with_the_verdict(world: TlsWorld, version: str) -> None:
+    verifier = world.verifier(name="example.com")
+    client, server = tls_memory_pair(
+        world, client_config=world.client_config(max_version=version), client_verifier=verifier
+    )
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    assert completed.version == f"TLSv{version}"
+    assert completed.cipher
+    assert completed.verified
+    assert completed.verification is not None
+    assert completed.verification.code == "ok"
+    assert completed.peer_chain[0] == world.server_identity.certificate
+    assert verifier.seen == [completed.peer_chain]
+    assert completed.server_name == "example.com"
+    # OpenSSL's advisory verdicts were recorded (the CA is in its store, so they are ok).
+    assert completed.openssl_verdicts
+    assert all(v.ok for v in completed.openssl_verdicts)
+    server_side = server.handshake_event
+    assert isinstance(server_side, events.HandshakeCompleted)
+    assert server_side.sni == "example.com"
+    assert server_side.verification is None  # no client certificate was asked for
+
+
+@pytest.mark.parametrize(
+    ("verifier_args", "code"),
+    [({"name": "other.example"}, "name-mismatch"), ({}, "untrusted-issuer")],
+)
+async def test_refused_peer_raises_and_sends_no_data(
+    world: TlsWorld, verifier_args: dict[str, str], code: str
+) -> None:
+    if code == "untrusted-issuer":
+        verifier = TlsWorld().verifier()  # trusts another CA only
+    else:
+        verifier = world.verifier(**verifier_args)
+    client, server = tls_memory_pair(world, client_verifier=verifier)
+    received: list[bytes | BaseException] = []
+
+    async def serve() -> None:
+        try:
+            await server.do_handshake()
+            received.append(await server.receive_some())
+        except (HandshakeFailed, ConnectionLost) as exc:
+            received.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        with pytest.raises(PeerNotTrusted) as info:
+            await client.send_all(b"REGISTER sips:example.com SIP/2.0\r\n")
+    assert info.value.code == code
+    event = client.handshake_event
+    assert isinstance(event, events.HandshakeFailed)
+    assert event.code == code
+    assert event.verification is not None
+    assert not event.verification.ok
+    # The server never saw a plaintext byte: it saw the connection end instead.
+    assert len(received) == 1
+    assert isinstance(received[0], (HandshakeFailed, ConnectionLost))
+    # Later use keeps failing with the same verdict.
+    with pytest.raises(PeerNotTrusted):
+        await client.do_handshake()
+
+
+async def test_untrusted_peer_passes_when_only_trusted_is_off(world: TlsWorld) -> None:
+    verifier = TlsWorld().verifier(only_trusted=False)
+    client, server = tls_memory_pair(world, client_verifier=verifier)
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    assert not completed.verified
+    assert completed.verification is not None
+    assert completed.verification.code == "untrusted-issuer"
+
+
+async def test_real_verify_chain_is_the_default_verifier(world: TlsWorld) -> None:
+    from sipua.tls.policy import TrustPolicy
+
+    transports = trio.testing.memory_stream_pair()
+    client = TlsStream.client(transports[0], world.client_config())
+    server = TlsStream.server(transports[1], world.server_config(), verifier=world.verifier())
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    assert completed.verified
+
+    # Wrong name: refused by default, let through (unverified) with only_trusted=False.
+    for only_trusted in (True, False):
+        transports = trio.testing.memory_stream_pair()
+        config = world.client_config(
+            server_name="other.example", policy=TrustPolicy(only_trusted=only_trusted)
+        )
+        client = TlsStream.client(transports[0], config)
+        server = TlsStream.server(transports[1], world.server_config(), verifier=world.verifier())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_quietly, server.do_handshake)
+            if only_trusted:
+                with pytest.raises(PeerNotTrusted) as info:
+                    await client.do_handshake()
+                assert info.value.code == "name-mismatch"
+            else:
+                completed = await client.do_handshake()
+                assert not completed.verified
+                assert completed.verification is not None
+                assert completed.verification.code == "name-mismatch"
+
+
+async def _quietly(afn: Callable[[], Awaitable[object]]) -> None:
+    with contextlib.suppress(HandshakeFailed, ConnectionLost, PeerNotTrusted):
+        await afn()
+
+
+# -- ends ---------------------------------------------------------------------------------
+
+
+async def test_clean_close_is_reported(world: TlsWorld) -> None:
+    client, server = tls_memory_pair(world)
+    await handshake_both(client, server)
+    await client.send_all(b"bye")
+    await client.aclose()
+    assert await server.receive_some() == b"bye"
+    assert await server.receive_some() == b""
+    assert server.close_event == events.TlsClosed(clean=True, reason="the peer sent close_notify")
+    assert client.close_event is not None
+    assert client.close_event.clean
+
+
+async def test_truncation_is_an_error_and_an_unclean_close(world: TlsWorld) -> None:
+    client, server = tls_memory_pair(world)
+    await handshake_both(client, server)
+    await trio.aclose_forcefully(server.transport_stream)
+    with pytest.raises(BrokenTlsStream, match="without a TLS close_notify") as info:
+        await client.receive_some()
+    assert isinstance(info.value, ConnectionLost)
+    assert isinstance(info.value, trio.BrokenResourceError)
+    assert client.close_event is not None
+    assert not client.close_event.clean
+
+
+async def test_send_eof_is_not_supported(world: TlsWorld) -> None:
+    client, _ = tls_memory_pair(world)
+    with pytest.raises(NotImplementedError):
+        await client.send_eof()
+
+
+# -- failing peers ------------------------------------------------------------------------
+
+
+async def test_silent_peer_hits_the_handshake_timeout(
+    world: TlsWorld, autojump_clock: trio.testing.MockClock
+) -> None:
+    client, _server = tls_memory_pair(world)  # the server never runs
+    with pytest.raises(HandshakeFailed, match="within 7 s") as info:
+        await client.do_handshake(timeout=7)
+    assert isinstance(info.value, trio.BrokenResourceError)
+    assert trio.current_time() == pytest.approx(7)
+    event = client.handshake_event
+    assert isinstance(event, events.HandshakeFailed)
+    assert event.code == "timeout"
+    with pytest.raises(HandshakeFailed):
+        await client.send_all(b"x")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"REGISTER sip:x SIP/2.0\r\n\r\n", bytes(range(256))],
+)
+async def test_garbage_instead_of_a_client_hello(world: TlsWorld, garbage: bytes) -> None:
+    transport, peer = trio.testing.memory_stream_pair()
+    server = TlsStream.server(transport, world.server_config(), verifier=world.verifier())
+    await peer.send_all(garbage)
+    with pytest.raises(HandshakeFailed, match="TLS handshake failed") as info:
+        await server.do_handshake(timeout=5)
+    # One sipua error that trio code understands too; OpenSSL's exception is only the cause.
+    assert isinstance(info.value, trio.BrokenResourceError)
+    assert isinstance(info.value.__cause__, OpenSSL.SSL.Error)
+    event = server.handshake_event
+    assert isinstance(event, events.HandshakeFailed)
+    assert event.code == "handshake"
+
+
+async def test_truncated_client_hello(world: TlsWorld) -> None:
+    # Capture a real ClientHello, send half of it, then end the transport.
+    hello_transport, hello_peer = trio.testing.memory_stream_pair()
+    client = TlsStream.client(hello_transport, world.client_config(), verifier=world.verifier())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_quietly, client.do_handshake)
+        hello = await hello_peer.receive_some()
+        nursery.cancel_scope.cancel()
+    transport, peer = trio.testing.memory_stream_pair()
+    server = TlsStream.server(transport, world.server_config(), verifier=world.verifier())
+    await peer.send_all(hello[: len(hello) // 2])
+    await peer.send_eof()
+    with pytest.raises(HandshakeFailed, match="closed the connection during the handshake"):
+        await server.do_handshake(timeout=5)
+
+
+# -- interoperability with the standard library's TLS (trio.SSLStream) -----------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_stdlib_client_against_our_server(world: TlsWorld, version: str) -> None:
+    context = ssl.create_default_context()
+    world.ca.configure_trust(context)
+    context.maximum_version = ssl.TLSVersion[f"TLSv1_{version[-1]}"]
+    ours, theirs = trio.testing.memory_stream_pair()
+    server = TlsStream.server(ours, world.server_config(), verifier=world.verifier())
+    client = trio.SSLStream(theirs, context, server_hostname="example.com")
+
+    async def stdlib_side() -> None:
+        await client.send_all(b"OPTIONS")
+        assert await client.receive_some() == b"200 OK"
+        await client.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stdlib_side)
+        completed = await server.do_handshake()
+        assert completed.version == f"TLSv{version}"
+        assert completed.sni == "example.com"
+        assert await server.receive_some() == b"OPTIONS"
+        await server.send_all(b"200 OK")
+        assert await server.receive_some() == b""
+    await server.aclose()
+
+
+async def test_our_client_against_a_stdlib_server(world: TlsWorld) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    world.ca.issue_cert("example.com").configure_cert(context)
+    ours, theirs = trio.testing.memory_stream_pair()
+    client = TlsStream.client(ours, world.client_config(), verifier=world.verifier())
+    server = trio.SSLStream(theirs, context, server_side=True)
+
+    async def stdlib_side() -> None:
+        assert await server.receive_some() == b"REGISTER"
+        await server.send_all(b"401")
+        await server.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stdlib_side)
+        completed = await client.do_handshake()
+        assert completed.verified
+        await client.send_all(b"REGISTER")
+        assert await client.receive_some() == b"401"
+        assert await client.receive_some() == b""
+    await client.aclose()
