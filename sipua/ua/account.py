@@ -201,6 +201,7 @@ class Account:
             self._publish(
                 "lock-changed",
                 account=self.name,
+                scope="account",
                 state=change.state.value,
                 reason=change.reason,
                 previous=change.previous.value,

@@ -37,7 +37,7 @@ from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.transport.listener import serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
 from sipua.ua.calls import AnswerPolicy, CallHandler
-from sipua.ua.lock import TlsEstablished
+from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
 
 INSTANCE_ID_FILE: Final = "instance-id"
 MAX_KEPT_EVENTS: Final = 1000
@@ -325,12 +325,35 @@ class UserAgent:
         )
 
     def _on_inbound_handshake(self, peer: str, outcome: object) -> None:
+        # Inbound connections have a lock of their own (scope "connection"): locked when the
+        # caller presented a verified client certificate, locked-unverified when it presented
+        # none or an unverified one (the listener's policy allowed it), unlocked on failure.
+        from sipua.errors import PeerNotTrusted
         from sipua.tls.events import HandshakeCompleted
 
+        tracker = LockTracker()
+        event: LockInput
         if isinstance(outcome, HandshakeCompleted):
-            self.publish("inbound-tls", peer=peer, version=outcome.version, ok=True)
+            verification = outcome.verification
+            event = TlsEstablished(
+                verified=outcome.verified,
+                code=verification.code if verification is not None else "no-client-certificate",
+                reason="" if verification is None or outcome.verified else verification.reason,
+            )
+        elif isinstance(outcome, PeerNotTrusted):
+            event = TlsRefused(kind="verification-failed", code=outcome.code, reason=str(outcome))
         else:
-            self.publish("inbound-tls", peer=peer, ok=False, reason=str(outcome))
+            event = TlsRefused(kind="handshake-failed", code="handshake", reason=str(outcome))
+        change = tracker.on_event(event)
+        if change is not None:
+            self.publish(
+                "lock-changed",
+                scope="connection",
+                peer=peer,
+                state=change.state.value,
+                reason=change.reason,
+                previous=change.previous.value,
+            )
 
     async def _on_inbound(self, connection: SipConnection, message: object) -> None:
         from sipua.sip import Request

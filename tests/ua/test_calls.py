@@ -150,3 +150,6 @@ async def test_invite_on_the_listener(tmp_path: Path) -> None:
                         statuses.append(getattr(response, "status", 0))
             assert statuses == [100, 180, 200]
             await stream.aclose()
+            [inbound] = [e for e in events(ua, "lock-changed") if e.get("scope") == "connection"]
+            assert inbound["state"] == "locked-unverified"  # the caller sent no certificate
+            assert inbound["reason"].startswith("no-client-certificate")
