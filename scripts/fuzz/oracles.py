@@ -1,0 +1,430 @@
+"""What must hold for any input: one check per fuzz target, shared by the harnesses and the tests.
+
+Each `check_*` function takes the raw input bytes of one fuzz case and returns normally when the
+code under test behaved. It raises:
+
+- `PropertyViolation` when a property of the target is broken (a parsed message does not
+  survive a serialize/parse round trip, the framer buffers more than its cap, a loop does not
+  end, an error message echoes the input without bound...);
+- any other exception when one escaped the code under test that its contract does not allow
+  (the contract of each target is in its docstring).
+
+The harnesses in this directory call these under atheris; `tests/robustness` replays every saved
+reproducer through the same function, so a fuzz finding and its regression test cannot drift
+apart.
+
+Input layouts (so a reproducer file is self-contained):
+
+- parse_message, sip_uri: the bytes are the message / the text (UTF-8 with surrogateescape).
+- stream_framer: byte 0 picks the framer's cap, bytes 1-2 seed the chunking, the rest is the
+  stream. Chunk sizes are drawn from `random.Random(seed)`, from 1 byte to 4 KiB.
+- digest_challenge: `challenge [NUL request-uri]`; the URI defaults to `sips:example.com`.
+- certificates: the file contents (PEM or DER).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Final
+
+from sipua.errors import CertificateError
+from sipua.sip import (
+    NEED_DATA,
+    KeepalivePing,
+    KeepalivePong,
+    MessageFramed,
+    Request,
+    Response,
+    StreamFramer,
+    make_response,
+    parse_message,
+    parse_uri,
+    serialize,
+)
+from sipua.sip.digest import (
+    DigestChallengeError,
+    DigestSession,
+    NoUsableChallenge,
+    build_credentials,
+    parse_challenge,
+    redact_credentials,
+)
+from sipua.sip.errors import FramingError, ParseError, ProtocolError
+from sipua.sip.fields import (
+    NameAddress,
+    Via,
+    parse_contacts,
+    parse_name_address,
+    parse_name_address_list,
+    parse_via,
+)
+from sipua.sip.headers import Headers
+from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
+from sipua.sip.uri import SipUri
+from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
+from sipua.tls.identity import check_identity
+
+#: Longest error message accepted. Every error in the core quotes at most a few hundred
+#: characters of the input; an error that echoes a whole 64 KiB message floods logs.
+MAX_ERROR_CHARS: Final = 2048
+
+#: A password no output may ever contain.
+FUZZ_PASSWORD: Final = "fuzz-s3cret-PASSWORD"
+
+
+class PropertyViolation(AssertionError):
+    """A property of the target does not hold for this input."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise PropertyViolation(message)
+
+
+def _check_error(exc: BaseException) -> None:
+    text = str(exc)
+    _require(
+        len(text) <= MAX_ERROR_CHARS,
+        f"{type(exc).__name__} message is {len(text)} characters (limit {MAX_ERROR_CHARS}); "
+        f"it echoes the input without bound: {text[:160]!r}...",
+    )
+    _require(FUZZ_PASSWORD not in text, f"{type(exc).__name__} message contains the password")
+    if isinstance(exc, ProtocolError):
+        _require(
+            100 <= exc.status_hint <= 699, f"status_hint {exc.status_hint} is not a SIP status"
+        )
+
+
+def _text(data: bytes) -> str:
+    # What the parser hands to header and URI code: UTF-8 decoded with surrogateescape.
+    return data.decode("utf-8", "surrogateescape")
+
+
+# --- parse_message -----------------------------------------------------------------------------
+
+_ACCESSORS: Final = (
+    "call_id",
+    "cseq",
+    "vias",
+    "top_via",
+    "from_",
+    "to",
+    "contacts",
+    "max_forwards",
+    "expires",
+    "min_expires",
+    "content_type",
+    "routes",
+    "record_routes",
+    "supported",
+    "require",
+)
+
+
+def _typed_values(msg: Request | Response) -> Iterator[object]:
+    """Every typed header value of `msg` that parses; a malformed one may raise ParseError."""
+    for name in _ACCESSORS:
+        try:
+            value = getattr(msg, name)
+        except ParseError as exc:
+            _check_error(exc)
+            continue
+        if isinstance(value, list):
+            yield from value
+        else:
+            yield value
+
+
+def _check_field_round_trip(value: object) -> None:
+    """A typed value written back with str() must parse to the same value (dialogs do this)."""
+    parse: Callable[[str], object]
+    if isinstance(value, Via):
+        text = str(value)
+        parsed: object = parse_via(text)
+        _require(parsed == [value], f"Via {text!r} re-parses as {parsed!r}, not {value!r}")
+        return
+    if isinstance(value, NameAddress):
+        parse = parse_contacts if type(value) is not NameAddress else parse_name_address
+        text = str(value)
+        try:
+            parsed = parse(text)
+        except ParseError as exc:
+            raise PropertyViolation(f"{value!r} formats as {text!r}, which fails: {exc}") from exc
+        if isinstance(parsed, list):
+            _require(parsed == [value], f"{text!r} re-parses as {parsed!r}, not {value!r}")
+        else:
+            _require(parsed == value, f"{text!r} re-parses as {parsed!r}, not {value!r}")
+
+
+def check_parse_message(data: bytes) -> None:
+    """`parse_message`: only ParseError escapes; what parses, round-trips.
+
+    Properties: typed accessors raise only ParseError and their values format back to text that
+    parses to the same value; `serialize` output parses to an equal message and is a fixed point;
+    a response built with `make_response` to a parsed request serializes to a valid message.
+    """
+    try:
+        msg = parse_message(data)
+    except ParseError as exc:
+        _check_error(exc)
+        return
+    for value in _typed_values(msg):
+        _check_field_round_trip(value)
+    wire = serialize(msg)
+    if len(wire) > DEFAULT_MAX_MESSAGE_BYTES:
+        return  # the added Content-Length pushed it over the limit: 513 is correct
+    try:
+        again = parse_message(wire)
+    except ParseError as exc:
+        raise PropertyViolation(f"serialized message does not parse ({exc}): {wire!r}") from exc
+    _require(again == msg, f"round trip changed the message: {wire!r}")
+    _require(serialize(again) == wire, f"serialize is not a fixed point for {wire!r}")
+    if isinstance(msg, Request):
+        response = make_response(msg, 400, to_tag="fuzz1")
+        answer = serialize(response)
+        try:
+            parse_message(answer)
+        except ParseError as exc:
+            raise PropertyViolation(f"make_response gave an invalid response ({exc})") from exc
+
+
+# --- StreamFramer ------------------------------------------------------------------------------
+
+_CAPS: Final = (64, 256, 1024, 4096, DEFAULT_MAX_MESSAGE_BYTES)
+
+
+def framer_cap(selector: int) -> int:
+    """The framer cap chosen by byte 0 of a stream_framer input."""
+    return _CAPS[selector % len(_CAPS)]
+
+
+def _chunks(stream: bytes, seed: int) -> Iterator[bytes]:
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(stream):
+        size = rng.randint(1, 1 << rng.randint(0, 12))
+        yield stream[pos : pos + size]
+        pos += size
+
+
+def _check_framed(data: bytes, cap: int) -> None:
+    _require(len(data) <= cap, f"framed message of {len(data)} bytes exceeds the cap {cap}")
+    try:
+        msg = parse_message(data, max_bytes=max(cap, DEFAULT_MAX_MESSAGE_BYTES))
+    except ParseError as exc:
+        _check_error(exc)
+        return
+    # The framer and the parser must agree on where the message ends (RFC 3261 §18.3):
+    # if they did not, a body could smuggle a second message past one of them.
+    head_end = data.find(b"\r\n\r\n") + 4
+    _require(
+        msg.body == data[head_end:],
+        f"framer framed a {len(data) - head_end}-byte body, parser read {len(msg.body)} bytes",
+    )
+    _require(
+        "content-length" in msg.headers,
+        "framer found a Content-Length that the parsed message does not have",
+    )
+
+
+def _drain(framer: StreamFramer, cap: int, out: bytearray) -> None:
+    # Every event but NEED_DATA consumes at least two bytes, so this bound is generous.
+    for _ in range(framer.buffered // 2 + 2):
+        event = framer.next_event()
+        if event is NEED_DATA:
+            _require(
+                framer.buffered <= cap,
+                f"framer holds {framer.buffered} bytes after draining (cap {cap})",
+            )
+            return
+        if isinstance(event, MessageFramed):
+            _check_framed(event.data, cap)
+            out += event.data
+        elif isinstance(event, KeepalivePing):
+            out += b"\r\n\r\n"
+        elif isinstance(event, KeepalivePong):
+            out += b"\r\n"
+        else:
+            raise PropertyViolation(f"unexpected framer event {event!r}")
+    raise PropertyViolation("next_event keeps returning events without consuming input")
+
+
+def check_stream_framer(data: bytes) -> None:
+    """`StreamFramer` fed in random chunks: only FramingError escapes; bounded; lossless.
+
+    Properties: after each chunk, at most cap + chunk bytes are buffered, and at most cap once
+    drained; `next_event` reaches NEED_DATA; the events account for every byte of the stream,
+    in order; each framed message that parses has the body the framer framed.
+    """
+    if len(data) < 3:
+        return
+    cap = framer_cap(data[0])
+    stream = data[3:]
+    framer = StreamFramer(max_message_bytes=cap)
+    out = bytearray()
+    try:
+        for chunk in _chunks(stream, int.from_bytes(data[1:3], "big")):
+            framer.receive_data(chunk)
+            _require(
+                framer.buffered <= cap + len(chunk),
+                f"framer holds {framer.buffered} bytes: more than cap {cap} + chunk {len(chunk)}",
+            )
+            _drain(framer, cap, out)
+        framer.receive_data(None)
+        _drain(framer, cap, out)
+    except FramingError as exc:
+        _check_error(exc)
+        return
+    _require(framer.buffered == 0, f"{framer.buffered} bytes left unreported at EOF")
+    _require(bytes(out) == stream, "framer events do not reproduce the stream byte for byte")
+
+
+# --- URIs and name-addr ------------------------------------------------------------------------
+
+
+def check_sip_uri(data: bytes) -> None:
+    """`parse_uri`, `SipUri.parse`, name-addr, Contact and Via parsing: only ParseError escapes.
+
+    Properties: every parsed value formats to text that parses to an equal value, str() is a
+    fixed point after one round, and a SIP URI `matches` itself and its re-parsed form.
+    """
+    text = _text(data)
+    try:
+        uri = parse_uri(text)
+    except ParseError as exc:
+        _check_error(exc)
+    else:
+        written = str(uri)
+        try:
+            again = parse_uri(written)
+        except ParseError as exc:
+            raise PropertyViolation(
+                f"{text!r} parses but its str {written!r} fails: {exc}"
+            ) from exc
+        _require(again == uri, f"{text!r} -> {written!r} re-parses as {again!r}, not {uri!r}")
+        _require(str(again) == written, f"str() of {written!r} is not a fixed point")
+        if isinstance(uri, SipUri):
+            _require(uri.matches(uri), f"{written!r} does not match itself (RFC 3261 §19.1.4)")
+            _require(uri.matches(again), f"{written!r} does not match its re-parsed form")
+    with suppress(ParseError):
+        SipUri.parse(text)
+    for parse in (parse_name_address, parse_contacts, parse_name_address_list, parse_via):
+        try:
+            parsed: object = parse(text)
+        except ParseError as exc:
+            _check_error(exc)
+            continue
+        for value in parsed if isinstance(parsed, list) else [parsed]:
+            _check_field_round_trip(value)
+
+
+# --- digest challenges -------------------------------------------------------------------------
+
+
+def check_digest_challenge(data: bytes) -> None:
+    """`parse_challenge` and `DigestSession`: only their documented errors escape.
+
+    Properties: credentials answering a parsed challenge are a valid header value (no CR/LF),
+    read back (with the same auth-param grammar) as the values they were built from, never
+    contain the password, and `redact_credentials` removes the response digest.
+    """
+    value, _, uri = _text(data).partition("\x00")
+    uri = uri or "sips:example.com"
+    try:
+        challenge = parse_challenge(value)
+    except DigestChallengeError as exc:
+        _check_error(exc)
+        return
+    if "\r" in value or "\n" in value:
+        return  # a parsed header value never holds CR or LF; the rest needs one
+    session = DigestSession(username="alice", rng=random.Random(1))
+    try:
+        session.handle_challenges([value])
+    except (DigestChallengeError, NoUsableChallenge) as exc:
+        _check_error(exc)
+    if not challenge.usable:
+        return
+    try:
+        parse_uri(uri)
+    except ParseError:
+        return  # our Request-URI is always a URI we parsed
+    creds = build_credentials(
+        challenge,
+        username="alice",
+        password=FUZZ_PASSWORD,
+        method="REGISTER",
+        uri=uri,
+        cnonce="0a4f113b",
+    )
+    header = creds.header_value()
+    _require(FUZZ_PASSWORD not in header, "the credentials contain the password")
+    try:
+        Headers([(creds.header_name, header)])
+    except ValueError as exc:
+        raise PropertyViolation(f"credentials are not a valid header value: {exc}") from exc
+    try:
+        echoed = dict(parse_challenge(header, header=creds.header_name).params)
+    except DigestChallengeError as exc:
+        raise PropertyViolation(f"credentials {header!r} do not parse back: {exc}") from exc
+    for name in ("realm", "nonce", "uri", "response", "opaque", "qop", "nc", "cnonce"):
+        sent = getattr(creds, name)
+        _require(
+            echoed.get(name) == sent,
+            f"credentials carry {name}={echoed.get(name)!r}, built from {sent!r}",
+        )
+    redacted = redact_credentials(header)
+    _require(
+        creds.response not in redacted,
+        f"redact_credentials leaves the response digest in {redacted!r}",
+    )
+    for answered in session.credentials(method="REGISTER", uri=uri, password=FUZZ_PASSWORD):
+        _require(FUZZ_PASSWORD not in repr(answered), "a Credentials repr shows the password")
+
+
+# --- certificates ------------------------------------------------------------------------------
+
+
+def check_certificates(data: bytes) -> None:
+    """Certificate and key loading: only CertificateError escapes; loaded certs are usable.
+
+    Properties: every certificate `load_certificates` returns can be summarised
+    (`CertSummary.of`, what `sipua cert` shows) and checked for a SIP identity
+    (`check_identity`, what every handshake does) without an exception.
+    """
+    try:
+        certs = load_certificates(data, source="fuzz.pem")
+    except CertificateError as exc:
+        _check_error(exc)
+        certs = []
+    for cert in certs:
+        json.dumps(CertSummary.of(cert).as_json())
+        check_identity(cert, "example.com", allow_wildcards=True)
+    for passphrase in (None, b"fuzz"):
+        try:
+            load_private_key(data, source="fuzz.key", passphrase=passphrase)
+        except CertificateError as exc:
+            _check_error(exc)
+    if data[:1] == b"\x00":
+        # Through a real file now and then (the path `sipua cert import` takes).
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "fuzz.crt")
+            path.write_bytes(data)
+            try:
+                load_certificate_file(path)
+            except CertificateError as exc:
+                _check_error(exc)
+
+
+#: Fuzz target name -> oracle.
+TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
+    "parse_message": check_parse_message,
+    "stream_framer": check_stream_framer,
+    "sip_uri": check_sip_uri,
+    "digest_challenge": check_digest_challenge,
+    "certificates": check_certificates,
+}

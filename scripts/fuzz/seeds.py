@@ -1,0 +1,123 @@
+"""Write the seed corpus of a fuzz target into a directory.
+
+Usage: python scripts/fuzz/seeds.py TARGET DIR
+
+Seeds come from the repository, never from the network: the RFC 4475 torture messages in
+`tests/corpus/rfc4475/`, the canned messages of `tests/support/messages.py`, URIs, addresses and
+challenges taken from those, and certificates and keys made on the spot with
+`tests/support/certs.py`. The saved reproducers under `tests/robustness/corpus/TARGET/` are
+added too, so a run starts from every known-interesting input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from sipua.sip import ParseError, Request, Response, parse_message  # noqa: E402 - after sys.path
+from tests.support import certs, messages  # noqa: E402
+
+RFC4475 = ROOT / "tests" / "corpus" / "rfc4475"
+REPRODUCERS = ROOT / "tests" / "robustness" / "corpus"
+
+
+def sip_messages() -> Iterator[bytes]:
+    """RFC 4475 torture messages and the canned test messages."""
+    for path in sorted(RFC4475.glob("*.dat")):
+        yield path.read_bytes()
+    yield from messages.MIX
+
+
+def _parsed() -> Iterator[Request | Response]:
+    for data in sip_messages():
+        try:
+            yield parse_message(data)
+        except ParseError:
+            continue
+
+
+def stream_seeds() -> Iterator[bytes]:
+    """Streams: each canned message, pipelined pairs, keepalives, under each framer cap."""
+    mix = messages.MIX
+    streams = [*mix, mix[0] + mix[1], b"\r\n\r\n" + mix[2] + b"\r\n" + mix[3], b"\r\n\r\n\r\n"]
+    streams += [d for d in sip_messages() if b"Content-Length" in d or b"\r\nl:" in d]
+    for index, stream in enumerate(streams):
+        for cap_selector in (3, 4):
+            yield bytes([cap_selector, index % 256, 7]) + stream
+
+
+def uri_seeds() -> Iterator[bytes]:
+    """Request-URIs and From/To/Contact/Via/Route values of every message that parses."""
+    extra = [
+        "sips:alice@[2001:db8::10]:5061;transport=tls",
+        "sip:%61lice:pa%73s@example.com;maddr=239.255.255.1;ttl=15?subject=hi&priority=urgent",
+        "tel:+1-201-555-0123;phone-context=example.com",
+        '"Bell, Alexander" <sip:a.g.bell@bell-tel.com>;tag=43',
+        "*",
+    ]
+    yield from (e.encode() for e in extra)
+    for msg in _parsed():
+        if isinstance(msg, Request):
+            yield str(msg.uri).encode("utf-8", "surrogateescape")
+        for name in ("From", "To", "Contact", "Via", "Route", "Record-Route"):
+            for value in msg.headers.get_fields(name):
+                yield value.encode("utf-8", "surrogateescape")
+
+
+def digest_seeds() -> Iterator[bytes]:
+    """Challenges and credentials from the canned messages, and the RFC 7616/8760 variants."""
+    challenges = [
+        'Digest realm="example.com", nonce="abc", qop="auth,auth-int", algorithm=SHA-256',
+        'Digest realm="example.com", nonce="abc", algorithm=MD5-sess, stale=TRUE, opaque=""',
+        'Digest realm="a\\"b", nonce="n\\\\", qop="auth-int", algorithm=SHA-512-256-sess',
+        'Digest realm="r", nonce="n", domain="sips:a.example.com sips:b.example.com"',
+        "Negotiate YII=",
+        'Digest realm="r", nonce="n", algorithm=AKAv1-MD5',
+    ]
+    for msg in _parsed():
+        for name in ("WWW-Authenticate", "Proxy-Authenticate", "Authorization"):
+            challenges += msg.headers.get_fields(name)
+    for challenge in challenges:
+        yield challenge.encode("utf-8", "surrogateescape")
+        yield (challenge + "\x00sips:bob@example.org;transport=tls").encode()
+
+
+def certificate_seeds() -> Iterator[bytes]:
+    """PEM and DER certificates, a bundle, keys (plain and encrypted), made now."""
+    ca = certs.make_ca()
+    leaf = certs.make_leaf(ca, dns=["sip.example.com"], uris=["sip:example.com"], ips=["::1"])
+    no_san = certs.make_leaf(ca, san=False, key_kind="rsa-2048", critical_unknown=True)
+    yield from (ca.pem, ca.der, leaf.pem, leaf.der, no_san.der, certs.pem_bundle(ca, leaf))
+    yield leaf.key_pem
+    yield leaf.encrypted_key_pem(b"fuzz")
+    yield b"\x00" + ca.pem
+
+
+SEEDS = {
+    "parse_message": sip_messages,
+    "stream_framer": stream_seeds,
+    "sip_uri": uri_seeds,
+    "digest_challenge": digest_seeds,
+    "certificates": certificate_seeds,
+}
+
+
+def main() -> None:
+    target, directory = sys.argv[1], Path(sys.argv[2])
+    directory.mkdir(parents=True, exist_ok=True)
+    items = list(SEEDS[target]())
+    saved = REPRODUCERS / target
+    if saved.is_dir():
+        items += [p.read_bytes() for p in sorted(saved.iterdir()) if p.is_file()]
+    for data in items:
+        (directory / f"seed-{hashlib.sha1(data).hexdigest()[:16]}").write_bytes(data)
+    print(f"{target}: {len(items)} seeds in {directory}")
+
+
+if __name__ == "__main__":
+    main()
