@@ -1,7 +1,7 @@
 """A SIP connection: one byte stream (TLS after its handshake) carrying SIP messages.
 
 Theory of operation: a `SipConnection` wraps a `trio.abc.Stream` that is already secured and
-verified (the TLS handshake and trust decision happen before, in `open_sip_connection` or the
+verified (the TLS handshake and trust decision happen before, in `transport.client.open_tls` or the
 listener), plus the core's `StreamFramer`. `run()` is the reader task: it reads, frames, parses
 and hands each message to the handler, answers RFC 5626 CRLFCRLF pings with a CRLF pong, feeds
 pongs to the keep-alive schedule, and returns the reason when the connection ends. A reader

@@ -26,7 +26,7 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectionLost
-from sipua.sip import Request
+from sipua.sip import Request, make_response
 from sipua.sip.errors import ProtocolError
 from sipua.sip.ids import new_tag
 from sipua.sip.invite import (
@@ -40,7 +40,6 @@ from sipua.sip.invite import (
     Send,
     options_response,
 )
-from sipua.sip.message import make_response
 from sipua.transport.connection import SipConnection
 from sipua.ua.sdp import SdpError, build_answer
 

@@ -153,3 +153,26 @@ async def test_invite_on_the_listener(tmp_path: Path) -> None:
             [inbound] = [e for e in events(ua, "lock-changed") if e.get("scope") == "connection"]
             assert inbound["state"] == "locked-unverified"  # the caller sent no certificate
             assert inbound["reason"].startswith("no-client-certificate")
+
+
+async def test_offer_without_common_codec_is_488(tmp_path: Path) -> None:
+    offer = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=offer))
+        assert (await registrar.response(flow, status=488)).status == 488
+        await wait_until(lambda: bool(events(ua, "call-ended")), 5)
+
+
+async def test_reinvite_is_488_and_shutdown_hangs_up_with_bye(tmp_path: Path) -> None:
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
+        ok = await registrar.response(flow, status=200)
+        await flow.send(request("ACK", uri, to_tag=ok.to.tag))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+        await flow.send(request("INVITE", uri, cseq=2, to_tag=ok.to.tag, body=OFFER))
+        assert (await registrar.response(flow, status=488)).status == 488
+    # Leaving the user agent ended the call with a BYE on the flow.
+    byes = [r for r in flow.requests if r.method == "BYE"]
+    assert len(byes) == 1
+    assert byes[0].to.tag == "bob1"
+    assert byes[0].headers.get_all("Route") == ["<sips:127.0.0.1:5061;lr>"]
