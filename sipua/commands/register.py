@@ -65,9 +65,12 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
         symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
             lock.state.value, "🔓"
         )
-        reason = f" ({lock.reason})" if lock.reason else ""
+        # The check that failed, without the long explanation (the error line has that).
+        short = lock.reason.split(" (", 1)[0]
+        reason = f" ({short})" if short else ""
         state = f"{symbol} {lock.state.value}{reason}"
-        line = f"{result}: {ua.account_settings.aor} {detail}; lock: {state}"
+        what = f"{ua.account_settings.aor} {detail}" if detail else ua.account_settings.aor
+        line = f"{result}: {what}; lock: {state}"
     print(line, flush=True)
 
 
@@ -79,7 +82,8 @@ async def _once(settings: Settings) -> int:
         try:
             registered = await ua.account.register()
         except SipuaError as exc:
-            _summary(settings, ua, "registration failed", exc.exit_code, str(exc))
+            detail = str(exc) if settings.log_format == "json" else ""
+            _summary(settings, ua, "registration failed", exc.exit_code, detail)
             print(f"sipua: error: {exc}", file=sys.stderr)
             return exc.exit_code
         _summary(settings, ua, "registered", 0, f"for {registered.expires} s")
