@@ -252,6 +252,8 @@ class SipConnection:
                     self._cancel.cancel()
                     return
             elif action is KeepaliveAction.FLOW_DEAD:
-                self._mark_closed("flow dead: no pong within 10 s (RFC 5626 §4.4.1)")
+                self._mark_closed(
+                    f"flow dead: no pong within {schedule.pong_timeout:g} s (RFC 5626 §4.4.1)"
+                )
                 self._cancel.cancel()
                 return

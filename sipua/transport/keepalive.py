@@ -62,6 +62,11 @@ class KeepaliveSchedule:
         self.peer_answers_pings = False
 
     @property
+    def pong_timeout(self) -> float:
+        """Seconds a pong may take once the peer has shown it answers pings."""
+        return self._pong_timeout
+
+    @property
     def base_interval(self) -> float:
         """The interval the jitter is applied to (configured > Flow-Timer > 120 s)."""
         if self._configured is not None:
