@@ -262,7 +262,8 @@ class UserAgent:
             server_name=target.tls_name,
             policy=self._policy(),
             trusted=self._trusted,
-            identity=self._device_identity() if self._listen else None,
+            # The device certificate doubles as the client certificate for mutual TLS.
+            identity=self._device_identity(),
             min_version=tls.min_version,
             max_version=tls.max_version,
             ciphers=tls.ciphers,

@@ -54,8 +54,11 @@ class Pki:
         server = make_leaf(ca, cn=domain, dns=[domain], uris=[f"sip:{domain}"], **leaf_flaws)  # type: ignore[arg-type]
         return cls(ca, server)
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, client_ca: bytes | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        if client_ca is not None:  # mutual TLS: require a client certificate from this CA
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=client_ca.decode())
         import tempfile
         from pathlib import Path
 
@@ -99,6 +102,7 @@ class TestRegistrar:
         answer_pings: bool = True,
         reject_with: int | None = None,
         flow_timer: int | None = None,
+        client_ca: bytes | None = None,
     ) -> None:
         self.pki = pki or Pki.make()
         self.users = users if users is not None else {"alice": "s3cret"}
@@ -118,7 +122,8 @@ class TestRegistrar:
         self._open_nonces: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._listener_scope: trio.CancelScope | None = None
-        self._context = self.pki.server_context()
+        self._context = self.pki.server_context(client_ca)
+        self.client_certs: list[dict[str, object]] = []
         self._registered = trio.Event()
 
     async def __aenter__(self) -> Self:
@@ -202,6 +207,9 @@ class TestRegistrar:
             await tcp.aclose()
             return
         self.connections += 1
+        peer_cert = stream.getpeercert()
+        if peer_cert:
+            self.client_certs.append(dict(peer_cert))
         flow = _Flow(stream, str(tcp.socket.getpeername()))
         self._flows.append(flow)
         framer = StreamFramer()

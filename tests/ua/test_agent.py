@@ -267,3 +267,18 @@ async def test_trace_redacts_credentials(tmp_path: Path) -> None:
     assert "Authorization: Digest" in text
     assert 'response=\\"<redacted>\\"' in text
     assert "s3cret" not in text
+
+
+async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from sipua.tls.store import CertStore
+
+    device_ca = CertStore(tmp_path / "data").device_ca().certificate
+    ca_pem = device_ca.public_bytes(serialization.Encoding.PEM)
+    async with (
+        TestRegistrar(client_ca=ca_pem) as registrar,
+        UserAgent(settings(tmp_path, registrar)) as ua,
+    ):
+        await ua.account.register()
+        assert len(registrar.client_certs) == 1  # the registrar verified our device certificate
