@@ -6,6 +6,13 @@ wire, and every `parse_*` function takes the header value (already unfolded and 
 
 Parameters (URI, Via, header parameters) are `dict[str, str | None]` with lower-cased names and
 values as written (a quoted value keeps its quotes), None for a parameter without "=value".
+
+Speed. Each parser first tries one `fullmatch` of a *fast* pattern that covers the usual
+spelling (no folding whitespace around ";" "/" ":", lower-case sip/sips scheme, no escapes in
+quoted strings) and whose groups are the fields; the objects are then built by filling their
+slots (see `sipua.sip.uri.slot_setters`). Whatever the fast pattern refuses goes the general
+way, which is the reference: it accepts a superset of the fast patterns and raises the precise
+errors. The two give equal values on what both accept (tests/sip/test_fields.py).
 """
 
 from __future__ import annotations
@@ -25,7 +32,16 @@ from sipua.sip.abnf import (
 )
 from sipua.sip.errors import ParseError
 from sipua.sip.headers import split_list
-from sipua.sip.uri import AbsoluteUri, SipUri, Uri, parse_uri
+from sipua.sip.uri import (
+    PORT_0_65535,
+    SIP_URI_FAST,
+    AbsoluteUri,
+    SipUri,
+    Uri,
+    parse_uri,
+    sip_uri_of_groups,
+    slot_setters,
+)
 
 #: CSeq numbers must be below 2**31 (RFC 3261 §8.1.1.5).
 MAX_CSEQ: Final = 2**31 - 1
@@ -35,6 +51,37 @@ MAX_DELTA_SECONDS: Final = 2**32 - 1
 _DISPLAY_TOKENS_RE: Final = re.compile(rf"{TOKEN}(?:[ \t]++{TOKEN})*+")
 _QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.DOTALL)
 _NEEDS_QUOTED_PAIR_RE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+# Fast patterns (see the module docstring). A quoted-string without quoted-pairs:
+_PLAIN_QUOTED: Final = r'"[^"\\\r\n]*+"'
+# generic-param with no whitespace around ";" and "=": gen-value = token / IPv6ref / quoted.
+_FAST_PARAM: Final = rf";{TOKEN}(?:=(?:{TOKEN}|\[[0-9A-Fa-f:.]++\]|{_PLAIN_QUOTED}))?"
+_FAST_PARAMS: Final = rf"(?:{_FAST_PARAM})*+"
+# Splits an already matched `_FAST_PARAMS` text into (name, value) pairs.
+_FAST_PARAM_PAIR_RE: Final = re.compile(
+    rf";({TOKEN})(?:=({TOKEN}|\[[0-9A-Fa-f:.]++\]|{_PLAIN_QUOTED}))?"
+)
+# via-parm: "SIP/2.0/" transport SP host [":" port] params. Groups: transport, host, port,
+# params. One via only (a comma outside a quoted value makes it fail).
+_VIA_FAST_RE: Final = re.compile(
+    rf"SIP/2\.0/({TOKEN}) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    rf"(?::([0-9]{{1,5}}))?({_FAST_PARAMS})"
+)
+# name-addr with a SIP URI, or an addr-spec SIP URI without "?" "," ";" in it. Groups:
+# quoted display (without quotes), token display, then the SIP_URI_FAST groups (7), the header
+# params; or, for the addr-spec form, its SIP_URI_FAST groups (7) and the header params.
+_NAME_ADDR_FAST: Final = (
+    rf"(?:(?:\"([^\"\\\r\n]*+)\"[ \t]*+|({TOKEN}(?:[ \t]++{TOKEN})*+)[ \t]*+)?"
+    rf"<{SIP_URI_FAST}>({_FAST_PARAMS})"
+    r"|(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$/]++)(?::([A-Za-z0-9\-_.!~*'()&=+$]*+))?@)?"
+    rf"([A-Za-z0-9\-._]++)(?::({PORT_0_65535}))?(?![0-9])()()"
+    rf"({_FAST_PARAMS}))"
+)
+_NAME_ADDR_FAST_RE: Final = re.compile(_NAME_ADDR_FAST)
+# A Contact value that is a list of such elements: validated in one go by the parser.
+CONTACT_LIST_FAST_RE: Final = re.compile(
+    rf"{_NAME_ADDR_FAST}(?:[ \t]*+,[ \t]*+{_NAME_ADDR_FAST})*+"
+)
 
 
 def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
@@ -85,6 +132,10 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+_SET_SEQ, _SET_METHOD = slot_setters(CSeq, "seq", "method")
+_new: Final = object.__new__
+
+
 def parse_cseq(value: str) -> CSeq:
     """Parse a CSeq value.
 
@@ -94,11 +145,15 @@ def parse_cseq(value: str) -> CSeq:
     m = CSEQ_RE.fullmatch(value)
     if m is None:
         raise ParseError(f"CSeq {value[:100]!r} is not '<number> <method>'")
-    digits = m.group(1)
+    digits, method = m.groups()
     # Check the length before int(): a 5000-digit number is a cheap way to burn CPU.
-    if len(digits) > 10 or int(digits) > MAX_CSEQ:
+    seq = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1
+    if seq > MAX_CSEQ:
         raise ParseError(f"CSeq number {digits[:40]} is out of range (must be below 2**31)")
-    return CSeq(int(digits), m.group(2))
+    cseq: CSeq = _new(CSeq)
+    _SET_SEQ(cseq, seq)
+    _SET_METHOD(cseq, method)
+    return cseq
 
 
 def parse_uint(value: str, header: str, maximum: int) -> int:
@@ -109,9 +164,14 @@ def parse_uint(value: str, header: str, maximum: int) -> int:
     """
     if DIGITS_RE.fullmatch(value) is None:
         raise ParseError(f"{header} {value[:60]!r} is not a non-negative integer")
-    if len(value.lstrip("0")) > len(str(maximum)) or int(value) > maximum:
-        raise ParseError(f"{header} {value[:40]} is out of range (at most {maximum})")
-    return int(value)
+    # Up to 18 digits int() is cheap; beyond, compare lengths first (CPU burn, see parse_cseq).
+    if len(value) <= 18:
+        number = int(value)
+        if number <= maximum:
+            return number
+    elif len(value.lstrip("0")) <= len(str(maximum)) and int(value) <= maximum:
+        return int(value)
+    raise ParseError(f"{header} {value[:40]} is out of range (at most {maximum})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +200,43 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
+_SET_TRANSPORT, _SET_VIA_HOST, _SET_VIA_PORT, _SET_VIA_PARAMS = slot_setters(
+    Via, "transport", "host", "port", "params"
+)
+
+
+def _fast_params(text: str) -> dict[str, str | None]:
+    # text matched _FAST_PARAMS; gen-value is never empty, so "" from findall means no value.
+    return {name.lower(): value or None for name, value in _FAST_PARAM_PAIR_RE.findall(text)}
+
+
 def parse_via(value: str) -> list[Via]:
     """Parse one Via header field value, which may hold several comma-separated vias.
 
     Raises:
         ParseError: a via is malformed or the list has empty elements (RFC 4475 §3.1.2.1).
     """
+    fast = _fast_via(value)
+    return [fast] if fast is not None else _parse_via_general(value)
+
+
+def _fast_via(value: str) -> Via | None:
+    """The single via of `value` by `_VIA_FAST_RE`, or None if the pattern does not take it."""
+    m = _VIA_FAST_RE.fullmatch(value)
+    if m is None:
+        return None
+    transport, host, port, params = m.groups()
+    if port is not None and len(port) == 5 and int(port) > 65535:
+        return None
+    via: Via = _new(Via)
+    _SET_TRANSPORT(via, transport.upper())
+    _SET_VIA_HOST(via, host)
+    _SET_VIA_PORT(via, None if port is None else int(port))
+    _SET_VIA_PARAMS(via, _fast_params(params) if params else {})
+    return via
+
+
+def _parse_via_general(value: str) -> list[Via]:
     vias: list[Via] = []
     for element in split_list(value, allow_empty=False):
         m = VIA_HEAD_RE.match(element)
@@ -216,6 +307,33 @@ class Contact(NameAddress):
         return "*" if self.is_star else NameAddress.__str__(self)
 
 
+_SET_DISPLAY, _SET_URI, _SET_NA_PARAMS = slot_setters(NameAddress, "display_name", "uri", "params")
+_SET_IS_STAR = slot_setters(Contact, "is_star")[0]
+
+
+def _fast_name_address(value: str, cls: type[NameAddress]) -> NameAddress | None:
+    """`cls` built from a `_NAME_ADDR_FAST_RE` match of `value`, or None if it does not match."""
+    m = _NAME_ADDR_FAST_RE.fullmatch(value)
+    if m is None:
+        return None
+    g = m.groups()
+    address: NameAddress = _new(cls)
+    if g[2] is not None:  # name-addr: <SIP-URI>
+        display = g[0] if g[0] is not None else g[1]
+        uri = sip_uri_of_groups(g[2], g[3], g[4], g[5], g[6], g[7], g[8])
+        params = g[9]
+    else:  # addr-spec
+        display = None
+        uri = sip_uri_of_groups(g[10], g[11], g[12], g[13], g[14], "", None)
+        params = g[17]
+    _SET_DISPLAY(address, display)
+    _SET_URI(address, uri)
+    _SET_NA_PARAMS(address, _fast_params(params) if params else {})
+    if cls is Contact:
+        _SET_IS_STAR(address, False)
+    return address
+
+
 def _split_name_address(value: str, what: str) -> tuple[str | None, Uri, dict[str, str | None]]:
     if value.startswith('"'):
         m = QUOTED_STRING_RE.match(value)
@@ -263,6 +381,9 @@ def parse_name_address(value: str, what: str = "address") -> NameAddress:
     Raises:
         ParseError: malformed display name, URI or parameters.
     """
+    fast = _fast_name_address(value, NameAddress)
+    if fast is not None:
+        return fast
     display, uri, params = _split_name_address(value, what)
     return NameAddress(display, uri, params)
 
@@ -280,8 +401,12 @@ def parse_contacts(value: str) -> list[Contact]:
     """
     if value == "*":
         return [Contact.star()]
-    contacts = []
+    contacts: list[Contact] = []
     for element in split_list(value, allow_empty=False):
+        fast = _fast_name_address(element, Contact)
+        if isinstance(fast, Contact):
+            contacts.append(fast)
+            continue
         display, uri, params = _split_name_address(element, "Contact")
         contacts.append(Contact(display, uri, params))
     return contacts

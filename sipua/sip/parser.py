@@ -28,7 +28,6 @@ Only `ParseError` escapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from sipua.sip.abnf import (
@@ -39,9 +38,17 @@ from sipua.sip.abnf import (
     REASON_PHRASE_RE,
     SIP_VERSION_RE,
     STATUS_CODE_RE,
+    TOKEN_RE,
 )
 from sipua.sip.errors import ParseError
-from sipua.sip.fields import parse_contacts, parse_cseq, parse_name_address, parse_uint, parse_via
+from sipua.sip.fields import (
+    CONTACT_LIST_FAST_RE,
+    parse_contacts,
+    parse_cseq,
+    parse_name_address,
+    parse_uint,
+    parse_via,
+)
 from sipua.sip.headers import Headers, header_key
 from sipua.sip.message import SIP_VERSION, Request, Response
 from sipua.sip.uri import SipUri, Uri, parse_uri
@@ -56,6 +63,12 @@ MAX_HEADER_COUNT: Final = 256
 _SINGLE_KEYS: Final = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
 # Every request and response carries these (RFC 3261 §8.1.1); RFC 4475 §3.3.1 (insuf).
 _REQUIRED: Final = (("call-id", "Call-ID"), ("from", "From"), ("to", "To"), ("via", "Via"))
+
+# Header-name spellings as written before the colon ("Via", "v", "Subject ") that have passed
+# the token check -> (name without trailing whitespace, lookup key). Bounded: a peer inventing
+# names only makes its own lines take the slow check.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_MAX: Final = 4096
 
 
 def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request | Response:
@@ -87,41 +100,46 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     if "\r\n " in head or "\r\n\t" in head:
         head = FOLD_RE.sub(" ", head)
     first, _, block = head.partition("\r\n")
+
     # The start line first: a version we do not speak is a 505 whatever the headers hold.
-    start_line = _start_line(first)
+    method: str | None = None
+    uri: Uri | None = None
+    status = 0
+    reason = ""
+    if first.startswith("SIP/"):
+        status, reason = _status_line(first)
+    else:
+        method, uri = _request_line(first)
 
-    items: list[tuple[str, str]] = HEADER_LINE_RE.findall(block) if block else []
-    if block and len(items) != block.count("\r\n") + 1:
-        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
-    if len(items) > MAX_HEADER_COUNT:
-        raise ParseError(f"{len(items)} header lines exceed the limit of {MAX_HEADER_COUNT}")
-
-    index: dict[str, list[str]] = {}
-    for name, value in items:
-        key = header_key(name)
-        values = index.get(key)
-        if values is None:
-            index[key] = [value]
-        else:
-            values.append(value)
+    items, index, repeated = _header_fields(block)
     headers = Headers._trusted(items, index)
-
     body = _body(data, end + 4, index)
-    for key in _SINGLE_KEYS:
-        values = index.get(key)
-        if values is not None and len(values) > 1:
-            raise ParseError(f"header {key!r} appears {len(values)} times; it may appear once")
-    for key, name in _REQUIRED:
-        if key not in index:
-            raise ParseError(f"missing {name} header (required in every message, RFC 3261 §8.1.1)")
+    if repeated:
+        for key in _SINGLE_KEYS:
+            values = index.get(key)
+            if values is not None and len(values) > 1:
+                raise ParseError(f"header {key!r} appears {len(values)} times; it may appear once")
+    from_values = index.get("from")
+    to_values = index.get("to")
+    via_values = index.get("via")
     cseq_values = index.get("cseq")
-    if cseq_values is None:
+    if (
+        from_values is None
+        or to_values is None
+        or via_values is None
+        or cseq_values is None
+        or "call-id" not in index
+    ):
+        for key, name in _REQUIRED:
+            if key not in index:
+                raise ParseError(
+                    f"missing {name} header (required in every message, RFC 3261 §8.1.1)"
+                )
         raise ParseError("missing CSeq header (required in every message, RFC 3261 §8.1.1)")
     cseq = parse_cseq(cseq_values[0])
 
     cache = headers._cache
     cache["cseq"] = cseq
-    via_values = index["via"]
     if len(via_values) == 1:
         cache["via"] = parse_via(via_values[0])
     else:
@@ -129,14 +147,20 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         for value in via_values:
             vias += parse_via(value)
         cache["via"] = vias
-    cache["from"] = parse_name_address(index["from"][0], "From")
-    cache["to"] = parse_name_address(index["to"][0], "To")
+    cache["from"] = parse_name_address(from_values[0], "From")
+    cache["to"] = parse_name_address(to_values[0], "To")
     contact_values = index.get("contact")
     if contact_values is not None:
-        contacts = []
+        # Validate with one C-speed match per field; the Contact objects are built only if
+        # `contacts` is read. A value the fast grammar does not take is parsed for real here
+        # (raising if malformed), and then the result is kept, as before.
         for value in contact_values:
-            contacts += parse_contacts(value)
-        cache["contact"] = contacts
+            if CONTACT_LIST_FAST_RE.fullmatch(value) is None:
+                contacts = []
+                for value in contact_values:
+                    contacts += parse_contacts(value)
+                cache["contact"] = contacts
+                break
     max_forwards = index.get("max-forwards")
     if max_forwards is not None:
         parse_uint(max_forwards[0], "Max-Forwards", 255)
@@ -145,14 +169,71 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         # RFC 4475 §3.1.2.12: a Date not in RFC 1123 GMT form is a 400.
         raise ParseError(f"Date {date[0][:60]!r} is not an RFC 1123 date in GMT (§20.17)")
 
-    if isinstance(start_line, _StatusLine):
-        return Response(start_line.status, start_line.reason, headers, body)
-    if cseq.method != start_line.method:
+    if method is None or uri is None:
+        return Response(status, reason, headers, body)
+    if cseq.method != method:
         raise ParseError(
             f"CSeq method {cseq.method!r} does not match the request method "
-            f"{start_line.method!r} (RFC 3261 §8.1.1.5)"
+            f"{method!r} (RFC 3261 §8.1.1.5)"
         )
-    return Request(start_line.method, start_line.uri, headers, body)
+    return Request(method, uri, headers, body)
+
+
+def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[str]], bool]:
+    """Split the unfolded header block into fields, the key -> values index, and whether any
+    key appears more than once.
+
+    One `split` on CRLF and one `partition` per line; a line's name is checked against the
+    token grammar only the first time that spelling is seen (`_NAME_CACHE`). A line that is
+    not `token ":" value` (RFC 4475's test.dat), or a bare CR or LF anywhere, is an error.
+    """
+    if not block:
+        return [], {}, False
+    lines = block.split("\r\n")
+    count = len(lines)
+    if block.count("\r") != count - 1 or block.count("\n") != count - 1:
+        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
+    if count > MAX_HEADER_COUNT:
+        _check_lines(lines, block)
+        raise ParseError(f"{count} header lines exceed the limit of {MAX_HEADER_COUNT}")
+    names = _NAME_CACHE
+    items: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
+    repeated = False
+    for line in lines:
+        raw, colon, value = line.partition(":")
+        known = names.get(raw)
+        if known is None or not colon:
+            known = _checked_name(raw, colon, block)
+        name, key = known
+        value = value.strip(" \t")
+        items.append((name, value))
+        if key in index:
+            index[key].append(value)
+            repeated = True
+        else:
+            index[key] = [value]
+    return items, index, repeated
+
+
+def _checked_name(raw: str, colon: str, block: str) -> tuple[str, str]:
+    # header-name = token ; HCOLON = *( SP / HTAB ) ":" SWS (RFC 3261 §7.3.1)
+    name = raw.rstrip(" \t")
+    if not colon or TOKEN_RE.fullmatch(name) is None:
+        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
+    known = (name, header_key(name))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw] = known
+    return known
+
+
+def _check_lines(lines: list[str], block: str) -> None:
+    # Error path only (too many lines): a malformed line is reported first, as it would be
+    # with fewer lines.
+    for line in lines:
+        raw, colon, _ = line.partition(":")
+        if raw not in _NAME_CACHE or not colon:
+            _checked_name(raw, colon, block)
 
 
 def _body(data: bytes, body_start: int, index: dict[str, list[str]]) -> bytes:
@@ -171,28 +252,19 @@ def _body(data: bytes, body_start: int, index: dict[str, list[str]]) -> bytes:
     return data[body_start : body_start + length]
 
 
-@dataclass(frozen=True, slots=True)
-class _RequestLine:
-    method: str
-    uri: Uri
-
-
-@dataclass(frozen=True, slots=True)
-class _StatusLine:
-    status: int
-    reason: str
-
-
-def _start_line(first: str) -> _RequestLine | _StatusLine:
-    if first.startswith("SIP/"):
-        version, _, rest = first.partition(" ")
+def _status_line(first: str) -> tuple[int, str]:
+    version, _, rest = first.partition(" ")
+    if version != SIP_VERSION:
         _check_version(version)
-        code, sp, reason = rest.partition(" ")
-        if STATUS_CODE_RE.fullmatch(code) is None:
-            raise ParseError(f"status code {code[:20]!r} is not 3 digits in 100-699")
-        if sp and REASON_PHRASE_RE.fullmatch(reason) is None:
-            raise ParseError(f"reason phrase {reason[:100]!r} contains control characters")
-        return _StatusLine(int(code), reason)
+    code, sp, reason = rest.partition(" ")
+    if STATUS_CODE_RE.fullmatch(code) is None:
+        raise ParseError(f"status code {code[:20]!r} is not 3 digits in 100-699")
+    if sp and REASON_PHRASE_RE.fullmatch(reason) is None:
+        raise ParseError(f"reason phrase {reason[:100]!r} contains control characters")
+    return int(code), reason
+
+
+def _request_line(first: str) -> tuple[str, Uri]:
     parts = first.split(" ")
     if len(parts) != 3:
         raise ParseError(
@@ -202,13 +274,14 @@ def _start_line(first: str) -> _RequestLine | _StatusLine:
     method, uri_text, version = parts
     if METHOD_RE.fullmatch(method) is None:
         raise ParseError(f"method {method[:60]!r} is not a token")
-    _check_version(version)
+    if version != SIP_VERSION:
+        _check_version(version)
     uri = parse_uri(uri_text)
     if isinstance(uri, SipUri) and uri.headers:
         # RFC 3261 §19.1.1 table 1: headers are not allowed in a Request-URI (RFC 4475
         # §3.1.2.11). Rejecting is safer than ignoring them.
         raise ParseError(f"Request-URI {uri_text[:200]!r} carries URI headers ('?...')")
-    return _RequestLine(method, uri)
+    return method, uri
 
 
 def _check_version(version: str) -> None:
