@@ -58,6 +58,8 @@ T = TypeVar("T")
 MAX_RECEIVE_BYTES: Final = 256 * 1024
 #: What `receive_some()` asks the engine for when the caller gives no size.
 DEFAULT_RECEIVE_BYTES: Final = 64 * 1024
+#: How long a failing stream tries to hand its final alert to the peer (seconds).
+ALERT_SEND_SECONDS: Final = 1.0
 
 
 class BrokenTlsStream(ConnectionLost, trio.BrokenResourceError):
@@ -207,7 +209,11 @@ class TlsStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
         while True:
-            result = step()
+            try:
+                result = step()
+            except (HandshakeFailed, ConnectionLost):
+                await self._send_alert()
+                raise
             want_read = result is WANT_READ and not ignore_want_read
             to_send = self._engine.data_to_send()
             if (
@@ -242,6 +248,18 @@ class TlsStream(trio.abc.Stream):
         if not yielded:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return None if isinstance(result, Want) else result
+
+    async def _send_alert(self) -> None:
+        # OpenSSL queued an alert saying why it gave up ("protocol version", "handshake
+        # failure"); hand it to the peer so it fails fast with the reason instead of waiting.
+        alert = self._engine.data_to_send()
+        self._mark_broken()
+        if not alert:
+            return
+        with trio.move_on_after(ALERT_SEND_SECONDS):
+            async with self._send_lock:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.transport_stream.send_all(alert)
 
     async def _transport_send(self, data: bytes) -> None:
         try:
