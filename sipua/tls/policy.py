@@ -33,6 +33,7 @@ but the lock must not show, and the reason says why.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
@@ -141,8 +142,8 @@ class VerifyResult:
         problems: Every failed check, most important first.
         identities: The SIP domain identities the leaf presents ("URI:sip:example.com", ...).
         expected: The name that was checked, normalized (None: no identity check).
-        chain: Summaries of the certificates as presented, leaf first.
-        path: Summaries of the validated path, leaf to anchor (empty if no path was found).
+        certificates: The certificates as presented, leaf first.
+        path_certificates: The validated path, leaf to anchor (empty if no path was found).
         anchor: Which anchor set the path ends in ("default" or "custom"), if any.
         policy: The policy applied.
     """
@@ -154,10 +155,22 @@ class VerifyResult:
     problems: tuple[Problem, ...] = ()
     identities: tuple[str, ...] = ()
     expected: str | None = None
-    chain: tuple[CertSummary, ...] = ()
-    path: tuple[CertSummary, ...] = ()
+    certificates: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    path_certificates: tuple[x509.Certificate, ...] = field(default=(), repr=False)
     anchor: AnchorKind | None = None
     policy: TrustPolicy = field(default_factory=TrustPolicy)
+
+    @property
+    def chain(self) -> tuple[CertSummary, ...]:
+        """Summaries of the certificates as presented, leaf first (computed on demand)."""
+        with quiet_deprecations():
+            return tuple(CertSummary.of(c) for c in self.certificates)
+
+    @property
+    def path(self) -> tuple[CertSummary, ...]:
+        """Summaries of the validated path, leaf to anchor (computed on demand)."""
+        with quiet_deprecations():
+            return tuple(CertSummary.of(c) for c in self.path_certificates)
 
     def __str__(self) -> str:
         if self.verified:
@@ -172,9 +185,14 @@ class _Anchors:
     kinds: dict[str, frozenset[AnchorKind]]  # fingerprint -> the sets it belongs to
 
 
-def _index(groups: Iterable[tuple[AnchorKind, Sequence[x509.Certificate]]]) -> _Anchors:
+def _index(
+    groups: Iterable[tuple[AnchorKind, Sequence[x509.Certificate]]], base: _Anchors | None = None
+) -> _Anchors:
     by_subject: dict[bytes, list[x509.Certificate]] = {}
     kinds: dict[str, set[AnchorKind]] = {}
+    if base is not None:
+        by_subject = {subject: list(certs) for subject, certs in base.by_subject.items()}
+        kinds = {fp: set(k) for fp, k in base.kinds.items()}
     for kind, certs in groups:
         for cert in certs:
             fp = fingerprint(cert)
@@ -183,6 +201,20 @@ def _index(groups: Iterable[tuple[AnchorKind, Sequence[x509.Certificate]]]) -> _
                 by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
             kinds[fp].add(kind)
     return _Anchors(by_subject, {fp: frozenset(k) for fp, k in kinds.items()})
+
+
+_system_lock = threading.Lock()
+_system_index: tuple[tuple[x509.Certificate, ...], _Anchors] | None = None
+
+
+def _default_index(defaults: tuple[x509.Certificate, ...]) -> _Anchors:
+    # Hashing and indexing ~150 OS roots costs milliseconds; every handshake verifies, so the
+    # index of the (cached, immutable) system bundle is built once.
+    global _system_index
+    with _system_lock:
+        if _system_index is None or _system_index[0] is not defaults:
+            _system_index = (defaults, _index([("default", defaults)]))
+        return _system_index[1]
 
 
 def default_anchors() -> tuple[x509.Certificate, ...]:
@@ -497,8 +529,8 @@ def _result(
         problems=tuple(problems),
         identities=tuple(identities),
         expected=identity.expected if identity is not None else None,
-        chain=tuple(CertSummary.of(c) for c in chain),
-        path=tuple(CertSummary.of(c) for c in path),
+        certificates=tuple(chain),
+        path_certificates=tuple(path),
         anchor=anchor,
         policy=policy,
     )
@@ -595,13 +627,12 @@ def _verify_chain(
                 )
             )
 
-    defaults = (
-        default_anchors()
-        if default_trusted is None
-        else tuple(as_certificates(default_trusted, source="default trusted certificate"))
-    )
     custom = as_certificates(trusted, source="trusted certificate")
-    anchors = _index([("default", defaults), ("custom", custom)])
+    if default_trusted is None:
+        anchors = _index([("custom", custom)], base=_default_index(default_anchors()))
+    else:
+        defaults = as_certificates(default_trusted, source="default trusted certificate")
+        anchors = _index([("default", defaults), ("custom", custom)])
     search = _Search(anchors=anchors, intermediates=certs[1:])
     search.walk([leaf])
 
