@@ -1,0 +1,144 @@
+"""TlsListener, serve_tls and open_tls_stream over real loopback TCP."""
+
+from __future__ import annotations
+
+import socket
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from sipua.errors import ConnectFailed, HandshakeFailed, TlsError
+from sipua.tls import events
+from sipua.tls.listener import TlsListener, open_tls_listeners, open_tls_stream, serve_tls
+from sipua.tls.stream import TlsStream
+from tests.support.tls_pair import TlsWorld
+
+
+@pytest.fixture(scope="module")
+def world() -> TlsWorld:
+    return TlsWorld()
+
+
+def port_of(listener: TlsListener) -> int:
+    sock = listener.transport_listener.socket  # type: ignore[attr-defined]
+    return int(sock.getsockname()[1])
+
+
+class Served:
+    """What serve_tls did: verified connections and refusals."""
+
+    def __init__(self) -> None:
+        self.completed: list[events.HandshakeCompleted] = []
+        self.failures: list[TlsError] = []
+        self.changed = trio.Event()
+
+    async def handler(self, stream: TlsStream, completed: events.HandshakeCompleted) -> None:
+        self.completed.append(completed)
+        self.changed.set()
+        data = await stream.receive_some()
+        await stream.send_all(data.upper())
+
+    def on_failure(self, stream: TlsStream, error: TlsError) -> None:
+        self.failures.append(error)
+        self.changed.set()
+
+    async def wait(self, count: int) -> None:
+        with trio.fail_after(60):
+            while len(self.completed) + len(self.failures) < count:
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+
+async def start_server(
+    nursery: trio.Nursery, world: TlsWorld, served: Served, *, handshake_timeout: float = 5
+) -> int:
+    listeners = await open_tls_listeners(
+        0,
+        world.server_config(),
+        host="127.0.0.1",
+        handshake_timeout=handshake_timeout,
+        verifier=world.verifier(),
+    )
+    await nursery.start(partial(serve_tls, on_failure=served.on_failure), served.handler, listeners)
+    return port_of(listeners[0])
+
+
+async def test_serves_a_verified_client(world: TlsWorld) -> None:
+    served = Served()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, world, served)
+        stream = await open_tls_stream(
+            "127.0.0.1", port, world.client_config(), verifier=world.verifier(name="example.com")
+        )
+        await stream.send_all(b"register")
+        with trio.fail_after(5):
+            assert await stream.receive_some() == b"REGISTER"
+            assert await stream.receive_some() == b""  # the server closed with close_notify
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert served.completed[0].sni == "example.com"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"GET / HTTP/1.0\r\n\r\n" * 3, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]
+)
+async def test_garbage_and_truncated_client_hello_are_refused(
+    world: TlsWorld, payload: bytes
+) -> None:
+    served = Served()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, world, served)
+        raw = await trio.open_tcp_stream("127.0.0.1", port)
+        await raw.send_all(payload)
+        await raw.send_eof()  # a truncated ClientHello ends here
+        await served.wait(1)
+        await raw.aclose()
+        nursery.cancel_scope.cancel()
+    assert served.completed == []
+    assert isinstance(served.failures[0], HandshakeFailed)
+    assert "TLS handshake failed" in str(served.failures[0])
+
+
+async def test_silent_client_times_out_without_blocking_others(
+    world: TlsWorld, autojump_clock: trio.testing.MockClock
+) -> None:
+    served = Served()
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery, world, served, handshake_timeout=30)
+        silent = await trio.open_tcp_stream("127.0.0.1", port)
+        # While the silent client holds its connection, another one is served.
+        stream = await open_tls_stream(
+            "127.0.0.1", port, world.client_config(), verifier=world.verifier()
+        )
+        await stream.send_all(b"x")
+        assert await stream.receive_some() == b"X"
+        await stream.aclose()
+        await served.wait(2)
+        assert trio.current_time() >= 30
+        await silent.aclose()
+        nursery.cancel_scope.cancel()
+    assert len(served.completed) == 1
+    assert "did not finish within 30 s" in str(served.failures[0])
+
+
+async def test_connect_refused_is_connect_failed(world: TlsWorld) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectFailed, match=f"127.0.0.1:{port}"):
+        await open_tls_stream("127.0.0.1", port, world.client_config(), connect_timeout=5)
+
+
+async def test_accept_does_not_handshake(world: TlsWorld) -> None:
+    listeners = await open_tls_listeners(0, world.server_config(), host="127.0.0.1")
+    listener = listeners[0]
+    silent = await trio.open_tcp_stream("127.0.0.1", port_of(listener))
+    with trio.fail_after(5):
+        stream = await listener.accept()  # returns although the client said nothing
+    assert stream.handshake_event is None
+    assert stream.server_side
+    await stream.aclose()
+    await silent.aclose()
+    await listener.aclose()
