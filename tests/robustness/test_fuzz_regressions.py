@@ -1,0 +1,170 @@
+"""Fuzz findings replayed, and the fuzz properties checked with hypothesis on every test run.
+
+The properties live in `scripts/fuzz/oracles.py`, shared with the atheris harnesses, so a
+reproducer saved under `corpus/<target>/` is replayed through exactly the check that flagged
+it. A reproducer fails here until the bug it shows is fixed in `sipua/`; it stays afterwards
+as a regression test. The hypothesis tests run the same oracles on inputs built from the canned
+messages, with a small budget (the long runs are `scripts/fuzz/run`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import messages
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = Path(__file__).resolve().parent / "corpus"
+RFC4475 = ROOT / "tests" / "corpus" / "rfc4475"
+
+
+def _load_oracles() -> ModuleType:
+    path = ROOT / "scripts" / "fuzz" / "oracles.py"
+    spec = importlib.util.spec_from_file_location("sipua_fuzz_oracles", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+oracles = _load_oracles()
+TARGETS: dict[str, Callable[[bytes], None]] = oracles.TARGETS
+
+
+def _reproducers() -> list[Path]:
+    return sorted(p for p in CORPUS.glob("*/*") if p.is_file() and p.suffix != ".md")
+
+
+def test_corpus_directories_name_fuzz_targets() -> None:
+    # A reproducer in a misspelled directory would silently never be replayed.
+    assert _reproducers(), "tests/robustness/corpus holds no reproducer"
+    for path in CORPUS.iterdir():
+        if path.is_dir():
+            assert path.name in TARGETS, f"{path} is not named after a fuzz target"
+
+
+@pytest.mark.parametrize("path", _reproducers(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_reproducer(path: Path) -> None:
+    TARGETS[path.parent.name](path.read_bytes())
+
+
+# --- the seed corpus holds the properties ------------------------------------------------------
+
+SEED_MESSAGES = [*sorted(RFC4475.glob("*.dat"))]
+
+
+@pytest.mark.parametrize("path", SEED_MESSAGES, ids=lambda p: p.stem)
+def test_rfc4475_messages_hold_parser_and_framer_properties(path: Path) -> None:
+    data = path.read_bytes()
+    oracles.check_parse_message(data)
+    oracles.check_stream_framer(bytes([4, 0, 1]) + data)
+    oracles.check_stream_framer(bytes([0, 0, 2]) + data)  # 64-byte cap: FramingError path
+
+
+@pytest.mark.parametrize("data", messages.MIX, ids=["register", "401", "invite", "200"])
+def test_canned_messages_hold_every_message_property(data: bytes) -> None:
+    oracles.check_parse_message(data)
+    oracles.check_stream_framer(bytes([4, 0, 3]) + b"\r\n\r\n" + data + b"\r\n" + data)
+
+
+def test_oracles_detect_a_broken_property() -> None:
+    # The oracles must be able to fail: a framer input whose events do not cover the stream.
+    with pytest.raises(oracles.PropertyViolation):
+        oracles._require(False, "demonstration")
+    with pytest.raises(oracles.PropertyViolation, match="characters"):
+        oracles._check_error(ValueError("x" * (oracles.MAX_ERROR_CHARS + 1)))
+
+
+# --- hypothesis: the same properties on structured inputs ---------------------------------------
+
+FUZZ_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@st.composite
+def mutated_messages(draw: st.DrawFn) -> bytes:
+    """A canned message with a few byte-level edits (splice, delete, duplicate a line)."""
+    data = bytearray(draw(st.sampled_from(messages.MIX)))
+    for _ in range(draw(st.integers(0, 4))):
+        pos = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["insert", "delete", "duplicate"]))
+        if action == "insert":
+            token = draw(
+                st.sampled_from([b"\r\n", b" ", b";", b",", b"<", b">", b'"', b"\\", b":", b"\x00"])
+                | st.binary(max_size=8)
+            )
+            data[pos:pos] = token
+        elif action == "delete":
+            del data[pos : pos + draw(st.integers(1, 16))]
+        else:
+            start = data.rfind(b"\r\n", 0, pos) + 2
+            end = data.find(b"\r\n", pos)
+            if end > start:
+                data[end:end] = data[start - 2 : end]
+    return bytes(data)
+
+
+@FUZZ_SETTINGS
+@given(mutated_messages())
+def test_parse_message_properties(data: bytes) -> None:
+    oracles.check_parse_message(data)
+
+
+@FUZZ_SETTINGS
+@given(
+    cap=st.integers(0, 4),
+    seed=st.integers(0, 0xFFFF),
+    parts=st.lists(
+        mutated_messages()
+        | st.sampled_from([b"\r\n", b"\r\n\r\n", b"\r"])
+        | st.binary(max_size=64),
+        max_size=5,
+    ),
+)
+def test_stream_framer_properties(cap: int, seed: int, parts: list[bytes]) -> None:
+    oracles.check_stream_framer(bytes([cap]) + seed.to_bytes(2, "big") + b"".join(parts))
+
+
+@FUZZ_SETTINGS
+@given(
+    st.sampled_from(
+        ["sip:", "sips:", "tel:", "urn:", '"A" <sips:', "<sip:", "SIP/2.0/TLS "]
+    ).flatmap(lambda prefix: st.text(max_size=40).map(lambda rest: prefix + rest))
+    | st.text(max_size=60)
+)
+def test_uri_and_address_properties(text: str) -> None:
+    oracles.check_sip_uri(text.encode("utf-8", "surrogatepass"))
+
+
+@FUZZ_SETTINGS
+@given(
+    params=st.lists(
+        st.tuples(
+            st.sampled_from(["realm", "nonce", "qop", "algorithm", "opaque", "stale", "domain"]),
+            st.text(max_size=12),
+            st.booleans(),
+        ),
+        max_size=8,
+    ),
+    uri=st.sampled_from(["", "sips:example.com", "sip:bob@h;transport=tls"]),
+)
+def test_digest_challenge_properties(params: list[tuple[str, str, bool]], uri: str) -> None:
+    rendered = []
+    for name, value, quoted in params:
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if quoted else value
+        rendered.append(f"{name}={text}")
+    value = "Digest " + ", ".join(rendered)
+    if uri:
+        value += "\x00" + uri
+    oracles.check_digest_challenge(value.encode("utf-8", "surrogatepass"))
