@@ -1,0 +1,743 @@
+"""The load engine behind `sipua load`: many accounts registering from one process.
+
+Theory of operation
+-------------------
+A run registers `count` accounts (cycling through the list when `count` is larger) with at most
+`concurrency` registrations in flight, started no faster than `rate` per second when a rate is
+given. Every registration is the real thing: TCP, a full TLS handshake with sipua's trust
+verdict (the same `TlsClientConfig` `sipua register` builds), the sans-IO `Registration` FSM of
+`sipua.sip.registration` with its digest responder, the `StreamFramer`, and the parser.
+
+The hot path is lean on purpose, because this is what the benchmarks measure:
+
+- One shared client `SSL.Context` (the cached one from `sipua.tls.context`, with
+  `MODE_RELEASE_BUFFERS`), one `TlsEngine` per connection, driven straight over a non-blocking
+  trio socket: no stream wrapper, no per-connection task besides the account's own, no locks
+  on a connection only one task uses. `TCP_NODELAY` is set: SIP messages are small and the
+  exchange is request/response, so Nagle would add a delayed-ACK wait per message.
+- The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
+  after the trust verdict: no SIP byte is produced before the peer is verified).
+- The trust verdict is computed by `sipua.tls.verify.client_verifier` once per distinct peer
+  chain and reused for `VERDICT_TTL_SECONDS` (the verdict is a function of chain, name,
+  policy, anchors and time; all but time are fixed for a run, and the TTL bounds the time).
+- No logging per message or per registration; the run keeps counters (`LoadStats`) and the
+  command prints a progress line from them.
+
+With `--reuse-connection` all registrations share one TLS connection: a reader task routes
+each response to its registration by Call-ID, and a writer task coalesces whatever requests are
+queued into one TLS write and one send.
+
+With `hold` > 0, each connection stays open after its registration: the account's task keeps
+reading (answering the registrar's CRLF pings, taking TLS 1.3 tickets) and refreshes the
+binding at the FSM's deadline, until the hold ends for everyone at once (`hold` seconds after
+the last registration finished). That measures how many registered UAs one process holds and
+their memory. Holding thousands of connections needs as many file descriptors:
+`raise_nofile_limit` lifts the soft limit to the hard one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from sipua.errors import ConnectFailed, ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.sip import (
+    NEED_DATA,
+    KeepalivePing,
+    MessageFramed,
+    Response,
+    SipUri,
+    StreamFramer,
+    parse_message,
+    serialize,
+)
+from sipua.sip.errors import ProtocolError
+from sipua.sip.registration import (
+    ContactAddress,
+    DigestResponder,
+    Registered,
+    Registration,
+    RegistrationFailed,
+    RegistrationOutput,
+    SendRequest,
+)
+from sipua.tls.context import TlsClientConfig, client_context
+from sipua.tls.engine import WANT_READ, TlsEngine
+from sipua.tls.events import Verification, Verifier
+from sipua.ua.load_accounts import LoadAccount
+from sipua.ua.load_stats import LoadReport, LoadStats
+
+if TYPE_CHECKING:
+    from sipua.settings.model import Settings
+
+#: Bytes asked of the socket per receive (a TLS flight or many responses fit).
+RECEIVE_BYTES: Final = 65_536
+#: How long a cached trust verdict for a peer chain is reused before it is computed again.
+VERDICT_TTL_SECONDS: Final = 60.0
+#: Distinct peer chains whose verdicts are cached at once.
+MAX_CACHED_VERDICTS: Final = 16
+#: Upper bound on concurrency (each in-flight registration is a task and maybe a socket).
+MAX_CONCURRENCY: Final = 100_000
+#: Bytes of plaintext one coalesced write of the shared connection takes at most.
+MAX_COALESCED_BYTES: Final = 256 * 1024
+#: How long closing the connections at the end of a run may take.
+CLOSE_SECONDS: Final = 5.0
+
+ProgressSink = Callable[[LoadStats, float], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadPlan:
+    """What a load run does.
+
+    Attributes:
+        accounts: The accounts; registration i uses ``accounts[i % len(accounts)]``.
+        host: The registrar's (or outbound proxy's) address, an IP literal or a name.
+        port: Its TLS port.
+        tls: The client TLS settings; `server_name` is the name the registrar must prove.
+        count: Registrations to run.
+        concurrency: Registrations in flight at once at most.
+        rate: Registrations started per second at most (None: as fast as concurrency allows).
+        hold: Seconds to keep every registration (connection open, refreshing) after the last
+            one finished; 0 closes each connection as soon as it registered.
+        reuse_connection: Send every registration over one TLS connection.
+        expires: The registration lifetime asked for, in seconds.
+        handshake_timeout: Seconds connect plus handshake may take.
+        response_timeout: Seconds a REGISTER may wait for its final response.
+    """
+
+    accounts: Sequence[LoadAccount]
+    host: str
+    port: int
+    tls: TlsClientConfig
+    count: int
+    concurrency: int = 50
+    rate: float | None = None
+    hold: float = 0.0
+    reuse_connection: bool = False
+    expires: int = 600
+    handshake_timeout: float = 10.0
+    response_timeout: float = 32.0
+
+    def __post_init__(self) -> None:
+        if not self.accounts:
+            raise ValueError("a load plan needs at least one account")
+        if self.count < 1:
+            raise ValueError("count must be at least 1")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("rate must be a positive number of registrations per second")
+        if self.hold < 0 or not math.isfinite(self.hold):
+            raise ValueError("hold must be zero or a positive number of seconds")
+
+
+def raise_nofile_limit() -> int:
+    """Lifts the soft open-file limit to the hard limit; returns the limit now in force.
+
+    Each held registration is a socket; the usual soft limit (1024) is far below what a load
+    run holds.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return int(soft)
+
+
+def rss_kib() -> int:
+    """This process's resident memory in KiB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            resident_pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class _VerdictCache:
+    """The trust verdict per distinct peer chain, reused for `VERDICT_TTL_SECONDS`."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self._verifier = verifier
+        self._entries: dict[tuple[object, ...], tuple[Verification, float]] = {}
+
+    def verify(self, chain: tuple[object, ...], now: float) -> Verification:
+        entry = self._entries.get(chain)
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        verdict = self._verifier(chain)  # type: ignore[arg-type]  # certificates, as sent
+        if len(self._entries) >= MAX_CACHED_VERDICTS:
+            self._entries.clear()
+        self._entries[chain] = (verdict, now + VERDICT_TTL_SECONDS)
+        return verdict
+
+
+class _Failure(Exception):
+    """One registration failed; `reason` is the short code counted in the report."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            sent = await sock.send(view)
+        except OSError as exc:
+            raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
+        view = view[sent:]
+
+
+class _Flow:
+    """One TLS connection to the registrar: socket, engine and framer, no tasks of its own."""
+
+    __slots__ = ("engine", "framer", "local", "sock")
+
+    def __init__(self, sock: trio.socket.SocketType, engine: TlsEngine, local: str) -> None:
+        self.sock = sock
+        self.engine = engine
+        self.framer = StreamFramer()
+        self.local = local
+
+    @classmethod
+    async def open(cls, plan: LoadPlan, verdicts: _VerdictCache) -> _Flow:
+        """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
+        family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await sock.connect((plan.host.strip("[]"), plan.port))
+            except OSError as exc:
+                raise ConnectFailed(
+                    f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
+                ) from exc
+            engine = TlsEngine(
+                client_context(plan.tls), server_side=False, server_name=plan.tls.server_name
+            )
+            while not engine.handshake():
+                outgoing = engine.data_to_send()
+                if outgoing:
+                    await _send_all(sock, outgoing)
+                data = await sock.recv(RECEIVE_BYTES)
+                if not data:
+                    engine.receive_eof()
+                else:
+                    engine.receive_data(data)
+            verdict = verdicts.verify(engine.peer_chain(), trio.current_time())
+            if not verdict.ok:
+                raise PeerNotTrusted(
+                    f"the server {plan.tls.server_name or plan.host} is not trusted: "
+                    f"{verdict.reason}",
+                    code=verdict.code,
+                )
+            name = sock.getsockname()
+        except BaseException:
+            sock.close()
+            raise
+        host = f"[{name[0]}]" if family == socket.AF_INET6 else name[0]
+        return cls(sock, engine, f"{host}:{name[1]}")
+
+    async def send(self, plaintext: bytes) -> None:
+        """Encrypts and sends (with whatever the engine still had queued, e.g. Finished)."""
+        if self.engine.write(plaintext) is WANT_READ:
+            raise ConnectionLost("the TLS connection wants to renegotiate; sipua refuses that")
+        await _send_all(self.sock, self.engine.data_to_send())
+
+    async def next_response(self) -> Response:
+        """The next response on the connection (pings are answered, requests ignored)."""
+        framer = self.framer
+        while True:
+            event = framer.next_event()
+            if isinstance(event, MessageFramed):
+                message = parse_message(event.data)
+                if isinstance(message, Response):
+                    return message
+                continue  # a request to a load UA: nobody calls it, so it is not answered
+            if isinstance(event, KeepalivePing):
+                await self.send(b"\r\n")
+                continue
+            if event is not NEED_DATA:
+                continue  # a pong
+            await self._fill()
+
+    async def _fill(self) -> None:
+        try:
+            data = await self.sock.recv(RECEIVE_BYTES)
+        except OSError as exc:
+            raise ConnectionLost(f"receiving failed: {exc.strerror or exc}") from exc
+        engine = self.engine
+        if data:
+            engine.receive_data(data)
+        else:
+            engine.receive_eof()
+        while True:
+            plaintext = engine.read(RECEIVE_BYTES)
+            if plaintext is WANT_READ:
+                break
+            if not plaintext:
+                raise ConnectionLost("the registrar closed the connection")
+            self.framer.receive_data(plaintext)
+        # Reading may have produced TLS output (a KeyUpdate answer); it must not linger.
+        pending = engine.data_to_send()
+        if pending:
+            await _send_all(self.sock, pending)
+
+    async def aclose(self) -> None:
+        """Sends close_notify (best effort) and closes the socket."""
+        with contextlib.suppress(OSError, ConnectionLost, trio.TooSlowError):
+            self.engine.close()
+            outgoing = self.engine.data_to_send()
+            if outgoing:
+                with trio.fail_after(1.0):
+                    await _send_all(self.sock, outgoing)
+        self.sock.close()
+
+
+class _Waiter:
+    __slots__ = ("event", "responses")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.responses: list[Response] = []
+
+
+class _SharedFlow:
+    """The one connection of `--reuse-connection`: a reader routes responses by Call-ID, a
+    writer coalesces queued requests into one TLS write."""
+
+    def __init__(self, flow: _Flow) -> None:
+        self.flow = flow
+        self.waiters: dict[str, _Waiter] = {}
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._ready = trio.Event()
+        self.broken: str | None = None
+
+    def queue(self, data: bytes) -> None:
+        if self.broken is not None:
+            raise ConnectionLost(self.broken)
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        self._ready.set()
+
+    async def writer(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            while self._outbox:
+                batch: list[bytes] = []
+                size = 0
+                while self._outbox and size < MAX_COALESCED_BYTES:
+                    item = self._outbox.pop(0) if len(self._outbox) > 1 else self._outbox.pop()
+                    batch.append(item)
+                    size += len(item)
+                self._outbox_bytes -= size
+                await self.flow.send(b"".join(batch))
+
+    async def reader(self) -> None:
+        try:
+            while True:
+                response = await self.flow.next_response()
+                waiter = self.waiters.get(response.call_id)
+                if waiter is not None:
+                    waiter.responses.append(response)
+                    waiter.event.set()
+        except (ConnectionLost, ProtocolError) as exc:
+            self.broken = f"the shared connection broke: {exc}"
+            for waiter in self.waiters.values():
+                waiter.event.set()
+
+
+class LoadRun:
+    """Runs one `LoadPlan`.
+
+    Args:
+        plan: What to do.
+        rng: Ids, tags and cnonces (default: a `random.Random` seeded from the OS).
+        progress: Called every `progress_interval` seconds with the totals and the rate over
+            the interval (the command prints the progress line from it).
+        progress_interval: Seconds between progress calls.
+    """
+
+    def __init__(
+        self,
+        plan: LoadPlan,
+        *,
+        rng: random.Random | None = None,
+        progress: ProgressSink | None = None,
+        progress_interval: float = 1.0,
+    ) -> None:
+        from sipua.tls.verify import client_verifier
+
+        self.plan = plan
+        self.stats = LoadStats()
+        self.examples: dict[str, str] = {}  # one error message per failure reason
+        self.held = 0
+        self._rng = rng or random.Random(int.from_bytes(os.urandom(16), "big"))
+        self._progress = progress
+        self._progress_interval = progress_interval
+        self._verdicts = _VerdictCache(client_verifier(plan.tls))
+        self._hold_over = trio.Event()
+        self._attempts_done = trio.Event()
+        self._outstanding = 0
+        self._aors = {a.aor: SipUri.parse(a.aor) for a in plan.accounts[: plan.count]}
+
+    async def run(self) -> LoadReport:
+        """Runs the plan and returns the report.
+
+        Raises:
+            ConfigError: An AOR of the plan is not a usable `sips:` URI.
+        """
+        plan = self.plan
+        nofile = raise_nofile_limit()
+        gc.collect()
+        rss_before = rss_kib()
+        shared: _SharedFlow | None = None
+        async with trio.open_nursery() as nursery:
+            if plan.reuse_connection:
+                shared = await self._open_shared(nursery)
+            started = trio.current_time()
+            cpu_started = time.process_time()
+            progress_scope = trio.CancelScope()
+            if self._progress is not None:
+                nursery.start_soon(self._report_progress, started, progress_scope)
+            attempts_scope = trio.CancelScope()
+            async with trio.open_nursery() as accounts:
+                with attempts_scope:
+                    await self._dispatch(accounts, shared)
+                    if self._outstanding:
+                        await self._attempts_done.wait()
+                elapsed = trio.current_time() - started
+                cpu = time.process_time() - cpu_started
+                progress_scope.cancel()
+                if self._progress is not None:
+                    self._progress(self.stats, 0.0)
+                if plan.hold > 0:
+                    await trio.sleep(plan.hold)
+                    gc.collect()
+                rss_end = rss_kib()
+                held = self.held if plan.hold > 0 else None
+                self._hold_over.set()
+            if shared is not None:
+                await shared.flow.aclose()
+            nursery.cancel_scope.cancel()
+        stats = self.stats
+        return LoadReport(
+            mode="reuse-connection" if plan.reuse_connection else "connection-per-account",
+            attempted=plan.count,
+            succeeded=stats.succeeded,
+            failures=dict(stats.failures),
+            elapsed_s=elapsed,
+            cpu_s=cpu,
+            latency_ms=stats.latency_ms(),
+            concurrency=plan.concurrency,
+            rate=plan.rate,
+            held=held,
+            hold_s=plan.hold,
+            refreshes=stats.refreshes,
+            rss_kib=rss_end,
+            rss_before_kib=rss_before,
+            nofile_limit=nofile,
+        )
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    async def _dispatch(self, nursery: trio.Nursery, shared: _SharedFlow | None) -> None:
+        plan = self.plan
+        limiter = trio.Semaphore(plan.concurrency)
+        interval = 1.0 / plan.rate if plan.rate is not None else 0.0
+        next_start = trio.current_time()
+        accounts = plan.accounts
+        for index in range(plan.count):
+            await limiter.acquire()
+            if interval:
+                next_start += interval
+                now = trio.current_time()
+                if next_start > now:
+                    await trio.sleep_until(next_start)
+                else:
+                    next_start = now  # behind schedule: do not burst to catch up
+            self._outstanding += 1
+            account = accounts[index % len(accounts)]
+            if shared is None:
+                nursery.start_soon(self._own_connection, account, limiter)
+            else:
+                nursery.start_soon(self._on_shared, account, shared, limiter)
+
+    def _finished(self, limiter: trio.Semaphore) -> None:
+        limiter.release()
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._attempts_done.set()
+
+    async def _report_progress(self, started: float, scope: trio.CancelScope) -> None:
+        assert self._progress is not None
+        with scope:
+            last_done, last_time = 0, started
+            while True:
+                await trio.sleep(self._progress_interval)
+                now = trio.current_time()
+                done = self.stats.succeeded + self.stats.failed
+                rate = (done - last_done) / (now - last_time) if now > last_time else 0.0
+                last_done, last_time = done, now
+                self._progress(self.stats, rate)
+
+    # -- one registration ---------------------------------------------------------------------
+
+    def _registration(self, account: LoadAccount, local: str) -> Registration:
+        rng = self._rng
+        aor = self._aors.get(account.aor) or SipUri.parse(account.aor)
+        user = aor.user
+        return Registration(
+            aor=aor,
+            contact=ContactAddress(
+                uri=SipUri.parse(f"sips:{user}@{local}" if user else f"sips:{local}"),
+                sent_by=local,
+            ),
+            instance_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            rng=rng,
+            responder=DigestResponder(
+                username=account.username, password=account.password, rng=rng
+            ),
+            expires=self.plan.expires,
+            response_timeout=self.plan.response_timeout,
+        )
+
+    def _fail(self, reason: str, detail: str) -> None:
+        self.stats.failure(reason)
+        if reason not in self.examples and len(self.examples) < 32:
+            self.examples[reason] = detail
+
+    async def _own_connection(self, account: LoadAccount, limiter: trio.Semaphore) -> None:
+        flow: _Flow | None = None
+        try:
+            flow, registration = await self._register_own(account, limiter)
+            if flow is not None and registration is not None and self.plan.hold > 0:
+                self.held += 1
+                try:
+                    await self._hold(flow, registration)
+                finally:
+                    self.held -= 1
+        finally:
+            if flow is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
+                    await flow.aclose()
+
+    async def _register_own(
+        self, account: LoadAccount, limiter: trio.Semaphore
+    ) -> tuple[_Flow | None, Registration | None]:
+        """One registration on its own connection: (the flow, the registration if it worked)."""
+        plan = self.plan
+        flow: _Flow | None = None
+        started = trio.current_time()
+        try:
+            with trio.fail_after(plan.handshake_timeout):
+                flow = await _Flow.open(plan, self._verdicts)
+            registration = self._registration(account, flow.local)
+            outputs = registration.register(trio.current_time())
+            if await self._exchange(flow, registration, outputs, started):
+                return flow, registration
+        except _Failure as exc:
+            self._fail(exc.reason, str(exc))
+        except trio.TooSlowError:
+            self._fail(
+                "timeout", f"connect and TLS handshake took over {plan.handshake_timeout:g} s"
+            )
+        except PeerNotTrusted as exc:
+            self._fail("untrusted", str(exc))
+        except ConnectFailed as exc:
+            self._fail("connect", str(exc))
+        except HandshakeFailed as exc:
+            self._fail("tls-handshake", str(exc))
+        except ConnectionLost as exc:
+            self._fail("connection-lost", str(exc))
+        except ProtocolError as exc:
+            self._fail("bad-response", str(exc))
+        except OSError as exc:
+            self._fail("connection-lost", str(exc))
+        finally:
+            self._finished(limiter)
+        return flow, None
+
+    async def _exchange(
+        self,
+        flow: _Flow,
+        registration: Registration,
+        outputs: list[RegistrationOutput],
+        started: float,
+    ) -> bool:
+        """Runs the registration to its outcome on `flow`; True when it registered."""
+        while True:
+            for output in outputs:
+                if isinstance(output, SendRequest):
+                    await flow.send(serialize(output.request))
+                elif isinstance(output, Registered):
+                    self.stats.success(trio.current_time() - started)
+                    return True
+                elif isinstance(output, RegistrationFailed):
+                    raise _Failure(_failure_reason(output), output.reason)
+            deadline = registration.next_deadline()
+            response: Response | None = None
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                response = await flow.next_response()
+            now = trio.current_time()
+            if response is None:
+                outputs = registration.handle_timer(now)
+            else:
+                outputs = registration.receive_response(response, now)
+
+    async def _hold(self, flow: _Flow, registration: Registration) -> None:
+        """Keeps the binding until the hold ends: read, answer pings, refresh on time."""
+        try:
+            while not self._hold_over.is_set():
+                deadline = registration.next_deadline()
+                response: Response | None = None
+                with trio.move_on_at(deadline if deadline is not None else math.inf):
+                    response = await flow.next_response()
+                now = trio.current_time()
+                outputs = (
+                    registration.handle_timer(now)
+                    if response is None
+                    else registration.receive_response(response, now)
+                )
+                for output in outputs:
+                    if isinstance(output, SendRequest):
+                        await flow.send(serialize(output.request))
+                    elif isinstance(output, Registered):
+                        self.stats.refreshes += 1
+                    elif isinstance(output, RegistrationFailed):
+                        self._fail("refresh-" + _failure_reason(output), output.reason)
+                        return
+        except (ConnectionLost, ProtocolError, OSError) as exc:
+            self._fail("hold-connection-lost", str(exc))
+
+    # -- the shared connection ----------------------------------------------------------------
+
+    async def _open_shared(self, nursery: trio.Nursery) -> _SharedFlow:
+        plan = self.plan
+        try:
+            with trio.fail_after(plan.handshake_timeout):
+                flow = await _Flow.open(plan, self._verdicts)
+        except trio.TooSlowError as exc:
+            raise ConnectFailed(
+                f"connect and TLS handshake to {plan.host}:{plan.port} took over "
+                f"{plan.handshake_timeout:g} s"
+            ) from exc
+        shared = _SharedFlow(flow)
+        nursery.start_soon(shared.reader)
+        nursery.start_soon(shared.writer)
+        return shared
+
+    async def _on_shared(
+        self, account: LoadAccount, shared: _SharedFlow, limiter: trio.Semaphore
+    ) -> None:
+        waiter = _Waiter()
+        call_id = ""
+        try:
+            started = trio.current_time()
+            registration = self._registration(account, shared.flow.local)
+            outputs = registration.register(started)
+            # The Call-ID is the binding's routing key on the shared connection (one per
+            # registration for its whole life, RFC 3261 §10.2.4).
+            call_id = next(o.request.call_id for o in outputs if isinstance(o, SendRequest))
+            shared.waiters[call_id] = waiter
+            done = False
+            while not done:
+                for output in outputs:
+                    if isinstance(output, SendRequest):
+                        shared.queue(serialize(output.request))
+                    elif isinstance(output, Registered):
+                        self.stats.success(trio.current_time() - started)
+                        done = True
+                    elif isinstance(output, RegistrationFailed):
+                        raise _Failure(_failure_reason(output), output.reason)
+                if done:
+                    break
+                deadline = registration.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else math.inf):
+                    while not waiter.responses:
+                        if shared.broken is not None:
+                            raise ConnectionLost(shared.broken)
+                        await waiter.event.wait()
+                        waiter.event = trio.Event()
+                now = trio.current_time()
+                if waiter.responses:
+                    outputs = []
+                    for response in waiter.responses:
+                        outputs += registration.receive_response(response, now)
+                    waiter.responses.clear()
+                else:
+                    outputs = registration.handle_timer(now)
+        except _Failure as exc:
+            self._fail(exc.reason, str(exc))
+        except ConnectionLost as exc:
+            self._fail("connection-lost", str(exc))
+        finally:
+            shared.waiters.pop(call_id, None)
+            self._finished(limiter)
+
+
+def _failure_reason(failed: RegistrationFailed) -> str:
+    if failed.auth:
+        return "auth"
+    if failed.status == 408:
+        return "timeout"
+    return f"status-{failed.status}"
+
+
+def client_tls_config(settings: Settings, tls_name: str | None) -> TlsClientConfig:
+    """The client TLS configuration `sipua register` would use, for a load run.
+
+    Same trust policy, trusted certificates (the store's custom ones plus `--trusted-cert`),
+    versions, ciphers and key log, and the device certificate as the client certificate for
+    mutual TLS, as `sipua.ua.agent.UserAgent` builds them.
+
+    Args:
+        settings: The loaded settings.
+        tls_name: The name the registrar must prove (RFC 5922 §7.2).
+
+    Raises:
+        ConfigError, CertificateError: A trusted certificate or the device identity is unusable.
+    """
+    from sipua.tls.certs import load_certificate_file
+    from sipua.tls.policy import TrustPolicy
+    from sipua.tls.store import CertStore
+
+    tls = settings.tls
+    store = CertStore(settings.data_dir)
+    trusted = [s.certificate for s in store.custom_trusted()]
+    for path in tls.trusted_certs:
+        trusted.extend(load_certificate_file(path))
+    return TlsClientConfig(
+        server_name=tls_name,
+        policy=TrustPolicy(
+            only_trusted=tls.only_trusted,
+            accepted_ca=tls.ca_type,
+            cn_validation=tls.cn_validation,
+            allow_wildcards=tls.allow_wildcards,
+        ),
+        trusted=tuple(trusted),
+        identity=store.device_identity(tls.device_cert, tls.mac),
+        min_version=tls.min_version,
+        max_version=tls.max_version,
+        ciphers=tls.ciphers,
+        keylog_path=tls.keylog_file,
+    )
