@@ -216,7 +216,6 @@ async def _plan(
 
 async def _run(args: argparse.Namespace, plan: LoadPlan) -> int:
     import json
-    from pathlib import Path
 
     from sipua.ua.load import LoadRun
     from sipua.ua.load_stats import progress_line
