@@ -43,7 +43,6 @@ import math
 import os
 import random
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +78,8 @@ from sipua.ua.load_accounts import LoadAccount
 from sipua.ua.load_stats import LoadReport, LoadStats
 
 if TYPE_CHECKING:
+    from OpenSSL import SSL
+
     from sipua.settings.model import Settings
 
 #: Bytes asked of the socket per receive (a TLS flight or many responses fit).
@@ -159,6 +160,13 @@ def raise_nofile_limit() -> int:
     return int(soft)
 
 
+def _cpu_times() -> tuple[float, float]:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 def rss_kib() -> int:
     """This process's resident memory in KiB (0 where /proc is missing)."""
     try:
@@ -217,7 +225,7 @@ class _Flow:
         self.local = local
 
     @classmethod
-    async def open(cls, plan: LoadPlan, verdicts: _VerdictCache) -> _Flow:
+    async def open(cls, plan: LoadPlan, context: SSL.Context, verdicts: _VerdictCache) -> _Flow:
         """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
         family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
@@ -229,9 +237,7 @@ class _Flow:
                 raise ConnectFailed(
                     f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
                 ) from exc
-            engine = TlsEngine(
-                client_context(plan.tls), server_side=False, server_name=plan.tls.server_name
-            )
+            engine = TlsEngine(context, server_side=False, server_name=plan.tls.server_name)
             while not engine.handshake():
                 outgoing = engine.data_to_send()
                 if outgoing:
@@ -395,6 +401,9 @@ class LoadRun:
         self._progress = progress
         self._progress_interval = progress_interval
         self._verdicts = _VerdictCache(client_verifier(plan.tls))
+        # Built (or taken from the cache) once: computing the cache key per connection costs
+        # a certificate fingerprint per trusted certificate.
+        self._context = client_context(plan.tls)
         self._hold_over = trio.Event()
         self._attempts_done = trio.Event()
         self._outstanding = 0
@@ -415,7 +424,7 @@ class LoadRun:
             if plan.reuse_connection:
                 shared = await self._open_shared(nursery)
             started = trio.current_time()
-            cpu_started = time.process_time()
+            cpu_started = _cpu_times()
             progress_scope = trio.CancelScope()
             if self._progress is not None:
                 nursery.start_soon(self._report_progress, started, progress_scope)
@@ -426,7 +435,7 @@ class LoadRun:
                     if self._outstanding:
                         await self._attempts_done.wait()
                 elapsed = trio.current_time() - started
-                cpu = time.process_time() - cpu_started
+                cpu_user, cpu_sys = (b - a for a, b in zip(cpu_started, _cpu_times(), strict=True))
                 progress_scope.cancel()
                 if self._progress is not None:
                     self._progress(self.stats, 0.0)
@@ -446,7 +455,9 @@ class LoadRun:
             succeeded=stats.succeeded,
             failures=dict(stats.failures),
             elapsed_s=elapsed,
-            cpu_s=cpu,
+            cpu_s=cpu_user + cpu_sys,
+            cpu_user_s=cpu_user,
+            cpu_sys_s=cpu_sys,
             latency_ms=stats.latency_ms(),
             concurrency=plan.concurrency,
             rate=plan.rate,
@@ -550,7 +561,7 @@ class LoadRun:
         started = trio.current_time()
         try:
             with trio.fail_after(plan.handshake_timeout):
-                flow = await _Flow.open(plan, self._verdicts)
+                flow = await _Flow.open(plan, self._context, self._verdicts)
             registration = self._registration(account, flow.local)
             outputs = registration.register(trio.current_time())
             if await self._exchange(flow, registration, outputs, started):
@@ -635,7 +646,7 @@ class LoadRun:
         plan = self.plan
         try:
             with trio.fail_after(plan.handshake_timeout):
-                flow = await _Flow.open(plan, self._verdicts)
+                flow = await _Flow.open(plan, self._context, self._verdicts)
         except trio.TooSlowError as exc:
             raise ConnectFailed(
                 f"connect and TLS handshake to {plan.host}:{plan.port} took over "

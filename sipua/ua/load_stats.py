@@ -103,6 +103,9 @@ class LoadReport:
         failures: Failed registrations by reason.
         elapsed_s: Seconds from the first connection to the last outcome (the hold excluded).
         cpu_s: CPU seconds this process spent in that time (user + system).
+        cpu_user_s: The user part of `cpu_s` (Python, OpenSSL).
+        cpu_sys_s: The system part of `cpu_s` (sockets; on loopback the kernel also delivers
+            each segment to the peer in the sender's time).
         latency_ms: Latency percentiles in milliseconds.
         concurrency: Registrations allowed in flight at once.
         rate: The requested start rate per second, None when not paced.
@@ -122,6 +125,8 @@ class LoadReport:
     cpu_s: float
     latency_ms: dict[str, float]
     concurrency: int
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
     rate: float | None = None
     held: int | None = None
     hold_s: float = 0.0
@@ -162,6 +167,8 @@ class LoadReport:
             "registrations_per_s": round(self.registrations_per_s, 1),
             "elapsed_s": round(self.elapsed_s, 3),
             "cpu_s": round(self.cpu_s, 3),
+            "cpu_user_s": round(self.cpu_user_s, 3),
+            "cpu_sys_s": round(self.cpu_sys_s, 3),
             "cpu_ms_per_registration": round(self.cpu_ms_per_registration, 3),
             "latency_ms": self.latency_ms,
             "concurrency": self.concurrency,
@@ -186,8 +193,8 @@ class LoadReport:
             f"({self.registrations_per_s:.0f}/s, {self.mode}, concurrency {self.concurrency})",
             f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
             f"max {lat['max']:.1f}",
-            f"client CPU: {self.cpu_s:.2f} s, {self.cpu_ms_per_registration:.3f} ms per "
-            "registration",
+            f"client CPU: {self.cpu_s:.2f} s (user {self.cpu_user_s:.2f}, system "
+            f"{self.cpu_sys_s:.2f}), {self.cpu_ms_per_registration:.3f} ms per registration",
             f"failed: {failures}",
         ]
         if self.held is not None:
