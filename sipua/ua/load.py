@@ -445,9 +445,10 @@ class LoadRun:
                 rss_end = rss_kib()
                 held = self.held if plan.hold > 0 else None
                 self._hold_over.set()
-            if shared is not None:
+            nursery.cancel_scope.cancel()  # the shared connection's reader and writer
+        if shared is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
                 await shared.flow.aclose()
-            nursery.cancel_scope.cancel()
         stats = self.stats
         return LoadReport(
             mode="reuse-connection" if plan.reuse_connection else "connection-per-account",
