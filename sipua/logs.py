@@ -218,7 +218,7 @@ class ConsoleRenderer:
         if account is not None:
             parts.insert(1, f"[{account}]")
         reason = event_dict.get("reason")
-        if reason is not None:
+        if reason:
             parts.append(f"({reason})")
         extras = " ".join(
             f"{key}={value}" for key, value in sorted(event_dict.items()) if key not in _SHOWN_APART

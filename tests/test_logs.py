@@ -237,6 +237,14 @@ def test_console_ua_events(event: str, words: str) -> None:
     assert "call_id=c1" in out.getvalue()
 
 
+def test_console_lock_line_without_reason_has_no_empty_parentheses() -> None:
+    out = io.StringIO()
+    configure_logging("console", "info", out)
+    get_logger().info("lock-changed", account="alice", state="locked", reason="")
+    assert "()" not in out.getvalue()
+    assert "[alice] 🔒 locked" in out.getvalue()
+
+
 def test_console_colour_on_a_terminal_unless_no_color() -> None:
     tty = FakeTty()
     configure_logging("console", "info", tty, env={})
