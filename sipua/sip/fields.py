@@ -54,28 +54,41 @@ _NEEDS_QUOTED_PAIR_RE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]'
 
 # Fast patterns (see the module docstring). A quoted-string without quoted-pairs:
 _PLAIN_QUOTED: Final = r'"[^"\\\r\n]*+"'
-# generic-param with no whitespace around ";" and "=": gen-value = token / IPv6ref / quoted.
-_FAST_PARAM: Final = rf";{TOKEN}(?:=(?:{TOKEN}|\[[0-9A-Fa-f:.]++\]|{_PLAIN_QUOTED}))?"
-_FAST_PARAMS: Final = rf"(?:{_FAST_PARAM})*+"
+# gen-value = token / host / quoted-string (host: IPv6 references; names and IPv4 are tokens).
+_GEN_VALUE: Final = rf"{TOKEN}|\[[0-9A-Fa-f:.]++\]|{_PLAIN_QUOTED}"
+# generic-param with no whitespace around ";" and "=".
+_FAST_PARAMS: Final = rf"(?:;{TOKEN}(?:=(?:{_GEN_VALUE}))?)*+"
 # Splits an already matched `_FAST_PARAMS` text into (name, value) pairs.
-_FAST_PARAM_PAIR_RE: Final = re.compile(
-    rf";({TOKEN})(?:=({TOKEN}|\[[0-9A-Fa-f:.]++\]|{_PLAIN_QUOTED}))?"
-)
+_FAST_PARAM_PAIR_RE: Final = re.compile(rf";({TOKEN})(?:=({_GEN_VALUE}))?")
+# A parameter whose name is in lower case already, captured as (name, value or None), so the
+# usual short lists (";tag=x", ";branch=y;rport") become a dict without any further call.
+_LC_PARAM: Final = r";([a-z0-9\-.!%*_+`'~]++)(?:=(" + _GEN_VALUE + "))?"
+
+
+def _params_group(captured: int) -> str:
+    # Groups: the whole parameter text, `captured` leading (name, value) pairs, the rest.
+    leading = ""
+    for _ in range(captured):
+        leading = f"(?:{_LC_PARAM}{leading})?"
+    return f"({leading}({_FAST_PARAMS}))"
+
+
 # via-parm: "SIP/2.0/" transport SP host [":" port] params. Groups: transport, host, port,
-# params. One via only (a comma outside a quoted value makes it fail).
+# then `_params_group(3)`. One via only (a comma outside a quoted value makes it fail).
 _VIA_FAST_RE: Final = re.compile(
-    rf"SIP/2\.0/({TOKEN}) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
-    rf"(?::([0-9]{{1,5}}))?({_FAST_PARAMS})"
+    r"SIP/2\.0/([A-Z]++) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    rf"(?::({PORT_0_65535}))?(?![0-9]){_params_group(3)}"
 )
 # name-addr with a SIP URI, or an addr-spec SIP URI without "?" "," ";" in it. Groups:
-# quoted display (without quotes), token display, then the SIP_URI_FAST groups (7), the header
-# params; or, for the addr-spec form, its SIP_URI_FAST groups (7) and the header params.
+# quoted display (without quotes), token display, the SIP_URI_FAST groups (7), then
+# `_params_group(1)` (4); then, for the addr-spec form: scheme, user, password, host, port,
+# `_params_group(1)`.
 _NAME_ADDR_FAST: Final = (
     rf"(?:(?:\"([^\"\\\r\n]*+)\"[ \t]*+|({TOKEN}(?:[ \t]++{TOKEN})*+)[ \t]*+)?"
-    rf"<{SIP_URI_FAST}>({_FAST_PARAMS})"
+    rf"<{SIP_URI_FAST}>{_params_group(1)}"
     r"|(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$/]++)(?::([A-Za-z0-9\-_.!~*'()&=+$]*+))?@)?"
-    rf"([A-Za-z0-9\-._]++)(?::({PORT_0_65535}))?(?![0-9])()()"
-    rf"({_FAST_PARAMS}))"
+    rf"([A-Za-z0-9\-._]++)(?::({PORT_0_65535}))?(?![0-9])"
+    rf"{_params_group(1)})"
 )
 _NAME_ADDR_FAST_RE: Final = re.compile(_NAME_ADDR_FAST)
 # A Contact value that is a list of such elements: validated in one go by the parser.
@@ -206,8 +219,19 @@ _SET_TRANSPORT, _SET_VIA_HOST, _SET_VIA_PORT, _SET_VIA_PARAMS = slot_setters(
 
 
 def _fast_params(text: str) -> dict[str, str | None]:
-    # text matched _FAST_PARAMS; gen-value is never empty, so "" from findall means no value.
-    return {name.lower(): value or None for name, value in _FAST_PARAM_PAIR_RE.findall(text)}
+    """The parameters of a text that matched `_FAST_PARAMS`."""
+    if '"' in text:
+        # A quoted value may hold ";" or "=". gen-value is never empty, so "" means no value.
+        return {name.lower(): value or None for name, value in _FAST_PARAM_PAIR_RE.findall(text)}
+    # Token and IPv6 values hold neither ";" nor "=".
+    if text.find(";", 1) < 0:  # one parameter, the usual From/To tag
+        name, eq, value = text[1:].partition("=")
+        return {name.lower(): value if eq else None}
+    params: dict[str, str | None] = {}
+    for param in text[1:].split(";"):
+        name, eq, value = param.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
 
 
 def parse_via(value: str) -> list[Via]:
@@ -225,14 +249,19 @@ def _fast_via(value: str) -> Via | None:
     m = _VIA_FAST_RE.fullmatch(value)
     if m is None:
         return None
-    transport, host, port, params = m.groups()
-    if port is not None and len(port) == 5 and int(port) > 65535:
-        return None
+    transport, host, port, params, n1, v1, n2, v2, n3, v3, rest = m.groups()
     via: Via = _new(Via)
-    _SET_TRANSPORT(via, transport.upper())
+    _SET_TRANSPORT(via, transport)
     _SET_VIA_HOST(via, host)
     _SET_VIA_PORT(via, None if port is None else int(port))
-    _SET_VIA_PARAMS(via, _fast_params(params) if params else {})
+    if rest or n1 is None:
+        _SET_VIA_PARAMS(via, _fast_params(params) if params else {})
+    elif n2 is None:
+        _SET_VIA_PARAMS(via, {n1: v1})
+    elif n3 is None:
+        _SET_VIA_PARAMS(via, {n1: v1, n2: v2})
+    else:
+        _SET_VIA_PARAMS(via, {n1: v1, n2: v2, n3: v3})
     return via
 
 
@@ -317,18 +346,22 @@ def _fast_name_address(value: str, cls: type[NameAddress]) -> NameAddress | None
     if m is None:
         return None
     g = m.groups()
-    address: NameAddress = _new(cls)
-    if g[2] is not None:  # name-addr: <SIP-URI>
+    scheme = g[2]
+    if scheme is not None:  # name-addr: [display] <SIP-URI>
+        uri = sip_uri_of_groups(scheme, g[3], g[4], g[5], g[6], g[7], g[8])
         display = g[0] if g[0] is not None else g[1]
-        uri = sip_uri_of_groups(g[2], g[3], g[4], g[5], g[6], g[7], g[8])
-        params = g[9]
+        params, name, param, rest = g[9:13]
     else:  # addr-spec
+        uri = sip_uri_of_groups(g[13], g[14], g[15], g[16], g[17], "", None)
         display = None
-        uri = sip_uri_of_groups(g[10], g[11], g[12], g[13], g[14], "", None)
-        params = g[17]
+        params, name, param, rest = g[18:]
+    address: NameAddress = _new(cls)
     _SET_DISPLAY(address, display)
     _SET_URI(address, uri)
-    _SET_NA_PARAMS(address, _fast_params(params) if params else {})
+    if rest or name is None:
+        _SET_NA_PARAMS(address, _fast_params(params) if params else {})
+    else:
+        _SET_NA_PARAMS(address, {name: param})
     if cls is Contact:
         _SET_IS_STAR(address, False)
     return address

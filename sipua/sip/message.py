@@ -36,7 +36,7 @@ from sipua.sip.fields import (
     parse_via,
 )
 from sipua.sip.headers import Headers
-from sipua.sip.uri import Uri
+from sipua.sip.uri import Uri, slot_setters
 
 SIP_VERSION: Final = "SIP/2.0"
 
@@ -185,7 +185,10 @@ class _Accessors:
         Raises:
             ParseError: missing.
         """
-        return _required(self.headers, "Call-ID")
+        values = self.headers._get_index().get("call-id")
+        if not values:
+            return _required(self.headers, "Call-ID")  # raises
+        return values[0]
 
     @property
     def cseq(self) -> CSeq:
@@ -194,7 +197,11 @@ class _Accessors:
         Raises:
             ParseError: missing or malformed.
         """
-        return self.headers.cached("cseq", lambda h: parse_cseq(_required(h, "CSeq")))
+        # The parser leaves the typed value in the cache: read it without a call first.
+        value: CSeq | None = self.headers._cache.get("cseq")  # type: ignore[assignment]
+        if value is None:
+            return self.headers.cached("cseq", lambda h: parse_cseq(_required(h, "CSeq")))
+        return value
 
     @property
     def vias(self) -> list[Via]:
@@ -203,7 +210,10 @@ class _Accessors:
         Raises:
             ParseError: missing or malformed.
         """
-        return self.headers.cached("via", _vias)
+        value: list[Via] | None = self.headers._cache.get("via")  # type: ignore[assignment]
+        if value is None:
+            return self.headers.cached("via", _vias)
+        return value
 
     @property
     def top_via(self) -> Via:
@@ -217,9 +227,12 @@ class _Accessors:
         Raises:
             ParseError: missing or malformed.
         """
-        return self.headers.cached(
-            "from", lambda h: parse_name_address(_required(h, "From"), "From")
-        )
+        value: NameAddress | None = self.headers._cache.get("from")  # type: ignore[assignment]
+        if value is None:
+            return self.headers.cached(
+                "from", lambda h: parse_name_address(_required(h, "From"), "From")
+            )
+        return value
 
     @property
     def to(self) -> NameAddress:
@@ -228,7 +241,10 @@ class _Accessors:
         Raises:
             ParseError: missing or malformed.
         """
-        return self.headers.cached("to", lambda h: parse_name_address(_required(h, "To"), "To"))
+        value: NameAddress | None = self.headers._cache.get("to")  # type: ignore[assignment]
+        if value is None:
+            return self.headers.cached("to", lambda h: parse_name_address(_required(h, "To"), "To"))
+        return value
 
     @property
     def contacts(self) -> list[Contact]:
@@ -342,6 +358,36 @@ class Response(_Accessors):
         )
 
     __hash__ = None  # type: ignore[assignment]  # holds mutable Headers
+
+
+_new: Final = object.__new__
+_SET_METHOD, _SET_URI, _SET_REQUEST_HEADERS, _SET_REQUEST_BODY = slot_setters(
+    Request, "method", "uri", "headers", "body"
+)
+_SET_STATUS, _SET_REASON, _SET_RESPONSE_HEADERS, _SET_RESPONSE_BODY = slot_setters(
+    Response, "status", "reason", "headers", "body"
+)
+
+
+def new_request(method: str, uri: Uri, headers: Headers, body: bytes) -> Request:
+    """`Request(...)` for the parser's hot path: the same value, without the dataclass
+    `__init__` (see `sipua.sip.uri.slot_setters`)."""
+    request: Request = _new(Request)
+    _SET_METHOD(request, method)
+    _SET_URI(request, uri)
+    _SET_REQUEST_HEADERS(request, headers)
+    _SET_REQUEST_BODY(request, body)
+    return request
+
+
+def new_response(status: int, reason: str, headers: Headers, body: bytes) -> Response:
+    """`Response(...)` for the parser's hot path (see `new_request`)."""
+    response: Response = _new(Response)
+    _SET_STATUS(response, status)
+    _SET_REASON(response, reason)
+    _SET_RESPONSE_HEADERS(response, headers)
+    _SET_RESPONSE_BODY(response, body)
+    return response
 
 
 def make_response(

@@ -43,6 +43,10 @@ from sipua.sip.abnf import (
 from sipua.sip.errors import ParseError
 from sipua.sip.fields import (
     CONTACT_LIST_FAST_RE,
+    NameAddress,
+    Via,
+    _fast_name_address,
+    _fast_via,
     parse_contacts,
     parse_cseq,
     parse_name_address,
@@ -50,7 +54,7 @@ from sipua.sip.fields import (
     parse_via,
 )
 from sipua.sip.headers import Headers, header_key
-from sipua.sip.message import SIP_VERSION, Request, Response
+from sipua.sip.message import SIP_VERSION, Request, Response, new_request, new_response
 from sipua.sip.uri import SipUri, Uri, parse_uri
 
 #: Largest message accepted, in bytes (64 KiB; RFC 3261 §18.1.1 keeps UDP far below this).
@@ -63,6 +67,12 @@ MAX_HEADER_COUNT: Final = 256
 _SINGLE_KEYS: Final = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
 # Every request and response carries these (RFC 3261 §8.1.1); RFC 4475 §3.3.1 (insuf).
 _REQUIRED: Final = (("call-id", "Call-ID"), ("from", "From"), ("to", "To"), ("via", "Via"))
+
+# Methods that are tokens, so the token regex need not run for them.
+_KNOWN_METHODS: Final = frozenset(
+    {"ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "PRACK"}
+    | {"PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE"}
+)
 
 # Header-name spellings as written before the colon ("Via", "v", "Subject ") that have passed
 # the token check -> (name without trailing whitespace, lookup key). Bounded: a peer inventing
@@ -97,9 +107,11 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     if end < 0:
         raise ParseError("no empty line ends the header block (RFC 3261 §7)")
     head = data[start:end].decode("utf-8", "surrogateescape")
-    if "\r\n " in head or "\r\n\t" in head:
-        head = FOLD_RE.sub(" ", head)
     first, _, block = head.partition("\r\n")
+    if block[:1] == " " or block[:1] == "\t":
+        # The first header line continues the start line (RFC 3261 §7.3.1 folding); other
+        # folds are found, and undone, by _header_fields.
+        first, _, block = FOLD_RE.sub(" ", head).partition("\r\n")
 
     # The start line first: a version we do not speak is a 505 whatever the headers hold.
     method: str | None = None
@@ -113,7 +125,21 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
 
     items, index, repeated = _header_fields(block)
     headers = Headers._trusted(items, index)
-    body = _body(data, end + 4, index)
+    body_start = end + 4
+    lengths = index.get("content-length")
+    if lengths is None:
+        # Datagram rule (RFC 3261 §18.3): no Content-Length, the body runs to the end.
+        body = data[body_start:]
+    elif (
+        len(lengths) == 1 and len(lengths[0]) <= 6 and lengths[0].isascii() and lengths[0].isdigit()
+    ):
+        # The usual case, inline; _body has the general rules and their errors.
+        length = int(lengths[0])
+        if length > len(data) - body_start:
+            _body(data, body_start, index)
+        body = data[body_start : body_start + length]
+    else:
+        body = _body(data, body_start, index)
     if repeated:
         for key in _SINGLE_KEYS:
             values = index.get(key)
@@ -140,15 +166,20 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
 
     cache = headers._cache
     cache["cseq"] = cseq
-    if len(via_values) == 1:
-        cache["via"] = parse_via(via_values[0])
-    else:
-        vias = []
-        for value in via_values:
+    vias: list[Via] = []
+    for value in via_values:
+        via = _fast_via(value)
+        if via is None:
             vias += parse_via(value)
-        cache["via"] = vias
-    cache["from"] = parse_name_address(from_values[0], "From")
-    cache["to"] = parse_name_address(to_values[0], "To")
+        else:
+            vias.append(via)
+    cache["via"] = vias
+    cache["from"] = _fast_name_address(from_values[0], NameAddress) or parse_name_address(
+        from_values[0], "From"
+    )
+    cache["to"] = _fast_name_address(to_values[0], NameAddress) or parse_name_address(
+        to_values[0], "To"
+    )
     contact_values = index.get("contact")
     if contact_values is not None:
         # Validate with one C-speed match per field; the Contact objects are built only if
@@ -163,20 +194,22 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
                 break
     max_forwards = index.get("max-forwards")
     if max_forwards is not None:
-        parse_uint(max_forwards[0], "Max-Forwards", 255)
+        hops = max_forwards[0]
+        if not (len(hops) <= 3 and hops.isascii() and hops.isdigit() and int(hops) <= 255):
+            parse_uint(hops, "Max-Forwards", 255)
     date = index.get("date")
     if date is not None and DATE_RE.fullmatch(date[0]) is None:
         # RFC 4475 §3.1.2.12: a Date not in RFC 1123 GMT form is a 400.
         raise ParseError(f"Date {date[0][:60]!r} is not an RFC 1123 date in GMT (§20.17)")
 
     if method is None or uri is None:
-        return Response(status, reason, headers, body)
+        return new_response(status, reason, headers, body)
     if cseq.method != method:
         raise ParseError(
             f"CSeq method {cseq.method!r} does not match the request method "
             f"{method!r} (RFC 3261 §8.1.1.5)"
         )
-    return Request(method, uri, headers, body)
+    return new_request(method, uri, headers, body)
 
 
 def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[str]], bool]:
@@ -194,6 +227,8 @@ def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[st
     if block.count("\r") != count - 1 or block.count("\n") != count - 1:
         raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
     if count > MAX_HEADER_COUNT:
+        if "\r\n " in block or "\r\n\t" in block:
+            return _header_fields(FOLD_RE.sub(" ", block))
         _check_lines(lines, block)
         raise ParseError(f"{count} header lines exceed the limit of {MAX_HEADER_COUNT}")
     names = _NAME_CACHE
@@ -204,6 +239,9 @@ def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[st
         raw, colon, value = line.partition(":")
         known = names.get(raw)
         if known is None or not colon:
+            if line[0] == " " or line[0] == "\t":
+                # A folded line (RFC 3261 §7.3.1): undo every fold, once, and start again.
+                return _header_fields(FOLD_RE.sub(" ", block))
             known = _checked_name(raw, colon, block)
         name, key = known
         value = value.strip(" \t")
@@ -237,10 +275,7 @@ def _check_lines(lines: list[str], block: str) -> None:
 
 
 def _body(data: bytes, body_start: int, index: dict[str, list[str]]) -> bytes:
-    lengths = index.get("content-length")
-    if lengths is None:
-        # Datagram rule (RFC 3261 §18.3): no Content-Length, the body runs to the end.
-        return data[body_start:]
+    lengths = index["content-length"]
     if len(lengths) > 1 and len(set(lengths)) > 1:
         raise ParseError(f"conflicting Content-Length values {lengths[:4]} (RFC 4475 §3.3.9)")
     length = parse_uint(lengths[0], "Content-Length", DEFAULT_MAX_MESSAGE_BYTES * 16)
@@ -259,7 +294,12 @@ def _status_line(first: str) -> tuple[int, str]:
     code, sp, reason = rest.partition(" ")
     if STATUS_CODE_RE.fullmatch(code) is None:
         raise ParseError(f"status code {code[:20]!r} is not 3 digits in 100-699")
-    if sp and REASON_PHRASE_RE.fullmatch(reason) is None:
+    # Printable ASCII has no control characters: the regex is needed only for the rest.
+    if (
+        sp
+        and not (reason.isascii() and reason.isprintable())
+        and REASON_PHRASE_RE.fullmatch(reason) is None
+    ):
         raise ParseError(f"reason phrase {reason[:100]!r} contains control characters")
     return int(code), reason
 
@@ -272,7 +312,7 @@ def _request_line(first: str) -> tuple[str, Uri]:
             "(single spaces, no trailing whitespace)"
         )
     method, uri_text, version = parts
-    if METHOD_RE.fullmatch(method) is None:
+    if method not in _KNOWN_METHODS and METHOD_RE.fullmatch(method) is None:
         raise ParseError(f"method {method[:60]!r} is not a token")
     if version != SIP_VERSION:
         _check_version(version)

@@ -315,15 +315,23 @@ def sip_uri_of_groups(
         user = unquote(user, errors="surrogateescape")
     if password is not None and "%" in password:
         password = unquote(password, errors="surrogateescape")
-    return new_sip_uri(
-        scheme,
-        user,
-        host,
-        None if port is None else int(port),
-        {k.lower(): v or None for k, v in _PARAM_PAIR_RE.findall(params)} if params else {},
-        dict(h.split("=", 1) for h in headers.split("&")) if headers else {},
-        password,
-    )
+    uri: SipUri = _new(SipUri)
+    _SET_SCHEME(uri, scheme)
+    _SET_USER(uri, user)
+    _SET_HOST(uri, host)
+    _SET_PORT(uri, None if port is None else int(port))
+    if params:
+        # Validated as *( ";" pname [ "=" pvalue ] ), and neither holds ";" or "=".
+        parsed: dict[str, str | None] = {}
+        for param in params[1:].split(";"):
+            name, eq, value = param.partition("=")
+            parsed[name.lower()] = value if eq else None
+        _SET_PARAMS(uri, parsed)
+    else:
+        _SET_PARAMS(uri, {})
+    _SET_HEADERS(uri, dict(h.split("=", 1) for h in headers.split("&")) if headers else {})
+    _SET_PASSWORD(uri, password)
+    return uri
 
 
 def parse_uri(text: str) -> Uri:
