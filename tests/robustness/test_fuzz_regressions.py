@@ -10,6 +10,7 @@ messages, with a small budget (the long runs are `scripts/fuzz/run`).
 from __future__ import annotations
 
 import importlib.util
+import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipua.sip import parse_message
+from sipua.sip.digest import DigestSession
+from sipua.tls.policy import verify_chain
 from tests.support import messages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +172,39 @@ def test_digest_challenge_properties(params: list[tuple[str, str, bool]], uri: s
     if uri:
         value += "\x00" + uri
     oracles.check_digest_challenge(value.encode("utf-8", "surrogatepass"))
+
+
+# --- findings shown end to end, from wire bytes -------------------------------------------------
+
+
+def test_challenge_with_non_utf8_realm_from_the_wire_is_answered() -> None:
+    # The parser keeps non-UTF-8 bytes as surrogate escapes (RFC 3261 allows any octet in a
+    # quoted-string's UTF8-NONASCII, and a broken server may send Latin-1); the digest must be
+    # computed over the bytes the server sent instead of failing with UnicodeEncodeError
+    # (fuzz finding digest_challenge/non-utf8-realm-crashes-digest-response).
+    data = messages.UNAUTHORIZED_BYTES.replace(b'realm="example.com"', b'realm="ex\xe9mple.com"')
+    challenge = parse_message(data)
+    session = DigestSession(username="alice", rng=random.Random(1))
+    session.handle_challenges(challenge.headers.get_fields("WWW-Authenticate"))
+    (credentials,) = session.credentials(method="REGISTER", uri="sips:example.com", password="pw")
+    assert credentials.realm == "ex\udce9mple.com"
+    assert len(credentials.response) == 32
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "invalid-version-escapes-load-certificates",
+        "duplicate-extension-escapes-identity-and-summary",
+        "bad-subject-escapes-identity-and-summary",
+    ],
+)
+@pytest.mark.parametrize("expected_name", ["example.com", None], ids=["server", "client"])
+def test_malformed_peer_certificate_is_a_verdict_not_an_exception(
+    name: str, expected_name: str | None
+) -> None:
+    # A peer's certificate is hostile input: verify_chain must answer with problems (the
+    # handshake is then refused cleanly), never let cryptography's lazy-parsing errors out.
+    data = (CORPUS / "certificates" / name).read_bytes()
+    result = verify_chain([data], name=expected_name, default_trusted=[])
+    assert result.problems
