@@ -30,7 +30,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="register, print the outcome and the lock state, unregister and exit (for CI)",
     )
+    parser.add_argument(
+        "--hangup-after",
+        metavar="SECONDS",
+        type=_seconds,
+        help="end each answered inbound call with a BYE this many seconds after answering "
+        "(default: the caller ends it)",
+    )
     add_common_flags(parser)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected 0 to 86400 seconds, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if args.once:
         return trio.run(_once, settings)
-    return trio.run(_serve, settings)
+    return trio.run(_serve, settings, args.hangup_after)
 
 
 def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, detail: str) -> None:
@@ -91,7 +108,8 @@ async def _once(settings: Settings) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
+    import dataclasses
     import signal
 
     import trio
@@ -101,6 +119,8 @@ async def _serve(settings: Settings) -> int:
 
     failure: list[SipuaError] = []
     async with UserAgent(settings) as ua:
+        if hangup_after is not None:
+            ua.calls.policy = dataclasses.replace(ua.calls.policy, hangup_after=hangup_after)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 

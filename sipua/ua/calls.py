@@ -5,13 +5,17 @@ task of whichever connection a request arrived on (the listener's, or the regist
 requests the registrar sends back through NAT, RFC 5626 §5.3). Every response goes back on that
 same connection (RFC 3261 §18.2.2). A new INVITE becomes an `InviteSession` (the sans-IO FSM in
 `sipua.sip.invite`) plus one task that rings for the configured delay and then answers with an
-SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives.
+SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives;
+with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own.
 
 - OPTIONS: 200 with Allow, Accept and Supported (RFC 3261 §11.2).
 - Methods SIP defines that sipua does not serve: 405 Method Not Allowed with Allow (§21.4.6).
 - Methods it does not know: 501 Not Implemented (§21.5.2).
 - A re-INVITE inside an established call: 488 (sipua does not renegotiate media).
 - An ACK, BYE or CANCEL that matches no call: ACKs are dropped (§17.2.3), the others get 481.
+- Max-Forwards 0: 483 Too Many Hops, a request that looped (§16.3 step 3; OPTIONS is
+  answered as its final recipient, as that step allows).
+- An in-dialog request whose CSeq is not above the last one: 500 (§12.2.2).
 
 Everything here runs on trio's single thread; session state is only changed between awaits.
 """
@@ -72,10 +76,13 @@ class AnswerPolicy:
     Attributes:
         action: "accept", "busy" (486) or "decline" (603).
         delay: seconds to ring before acting.
+        hangup_after: seconds after answering at which sipua ends the call with a BYE itself;
+            None leaves the ending to the caller.
     """
 
     action: str = "accept"
     delay: float = 1.0
+    hangup_after: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -145,6 +152,9 @@ class CallHandler:
 
     async def _dispatch(self, connection: SipConnection, request: Request) -> None:
         method = request.method
+        if request.max_forwards == 0 and method not in ("ACK", "OPTIONS"):
+            await connection.send(make_response(request, 483, to_tag=new_tag(self._rng)))
+            return
         if method == "INVITE":
             if request.to.tag is None:
                 await self._new_call(connection, request)
@@ -220,9 +230,15 @@ class CallHandler:
                 if session.state is not InviteState.RINGING:
                     return
                 await self._run(call, self._decide(session))
+                answered_at = trio.current_time()
                 while (deadline := session.next_deadline()) is not None:
                     await trio.sleep_until(deadline)
                     await self._run(call, session.handle_timer(trio.current_time()))
+                hangup_after = self.policy.hangup_after
+                if hangup_after is not None and _confirmed(session):
+                    # A BYE from the caller meanwhile ends the call and cancels this scope.
+                    await trio.sleep_until(answered_at + hangup_after)
+                    await self._run(call, session.hangup())
             except ConnectionLost as exc:
                 self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
 
@@ -266,3 +282,9 @@ class CallHandler:
                 "call-ended", call_id=call.session.call_id, reason=ended.reason, status=ended.status
             )
         call.scope.cancel()
+
+
+def _confirmed(session: InviteSession) -> bool:
+    # A function, not an inline test: the state changes across awaits, which mypy's narrowing
+    # of `session.state` does not see.
+    return session.state is InviteState.CONFIRMED
