@@ -97,6 +97,14 @@ class StreamFramer:
         """Bytes received and not yet handed out."""
         return len(self._buffer)
 
+    def pending(self, limit: int) -> bytes:
+        """The first `limit` bytes received and not yet handed out.
+
+        After a `FramingError` this is the head of the message that could not be framed, from
+        which the transport can still try to answer it before closing (RFC 3261 §18.3).
+        """
+        return bytes(self._buffer[:limit])
+
     def receive_data(self, data: bytes | None) -> None:
         """Feed bytes from the stream; None means the peer closed it (EOF).
 

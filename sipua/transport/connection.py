@@ -11,9 +11,13 @@ servers send session tickets after the handshake and a client that never reads c
 - Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
 - Messages from the peer are handled one at a time in arrival order; a handler that raises
   `ConnectionLost` ends the connection, anything else is a bug and propagates.
-- A framed message that does not parse is dropped and counted (`dropped_messages`); the
-  connection lives (design.md pitfalls).
-  A framing error (no Content-Length, oversized message) kills the connection (RFC 3261 §18.3).
+- A framed message that does not parse is not handed to the handler and is counted
+  (`dropped_messages`); when it is a request whose Via, From, To, Call-ID and CSeq can be
+  recovered it is answered with the parser's status hint (400, 505, 513) and a Warning naming
+  the problem (`sipua.sip.rejection`, counted in `error_responses`). The connection lives
+  (design.md pitfalls, RFC 3261 §8.2).
+- A framing error (no Content-Length, oversized message) kills the connection (RFC 3261
+  §18.3), after the same kind of error response when the head of the message allows one.
 - The idle timeout closes a connection that received nothing for that long (inbound
   connections); the keep-alive schedule pings on the registration flow and declares it dead when
   a pong is missing (RFC 5626 §4.4.1).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -42,13 +47,20 @@ from sipua.sip import (
     parse_message,
     serialize,
 )
-from sipua.sip.errors import FramingError, ParseError
+from sipua.sip.errors import FramingError, ParseError, RemoteProtocolError
+from sipua.sip.ids import new_tag
+from sipua.sip.rejection import MAX_HEAD_BYTES, error_response
 from sipua.transport.keepalive import KeepaliveAction, KeepaliveSchedule
 
 RECEIVE_CHUNK_BYTES: Final = 16 * 1024
 MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
 PING: Final = b"\r\n\r\n"  # RFC 5626 §4.4.1
 PONG: Final = b"\r\n"
+#: How long an error response to a bad message may take to send; a peer that sends garbage
+#: and does not read must not hold the reader up.
+ERROR_RESPONSE_SEND_SECONDS: Final = 2.0
+
+_TAGS: Final = random.SystemRandom()  # To tags of error responses (RFC 3261 §19.3)
 
 Message = Request | Response
 MessageHandler = Callable[["SipConnection", Message], Awaitable[None]]
@@ -89,6 +101,7 @@ class SipConnection:
         self.closed = trio.Event()
         self.keepalive: KeepaliveSchedule | None = None
         self.dropped_messages = 0
+        self.error_responses = 0
         self._handler = handler
         self._trace = trace
         self._idle_timeout = idle_timeout
@@ -200,6 +213,7 @@ class SipConnection:
                     self._framer.receive_data(bytes(data))
                     await self._drain_framer()
                 except FramingError as exc:
+                    await self._reject(self._framer.pending(MAX_HEAD_BYTES), exc)
                     return f"framing error: {exc}"
                 except ConnectionLost as exc:
                     return str(exc)
@@ -225,14 +239,24 @@ class SipConnection:
             self._trace("received", self, data)
         try:
             message = parse_message(data)
-        except ParseError:
-            # Without a parsed Via, To and CSeq there is nothing valid to answer with; the
-            # message is dropped and counted, and the connection lives (RFC 3261 §18.1.2 for
-            # responses; a request with a readable head is answered by the core's status hint
-            # in the handler's layer when the parser gives one).
+        except ParseError as exc:
+            # Never handed to the handler; a request is answered when its Via, From, To,
+            # Call-ID and CSeq can be recovered (RFC 3261 §8.2), a response is dropped
+            # (§18.1.2). Either way the connection lives.
             self.dropped_messages += 1
+            await self._reject(data, exc)
             return
         await self._handler(self, message)
+
+    async def _reject(self, data: bytes, error: RemoteProtocolError) -> None:
+        """Answers a message that could not be parsed or framed, when that is possible."""
+        response = error_response(data, error.status_hint, str(error), to_tag=new_tag(_TAGS))
+        if response is None or not self.is_open:
+            return
+        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
+            with contextlib.suppress(ConnectionLost):
+                await self.send(response)
+                self.error_responses += 1
 
     async def _keepalive_loop(self) -> None:
         while True:
