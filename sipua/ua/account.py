@@ -145,6 +145,7 @@ class Account:
         self.request_handler: Callable[[SipConnection, Request], Awaitable[None]] | None = None
         self.registered: Registered | None = None
         self.last_failure: SipuaError | None = None
+        self.stray_responses = 0
         self._locator = locator
         self._connector = connector
         self._publish = publish
@@ -361,8 +362,16 @@ class Account:
             self._send_inbox.send_nowait(_Lost(connection, reason))
 
     async def on_message(self, connection: SipConnection, message: Request | Response) -> None:
-        """The connection's handler: responses to the inbox, requests to the call handler."""
+        """The connection's handler: responses to the inbox, requests to the call handler.
+
+        A response that answers no request in flight is dropped and counted in
+        `stray_responses` here, in the reader (RFC 3261 §17.1.3, §18.1.2), so a peer sending
+        many of them can neither fill the inbox nor stall this connection's reader.
+        """
         if isinstance(message, Response):
+            if connection is not self.connection or not self._registration.matches(message):
+                self.stray_responses += 1
+                return
             await self._send_inbox.send(_Received(connection, message))
         elif self.request_handler is not None:
             await self.request_handler(connection, message)
