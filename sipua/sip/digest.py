@@ -215,6 +215,9 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
     )
 
 
+MAX_PARAM_NAME_CHARS: Final = 64  # longest auth-param name we accept (RFC 7616 names are short)
+
+
 def _parse_params(value: str, start: int, header: str) -> list[tuple[str, str]]:
     """Parse `name=value` pairs separated by commas, starting at `start`."""
     params: list[tuple[str, str]] = []
@@ -231,6 +234,11 @@ def _parse_params(value: str, start: int, header: str) -> list[tuple[str, str]]:
                 f"{header}: expected a parameter name at offset {pos}, found {value[pos]!r}"
             )
         name = name_match.group().lower()
+        if len(name) > MAX_PARAM_NAME_CHARS:
+            raise DigestChallengeError(
+                f"{header}: a parameter name is longer than {MAX_PARAM_NAME_CHARS} characters"
+                f" ({name[:32]!r}...)"
+            )
         pos = _skip_lws(value, name_match.end())
         if pos >= end or value[pos] != "=":
             raise DigestChallengeError(f"{header}: parameter {name!r} has no '=' and no value")
@@ -377,7 +385,9 @@ def digest_response(
         raise LocalProtocolError("digest with qop needs a nonce count (nc)")
 
     def h(text: str) -> str:
-        return algorithm.hash_hex(text.encode("utf-8"))
+        # surrogateescape: the parser keeps undecodable wire bytes as surrogates, and the
+        # digest must hash the very bytes the server sent (a realm in Latin-1, say).
+        return algorithm.hash_hex(text.encode("utf-8", "surrogateescape"))
 
     ha1 = h(f"{username}:{realm}:{password}")
     if algorithm.is_session:
@@ -656,9 +666,14 @@ class DigestSession:
 
 # --- traces --------------------------------------------------------------------------------
 
-_RESPONSE_PARAM = re.compile(
-    r'(?<![\w-])(response\s*=\s*)(?:"(?:[^"\\]|\\.)*"?|[^,\s]*)', re.IGNORECASE
+# Either a whole quoted string (kept as it is) or a `response=` parameter (value hidden).
+# Quoted strings are consumed whole, so `uri="urn:response=..."` is never taken for the
+# parameter; an unterminated quote runs to the end and is then checked by the fallback below.
+_QUOTED_OR_RESPONSE = re.compile(
+    r'"(?:[^"\\]|\\.)*"|(?<![\w-])(response\s*=\s*)(?:"(?:[^"\\]|\\.)*"?|[^,\s]*)',
+    re.IGNORECASE,
 )
+_REDACTED = '"<redacted>"'
 
 
 def redact_credentials(value: str) -> str:
@@ -667,4 +682,15 @@ def redact_credentials(value: str) -> str:
     The digest allows an offline dictionary attack on the password, so it never reaches a log;
     the other parameters (username, realm, nonce, nc) stay visible for debugging.
     """
-    return _RESPONSE_PARAM.sub(r'\1"<redacted>"', value)
+
+    def hide(match: re.Match[str]) -> str:
+        prefix = match.group(1)
+        return match.group() if prefix is None else prefix + _REDACTED
+
+    redacted = _QUOTED_OR_RESPONSE.sub(hide, value)
+    if redacted.count('"') % 2:
+        # Unbalanced quotes: the structure cannot be trusted, so keep only the scheme and the
+        # parameter names rather than risk showing the digest.
+        scheme = value.split(None, 1)[0] if value.strip() else ""
+        return f"{scheme} <redacted: malformed credentials>".lstrip()
+    return redacted

@@ -110,22 +110,64 @@ def load_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
         certs = []
         for index, block in enumerate(cert_blocks, start=1):
             try:
-                certs.append(_quiet(partial(x509.load_pem_x509_certificate, block.data)))
-            except ValueError as exc:
+                cert = _quiet(partial(x509.load_pem_x509_certificate, block.data))
+            except _MALFORMED as exc:
                 raise CertificateError(
                     f"{source}: certificate #{index} is not a valid X.509 certificate ({exc})"
                 ) from exc
+            certs.append(ensure_well_formed(cert, source=f"{source}: certificate #{index}"))
         return certs
     try:
-        return [_quiet(partial(x509.load_der_x509_certificate, data))]
-    except ValueError:
+        cert = _quiet(partial(x509.load_der_x509_certificate, data))
+    except _MALFORMED:
         pass
+    else:
+        return [ensure_well_formed(cert, source=source)]
     if _looks_like_der_private_key(data):
         raise CertificateError(
             f"{source} holds a private key, not a certificate; import the certificate file "
             "instead (never share a private key)"
         )
     raise CertificateError(f"{source} is not a certificate (neither PEM nor DER X.509)")
+
+
+# What cryptography raises for a certificate it cannot decode. Some of it only surfaces when a
+# field is read: the outer DER parses eagerly, names, extensions and keys lazily.
+_MALFORMED: Final = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def ensure_well_formed(cert: x509.Certificate, *, source: str) -> x509.Certificate:
+    """Reads every field sipua later relies on, so a malformed certificate fails here, once.
+
+    cryptography decodes subject, issuer, extensions and the public key lazily; without this, a
+    certificate from a peer could load fine and then raise deep inside identity or path checks.
+
+    Raises:
+        CertificateError: a field cannot be decoded; the message names `source` and the field.
+    """
+    field = "subject"
+    try:
+        with quiet_deprecations():
+            cert.subject.rfc4514_string()
+            field = "issuer"
+            cert.issuer.rfc4514_string()
+            field = "extensions"
+            for extension in cert.extensions:
+                _ = extension.value
+            field = "public key"
+            cert.public_key()
+    except _MALFORMED as exc:
+        raise CertificateError(
+            f"{source} is malformed: its {field} cannot be read ({exc})"
+        ) from exc
+    return cert
 
 
 def _quiet(load: Callable[[], _T]) -> _T:
@@ -215,7 +257,7 @@ def as_certificates(values: Iterable[CertificateInput], *, source: str) -> list[
     result: list[x509.Certificate] = []
     for index, value in enumerate(values, start=1):
         if isinstance(value, x509.Certificate):
-            result.append(value)
+            result.append(ensure_well_formed(value, source=f"{source} #{index}"))
         else:
             result.extend(load_certificates(value, source=f"{source} #{index}"))
     return result

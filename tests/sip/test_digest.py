@@ -496,3 +496,22 @@ def test_password_and_response_are_not_in_reprs_or_errors() -> None:
 )
 def test_redact_credentials(value: str, expected: str) -> None:
     assert redact_credentials(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest username="a", uri="urn:response=", response="0123456789abcdef0123456789abcdef"',
+        'Digest username="a", uri="sip:x, response=", response="0123456789abcdef0123456789abcdef"',
+        'Digest username="a, response="0123456789abcdef0123456789abcdef"',
+        "Digest RESPONSE = 0123456789abcdef0123456789abcdef, nc=00000001",
+    ],
+)
+def test_redact_credentials_never_shows_the_digest(value: str) -> None:
+    redacted = redact_credentials(value)
+    assert "0123456789abcdef0123456789abcdef" not in redacted
+    assert redacted.startswith("Digest")
+
+
+def test_redact_credentials_of_empty_text_is_empty() -> None:
+    assert redact_credentials("") == ""
