@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1012,3 +1013,274 @@ def running(*peers: Kamailio | Baresip) -> Iterator[None]:
         for peer in peers:
             stack.enter_context(peer)
         yield
+
+
+# ── sipua itself ────────────────────────────────────────────────────────────────────────────
+
+SIPUA: Final = (sys.executable, "-m", "sipua")
+# A sipua run writes a few hundred lines at most; more means a loop, and the tail is what counts.
+MAX_SIPUA_LINES: Final = 20_000
+
+
+def write_password_file(path: Path, password: str) -> Path:
+    """Writes `password` to `path`, readable by the owner only (sipua warns otherwise)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def sipua_register_argv(
+    kam: Kamailio,
+    data_dir: Path,
+    *,
+    user: str = "alice",
+    port: int | None = None,
+    trusted: Sequence[Path] | None = None,
+    listen: tuple[str, int] | None = None,
+    log_format: str = "json",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of `sipua register` for `user` at `kam`.
+
+    Args:
+        kam: the registrar.
+        data_dir: sipua's --data-dir (its password file goes there too).
+        user: one of kam.users.
+        port: the registrar port (default: the plain TLS port).
+        trusted: --trusted-cert files (default: the registrar CA; empty: none).
+        listen: --listen address, or None for --no-listen.
+        log_format: "json" or "console".
+        extra: more flags.
+    """
+    password = write_password_file(data_dir / f"{user}.password", kam.users[user])
+    argv = [
+        *SIPUA,
+        "register",
+        "--aor",
+        kam.aor(user),
+        "--password-file",
+        str(password),
+        "--proxy",
+        f"{kam.ip}:{port or kam.tls_port}",
+        "--data-dir",
+        str(data_dir),
+        "--log-format",
+        log_format,
+    ]
+    for cert in [kam.ca_pem] if trusted is None else trusted:
+        argv += ["--trusted-cert", str(cert)]
+    argv += ["--listen", f"{listen[0]}:{listen[1]}"] if listen else ["--no-listen"]
+    return argv + list(extra)
+
+
+class SipuaProcess:
+    """`sipua` as a child process whose JSON log events a test can wait for.
+
+    Output (stdout and stderr, interleaved) is read by a thread into `lines`; each line that is a
+    JSON object with an "event" key is also kept in `events`, in order.
+
+    Args:
+        argv: the whole command line (see `sipua_register_argv`).
+        env: extra environment variables (e.g. SIPUA_AUTO_ANSWER_DELAY).
+        cwd: its working directory.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path = REPO
+    ) -> None:
+        self.argv = list(argv)
+        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self.events: list[dict[str, Any]] = []
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._changed = threading.Condition()
+
+    def start(self) -> Self:
+        """Starts sipua."""
+        self._proc = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._changed:
+                if len(self.lines) >= MAX_SIPUA_LINES:
+                    del self.lines[: MAX_SIPUA_LINES // 2]
+                self.lines.append(line.rstrip("\n"))
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(line)
+                        if isinstance(record, dict) and "event" in record:
+                            self.events.append(record)
+                self._changed.notify_all()
+        proc.stdout.close()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        """Everything sipua printed so far."""
+        with self._changed:
+            return "\n".join(self.lines)
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code, or None while it runs."""
+        return None if self._proc is None else self._proc.poll()
+
+    def find(self, event: str, since: int = 0, **fields: object) -> dict[str, Any] | None:
+        """The first event named `event` at index >= `since` whose fields match, else None."""
+        with self._changed:
+            for record in self.events[since:]:
+                if record.get("event") == event and all(
+                    record.get(k) == v for k, v in fields.items()
+                ):
+                    return record
+        return None
+
+    def mark(self) -> int:
+        """The number of events so far, to wait only for later ones (`since=`)."""
+        with self._changed:
+            return len(self.events)
+
+    def wait_for(
+        self, event: str, timeout_s: float = 10.0, since: int = 0, **fields: object
+    ) -> dict[str, Any]:
+        """Waits for an event (see `find`) and returns it.
+
+        Raises:
+            PeerError: sipua exited or the event did not come within `timeout_s`; the message
+                carries sipua's output.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                found = self.find(event, since, **fields)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                exited = self._proc is None or self._proc.poll() is not None
+                if remaining <= 0 or (exited and not self._reader_alive()):
+                    state = "exited" if exited else "still running"
+                    raise PeerError(
+                        f"sipua: no {event} {fields or ''} within {timeout_s} s ({state}, exit "
+                        f"{self.returncode}); output:\n{self.tail()}"
+                    )
+                self._changed.wait(min(remaining, 0.2))
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of its output."""
+        with self._changed:
+            return "\n".join(self.lines[-lines:])
+
+    def interrupt(self, timeout_s: float = 10.0) -> int:
+        """Sends SIGINT (as Ctrl-C does) and waits for sipua to exit; returns its exit code.
+
+        Raises:
+            PeerError: it did not exit within `timeout_s` (it is then killed).
+        """
+        return self._signal_and_wait(signal.SIGINT, timeout_s)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        """Waits for sipua to exit on its own (e.g. `--once`); returns its exit code.
+
+        Raises:
+            PeerError: it did not exit within `timeout_s` (it is then killed).
+        """
+        return self._signal_and_wait(None, timeout_s)
+
+    def _signal_and_wait(self, sig: signal.Signals | None, timeout_s: float) -> int:
+        if self._proc is None:
+            raise PeerError("sipua was not started")
+        if sig is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+        try:
+            code = self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_text(self._proc)
+            raise PeerError(
+                f"sipua did not exit within {timeout_s} s; output:\n{self.tail()}"
+            ) from None
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        return code
+
+    def kill(self) -> None:
+        """Stops sipua if it still runs (SIGTERM, bounded wait, SIGKILL)."""
+        if self._proc is not None and self._proc.poll() is None:
+            _stop_text(self._proc)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+        if exc is not None and not isinstance(exc, PeerError):
+            print(f"--- sipua output tail ---\n{self.tail()}", file=sys.stderr)
+
+
+def _stop_text(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def run_sipua(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout_s: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Runs a short sipua command (e.g. `register --once`, `cert export-ca`) to its end.
+
+    The environment gets NO_COLOR=1; stdout and stderr are kept apart.
+    """
+    return subprocess.run(
+        list(argv),
+        cwd=REPO,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def export_device_ca(data_dir: Path, dest: Path) -> Path:
+    """Runs `sipua cert export-ca --data-dir data_dir` and writes the PEM to `dest`.
+
+    Raises:
+        PeerError: the command failed.
+    """
+    proc = run_sipua([*SIPUA, "cert", "export-ca", "--data-dir", str(data_dir)])
+    if proc.returncode != 0 or "BEGIN CERTIFICATE" not in proc.stdout:
+        raise PeerError(f"sipua cert export-ca failed ({proc.returncode}): {proc.stderr}")
+    dest.write_text(proc.stdout)
+    return dest
