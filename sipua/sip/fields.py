@@ -91,9 +91,36 @@ _NAME_ADDR_FAST: Final = (
     rf"{_params_group(1)})"
 )
 _NAME_ADDR_FAST_RE: Final = re.compile(_NAME_ADDR_FAST)
+
+
+def _uncaptured(pattern: str) -> str:
+    """`pattern` with every capturing group made non-capturing (a match that only validates
+    need not record where each group was, which makes it faster)."""
+    out: list[str] = []
+    pos, in_class = 0, False
+    while pos < len(pattern):
+        char = pattern[pos]
+        if char == "\\":
+            out.append(pattern[pos : pos + 2])
+            pos += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern.startswith("]", pos + 1) or pattern.startswith("^]", pos + 1):
+                raise ValueError("a ']' first in a class is not supported here")
+        elif char == "(" and not pattern.startswith("?", pos + 1):
+            char = "(?:"
+        out.append(char)
+        pos += 1
+    return "".join(out)
+
+
 # A Contact value that is a list of such elements: validated in one go by the parser.
+_NAME_ADDR_CHECK: Final = _uncaptured(_NAME_ADDR_FAST)
 CONTACT_LIST_FAST_RE: Final = re.compile(
-    rf"{_NAME_ADDR_FAST}(?:[ \t]*+,[ \t]*+{_NAME_ADDR_FAST})*+"
+    rf"{_NAME_ADDR_CHECK}(?:[ \t]*+,[ \t]*+{_NAME_ADDR_CHECK})*+"
 )
 
 

@@ -225,7 +225,8 @@ def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[st
     lines = block.split("\r\n")
     count = len(lines)
     if block.count("\r") != count - 1 or block.count("\n") != count - 1:
-        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
+        unfolded = FOLD_RE.sub(" ", block)
+        raise ParseError(f"malformed header line {_bad_line(unfolded)!r} (expected 'Name: value')")
     if count > MAX_HEADER_COUNT:
         if "\r\n " in block or "\r\n\t" in block:
             return _header_fields(FOLD_RE.sub(" ", block))
@@ -258,7 +259,8 @@ def _checked_name(raw: str, colon: str, block: str) -> tuple[str, str]:
     # header-name = token ; HCOLON = *( SP / HTAB ) ":" SWS (RFC 3261 §7.3.1)
     name = raw.rstrip(" \t")
     if not colon or TOKEN_RE.fullmatch(name) is None:
-        raise ParseError(f"malformed header line {_bad_line(block)!r} (expected 'Name: value')")
+        unfolded = FOLD_RE.sub(" ", block)  # name the whole logical line
+        raise ParseError(f"malformed header line {_bad_line(unfolded)!r} (expected 'Name: value')")
     known = (name, header_key(name))
     if len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw] = known

@@ -65,25 +65,15 @@ _SIP_URI_RE: Final = re.compile(
     rf"((?:;{_PCHAR}(?:={_PCHAR})?)*+)"
     rf"(?:\?({_HEADER}(?:&{_HEADER})*+))?"
 )
-# IPv6address (RFC 3986 §3.2.2), strictly, with the dotted IPv4 tail; only for the fast path:
-# every address it takes is one `ipaddress.IPv6Address` takes (the general path's check).
-# Every repetition is bounded, so a match costs at most a small constant per position.
+# IPv6address (RFC 3986 §3.2.2) in its plain hexadecimal forms, for the fast path only: eight
+# h16, or at most seven around one "::" (the lookahead allows at most 7 colons). Every address
+# it takes is one `ipaddress.IPv6Address` (the general path's check) takes; the other forms
+# (a dotted IPv4 tail, "1:2:3:4:5:6:7::") go the general way. Linear: the lookahead is one
+# possessive scan and the structure has no ambiguity.
 _H16: Final = r"[0-9A-Fa-f]{1,4}"
-_DEC_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-_IPV4: Final = rf"(?:{_DEC_OCTET}\.){{3}}{_DEC_OCTET}"
-_LS32: Final = rf"(?:{_H16}:{_H16}|{_IPV4})"
 IPV6_REFERENCE: Final = (
-    r"\[(?:"
-    rf"(?:{_H16}:){{6}}{_LS32}"
-    rf"|::(?:{_H16}:){{5}}{_LS32}"
-    rf"|(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}"
-    rf"|(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}"
-    rf"|(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}"
-    rf"|(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}"
-    rf"|(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}"
-    rf"|(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}"
-    rf"|(?:(?:{_H16}:){{0,6}}{_H16})?::"
-    r")\]"
+    r"\[(?=(?:[0-9A-Fa-f]*+:){2,7}[0-9A-Fa-f]*+\])"
+    rf"(?:{_H16}(?::{_H16}){{7}}|(?:{_H16}(?::{_H16}){{0,6}})?::(?:{_H16}(?::{_H16}){{0,6}})?)\]"
 )
 # port = 1*DIGIT, but only 0-65535 (so the fast path never needs a range check).
 PORT_0_65535: Final = (

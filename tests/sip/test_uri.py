@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipua.sip import AbsoluteUri, ParseError, SipUri, TelUri, parse_uri
+from sipua.sip.uri import _SIP_URI_FAST_RE, IPV6_REFERENCE, _parse_uri_general, new_sip_uri
 
 
 def test_full_sip_uri() -> None:
@@ -68,3 +75,92 @@ def test_comparison_rfc3261_19_1_4() -> None:
     )
     assert not SipUri.parse("sip:a@b").matches(SipUri.parse("sips:a@b"))
     assert not SipUri.parse("sip:a@b?x=1").matches(SipUri.parse("sip:a@b"))
+
+
+# --- The fast path (one match of SIP_URI_FAST) against the general path ---------------------
+
+_IPV6_RE = re.compile(IPV6_REFERENCE)
+
+# Pieces that cover both paths: upper-case schemes, escapes, IPv6 text good and bad, ports
+# beyond 65535, parameters with and without values, URI headers.
+_uri_texts = st.builds(
+    lambda scheme, user, host, port, params, headers: (
+        f"{scheme}:{user}{host}{port}{params}{headers}"
+    ),
+    st.sampled_from(["sip", "sips", "SIP", "Sips", "tel", "sipx"]),
+    st.sampled_from(["", "alice@", "a%41b@", "a:pw@", "a;x=1@", "a b@", "@", "a%4@", "+1-555@"]),
+    st.sampled_from(
+        [
+            "example.com",
+            "EXAMPLE.com.",
+            "192.0.2.1",
+            "h_1",
+            "[2001:db8::1]",
+            "[::]",
+            "[::1]",
+            "[1:2:3:4:5:6:7:8]",
+            "[1:2:3:4:5:6:7::]",
+            "[::ffff:192.0.2.1]",
+            "[2001:db8:::1]",
+            "[1:2:3:4:5:6:7:8:9]",
+            "[12345::1]",
+            "[1::2::3]",
+            "[]",
+            "",
+        ]
+    ),
+    st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":007", ":", ":123456"]),
+    st.lists(
+        st.sampled_from([";lr", ";transport=TLS", ";Maddr=h", ";x=%41", ";=v", ";a=", ";"]),
+        max_size=3,
+    ).map("".join),
+    st.sampled_from(["", "?subject=hi", "?a=&b=2", "?x", "?"]),
+)
+
+
+@given(_uri_texts)
+@settings(max_examples=600, deadline=None)
+def test_fast_path_agrees_with_general_path(text: str) -> None:
+    try:
+        general = _parse_uri_general(text)
+    except ParseError:
+        general = None
+    if _SIP_URI_FAST_RE.fullmatch(text) is not None:
+        assert general is not None, "fast path accepted what the general path rejects"
+        assert parse_uri(text) == general
+    elif general is None:
+        with pytest.raises(ParseError):
+            parse_uri(text)
+    else:
+        assert parse_uri(text) == general
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF:.", max_size=45))
+@settings(max_examples=1000, deadline=None)
+def test_fast_ipv6_check_accepts_only_valid_addresses(text: str) -> None:
+    if _IPV6_RE.fullmatch(f"[{text}]") is not None:
+        ipaddress.IPv6Address(text)  # raises if the fast pattern were too liberal
+
+
+@pytest.mark.parametrize("text", ["::", "::1", "1::", "2001:db8::10", "1:2:3:4:5:6:7:8", "a::b:c"])
+def test_fast_ipv6_check_takes_the_usual_forms(text: str) -> None:
+    assert _IPV6_RE.fullmatch(f"[{text}]") is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1:2:3:4::5:6:7:8", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::1", "::1:2:3:4:5:6:7:8", ":1::"],
+)
+def test_fast_ipv6_check_refuses_invalid_addresses(text: str) -> None:
+    with pytest.raises(ValueError):
+        ipaddress.IPv6Address(text)
+    assert _IPV6_RE.fullmatch(f"[{text}]") is None
+
+
+def test_fast_construction_builds_an_equal_frozen_value() -> None:
+    fast = new_sip_uri("sips", "alice", "example.com", 5061, {"lr": None}, {}, None)
+    assert type(fast) is SipUri
+    assert fast == SipUri("sips", "alice", "example.com", 5061, {"lr": None})
+    assert repr(fast) == repr(SipUri("sips", "alice", "example.com", 5061, {"lr": None}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.host = "other"  # type: ignore[misc]
