@@ -147,8 +147,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     )
     tls.add_argument(
         "--device-cert",
-        choices=("default", "custom"),
-        help="our certificate for the listener and mutual TLS (default: default)",
+        choices=("default", "generic", "custom"),
+        help="our certificate for the listener and mutual TLS: default (unique for the MAC, "
+        "else generic), generic, or custom (imported)",
     )
     tls.add_argument("--mac", help="device MAC address selecting the unique device certificate")
     tls.add_argument(

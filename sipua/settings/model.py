@@ -25,7 +25,7 @@ LogFormat = Literal["console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 AnswerPolicy = Literal["accept", "busy", "decline"]
 CaType = Literal["default", "custom", "all"]
-DeviceCert = Literal["default", "custom"]
+DeviceCert = Literal["default", "generic", "custom"]
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 VerifyClient = Literal["none", "request", "require"]
 
@@ -33,7 +33,7 @@ LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("console", "json")
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error")
 ANSWER_POLICIES: Final[tuple[AnswerPolicy, ...]] = ("accept", "busy", "decline")
 CA_TYPES: Final[tuple[CaType, ...]] = ("default", "custom", "all")
-DEVICE_CERTS: Final[tuple[DeviceCert, ...]] = ("default", "custom")
+DEVICE_CERTS: Final[tuple[DeviceCert, ...]] = ("default", "generic", "custom")
 TLS_VERSIONS: Final[tuple[TlsVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
 VERIFY_CLIENT_MODES: Final[tuple[VerifyClient, ...]] = ("none", "request", "require")
 
@@ -111,9 +111,12 @@ class TlsSettings:
         allow_wildcards: Accept `*.example.test` certificates (RFC 2818 style). RFC 5922 §7.2
             forbids them for SIP, so this is off by default.
         device_cert: Our certificate for the listener and mutual TLS: the `default` generated
-            device certificate or the `custom` one uploaded to the store.
+            device certificate (the unique one for the MAC address, else the generic one), the
+            `generic` one even when a MAC address is known, or the `custom` one uploaded to the
+            store.
         mac: The device MAC address (12 lowercase hex digits) whose unique certificate is
-            preferred over the generic one; None uses the generic certificate.
+            preferred over the generic one; None uses this machine's MAC address when it has
+            one, else the generic certificate.
         min_version: The lowest TLS version offered or accepted.
         max_version: The highest TLS version; None means the newest the library supports.
         ciphers: An OpenSSL cipher list for TLS 1.2 and below; None keeps OpenSSL's default.

@@ -9,7 +9,9 @@ Theory of operation. The store mirrors a desk phone's two certificate lists:
   *unique* certificate per MAC address and a *generic* one, both issued by a device CA created
   on first use (see `device.py`), and at most one *custom* certificate with its key, imported
   by the user; a new import replaces the old one. `device_identity("default")` picks unique,
-  else generic; `device_identity("custom")` the imported one.
+  else generic; `device_identity("generic")` the generic one whatever the MAC address (for a
+  deployment that wants one certificate for all its devices); `device_identity("custom")` the
+  imported one.
 
 Layout under `<data_dir>/certs/` (directory mode 0700)::
 
@@ -64,7 +66,7 @@ MIN_ID_PREFIX: Final = 4
 KEY_EXTENSIONS: Final = (".pem", ".key", ".cer", ".der")
 
 DeviceKind = Literal["unique", "generic", "custom"]
-DeviceChoice = Literal["default", "custom"]
+DeviceChoice = Literal["default", "generic", "custom"]
 StoredKind = Literal["default", "custom", "unique", "generic", "device-ca"]
 
 _TRUSTED_FILE: Final = "trusted.pem"
@@ -319,7 +321,8 @@ class CertStore:
 
         Args:
             choice: "default" = the unique certificate for the MAC address, else the generic
-                one (issued on first use, re-issued near expiry); "custom" = the imported one.
+                one (issued on first use, re-issued near expiry); "generic" = the generic one
+                even when a MAC address is known; "custom" = the imported one.
             mac: The configured MAC address; None = this machine's, if it has one.
             now: The current time (tests pin it).
 
@@ -330,9 +333,14 @@ class CertStore:
         moment = _now(now)
         if choice == "custom":
             return self._custom_identity()
-        if choice != "default":
-            raise ValueError(f"device certificate choice must be 'default' or 'custom': {choice!r}")
-        resolved = device.normalize_mac(mac) if mac is not None else device.machine_mac()
+        if choice not in ("default", "generic"):
+            raise ValueError(
+                f"device certificate choice must be 'default', 'generic' or 'custom': {choice!r}"
+            )
+        if choice == "generic":
+            resolved = None
+        else:
+            resolved = device.normalize_mac(mac) if mac is not None else device.machine_mac()
         ca_cert, ca_key = self._device_ca(now=moment)
         if resolved is not None:
             path, kind = self.directory / f"device-{resolved}.pem", "unique"
