@@ -9,17 +9,18 @@ values as written (a quoted value keeps its quotes), None for a parameter withou
 
 Speed. Each parser first tries one `fullmatch` of a *fast* pattern that covers the usual
 spelling (no folding whitespace around ";" "/" ":", lower-case sip/sips scheme, no escapes in
-quoted strings) and whose groups are the fields; the objects are then built by filling their
-slots (see `sipua.sip.uri.slot_setters`). Whatever the fast pattern refuses goes the general
-way, which is the reference: it accepts a superset of the fast patterns and raises the precise
-errors. The two give equal values on what both accept (tests/sip/test_fields.py).
+quoted strings, lower-case names for the leading parameters) and whose groups are the fields;
+the values are then built through their `sipua.sip.uri.mutable_twin`. Whatever the fast
+pattern refuses goes the general way, which is the reference: it accepts a superset of the
+fast patterns and raises the precise errors. The two give equal values on what both accept
+(tests/sip/test_fields.py).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from sipua.sip.abnf import (
     CSEQ_RE,
@@ -38,9 +39,9 @@ from sipua.sip.uri import (
     AbsoluteUri,
     SipUri,
     Uri,
+    mutable_twin,
     parse_uri,
     sip_uri_of_groups,
-    slot_setters,
 )
 
 #: CSeq numbers must be below 2**31 (RFC 3261 §8.1.1.5).
@@ -172,7 +173,7 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
-_SET_SEQ, _SET_METHOD = slot_setters(CSeq, "seq", "method")
+_CSEQ_TWIN: Final = mutable_twin(CSeq)
 _new: Final = object.__new__
 
 
@@ -190,10 +191,12 @@ def parse_cseq(value: str) -> CSeq:
     seq = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1
     if seq > MAX_CSEQ:
         raise ParseError(f"CSeq number {digits[:40]} is out of range (must be below 2**31)")
-    cseq: CSeq = _new(CSeq)
-    _SET_SEQ(cseq, seq)
-    _SET_METHOD(cseq, method)
-    return cseq
+    cseq: Any = _new(_CSEQ_TWIN)
+    cseq.seq = seq
+    cseq.method = method
+    cseq.__class__ = CSeq
+    built: CSeq = cseq
+    return built
 
 
 def parse_uint(value: str, header: str, maximum: int) -> int:
@@ -240,9 +243,7 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-_SET_TRANSPORT, _SET_VIA_HOST, _SET_VIA_PORT, _SET_VIA_PARAMS = slot_setters(
-    Via, "transport", "host", "port", "params"
-)
+_VIA_TWIN: Final = mutable_twin(Via)
 
 
 def _fast_params(text: str) -> dict[str, str | None]:
@@ -277,19 +278,21 @@ def _fast_via(value: str) -> Via | None:
     if m is None:
         return None
     transport, host, port, params, n1, v1, n2, v2, n3, v3, rest = m.groups()
-    via: Via = _new(Via)
-    _SET_TRANSPORT(via, transport)
-    _SET_VIA_HOST(via, host)
-    _SET_VIA_PORT(via, None if port is None else int(port))
+    via: Any = _new(_VIA_TWIN)
+    via.transport = transport
+    via.host = host
+    via.port = None if port is None else int(port)
     if rest or n1 is None:
-        _SET_VIA_PARAMS(via, _fast_params(params) if params else {})
+        via.params = _fast_params(params) if params else {}
     elif n2 is None:
-        _SET_VIA_PARAMS(via, {n1: v1})
+        via.params = {n1: v1}
     elif n3 is None:
-        _SET_VIA_PARAMS(via, {n1: v1, n2: v2})
+        via.params = {n1: v1, n2: v2}
     else:
-        _SET_VIA_PARAMS(via, {n1: v1, n2: v2, n3: v3})
-    return via
+        via.params = {n1: v1, n2: v2, n3: v3}
+    via.__class__ = Via
+    built: Via = via
+    return built
 
 
 def _parse_via_general(value: str) -> list[Via]:
@@ -363,8 +366,7 @@ class Contact(NameAddress):
         return "*" if self.is_star else NameAddress.__str__(self)
 
 
-_SET_DISPLAY, _SET_URI, _SET_NA_PARAMS = slot_setters(NameAddress, "display_name", "uri", "params")
-_SET_IS_STAR = slot_setters(Contact, "is_star")[0]
+_NAME_ADDRESS_TWIN: Final = mutable_twin(NameAddress)
 
 
 def _fast_name_address(value: str, cls: type[NameAddress]) -> NameAddress | None:
@@ -382,16 +384,19 @@ def _fast_name_address(value: str, cls: type[NameAddress]) -> NameAddress | None
         uri = sip_uri_of_groups(g[13], g[14], g[15], g[16], g[17], "", None)
         display = None
         params, name, param, rest = g[18:]
-    address: NameAddress = _new(cls)
-    _SET_DISPLAY(address, display)
-    _SET_URI(address, uri)
     if rest or name is None:
-        _SET_NA_PARAMS(address, _fast_params(params) if params else {})
+        header_params = _fast_params(params) if params else {}
     else:
-        _SET_NA_PARAMS(address, {name: param})
-    if cls is Contact:
-        _SET_IS_STAR(address, False)
-    return address
+        header_params = {name: param}
+    if cls is not NameAddress:
+        return cls(display, uri, header_params)  # Contact: built when read, not while parsing
+    address: Any = _new(_NAME_ADDRESS_TWIN)
+    address.display_name = display
+    address.uri = uri
+    address.params = header_params
+    address.__class__ = NameAddress
+    built: NameAddress = address
+    return built
 
 
 def _split_name_address(value: str, what: str) -> tuple[str | None, Uri, dict[str, str | None]]:

@@ -17,12 +17,12 @@ IPv6 hosts are stored as references with their brackets, `"[2001:db8::1]"` (RFC 
 can be written back into a URI or a Via sent-by unchanged.
 
 Speed. A `sip:`/`sips:` URI written in lower case (nearly all of them) is parsed by one
-`fullmatch` of `SIP_URI_FAST` whose groups are the fields, and the `SipUri` is built by
-`new_sip_uri`, which fills the slots directly instead of running the frozen dataclass's
-`__init__` (that costs one `object.__setattr__` per field). Anything the fast pattern does not
-take (upper-case scheme, IPv6 text the strict RFC 3986 pattern refuses, a port above 65535) goes
-the general way, which is the reference: the fast path accepts a subset of what it accepts and
-builds equal values (tests/sip/test_uri.py checks both).
+`fullmatch` of `SIP_URI_FAST` whose groups are the fields, and the `SipUri` is built through
+its `mutable_twin` rather than the frozen dataclass's `__init__` (which costs one
+`object.__setattr__` per field). Anything the fast pattern does not take (an upper-case
+scheme, IPv6 text in a form it does not know, a port above 65535) goes the general way, which
+is the reference: the fast path accepts a subset of what it accepts and builds equal values
+(tests/sip/test_uri.py checks both).
 """
 
 from __future__ import annotations
@@ -265,9 +265,29 @@ def slot_setters(cls: type, *names: str) -> tuple[Setter, ...]:
 
 
 _new: Final = object.__new__
-_SET_SCHEME, _SET_USER, _SET_HOST, _SET_PORT, _SET_PARAMS, _SET_HEADERS, _SET_PASSWORD = (
-    slot_setters(SipUri, "scheme", "user", "host", "port", "params", "headers", "password")
-)
+
+
+def mutable_twin(cls: type) -> type:
+    """A plain class with exactly the slots of `cls` (a slotted frozen dataclass on `object`).
+
+    The fastest way CPython sets a slot is an ordinary attribute store, which a frozen class
+    refuses. The parser's hot path therefore fills an instance of the twin and then gives it
+    its real class (`value.__class__ = cls`), which CPython allows because the two layouts are
+    the same. The value is then indistinguishable from one built by `cls(...)`: same type,
+    fields, equality, repr and immutability (tests/sip/test_uri.py and test_fields.py check).
+
+    Raises:
+        TypeError: `cls` does not have a layout a twin can share (checked once, at import).
+    """
+    if cls.__bases__ != (object,) or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a slotted class directly on object")
+    twin = type(f"{cls.__name__}Twin", (), {"__slots__": cls.__dict__["__slots__"]})
+    probe: Any = _new(twin)
+    probe.__class__ = cls  # raises TypeError now, not in the hot path, if layouts differ
+    return twin
+
+
+_SIP_URI_TWIN: Final = mutable_twin(SipUri)
 
 
 def new_sip_uri(
@@ -280,15 +300,17 @@ def new_sip_uri(
     password: str | None,
 ) -> SipUri:
     """`SipUri(...)` without the dataclass `__init__`: equal, frozen, same type; faster."""
-    uri: SipUri = _new(SipUri)
-    _SET_SCHEME(uri, scheme)
-    _SET_USER(uri, user)
-    _SET_HOST(uri, host)
-    _SET_PORT(uri, port)
-    _SET_PARAMS(uri, params)
-    _SET_HEADERS(uri, headers)
-    _SET_PASSWORD(uri, password)
-    return uri
+    uri: Any = _new(_SIP_URI_TWIN)
+    uri.scheme = scheme
+    uri.user = user
+    uri.host = host
+    uri.port = port
+    uri.params = params
+    uri.headers = headers
+    uri.password = password
+    uri.__class__ = SipUri
+    built: SipUri = uri
+    return built
 
 
 def sip_uri_of_groups(
@@ -305,23 +327,25 @@ def sip_uri_of_groups(
         user = unquote(user, errors="surrogateescape")
     if password is not None and "%" in password:
         password = unquote(password, errors="surrogateescape")
-    uri: SipUri = _new(SipUri)
-    _SET_SCHEME(uri, scheme)
-    _SET_USER(uri, user)
-    _SET_HOST(uri, host)
-    _SET_PORT(uri, None if port is None else int(port))
+    uri: Any = _new(_SIP_URI_TWIN)
+    uri.scheme = scheme
+    uri.user = user
+    uri.host = host
+    uri.port = None if port is None else int(port)
     if params:
         # Validated as *( ";" pname [ "=" pvalue ] ), and neither holds ";" or "=".
         parsed: dict[str, str | None] = {}
         for param in params[1:].split(";"):
             name, eq, value = param.partition("=")
             parsed[name.lower()] = value if eq else None
-        _SET_PARAMS(uri, parsed)
+        uri.params = parsed
     else:
-        _SET_PARAMS(uri, {})
-    _SET_HEADERS(uri, dict(h.split("=", 1) for h in headers.split("&")) if headers else {})
-    _SET_PASSWORD(uri, password)
-    return uri
+        uri.params = {}
+    uri.headers = dict(h.split("=", 1) for h in headers.split("&")) if headers else {}
+    uri.password = password
+    uri.__class__ = SipUri
+    built: SipUri = uri
+    return built
 
 
 def parse_uri(text: str) -> Uri:

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipua.sip import AbsoluteUri, ParseError, SipUri, TelUri, parse_uri
-from sipua.sip.uri import _SIP_URI_FAST_RE, IPV6_REFERENCE, _parse_uri_general, new_sip_uri
+from sipua.sip.uri import (
+    _SIP_URI_FAST_RE,
+    IPV6_REFERENCE,
+    _parse_uri_general,
+    mutable_twin,
+    new_sip_uri,
+)
 
 
 def test_full_sip_uri() -> None:
@@ -164,3 +170,11 @@ def test_fast_construction_builds_an_equal_frozen_value() -> None:
     assert repr(fast) == repr(SipUri("sips", "alice", "example.com", 5061, {"lr": None}))
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.host = "other"  # type: ignore[misc]
+
+
+def test_mutable_twin_refuses_classes_it_cannot_stand_in_for() -> None:
+    from sipua.sip import Contact, Request
+
+    for cls in (Contact, Request, dict):
+        with pytest.raises(TypeError):
+            mutable_twin(cls)
