@@ -144,11 +144,18 @@ class CallHandler:
             await connection.send(response)
 
     async def hangup_all(self) -> None:
-        """Ends every call (BYE, or 480 for ringing ones); used on shutdown."""
+        """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
+
+        A call whose connection is already gone (the caller closed it) cannot be told; it
+        ends as connection-lost and the others are still hung up.
+        """
         for call in list(self._calls.values()):
             if call.session.state is InviteState.TERMINATED:
                 continue
-            await self._run(call, call.session.hangup())
+            try:
+                await self._run(call, call.session.hangup())
+            except ConnectionLost as exc:
+                self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
 
     async def _dispatch(self, connection: SipConnection, request: Request) -> None:
         method = request.method
