@@ -445,6 +445,9 @@ class LoadRun:
                 rss_end = rss_kib()
                 held = self.held if plan.hold > 0 else None
                 self._hold_over.set()
+                # Held connections wait in a read until their refresh; end them now (their
+                # close_notify is sent under a shield).
+                accounts.cancel_scope.cancel()
             nursery.cancel_scope.cancel()  # the shared connection's reader and writer
         if shared is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
