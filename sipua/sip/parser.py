@@ -5,16 +5,21 @@ and does per-header Python work only where the RFC demands a check:
 
 1. Find the end of the header block (the first CRLFCRLF). The block is decoded once, as UTF-8
    with `surrogateescape`, so any byte sequence survives a parse/serialize round trip.
-2. Undo line folding (RFC 3261 §7.3.1) with one regex substitution, only if there is any.
-3. Split off the start line; match every header line with one `findall` of an anchored regex.
-   The number of matches must equal the number of lines, so a line that is not
-   `token ":" value` (RFC 4475's test.dat) cannot be skipped silently.
-4. Build the key -> values index once; it becomes the `Headers` index, ready for lookups.
+2. Split off the start line and parse it (a 505 for a version we do not speak wins over
+   anything in the headers).
+3. Split the header block on CRLF and each line at its first ":" (`_header_fields`); a bare CR
+   or LF, a line without a colon or a name that is not a token is an error, so a garbage line
+   (RFC 4475's test.dat) is never skipped. A name spelling is checked once and then remembered
+   (`_NAME_CACHE`). A line that starts with whitespace is a fold (RFC 3261 §7.3.1): all folds
+   are undone with one substitution and the split starts again.
+4. The key -> values index is built in the same loop; it becomes the `Headers` index.
 5. Validate eagerly what RFC 4475 requires a receiver to reject: the start line (single SPs,
    version, 3-digit status), Content-Length (digits, one value, not more than the bytes present),
    single-valued headers appearing once, the mandatory headers present, CSeq range and method,
-   and the syntax of Via, From, To and Contact. Those typed values are parsed here and left in
-   the Headers cache, so reading them later costs nothing; everything else is parsed lazily.
+   and the syntax of Via, From, To and Contact. Via, From, To and CSeq are parsed here (one
+   match each on the usual spelling, see `sipua.sip.fields`) and left in the Headers cache,
+   so reading them later costs nothing; Contact is only validated, with one match per field,
+   and built when read; everything else is parsed lazily.
 
 The input is a whole message, as a datagram or as `StreamFramer` framed it. Without a
 Content-Length the body is the rest of the input (RFC 3261 §18.3, datagram rule); with one, bytes
