@@ -1,0 +1,41 @@
+"""The README's first command, `scripts/demo`, works: registers, shows the lock, answers a call.
+
+It runs the whole script (set-up included: on a prepared machine that is a quick no-op check)
+and reads what a person would see.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.interop.peers import REPO
+
+pytestmark = pytest.mark.interop
+
+DEMO_TIMEOUT_S = 120
+
+
+def test_demo_registers_shows_the_lock_and_answers_a_call() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SIPUA_TLS_PORT"}
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "demo")],
+        cwd=REPO,
+        env={**env, "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "the lock says: 🔒 locked" in out, out
+    assert "☎ call answered" in out, out
+    assert "The call was answered by sipua and hung up by the caller" in out, out
+    assert "unregistered (OK)" in out, out
+    assert "kamailio: stopped" in out, out
+    # Nothing left running: Kamailio's pid file is gone.
+    assert not (REPO / "run" / "demo" / "kamailio" / "kamailio.pid").exists()
