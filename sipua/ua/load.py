@@ -44,6 +44,7 @@ import os
 import random
 import socket
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -91,7 +92,7 @@ MAX_CACHED_VERDICTS: Final = 16
 #: Upper bound on concurrency (each in-flight registration is a task and maybe a socket).
 MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
-MAX_COALESCED_BYTES: Final = 256 * 1024
+MAX_COALESCED_BYTES: Final = 15 * 1024
 #: How long closing the connections at the end of a run may take.
 CLOSE_SECONDS: Final = 5.0
 
@@ -332,8 +333,7 @@ class _SharedFlow:
     def __init__(self, flow: _Flow) -> None:
         self.flow = flow
         self.waiters: dict[str, _Waiter] = {}
-        self._outbox: list[bytes] = []
-        self._outbox_bytes = 0
+        self._outbox: deque[bytes] = deque()
         self._ready = trio.Event()
         self.broken: str | None = None
 
@@ -341,22 +341,34 @@ class _SharedFlow:
         if self.broken is not None:
             raise ConnectionLost(self.broken)
         self._outbox.append(data)
-        self._outbox_bytes += len(data)
         self._ready.set()
 
     async def writer(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready = trio.Event()
-            while self._outbox:
-                batch: list[bytes] = []
-                size = 0
-                while self._outbox and size < MAX_COALESCED_BYTES:
-                    item = self._outbox.pop(0) if len(self._outbox) > 1 else self._outbox.pop()
-                    batch.append(item)
-                    size += len(item)
-                self._outbox_bytes -= size
-                await self.flow.send(b"".join(batch))
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready = trio.Event()
+                while self._outbox:
+                    # Below one TLS record (16 KiB): Kamailio 5.6.3 garbled pipelined requests
+                    # that straddled records when the writes were larger (seen as "bad
+                    # header field" in its log), so each flush is one record.
+                    batch: list[bytes] = []
+                    size = 0
+                    while self._outbox and size + len(self._outbox[0]) <= MAX_COALESCED_BYTES:
+                        item = self._outbox.popleft()
+                        batch.append(item)
+                        size += len(item)
+                    if not batch:  # one request larger than a record: send it alone
+                        batch.append(self._outbox.popleft())
+                    await self.flow.send(b"".join(batch))
+        except (ConnectionLost, OSError) as exc:
+            self._break(f"the shared connection broke while sending: {exc}")
+
+    def _break(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+        for waiter in self.waiters.values():
+            waiter.event.set()
 
     async def reader(self) -> None:
         try:
@@ -366,10 +378,8 @@ class _SharedFlow:
                 if waiter is not None:
                     waiter.responses.append(response)
                     waiter.event.set()
-        except (ConnectionLost, ProtocolError) as exc:
-            self.broken = f"the shared connection broke: {exc}"
-            for waiter in self.waiters.values():
-                waiter.event.set()
+        except (ConnectionLost, ProtocolError, OSError) as exc:
+            self._break(f"the shared connection broke: {exc}")
 
 
 class LoadRun:
@@ -420,9 +430,13 @@ class LoadRun:
         gc.collect()
         rss_before = rss_kib()
         shared: _SharedFlow | None = None
+        if plan.reuse_connection:
+            # Opened outside the nursery, so that a refused connection is a plain SipuaError.
+            shared = _SharedFlow(await self._open_shared())
         async with trio.open_nursery() as nursery:
-            if plan.reuse_connection:
-                shared = await self._open_shared(nursery)
+            if shared is not None:
+                nursery.start_soon(shared.reader)
+                nursery.start_soon(shared.writer)
             started = trio.current_time()
             cpu_started = _cpu_times()
             progress_scope = trio.CancelScope()
@@ -646,20 +660,16 @@ class LoadRun:
 
     # -- the shared connection ----------------------------------------------------------------
 
-    async def _open_shared(self, nursery: trio.Nursery) -> _SharedFlow:
+    async def _open_shared(self) -> _Flow:
         plan = self.plan
         try:
             with trio.fail_after(plan.handshake_timeout):
-                flow = await _Flow.open(plan, self._context, self._verdicts)
+                return await _Flow.open(plan, self._context, self._verdicts)
         except trio.TooSlowError as exc:
             raise ConnectFailed(
                 f"connect and TLS handshake to {plan.host}:{plan.port} took over "
                 f"{plan.handshake_timeout:g} s"
             ) from exc
-        shared = _SharedFlow(flow)
-        nursery.start_soon(shared.reader)
-        nursery.start_soon(shared.writer)
-        return shared
 
     async def _on_shared(
         self, account: LoadAccount, shared: _SharedFlow, limiter: trio.Semaphore
