@@ -1,0 +1,298 @@
+"""The inbound TLS listener under abuse, over real loopback sockets.
+
+Every test keeps one well-behaved TLS peer connected and checks it is still served after the
+abuse: plaintext SIP, random bytes, a truncated ClientHello, a client that never speaks, a
+client that stalls mid-message, more connections than the cap, an oversized message and a
+message with a lying Content-Length. Timeouts are short and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+import trio
+
+from sipua.sip import (
+    NEED_DATA,
+    MessageFramed,
+    Request,
+    Response,
+    StreamFramer,
+    make_response,
+    parse_message,
+)
+from sipua.tls.context import TlsServerConfig
+from sipua.transport.connection import SipConnection
+from sipua.transport.listener import serve_tls
+from tests.transport.test_listener import OPTIONS, client_context, server_config
+
+HANDSHAKE_TIMEOUT = 0.5
+IDLE_TIMEOUT = 1.0
+
+
+@dataclass
+class Server:
+    host: str
+    port: int
+    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+    served: int = 0
+
+
+async def handler(connection: SipConnection, message: Request | Response) -> None:
+    if isinstance(message, Request):
+        await connection.send(make_response(message, 200, to_tag="t"))
+
+
+@asynccontextmanager
+async def listening(
+    *,
+    max_connections: int = 16,
+    idle_timeout: float = 30.0,
+    config: TlsServerConfig | None = None,
+) -> AsyncIterator[Server]:
+    server = Server("", 0)
+
+    def on_handshake(_peer: str, outcome: object) -> None:
+        server.outcomes.append((type(outcome).__name__, str(outcome)))
+
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_tls(
+                "127.0.0.1",
+                0,
+                config or server_config(),
+                handler,
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+                idle_timeout=idle_timeout,
+                max_connections=max_connections,
+                on_handshake=on_handshake,
+                task_status=task_status,
+            )
+        )
+        server.host, server.port = host, port
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+class Peer:
+    """A well-behaved TLS client (stdlib ssl) speaking SIP."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
+        self.framer = StreamFramer()
+
+    @classmethod
+    async def connect(cls, server: Server) -> Peer:
+        tcp = await trio.open_tcp_stream(server.host, server.port)
+        stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
+        try:
+            with trio.fail_after(5):
+                await stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return cls(stream)
+
+    async def request(self, data: bytes = OPTIONS) -> Response:
+        await self.stream.send_all(data)
+        return await self.response()
+
+    async def response(self) -> Response:
+        with trio.fail_after(5):
+            while True:
+                event = self.framer.next_event()
+                if isinstance(event, MessageFramed):
+                    message = parse_message(event.data)
+                    assert isinstance(message, Response)
+                    return message
+                if event is NEED_DATA:
+                    data = await self.stream.receive_some(65536)
+                    assert data, "the server closed the well-behaved peer's connection"
+                    self.framer.receive_data(bytes(data))
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(2):
+            await self.stream.aclose()
+
+
+async def closed_by_server(stream: trio.abc.Stream, within: float = 5.0) -> bytes:
+    """Reads until the server closes (EOF or reset); returns what it sent before."""
+    received = b""
+    with trio.fail_after(within):
+        try:
+            while data := await stream.receive_some(65536):
+                received += data
+        except trio.BrokenResourceError:
+            pass  # a reset: closed all the same
+    return received
+
+
+def client_hello() -> bytes:
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="device.test")
+    with suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16"  # a TLS handshake record
+    return hello
+
+
+async def test_bad_clients_fail_alone_and_the_good_peer_is_served() -> None:
+    async with listening() as server:
+        good = await Peer.connect(server)
+        assert (await good.request()).status == 200
+
+        # Plaintext SIP on the TLS port: refused at the handshake.
+        plain = await trio.open_tcp_stream(server.host, server.port)
+        await plain.send_all(OPTIONS)
+        assert b"SIP/2.0" not in await closed_by_server(plain)
+        assert (await good.request()).status == 200
+
+        # Random bytes.
+        noise = await trio.open_tcp_stream(server.host, server.port)
+        await noise.send_all(os.urandom(4096))
+        await closed_by_server(noise)
+        assert (await good.request()).status == 200
+
+        # A truncated ClientHello, then EOF.
+        hello = client_hello()
+        cut = await trio.open_tcp_stream(server.host, server.port)
+        await cut.send_all(hello[: len(hello) // 2])
+        await cut.send_eof()
+        await closed_by_server(cut)
+        assert (await good.request()).status == 200
+
+        # A truncated ClientHello and then silence: the handshake timeout ends it.
+        stall = await trio.open_tcp_stream(server.host, server.port)
+        await stall.send_all(hello[:20])
+        start = trio.current_time()
+        await closed_by_server(stall, within=HANDSHAKE_TIMEOUT + 3)
+        assert trio.current_time() - start >= HANDSHAKE_TIMEOUT * 0.9
+
+        # A client that connects and never speaks: the same, and accept() was never blocked.
+        silent = await trio.open_tcp_stream(server.host, server.port)
+        other = await Peer.connect(server)  # handshakes while the silent one waits
+        assert (await other.request()).status == 200
+        await closed_by_server(silent, within=HANDSHAKE_TIMEOUT + 3)
+        assert (await good.request()).status == 200
+
+        # Each refusal was reported with its own reason.
+        reasons = [message for kind, message in server.outcomes if kind != "HandshakeCompleted"]
+        assert len(reasons) == 5
+        assert "http request" in reasons[0]
+        assert "wrong version number" in reasons[1]
+        assert "closed the connection during the handshake" in reasons[2]
+        assert all("did not finish within 0.5 s" in reason for reason in reasons[3:])
+        for stream in (plain, noise, cut, stall, silent):
+            await stream.aclose()
+        await other.aclose()
+        await good.aclose()
+
+
+async def test_client_stalling_mid_message_is_closed_by_the_idle_timeout() -> None:
+    async with listening(idle_timeout=IDLE_TIMEOUT) as server:
+        good = await Peer.connect(server)
+        staller = await Peer.connect(server)
+        await staller.stream.send_all(OPTIONS[:40])  # half a request line, then nothing
+        with trio.fail_after(IDLE_TIMEOUT + 3):
+            for _ in range(4):  # the good peer keeps talking while the other stalls
+                assert (await good.request()).status == 200
+                await trio.sleep(IDLE_TIMEOUT / 4)
+            assert await closed_by_server(staller.stream, within=IDLE_TIMEOUT + 3) == b""
+        assert (await good.request()).status == 200
+        await good.aclose()
+        await trio.aclose_forcefully(staller.stream)
+
+
+async def test_connections_over_the_cap_are_refused_without_harming_others() -> None:
+    cap = 3
+    async with listening(max_connections=cap) as server:
+        peers = [await Peer.connect(server) for _ in range(cap)]
+        for peer in peers:
+            assert (await peer.request()).status == 200
+        # One more: closed at once, before any TLS byte.
+        excess = await trio.open_tcp_stream(server.host, server.port)
+        assert await closed_by_server(excess, within=2.0) == b""
+        await excess.aclose()
+        # A burst of them changes nothing either.
+        burst = [await trio.open_tcp_stream(server.host, server.port) for _ in range(20)]
+        for stream in burst:
+            assert await closed_by_server(stream, within=2.0) == b""
+            await stream.aclose()
+        for peer in peers:
+            assert (await peer.request()).status == 200
+        # A place that frees up is available again.
+        await peers.pop().aclose()
+        with trio.fail_after(5):
+            while True:
+                try:
+                    replacement = await Peer.connect(server)
+                    break
+                except (trio.BrokenResourceError, ssl.SSLError):
+                    await trio.sleep(0.05)  # the server has not noticed the close yet
+        assert (await replacement.request()).status == 200
+        for peer in [*peers, replacement]:
+            await peer.aclose()
+
+
+async def test_oversized_message_gets_513_and_only_its_connection_closes() -> None:
+    async with listening() as server:
+        good = await Peer.connect(server)
+        big = await Peer.connect(server)
+        oversized = OPTIONS.replace(b"Content-Length: 0", b"Content-Length: 100000000")
+        answer = await big.request(oversized)
+        assert answer.status == 513
+        assert "exceeds" in (answer.headers.get("Warning") or "")
+        await closed_by_server(big.stream)
+        await trio.aclose_forcefully(big.stream)
+        assert (await good.request()).status == 200
+        await good.aclose()
+
+
+async def test_lying_content_length_only_costs_the_liar() -> None:
+    async with listening() as server:
+        good = await Peer.connect(server)
+        liar = await Peer.connect(server)
+        # Claims a 50-byte body and sends none: its next request is eaten as that body, and
+        # what follows cannot be framed. Nothing of it reaches the handler as a request.
+        await liar.stream.send_all(OPTIONS.replace(b"Content-Length: 0", b"Content-Length: 50"))
+        assert (await good.request()).status == 200
+        await liar.stream.send_all(OPTIONS + b"garbage without a content length\r\n\r\n")
+        first = await liar.response()
+        assert first.status == 200  # the first request, with 50 bytes of the second as body
+        # The rest of the second request has no start line (dropped, unanswerable), then
+        # the garbage has no Content-Length: a framing error closes the liar's connection.
+        assert await closed_by_server(liar.stream) == b""
+        await trio.aclose_forcefully(liar.stream)
+        assert (await good.request()).status == 200
+        await good.aclose()
+
+
+async def test_tls_below_the_configured_minimum_is_refused() -> None:
+    from dataclasses import replace
+
+    async with listening(config=replace(server_config(), min_version="1.3")) as server:
+        context = client_context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        tcp = await trio.open_tcp_stream(server.host, server.port)
+        old = trio.SSLStream(tcp, context, server_hostname="device.test")
+        try:
+            with trio.fail_after(5):
+                await old.do_handshake()
+            refused = False
+        except trio.BrokenResourceError:
+            refused = True
+        finally:
+            await trio.aclose_forcefully(old)
+        assert refused
+        good = await Peer.connect(server)
+        assert good.stream.version() == "TLSv1.3"
+        assert (await good.request()).status == 200
+        [(kind, reason), _] = server.outcomes
+        assert kind == "TlsHandshakeError"
+        assert "unsupported protocol" in reason
+        await good.aclose()
