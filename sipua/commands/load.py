@@ -193,11 +193,6 @@ async def _plan(
         raise ConfigError(f"no registrar found for {template.aor}; pass --proxy HOST:PORT")
     target = targets[0]
     count = args.count if args.count is not None else len(accounts)
-    if args.hold and count > len(accounts):
-        raise ConfigError(
-            f"--hold keeps each account registered once; --count {count} is more than the "
-            f"{len(accounts)} accounts"
-        )
     concurrency = args.concurrency or (10_000 if args.rate else 50)
     return LoadPlan(
         accounts=accounts,

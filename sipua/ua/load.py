@@ -417,6 +417,7 @@ class LoadRun:
         self._hold_over = trio.Event()
         self._attempts_done = trio.Event()
         self._outstanding = 0
+        self._dispatched = False  # every registration has been started
         self._aors = {a.aor: SipUri.parse(a.aor) for a in plan.accounts[: plan.count]}
 
     async def run(self) -> LoadReport:
@@ -446,6 +447,7 @@ class LoadRun:
             async with trio.open_nursery() as accounts:
                 with attempts_scope:
                     await self._dispatch(accounts, shared)
+                    self._dispatched = True
                     if self._outstanding:
                         await self._attempts_done.wait()
                 elapsed = trio.current_time() - started
@@ -514,7 +516,7 @@ class LoadRun:
     def _finished(self, limiter: trio.Semaphore) -> None:
         limiter.release()
         self._outstanding -= 1
-        if self._outstanding == 0:
+        if self._outstanding == 0 and self._dispatched:
             self._attempts_done.set()
 
     async def _report_progress(self, started: float, scope: trio.CancelScope) -> None:

@@ -279,7 +279,10 @@ async def test_command_registers_a_pattern_and_writes_the_json_report(tmp_path: 
                 argv, capture_stdout=True, capture_stderr=True, check=False
             )
         assert result.returncode == 0, result.stderr.decode()
-        assert set(registrar.bindings) == set(users)
+        assert set(registrar.bindings) == set(users), (
+            result.stdout.decode(),
+            [(r.to.uri, r.headers.get("Authorization") is not None) for r in registrar.registers],
+        )
     out = result.stdout.decode()
     assert "4 of 4 registered" in out
     report = json.loads((tmp_path / "report.json").read_text())
