@@ -21,6 +21,7 @@ import contextlib
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +36,11 @@ PRIVATE_DIR_MODE: Final = 0o700
 PUBLIC_FILE_MODE: Final = 0o644
 
 _TMP_PREFIX: Final = ".tmp-"
+#: A temporary file of the same target older than this is a crashed writer's leftover (a live
+#: writer renames its own within milliseconds); the next write of that target removes it.
+STALE_TEMPORARY_SECONDS: Final = 60.0
+#: Leftovers removed per write, so a directory full of them cannot stall one write.
+MAX_SWEPT_PER_WRITE: Final = 64
 
 
 def default_data_dir() -> Path:
@@ -116,6 +122,23 @@ def atomic_write(path: Path, data: bytes, *, mode: int = PUBLIC_FILE_MODE) -> No
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    _sweep_stale_temporaries(path)
+
+
+def _sweep_stale_temporaries(path: Path) -> None:
+    """Removes what writers of `path` killed mid-write (kill -9, power loss) left behind.
+
+    Such a file can hold an old private key; left alone it would outlive `remove_device`.
+    Only files older than `STALE_TEMPORARY_SECONDS` go, so a concurrent writer's file is safe.
+    """
+    with contextlib.suppress(OSError):
+        now = time.time()
+        for count, leftover in enumerate(path.parent.glob(f"{_TMP_PREFIX}{path.name}-*")):
+            if count >= MAX_SWEPT_PER_WRITE:
+                break
+            with contextlib.suppress(OSError):
+                if now - leftover.lstat().st_mtime > STALE_TEMPORARY_SECONDS:
+                    leftover.unlink()
 
 
 def remove_file(path: Path) -> None:
