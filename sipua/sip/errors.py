@@ -9,12 +9,29 @@ wrong and where.
 
 from __future__ import annotations
 
+from typing import Final
+
+# Error messages quote the peer's bytes to say what was wrong. A peer controls those bytes, so a
+# message is bounded: it keeps its beginning and its end (where the explanation usually is) and
+# elides the middle. This keeps logs readable and their size independent of the input.
+MAX_ERROR_MESSAGE_CHARS: Final = 512
+_ELISION: Final = " ... "
+
+
+def bounded_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """Returns `message`, shortened to at most `limit` characters by eliding its middle."""
+    if len(message) <= limit:
+        return message
+    keep = limit - len(_ELISION)
+    head = keep // 2
+    return message[:head] + _ELISION + message[len(message) - (keep - head) :]
+
 
 class ProtocolError(Exception):
     """Base of every error the SIP core raises."""
 
     def __init__(self, message: str, *, status_hint: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(bounded_message(message))
         self.status_hint = status_hint
 
 
