@@ -90,6 +90,9 @@ class StreamFramer:
         self._max = max_message_bytes
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer already searched for CRLFCRLF
+        # Length of the message at the head of the buffer, once its header block is complete:
+        # a body arriving in small pieces is then waited for without re-reading the headers.
+        self._total: int | None = None
         self._eof = False
 
     @property
@@ -134,6 +137,8 @@ class StreamFramer:
                 return _PONG
         if not buf:
             return NEED_DATA
+        if self._total is not None:
+            return self._body_event(self._total)
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             if len(buf) > self._max:
@@ -152,8 +157,12 @@ class StreamFramer:
             raise FramingError(
                 f"message of {total} bytes exceeds the {self._max}-byte limit", status_hint=513
             )
+        self._total = total
+        return self._body_event(total)
+
+    def _body_event(self, total: int) -> FramerEvent:
+        buf = self._buffer
         if len(buf) < total:
-            self._scanned = end
             if self._eof:
                 raise FramingError(
                     f"connection closed in the middle of a message body "
@@ -163,6 +172,7 @@ class StreamFramer:
         data = bytes(buf[:total])
         del buf[:total]
         self._scanned = 0
+        self._total = None
         return MessageFramed(data)
 
     def _content_length(self, head: bytes) -> int:

@@ -83,3 +83,27 @@ def test_folded_content_length_is_found() -> None:
     data = b"OPTIONS sip:a SIP/2.0\r\nContent-Length:\r\n 3\r\n\r\nabc"
     framer.receive_data(data)
     assert framer.next_event() == MessageFramed(data)
+
+
+def test_body_in_one_byte_pieces_reads_the_header_block_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Content-Length is read once per message, however small the body's pieces are.
+    framer = StreamFramer()
+    calls = []
+    original = framer._content_length
+
+    def counting(head: bytes) -> int:
+        calls.append(len(head))
+        return original(head)
+
+    monkeypatch.setattr(framer, "_content_length", counting)
+    body = b"x" * 300
+    message = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 300\r\n\r\n" + body
+    events = []
+    for i in range(len(message)):
+        framer.receive_data(message[i : i + 1])
+        while (event := framer.next_event()) is not NEED_DATA:
+            events.append(event)
+    assert events == [MessageFramed(message)]
+    assert len(calls) == 1
