@@ -68,6 +68,15 @@ class PeerNotTrusted(TlsError):
         self.code = code
 
 
+class TlsAlertReceived(TlsError):
+    """The peer ended an established TLS connection with an alert.
+
+    Under TLS 1.3 a server checks our client certificate after the handshake has finished on our
+    side, so its refusal ("certificate required", "unknown ca") arrives as an alert on the first
+    read: a TLS failure (exit code 3), not a network one.
+    """
+
+
 class TransportError(SipuaError):
     """The network path failed: connect refused, timeout, connection lost."""
 

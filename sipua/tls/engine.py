@@ -29,9 +29,21 @@ from typing import Final
 from cryptography import x509
 from OpenSSL import SSL
 
-from sipua.errors import ConnectionLost, HandshakeFailed
+from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
 from sipua.tls.context import openssl_reason, sni_name
 from sipua.tls.events import OpenSslVerdict
+
+# Alerts by which a server refuses the client certificate we presented (RFC 8446 §6.2).
+_CERTIFICATE_ALERTS: Final = (
+    "certificate required",
+    "unknown ca",
+    "bad certificate",
+    "certificate unknown",
+    "unsupported certificate",
+    "certificate expired",
+    "certificate revoked",
+    "access denied",
+)
 
 #: Upper bound on one `data_to_send` drain; OpenSSL's records are ≤ 16 KiB + overhead, and a
 #: write can queue many, so the bound is a sanity cap, not a record size.
@@ -159,9 +171,7 @@ class TlsEngine:
                 "(truncated); anything it sent last may be lost"
             ) from exc
         except SSL.Error as exc:
-            raise ConnectionLost(
-                f"TLS connection with {self._peer()} broke: {openssl_reason(exc)}"
-            ) from exc
+            raise self._broken(exc, "") from exc
 
     def write(self, data: bytes) -> int | Want:
         """Encrypt `data` (all of it: partial writes are off) into the outgoing buffer.
@@ -180,9 +190,19 @@ class TlsEngine:
         except SSL.ZeroReturnError as exc:
             raise ConnectionLost(f"{self._peer()} already closed the TLS connection") from exc
         except SSL.Error as exc:
-            raise ConnectionLost(
-                f"TLS connection with {self._peer()} broke while sending: {openssl_reason(exc)}"
-            ) from exc
+            raise self._broken(exc, " while sending") from exc
+
+    def _broken(self, exc: SSL.Error, when: str) -> ConnectionLost | TlsAlertReceived:
+        reason = openssl_reason(exc)
+        if "alert" not in reason:
+            return ConnectionLost(f"TLS connection with {self._peer()} broke{when}: {reason}")
+        hint = ""
+        if any(word in reason for word in _CERTIFICATE_ALERTS):
+            hint = (
+                "; it did not accept our client (device) certificate: give it the device CA "
+                "(`sipua cert export-ca`) or choose another one with --device-cert"
+            )
+        return TlsAlertReceived(f"{self._peer()} ended TLS with the alert '{reason}'{hint}")
 
     def close(self) -> None:
         """Queue our close_notify (collect it with `data_to_send`); errors are ignored.

@@ -46,7 +46,7 @@ from typing import Final, TypeVar
 
 import trio
 
-from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted, TlsAlertReceived
 from sipua.tls import events
 from sipua.tls.context import TlsClientConfig, TlsServerConfig, client_context, server_context
 from sipua.tls.engine import WANT_READ, TlsEngine, Want
@@ -64,6 +64,10 @@ ALERT_SEND_SECONDS: Final = 1.0
 
 class BrokenTlsStream(ConnectionLost, trio.BrokenResourceError):
     """The TLS connection broke after the handshake (peer vanished, truncation, bad record)."""
+
+
+class BrokenByTlsAlert(TlsAlertReceived, trio.BrokenResourceError):
+    """The peer ended the connection with a TLS alert after the handshake (a TLS failure)."""
 
 
 class TlsHandshakeError(HandshakeFailed, trio.BrokenResourceError):
@@ -457,6 +461,10 @@ class TlsStream(trio.abc.Stream):
                 size = min(size, MAX_RECEIVE_BYTES)
             try:
                 data = await self._retry(lambda: self._engine.read(size))
+            except TlsAlertReceived as exc:
+                self._mark_broken()
+                self._note_closed(clean=False, reason=str(exc))
+                raise BrokenByTlsAlert(str(exc)) from exc
             except ConnectionLost as exc:
                 self._mark_broken()
                 if self._engine.closed_cleanly is False:
@@ -487,6 +495,9 @@ class TlsStream(trio.abc.Stream):
             plaintext = bytes(data)
             try:
                 await self._retry(lambda: self._engine.write(plaintext))
+            except TlsAlertReceived as exc:
+                self._mark_broken()
+                raise BrokenByTlsAlert(str(exc)) from exc
             except ConnectionLost as exc:
                 self._mark_broken()
                 if isinstance(exc, BrokenTlsStream):

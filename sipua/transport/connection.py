@@ -35,7 +35,7 @@ from typing import Final
 
 import trio
 
-from sipua.errors import ConnectionLost, SipuaError
+from sipua.errors import ConnectionLost, SipuaError, TlsError
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -98,6 +98,9 @@ class SipConnection:
         self.local = local
         self.tls_name = tls_name
         self.closed_reason: str | None = None
+        # The sipua error that ended the connection, when there was one: a caller reports a
+        # TLS alert (exit code 3) differently from a dropped socket (exit code 5).
+        self.closed_error: SipuaError | None = None
         self.closed = trio.Event()
         self.keepalive: KeepaliveSchedule | None = None
         self.dropped_messages = 0
@@ -145,7 +148,11 @@ class SipConnection:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
             reason = f"send failed: {exc}" if str(exc) else "send failed"
+            if isinstance(exc, SipuaError):
+                self.closed_error = exc
             self._mark_closed(reason)
+            if isinstance(exc, TlsError):
+                raise
             raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
 
     # -- keep-alive -----------------------------------------------------------------------------
@@ -205,6 +212,8 @@ class SipConnection:
                 try:
                     data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
+                    if isinstance(exc, SipuaError):
+                        self.closed_error = exc
                     return f"receive failed: {exc}" if str(exc) else "receive failed"
                 if not data:
                     self._framer.receive_data(None)

@@ -97,6 +97,7 @@ Locator = Callable[[AccountSettings], Awaitable[list[FlowTarget]]]
 class _Lost:
     connection: SipConnection
     reason: str
+    error: SipuaError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +360,7 @@ class Account:
             self.note_lock(ConnectionDown(reason=reason), connection.peer)
         # If the owner is far behind, it sees the closed connection when it next sends.
         with contextlib.suppress(trio.WouldBlock):
-            self._send_inbox.send_nowait(_Lost(connection, reason))
+            self._send_inbox.send_nowait(_Lost(connection, reason, connection.closed_error))
 
     async def on_message(self, connection: SipConnection, message: Request | Response) -> None:
         """The connection's handler: responses to the inbox, requests to the call handler.
@@ -404,9 +405,9 @@ class Account:
                 self.connection = None
                 registration.connection_lost()
                 self.registered = None
-                raise ConnectionLost(
-                    f"connection to {item.connection.peer} lost: {item.reason}; reconnecting"
-                )
+                if isinstance(item.error, TlsError):
+                    raise item.error  # e.g. the registrar refused our client certificate
+                raise ConnectionLost(f"connection to {item.connection.peer} lost: {item.reason}")
             else:
                 if item.connection is not self.connection:
                     continue

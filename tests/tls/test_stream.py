@@ -11,9 +11,15 @@ import pytest
 import trio
 import trio.testing
 
-from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.errors import (
+    EXIT_TLS,
+    ConnectionLost,
+    HandshakeFailed,
+    PeerNotTrusted,
+    TlsAlertReceived,
+)
 from sipua.tls import events
-from sipua.tls.stream import BrokenTlsStream, TlsStream
+from sipua.tls.stream import BrokenByTlsAlert, BrokenTlsStream, TlsStream
 from tests.support.tls_pair import (
     TlsWorld,
     handshake_both,
@@ -295,3 +301,29 @@ async def test_our_client_against_a_stdlib_server(world: TlsWorld) -> None:
         assert await client.receive_some() == b"401"
         assert await client.receive_some() == b""
     await client.aclose()
+
+
+async def test_tls13_refusal_of_our_client_certificate_is_a_tls_error(world: TlsWorld) -> None:
+    # Under TLS 1.3 the client's handshake is over before the server checks the client
+    # certificate; the server's refusal arrives as an alert on the next read. That is a TLS
+    # failure (exit code 3) naming the alert, not a dropped connection (exit code 5).
+    client, server = tls_memory_pair(
+        world,
+        client_config=world.client_config(max_version="1.3"),
+        server_config=world.server_config(client_certs="require"),
+    )
+
+    async def refuse() -> None:
+        with pytest.raises(HandshakeFailed):
+            await server.do_handshake()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(refuse)
+        await client.do_handshake()
+    with pytest.raises(BrokenByTlsAlert) as info:
+        await client.receive_some(100)
+    assert isinstance(info.value, TlsAlertReceived)
+    assert isinstance(info.value, trio.BrokenResourceError)
+    assert info.value.exit_code == EXIT_TLS
+    assert "certificate required" in str(info.value)
+    assert "sipua cert export-ca" in str(info.value)
