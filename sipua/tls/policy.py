@@ -99,12 +99,17 @@ class TrustPolicy:
         cn_validation: Check that the certificate speaks for the SIP domain (RFC 5922).
         allow_wildcards: Let `*.example.com` identities match one label (RFC 2818 style; RFC
             5922 forbids it, so it is off by default).
+        allow_weak_crypto: Let `only_trusted=False` accept a weak key or signature (RSA < 2048,
+            MD5/SHA-1) too. Off by default: weak material is refused even when unverified peers
+            are accepted, as OpenSSL's security level would; on only for legacy peers (sipua
+            sets it when the user lowers the TLS minimum below 1.2).
     """
 
     only_trusted: bool = True
     accepted_ca: AcceptedCa = "all"
     cn_validation: bool = True
     allow_wildcards: bool = False
+    allow_weak_crypto: bool = False
 
     def __post_init__(self) -> None:
         if self.accepted_ca not in ACCEPTED_CA_VALUES:
@@ -112,7 +117,7 @@ class TrustPolicy:
                 f"accepted_ca must be one of {', '.join(ACCEPTED_CA_VALUES)}, "
                 f"not {self.accepted_ca!r}"
             )
-        for name in ("only_trusted", "cn_validation", "allow_wildcards"):
+        for name in ("only_trusted", "cn_validation", "allow_wildcards", "allow_weak_crypto"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
 
@@ -449,11 +454,19 @@ def _key_problem(cert: x509.Certificate) -> Problem | None:
     )
 
 
-def _strength_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
+def _strength_problems(path: Sequence[x509.Certificate], *, anchored: bool = True) -> list[Problem]:
+    """Weak keys and weak signatures on `path`.
+
+    With `anchored`, the last certificate is the trust anchor: its self-signature carries no
+    trust (RFC 5280 §6.1), so its hash does not matter. A presented chain that reached no anchor
+    (`anchored=False`) has every signature judged except genuine self-signatures.
+    """
     problems = [p for p in map(_key_problem, path) if p is not None]
-    # Every signature checked on the path is the one on each certificate below the anchor; the
-    # anchor's self-signature carries no trust (RFC 5280 §6.1), so its hash does not matter.
-    for cert in path[:-1] if len(path) > 1 else ():
+    if anchored:
+        signed = path[:-1] if len(path) > 1 else ()
+    else:
+        signed = [cert for cert in path if cert.issuer != cert.subject]
+    for cert in signed:
         try:
             algorithm = cert.signature_hash_algorithm
         except UnsupportedAlgorithm:
@@ -509,6 +522,10 @@ def _not_accepted(kinds: frozenset[AnchorKind], policy: TrustPolicy) -> Problem:
     )
 
 
+#: Verdicts that "only accept trusted = off" does not waive unless weak crypto is allowed.
+WEAK_CRYPTO_CODES: Final = frozenset({"weak-key", "weak-signature"})
+
+
 def _result(
     *,
     problems: Sequence[Problem],
@@ -521,8 +538,9 @@ def _result(
     verified_reason: str = "",
 ) -> VerifyResult:
     verified = not problems
+    weak = any(problem.code in WEAK_CRYPTO_CODES for problem in problems)
     return VerifyResult(
-        ok=verified or not policy.only_trusted,
+        ok=verified or (not policy.only_trusted and (policy.allow_weak_crypto or not weak)),
         verified=verified,
         code="ok" if verified else problems[0].code,
         reason=verified_reason if verified else problems[0].reason,
@@ -653,13 +671,17 @@ def _verify_chain(
             verified_reason=verified_reason,
         )
 
+    # Without an accepted path the presented chain's strength is still judged: "only accept
+    # trusted = off" may waive trust, never strength (see WEAK_CRYPTO_CODES).
     if not search.paths:
-        return finish([_untrusted(search, leaf, len(anchors.kinds))])
+        untrusted = _untrusted(search, leaf, len(anchors.kinds))
+        return finish([untrusted, *_strength_problems(certs, anchored=False)])
 
     accepted = [(p, k) for p, k in search.paths if policy.accepts(k)]
     if not accepted:
         path, kinds = search.paths[0]
-        return finish([_not_accepted(kinds, policy)], path, min(kinds))
+        problems = [_not_accepted(kinds, policy), *_strength_problems(path)]
+        return finish(problems, path, min(kinds))
 
     scored = [(p, k, _path_problems(p, at, purpose)) for p, k in accepted]
     path, kinds, problems = min(scored, key=lambda item: len(item[2]))

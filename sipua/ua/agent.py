@@ -244,6 +244,8 @@ class UserAgent:
             accepted_ca=tls.ca_type,
             cn_validation=tls.cn_validation,
             allow_wildcards=tls.allow_wildcards,
+            # Legacy TLS (below 1.2) is the user's explicit opt-in to old peers and their keys.
+            allow_weak_crypto=tls.min_version in ("1.0", "1.1"),
         )
 
     def _device_identity(self) -> Any:

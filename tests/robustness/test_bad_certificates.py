@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -100,20 +100,38 @@ async def test_each_flaw_is_refused_with_its_own_reason(tmp_path: Path, case: st
         assert registrar.registers == []  # not one SIP byte on an unverified connection
 
 
-async def test_weak_key_is_never_locked_even_when_untrusted_peers_are_accepted(
+async def test_weak_key_is_refused_even_when_untrusted_peers_are_accepted(
     tmp_path: Path,
 ) -> None:
-    # only_trusted off is the user's explicit "accept unverified peers": the registration
-    # goes ahead, but the lock says locked-unverified with the weak-key reason, never locked.
+    # only_trusted off waives trust, not strength: a weak key is still refused by default, as
+    # OpenSSL's security level would, and not one SIP byte goes to that registrar.
     pki, _ = CASES["rsa-1024"]
     async with (
         TestRegistrar(pki=pki) as registrar,
         UserAgent(settings(tmp_path, registrar, only_trusted=False)) as ua,
     ):
-        await ua.account.register()
+        with pytest.raises(PeerNotTrusted) as info:
+            await ua.account.register()
+        assert info.value.code == "weak-key"
+        assert info.value.exit_code == EXIT_TLS
         lock = events(ua, "lock-changed")[-1]
-        assert lock["state"] == "locked-unverified"
+        assert lock["state"] == "unlocked"
         assert "weak-key" in lock["reason"]
+        assert registrar.registers == []
+
+
+async def test_weak_key_is_accepted_unverified_only_with_legacy_tls(tmp_path: Path) -> None:
+    # Lowering the TLS minimum below 1.2 is the user's opt-in to legacy peers: with only_trusted
+    # off such a peer can register, and the lock says locked-unverified with the reason.
+    pki, _ = CASES["rsa-1024"]
+    async with TestRegistrar(pki=pki) as registrar:
+        base = settings(tmp_path, registrar, only_trusted=False)
+        legacy = replace(base, tls=replace(base.tls, min_version="1.0"))
+        async with UserAgent(legacy) as ua:
+            await ua.account.register()
+            lock = events(ua, "lock-changed")[-1]
+            assert lock["state"] == "locked-unverified"
+            assert "weak-key" in lock["reason"]
 
 
 GARBAGE = {

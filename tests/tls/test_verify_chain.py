@@ -265,6 +265,23 @@ def test_untrusted_but_accepted_when_only_trusted_off() -> None:
     assert str(result).startswith("accepted without verification (untrusted-issuer)")
 
 
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [({"key_kind": "rsa-1024"}, "weak-key"), ({"signature_hash": "sha1"}, "weak-signature")],
+)
+def test_weak_crypto_is_refused_even_when_only_trusted_off(
+    changes: dict[str, str], code: str
+) -> None:
+    # "Only accept trusted" off waives trust, not strength (OpenSSL security level's rule).
+    untrusted_rsa_root = make_ca("Untrusted RSA Root", key_kind="rsa-2048")
+    leaf = _leaf(untrusted_rsa_root, **changes)
+    result = verify([leaf], policy=TrustPolicy(only_trusted=False))
+    assert code in [p.code for p in result.problems]
+    assert (result.ok, result.verified) == (False, False)
+    legacy = TrustPolicy(only_trusted=False, allow_weak_crypto=True)
+    assert verify([leaf], policy=legacy).ok
+
+
 def test_only_trusted_on_ok_equals_verified() -> None:
     for chain in ([_leaf(), INTER], [_leaf(OTHER_ROOT)], [_leaf(expired=True), INTER]):
         result = verify(chain)
