@@ -74,6 +74,10 @@ class ChallengeResponder(Protocol):
         """The request sent with credentials succeeded (a 2xx)."""
         ...
 
+    def forget(self) -> None:
+        """Drops the remembered challenges: the next request goes without credentials."""
+        ...
+
     def preemptive(self, request: Request) -> list[tuple[str, str]]:
         """Credentials for `request` from the last challenge (empty before any challenge)."""
         ...
@@ -139,6 +143,10 @@ class DigestResponder:
     def accepted(self) -> None:
         """Marks the last answered nonces as accepted (see `DigestSession.mark_accepted`)."""
         self._session.mark_accepted()
+
+    def forget(self) -> None:
+        """Forgets every challenge; the registrar will send a fresh nonce."""
+        self._session.reset()
 
     def preemptive(self, request: Request) -> list[tuple[str, str]]:
         """Credentials for the next request from the challenge already answered (nc + 1)."""
@@ -311,6 +319,9 @@ class Registration:
 
     def connection_lost(self) -> None:
         """The flow is gone: the binding can no longer be trusted and nothing is pending."""
+        # A new flow may reach a restarted registrar whose nonces are gone: answering its
+        # first challenge afresh beats replaying credentials it would refuse (403 for ever).
+        self._responder.forget()
         self._pending = None
         self._response_deadline = None
         self.refresh_at = None
@@ -460,6 +471,8 @@ class Registration:
         self.state = RegistrationState.FAILED
         self.refresh_at = None
         self._refreshing = False
+        # Whatever went wrong, the next attempt starts from a fresh challenge.
+        self._responder.forget()
         return [
             RegistrationFailed(status=status, reason=reason, auth=auth, retry_after=retry_after)
         ]

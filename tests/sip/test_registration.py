@@ -37,6 +37,9 @@ class NoAuth:
     def accepted(self) -> None:
         pass
 
+    def forget(self) -> None:
+        pass
+
     def preemptive(self, request: Request) -> list[tuple[str, str]]:
         return []
 
@@ -339,3 +342,30 @@ def test_later_registers_answer_the_last_challenge_preemptively() -> None:
     # A registrar that wants a fresh nonce challenges again: a retry, not a rejection.
     again = sent(registration.receive_response(answer(refresh, 401, header.replace("abc", "d")), 0))
     assert 'nonce="d"' in (again.headers.get("Authorization") or "")
+
+
+def _registered_with_digest() -> Registration:
+    registration = make()
+    request = sent(registration.register(0.0))
+    header = 'WWW-Authenticate: Digest realm="example.test", nonce="abc", qop="auth"'
+    retry = sent(registration.receive_response(answer(request, 401, header), 0.0))
+    registration.receive_response(answer(retry, 200, our_contact(600)), 0.0)
+    return registration
+
+
+def test_a_new_flow_starts_without_old_credentials() -> None:
+    # A restarted registrar forgot its nonces: replaying the old ones would earn 403 for ever.
+    registration = _registered_with_digest()
+    registration.connection_lost()
+    fresh = sent(registration.register(10.0))
+    assert fresh.headers.get("Authorization") is None
+
+
+def test_a_refused_registration_forgets_the_challenge() -> None:
+    registration = _registered_with_digest()
+    refresh = sent(registration.handle_timer(300.0))
+    assert refresh.headers.get("Authorization") is not None
+    failed = registration.receive_response(answer(refresh, 403), 300.0)
+    assert isinstance(failed[0], RegistrationFailed)
+    retry = sent(registration.register(330.0))
+    assert retry.headers.get("Authorization") is None
