@@ -133,23 +133,26 @@ def main() -> None:
         ]
     rate_sipua = [r["rate"] for r in sipua_runs]
     rate_sipp = [r["rate"] for r in sipp_runs]
-    print(f"REGISTER, new connection per registration, digest, {count} per run, concurrency "
-          f"{args.concurrency}, {args.runs} alternating runs (median (min-max)):")  # fmt: skip
-    print(f"  sipua load (TLS):  {spread(rate_sipua)} reg/s, client CPU "
-          f"{median(sipua_runs, 'cpu_ms'):.3f} ms/reg (user {median(sipua_runs, 'user_ms'):.3f}, "
-          f"sys {median(sipua_runs, 'sys_ms'):.3f}), Kamailio "
-          f"{median(sipua_runs, 'kamailio_ms'):.3f} ms/reg, latency p50 "
-          f"{median(sipua_runs, 'p50'):.1f} ms p99 {median(sipua_runs, 'p99'):.1f} ms")  # fmt: skip
-    print(f"  SIPp (TCP, -t tn): {spread(rate_sipp)} reg/s, client CPU "
-          f"{median(sipp_runs, 'cpu_ms'):.3f} ms/reg, Kamailio "
-          f"{median(sipp_runs, 'kamailio_ms'):.3f} ms/reg")  # fmt: skip
-    print(f"  ratio sipua/SIPp: throughput {statistics.median(rate_sipua) / statistics.median(rate_sipp):.2f}x, "
-          f"client CPU {median(sipua_runs, 'cpu_ms') / median(sipp_runs, 'cpu_ms'):.2f}x")  # fmt: skip
-    print(f"  targets: >= 750 reg/s and <= 0.9 ms client CPU per registration")
     rate_reuse = [r["rate"] for r in reuse_runs]
-    print(f"REGISTER on one reused TLS connection ({args.reuse_count} per run, 200 in flight):")
-    print(f"  sipua load --reuse-connection: {spread(rate_reuse)} reg/s, client CPU "
-          f"{median(reuse_runs, 'cpu_ms'):.3f} ms/reg (SIPp reference: ~11,600/s)")  # fmt: skip
+    cpu_sipua, cpu_sipp = median(sipua_runs, "cpu_ms"), median(sipp_runs, "cpu_ms")
+    throughput_ratio = statistics.median(rate_sipua) / statistics.median(rate_sipp)
+    lines = [
+        f"REGISTER, new connection per registration, digest, {count} per run, concurrency "
+        f"{args.concurrency}, {args.runs} alternating runs (median (min-max)):",
+        f"  sipua load (TLS):  {spread(rate_sipua)} reg/s, client CPU {cpu_sipua:.3f} ms/reg "
+        f"(user {median(sipua_runs, 'user_ms'):.3f}, sys {median(sipua_runs, 'sys_ms'):.3f}), "
+        f"Kamailio {median(sipua_runs, 'kamailio_ms'):.3f} ms/reg, latency p50 "
+        f"{median(sipua_runs, 'p50'):.1f} ms p99 {median(sipua_runs, 'p99'):.1f} ms",
+        f"  SIPp (TCP, -t tn): {spread(rate_sipp)} reg/s, client CPU {cpu_sipp:.3f} ms/reg, "
+        f"Kamailio {median(sipp_runs, 'kamailio_ms'):.3f} ms/reg",
+        f"  ratio sipua/SIPp: throughput {throughput_ratio:.2f}x, "
+        f"client CPU {cpu_sipua / cpu_sipp:.2f}x",
+        "  targets: >= 750 reg/s and <= 0.9 ms client CPU per registration",
+        f"REGISTER on one reused TLS connection ({args.reuse_count} per run, 200 in flight):",
+        f"  sipua load --reuse-connection: {spread(rate_reuse)} reg/s, client CPU "
+        f"{median(reuse_runs, 'cpu_ms'):.3f} ms/reg (SIPp reference: ~11,600/s)",
+    ]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
