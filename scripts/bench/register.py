@@ -128,7 +128,7 @@ def main() -> None:
                 str(args.reuse_count),
                 "--concurrency",
                 "200",
-            )  # fmt: skip
+            )
             for _ in range(args.runs)
         ]
     rate_sipua = [r["rate"] for r in sipua_runs]
