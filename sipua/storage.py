@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from sipua.errors import StoreError
+from sipua.settings import model as settings_model
 
 #: The largest file sipua reads as user state or imports (certificates, keys): 5 MB, the limit
 #: desk phones document for certificate uploads.
@@ -52,11 +53,8 @@ def default_data_dir() -> Path:
     explicit = os.environ.get("SIPUA_DATA_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    # The XDG spec says a relative $XDG_DATA_HOME is invalid and must be ignored.
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "sipua"
-    return Path.home() / ".local" / "share" / "sipua"
+    # One XDG rule for the whole program: the settings model's default.
+    return settings_model.default_data_dir()
 
 
 def ensure_private_dir(path: Path) -> Path:
