@@ -64,11 +64,7 @@ def test_account_helpers() -> None:
         name="a", aor="sips:alice@Example.test", username="alice", proxy="[2001:db8::1]:5062"
     )
     assert account.domain == "Example.test"
-    assert account.verify_name == "Example.test"
     assert account.proxy_address() == ("2001:db8::1", 5062)
-    assert dataclasses.replace(account, tls_name="reg.example.test").verify_name == (
-        "reg.example.test"
-    )
     assert dataclasses.replace(account, proxy=None).proxy_address() is None
 
 

@@ -87,11 +87,6 @@ class AccountSettings:
         """The AOR's host, e.g. `example.test` for `sips:alice@example.test`."""
         return aor_parts(self.aor)[2]
 
-    @property
-    def verify_name(self) -> str:
-        """The name the registrar's certificate is checked against (`tls_name` or the domain)."""
-        return self.tls_name if self.tls_name is not None else self.domain
-
     def proxy_address(self) -> tuple[str, int | None] | None:
         """The proxy as `(host, port)`, port None when not given; None without a proxy."""
         return None if self.proxy is None else split_host_port(self.proxy)
