@@ -199,14 +199,13 @@ def record_verdict(
 
     The verdicts go into the list the engine set as the connection's app data. Returning
     True overrides OpenSSL's verdict on purpose: sipua's verifier decides after the handshake.
+    This runs for every certificate of every handshake, so it keeps OpenSSL's numbers and the
+    certificate object as they are; `OpenSslVerdict.subject` formats the subject on demand
+    (converting and formatting here cost ~0.1 ms per certificate).
     """
     verdicts = connection.get_app_data()
     if isinstance(verdicts, list) and len(verdicts) < MAX_RECORDED_VERDICTS:
-        try:
-            subject = cert.to_cryptography().subject.rfc4514_string()
-        except ValueError:
-            subject = "<unparsable subject>"
-        verdicts.append(OpenSslVerdict(depth=depth, subject=subject, ok=bool(ok), error=errno))
+        verdicts.append(OpenSslVerdict(depth=depth, ok=bool(ok), error=errno, certificate=cert))
     return True
 
 

@@ -9,10 +9,11 @@ sipua is (design rule 3), and are frozen, slotted, keyword-only dataclasses.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
+from OpenSSL import crypto
 
 
 class Verification(Protocol):
@@ -45,17 +46,30 @@ Verifier = Callable[[Sequence[x509.Certificate]], Verification]
 class OpenSslVerdict:
     """OpenSSL's own opinion of one certificate of the peer chain (advisory only).
 
+    The verify callback records this on every handshake, so it only keeps what OpenSSL hands
+    over; the subject is formatted when someone reads it (diagnostics), not per handshake.
+
     Attributes:
         depth: 0 for the leaf, 1 for its issuer, and so on.
-        subject: The certificate's subject as an RFC 4514 string.
         ok: Whether OpenSSL accepted this certificate.
         error: OpenSSL's X509_V_ERR number (0 when ok).
+        certificate: The certificate OpenSSL judged, or None when it was not kept.
     """
 
     depth: int
-    subject: str
     ok: bool
     error: int
+    certificate: crypto.X509 | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def subject(self) -> str:
+        """The certificate's subject as an RFC 4514 string (computed on each read)."""
+        if self.certificate is None:
+            return "<not recorded>"
+        try:
+            return self.certificate.to_cryptography().subject.rfc4514_string()
+        except ValueError:
+            return "<unparsable subject>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,9 +17,9 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
   exchange is request/response, so Nagle would add a delayed-ACK wait per message.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
-- The trust verdict is computed by `sipua.tls.verify.client_verifier` once per distinct peer
-  chain and reused for `VERDICT_TTL_SECONDS` (the verdict is a function of chain, name,
-  policy, anchors and time; all but time are fixed for a run, and the TTL bounds the time).
+- The trust verdict comes from `sipua.tls.verify.client_verifier`, which computes it once per
+  distinct peer chain and reuses it for a bounded time (see that module), as `sipua register`
+  does.
 - No logging per message or per registration; the run keeps counters (`LoadStats`) and the
   command prints a progress line from them.
 
@@ -74,7 +74,7 @@ from sipua.sip.registration import (
 )
 from sipua.tls.context import TlsClientConfig, client_context
 from sipua.tls.engine import WANT_READ, TlsEngine
-from sipua.tls.events import Verification, Verifier
+from sipua.tls.events import Verifier
 from sipua.ua.load_accounts import LoadAccount
 from sipua.ua.load_stats import LoadReport, LoadStats
 
@@ -85,10 +85,6 @@ if TYPE_CHECKING:
 
 #: Bytes asked of the socket per receive (a TLS flight or many responses fit).
 RECEIVE_BYTES: Final = 65_536
-#: How long a cached trust verdict for a peer chain is reused before it is computed again.
-VERDICT_TTL_SECONDS: Final = 60.0
-#: Distinct peer chains whose verdicts are cached at once.
-MAX_CACHED_VERDICTS: Final = 16
 #: Upper bound on concurrency (each in-flight registration is a task and maybe a socket).
 MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
@@ -178,24 +174,6 @@ def rss_kib() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-class _VerdictCache:
-    """The trust verdict per distinct peer chain, reused for `VERDICT_TTL_SECONDS`."""
-
-    def __init__(self, verifier: Verifier) -> None:
-        self._verifier = verifier
-        self._entries: dict[tuple[object, ...], tuple[Verification, float]] = {}
-
-    def verify(self, chain: tuple[object, ...], now: float) -> Verification:
-        entry = self._entries.get(chain)
-        if entry is not None and entry[1] > now:
-            return entry[0]
-        verdict = self._verifier(chain)  # type: ignore[arg-type]  # certificates, as sent
-        if len(self._entries) >= MAX_CACHED_VERDICTS:
-            self._entries.clear()
-        self._entries[chain] = (verdict, now + VERDICT_TTL_SECONDS)
-        return verdict
-
-
 class _Failure(Exception):
     """One registration failed; `reason` is the short code counted in the report."""
 
@@ -226,7 +204,7 @@ class _Flow:
         self.local = local
 
     @classmethod
-    async def open(cls, plan: LoadPlan, context: SSL.Context, verdicts: _VerdictCache) -> _Flow:
+    async def open(cls, plan: LoadPlan, context: SSL.Context, verifier: Verifier) -> _Flow:
         """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
         family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
@@ -248,7 +226,7 @@ class _Flow:
                     engine.receive_eof()
                 else:
                     engine.receive_data(data)
-            verdict = verdicts.verify(engine.peer_chain(), trio.current_time())
+            verdict = verifier(engine.peer_chain())
             if not verdict.ok:
                 raise PeerNotTrusted(
                     f"the server {plan.tls.server_name or plan.host} is not trusted: "
@@ -410,7 +388,7 @@ class LoadRun:
         self._rng = rng or random.Random(int.from_bytes(os.urandom(16), "big"))
         self._progress = progress
         self._progress_interval = progress_interval
-        self._verdicts = _VerdictCache(client_verifier(plan.tls))
+        self._verifier = client_verifier(plan.tls)
         # Built (or taken from the cache) once: computing the cache key per connection costs
         # a certificate fingerprint per trusted certificate.
         self._context = client_context(plan.tls)
@@ -581,7 +559,7 @@ class LoadRun:
         started = trio.current_time()
         try:
             with trio.fail_after(plan.handshake_timeout):
-                flow = await _Flow.open(plan, self._context, self._verdicts)
+                flow = await _Flow.open(plan, self._context, self._verifier)
             registration = self._registration(account, flow.local)
             outputs = registration.register(trio.current_time())
             if await self._exchange(flow, registration, outputs, started):
@@ -666,7 +644,7 @@ class LoadRun:
         plan = self.plan
         try:
             with trio.fail_after(plan.handshake_timeout):
-                return await _Flow.open(plan, self._context, self._verdicts)
+                return await _Flow.open(plan, self._context, self._verifier)
         except trio.TooSlowError as exc:
             raise ConnectFailed(
                 f"connect and TLS handshake to {plan.host}:{plan.port} took over "

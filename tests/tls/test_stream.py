@@ -81,6 +81,22 @@ async def test_trusted_peer_completes_with_the_verdict(world: TlsWorld, version:
     assert server_side.verification is None  # no client certificate was asked for
 
 
+async def test_openssl_verdicts_name_each_certificate_on_demand(world: TlsWorld) -> None:
+    client, server = tls_memory_pair(world, client_verifier=world.verifier(name="example.com"))
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    by_depth = {v.depth: v for v in completed.openssl_verdicts}
+    # The leaf's subject is formatted when read, from the certificate OpenSSL judged.
+    leaf_subject = world.server_identity.certificate.subject.rfc4514_string()
+    assert by_depth[0].subject == leaf_subject
+    assert by_depth[0].error == 0
+    # Neither the repr nor equality drag the certificate object along.
+    assert "certificate" not in repr(by_depth[0])
+    assert by_depth[0] == events.OpenSslVerdict(depth=0, ok=True, error=0)
+    assert events.OpenSslVerdict(depth=0, ok=True, error=0).subject == "<not recorded>"
+
+
 @pytest.mark.parametrize(
     ("verifier_args", "code"),
     [({"name": "other.example"}, "name-mismatch"), ({}, "untrusted-issuer")],
