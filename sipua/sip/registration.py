@@ -48,6 +48,7 @@ REFRESH_MARGIN_SECONDS: Final = 32.0
 MAX_CHALLENGES_PER_ATTEMPT: Final = 3  # a stale nonce may be retried; loops end here
 MAX_INTERVAL_RETRIES: Final = 3  # 423 answers per attempt
 MAX_FORWARDS: Final = 70  # RFC 3261 §8.1.1.6
+_MAX_FORWARDS: Final = str(MAX_FORWARDS)
 USER_AGENT: Final = "sipua"
 # What the UAS side of sipua handles; a REGISTER advertises it (RFC 3261 §20.5).
 ALLOWED_METHODS: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
@@ -272,7 +273,7 @@ class Registration:
                 f"the AOR {aor} is not a sips: URI; sipua registers over TLS only (RFC 5630)"
             )
         self.aor = aor
-        self.contact = contact
+        self._contact = contact
         self.instance_id = instance_id
         self.reg_id = reg_id
         self.requested_expires = expires
@@ -291,6 +292,14 @@ class Registration:
         self._interval_retries = 0
         self._expires = expires
         self._refreshing = False
+        # What every REGISTER of this binding repeats is formatted once (the hot path of
+        # `sipua load`); `_build` only formats CSeq, branch, Expires and credentials.
+        self._registrar = SipUri.parse(f"sips:{_host_port(aor)}")
+        self._from = f"<{aor}>;tag={self._from_tag}"
+        self._to = f"<{aor}>"
+        self._via_prefix = ""
+        self._contact_value = ""
+        self._contact_templates()
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -316,6 +325,23 @@ class Registration:
     def set_contact(self, contact: ContactAddress) -> None:
         """Changes our Contact and sent-by (after a reconnect the local port is new)."""
         self.contact = contact
+
+    @property
+    def contact(self) -> ContactAddress:
+        """Our Contact URI and Via sent-by (assigning it re-formats the templates)."""
+        return self._contact
+
+    @contact.setter
+    def contact(self, contact: ContactAddress) -> None:
+        self._contact = contact
+        self._contact_templates()
+
+    def _contact_templates(self) -> None:
+        self._via_prefix = f"SIP/2.0/TLS {self.contact.sent_by};branch="
+        self._contact_value = (
+            f'<{self.contact.uri}>;+sip.instance="<urn:uuid:{self.instance_id}>"'
+            f";reg-id={self.reg_id}"
+        )
 
     def connection_lost(self) -> None:
         """The flow is gone: the binding can no longer be trusted and nothing is pending."""
@@ -486,21 +512,15 @@ class Registration:
 
     def _build(self, expires: int, extra: list[tuple[str, str]]) -> Request:
         self._cseq += 1
-        aor = self.aor
-        registrar = SipUri.parse(f"sips:{_host_port(aor)}")
-        contact = (
-            f'<{self.contact.uri}>;+sip.instance="<urn:uuid:{self.instance_id}>"'
-            f";reg-id={self.reg_id}"
-        )
         headers = Headers(
             [
-                ("Via", f"SIP/2.0/TLS {self.contact.sent_by};branch={new_branch(self._rng)}"),
-                ("Max-Forwards", str(MAX_FORWARDS)),
-                ("From", f"<{aor}>;tag={self._from_tag}"),
-                ("To", f"<{aor}>"),
+                ("Via", self._via_prefix + new_branch(self._rng)),
+                ("Max-Forwards", _MAX_FORWARDS),
+                ("From", self._from),
+                ("To", self._to),
                 ("Call-ID", self._call_id),
                 ("CSeq", f"{self._cseq} REGISTER"),
-                ("Contact", contact),
+                ("Contact", self._contact_value),
                 ("Expires", str(expires)),
                 ("Supported", "outbound, path"),
                 ("Allow", ALLOWED_METHODS),
@@ -508,7 +528,7 @@ class Registration:
                 *extra,
             ]
         )
-        request = Request("REGISTER", registrar, headers)
+        request = Request("REGISTER", self._registrar, headers)
         if not extra:
             # Later REGISTERs (refresh, 423 retry, unregister) answer the last challenge at
             # once, with the nonce count advanced (RFC 7616 §3.4), saving a round trip; a

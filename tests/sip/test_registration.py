@@ -369,3 +369,31 @@ def test_a_refused_registration_forgets_the_challenge() -> None:
     assert isinstance(failed[0], RegistrationFailed)
     retry = sent(registration.register(330.0))
     assert retry.headers.get("Authorization") is None
+
+
+def test_requests_follow_a_changed_contact_and_keep_the_constant_parts() -> None:
+    rng = random.Random(7)
+    registration = Registration(
+        aor=SipUri.parse("sips:alice@example.com:5061"),
+        contact=ContactAddress(
+            uri=SipUri.parse("sips:alice@192.0.2.1:40000"), sent_by="192.0.2.1:40000"
+        ),
+        instance_id="00000000-0000-4000-8000-000000000001",
+        rng=rng,
+        responder=DigestResponder(username="alice", password=None, rng=rng),
+    )
+    first = registration.register(0.0)[0]
+    assert isinstance(first, SendRequest)
+    assert str(first.request.uri) == "sips:example.com:5061"
+    assert first.request.headers.get("To") == "<sips:alice@example.com:5061>"
+    registration.connection_lost()
+    registration.set_contact(
+        ContactAddress(uri=SipUri.parse("sips:alice@192.0.2.1:40001"), sent_by="192.0.2.1:40001")
+    )
+    second = registration.register(1.0)[0]
+    assert isinstance(second, SendRequest)
+    via = second.request.headers.get("Via") or ""
+    assert via.startswith("SIP/2.0/TLS 192.0.2.1:40001;branch=z9hG4bK")
+    assert "<sips:alice@192.0.2.1:40001>" in (second.request.headers.get("Contact") or "")
+    assert second.request.headers.get("From") == first.request.headers.get("From")
+    assert second.request.headers.get("CSeq") == "2 REGISTER"
