@@ -158,3 +158,45 @@ async def test_rsa_identity_is_usable(world: TlsWorld) -> None:
     completed = client.handshake_event
     assert isinstance(completed, events.HandshakeCompleted)
     assert completed.verified
+
+
+async def test_tls13_suites_are_configurable(world: TlsWorld) -> None:
+    suite = "TLS_CHACHA20_POLY1305_SHA256"
+    client, server = tls_memory_pair(
+        world, client_config=world.client_config(min_version="1.3", tls13_ciphersuites=suite)
+    )
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    assert completed.cipher == suite
+
+
+def test_unknown_tls13_suites_are_a_config_error(world: TlsWorld) -> None:
+    with pytest.raises(ConfigError, match=r"TLS 1\.3 cipher suites 'TLS_NOPE'"):
+        client_context(world.client_config(tls13_ciphersuites="TLS_NOPE"))
+
+
+async def test_key_exchange_groups_are_configurable(world: TlsWorld) -> None:
+    # The client offers P-256 only: a default server agrees on it.
+    client_config = world.client_config(groups="P-256")
+    assert client_context(client_config) is not client_context(world.client_config())
+    client, server = tls_memory_pair(world, client_config=client_config)
+    await handshake_both(client, server)
+    assert isinstance(client.handshake_event, events.HandshakeCompleted)
+    # Without a common group there is no handshake: the setting really reaches OpenSSL.
+    client, server = tls_memory_pair(
+        world,
+        client_config=world.client_config(groups="X25519"),
+        server_config=world.server_config(groups="P-256"),
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_quietly, server.do_handshake)
+        with pytest.raises(HandshakeFailed):
+            await client.do_handshake()
+
+
+def test_unknown_groups_are_a_config_error(world: TlsWorld) -> None:
+    with pytest.raises(ConfigError, match="TLS groups 'X25519:NOPE'"):
+        client_context(world.client_config(groups="X25519:NOPE"))
+    # The refused call left nothing on OpenSSL's error queue for the next one.
+    client_context(world.client_config(groups="X25519"))
