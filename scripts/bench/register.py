@@ -12,6 +12,7 @@ user+system time during the run; SIPp: the child's rusage) and Kamailio's CPU pe
 registration (all its processes, from /proc). Medians of the runs, with min-max.
 
 Usage: python scripts/bench/register.py [--count 2000] [--runs 3] [--concurrency 50]
+                                        [--tls-groups X25519]
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="alternating runs of each")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--reuse-count", type=int, default=20000)
+    parser.add_argument(
+        "--tls-groups",
+        help="also run sipua load with these key-exchange groups (e.g. X25519), alternating",
+    )
     args = parser.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None:
         raise SystemExit("sipp and kamailio are needed (scripts/install-peers)")
@@ -114,10 +119,12 @@ def main() -> None:
         count = args.count
         sipua_runs: list[dict[str, float]] = []
         sipp_runs: list[dict[str, float]] = []
+        groups_runs: list[dict[str, float]] = []
+        own = ("--count", str(count), "--concurrency", str(args.concurrency))
         for _ in range(args.runs):
-            sipua_runs.append(
-                run_sipua(kam, work, "--count", str(count), "--concurrency", str(args.concurrency))
-            )
+            sipua_runs.append(run_sipua(kam, work, *own))
+            if args.tls_groups:
+                groups_runs.append(run_sipua(kam, work, *own, "--tls-groups", args.tls_groups))
             sipp_runs.append(run_sipp(kam, work, count, args.concurrency))
         reuse_runs = [
             run_sipua(
@@ -148,6 +155,15 @@ def main() -> None:
         f"  ratio sipua/SIPp: throughput {throughput_ratio:.2f}x, "
         f"client CPU {cpu_sipua / cpu_sipp:.2f}x",
         "  targets: >= 750 reg/s and <= 0.9 ms client CPU per registration",
+        *(
+            [
+                f"  sipua load --tls-groups {args.tls_groups}: "
+                f"{spread([r['rate'] for r in groups_runs])} reg/s, client CPU "
+                f"{median(groups_runs, 'cpu_ms'):.3f} ms/reg"
+            ]
+            if groups_runs
+            else []
+        ),
         f"REGISTER on one reused TLS connection ({args.reuse_count} per run, 200 in flight):",
         f"  sipua load --reuse-connection: {spread(rate_reuse)} reg/s, client CPU "
         f"{median(reuse_runs, 'cpu_ms'):.3f} ms/reg (SIPp reference: ~11,600/s)",

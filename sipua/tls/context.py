@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol
@@ -293,21 +293,19 @@ def _base_context(config: _Common) -> SSL.Context:
         # OpenSSL's default security level 1+ refuses TLS < 1.2 outright (its SHA-1 based
         # PRF); the user asked for these versions, so lower the level for this context only.
         ciphers += ":@SECLEVEL=0"
-    try:
-        context.set_cipher_list(ciphers.encode("ascii"))
-    except (SSL.Error, UnicodeEncodeError) as exc:
-        raise ConfigError(
-            f"TLS cipher list {ciphers!r} selects no usable cipher; "
-            "use an OpenSSL cipher string such as 'ECDHE+AESGCM'"
-        ) from exc
+    _set_list(
+        context.set_cipher_list,
+        ciphers,
+        f"TLS cipher list {ciphers!r} selects no usable cipher; "
+        "use an OpenSSL cipher string such as 'ECDHE+AESGCM'",
+    )
     if config.tls13_ciphersuites is not None:
-        try:
-            context.set_tls13_ciphersuites(config.tls13_ciphersuites.encode("ascii"))
-        except (SSL.Error, UnicodeEncodeError) as exc:
-            raise ConfigError(
-                f"TLS 1.3 cipher suites {config.tls13_ciphersuites!r} select no usable suite; "
-                "use IANA names such as 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384'"
-            ) from exc
+        _set_list(
+            context.set_tls13_ciphersuites,
+            config.tls13_ciphersuites,
+            f"TLS 1.3 cipher suites {config.tls13_ciphersuites!r} select no usable suite; "
+            "use IANA names such as 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384'",
+        )
     if config.groups is not None:
         _set_groups(context, config.groups)
     # Renegotiation is gone in TLS 1.3 and a liability in 1.2 (RFC 5746 history); SIP never
@@ -325,6 +323,13 @@ def _base_context(config: _Common) -> SSL.Context:
     if config.keylog_path is not None:
         context.set_keylog_callback(KeyLogWriter(config.keylog_path))
     return context
+
+
+def _set_list(setter: Callable[[bytes], object], value: str, error: str) -> None:
+    try:
+        setter(value.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError) as exc:
+        raise ConfigError(error) from exc
 
 
 def _set_groups(context: SSL.Context, groups: str) -> None:

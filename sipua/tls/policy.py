@@ -36,7 +36,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -54,6 +54,9 @@ from sipua.tls.certs import (
     quiet_deprecations,
 )
 from sipua.tls.identity import IdentityCheck, check_identity, presented_identities
+
+if TYPE_CHECKING:
+    from sipua.settings.model import TlsSettings
 
 AcceptedCa = Literal["default", "custom", "all"]
 Purpose = Literal["server", "client"]
@@ -120,6 +123,22 @@ class TrustPolicy:
         for name in ("only_trusted", "cn_validation", "allow_wildcards", "allow_weak_crypto"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+
+    @classmethod
+    def from_settings(cls, tls: TlsSettings) -> TrustPolicy:
+        """The policy the user's TLS settings ask for (`sipua register`, `load` and the UA).
+
+        Args:
+            tls: The `[tls]` settings.
+        """
+        return cls(
+            only_trusted=tls.only_trusted,
+            accepted_ca=tls.ca_type,
+            cn_validation=tls.cn_validation,
+            allow_wildcards=tls.allow_wildcards,
+            # Legacy TLS (below 1.2) is the user's explicit opt-in to old peers and their keys.
+            allow_weak_crypto=tls.min_version in ("1.0", "1.1"),
+        )
 
     def accepts(self, kinds: Iterable[AnchorKind]) -> bool:
         """Tells whether an anchor of one of `kinds` is acceptable under `accepted_ca`."""

@@ -238,15 +238,7 @@ class UserAgent:
     def _policy(self) -> Any:
         from sipua.tls.policy import TrustPolicy
 
-        tls = self.settings.tls
-        return TrustPolicy(
-            only_trusted=tls.only_trusted,
-            accepted_ca=tls.ca_type,
-            cn_validation=tls.cn_validation,
-            allow_wildcards=tls.allow_wildcards,
-            # Legacy TLS (below 1.2) is the user's explicit opt-in to old peers and their keys.
-            allow_weak_crypto=tls.min_version in ("1.0", "1.1"),
-        )
+        return TrustPolicy.from_settings(self.settings.tls)
 
     def _device_identity(self) -> Any:
         if self._identity is None:

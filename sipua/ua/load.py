@@ -708,7 +708,13 @@ def _failure_reason(failed: RegistrationFailed) -> str:
     return f"status-{failed.status}"
 
 
-def client_tls_config(settings: Settings, tls_name: str | None) -> TlsClientConfig:
+def client_tls_config(
+    settings: Settings,
+    tls_name: str | None,
+    *,
+    groups: str | None = None,
+    tls13_ciphersuites: str | None = None,
+) -> TlsClientConfig:
     """The client TLS configuration `sipua register` would use, for a load run.
 
     Same trust policy, trusted certificates (the store's custom ones plus `--trusted-cert`),
@@ -718,6 +724,9 @@ def client_tls_config(settings: Settings, tls_name: str | None) -> TlsClientConf
     Args:
         settings: The loaded settings.
         tls_name: The name the registrar must prove (RFC 5922 §7.2).
+        groups: Key-exchange groups to offer (OpenSSL names, colon-separated); None keeps
+            OpenSSL's default.
+        tls13_ciphersuites: TLS 1.3 suites to offer; None keeps OpenSSL's default.
 
     Raises:
         ConfigError, CertificateError: A trusted certificate or the device identity is unusable.
@@ -733,16 +742,13 @@ def client_tls_config(settings: Settings, tls_name: str | None) -> TlsClientConf
         trusted.extend(load_certificate_file(path))
     return TlsClientConfig(
         server_name=tls_name,
-        policy=TrustPolicy(
-            only_trusted=tls.only_trusted,
-            accepted_ca=tls.ca_type,
-            cn_validation=tls.cn_validation,
-            allow_wildcards=tls.allow_wildcards,
-        ),
+        policy=TrustPolicy.from_settings(tls),
         trusted=tuple(trusted),
         identity=store.device_identity(tls.device_cert, tls.mac),
         min_version=tls.min_version,
         max_version=tls.max_version,
         ciphers=tls.ciphers,
+        tls13_ciphersuites=tls13_ciphersuites,
+        groups=groups,
         keylog_path=tls.keylog_file,
     )
