@@ -310,3 +310,25 @@ async def test_command_exit_code_says_why_registrations_failed(tmp_path: Path) -
             )
     assert result.returncode == 4, result.stderr.decode()
     assert "auth" in result.stdout.decode() + result.stderr.decode()
+
+
+def test_client_tls_config_follows_the_settings_and_the_load_flags(tmp_path: Path) -> None:
+    from sipua.settings.model import Settings, TlsSettings
+    from sipua.tls.policy import TrustPolicy
+    from sipua.ua.load import client_tls_config
+
+    legacy = Settings(tls=TlsSettings(min_version="1.0", only_trusted=False), data_dir=tmp_path)
+    config = client_tls_config(
+        legacy, "example.com", groups="X25519", tls13_ciphersuites="TLS_AES_128_GCM_SHA256"
+    )
+    # The same policy the user agent applies, legacy opt-in included.
+    assert config.policy == TrustPolicy.from_settings(legacy.tls)
+    assert config.policy is not None
+    assert config.policy.allow_weak_crypto
+    assert config.groups == "X25519"
+    assert config.tls13_ciphersuites == "TLS_AES_128_GCM_SHA256"
+    default = client_tls_config(Settings(data_dir=tmp_path), "example.com")
+    assert default.groups is None
+    assert default.tls13_ciphersuites is None
+    assert default.policy is not None
+    assert not default.policy.allow_weak_crypto
