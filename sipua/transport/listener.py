@@ -4,19 +4,24 @@
 server (presenting the device certificate, asking for or requiring a client certificate as the
 `TlsServerConfig` says) within the handshake timeout, then a `SipConnection` whose messages go
 to the handler; responses go back on the same connection (RFC 3261 §18.2.2). A failed handshake
-only ends that connection. The number of connections held at once is bounded; one more is
-closed at once. It is started with `nursery.start(serve_tls, ...)` and reports the bound
-address through `task_status` (port 0 asks the OS for a free port).
+only ends that connection, and so does anything else that goes wrong with one connection: a
+client that resets before we look at its address, or an unexpected error while serving it, is
+logged and closes that connection only, never the listener or the user agent around it. The
+number of connections held at once is bounded; one more is closed at once. It is started with
+`nursery.start(serve_tls, ...)` and reports the bound address through `task_status` (port 0
+asks the OS for a free port).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Final
 
 import trio
 
 from sipua.errors import ConfigError, HandshakeFailed, PeerNotTrusted
+from sipua.logs import get_logger
 from sipua.tls.context import TlsServerConfig
 from sipua.tls.events import HandshakeCompleted
 from sipua.tls.stream import TlsStream
@@ -24,6 +29,10 @@ from sipua.transport.client import host_port
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
 DEFAULT_MAX_CONNECTIONS: Final = 256
+#: How much of an unexpected error's message reaches the log (a peer's bytes may be quoted).
+MAX_LOGGED_ERROR_CHARS: Final = 512
+
+_log = get_logger(component="listener")
 
 #: Told about each inbound handshake: (peer, completed) or (peer, the error).
 HandshakeHook = Callable[[str, HandshakeCompleted | HandshakeFailed | PeerNotTrusted], None]
@@ -59,38 +68,68 @@ async def serve_tls(
     limit = trio.CapacityLimiter(max_connections)
 
     async def serve_one(tcp: trio.SocketStream) -> None:
-        peer_name = tcp.socket.getpeername()
+        try:
+            peer_name = tcp.socket.getpeername()
+        except OSError:
+            # The client reset before we got here (Linux: ENOTCONN); nothing to serve.
+            await _close_quietly(tcp)
+            return
         peer = host_port(str(peer_name[0]), int(peer_name[1]))
         try:
             limit.acquire_nowait()
         except trio.WouldBlock:
-            await tcp.aclose()  # over the limit: refuse by closing
+            await _close_quietly(tcp)  # over the limit: refuse by closing
             return
         try:
-            tls = TlsStream.server(tcp, config)
-            try:
-                completed = await tls.do_handshake(timeout=handshake_timeout)
-            except (HandshakeFailed, PeerNotTrusted) as exc:
-                if on_handshake is not None:
-                    on_handshake(peer, exc)
-                with trio.CancelScope(shield=True):
-                    await tcp.aclose()
-                return
-            if on_handshake is not None:
-                on_handshake(peer, completed)
-            local = host_port(bound[0], bound[1])
-            connection = SipConnection(
-                tls,
+            await _serve_connection(tcp, peer)
+        except Exception as exc:  # noqa: BLE001 - one connection's fault must not end the rest
+            _log.error(
+                "inbound-connection-failed",
                 peer=peer,
-                local=local,
-                tls_name=None,
-                handler=handler,
-                trace=trace,
-                idle_timeout=idle_timeout,
+                error=type(exc).__name__,
+                reason=str(exc)[:MAX_LOGGED_ERROR_CHARS],
             )
-            await connection.run()
+            await _close_quietly(tcp)
         finally:
             limit.release()
 
+    async def _serve_connection(tcp: trio.SocketStream, peer: str) -> None:
+        tls = TlsStream.server(tcp, config)
+        try:
+            completed = await tls.do_handshake(timeout=handshake_timeout)
+        except (HandshakeFailed, PeerNotTrusted) as exc:
+            if on_handshake is not None:
+                on_handshake(peer, exc)
+            await _close_quietly(tcp)
+            return
+        if on_handshake is not None:
+            on_handshake(peer, completed)
+        local = host_port(bound[0], bound[1])
+        connection = SipConnection(
+            tls,
+            peer=peer,
+            local=local,
+            tls_name=None,
+            handler=handler,
+            trace=trace,
+            idle_timeout=idle_timeout,
+        )
+        try:
+            await connection.run()
+        except Exception:
+            # Tell whoever holds the connection (a call) that it is gone before the error is
+            # logged and the socket closed.
+            await connection.aclose("internal error")
+            raise
+
     task_status.started(bound)
     await trio.serve_listeners(serve_one, listeners)
+
+
+async def _close_quietly(tcp: trio.SocketStream) -> None:
+    """Closes a TCP stream, even under cancellation, ignoring a peer that is already gone."""
+    with (
+        trio.CancelScope(shield=True),
+        contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await tcp.aclose()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from dataclasses import dataclass
 
 import pytest
@@ -100,3 +102,81 @@ async def test_busy_address_is_a_config_error() -> None:
     finally:
         for listener in listeners:
             await listener.aclose()
+
+
+async def _options_round_trip(host: str, port: int) -> Response:
+    tcp = await trio.open_tcp_stream(host, port)
+    stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
+    await stream.send_all(OPTIONS)
+    data = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+    await stream.aclose()
+    response = parse_message(data)
+    assert isinstance(response, Response)
+    return response
+
+
+async def test_client_reset_before_accept_ends_only_that_connection() -> None:
+    # Regression: getpeername() on a connection the client already reset raised ENOTCONN
+    # out of the listener and ended the user agent.
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_tls(
+                "127.0.0.1",
+                0,
+                server_config(),
+                handler,
+                handshake_timeout=2.0,
+                task_status=task_status,
+            )
+        )
+        # Blocking socket calls: trio's accept loop cannot run between connect and reset, so
+        # every one of these is reset before the listener sees it.
+        for _ in range(20):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.connect((host, port))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        await trio.sleep(0.2)
+        response = await _options_round_trip(host, port)
+        assert response.status == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_handler_bug_closes_only_that_connection() -> None:
+    calls = 0
+
+    async def buggy(connection: SipConnection, message: Request | Response) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("handler bug")
+        await handler(connection, message)
+
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_tls(
+                "127.0.0.1",
+                0,
+                server_config(),
+                buggy,
+                handshake_timeout=2.0,
+                task_status=task_status,
+            )
+        )
+        tcp = await trio.open_tcp_stream(host, port)
+        stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
+        await stream.send_all(OPTIONS)
+        with trio.fail_after(5):
+            try:
+                while await stream.receive_some(65536):
+                    pass  # the server closes this connection without an answer
+            except trio.BrokenResourceError:
+                pass
+        await stream.aclose()
+        response = await _options_round_trip(host, port)
+        assert response.status == 200
+        assert calls == 2
+        nursery.cancel_scope.cancel()
