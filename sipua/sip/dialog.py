@@ -7,7 +7,10 @@ dialog is secure when the Request-URI was `sips:`. In-dialog requests from the p
 higher CSeq than the last one (§12.2.2, else 500); ACK and CANCEL reuse the INVITE's number.
 Requests we send in the dialog (a BYE) go to the remote target through the route set, with our
 own CSeq counting up (§12.2.1.1). sipua is a UAS here, so only loose routing (``;lr``) is
-supported for the requests it sends: a strict-routing first hop is reported, not handled.
+supported for the requests it sends. Everything a later in-dialog request needs is checked when
+the dialog is created, so a bad INVITE is refused up front (400) instead of failing when we
+build our BYE: the remote target must be a SIP URI, and a SIPS one when the Request-URI is
+(§8.1.1.8, §12.1.1); every route must be a SIP URI and the first a loose router.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class Dialog:
         """Creates the dialog a 2xx (or 1xx with a tag) to `request` establishes (§12.1.1).
 
         Raises:
-            RemoteProtocolError: the request has no From tag or no Contact (status_hint 400).
+            RemoteProtocolError: the request has no From tag or no Contact, its Contact is not a
+                SIP(S) URI or not SIPS for a SIPS Request-URI, or its route set is not usable
+                (a non-SIP route, a strict router first); status_hint 400.
         """
         remote_tag = request.from_.tag
         if not remote_tag:
@@ -73,6 +78,31 @@ class Dialog:
         if not contacts:
             raise RemoteProtocolError("the INVITE has no Contact (RFC 3261 §8.1.1.8)")
         uri = request.uri
+        secure = isinstance(uri, SipUri) and uri.scheme == "sips"
+        target = contacts[0].uri
+        if contacts[0].is_star or not isinstance(target, SipUri):
+            raise RemoteProtocolError(
+                f"the INVITE's Contact {str(target)[:200]!r} is not a SIP or SIPS URI, so no "
+                "request could reach the caller in the dialog (RFC 3261 §8.1.1.8)"
+            )
+        if secure and target.scheme != "sips":
+            raise RemoteProtocolError(
+                "the INVITE has a sips: Request-URI but a sip: Contact; the Contact MUST be "
+                "a SIPS URI (RFC 3261 §8.1.1.8)"
+            )
+        routes = request.record_routes
+        route_uris = [route.uri for route in routes]
+        for route_uri in route_uris:
+            if not isinstance(route_uri, SipUri):
+                raise RemoteProtocolError(
+                    f"the INVITE's Record-Route {str(route_uri)[:200]!r} is not a SIP or SIPS URI"
+                )
+        first = route_uris[0] if route_uris else None
+        if isinstance(first, SipUri) and "lr" not in first.params:
+            raise RemoteProtocolError(
+                "the INVITE's first Record-Route is a strict router (no ;lr); sipua only "
+                "supports loose routing (RFC 3261 §16.12.1.1)"
+            )
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -80,9 +110,9 @@ class Dialog:
             local_uri=str(request.to.uri),
             remote_uri=str(request.from_.uri),
             remote_target=str(contacts[0].uri),
-            route_set=[str(route) for route in request.record_routes],
+            route_set=[str(route) for route in routes],
             remote_seq=request.cseq.seq,
-            secure=isinstance(uri, SipUri) and uri.scheme == "sips",
+            secure=secure,
         )
 
     @property

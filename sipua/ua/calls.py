@@ -156,6 +156,9 @@ class CallHandler:
                 await self._run(call, call.session.hangup())
             except ConnectionLost as exc:
                 self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
+            except ProtocolError as exc:
+                # No BYE can be built for this dialog; the other calls are still hung up.
+                self._end(call, CallEnded(reason=f"protocol-error: {exc}"))
 
     async def _dispatch(self, connection: SipConnection, request: Request) -> None:
         method = request.method
@@ -248,6 +251,10 @@ class CallHandler:
                     await self._run(call, session.hangup())
             except ConnectionLost as exc:
                 self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
+            except ProtocolError as exc:
+                # A backstop: the dialog is checked when the INVITE arrives, but a BYE that
+                # cannot be built must end this call, never the user agent's nursery.
+                self._end(call, CallEnded(reason=f"protocol-error: {exc}"))
 
     def _decide(self, session: InviteSession) -> list[InviteOutput]:
         if self.policy.action in REJECT_STATUS:

@@ -76,10 +76,49 @@ def test_new_request_uses_route_set_and_counts_cseq() -> None:
         dialog.new_request("ACK", sent_by="x:1", rng=random.Random(1))
 
 
-def test_strict_router_is_reported() -> None:
-    dialog = Dialog.from_uas(invite(record_route=["<sips:strict.test>"]), "at")
+def test_strict_router_is_refused_when_the_dialog_is_created() -> None:
+    # Regression: the dialog was created and the BYE built later (ACK timeout, hang-up) raised
+    # out of the call task. Now the INVITE itself is refused with 400.
+    with pytest.raises(RemoteProtocolError, match="strict") as info:
+        Dialog.from_uas(invite(record_route=["<sips:strict.test>"]), "at")
+    assert info.value.status_hint == 400
+
+
+def test_strict_router_in_an_existing_dialog_is_still_reported() -> None:
+    dialog = Dialog.from_uas(invite(record_route=["<sips:p1.test;lr>"]), "at")
+    dialog.route_set = ["<sips:strict.test>"]
     with pytest.raises(LocalProtocolError, match="strict"):
         dialog.new_request("BYE", sent_by="x:1", rng=random.Random(1))
+
+
+@pytest.mark.parametrize(
+    ("uri", "contact"),
+    [
+        ("sips:alice@127.0.0.1", "<tel:+1234>"),
+        ("sips:alice@127.0.0.1", "<mailto:bob@example.test>"),
+        ("sips:alice@127.0.0.1", "*"),
+        ("sips:alice@127.0.0.1", "<sip:bob@192.0.2.1:5061>"),  # §8.1.1.8: sips needs sips
+        ("sip:alice@127.0.0.1", "<tel:+1234>"),
+    ],
+)
+def test_unusable_remote_target_is_refused(uri: str, contact: str) -> None:
+    request = invite(uri=uri, contact=False)
+    request.headers.add("Contact", contact)
+    with pytest.raises(RemoteProtocolError) as info:
+        Dialog.from_uas(request, "at")
+    assert info.value.status_hint == 400
+
+
+def test_non_sip_record_route_is_refused() -> None:
+    with pytest.raises(RemoteProtocolError, match="Record-Route"):
+        Dialog.from_uas(invite(record_route=["<sips:p1.test;lr>", "<tel:+1>"]), "at")
+
+
+def test_sip_contact_is_fine_for_a_sip_request_uri() -> None:
+    request = invite(uri="sip:alice@127.0.0.1", contact=False)
+    request.headers.add("Contact", "<sip:bob@192.0.2.1:5060>")
+    dialog = Dialog.from_uas(request, "at")
+    assert dialog.remote_target == "sip:bob@192.0.2.1:5060"
 
 
 def test_missing_tag_or_contact_is_remote_error() -> None:

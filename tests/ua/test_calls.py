@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from sipua.sip import Request, StreamFramer, parse_message, serialize
+from sipua.sip import Request, Response, StreamFramer, parse_message, serialize
 from sipua.sip.framing import MessageFramed
+from sipua.sip.invite import ACK_TIMEOUT_SECONDS
 from sipua.ua.agent import UserAgent
+from sipua.ua.calls import AnswerPolicy, CallHandler
 from tests.support.registrar import TestRegistrar
 from tests.ua.test_agent import events, settings, wait_until
 
@@ -33,18 +38,20 @@ def request(
     to_tag: str | None = None,
     branch: str | None = None,
     body: bytes = b"",
+    contact: str = "<sips:bob@127.0.0.1:5061>",
+    record_route: str = "<sips:127.0.0.1:5061;lr>",
 ) -> Request:
     to = "<sips:alice@example.test>" + (f";tag={to_tag}" if to_tag else "")
     lines = [
         f"{method} {uri} SIP/2.0",
         f"Via: SIP/2.0/TLS 127.0.0.1:5061;branch={branch or f'z9hG4bKr{next(_branches)}'}",
-        "Record-Route: <sips:127.0.0.1:5061;lr>",
+        f"Record-Route: {record_route}",
         "Max-Forwards: 70",
         "From: <sips:bob@example.test>;tag=bob1",
         f"To: {to}",
         f"Call-ID: {call_id}",
         f"CSeq: {cseq} {method}",
-        "Contact: <sips:bob@127.0.0.1:5061>",
+        f"Contact: {contact}",
     ]
     if body:
         lines.append("Content-Type: application/sdp")
@@ -176,3 +183,90 @@ async def test_reinvite_is_488_and_shutdown_hangs_up_with_bye(tmp_path: Path) ->
     assert len(byes) == 1
     assert byes[0].to.tag == "bob1"
     assert byes[0].headers.get_all("Route") == ["<sips:127.0.0.1:5061;lr>"]
+
+
+class FakeConnection:
+    """Stands in for a SipConnection where only the call logic is under test."""
+
+    def __init__(self) -> None:
+        self.local = "127.0.0.1:5061"
+        self.peer = "127.0.0.1:40000"
+        self.sent: list[Request | Response] = []
+        self.closed = trio.Event()
+        self.is_open = True
+
+    async def send(self, message: Request | Response) -> None:
+        self.sent.append(message)
+
+
+def call_handler(
+    nursery: trio.Nursery, published: list[tuple[str, dict[str, object]]], **policy: Any
+) -> CallHandler:
+    return CallHandler(
+        policy=AnswerPolicy(delay=0.01, **policy),
+        publish=lambda event, **fields: published.append((event, fields)),
+        contact_for=lambda connection: f"sips:alice@{connection.local}",
+        nursery=nursery,
+        rng=random.Random(1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("contact", "record_route"),
+    [
+        ("<tel:+1234>", "<sips:127.0.0.1:5061;lr>"),
+        ("<sip:bob@127.0.0.1:5061>", "<sips:127.0.0.1:5061;lr>"),
+        ("<sips:bob@127.0.0.1:5061>", "<sips:proxy.example>"),
+    ],
+)
+async def test_invite_whose_dialog_could_not_be_used_is_400(
+    tmp_path: Path, contact: str, record_route: str
+) -> None:
+    # Regression: such an INVITE was answered 200 and the BYE built later raised out of the
+    # call task, ending the user agent.
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        bad = request("INVITE", uri, body=OFFER, contact=contact, record_route=record_route)
+        flow = await registrar.send_request("alice", bad)
+        refused = await registrar.response(flow, method="INVITE")
+        assert refused.status == 400
+        assert not events(ua, "call-incoming")
+        assert ua.calls.active_calls == 0
+        await flow.send(request("INVITE", uri, call_id="good", body=OFFER))
+        assert (await registrar.response(flow, status=200)).status == 200
+
+
+async def test_shutdown_hangup_survives_a_dialog_without_a_usable_route(tmp_path: Path) -> None:
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
+        ok = await registrar.response(flow, status=200)
+        await flow.send(request("ACK", uri, to_tag=ok.to.tag))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+        # The dialog is checked on arrival; corrupt it to exercise the backstop.
+        [call] = ua.calls._calls.values()
+        call.session.dialog.route_set = ["<sips:strict.test>"]
+        await ua.calls.hangup_all()
+        [ended] = events(ua, "call-ended")
+        assert ended["reason"].startswith("protocol-error")
+        assert ua.calls.active_calls == 0
+        # The user agent still serves the flow.
+        await flow.send(request("OPTIONS", uri, call_id="o-after"))
+        assert (await registrar.response(flow, method="OPTIONS")).status == 200
+
+
+async def test_ack_timeout_bye_that_cannot_be_built_ends_only_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    published: list[tuple[str, dict[str, object]]] = []
+    connection = FakeConnection()
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published)
+        await handler.handle_request(connection, request("INVITE", "sips:alice@x", body=OFFER))
+        await trio.sleep(1)
+        assert any(getattr(m, "status", 0) == 200 for m in connection.sent)
+        [call] = handler._calls.values()
+        call.session.dialog.remote_target = "tel:+1234"
+        await trio.sleep(ACK_TIMEOUT_SECONDS + 1)  # no ACK: the session wants to send BYE
+        ended = [fields for event, fields in published if event == "call-ended"]
+        assert [str(fields["reason"]).split(":")[0] for fields in ended] == ["protocol-error"]
+        assert handler.active_calls == 0
+        nursery.cancel_scope.cancel()
