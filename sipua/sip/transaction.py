@@ -33,6 +33,7 @@ and an INVITE transaction in PROCEEDING would otherwise wait forever (a UA has n
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping
 from typing import ClassVar, Final
@@ -145,7 +146,7 @@ def _status_input(status: int, *, sending: bool) -> Input:
     return Input.SEND_300_699 if sending else Input.RECEIVE_300_699
 
 
-class Transaction:
+class Transaction(abc.ABC):
     """What the four machines share: state, table lookup, deadlines and termination.
 
     Args:
@@ -271,6 +272,7 @@ class Transaction:
             self._deadlines.pop(timer, None)
             self._intervals.pop(timer, None)
 
+    @abc.abstractmethod
     def _effects(
         self,
         old: State,
@@ -279,7 +281,7 @@ class Transaction:
         message: Request | Response | None,
         actions: list[TransactionAction],
     ) -> None:
-        raise NotImplementedError  # pragma: no cover - each machine defines it
+        """The actions of one transition (each machine defines its own)."""
 
 
 _TIMEOUT_INPUTS: Final = frozenset({Input.TIMER_B, Input.TIMER_F, Input.TIMER_H})
@@ -310,8 +312,9 @@ class _ClientTransaction(Transaction):
         self._require_started("receive a response")
         return self._run(_status_input(response.status, sending=False), now, response)
 
+    @abc.abstractmethod
     def _on_start(self, now: float) -> None:
-        raise NotImplementedError  # pragma: no cover - each machine defines it
+        """Arms the machine's first timers and queues its first send."""
 
     def _retransmit(self, actions: list[TransactionAction]) -> None:
         actions.append(SendMessage(message=self.request, key=self.key, retransmission=True))
