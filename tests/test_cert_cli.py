@@ -151,8 +151,11 @@ def test_verify_accepts_and_rejects(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli(data, "verify", str(chain), "--name", "example.net") == 1
     assert "name-mismatch" in capsys.readouterr().out
     assert cli(data, "verify", str(chain), "--name", "example.net", "--no-cn-validation") == 0
-    assert cli(data, "verify", str(chain), "--name", "example.net", "--no-only-trusted") == 0
-    assert "accepted without verification (name-mismatch)" in capsys.readouterr().out
+    # CN validation, when on, is mandatory: "only trusted" off does not waive a name mismatch.
+    assert cli(data, "verify", str(chain), "--name", "example.net", "--no-only-trusted") == 1
+    assert "rejected (name-mismatch)" in capsys.readouterr().out
+    no_checks = ("--no-only-trusted", "--no-cn-validation")
+    assert cli(data, "verify", str(chain), "--name", "example.net", *no_checks) == 0
 
 
 def test_verify_at_and_wildcards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

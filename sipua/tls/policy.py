@@ -27,7 +27,9 @@ The steps, each mapped to one result code:
 
 The result lists every problem found; `code` and `reason` are the first. With `only_trusted`
 off, a failed verification is still allowed (`ok` True, `verified` False): the UA connects,
-but the lock must not show, and the reason says why.
+but the lock must not show, and the reason says why. Two verdicts are never waived that way:
+weak crypto (unless `allow_weak_crypto`) and, with `cn_validation` on, `name-mismatch` (CN
+validation is mandatory when on, independent of "only accept trusted", as on the desk phone).
 """
 
 from __future__ import annotations
@@ -96,10 +98,12 @@ class TrustPolicy:
 
     Attributes:
         only_trusted: "Only Accept Trusted Certificates": refuse a peer that fails verification.
-            Off, the connection is allowed but reported as not verified.
+            Off, the connection is allowed but reported as not verified, except for weak crypto
+            (see `allow_weak_crypto`) and a name mismatch while `cn_validation` is on.
         accepted_ca: Which trust anchors count: "default" (the OS bundle), "custom" (the
             imported ones) or "all".
-        cn_validation: Check that the certificate speaks for the SIP domain (RFC 5922).
+        cn_validation: Check that the certificate speaks for the SIP domain (RFC 5922). When on,
+            the check is mandatory: `only_trusted=False` does not waive a `name-mismatch`.
         allow_wildcards: Let `*.example.com` identities match one label (RFC 2818 style; RFC
             5922 forbids it, so it is off by default).
         allow_weak_crypto: Let `only_trusted=False` accept a weak key or signature (RSA < 2048,
@@ -159,7 +163,8 @@ class VerifyResult:
     """The verdict of `verify_chain`.
 
     Attributes:
-        ok: The policy allows the connection (`verified`, or `only_trusted` is off).
+        ok: The policy allows the connection (`verified`, or `only_trusted` is off and no
+            problem is one that setting cannot waive: weak crypto, name mismatch).
         verified: Every check passed.
         code: "ok" or the code of the first failed check.
         reason: A sentence a user can act on.
@@ -543,6 +548,10 @@ def _not_accepted(kinds: frozenset[AnchorKind], policy: TrustPolicy) -> Problem:
 
 #: Verdicts that "only accept trusted = off" does not waive unless weak crypto is allowed.
 WEAK_CRYPTO_CODES: Final = frozenset({"weak-key", "weak-signature"})
+#: Verdicts that "only accept trusted = off" never waives: a name mismatch exists only when
+#: `cn_validation` is on, and CN validation, once on, is mandatory (the two switches are
+#: independent, as on the desk phone).
+MANDATORY_CODES: Final = frozenset({"name-mismatch"})
 
 
 def _result(
@@ -558,8 +567,10 @@ def _result(
 ) -> VerifyResult:
     verified = not problems
     weak = any(problem.code in WEAK_CRYPTO_CODES for problem in problems)
+    mandatory = any(problem.code in MANDATORY_CODES for problem in problems)
+    waivable = not mandatory and (policy.allow_weak_crypto or not weak)
     return VerifyResult(
-        ok=verified or (not policy.only_trusted and (policy.allow_weak_crypto or not weak)),
+        ok=verified or (not policy.only_trusted and waivable),
         verified=verified,
         code="ok" if verified else problems[0].code,
         reason=verified_reason if verified else problems[0].reason,
@@ -598,7 +609,9 @@ def verify_chain(
             pass their own; production code leaves it.)
 
     Returns:
-        The verdict; see `VerifyResult`. Never raises for a bad peer chain.
+        The verdict; see `VerifyResult`. Never raises for a bad peer chain. With
+        `policy.only_trusted` off, `ok` is True despite failed checks, except for weak crypto
+        (unless `policy.allow_weak_crypto`) and a `name-mismatch` (`policy.cn_validation` on).
 
     Raises:
         ValueError: `at` is naive or `purpose` unknown (caller bugs).

@@ -282,6 +282,18 @@ def test_weak_crypto_is_refused_even_when_only_trusted_off(
     assert verify([leaf], policy=legacy).ok
 
 
+def test_name_mismatch_is_not_waived_by_only_trusted_off() -> None:
+    # Project decision: CN validation, when on, is mandatory; the two switches are independent.
+    policy = TrustPolicy(only_trusted=False)
+    result = verify([_leaf(), INTER], name="example.net", policy=policy)
+    assert (result.ok, result.verified, result.code) == (False, False, "name-mismatch")
+    assert str(result).startswith("rejected (name-mismatch)")
+    untrusted = verify([_leaf(OTHER_ROOT)], name="example.net", policy=policy)
+    assert not untrusted.ok
+    unchecked = TrustPolicy(only_trusted=False, cn_validation=False)
+    assert verify([_leaf(OTHER_ROOT)], name="example.net", policy=unchecked).ok
+
+
 def test_only_trusted_on_ok_equals_verified() -> None:
     for chain in ([_leaf(), INTER], [_leaf(OTHER_ROOT)], [_leaf(expired=True), INTER]):
         result = verify(chain)
