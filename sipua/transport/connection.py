@@ -207,7 +207,9 @@ class SipConnection:
         while True:
             if self._idle_timeout is not None:
                 deadline = trio.current_time() + self._idle_timeout
-            data: bytes | bytearray = b""
+            data: bytes | bytearray | None = None
+            # The idle timeout bounds the wait for bytes only: a handler that is answering a
+            # message (sending 100/180 for a new call) must never be cancelled half-way.
             with trio.move_on_at(deadline):
                 try:
                     data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
@@ -215,19 +217,19 @@ class SipConnection:
                     if isinstance(exc, SipuaError):
                         self.closed_error = exc
                     return f"receive failed: {exc}" if str(exc) else "receive failed"
-                if not data:
-                    self._framer.receive_data(None)
-                    return "closed by peer"
-                try:
-                    self._framer.receive_data(bytes(data))
-                    await self._drain_framer()
-                except FramingError as exc:
-                    await self._reject(self._framer.pending(MAX_HEAD_BYTES), exc)
-                    return f"framing error: {exc}"
-                except ConnectionLost as exc:
-                    return str(exc)
-                continue
-            return f"idle for {self._idle_timeout:g} s"
+            if data is None:
+                return f"idle for {self._idle_timeout:g} s"
+            if not data:
+                self._framer.receive_data(None)
+                return "closed by peer"
+            try:
+                self._framer.receive_data(bytes(data))
+                await self._drain_framer()
+            except FramingError as exc:
+                await self._reject(self._framer.pending(MAX_HEAD_BYTES), exc)
+                return f"framing error: {exc}"
+            except ConnectionLost as exc:
+                return str(exc)
 
     async def _drain_framer(self) -> None:
         for _ in range(MAX_EVENTS_PER_CHUNK):

@@ -6,7 +6,9 @@ requests the registrar sends back through NAT, RFC 5626 §5.3). Every response g
 same connection (RFC 3261 §18.2.2). A new INVITE becomes an `InviteSession` (the sans-IO FSM in
 `sipua.sip.invite`) plus one task that rings for the configured delay and then answers with an
 SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives;
-with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own.
+with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own. A confirmed call
+also ends when its connection closes (the caller can no longer send its BYE there), and a call
+whose 100/180 could not be sent is forgotten at once, so no entry outlives its call.
 
 - OPTIONS: 200 with Allow, Accept and Supported (RFC 3261 §11.2).
 - Methods SIP defines that sipua does not serve: 405 Method Not Allowed with Allow (§21.4.6).
@@ -22,6 +24,7 @@ Everything here runs on trio's single thread; session state is only changed betw
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -219,7 +222,16 @@ class CallHandler:
             callee=str(invite.to.uri),
             peer=connection.peer,
         )
-        await self._run(call, session.start())
+        try:
+            await self._run(call, session.start())
+        except ConnectionLost as exc:
+            # The caller is gone before it heard 100/180: nothing to drive, and an entry left
+            # behind would count against MAX_CALLS for ever.
+            self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
+            raise
+        except BaseException:
+            self._end(call, CallEnded(reason="aborted"))
+            raise
         self._nursery.start_soon(self._drive, call)
 
     async def _reinvite(self, connection: SipConnection, request: Request) -> None:
@@ -244,11 +256,18 @@ class CallHandler:
                 while (deadline := session.next_deadline()) is not None:
                     await trio.sleep_until(deadline)
                     await self._run(call, session.handle_timer(trio.current_time()))
+                if not _confirmed(session):
+                    return
                 hangup_after = self.policy.hangup_after
-                if hangup_after is not None and _confirmed(session):
-                    # A BYE from the caller meanwhile ends the call and cancels this scope.
-                    await trio.sleep_until(answered_at + hangup_after)
-                    await self._run(call, session.hangup())
+                hangup_at = answered_at + hangup_after if hangup_after is not None else math.inf
+                # A BYE from the caller meanwhile ends the call and cancels this scope. A caller
+                # whose connection goes without a BYE can never send one: end the call then.
+                with trio.move_on_at(hangup_at):
+                    await call.connection.closed.wait()
+                    reason = call.connection.closed_reason or "closed"
+                    self._end(call, CallEnded(reason=f"connection-lost: {reason}"))
+                    return
+                await self._run(call, session.hangup())
             except ConnectionLost as exc:
                 self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
             except ProtocolError as exc:

@@ -138,3 +138,25 @@ async def test_missing_pong_after_pongs_seen_kills_flow(
         assert "no pong" in connection.closed_reason
         assert 16.0 + 10.0 <= trio.current_time() - start <= 20.0 + 10.0 + 0.01
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_timeout_never_interrupts_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Regression: the idle deadline also covered the handler, so a handler still answering
+    # (a new call sending 100/180) could be cancelled half-way.
+    finished: list[float] = []
+    ours, theirs = trio.testing.memory_stream_pair()
+
+    async def slow(connection: SipConnection, message: Request | Response) -> None:
+        await trio.sleep(5.0)
+        finished.append(trio.current_time())
+
+    connection = SipConnection(
+        ours, peer="p:1", local="l:2", tls_name=None, handler=slow, idle_timeout=1.0
+    )
+    await theirs.send_all(OPTIONS)
+    reason = await connection.run()
+    assert finished == [5.0]
+    assert reason == "idle for 1 s"
+    assert trio.current_time() == 6.0

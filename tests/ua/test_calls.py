@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,11 +16,12 @@ import pytest
 import trio
 import trio.testing
 
+from sipua.errors import ConnectionLost
 from sipua.sip import Request, Response, StreamFramer, parse_message, serialize
 from sipua.sip.framing import MessageFramed
 from sipua.sip.invite import ACK_TIMEOUT_SECONDS
 from sipua.ua.agent import UserAgent
-from sipua.ua.calls import AnswerPolicy, CallHandler
+from sipua.ua.calls import MAX_CALLS, AnswerPolicy, CallHandler
 from tests.support.registrar import TestRegistrar
 from tests.ua.test_agent import events, settings, wait_until
 
@@ -270,3 +273,100 @@ async def test_ack_timeout_bye_that_cannot_be_built_ends_only_the_call(
         assert [str(fields["reason"]).split(":")[0] for fields in ended] == ["protocol-error"]
         assert handler.active_calls == 0
         nursery.cancel_scope.cancel()
+
+
+async def open_caller(ua: UserAgent) -> tuple[trio.SSLStream[trio.SocketStream], str]:
+    """A caller's TLS connection to the user agent's listener and the Request-URI to use."""
+    assert ua.listen_address is not None
+    host, port = ua.listen_address
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    tcp = await trio.open_tcp_stream(host, port)
+    stream = trio.SSLStream(tcp, context, server_hostname="alice.device")
+    await stream.do_handshake()
+    return stream, f"sips:alice@{host}:{port}"
+
+
+async def read_responses(
+    stream: trio.abc.Stream, framer: StreamFramer, until_status: int
+) -> list[Response]:
+    responses: list[Response] = []
+    with trio.fail_after(5):
+        while until_status not in [r.status for r in responses]:
+            framer.receive_data(bytes(await stream.receive_some(65536)))
+            while isinstance(event := framer.next_event(), MessageFramed):
+                message = parse_message(event.data)
+                if isinstance(message, Response):
+                    responses.append(message)
+    return responses
+
+
+class DeadConnection(FakeConnection):
+    """A connection the caller reset: every send fails."""
+
+    async def send(self, message: Request | Response) -> None:
+        raise ConnectionLost("connection to 127.0.0.1:40000 lost: send failed")
+
+
+async def test_invite_whose_connection_is_gone_leaves_no_call_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Regression: the call entry was kept when 100/180 could not be sent; 64 such INVITEs
+    # and every later call got 486.
+    published: list[tuple[str, dict[str, object]]] = []
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published)
+        for i in range(MAX_CALLS + 6):
+            invite = request("INVITE", "sips:alice@x", call_id=f"gone-{i}", body=OFFER)
+            with pytest.raises(ConnectionLost):
+                await handler.handle_request(DeadConnection(), invite)
+        await trio.sleep(60)
+        assert handler.active_calls == 0
+        connection = FakeConnection()
+        await handler.handle_request(connection, request("INVITE", "sips:alice@x", body=OFFER))
+        assert [getattr(m, "status", 0) for m in connection.sent] == [100, 180]
+        nursery.cancel_scope.cancel()
+
+
+async def test_confirmed_call_ends_when_the_callers_connection_goes(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+    ):
+        stream, uri = await open_caller(ua)
+        await stream.send_all(serialize(request("INVITE", uri, body=OFFER)))
+        framer = StreamFramer()
+        [ok] = [r for r in await read_responses(stream, framer, 200) if r.status == 200]
+        await stream.send_all(serialize(request("ACK", uri, to_tag=ok.to.tag)))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+        # The caller vanishes without a BYE.
+        stream.transport_stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        await stream.transport_stream.aclose()
+        await wait_until(lambda: bool(events(ua, "call-ended")), 5)
+        assert events(ua, "call-ended")[0]["reason"].startswith("connection-lost")
+        assert ua.calls.active_calls == 0
+
+
+async def test_invites_reset_by_their_callers_leave_no_calls(tmp_path: Path) -> None:
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+    ):
+        for i in range(8):
+            stream, uri = await open_caller(ua)
+            invite = request("INVITE", uri, call_id=f"rst-{i}", body=OFFER)
+            await stream.send_all(serialize(invite))
+            stream.transport_stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await stream.transport_stream.aclose()
+        await wait_until(lambda: len(events(ua, "call-incoming")) == 8, 5)
+        await wait_until(lambda: ua.calls.active_calls == 0, 5)
+        stream, uri = await open_caller(ua)
+        await stream.send_all(serialize(request("INVITE", uri, call_id="ok", body=OFFER)))
+        statuses = [r.status for r in await read_responses(stream, StreamFramer(), 200)]
+        assert statuses == [100, 180, 200]
+        await stream.aclose()
