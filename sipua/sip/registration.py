@@ -575,12 +575,19 @@ def _host_port(uri: SipUri) -> str:
     return f"{uri.host}:{uri.port}" if uri.port is not None else uri.host
 
 
+MAX_INT_HEADER_DIGITS: Final = 10
+
+
 def _int_header(message: Response, name: str) -> int | None:
     value = message.headers.get(name)
     if value is None:
         return None
     digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
-    return int(digits) if digits.isdigit() else None
+    # ASCII only ("²".isdigit() is True but int() refuses it) and bounded (int() refuses
+    # more than 4300 digits; delta-seconds fit in 10, RFC 3261 §25.1).
+    if digits.isascii() and digits.isdigit() and len(digits) <= MAX_INT_HEADER_DIGITS:
+        return int(digits)
+    return None
 
 
 def _retry_after(message: Response) -> int | None:
