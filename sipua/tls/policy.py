@@ -16,8 +16,9 @@ The steps, each mapped to one result code:
    `ca-type-not-accepted`, distinct from `untrusted-issuer` (no anchor at all). A self-signed
    leaf is trusted only if that very certificate is an anchor.
 3. On each complete, accepted path check, in this order: validity at `at` of every certificate
-   (`expired`, `not-yet-valid`); issuers are CAs (basicConstraints CA:TRUE, path length) and no
-   certificate carries an unknown critical extension (`invalid-chain`); issuers' keyUsage allows
+   (`expired`, `not-yet-valid`); issuers are CAs (basicConstraints CA:TRUE, path length), every
+   name below a CA with nameConstraints lies within them, and no certificate carries a critical
+   extension sipua does not process (`invalid-chain`); issuers' keyUsage allows
    keyCertSign and the leaf's extendedKeyUsage allows the purpose, RFC 5924 (`bad-usage`); keys
    are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits); signatures are not MD5/SHA-1
    (`weak-signature`; the anchor's self-signature is not checked, RFC 5280 §6.1 takes the anchor
@@ -35,6 +36,8 @@ validation is mandatory when on, independent of "only accept trusted", as on the
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from sipua.errors import CertificateError
 from sipua.tls.bundle import system_bundle
@@ -52,7 +55,9 @@ from sipua.tls.certs import (
     CertificateInput,
     CertSummary,
     as_certificates,
+    canonical_name,
     fingerprint,
+    is_self_issued,
     quiet_deprecations,
 )
 from sipua.tls.identity import IdentityCheck, check_identity, presented_identities
@@ -89,6 +94,18 @@ MIN_EC_BITS: Final = 224
 
 #: id-kp-sipDomain, RFC 5924 §3.
 SIP_DOMAIN_EKU: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.20")
+#: The extensions sipua processes; RFC 5280 §4.2 requires rejecting a certificate with any
+#: other extension marked critical, even one cryptography can parse (policy constraints,
+#: TLS feature...), since parsing is not processing.
+PROCESSED_CRITICAL_EXTENSIONS: Final = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.NAME_CONSTRAINTS,
+    }
+)
 _WEAK_HASHES: Final = (hashes.MD5, hashes.SHA1)
 
 
@@ -366,18 +383,27 @@ def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
         return None
 
 
+def _extension_name(oid: ObjectIdentifier) -> str:
+    known = getattr(oid, "_name", None)
+    if isinstance(known, str) and not known.startswith("Unknown"):
+        return f"{known} ({oid.dotted_string})"
+    return oid.dotted_string
+
+
 def _structure_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
     problems = [
         Problem(
             code="invalid-chain",
-            reason=f"certificate {_name(cert)} has an unknown critical extension "
-            f"{ext.oid.dotted_string} (RFC 5280 §4.2 requires rejecting it)",
+            reason=f"certificate {_name(cert)} has a critical extension "
+            f"{_extension_name(ext.oid)} that sipua does not process (RFC 5280 §4.2 requires "
+            "rejecting it)",
             subject=cert.subject.rfc4514_string(),
         )
         for cert in path
         for ext in cert.extensions
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
+        if ext.critical and ext.oid not in PROCESSED_CRITICAL_EXTENSIONS
     ]
+    problems.extend(_name_constraint_problems(path))
     for position, issuer in enumerate(path[1:], start=1):
         bc = _basic_constraints(issuer)
         is_anchor = position == len(path) - 1
@@ -404,6 +430,214 @@ def _structure_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
                     subject=issuer.subject.rfc4514_string(),
                 )
             )
+    return problems
+
+
+# -- name constraints (RFC 5280 §4.2.1.10, §6.1.3 (b)-(c), §6.1.4 (g)) ----------------------
+
+#: The subject attribute RFC 5280 §4.2.1.10 says rfc822Name constraints also apply to.
+_EMAIL_ADDRESS: Final = ObjectIdentifier("1.2.840.113549.1.9.1")
+_URI_AUTHORITY_END: Final = re.compile(r"[/?#]")
+_URI_SIP_HOST_END: Final = re.compile(r"[;?]")
+_HOST_LIKE: Final = re.compile(r"[A-Za-z0-9*_.:-]+")
+
+
+def _dns_key(value: str) -> str | None:
+    # Certificate names are compared as they are, never mapped (IDNA belongs to the expected
+    # name only): a non-ASCII value is unusable, and unusable never satisfies a constraint.
+    text = value.strip().removesuffix(".")
+    return text.lower() if text.isascii() else None
+
+
+def _dns_within(name: str, constraint: str) -> bool | None:
+    # "example.org" covers example.org and every name below it; ".example.org" only the names
+    # below it (the form some CAs use, RFC 5280 §4.2.1.10 for URIs, widely applied to DNS).
+    host, base = _dns_key(name), _dns_key(constraint)
+    if host is None or base is None:
+        return None
+    if not base:
+        return True
+    if base.startswith("."):
+        return host.endswith(base)
+    if host == base or host.endswith("." + base):
+        return True
+    # A wildcard name covers names the suffix test does not see: "*.example.org" stands for
+    # "sub.example.org", which a constraint "sub.example.org" covers.
+    return host.startswith("*.") and base.endswith(host[1:]) and base.count(".") == host.count(".")
+
+
+def _uri_host(uri: str) -> str | None:
+    scheme, sep, rest = uri.partition(":")
+    if not sep or not scheme:
+        return None
+    if rest.startswith("//"):
+        authority = _URI_AUTHORITY_END.split(rest[2:], maxsplit=1)[0]
+    else:
+        # sip:/sips:/tel:-like: user@host:port;params?headers (RFC 3261 §19.1.1).
+        authority = _URI_SIP_HOST_END.split(rest, maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        end = host.find("]")
+        return None if end < 0 else host[1:end].lower()
+    host = host.split(":", 1)[0]
+    return _dns_key(host) or None
+
+
+def _uri_within(uri: str, constraint: str) -> bool | None:
+    # RFC 5280 §4.2.1.10: a URI constraint is a host; ".example.org" means any host below it.
+    host, base = _uri_host(uri), _dns_key(constraint)
+    if host is None or base is None:
+        return None
+    return host.endswith(base) if base.startswith(".") else host == base
+
+
+def _ip_within(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    return address.version == network.version and address in network
+
+
+def _directory_within(name: x509.Name, constraint: x509.Name) -> bool:
+    # A directoryName subtree is every name that begins with the constraint's RDNs (§7.1
+    # comparison rules).
+    wanted = canonical_name(constraint)
+    return canonical_name(name)[: len(wanted)] == wanted
+
+
+def _email_within(address: str, constraint: str) -> bool | None:
+    # "user@host" names one mailbox, "host" all mailboxes on that host, ".host" any host below.
+    local, at, host = address.rpartition("@")
+    if not at or not address.isascii() or not constraint.isascii():
+        return None
+    host = host.lower()
+    if "@" in constraint:
+        c_local, _, c_host = constraint.rpartition("@")
+        return local == c_local and host == c_host.lower()
+    base = constraint.lower()
+    return host.endswith(base) if base.startswith(".") else host == base
+
+
+def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool | None:
+    """Whether `name` lies in `subtree` (same type); None: sipua cannot decide."""
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        return _dns_within(name.value, subtree.value)
+    if isinstance(name, x509.UniformResourceIdentifier) and isinstance(
+        subtree, x509.UniformResourceIdentifier
+    ):
+        return _uri_within(name.value, subtree.value)
+    if isinstance(name, x509.IPAddress) and isinstance(subtree, x509.IPAddress):
+        address, network = name.value, subtree.value
+        if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and isinstance(
+            network, ipaddress.IPv4Network | ipaddress.IPv6Network
+        ):
+            return _ip_within(address, network)
+        return None
+    if isinstance(name, x509.DirectoryName) and isinstance(subtree, x509.DirectoryName):
+        return _directory_within(name.value, subtree.value)
+    if isinstance(name, x509.RFC822Name) and isinstance(subtree, x509.RFC822Name):
+        return _email_within(name.value, subtree.value)
+    return None
+
+
+def _constrained_names(cert: x509.Certificate, *, leaf: bool) -> list[x509.GeneralName]:
+    """The names of `cert` that name constraints apply to."""
+    names: list[x509.GeneralName] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        names.extend(san)
+    if cert.subject.rdns:
+        names.append(x509.DirectoryName(cert.subject))
+    names.extend(
+        x509.RFC822Name(attribute.value)
+        for attribute in cert.subject.get_attributes_for_oid(_EMAIL_ADDRESS)
+        if isinstance(attribute.value, str)
+    )
+    if leaf and san is None:
+        # sipua takes a leaf's CN as its identity when it has no subjectAltName (RFC 5922
+        # §7.1), so that CN must be constrained too, or a constrained CA could issue any name.
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            # Only a CN that can be an identity (see identity.py): a host name or an address.
+            value = attribute.value
+            if not isinstance(value, str) or not _HOST_LIKE.fullmatch(value.strip()):
+                continue
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(value.strip())))
+            except ValueError:
+                names.append(x509.DNSName(value.strip()))
+    return names
+
+
+def _describe(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.DirectoryName):
+        return f"DirName:{name.value.rfc4514_string()}"
+    if isinstance(name, x509.OtherName):
+        return f"othername:{name.type_id.dotted_string}"
+    label = {
+        x509.DNSName: "DNS",
+        x509.UniformResourceIdentifier: "URI",
+        x509.IPAddress: "IP",
+        x509.RFC822Name: "email",
+        x509.RegisteredID: "RID",
+    }.get(type(name), type(name).__name__)
+    return f"{label}:{name.value}"
+
+
+def _constraint_violation(
+    names: Sequence[x509.GeneralName], constraints: x509.NameConstraints
+) -> str | None:
+    permitted = list(constraints.permitted_subtrees or ())
+    excluded = list(constraints.excluded_subtrees or ())
+    for name in names:
+        same_permitted = [t for t in permitted if type(t) is type(name)]
+        same_excluded = [t for t in excluded if type(t) is type(name)]
+        if not same_permitted and not same_excluded:
+            continue  # RFC 5280 §4.2.1.10: a constraint restricts only names of its own type.
+        for subtree in same_excluded:
+            inside = _within(name, subtree)
+            if inside is None:
+                return f"{_describe(name)} cannot be checked against the excluded " + (
+                    _describe(subtree)
+                )
+            if inside:
+                return f"{_describe(name)} is in the excluded subtree {_describe(subtree)}"
+        if same_permitted:
+            verdicts = [_within(name, subtree) for subtree in same_permitted]
+            if any(verdicts):
+                continue
+            if None in verdicts:
+                return f"{_describe(name)} cannot be checked against the permitted subtrees"
+            allowed = ", ".join(_describe(t) for t in same_permitted)
+            return f"{_describe(name)} is outside the permitted subtrees ({allowed})"
+    return None
+
+
+def _name_constraint_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
+    problems = []
+    for position, ca in enumerate(path[1:], start=1):
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        for index, cert in enumerate(path[:position]):
+            # RFC 5280 §6.1.3 (b): a self-issued intermediate (key rollover) is exempt.
+            if index > 0 and is_self_issued(cert):
+                continue
+            violation = _constraint_violation(
+                _constrained_names(cert, leaf=index == 0), constraints
+            )
+            if violation is not None:
+                problems.append(
+                    Problem(
+                        code="invalid-chain",
+                        reason=f"certificate {_name(cert)} violates the name constraints of CA "
+                        f"{_name(ca)}: {violation} (RFC 5280 §4.2.1.10)",
+                        subject=cert.subject.rfc4514_string(),
+                    )
+                )
     return problems
 
 

@@ -10,7 +10,9 @@ Everything is built with `cryptography` at test time (no keys are committed). Ty
 Flaws are keyword arguments: `expired=True`, `not_yet_valid=True`, `key_kind="rsa-1024"`,
 `signature_hash="sha1"` (needs an RSA issuer: cryptography refuses to make SHA-1 signatures, so
 the factory signs the to-be-signed bytes itself), `ca=False` (an issuer with CA:FALSE),
-`key_cert_sign=False`, `eku=("email",)`, `san=False` (CN only), `critical_unknown=True`.
+`key_cert_sign=False`, `eku=("email",)`, `san=False` (CN only), `critical_unknown=True`; any
+other extension through `extensions=[(x509.NameConstraints(...), True)]`, and exact names through
+`subject=` / `issuer_name=` (string types, case, a key-rollover CA named like its issuer).
 
 All times are relative to `NOW` unless `at` is given, so tests can pin the clock.
 """
@@ -194,6 +196,9 @@ def make_ca(
     signature_hash: SignatureHash = "sha256",
     at: dt.datetime | None = None,
     days: int = 3650,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    subject: x509.Name | None = None,
+    issuer_name: x509.Name | None = None,
 ) -> Issued:
     """Makes a CA certificate: a self-signed root, or an intermediate when `issuer` is given.
 
@@ -210,14 +215,20 @@ def make_ca(
         signature_hash: "sha1"/"md5" need an RSA issuer key.
         at: The reference time (default `NOW`).
         days: Validity length.
+        extensions: More extensions, each with its criticality.
+        subject: The exact subject name (default: O=sipua tests, CN=`cn`).
+        issuer_name: The exact issuer name written in the certificate (default: the issuer's
+            subject, or `subject` for a root).
     """
     key = new_key(key_kind)
     not_before, not_after = _validity(at, expired=expired, not_yet_valid=not_yet_valid, days=days)
-    subject = _name(cn)
+    subject = _name(cn) if subject is None else subject
+    if issuer_name is None:
+        issuer_name = subject if issuer is None else issuer.cert.subject
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject if issuer is None else issuer.cert.subject)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -241,6 +252,8 @@ def make_ca(
         ),
         critical=True,
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     builder = _ski_aki(builder, key, issuer)
     return Issued(_sign(builder, key if issuer is None else issuer.key, signature_hash), key)
 
@@ -261,6 +274,8 @@ def make_leaf(
     critical_unknown: bool = False,
     at: dt.datetime | None = None,
     days: int = 365,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    issuer_name: x509.Name | None = None,
 ) -> Issued:
     """Makes an end-entity certificate.
 
@@ -280,14 +295,19 @@ def make_leaf(
         critical_unknown: Adds an unknown extension marked critical.
         at: The reference time (default `NOW`).
         days: Validity length.
+        extensions: More extensions (keyUsage...), each with its criticality.
+        issuer_name: The exact issuer name written in the certificate (default: the issuer's
+            subject).
     """
     key = new_key(key_kind)
     not_before, not_after = _validity(at, expired=expired, not_yet_valid=not_yet_valid, days=days)
     subject = _name(cn)
+    if issuer_name is None:
+        issuer_name = subject if issuer is None else issuer.cert.subject
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject if issuer is None else issuer.cert.subject)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -310,5 +330,7 @@ def make_leaf(
             x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"),
             critical=True,
         )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     builder = _ski_aki(builder, key, issuer)
     return Issued(_sign(builder, key if issuer is None else issuer.key, signature_hash), key)

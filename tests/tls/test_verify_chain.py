@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from sipua.tls import TrustPolicy, VerifyResult, verify_chain
 from sipua.tls.policy import MAX_CHAIN_LENGTH
@@ -347,3 +350,120 @@ def test_chain_with_a_loop_terminates() -> None:
     a_by_b = make_ca("Loop A", issuer=b)
     result = verify([_leaf(b), b, a_by_b, a])
     assert result.code == "untrusted-issuer"
+
+
+# -- name constraints and critical extensions (RFC 5280 §4.2, §4.2.1.10) ---------------------
+
+
+def _constrained_ca(
+    cn: str,
+    *,
+    permitted: list[x509.GeneralName] | None = None,
+    excluded: list[x509.GeneralName] | None = None,
+    critical: bool = True,
+) -> Issued:
+    constraints = x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded)
+    return make_ca(cn, issuer=ROOT, extensions=[(constraints, critical)])
+
+
+PERMIT_EXAMPLE_ORG = _constrained_ca(
+    "Constrained To example.org",
+    permitted=[
+        x509.DNSName("example.org"),
+        x509.UniformResourceIdentifier(".example.org"),
+        x509.IPAddress(ipaddress.ip_network("192.0.2.0/24")),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("leaf_args", "name", "code"),
+    [
+        ({"dns": ("victim.com",)}, "victim.com", "invalid-chain"),
+        ({"dns": ("example.org",)}, "example.org", "ok"),
+        ({"dns": ("sip.example.org",)}, "sip.example.org", "ok"),
+        ({"dns": ("sip.example.org", "victim.com")}, "sip.example.org", "invalid-chain"),
+        ({"dns": ("notexample.org",)}, "notexample.org", "invalid-chain"),
+        ({"uris": ("sip:victim.com",)}, "victim.com", "invalid-chain"),
+        ({"uris": ("sip:sip.example.org:5061;transport=tls",)}, "sip.example.org", "ok"),
+        ({"ips": ("198.51.100.7",)}, "198.51.100.7", "invalid-chain"),
+        ({"ips": ("192.0.2.7",)}, "192.0.2.7", "ok"),
+        # No subjectAltName: the CN is the identity, so it is constrained too.
+        ({"cn": "victim.com", "san": False}, "victim.com", "invalid-chain"),
+        ({"cn": "sip.example.org", "san": False}, "sip.example.org", "ok"),
+    ],
+)
+def test_name_constraints_permitted_subtrees(
+    leaf_args: dict[str, object], name: str, code: str
+) -> None:
+    leaf_args.setdefault("uris", ())
+    leaf = _leaf(PERMIT_EXAMPLE_ORG, **leaf_args)
+    result = verify([leaf, PERMIT_EXAMPLE_ORG], name=name)
+    assert result.code == code, result.reason
+    if code != "ok":
+        assert not result.ok
+        assert "name constraints of CA 'CN=Constrained To example.org" in result.reason
+
+
+def test_name_constraints_excluded_subtrees() -> None:
+    ca = _constrained_ca(
+        "Excludes evil.example",
+        excluded=[x509.DNSName("evil.example"), x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))],
+    )
+    bad = verify([_leaf(ca, uris=(), dns=("sip.evil.example",)), ca], name="sip.evil.example")
+    assert bad.code == "invalid-chain"
+    assert "DNS:sip.evil.example is in the excluded subtree DNS:evil.example" in bad.reason
+    assert verify([_leaf(ca, uris=(), ips=("10.1.2.3",)), ca], name="10.1.2.3").code == (
+        "invalid-chain"
+    )
+    assert verify([_leaf(ca), ca]).code == "ok"
+
+
+def test_name_constraints_apply_even_when_not_critical() -> None:
+    ca = _constrained_ca("Lax NC", permitted=[x509.DNSName("example.org")], critical=False)
+    result = verify([_leaf(ca, uris=(), dns=("victim.com",)), ca], name="victim.com")
+    assert result.code == "invalid-chain"
+
+
+def test_name_constraints_of_the_anchor_apply() -> None:
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName("example.org")], excluded_subtrees=None
+    )
+    root = make_ca("Constrained Root", extensions=[(constraints, True)])
+    result = verify([_leaf(root, uris=(), dns=("victim.com",))], trusted=(root,), name="victim.com")
+    assert result.code == "invalid-chain"
+
+
+def test_directory_name_constraints() -> None:
+    allowed = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sipua tests")])
+    ca = _constrained_ca("DirName NC", permitted=[x509.DirectoryName(allowed)])
+    assert verify([_leaf(ca), ca]).code == "ok"  # the factories' subjects start O=sipua tests
+    other = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Someone Else")])
+    ca2 = _constrained_ca("DirName NC 2", permitted=[x509.DirectoryName(other)])
+    assert verify([_leaf(ca2), ca2]).code == "invalid-chain"
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
+        x509.InhibitAnyPolicy(0),
+        x509.TLSFeature([x509.TLSFeatureType.status_request]),
+    ],
+    ids=["policyConstraints", "inhibitAnyPolicy", "tlsFeature"],
+)
+def test_critical_extension_sipua_does_not_process_is_refused(
+    extension: x509.ExtensionType,
+) -> None:
+    # cryptography parses these, but parsing is not processing (RFC 5280 §4.2).
+    inter = make_ca(
+        f"Critical {type(extension).__name__}", issuer=ROOT, extensions=[(extension, True)]
+    )
+    result = verify([_leaf(inter), inter])
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert extension.oid.dotted_string in result.reason
+    assert "does not process" in result.reason
+    relaxed = make_ca(
+        f"Non-critical {type(extension).__name__}", issuer=ROOT, extensions=[(extension, False)]
+    )
+    assert verify([_leaf(relaxed), relaxed]).code == "ok"
