@@ -411,7 +411,17 @@ class Account:
             else:
                 if item.connection is not self.connection:
                     continue
-                outputs = registration.receive_response(item.response, trio.current_time())
+                try:
+                    outputs = registration.receive_response(item.response, trio.current_time())
+                except (ProtocolError, ValueError) as exc:
+                    # The registrar's answer is malformed in a header we need: its fault, a
+                    # refusal (exit code 4), never a crash of the account.
+                    registration.connection_lost()
+                    self.registered = None
+                    raise RegistrationError(
+                        f"the registrar's {item.response.status} response is malformed: {exc}",
+                        status=item.response.status,
+                    ) from exc
             outcome = await self._execute(outputs)
             if outcome is not None and (until_registered or isinstance(outcome, Unregistered)):
                 return outcome
