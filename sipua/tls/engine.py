@@ -32,6 +32,7 @@ from OpenSSL import SSL
 from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
 from sipua.tls.context import openssl_reason, sni_name
 from sipua.tls.events import OpenSslVerdict
+from sipua.tls.identity import ascii_host
 
 # Alerts by which a server refuses the client certificate we presented (RFC 8446 §6.2).
 _CERTIFICATE_ALERTS: Final = (
@@ -86,8 +87,12 @@ class TlsEngine:
         else:
             self._conn.set_connect_state()
             sni = sni_name(server_name)
-            if sni is not None:
-                self._conn.set_tlsext_host_name(sni.encode("idna"))
+            # RFC 6066 §3: SNI carries the A-label form; IDNA 2008 (`ascii_host`), never the
+            # "idna" codec's IDNA 2003, which names another domain (faß.de -> fass.de). A name
+            # that is no valid IDN is not sent: the identity check then refuses the peer.
+            host = ascii_host(sni) if sni is not None else None
+            if host:
+                self._conn.set_tlsext_host_name(host.encode("ascii"))
 
     # -- ciphertext in and out --------------------------------------------------------------
 

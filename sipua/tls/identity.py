@@ -11,7 +11,11 @@ precedence (§7.1), then compared with the expected domain (§7.2):
    identity, if it is a valid DNS name.
 
 Comparison is on the host part only (no scheme, port or parameters), case-insensitive
-(RFC 4343), whole-name: there is no suffix matching. A wildcard identity such as
+(RFC 4343), whole-name: there is no suffix matching. Only the expected name is mapped to its
+ASCII form, by IDNA 2008 with UTS 46 (`faß.de` is `xn--fa-hia.de`, not IDNA 2003's `fass.de`,
+another domain). Certificate values are never mapped: a CA issues A-labels, so a non-ASCII
+value is no identity at all (a CN "\u212aamailio.org", with a Kelvin sign, must not become
+kamailio.org). A wildcard identity such as
 `*.example.com` matches nothing unless the caller opts in (`allow_wildcards`), and then it
 matches exactly one whole left-most label (`sip.example.com`, never `example.com` nor
 `a.b.example.com`). RFC 5922 §7.2 forbids wildcards; the opt-in exists because deployments use
@@ -31,6 +35,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import idna
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -80,10 +85,30 @@ class IdentityCheck:
         return f"certificate is for {shown}, not {self.expected!r}"
 
 
-def normalize_name(name: str) -> str:
-    """Lower-cases a DNS name, drops one trailing dot, and turns an IDN into its A-label form.
+def ascii_host(name: str) -> str | None:
+    """The ASCII form of a host name: IDNA 2008 A-labels (UTS 46 mapping), lower case.
 
-    IP addresses come back in their canonical text form (IPv6 brackets removed).
+    An ASCII name is only lower-cased (so `_sip._tcp` style names pass); a non-ASCII one is
+    encoded with `idna` (IDNA 2008), never with Python's "idna" codec (IDNA 2003, which maps
+    `faß.de` onto the different domain `fass.de`). One trailing dot is dropped.
+
+    Returns:
+        The name, or None when it is not a valid internationalized domain name.
+    """
+    text = name.strip().removesuffix(".")
+    if text.isascii():
+        return text.lower()
+    try:
+        return idna.encode(text, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        return None
+
+
+def normalize_name(name: str) -> str:
+    """The expected name in comparison form: see `ascii_host`; IPs in canonical text form.
+
+    IPv6 brackets are removed. A non-ASCII name that is not a valid IDN comes back lower-cased
+    but unmapped, so it matches no certificate identity (those are ASCII only).
     """
     text = name.strip()
     if text.startswith("[") and text.endswith("]"):
@@ -91,13 +116,22 @@ def normalize_name(name: str) -> str:
     ip = _as_ip(text)
     if ip is not None:
         return str(ip)
-    text = text.removesuffix(".")
+    host = ascii_host(text)
+    return host if host is not None else text.removesuffix(".").lower()
+
+
+def _certificate_host(value: str) -> str | None:
+    # RFC 5280 §4.2.1.6 / RFC 5922 §7.1: certificate names are ASCII (IDNs as A-labels) and are
+    # compared, never mapped; a non-ASCII value is not an identity.
+    text = value.strip()
     if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            return text.lower()
-    return text.lower()
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    ip = _as_ip(text)
+    if ip is not None:
+        return str(ip)
+    return text.removesuffix(".").lower() or None
 
 
 def _as_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -135,9 +169,9 @@ def _sip_uri_domain(uri: str) -> str | None:
         return None
     if host.startswith("["):
         end = host.find("]")
-        return None if end < 0 else normalize_name(host[: end + 1])
+        return None if end < 0 else _certificate_host(host[: end + 1])
     host = host.split(":", 1)[0]
-    return normalize_name(host) if host else None
+    return _certificate_host(host) if host else None
 
 
 def presented_identities(cert: x509.Certificate) -> tuple[Identity, ...]:
@@ -153,9 +187,11 @@ def presented_identities(cert: x509.Certificate) -> tuple[Identity, ...]:
         cns = []
         for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
             value = attribute.value
-            text = value if isinstance(value, str) else value.decode("utf-8", "replace")
-            if _is_dns_name(normalize_name(text)):
-                cns.append(Identity(source="cn", value=normalize_name(text)))
+            # Validated as it stands, before any change: a CN is an identity only if it
+            # already is an ASCII host name.
+            host = _certificate_host(value) if isinstance(value, str) else None
+            if host is not None and _is_dns_name(host):
+                cns.append(Identity(source="cn", value=host))
         return tuple(cns)
     ips = tuple(
         Identity(source="ip", value=str(entry)) for entry in san.get_values_for_type(x509.IPAddress)
@@ -167,10 +203,8 @@ def presented_identities(cert: x509.Certificate) -> tuple[Identity, ...]:
             uris.append(Identity(source="uri", value=domain))
     if uris:
         return (*uris, *ips)
-    dns = tuple(
-        Identity(source="dns", value=normalize_name(value))
-        for value in san.get_values_for_type(x509.DNSName)
-    )
+    hosts = (_certificate_host(value) for value in san.get_values_for_type(x509.DNSName))
+    dns = tuple(Identity(source="dns", value=host) for host in hosts if host is not None)
     return (*dns, *ips)
 
 

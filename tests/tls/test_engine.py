@@ -100,3 +100,19 @@ def test_write_after_our_close(world: TlsWorld) -> None:
     client.close()
     with pytest.raises(ConnectionLost, match="broke while sending"):
         client.write(b"x")
+
+
+@pytest.mark.parametrize(
+    ("server_name", "sent"),
+    [("faß.de", "xn--fa-hia.de"), ("Bücher.Example.", "xn--bcher-kva.example")],
+)
+def test_sni_is_the_idna_2008_a_label(world: TlsWorld, server_name: str, sent: str) -> None:
+    # IDNA 2003 (Python's "idna" codec) would send fass.de: another domain.
+    client = TlsEngine(
+        client_context(world.client_config()), server_side=False, server_name=server_name
+    )
+    server = TlsEngine(server_context(world.server_config()), server_side=True)
+    client.handshake()
+    server.receive_data(client.data_to_send())
+    server.handshake()
+    assert server.received_sni == sent

@@ -136,3 +136,39 @@ def test_presented_identities_keep_precedence_order() -> None:
 )
 def test_normalize_name(raw: str, normal: str) -> None:
     assert normalize_name(raw) == normal
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        # IDNA 2008 + UTS 46, not IDNA 2003: ß and ς are letters of their own, not "ss"/"σ".
+        ("faß.de", "xn--fa-hia.de"),
+        ("FASS.de", "fass.de"),
+        ("βόλος.com", "xn--nxasmm1c.com"),
+        ("_sips._tcp.example.com", "_sips._tcp.example.com"),
+    ],
+)
+def test_normalize_name_uses_idna_2008(raw: str, normal: str) -> None:
+    assert normalize_name(raw) == normal
+
+
+def test_idn_name_matches_its_idna_2008_a_label_only() -> None:
+    a_label = make_leaf(ROOT, dns=("xn--fa-hia.de",))
+    assert check_identity(a_label.cert, "faß.de").ok
+    assert check_identity(a_label.cert, "xn--fa-hia.de").ok
+    # The IDNA 2003 mapping of faß.de is fass.de, a different domain with another owner.
+    other_domain = make_leaf(ROOT, dns=("fass.de",))
+    assert not check_identity(other_domain.cert, "faß.de").ok
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\u212aamailio.org", "kamaılio.org", "ｋamailio.org"],
+    ids=["kelvin-sign", "dotless-i", "fullwidth-k"],
+)
+def test_certificate_values_are_never_mapped(value: str) -> None:
+    # A non-ASCII certificate value is not an identity: validated as it stands, not after a
+    # mapping that would turn it into kamailio.org.
+    cn_only = make_leaf(ROOT, cn=value, san=False)
+    assert presented_identities(cn_only.cert) == ()
+    assert not check_identity(cn_only.cert, "kamailio.org").ok
