@@ -10,16 +10,17 @@ The steps, each mapped to one result code:
 1. Parse the presented chain (leaf first). Garbage or an empty chain is `invalid-chain`.
 2. Build paths (RFC 5280 §6) from the leaf up through the presented intermediates to a trust
    anchor, depth-first with bounded depth and work. An issuer candidate is any certificate whose
-   subject equals the child's issuer name; it is accepted only if its signature over the child
-   verifies. The anchors are the union of the default set (the OS bundle) and the custom set, so
-   a chain that anchors only in the set the policy does not accept is reported as
-   `ca-type-not-accepted`, distinct from `untrusted-issuer` (no anchor at all). A self-signed
-   leaf is trusted only if that very certificate is an anchor.
+   subject equals the child's issuer name under RFC 5280 §7.1 (case-insensitive, whitespace
+   folded, whatever the string type: see `certs.canonical_name`); it is accepted only if its
+   signature over the child verifies. The anchors are the union of the default set (the OS
+   bundle) and the custom set, so a chain that anchors only in the set the policy does not
+   accept is reported as `ca-type-not-accepted`, distinct from `untrusted-issuer` (no anchor
+   at all). A self-signed leaf is trusted only if that very certificate is an anchor.
 3. On each complete, accepted path check, in this order: validity at `at` of every certificate
    (`expired`, `not-yet-valid`); issuers are CAs (basicConstraints CA:TRUE, path length), every
    name below a CA with nameConstraints lies within them, and no certificate carries a critical
-   extension sipua does not process (`invalid-chain`); issuers' keyUsage allows
-   keyCertSign and the leaf's extendedKeyUsage allows the purpose, RFC 5924 (`bad-usage`); keys
+   extension sipua does not process (`invalid-chain`); issuers' keyUsage allows keyCertSign and
+   the leaf's extendedKeyUsage allows the purpose, RFC 5924 (`bad-usage`); keys
    are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits); signatures are not MD5/SHA-1
    (`weak-signature`; the anchor's self-signature is not checked, RFC 5280 §6.1 takes the anchor
    as given). The path with no problem wins; otherwise the one with the fewest.
@@ -52,6 +53,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, Ob
 from sipua.errors import CertificateError
 from sipua.tls.bundle import system_bundle
 from sipua.tls.certs import (
+    CanonicalName,
     CertificateInput,
     CertSummary,
     as_certificates,
@@ -227,14 +229,14 @@ class VerifyResult:
 
 @dataclass(frozen=True, slots=True)
 class _Anchors:
-    by_subject: dict[bytes, list[x509.Certificate]]
+    by_subject: dict[CanonicalName, list[x509.Certificate]]
     kinds: dict[str, frozenset[AnchorKind]]  # fingerprint -> the sets it belongs to
 
 
 def _index(
     groups: Iterable[tuple[AnchorKind, Sequence[x509.Certificate]]], base: _Anchors | None = None
 ) -> _Anchors:
-    by_subject: dict[bytes, list[x509.Certificate]] = {}
+    by_subject: dict[CanonicalName, list[x509.Certificate]] = {}
     kinds: dict[str, set[AnchorKind]] = {}
     if base is not None:
         by_subject = {subject: list(certs) for subject, certs in base.by_subject.items()}
@@ -244,7 +246,7 @@ def _index(
             fp = fingerprint(cert)
             if fp not in kinds:
                 kinds[fp] = set()
-                by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+                by_subject.setdefault(canonical_name(cert.subject), []).append(cert)
             kinds[fp].add(kind)
     return _Anchors(by_subject, {fp: frozenset(k) for fp, k in kinds.items()})
 
@@ -297,13 +299,13 @@ class _Search:
         if len(path) >= MAX_PATH_LENGTH:
             return
         seen = {fingerprint(c) for c in path}
-        issuer_name = cert.issuer.public_bytes()
+        issuer_name = canonical_name(cert.issuer)
         for candidate in self.anchors.by_subject.get(issuer_name, ()):
             if fingerprint(candidate) not in seen and self.issued_by(cert, candidate):
                 self.paths.append(([*path, candidate], self.anchors.kinds[fingerprint(candidate)]))
         for candidate in self.intermediates:
             if (
-                candidate.subject.public_bytes() == issuer_name
+                canonical_name(candidate.subject) == issuer_name
                 and fingerprint(candidate) not in seen
                 and self.issued_by(cert, candidate)
             ):
@@ -723,7 +725,7 @@ def _strength_problems(path: Sequence[x509.Certificate], *, anchored: bool = Tru
     if anchored:
         signed = path[:-1] if len(path) > 1 else ()
     else:
-        signed = [cert for cert in path if cert.issuer != cert.subject]
+        signed = [cert for cert in path if not is_self_issued(cert)]
     for cert in signed:
         try:
             algorithm = cert.signature_hash_algorithm
@@ -756,7 +758,7 @@ def _path_problems(
 def _untrusted(search: _Search, leaf: x509.Certificate, anchors_count: int) -> Problem:
     if search.broken_signatures:
         reason = search.broken_signatures[0] + " (forged or corrupted certificate)"
-    elif leaf.issuer == leaf.subject:
+    elif is_self_issued(leaf):
         reason = (
             f"certificate {_name(leaf)} is self-signed and not in the trusted list; import it "
             "with `sipua cert import-trusted` to trust it"

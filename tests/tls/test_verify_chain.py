@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from sipua.tls import TrustPolicy, VerifyResult, verify_chain
@@ -467,3 +468,38 @@ def test_critical_extension_sipua_does_not_process_is_refused(
         f"Non-critical {type(extension).__name__}", issuer=ROOT, extensions=[(extension, False)]
     )
     assert verify([_leaf(relaxed), relaxed]).code == "ok"
+
+
+# -- issuer name matching (RFC 5280 §7.1) ----------------------------------------------------
+
+
+def _cn_name(value: str, string_type: _ASN1Type) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value, _type=string_type)])
+
+
+@pytest.mark.parametrize(
+    ("issuer_value", "string_type"),
+    [
+        ("Example Root", _ASN1Type.UTF8String),  # only the string type differs
+        ("example root", _ASN1Type.UTF8String),  # and the case
+        ("  EXAMPLE   Root ", _ASN1Type.PrintableString),  # case and spaces
+    ],
+)
+def test_issuer_name_matched_the_rfc_5280_way(issuer_value: str, string_type: _ASN1Type) -> None:
+    root = make_ca(subject=_cn_name("Example Root", _ASN1Type.PrintableString))
+    leaf = _leaf(root, issuer_name=_cn_name(issuer_value, string_type))
+    result = verify([leaf], trusted=(root,))
+    assert (result.ok, result.code) == (True, "ok"), result.reason
+
+
+def test_issuer_name_of_a_presented_intermediate_matched_the_rfc_5280_way() -> None:
+    inter_subject = _cn_name("Example Intermediate", _ASN1Type.PrintableString)
+    inter = make_ca("Example Intermediate", issuer=ROOT, subject=inter_subject)
+    leaf = _leaf(inter, issuer_name=_cn_name("example  INTERMEDIATE", _ASN1Type.UTF8String))
+    assert verify([leaf, inter]).code == "ok"
+
+
+def test_different_issuer_name_is_still_untrusted() -> None:
+    root = make_ca(subject=_cn_name("Example Root", _ASN1Type.PrintableString))
+    leaf = _leaf(root, issuer_name=_cn_name("Example Root 2", _ASN1Type.UTF8String))
+    assert verify([leaf], trusted=(root,)).code == "untrusted-issuer"
