@@ -19,8 +19,9 @@ The steps, each mapped to one result code:
 3. On each complete, accepted path check, in this order: validity at `at` of every certificate
    (`expired`, `not-yet-valid`); issuers are CAs (basicConstraints CA:TRUE, path length), every
    name below a CA with nameConstraints lies within them, and no certificate carries a critical
-   extension sipua does not process (`invalid-chain`); issuers' keyUsage allows keyCertSign and
-   the leaf's extendedKeyUsage allows the purpose, RFC 5924 (`bad-usage`); keys
+   extension sipua does not process (`invalid-chain`); issuers' keyUsage allows keyCertSign,
+   the leaf's keyUsage (if any) allows a TLS key use and its extendedKeyUsage the purpose,
+   RFC 5924 (`bad-usage`); keys
    are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits); signatures are not MD5/SHA-1
    (`weak-signature`; the anchor's self-signature is not checked, RFC 5280 §6.1 takes the anchor
    as given). The path with no problem wins; otherwise the one with the fewest.
@@ -643,6 +644,27 @@ def _name_constraint_problems(path: Sequence[x509.Certificate]) -> list[Problem]
     return problems
 
 
+def _leaf_key_usage_problems(leaf: x509.Certificate) -> list[Problem]:
+    # RFC 5280 §4.2.1.3, RFC 5246 §7.4.2 / RFC 8446 §4.4.2: a TLS peer's key signs the
+    # handshake (digitalSignature), or, in TLS 1.2 RSA/ECDH key exchange, encrypts or agrees
+    # the premaster secret (keyEncipherment, keyAgreement). A keyUsage with none of them says
+    # the key is not for TLS at all (a CRL-signing key, say).
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    if usage.digital_signature or usage.key_encipherment or usage.key_agreement:
+        return []
+    return [
+        Problem(
+            code="bad-usage",
+            reason=f"certificate {_name(leaf)} may not be used for TLS: its keyUsage allows "
+            "none of digitalSignature, keyEncipherment, keyAgreement (RFC 5280 §4.2.1.3)",
+            subject=leaf.subject.rfc4514_string(),
+        )
+    ]
+
+
 def _usage_problems(path: Sequence[x509.Certificate], purpose: Purpose) -> list[Problem]:
     problems = []
     for issuer in path[1:]:
@@ -660,6 +682,7 @@ def _usage_problems(path: Sequence[x509.Certificate], purpose: Purpose) -> list[
                 )
             )
     leaf = path[0]
+    problems.extend(_leaf_key_usage_problems(leaf))
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:

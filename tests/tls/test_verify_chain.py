@@ -503,3 +503,40 @@ def test_different_issuer_name_is_still_untrusted() -> None:
     root = make_ca(subject=_cn_name("Example Root", _ASN1Type.PrintableString))
     leaf = _leaf(root, issuer_name=_cn_name("Example Root 2", _ASN1Type.UTF8String))
     assert verify([leaf], trusted=(root,)).code == "untrusted-issuer"
+
+
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    flags = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+        ),
+        False,
+    )
+    flags.update(allowed)
+    return x509.KeyUsage(**flags, encipher_only=False, decipher_only=False)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "code"),
+    [
+        ({"crl_sign": True}, "bad-usage"),
+        ({"key_cert_sign": True, "crl_sign": True}, "bad-usage"),
+        ({"content_commitment": True, "data_encipherment": True}, "bad-usage"),
+        ({"digital_signature": True}, "ok"),
+        ({"key_encipherment": True}, "ok"),
+        ({"key_agreement": True}, "ok"),
+    ],
+)
+def test_leaf_key_usage_must_allow_tls(allowed: dict[str, bool], code: str) -> None:
+    leaf = _leaf(extensions=[(_key_usage(**allowed), True)])
+    result = verify([leaf, INTER])
+    assert result.code == code, result.reason
+    if code == "bad-usage":
+        assert not result.ok
+        assert "keyUsage allows none of digitalSignature" in result.reason
