@@ -21,10 +21,10 @@ The steps, each mapped to one result code:
    name below a CA with nameConstraints lies within them, and no certificate carries a critical
    extension sipua does not process (`invalid-chain`); issuers' keyUsage allows keyCertSign,
    the leaf's keyUsage (if any) allows a TLS key use and its extendedKeyUsage the purpose,
-   RFC 5924 (`bad-usage`); keys
-   are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits); signatures are not MD5/SHA-1
-   (`weak-signature`; the anchor's self-signature is not checked, RFC 5280 §6.1 takes the anchor
-   as given). The path with no problem wins; otherwise the one with the fewest.
+   RFC 5924 (`bad-usage`); keys are strong (`weak-key`: RSA/DSA < 2048 bits, EC < 224 bits);
+   signatures are not MD5/SHA-1 (`weak-signature`; the anchor's self-signature is not checked,
+   RFC 5280 §6.1 takes the anchor as given). The path with no problem wins; otherwise the one
+   with the fewest.
 4. With `name` given and `cn_validation` on, the leaf must speak for `name` (RFC 5922, see
    `identity.py`): `name-mismatch`.
 
@@ -423,16 +423,19 @@ def _structure_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
                     subject=issuer.subject.rfc4514_string(),
                 )
             )
-        elif bc is not None and bc.path_length is not None and position - 1 > bc.path_length:
-            # RFC 5280 §4.2.1.9: pathLenConstraint counts the intermediates below this CA.
-            problems.append(
-                Problem(
-                    code="invalid-chain",
-                    reason=f"CA {_name(issuer)} allows {bc.path_length} intermediate CA(s) "
-                    f"below it, the chain has {position - 1}",
-                    subject=issuer.subject.rfc4514_string(),
+        elif bc is not None and bc.path_length is not None:
+            # RFC 5280 §4.2.1.9 / §6.1.4 (l): pathLenConstraint counts the intermediates below
+            # this CA that are not self-issued (a key-rollover certificate does not count).
+            below = sum(1 for cert in path[1:position] if not is_self_issued(cert))
+            if below > bc.path_length:
+                problems.append(
+                    Problem(
+                        code="invalid-chain",
+                        reason=f"CA {_name(issuer)} allows {bc.path_length} intermediate CA(s) "
+                        f"below it (self-issued ones not counted), the chain has {below}",
+                        subject=issuer.subject.rfc4514_string(),
+                    )
                 )
-            )
     return problems
 
 

@@ -193,6 +193,20 @@ def test_path_length_constraint() -> None:
     assert "allows 0 intermediate" in result.reason
 
 
+def test_path_length_does_not_count_self_issued_certificates() -> None:
+    # RFC 5280 §6.1.4 (l): a key-rollover certificate (subject = issuer = the root's name,
+    # signed by the old key) is self-issued and does not use up the root's pathLenConstraint.
+    root = make_ca("Rollover Root", path_length=0)
+    rollover = make_ca("Rollover Root", issuer=root, subject=root.cert.subject, path_length=0)
+    result = verify([_leaf(rollover), rollover], trusted=(root,))
+    assert (result.ok, result.code) == (True, "ok"), result.reason
+    # A real intermediate below the rollover certificate still counts.
+    inter = make_ca("Below Rollover", issuer=rollover)
+    too_deep = verify([_leaf(inter), inter, rollover], trusted=(root,))
+    assert too_deep.code == "invalid-chain"
+    assert "the chain has 1" in too_deep.reason
+
+
 @pytest.mark.parametrize("hash_name", ["sha1", "md5"])
 def test_weak_signature(hash_name: str) -> None:
     root = make_ca("RSA Root", key_kind="rsa-2048")
