@@ -216,18 +216,21 @@ class Account:
         """Connects if needed and registers once.
 
         Raises:
-            TlsError: the handshake or the peer's verification failed (exit code 3).
+            TlsError: the handshake or the peer's verification failed, or the registrar ended
+                the flow with an alert (our client certificate refused) (exit code 3).
             AuthenticationFailed, RegistrationError: the registrar refused (exit code 4).
             TransportError: no target reachable, or no answer in time (exit code 5).
         """
+        connection: SipConnection | None = None
         try:
             connection = await self._ensure_connection()
             self._registration.set_contact(self._contact(connection))
             await self._execute(self._registration.register(trio.current_time()))
             result = await self._pump(until_registered=True)
-        except SipuaError as exc:
+        except SipuaError as raised:
+            exc = _telling_cause(raised, connection)
             self.last_failure = exc
-            if isinstance(exc, TransportError) and self._registration.state in (
+            if isinstance(raised, TransportError) and self._registration.state in (
                 RegistrationState.REGISTERING,
                 RegistrationState.UNREGISTERING,
             ):
@@ -241,7 +244,9 @@ class Account:
                 status=getattr(exc, "status", None),
                 lock=self.lock.state.value,
             )
-            raise
+            if exc is raised:
+                raise
+            raise exc from raised
         assert isinstance(result, Registered)
         return result
 
@@ -483,6 +488,22 @@ def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
     return RegistrationError(
         f"registration refused: {failed.status} {failed.reason}", status=failed.status
     )
+
+
+def _telling_cause(error: SipuaError, connection: SipConnection | None) -> SipuaError:
+    """The error to report for a failure on `connection`: its TLS cause beats a lost flow.
+
+    The reader may see the registrar's alert (our client certificate refused, TLS 1.3) before
+    the REGISTER is sent; the send then only says "closed", but the user must hear about TLS
+    (exit code 3), not an unreachable registrar (exit code 5).
+    """
+    if (
+        isinstance(error, ConnectionLost)
+        and connection is not None
+        and isinstance(connection.closed_error, TlsError)
+    ):
+        return connection.closed_error
+    return error
 
 
 def _most_telling(errors: list[SipuaError]) -> SipuaError:

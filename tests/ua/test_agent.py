@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +284,61 @@ async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> Non
     ):
         await ua.account.register()
         assert len(registrar.client_certs) == 1  # the registrar verified our device certificate
+
+
+@dataclass
+class _RefusingRegistrar:
+    """What `settings` needs of a registrar: its PKI and port."""
+
+    pki: Pki
+    port: int
+
+
+async def test_client_certificate_alert_seen_before_the_register_is_a_tls_error(
+    tmp_path: Path,
+) -> None:
+    # Regression: under TLS 1.3 the registrar refuses our client certificate after the
+    # handshake; when the reader saw that alert before REGISTER was sent, the send failed as
+    # a plain ConnectionLost (exit 5) instead of a TLS failure (exit 3).
+    import socket
+    import ssl
+
+    from sipua.errors import TlsAlertReceived
+    from tests.support.certs import make_ca
+
+    pki = Pki.make()
+    context = pki.server_context(client_ca=make_ca("Some Other Client CA").pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def refuse_one() -> None:
+        # A blocking stdlib server writes OpenSSL's alert to the socket before it gives up.
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(100)
+        conn.close()
+
+    registrar = _RefusingRegistrar(pki, server.getsockname()[1])
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, refuse_one)
+            async with UserAgent(settings(tmp_path, registrar)) as ua:  # type: ignore[arg-type]
+                account = ua.account
+                ensure = account._ensure_connection
+
+                async def ensure_after_alert() -> Any:
+                    connection = await ensure()
+                    with trio.fail_after(5):
+                        await connection.closed.wait()  # the reader got the alert first
+                    return connection
+
+                account._ensure_connection = ensure_after_alert  # type: ignore[method-assign]
+                with pytest.raises(TlsAlertReceived) as info:
+                    await account.register()
+                assert info.value.exit_code == 3
+                [failed] = events(ua, "registration-failed")
+                assert "did not accept our client" in failed["reason"]
+    finally:
+        server.close()
