@@ -22,7 +22,9 @@ servers send session tickets after the handshake and a client that never reads c
   connections); the keep-alive schedule pings on the registration flow and declares it dead when
   a pong is missing (RFC 5626 §4.4.1).
 - Foreign exceptions (trio's BrokenResourceError, ClosedResourceError, TLS errors) end the
-  connection with a reason; they never escape `run()`. `send()` raises `ConnectionLost`.
+  connection with a reason; they never escape `run()`. `send()` raises only `ConnectionLost`,
+  also for a TLS alert; the sipua error that ended the connection (a `TlsError` for an alert)
+  is in `closed_error` for callers that report TLS failures apart (exit code 3).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Final
 
 import trio
 
-from sipua.errors import ConnectionLost, SipuaError, TlsError
+from sipua.errors import ConnectionLost, SipuaError
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -129,7 +131,8 @@ class SipConnection:
         """Sends one message.
 
         Raises:
-            ConnectionLost: the connection is closed or broke while sending.
+            ConnectionLost: the connection is closed or broke while sending (a TLS alert too:
+                see `closed_error`).
         """
         data = serialize(message)
         await self._send_bytes(data)
@@ -141,18 +144,21 @@ class SipConnection:
         await self._send_bytes(PING)
 
     async def _send_bytes(self, data: bytes) -> None:
+        # Every failure is a ConnectionLost, the one error the reader, the keep-alive and the
+        # call handler catch; a TLS cause (an alert, e.g. our client certificate refused under
+        # TLS 1.3) is kept in `closed_error` and chained, for callers that report it (exit 3).
         if self.closed_reason is not None:
-            raise ConnectionLost(f"connection to {self.peer} is closed ({self.closed_reason})")
+            raise ConnectionLost(
+                f"connection to {self.peer} is closed ({self.closed_reason})"
+            ) from self.closed_error
         try:
             async with self._send_lock:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
             reason = f"send failed: {exc}" if str(exc) else "send failed"
-            if isinstance(exc, SipuaError):
+            if isinstance(exc, SipuaError) and self.closed_error is None:
                 self.closed_error = exc
             self._mark_closed(reason)
-            if isinstance(exc, TlsError):
-                raise
             raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
 
     # -- keep-alive -----------------------------------------------------------------------------

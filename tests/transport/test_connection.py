@@ -6,8 +6,9 @@ import pytest
 import trio
 import trio.testing
 
-from sipua.errors import ConnectionLost
+from sipua.errors import ConnectionLost, TlsAlertReceived
 from sipua.sip import Request, Response
+from sipua.tls.stream import BrokenByTlsAlert
 from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import KeepaliveSchedule
 
@@ -160,3 +161,67 @@ async def test_idle_timeout_never_interrupts_the_handler(
     assert finished == [5.0]
     assert reason == "idle for 1 s"
     assert trio.current_time() == 6.0
+
+
+class AlertOnSend(trio.abc.Stream):
+    """A stream whose peer sends `incoming` then waits, and refuses every send with an alert."""
+
+    def __init__(self, incoming: bytes) -> None:
+        self.incoming = incoming
+        self.closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        raise BrokenByTlsAlert("the peer sent TLS alert 'certificate required'")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data, self.incoming = self.incoming, b""
+        if data:
+            await trio.lowlevel.checkpoint()
+            return data
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+def alert_connection(incoming: bytes) -> SipConnection:
+    return SipConnection(
+        AlertOnSend(incoming),
+        peer="127.0.0.1:5061",
+        local="127.0.0.1:40000",
+        tls_name="example.test",
+        handler=pair([])[0]._handler,
+    )
+
+
+@pytest.mark.parametrize("incoming", [b"\r\n\r\n", OPTIONS], ids=["pong", "response"])
+async def test_tls_alert_while_answering_ends_only_the_connection(incoming: bytes) -> None:
+    # Regression: the alert escaped run() as a TlsError and ended the process.
+    connection = alert_connection(incoming)
+    with trio.fail_after(5):
+        reason = await connection.run()
+    assert "certificate required" in reason
+    assert isinstance(connection.closed_error, TlsAlertReceived)
+    with pytest.raises(ConnectionLost) as info:
+        await connection.send_ping()
+    assert isinstance(info.value.__cause__, TlsAlertReceived)
+
+
+async def test_tls_alert_on_a_keepalive_ping_ends_only_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    connection = alert_connection(b"")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        connection.start_keepalive(KeepaliveSchedule(20.0, random.Random(1)), trio.current_time())
+        with trio.fail_after(60):
+            await connection.closed.wait()
+    assert connection.closed_reason is not None
+    assert "certificate required" in connection.closed_reason
+    assert isinstance(connection.closed_error, TlsAlertReceived)
