@@ -12,8 +12,10 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
 
 - One shared client `SSL.Context` (the cached one from `sipua.tls.context`, with
   `MODE_RELEASE_BUFFERS`), one `TlsEngine` per connection, driven straight over a non-blocking
-  trio socket: no stream wrapper, no per-connection task besides the account's own, no locks
-  on a connection only one task uses. `TCP_NODELAY` is set: SIP messages are small and the
+  stdlib socket with trio's readiness waits (`wait_readable`/`wait_writable`): a send or
+  receive the kernel can do at once costs one system call and no trip through the scheduler;
+  no stream wrapper, no per-connection task besides the account's own, no locks on a
+  connection only one task uses. Closing sends close_notify without waiting. `TCP_NODELAY` is set: SIP messages are small and the
   exchange is request/response, so Nagle would add a delayed-ACK wait per message.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
@@ -89,8 +91,6 @@ RECEIVE_BYTES: Final = 65_536
 MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
 MAX_COALESCED_BYTES: Final = 15 * 1024
-#: How long closing the connections at the end of a run may take.
-CLOSE_SECONDS: Final = 5.0
 
 ProgressSink = Callable[[LoadStats, float], None]
 
@@ -182,14 +182,57 @@ class _Failure(Exception):
         self.reason = reason
 
 
-async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+# The flows drive plain non-blocking stdlib sockets with trio's readiness waits instead of
+# trio's socket wrappers: a wrapper call yields to the scheduler even when the kernel took the
+# bytes at once, and a registration makes ~10 such calls. Here a send or receive that can be
+# done at once is a plain system call, and only a real wait goes through trio.
+
+
+async def _connect(sock: socket.socket, address: tuple[str, int]) -> None:
+    try:
+        sock.connect(address)
+    except BlockingIOError:
+        await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error)) from None
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
     view = memoryview(data)
-    while view:
+    while True:
         try:
-            sent = await sock.send(view)
+            sent = sock.send(view)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
             raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
+        if sent == len(view):
+            return
         view = view[sent:]
+        await trio.lowlevel.wait_writable(sock)
+
+
+async def _receive(sock: socket.socket) -> bytes:
+    try:
+        data = sock.recv(RECEIVE_BYTES)
+    except BlockingIOError:
+        pass
+    else:
+        # Data was waiting: still let the other tasks run (a flood must not starve them).
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(RECEIVE_BYTES)
+        except BlockingIOError:
+            continue
+
+
+def _close_socket(sock: socket.socket) -> None:
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
 
 
 class _Flow:
@@ -197,7 +240,7 @@ class _Flow:
 
     __slots__ = ("engine", "framer", "local", "sock")
 
-    def __init__(self, sock: trio.socket.SocketType, engine: TlsEngine, local: str) -> None:
+    def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
         self.sock = sock
         self.engine = engine
         self.framer = StreamFramer()
@@ -207,11 +250,12 @@ class _Flow:
     async def open(cls, plan: LoadPlan, context: SSL.Context, verifier: Verifier) -> _Flow:
         """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
         family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
+            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                await sock.connect((plan.host.strip("[]"), plan.port))
+                await _connect(sock, (plan.host.strip("[]"), plan.port))
             except OSError as exc:
                 raise ConnectFailed(
                     f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
@@ -221,7 +265,12 @@ class _Flow:
                 outgoing = engine.data_to_send()
                 if outgoing:
                     await _send_all(sock, outgoing)
-                data = await sock.recv(RECEIVE_BYTES)
+                try:
+                    data = await _receive(sock)
+                except OSError as exc:
+                    raise ConnectionLost(
+                        f"receiving failed during the TLS handshake: {exc.strerror or exc}"
+                    ) from exc
                 if not data:
                     engine.receive_eof()
                 else:
@@ -235,7 +284,7 @@ class _Flow:
                 )
             name = sock.getsockname()
         except BaseException:
-            sock.close()
+            _close_socket(sock)
             raise
         host = f"[{name[0]}]" if family == socket.AF_INET6 else name[0]
         return cls(sock, engine, f"{host}:{name[1]}")
@@ -265,7 +314,7 @@ class _Flow:
 
     async def _fill(self) -> None:
         try:
-            data = await self.sock.recv(RECEIVE_BYTES)
+            data = await _receive(self.sock)
         except OSError as exc:
             raise ConnectionLost(f"receiving failed: {exc.strerror or exc}") from exc
         engine = self.engine
@@ -285,15 +334,19 @@ class _Flow:
         if pending:
             await _send_all(self.sock, pending)
 
-    async def aclose(self) -> None:
-        """Sends close_notify (best effort) and closes the socket."""
-        with contextlib.suppress(OSError, ConnectionLost, trio.TooSlowError):
+    def close(self) -> None:
+        """Sends close_notify if the socket takes it at once, and closes the socket.
+
+        One non-blocking send: a close_notify (a few dozen bytes) fits any socket buffer that
+        is not clogged, and a clogged one means the registrar stopped reading, which no wait
+        at the end of a run would cure.
+        """
+        with contextlib.suppress(OSError):
             self.engine.close()
             outgoing = self.engine.data_to_send()
             if outgoing:
-                with trio.fail_after(1.0):
-                    await _send_all(self.sock, outgoing)
-        self.sock.close()
+                self.sock.send(outgoing)
+        _close_socket(self.sock)
 
 
 class _Waiter:
@@ -439,13 +492,12 @@ class LoadRun:
                 rss_end = rss_kib()
                 held = self.held if plan.hold > 0 else None
                 self._hold_over.set()
-                # Held connections wait in a read until their refresh; end them now (their
-                # close_notify is sent under a shield).
+                # Held connections wait in a read until their refresh; end them now (each
+                # sends its close_notify without waiting, so cancellation cannot skip it).
                 accounts.cancel_scope.cancel()
             nursery.cancel_scope.cancel()  # the shared connection's reader and writer
         if shared is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
-                await shared.flow.aclose()
+            shared.flow.close()
         stats = self.stats
         return LoadReport(
             mode="reuse-connection" if plan.reuse_connection else "connection-per-account",
@@ -547,8 +599,7 @@ class LoadRun:
                     self.held -= 1
         finally:
             if flow is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
-                    await flow.aclose()
+                flow.close()
 
     async def _register_own(
         self, account: LoadAccount, limiter: trio.Semaphore
