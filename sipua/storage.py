@@ -13,15 +13,22 @@ copied is no longer a secret, and the message says how to fix it.
 
 Reads are bounded (`MAX_FILE_BYTES`) so a wrong path (a disk image, /dev/zero) cannot exhaust
 memory.
+
+Atomic writes keep each file whole, but two processes that both read, modify and write the same
+file (two `sipua cert import-trusted` at once) would still lose one change. `exclusive_lock`
+serializes such read-modify-write sequences (and create-if-missing ones) across processes with
+an advisory `flock` on a lock file in the directory; the caller re-reads under the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +49,11 @@ _TMP_PREFIX: Final = ".tmp-"
 STALE_TEMPORARY_SECONDS: Final = 60.0
 #: Leftovers removed per write, so a directory full of them cannot stall one write.
 MAX_SWEPT_PER_WRITE: Final = 64
+#: The lock file `exclusive_lock` creates in the directory it guards.
+LOCK_FILE_NAME: Final = ".lock"
+#: How long `exclusive_lock` waits for another process (a writer holds it for milliseconds).
+LOCK_TIMEOUT_SECONDS: Final = 30.0
+_LOCK_POLL_SECONDS: Final = 0.01
 
 
 def default_data_dir() -> Path:
@@ -150,6 +162,49 @@ def remove_file(path: Path) -> None:
         _fsync_dir(path.parent)
     except OSError as exc:
         raise StoreError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Holds an exclusive lock on `directory` (across processes) for the `with` block.
+
+    The lock is `flock` on `<directory>/.lock` (created 0600, never removed: removing it would
+    let two processes lock two different files). It is released when the block ends or the
+    process dies. It is not reentrant: do not take it again while holding it.
+
+    Args:
+        directory: The directory whose files the block reads and rewrites (created 0700).
+        timeout: Seconds to wait for another holder before giving up.
+
+    Raises:
+        StoreError: the lock file cannot be opened, or another process held the lock longer
+            than `timeout`.
+    """
+    ensure_private_dir(directory)
+    path = directory / LOCK_FILE_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"{directory} is locked by another sipua process (lock file {path}) for "
+                        f"more than {timeout:g} s; wait for it to finish and try again"
+                    ) from None
+                time.sleep(_LOCK_POLL_SECONDS)
+            except OSError as exc:
+                raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        yield
+    finally:
+        # Closing the descriptor releases the lock.
+        os.close(fd)
 
 
 def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:

@@ -116,3 +116,17 @@ def test_remove_file(tmp_path: Path) -> None:
     storage.remove_file(target)
     assert not target.exists()
     storage.remove_file(target)  # missing is fine
+
+
+def test_exclusive_lock_excludes_a_second_holder(tmp_path: Path) -> None:
+    directory = tmp_path / "certs"
+    with storage.exclusive_lock(directory):
+        assert stat.S_IMODE((directory / storage.LOCK_FILE_NAME).stat().st_mode) == 0o600
+        # flock is per open file, so a second open in this process contends like a process.
+        with (
+            pytest.raises(StoreError, match="locked by another sipua process"),
+            storage.exclusive_lock(directory, timeout=0.05),
+        ):
+            pass
+    with storage.exclusive_lock(directory, timeout=0.05):
+        pass  # released when the first block ended

@@ -22,7 +22,10 @@ Layout under `<data_dir>/certs/` (directory mode 0700)::
     device-custom.pem         custom key + certificate + chain     (0600)
 
 Every change rewrites one file with `storage.atomic_write`, so a crash leaves the old state or
-the new one: a key and its certificate always share a file, and an import of several trusted
+the new one, and every read-modify-write (import, remove) or create-if-missing (the device CA,
+the device certificates) runs under `storage.exclusive_lock` on the directory and re-reads
+there, so concurrent sipua processes neither lose each other's imports nor create two device
+CAs: a key and its certificate always share a file, and an import of several trusted
 certificates is one rewrite of `trusted.pem`. Files holding keys are refused if their group or
 others can read them. A corrupt file (or one corrupt entry of `trusted.pem`) is reported in
 `problems` and skipped; it does not stop the rest of the store loading.
@@ -30,7 +33,10 @@ others can read them. A corrupt file (or one corrupt entry of `trusted.pem`) is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -163,6 +169,28 @@ class CertStore:
         self._system = system
         #: Problems met while reading the store (corrupt files, skipped entries).
         self.problems: list[str] = []
+        # The file lock is per open file, so one process must not take it twice: the thread
+        # lock and depth make `_locked` reentrant within this process.
+        self._thread_lock = threading.RLock()
+        self._lock_depth = 0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serializes a read-modify-write of the store with other threads and processes."""
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with storage.exclusive_lock(self.directory):
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
 
     # -- trusted certificates ---------------------------------------------------------------
 
@@ -230,6 +258,10 @@ class CertStore:
                 `MAX_CUSTOM_TRUSTED`.
         """
         new = load_certificate_file(path)
+        with self._locked():
+            return self._import_trusted(path, new)
+
+    def _import_trusted(self, path: Path, new: list[x509.Certificate]) -> list[StoredCertificate]:
         existing = self.custom_trusted()
         known = {s.fingerprint: s for s in existing}
         for cert in new:
@@ -259,12 +291,13 @@ class CertStore:
         Raises:
             StoreError: no custom trusted certificate matches, or several do.
         """
-        existing = self.custom_trusted()
-        victim = _select(existing, ident, what="custom trusted certificate")
-        self._write_trusted(
-            [s.certificate for s in existing if s.fingerprint != victim.fingerprint]
-        )
-        return victim
+        with self._locked():
+            existing = self.custom_trusted()
+            victim = _select(existing, ident, what="custom trusted certificate")
+            self._write_trusted(
+                [s.certificate for s in existing if s.fingerprint != victim.fingerprint]
+            )
+            return victim
 
     @property
     def _trusted_path(self) -> Path:
@@ -283,7 +316,8 @@ class CertStore:
         Raises:
             StoreError: the CA file exists but is unreadable, corrupt or readable by others.
         """
-        cert, _ = self._device_ca(now=_now(now))
+        with self._locked():
+            cert, _ = self._device_ca(now=_now(now))
         return StoredCertificate.of(cert, role="device", kind="device-ca", path=self._ca_path)
 
     @property
@@ -293,6 +327,7 @@ class CertStore:
     def _device_ca(
         self, *, now: dt.datetime
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        # Called with the store locked: two first starts must not create two device CAs.
         path = self._ca_path
         if path.exists():
             stored = self._read_keyed(path)
@@ -341,6 +376,10 @@ class CertStore:
             resolved = None
         else:
             resolved = device.normalize_mac(mac) if mac is not None else device.machine_mac()
+        with self._locked():
+            return self._issued_identity(resolved, moment)
+
+    def _issued_identity(self, resolved: str | None, moment: dt.datetime) -> DeviceIdentity:
         ca_cert, ca_key = self._device_ca(now=moment)
         if resolved is not None:
             path, kind = self.directory / f"device-{resolved}.pem", "unique"
@@ -419,7 +458,8 @@ class CertStore:
             )
         chain = [c for c in certs if c is not leaf]
         path = self.directory / _CUSTOM_FILE
-        self._write_keyed(path, key, [leaf, *chain])
+        with self._locked():
+            self._write_keyed(path, key, [leaf, *chain])
         return StoredCertificate.of(leaf, role="device", kind="custom", path=path)
 
     def remove_device(self) -> StoredCertificate:
@@ -428,8 +468,9 @@ class CertStore:
         Raises:
             StoreError: none was imported.
         """
-        identity = self._custom_identity()
-        storage.remove_file(self.directory / _CUSTOM_FILE)
+        with self._locked():
+            identity = self._custom_identity()
+            storage.remove_file(self.directory / _CUSTOM_FILE)
         return StoredCertificate.of(identity.certificate, role="device", kind="custom")
 
     def device_certificates(self) -> list[StoredCertificate]:
