@@ -150,6 +150,12 @@ class DeviceIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class _TrustedEntry:
+    block: bytes  # the PEM block exactly as stored
+    stored: StoredCertificate | None  # None: the entry is unreadable
+
+
+@dataclass(frozen=True, slots=True)
 class _KeyedFile:
     key: PrivateKey
     certs: list[x509.Certificate]
@@ -209,24 +215,50 @@ class CertStore:
         ]
 
     def custom_trusted(self) -> list[StoredCertificate]:
-        """The imported trusted certificates, in import order; corrupt entries go to `problems`."""
-        path = self.directory / _TRUSTED_FILE
-        if not path.exists():
-            return []
+        """The imported trusted certificates, in import order; corrupt entries go to `problems`.
+
+        Only the first `MAX_CUSTOM_TRUSTED` readable ones count; more (a file edited by hand)
+        is reported in `problems`.
+        """
         try:
-            data = storage.read_bounded(path)
+            entries = self._trusted_entries()
         except StoreError as exc:
             self._problem(str(exc))
             return []
-        result: list[StoredCertificate] = []
-        for index, block in enumerate(pem_blocks(data), start=1):
+        readable = [e.stored for e in entries if e.stored is not None]
+        if len(readable) > MAX_CUSTOM_TRUSTED:
+            self._problem(
+                f"{self._trusted_path} holds {len(readable)} trusted certificates; only the first "
+                f"{MAX_CUSTOM_TRUSTED} are used: remove some with `sipua cert remove-trusted ID`"
+            )
+        return readable[:MAX_CUSTOM_TRUSTED]
+
+    def _trusted_entries(self) -> list[_TrustedEntry]:
+        """Every PEM block of trusted.pem, readable or not, with its exact bytes.
+
+        Raises:
+            StoreError: the file exists but cannot be read.
+        """
+        path = self._trusted_path
+        if not path.exists():
+            return []
+        data = storage.read_bounded(path)
+        blocks = pem_blocks(data)
+        if not blocks and data.strip():
+            # Not PEM at all: one unreadable entry, kept as it is by a removal.
+            self._problem(f"{path} holds no PEM certificate; its content is ignored")
+            return [_TrustedEntry(block=data, stored=None)]
+        entries: list[_TrustedEntry] = []
+        for index, block in enumerate(blocks, start=1):
             try:
                 (cert,) = load_certificates(block.data, source=f"{path} entry #{index}")
             except (CertificateError, ValueError) as exc:
                 self._problem(f"{exc}; the entry is skipped (re-import the certificate)")
+                entries.append(_TrustedEntry(block=block.data, stored=None))
                 continue
-            result.append(StoredCertificate.of(cert, role="trusted", kind="custom", path=path))
-        return result[:MAX_CUSTOM_TRUSTED]
+            stored = StoredCertificate.of(cert, role="trusted", kind="custom", path=path)
+            entries.append(_TrustedEntry(block=block.data, stored=stored))
+        return entries
 
     def trusted(self, accepted_ca: AcceptedCa = "all") -> list[x509.Certificate]:
         """The trust anchors for a "CA certificates" setting: default, custom or all.
@@ -262,7 +294,17 @@ class CertStore:
             return self._import_trusted(path, new)
 
     def _import_trusted(self, path: Path, new: list[x509.Certificate]) -> list[StoredCertificate]:
-        existing = self.custom_trusted()
+        entries = self._trusted_entries()
+        unreadable = [str(i) for i, e in enumerate(entries, start=1) if e.stored is None]
+        if unreadable:
+            # Rewriting would have to drop or keep entries sipua cannot vouch for; the user
+            # decides.
+            raise StoreError(
+                f"{path}: nothing was imported because {self._trusted_path} has unreadable "
+                f"entries (#{', #'.join(unreadable)}); delete them from the file (or remove the "
+                "file and import the certificates again), then retry"
+            )
+        existing = [e.stored for e in entries if e.stored is not None]
         known = {s.fingerprint: s for s in existing}
         for cert in new:
             fp = fingerprint(cert)
@@ -279,7 +321,10 @@ class CertStore:
                 f"{MAX_CUSTOM_TRUSTED} are allowed. Remove some with "
                 "`sipua cert remove-trusted ID` first"
             )
-        self._write_trusted([s.certificate for s in existing] + new)
+        self._write_trusted(
+            [*(e.block for e in entries), *(certificate_pem(c) for c in new)],
+            [*(e.stored.certificate for e in entries if e.stored is not None), *new],
+        )
         return [
             StoredCertificate.of(c, role="trusted", kind="custom", path=self._trusted_path)
             for c in new
@@ -292,10 +337,15 @@ class CertStore:
             StoreError: no custom trusted certificate matches, or several do.
         """
         with self._locked():
-            existing = self.custom_trusted()
+            entries = self._trusted_entries()
+            existing = [e.stored for e in entries if e.stored is not None]
             victim = _select(existing, ident, what="custom trusted certificate")
+            # Every other entry is kept byte for byte, unreadable ones and any beyond the limit
+            # included: removing one certificate must not lose others.
+            kept = [e for e in entries if e.stored is None or e.stored is not victim]
             self._write_trusted(
-                [s.certificate for s in existing if s.fingerprint != victim.fingerprint]
+                [e.block for e in kept],
+                [e.stored.certificate for e in kept if e.stored is not None],
             )
             return victim
 
@@ -303,9 +353,11 @@ class CertStore:
     def _trusted_path(self) -> Path:
         return self.directory / _TRUSTED_FILE
 
-    def _write_trusted(self, certs: list[x509.Certificate]) -> None:
+    def _write_trusted(self, blocks: list[bytes], certs: list[x509.Certificate]) -> None:
+        # `blocks` are written as they are; the readable ones (`certs`) get a comment line.
         storage.ensure_private_dir(self.directory)
-        text = b"".join(b"# " + _comment(c) + b"\n" + certificate_pem(c) for c in certs)
+        comments = {certificate_pem(c): b"# " + _comment(c) + b"\n" for c in certs}
+        text = b"".join(comments.get(block, b"") + block for block in blocks)
         storage.atomic_write(self._trusted_path, text, mode=storage.PUBLIC_FILE_MODE)
 
     # -- device certificates ----------------------------------------------------------------

@@ -377,6 +377,51 @@ def test_find_across_lists(tmp_path: Path) -> None:
         store.find("nothing")
 
 
+def _overfull_trusted_file(tmp_path: Path) -> tuple[CertStore, list[Issued], Path]:
+    """A trusted.pem edited by hand: 10 imported, an 11th appended, and an unreadable entry."""
+    store = _store(tmp_path)
+    cas = [make_ca(f"Overfull CA {i}") for i in range(11)]
+    store.import_trusted(_write(tmp_path, "ten.pem", pem_bundle(*cas[:10])))
+    path = store.directory / "trusted.pem"
+    garbage = b"-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n"
+    path.write_bytes(path.read_bytes() + cas[10].pem + garbage)
+    return store, cas, path
+
+
+def test_remove_trusted_keeps_every_other_entry(tmp_path: Path) -> None:
+    store, cas, path = _overfull_trusted_file(tmp_path)
+    assert len(store.custom_trusted()) == MAX_CUSTOM_TRUSTED
+    assert any("only the first 10 are used" in p for p in store.problems)
+    garbage_block = path.read_bytes()[path.read_bytes().rindex(b"-----BEGIN") :]
+    store.remove_trusted(cas[0].fingerprint)
+    text = path.read_bytes()
+    assert text.count(b"-----BEGIN CERTIFICATE-----") == 11  # 12 entries, one removed
+    assert garbage_block in text  # the unreadable entry is kept byte for byte
+    remaining = {s.fingerprint for s in _store(tmp_path).custom_trusted()}
+    assert remaining == {ca.fingerprint for ca in cas[1:]}
+    # The 11th, beyond the limit, can be removed too.
+    store.remove_trusted(cas[10].fingerprint)
+    assert path.read_bytes().count(b"-----BEGIN CERTIFICATE-----") == 10
+
+
+def test_import_refuses_to_rewrite_a_file_with_unreadable_entries(tmp_path: Path) -> None:
+    store, _, path = _overfull_trusted_file(tmp_path)
+    before = path.read_bytes()
+    new = _write(tmp_path, "new.pem", make_ca("Overfull New").pem)
+    with pytest.raises(StoreError, match=r"unreadable entries \(#12\); delete them"):
+        store.import_trusted(new)
+    assert path.read_bytes() == before
+
+
+def test_import_refuses_when_the_file_is_over_the_limit(tmp_path: Path) -> None:
+    store, cas, path = _overfull_trusted_file(tmp_path)
+    store.remove_trusted(cas[0].fingerprint)  # 10 readable left + the unreadable one
+    text = path.read_bytes()
+    path.write_bytes(text[: text.rindex(b"-----BEGIN")])  # drop the unreadable entry
+    with pytest.raises(StoreError, match="at most 10 are allowed"):
+        store.import_trusted(_write(tmp_path, "new.pem", make_ca("Overfull New").pem))
+
+
 # -- concurrent processes --------------------------------------------------------------------
 
 #: Run by each racing process: wait at a barrier (so all of them hit the store at once), then
