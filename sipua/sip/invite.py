@@ -172,7 +172,8 @@ class InviteSession:
 
     def receive_cancel(self, cancel: Request) -> list[InviteOutput]:
         """CANCEL for our INVITE (§9.2): 200 for it, and 487 for the INVITE if still ringing."""
-        ok = Reply(response=make_response(cancel, 200))
+        # §8.2.6.2: every response but 100 carries a To tag; §9.2: the same as the INVITE's.
+        ok = Reply(response=make_response(cancel, 200, to_tag=self.local_tag))
         if self.state is not InviteState.RINGING:
             return [ok]
         self.state = InviteState.TERMINATED

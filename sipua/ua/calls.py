@@ -297,8 +297,12 @@ class CallHandler:
     ) -> None:
         for output in outputs:
             if isinstance(output, Reply):
-                # §18.2.2: a response goes back on the connection its request came in on.
-                await (reply_on or call.connection).send(output.response)
+                # §18.2.2: a response goes back on the connection its request came in on: the
+                # INVITE's (the 487 after a CANCEL too) on the call's, others where they came.
+                response = output.response
+                to_invite = response.cseq.method == "INVITE"
+                connection = call.connection if to_invite else (reply_on or call.connection)
+                await connection.send(response)
             elif isinstance(output, Send):
                 await call.connection.send(output.request)
             elif isinstance(output, CallAnswered):

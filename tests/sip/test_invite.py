@@ -161,6 +161,8 @@ def test_cancel_while_ringing_gives_200_and_487() -> None:
     assert (ok.status, ok.cseq.method) == (200, "CANCEL")
     assert (terminated.status, terminated.cseq.method) == (487, "INVITE")
     assert CallEnded(reason="cancelled", status=487) in outputs
+    # RFC 3261 §8.2.6.2 and §9.2: the 200 to CANCEL carries the INVITE responses' To tag.
+    assert ok.to.tag == terminated.to.tag == call.local_tag
 
 
 def test_cancel_after_answer_changes_nothing() -> None:
@@ -169,6 +171,7 @@ def test_cancel_after_answer_changes_nothing() -> None:
     call.answer(SDP, 0.0)
     [ok] = replies(call.receive_cancel(request("CANCEL")))
     assert ok.status == 200
+    assert ok.to.tag == call.local_tag
     assert call.state is InviteState.ANSWERED
 
 

@@ -370,3 +370,30 @@ async def test_invites_reset_by_their_callers_leave_no_calls(tmp_path: Path) -> 
         statuses = [r.status for r in await read_responses(stream, StreamFramer(), 200)]
         assert statuses == [100, 180, 200]
         await stream.aclose()
+
+
+async def test_cancel_on_another_connection_gets_its_200_there_and_487_on_the_invites(
+    tmp_path: Path,
+) -> None:
+    # RFC 3261 §18.2.2: each response goes back on its own request's connection.
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+    ):
+        invite_stream, uri = await open_caller(ua)
+        cancel_stream, _ = await open_caller(ua)
+        invite = request("INVITE", uri, body=OFFER, branch="z9hG4bKcancelme")
+        await invite_stream.send_all(serialize(invite))
+        invite_framer = StreamFramer()
+        [ringing] = [
+            r for r in await read_responses(invite_stream, invite_framer, 180) if r.status == 180
+        ]
+        await cancel_stream.send_all(serialize(request("CANCEL", uri, branch="z9hG4bKcancelme")))
+        [cancel_ok] = await read_responses(cancel_stream, StreamFramer(), 200)
+        assert cancel_ok.cseq.method == "CANCEL"
+        assert cancel_ok.to.tag == ringing.to.tag
+        terminated = await read_responses(invite_stream, invite_framer, 487)
+        assert [(r.status, r.cseq.method) for r in terminated] == [(487, "INVITE")]
+        assert terminated[0].to.tag == ringing.to.tag
+        await invite_stream.aclose()
+        await cancel_stream.aclose()
