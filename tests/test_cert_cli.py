@@ -69,6 +69,19 @@ def test_list_json_shows_device_certificates(
     assert "custom.example.com" in capsys.readouterr().out
 
 
+def test_remove_device_with_a_corrupt_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "certs").mkdir(parents=True, mode=0o700)
+    custom = data / "certs" / "device-custom.pem"
+    custom.write_bytes(b"not a certificate")
+    custom.chmod(0o644)
+    assert cli(data, "remove-device") == 0
+    assert "held no readable certificate" in capsys.readouterr().out
+    assert not custom.exists()
+
+
 def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     key = _write(tmp_path, "key.pem", make_leaf(None).key_pem)

@@ -216,7 +216,10 @@ def _import_device(store: CertStore, args: argparse.Namespace) -> int:
 
 def _remove_device(store: CertStore, args: argparse.Namespace) -> int:
     stored = store.remove_device()
-    print(f"removed custom device certificate: {stored.name} (sha256 {stored.fingerprint})")
+    if stored is None:
+        print("removed custom device certificate (its file held no readable certificate)")
+    else:
+        print(f"removed custom device certificate: {stored.name} (sha256 {stored.fingerprint})")
     return 0
 
 

@@ -514,16 +514,29 @@ class CertStore:
             self._write_keyed(path, key, [leaf, *chain])
         return StoredCertificate.of(leaf, role="device", kind="custom", path=path)
 
-    def remove_device(self) -> StoredCertificate:
-        """Removes the custom device certificate.
+    def remove_device(self) -> StoredCertificate | None:
+        """Removes the custom device certificate, whatever state its file is in.
+
+        The file is not parsed to be removed: a corrupt file, or one others can read (whose key
+        must be replaced), is exactly what a user needs to remove.
+
+        Returns:
+            The removed certificate, or None when its file held no readable certificate.
 
         Raises:
-            StoreError: none was imported.
+            StoreError: none was imported, or the file cannot be removed.
         """
+        path = self.directory / _CUSTOM_FILE
         with self._locked():
-            identity = self._custom_identity()
-            storage.remove_file(self.directory / _CUSTOM_FILE)
-        return StoredCertificate.of(identity.certificate, role="device", kind="custom")
+            if not path.exists():
+                raise StoreError(
+                    "no custom device certificate has been imported, so there is nothing to remove"
+                )
+            removed = _certificate_of(path)
+            storage.remove_file(path)
+        if removed is None:
+            return None
+        return StoredCertificate.of(removed, role="device", kind="custom")
 
     def device_certificates(self) -> list[StoredCertificate]:
         """The device certificates on disk (device CA, unique, generic, custom), without issuing."""
@@ -585,6 +598,16 @@ class CertStore:
     def _problem(self, message: str) -> None:
         if message not in self.problems:
             self.problems.append(message)
+
+
+def _certificate_of(path: Path) -> x509.Certificate | None:
+    # Best effort, for the summary only: the certificate, never the key (the file's mode may
+    # make the key unusable, not the certificate).
+    try:
+        certs = load_certificates(storage.read_bounded(path), source=str(path))
+    except (StoreError, CertificateError, ValueError):
+        return None
+    return certs[0]
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:

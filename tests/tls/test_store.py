@@ -363,9 +363,27 @@ def test_remove_device(tmp_path: Path) -> None:
     store = _store(tmp_path)
     leaf = make_leaf(None, cn="gone.example.com")
     store.import_device(_device_files(tmp_path, leaf))
-    assert store.remove_device().name == "gone.example.com"
+    removed = store.remove_device()
+    assert removed is not None
+    assert removed.name == "gone.example.com"
     with pytest.raises(StoreError, match="no custom device certificate"):
         store.remove_device()
+
+
+def test_remove_device_removes_a_readable_or_corrupt_file(tmp_path: Path) -> None:
+    # Exactly the files a user needs to remove: one whose key others could read, a corrupt one.
+    store = _store(tmp_path)
+    custom = store.directory / "device-custom.pem"
+    store.import_device(_device_files(tmp_path, make_leaf(None, cn="leaked.example.com")))
+    custom.chmod(0o644)
+    removed = store.remove_device()
+    assert removed is not None
+    assert removed.name == "leaked.example.com"
+    assert not custom.exists()
+    store.import_device(_device_files(tmp_path, make_leaf(None, cn="corrupt.example.com")))
+    custom.write_bytes(b"garbage")
+    assert store.remove_device() is None
+    assert not custom.exists()
 
 
 def test_find_across_lists(tmp_path: Path) -> None:
