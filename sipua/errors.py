@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
+from sipua.sip.errors import bounded_message
+
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 EXIT_TLS: Final = 3
@@ -23,10 +25,21 @@ EXIT_REFUSED: Final = 4
 EXIT_NETWORK: Final = 5
 
 
+#: Longest message an operational error carries. Messages quote foreign text (a file's bytes
+#: inside cryptography's complaint, an OpenSSL reason, a peer's answer), so they are bounded:
+#: the head and the tail (where the advice is) are kept.
+MAX_MESSAGE_CHARS: Final = 1024
+
+
 class SipuaError(Exception):
     """Root of every error sipua reports to a user."""
 
     exit_code: ClassVar[int] = 1
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (bounded_message(args[0], MAX_MESSAGE_CHARS),)
+        super().__init__(*args)
 
 
 class ConfigError(SipuaError):
