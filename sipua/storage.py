@@ -173,14 +173,18 @@ def exclusive_lock(directory: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS) ->
     process dies. It is not reentrant: do not take it again while holding it.
 
     Args:
-        directory: The directory whose files the block reads and rewrites (created 0700).
+        directory: The directory whose files the block reads and rewrites (created 0700 if
+            missing).
         timeout: Seconds to wait for another holder before giving up.
 
     Raises:
         StoreError: the lock file cannot be opened, or another process held the lock longer
             than `timeout`.
     """
-    ensure_private_dir(directory)
+    if not directory.is_dir():
+        # Only created here: an existing directory's mode is for the caller to judge (a trust
+        # store writable by others must be refused, not silently tightened first).
+        ensure_private_dir(directory)
     path = directory / LOCK_FILE_NAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -237,11 +239,14 @@ class CertStore:
         """Every PEM block of trusted.pem, readable or not, with its exact bytes.
 
         Raises:
-            StoreError: the file exists but cannot be read.
+            StoreError: the file exists but cannot be read, or someone else could have written
+                it or its directory (then it is not trusted at all).
         """
         path = self._trusted_path
         if not path.exists():
             return []
+        _check_not_writable_by_others(self.directory)
+        _check_not_writable_by_others(path)
         data = storage.read_bounded(path)
         blocks = pem_blocks(data)
         if not blocks and data.strip():
@@ -598,6 +603,32 @@ class CertStore:
     def _problem(self, message: str) -> None:
         if message not in self.problems:
             self.problems.append(message)
+
+
+def _check_not_writable_by_others(path: Path) -> None:
+    """Refuses a trust file (or its directory) that someone other than this user could write.
+
+    Whoever can write trusted.pem decides whom sipua trusts, so it must be this user's alone.
+
+    Raises:
+        StoreError: `path` is owned by another user, or group- or world-writable.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise StoreError(f"cannot check {path}: {exc.strerror or exc}") from exc
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"refusing to trust certificates from {path}: it is owned by user id {info.st_uid}, "
+            f"not by you ({os.geteuid()}), so another user decides what sipua trusts; check its "
+            f"content, then run `chown $(id -u) {path}`"
+        )
+    if mode & 0o022:
+        raise StoreError(
+            f"refusing to trust certificates from {path}: its mode is {mode:04o}, so other users "
+            f"can change what sipua trusts; check its content, then run `chmod go-w {path}`"
+        )
 
 
 def _certificate_of(path: Path) -> x509.Certificate | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
 import subprocess
 import sys
@@ -438,6 +439,34 @@ def test_import_refuses_when_the_file_is_over_the_limit(tmp_path: Path) -> None:
     path.write_bytes(text[: text.rindex(b"-----BEGIN")])  # drop the unreadable entry
     with pytest.raises(StoreError, match="at most 10 are allowed"):
         store.import_trusted(_write(tmp_path, "new.pem", make_ca("Overfull New").pem))
+
+
+@pytest.mark.parametrize("where", ["file", "directory"])
+def test_trusted_file_writable_by_others_is_ignored(tmp_path: Path, where: str) -> None:
+    store = _store(tmp_path)
+    ca = make_ca("Writable CA")
+    store.import_trusted(_write(tmp_path, "ca.pem", ca.pem))
+    target = store.directory / "trusted.pem" if where == "file" else store.directory
+    target.chmod(_mode(target) | 0o020)
+    assert store.custom_trusted() == []
+    assert ca.cert not in store.trusted("all")
+    assert any(f"chmod go-w {target}" in p for p in store.problems), store.problems
+    # Nothing is rewritten on top of it either.
+    with pytest.raises(StoreError, match="chmod go-w"):
+        store.import_trusted(_write(tmp_path, "ca2.pem", make_ca("Writable CA 2").pem))
+    target.chmod(_mode(target) & ~0o022)
+    assert [s.fingerprint for s in store.custom_trusted()] == [ca.fingerprint]
+
+
+def test_trusted_file_of_another_user_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    store.import_trusted(_write(tmp_path, "ca.pem", make_ca("Foreign CA").pem))
+    owner = (store.directory / "trusted.pem").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    assert store.custom_trusted() == []
+    assert any("chown" in p and "owned by user id" in p for p in store.problems), store.problems
 
 
 # -- concurrent processes --------------------------------------------------------------------
