@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from sipua.settings.model import Settings
     from sipua.ua.agent import UserAgent
+
+
+#: How long hanging up and unregistering may take after SIGINT/SIGTERM (as `UserAgent` leaving).
+SHUTDOWN_SECONDS: Final = 5.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -135,9 +139,25 @@ async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
                 async for _ in signals:
                     break
                 nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True):
-            await ua.calls.hangup_all()
-            await ua.account.unregister()
+        await shutdown(ua)
     if failure:
         raise failure[0]
     return 0
+
+
+async def shutdown(ua: UserAgent, seconds: float = SHUTDOWN_SECONDS) -> None:
+    """Hangs up every call and unregisters, shielded from cancellation but bounded in time.
+
+    A caller whose TCP stopped taking data must not keep sipua from exiting after a signal:
+    what is not done within `seconds` is abandoned (the registrar lets the binding expire).
+    """
+    import contextlib
+
+    import trio
+
+    from sipua.errors import SipuaError
+
+    with trio.CancelScope(shield=True), trio.move_on_after(seconds):
+        with contextlib.suppress(SipuaError):
+            await ua.calls.hangup_all()
+        await ua.account.unregister()

@@ -124,3 +124,35 @@ async def test_stays_registered_until_sigterm_then_unregisters(tmp_path: Path) -
                 code = await process.wait()
         assert code == 0
         assert "alice" not in registrar.bindings  # unregistered on the way out
+
+
+async def test_shutdown_after_a_signal_is_bounded_by_a_stuck_caller(tmp_path: Path) -> None:
+    # Regression: after SIGINT/SIGTERM the BYE to a caller whose TCP took no more data
+    # blocked under a shield with no time limit, and sipua never exited.
+    from sipua.commands.register import shutdown
+    from sipua.ua.agent import UserAgent
+    from tests.ua.test_agent import events, settings, wait_until
+    from tests.ua.test_calls import OFFER, request
+
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar)) as ua,
+    ):
+        await ua.account.register()
+        _, contact, _ = registrar.bindings["alice"]
+        uri = contact.split("<", 1)[1].split(">", 1)[0]
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
+        ok = await registrar.response(flow, status=200)
+        await flow.send(request("ACK", uri, to_tag=ok.to.tag))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+        [call] = ua.calls._calls.values()
+
+        async def stuck(message: object) -> None:
+            # A caller whose TCP window stays shut (not for ever, so that an unbounded
+            # shutdown makes this test fail instead of hanging it).
+            await trio.sleep(4)
+
+        call.connection.send = stuck  # type: ignore[method-assign]
+        start = trio.current_time()
+        await shutdown(ua, seconds=0.5)
+        assert trio.current_time() - start < 2
