@@ -173,8 +173,16 @@ def client_context(config: TlsClientConfig) -> SSL.Context:
         ConfigError: A version, cipher string or key-log path is unusable.
         CertificateError: The identity's certificate and key do not fit together.
     """
+    global _last_client
+    last = _last_client
+    if last is not None and last[0] is config:
+        # The same (frozen) configuration object again, e.g. every reconnect of one user
+        # agent: the key costs a SHA-256 per trusted certificate, so skip computing it.
+        return last[1]
     key = ("client", *_common_key(config), _identity_key(config.identity))
-    return _CACHE.get(key, lambda: _build_client(config))
+    context = _CACHE.get(key, lambda: _build_client(config))
+    _last_client = (config, context)
+    return context
 
 
 def server_context(config: TlsServerConfig) -> SSL.Context:
@@ -196,6 +204,8 @@ def server_context(config: TlsServerConfig) -> SSL.Context:
 
 def clear_context_cache() -> None:
     """Forget every cached context (after the trusted set or an identity changed on disk)."""
+    global _last_client
+    _last_client = None
     _CACHE.clear()
 
 
@@ -250,6 +260,8 @@ class _Builder(Protocol):
 
 
 _CACHE: Final = _ContextCache(MAX_CACHED_CONTEXTS)
+#: The last client configuration object asked for and its context (see `client_context`).
+_last_client: tuple[TlsClientConfig, SSL.Context] | None = None
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:

@@ -107,10 +107,14 @@ class _VerifierCache:
 
 
 _CLIENT_VERIFIERS: Final = _VerifierCache(MAX_CACHED_VERIFIERS)
+#: The last client configuration object asked for and its verifier (see `client_verifier`).
+_last_client: tuple[TlsClientConfig, CachingVerifier] | None = None
 
 
 def clear_verdict_cache() -> None:
     """Forget every remembered verdict (after the trust store or the policy changed)."""
+    global _last_client
+    _last_client = None
     _CLIENT_VERIFIERS.clear()
 
 
@@ -126,6 +130,12 @@ def client_verifier(config: TlsClientConfig) -> Verifier:
     Returns:
         A callable taking the peer chain (leaf first) and returning the verdict.
     """
+    global _last_client
+    last = _last_client
+    if last is not None and last[0] is config:
+        # The same (frozen) configuration object again: skip hashing the policy and the
+        # trusted certificates for the shared cache's key.
+        return last[1]
     from sipua.tls.policy import TrustPolicy, verify_chain
 
     policy = config.policy if config.policy is not None else TrustPolicy()
@@ -135,7 +145,9 @@ def client_verifier(config: TlsClientConfig) -> Verifier:
     def verify(chain: Sequence[x509.Certificate]) -> Verification:
         return verify_chain(list(chain), name=name, trusted=trusted, policy=policy)
 
-    return _CLIENT_VERIFIERS.get((name, policy, trusted), lambda: CachingVerifier(verify))
+    verifier = _CLIENT_VERIFIERS.get((name, policy, trusted), lambda: CachingVerifier(verify))
+    _last_client = (config, verifier)
+    return verifier
 
 
 def server_verifier(config: TlsServerConfig) -> Verifier:
