@@ -99,7 +99,10 @@ MIN_EC_BITS: Final = 224
 SIP_DOMAIN_EKU: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.20")
 #: The extensions sipua processes; RFC 5280 §4.2 requires rejecting a certificate with any
 #: other extension marked critical, even one cryptography can parse (policy constraints,
-#: TLS feature...), since parsing is not processing.
+#: TLS feature...), since parsing is not processing. certificatePolicies is processed by
+#: accepting it: sipua validates with RFC 5280's initial policy set any-policy and requires no
+#: explicit policy (§6.1.1 (c), (f)), so no policy can fail the path; some government PKIs mark
+#: it critical.
 PROCESSED_CRITICAL_EXTENSIONS: Final = frozenset(
     {
         ExtensionOID.BASIC_CONSTRAINTS,
@@ -107,6 +110,7 @@ PROCESSED_CRITICAL_EXTENSIONS: Final = frozenset(
         ExtensionOID.EXTENDED_KEY_USAGE,
         ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
         ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.CERTIFICATE_POLICIES,
     }
 )
 _WEAK_HASHES: Final = (hashes.MD5, hashes.SHA1)

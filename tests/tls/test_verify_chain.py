@@ -554,3 +554,13 @@ def test_leaf_key_usage_must_allow_tls(allowed: dict[str, bool], code: str) -> N
     if code == "bad-usage":
         assert not result.ok
         assert "keyUsage allows none of digitalSignature" in result.reason
+
+
+def test_critical_certificate_policies_are_accepted() -> None:
+    # With any-policy as the initial policy set and no explicit policy required (RFC 5280
+    # §6.1.1), a critical certificatePolicies extension cannot fail the path.
+    policies = x509.CertificatePolicies(
+        [x509.PolicyInformation(x509.ObjectIdentifier("2.23.140.1.2.1"), None)]
+    )
+    inter = make_ca("Critical Policies", issuer=ROOT, extensions=[(policies, True)])
+    assert verify([_leaf(inter), inter]).code == "ok"
