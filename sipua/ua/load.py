@@ -15,8 +15,9 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
   stdlib socket with trio's readiness waits (`wait_readable`/`wait_writable`): a send or
   receive the kernel can do at once costs one system call and no trip through the scheduler;
   no stream wrapper, no per-connection task besides the account's own, no locks on a
-  connection only one task uses. Closing sends close_notify without waiting. `TCP_NODELAY` is set: SIP messages are small and the
-  exchange is request/response, so Nagle would add a delayed-ACK wait per message.
+  connection only one task uses. Closing sends close_notify without waiting. `TCP_NODELAY`
+  is set: SIP messages are small and the exchange is request/response, so Nagle would add a
+  delayed-ACK wait per message.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
 - The trust verdict comes from `sipua.tls.verify.client_verifier`, which computes it once per
