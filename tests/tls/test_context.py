@@ -55,6 +55,18 @@ def test_equal_configs_share_one_context(world: TlsWorld) -> None:
     assert server_context(world.server_config(client_certs="require")) is not server
 
 
+def test_the_same_config_object_again_gets_its_context_until_the_cache_is_cleared(
+    world: TlsWorld,
+) -> None:
+    config = world.client_config()
+    first = client_context(config)
+    assert client_context(config) is first
+    client_context(world.client_config(max_version="1.2"))  # another configuration between
+    assert client_context(config) is first
+    clear_context_cache()
+    assert client_context(config) is not first
+
+
 def test_cache_is_bounded(world: TlsWorld) -> None:
     clear_context_cache()
     for i in range(MAX_CACHED_CONTEXTS + 5):
