@@ -70,18 +70,22 @@ async def serve_tls(
     async def serve_one(tcp: trio.SocketStream) -> None:
         try:
             peer_name = tcp.socket.getpeername()
+            # Our end of *this* connection: with a wildcard listener (0.0.0.0, ::) the bound
+            # address is no address a peer can reach (Contact, Via sent-by, SDP c=).
+            local_name = tcp.socket.getsockname()
         except OSError:
             # The client reset before we got here (Linux: ENOTCONN); nothing to serve.
             await _close_quietly(tcp)
             return
         peer = host_port(str(peer_name[0]), int(peer_name[1]))
+        local = host_port(str(local_name[0]), int(local_name[1]))
         try:
             limit.acquire_nowait()
         except trio.WouldBlock:
             await _close_quietly(tcp)  # over the limit: refuse by closing
             return
         try:
-            await _serve_connection(tcp, peer)
+            await _serve_connection(tcp, peer, local)
         except Exception as exc:  # noqa: BLE001 - one connection's fault must not end the rest
             _log.error(
                 "inbound-connection-failed",
@@ -93,7 +97,7 @@ async def serve_tls(
         finally:
             limit.release()
 
-    async def _serve_connection(tcp: trio.SocketStream, peer: str) -> None:
+    async def _serve_connection(tcp: trio.SocketStream, peer: str, local: str) -> None:
         tls = TlsStream.server(tcp, config)
         try:
             completed = await tls.do_handshake(timeout=handshake_timeout)
@@ -104,7 +108,6 @@ async def serve_tls(
             return
         if on_handshake is not None:
             on_handshake(peer, completed)
-        local = host_port(bound[0], bound[1])
         connection = SipConnection(
             tls,
             peer=peer,

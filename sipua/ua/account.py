@@ -23,6 +23,7 @@ owner pumps: take from the inbox until the registration's next deadline, feed it
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -182,13 +183,19 @@ class Account:
         return self._registration.state
 
     def contact_uri(self, connection: SipConnection) -> str:
-        """Our Contact URI on `connection`: the listener's address, else the flow's."""
+        """Our Contact URI on `connection`.
+
+        The host is the listener's when it names one reachable address, else (a wildcard or
+        loopback listener, or none) our address on `connection`, which is what the peer
+        reaches us at; the port is the listener's when there is one (inbound calls go there),
+        else the flow's.
+        """
         user = self._aor.user
-        # A wildcard listener address is no Contact: use the flow's local address instead.
-        if self._listen is not None and self._listen[0] not in ("0.0.0.0", "::"):  # noqa: S104
+        local_host, _, local_port = connection.local.rpartition(":")
+        if self._listen is not None and _names_one_reachable_host(self._listen[0]):
             host, port = self._listen
         else:
-            host, _, local_port = connection.local.rpartition(":")
+            host = local_host.strip("[]")
             port = self._listen[1] if self._listen is not None else int(local_port)
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
@@ -488,6 +495,18 @@ def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
     return RegistrationError(
         f"registration refused: {failed.status} {failed.reason}", status=failed.status
     )
+
+
+def _names_one_reachable_host(host: str) -> bool:
+    """Whether a listener host can stand in a Contact: neither a wildcard nor loopback."""
+    bare = host.strip("[]")
+    if bare.lower() in ("localhost", "localhost."):
+        return False
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return True  # a host name the user configured for the listener
+    return not (address.is_unspecified or address.is_loopback)
 
 
 def _telling_cause(error: SipuaError, connection: SipConnection | None) -> SipuaError:

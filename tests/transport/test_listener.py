@@ -180,3 +180,26 @@ async def test_handler_bug_closes_only_that_connection() -> None:
         assert response.status == 200
         assert calls == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_wildcard_listener_gives_each_connection_its_real_local_address() -> None:
+    # Regression: connection.local was the bound 0.0.0.0:port, which then appeared in our
+    # Contact, the SDP c= line and the Via of our BYE.
+    locals_seen: list[str] = []
+
+    async def note_local(connection: SipConnection, message: Request | Response) -> None:
+        locals_seen.append(connection.local)
+        await handler(connection, message)
+
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_tls(
+                "0.0.0.0", 0, server_config(), note_local, handshake_timeout=2.0,
+                task_status=task_status,
+            )
+        )  # fmt: skip
+        assert host == "0.0.0.0"
+        response = await _options_round_trip("127.0.0.1", port)
+        assert response.status == 200
+        assert locals_seen == [f"127.0.0.1:{port}"]
+        nursery.cancel_scope.cancel()

@@ -342,3 +342,46 @@ async def test_client_certificate_alert_seen_before_the_register_is_a_tls_error(
                 assert "did not accept our client" in failed["reason"]
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("listen", "local", "contact"),
+    [
+        (("0.0.0.0", 5061), "192.0.2.5:40000", "sips:alice@192.0.2.5:5061"),
+        (("::", 5061), "[2001:db8::5]:40000", "sips:alice@[2001:db8::5]:5061"),
+        (("127.0.0.1", 5061), "192.0.2.5:40000", "sips:alice@192.0.2.5:5061"),
+        (("::1", 5061), "192.0.2.5:40000", "sips:alice@192.0.2.5:5061"),
+        (("192.0.2.9", 5061), "192.0.2.5:40000", "sips:alice@192.0.2.9:5061"),
+        (("device.example", 5061), "192.0.2.5:40000", "sips:alice@device.example:5061"),
+        (None, "192.0.2.5:40000", "sips:alice@192.0.2.5:40000"),
+    ],
+)
+async def test_contact_never_names_a_wildcard_or_loopback_listener(
+    tmp_path: Path, listen: tuple[str, int] | None, local: str, contact: str
+) -> None:
+    from sipua.ua.account import Account
+
+    class Flow:
+        def __init__(self, local: str) -> None:
+            self.local = local
+
+    async def no_targets(_settings: object) -> list[Any]:
+        return []
+
+    async def no_connection(*_args: object) -> Any:
+        raise AssertionError("not used")
+
+    async with trio.open_nursery() as nursery:
+        account = Account(
+            AccountSettings(
+                name="alice", aor="sips:alice@example.test", username="alice", password=Secret("x")
+            ),
+            instance_id="00000000-0000-0000-0000-000000000001",
+            locator=no_targets,
+            connector=no_connection,
+            publish=lambda *_a, **_k: None,
+            nursery=nursery,
+            rng=random.Random(1),
+            listen=listen,
+        )
+        assert account.contact_uri(Flow(local)) == contact  # type: ignore[arg-type]
