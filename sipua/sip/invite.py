@@ -8,6 +8,9 @@ then calls `answer(sdp)` (200 OK with our Contact and the SDP answer) or `reject
        |  \\--reject/CANCEL (487)--> TERMINATED           (ANSWERED --BYE--> TERMINATED too)
        \\--BYE before answer: 481 for the BYE (no confirmed dialog yet)
 
+- Our own hang-up in ANSWERED waits for the ACK (or the ACK timeout) before it sends BYE
+  (§15); in CONFIRMED it sends BYE at once.
+
 - The 2xx is retransmitted by the UAS *core*, even on a reliable transport, with T1 doubling up to
   T2, until the ACK arrives; with no ACK within 64*T1 the session sends BYE and ends
   (§13.3.1.4), because a hop between us and the caller may be unreliable.
@@ -121,6 +124,8 @@ class InviteSession:
         self._retransmit_at: float | None = None
         self._retransmit_interval = T1_SECONDS
         self._ack_deadline: float | None = None
+        #: We hung up after the 2xx but before its ACK; the BYE goes out when the ACK comes.
+        self.hangup_pending = False
 
     @property
     def call_id(self) -> str:
@@ -160,11 +165,20 @@ class InviteSession:
         return [Reply(response=self._response(status)), CallEnded(reason="rejected", status=status)]
 
     def hangup(self) -> list[InviteOutput]:
-        """Ends the call from our side: BYE once confirmed, else reject with 480."""
+        """Ends the call from our side: BYE once confirmed, else reject with 480.
+
+        Answered but not yet acknowledged, the BYE waits (§15: the callee MUST NOT send BYE
+        on a confirmed dialog before the ACK for its 2xx arrived or the server transaction
+        timed out): it goes out with the ACK, or at the ACK timeout. Meanwhile the 2xx is
+        still retransmitted, or the caller could never confirm; `hangup_pending` says so.
+        """
         if self.state is InviteState.RINGING:
             outputs = self.reject(480)
             return [*outputs[:-1], CallEnded(reason="local-bye", status=480)]
-        if self.state in (InviteState.ANSWERED, InviteState.CONFIRMED):
+        if self.state is InviteState.ANSWERED:
+            self.hangup_pending = True
+            return []
+        if self.state is InviteState.CONFIRMED:
             return self._bye("local-bye")
         raise LocalProtocolError(f"cannot hang up in state {self.state.value}")
 
@@ -188,6 +202,8 @@ class InviteSession:
         self.state = InviteState.CONFIRMED
         self._retransmit_at = None
         self._ack_deadline = None
+        if self.hangup_pending:
+            return [CallConfirmed(), *self._bye("local-bye")]
         return [CallConfirmed()]
 
     def receive_bye(self, bye: Request) -> list[InviteOutput]:

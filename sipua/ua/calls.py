@@ -68,6 +68,9 @@ ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 MAX_CALLS: Final = 64  # more simultaneous inbound calls are answered 486
 MEDIA_PORT: Final = 4000  # announced in the SDP answer; sipua sends no media
 REJECT_STATUS: Final = {"busy": 486, "decline": 603}
+#: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
+#: for that ACK, RFC 3261 §15); less than the 5 s budget, which unregistering needs too.
+SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
 
 Publish = Callable[..., None]
 
@@ -93,6 +96,7 @@ class _Call:
     session: InviteSession
     connection: SipConnection
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ended: trio.Event = field(default_factory=trio.Event)
 
 
 class CallHandler:
@@ -146,13 +150,17 @@ class CallHandler:
                 return
             await connection.send(response)
 
-    async def hangup_all(self) -> None:
+    async def hangup_all(self, *, ack_wait: float = SHUTDOWN_ACK_WAIT_SECONDS) -> None:
         """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
 
         A call whose connection is already gone (the caller closed it) cannot be told; it
-        ends as connection-lost and the others are still hung up.
+        ends as connection-lost and the others are still hung up. A call answered but not yet
+        acknowledged gets its BYE when the ACK arrives (RFC 3261 §15): this waits up to
+        `ack_wait` seconds for those ACKs, then gives such calls up without a BYE (it may not
+        be sent yet), so that unregistering still fits in the shutdown budget.
         """
-        for call in list(self._calls.values()):
+        calls = list(self._calls.values())
+        for call in calls:
             if call.session.state is InviteState.TERMINATED:
                 continue
             try:
@@ -162,6 +170,13 @@ class CallHandler:
             except ProtocolError as exc:
                 # No BYE can be built for this dialog; the other calls are still hung up.
                 self._end(call, CallEnded(reason=f"protocol-error: {exc}"))
+        with trio.move_on_after(ack_wait):
+            for call in calls:
+                if call.session.hangup_pending:
+                    await call.ended.wait()  # the ACK (or its timeout) sends the BYE
+        for call in calls:
+            if call.session.hangup_pending and not call.ended.is_set():
+                self._end(call, CallEnded(reason="shutdown-before-ack"))
 
     async def _dispatch(self, connection: SipConnection, request: Request) -> None:
         method = request.method
@@ -176,7 +191,13 @@ class CallHandler:
         elif method == "ACK":
             call = self._calls.get(request.call_id)
             if call is not None and call.session.dialog.matches(request):
-                await self._run(call, call.session.receive_ack(request))
+                try:
+                    await self._run(call, call.session.receive_ack(request))
+                except ConnectionLost as exc:
+                    # The BYE of a hang-up that waited for this ACK could not go out on the
+                    # call's connection: the call is over. The ACK's own connection (perhaps
+                    # another one) is fine, so this does not end it.
+                    self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
         elif method == "BYE":
             call = self._calls.get(request.call_id)
             if call is None or not call.session.dialog.matches(request):
@@ -313,6 +334,7 @@ class CallHandler:
                 self._end(call, output)
 
     def _end(self, call: _Call, ended: CallEnded) -> None:
+        call.ended.set()
         if self._calls.get(call.session.call_id) is call:
             del self._calls[call.session.call_id]
             self._publish(

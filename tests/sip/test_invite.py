@@ -198,6 +198,35 @@ def test_local_hangup_after_confirm_sends_bye_with_next_cseq() -> None:
         call.hangup()
 
 
+def test_hangup_before_the_ack_waits_for_it() -> None:
+    # RFC 3261 §15: no BYE on the confirmed dialog before the ACK for our 2xx arrived.
+    call = session()
+    call.start()
+    call.answer(SDP, 0.0)
+    assert call.hangup() == []
+    assert call.hangup_pending
+    assert call.state is InviteState.ANSWERED
+    # The 2xx is still retransmitted meanwhile, or the caller could never confirm.
+    assert [r.status for r in replies(call.handle_timer(0.5))] == [200]
+    outputs = call.receive_ack(request("ACK", to_tag="alicetag"))
+    assert outputs[0] == CallConfirmed()
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.request.method == "BYE"
+    assert CallEnded(reason="local-bye") in outputs
+    assert call.state is InviteState.TERMINATED
+
+
+def test_hangup_before_an_ack_that_never_comes_byes_at_the_ack_timeout() -> None:
+    call = session()
+    call.start()
+    call.answer(SDP, 0.0)
+    assert call.hangup() == []
+    outputs = call.handle_timer(ACK_TIMEOUT_SECONDS)
+    [send] = [o for o in outputs if isinstance(o, Send)]
+    assert send.request.method == "BYE"
+    assert call.state is InviteState.TERMINATED
+
+
 def test_not_an_invite_is_refused() -> None:
     with pytest.raises(LocalProtocolError):
         InviteSession(

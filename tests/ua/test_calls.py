@@ -235,7 +235,9 @@ async def test_invite_whose_dialog_could_not_be_used_is_400(
         assert not events(ua, "call-incoming")
         assert ua.calls.active_calls == 0
         await flow.send(request("INVITE", uri, call_id="good", body=OFFER))
-        assert (await registrar.response(flow, status=200)).status == 200
+        ok = await registrar.response(flow, status=200)
+        await flow.send(request("ACK", uri, call_id="good", to_tag=ok.to.tag))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
 
 
 async def test_shutdown_hangup_survives_a_dialog_without_a_usable_route(tmp_path: Path) -> None:
@@ -397,3 +399,45 @@ async def test_cancel_on_another_connection_gets_its_200_there_and_487_on_the_in
         assert terminated[0].to.tag == ringing.to.tag
         await invite_stream.aclose()
         await cancel_stream.aclose()
+
+
+async def test_shutdown_before_the_ack_sends_bye_only_after_it(tmp_path: Path) -> None:
+    # Regression: hanging up an answered call before its ACK sent BYE at once (RFC 3261 §15
+    # forbids it); now the BYE follows the ACK, and hangup_all waits for that.
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
+        ok = await registrar.response(flow, status=200)
+        done = trio.Event()
+
+        async def hang_up() -> None:
+            await ua.calls.hangup_all()
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hang_up)
+            await trio.sleep(0.3)
+            assert not [r for r in flow.requests if r.method == "BYE"]
+            assert not done.is_set()
+            await flow.send(request("ACK", uri, to_tag=ok.to.tag))
+            with trio.fail_after(5):
+                await done.wait()
+        [bye] = [r for r in flow.requests if r.method == "BYE"]
+        assert bye.to.tag == "bob1"
+        [ended] = events(ua, "call-ended")
+        assert ended["reason"] == "local-bye"
+        assert ua.calls.active_calls == 0
+
+
+async def test_shutdown_gives_up_a_call_whose_ack_never_comes_without_a_bye(
+    tmp_path: Path,
+) -> None:
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
+        await registrar.response(flow, status=200)
+        start = trio.current_time()
+        await ua.calls.hangup_all(ack_wait=0.3)
+        assert trio.current_time() - start < 2
+        assert not [r for r in flow.requests if r.method == "BYE"]
+        [ended] = events(ua, "call-ended")
+        assert ended["reason"] == "shutdown-before-ack"
+        assert ua.calls.active_calls == 0
