@@ -9,8 +9,8 @@ Requests we send in the dialog (a BYE) go to the remote target through the route
 own CSeq counting up (§12.2.1.1). sipua is a UAS here, so only loose routing (``;lr``) is
 supported for the requests it sends. Everything a later in-dialog request needs is checked when
 the dialog is created, so a bad INVITE is refused up front (400) instead of failing when we
-build our BYE: the remote target must be a SIP URI, and a SIPS one when the Request-URI is
-(§8.1.1.8, §12.1.1); every route must be a SIP URI and the first a loose router.
+build our BYE: the remote target must be a SIP or SIPS URI (§8.1.1.8, §12.1.1), every
+route a SIP or SIPS URI and the first one a loose router.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class Dialog:
 
         Raises:
             RemoteProtocolError: the request has no From tag or no Contact, its Contact is not a
-                SIP(S) URI or not SIPS for a SIPS Request-URI, or its route set is not usable
-                (a non-SIP route, a strict router first); status_hint 400.
+                SIP(S) URI, or its route set is not usable (a non-SIP route, a strict router
+                first); status_hint 400.
         """
         remote_tag = request.from_.tag
         if not remote_tag:
@@ -85,11 +85,11 @@ class Dialog:
                 f"the INVITE's Contact {str(target)[:200]!r} is not a SIP or SIPS URI, so no "
                 "request could reach the caller in the dialog (RFC 3261 §8.1.1.8)"
             )
-        if secure and target.scheme != "sips":
-            raise RemoteProtocolError(
-                "the INVITE has a sips: Request-URI but a sip: Contact; the Contact MUST be "
-                "a SIPS URI (RFC 3261 §8.1.1.8)"
-            )
+        # A sip: Contact under a sips: Request-URI is accepted although §8.1.1.8 says the
+        # caller MUST use sips: a proxy that retargets a sip: call to our registered sips:
+        # Contact produces exactly that (Kamailio does), and refusing would refuse real
+        # calls. It costs no security here: sipua sends its in-dialog requests on the call's
+        # own TLS connection, through the route set, never to the Contact directly.
         routes = request.record_routes
         route_uris = [route.uri for route in routes]
         for route_uri in route_uris:

@@ -97,7 +97,6 @@ def test_strict_router_in_an_existing_dialog_is_still_reported() -> None:
         ("sips:alice@127.0.0.1", "<tel:+1234>"),
         ("sips:alice@127.0.0.1", "<mailto:bob@example.test>"),
         ("sips:alice@127.0.0.1", "*"),
-        ("sips:alice@127.0.0.1", "<sip:bob@192.0.2.1:5061>"),  # §8.1.1.8: sips needs sips
         ("sip:alice@127.0.0.1", "<tel:+1234>"),
     ],
 )
@@ -112,6 +111,13 @@ def test_unusable_remote_target_is_refused(uri: str, contact: str) -> None:
 def test_non_sip_record_route_is_refused() -> None:
     with pytest.raises(RemoteProtocolError, match="Record-Route"):
         Dialog.from_uas(invite(record_route=["<sips:p1.test;lr>", "<tel:+1>"]), "at")
+
+
+def test_sip_contact_under_a_sips_request_uri_is_accepted() -> None:
+    # What a proxy retargeting a sip: call to our registered sips: Contact produces.
+    request = invite(contact=False)
+    request.headers.add("Contact", "<sip:bob@192.0.2.1:5060>")
+    assert Dialog.from_uas(request, "at").secure
 
 
 def test_sip_contact_is_fine_for_a_sip_request_uri() -> None:

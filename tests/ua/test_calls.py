@@ -218,7 +218,7 @@ def call_handler(
     ("contact", "record_route"),
     [
         ("<tel:+1234>", "<sips:127.0.0.1:5061;lr>"),
-        ("<sip:bob@127.0.0.1:5061>", "<sips:127.0.0.1:5061;lr>"),
+        ("<mailto:bob@example.test>", "<sips:127.0.0.1:5061;lr>"),
         ("<sips:bob@127.0.0.1:5061>", "<sips:proxy.example>"),
     ],
 )
