@@ -6,7 +6,7 @@ the figure is (RSS while holding - RSS before the first connection) / N. Kamaili
 users at most (its private memory, see `_peers.py`), so above that an account holds several
 bindings, each its own connection and Contact. The target is <= 50 KiB per UA.
 
-Usage: python scripts/bench/memory.py [--uas 1000 5000] [--hold 5]
+Usage: python scripts/bench/memory.py [--uas 1000 5000] [--hold 5] [--tls-groups X25519]
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--uas", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--hold", type=float, default=5.0)
+    parser.add_argument(
+        "--tls-groups", help="key-exchange groups for sipua (default: OpenSSL's), e.g. X25519"
+    )
     args = parser.parse_args()
+    extra = ["--tls-groups", args.tls_groups] if args.tls_groups else []
     work = workdir()
     top = max(args.uas)
     with BenchKamailio(
@@ -28,7 +32,7 @@ def main() -> None:
     ) as kam:
         for count in args.uas:
             report = sipua_load(
-                kam, work, "--count", str(count), "--rate", "400", "--hold", str(args.hold)
+                kam, work, "--count", str(count), "--rate", "400", "--hold", str(args.hold), *extra
             )
             print(
                 f"{count} UAs: held {report['held']}, RSS {report['rss_kib']} KiB "
