@@ -76,6 +76,7 @@ def test_every_flag_reaches_its_setting(tmp_path: Path) -> None:
         "--device-cert", "custom", "--mac", "00:15:65:AA:BB:CC", "--listen", "[::]:0",
         "--data-dir", str(tmp_path), "--log-format", "json", "--log-level", "debug", "--trace",
         "--tls-min-version", "1.3", "--tls-max-version", "1.3", "--ciphers", "ECDHE+AESGCM",
+        "--tls13-ciphers", "TLS_AES_128_GCM_SHA256", "--tls-groups", "X25519",
         "--keylog-file", str(tmp_path / "keys"),
     )  # fmt: skip
     settings = settings_from_args(args, ENV)
@@ -102,6 +103,7 @@ def test_every_flag_reaches_its_setting(tmp_path: Path) -> None:
         "1.3",
     )
     assert (tls.ciphers, tls.keylog_file) == ("ECDHE+AESGCM", tmp_path / "keys")
+    assert (tls.tls13_ciphers, tls.groups) == ("TLS_AES_128_GCM_SHA256", "X25519")
     assert (settings.listen.enabled, settings.listen.host, settings.listen.port) == (True, "::", 0)
     assert (settings.data_dir, settings.log_format, settings.log_level, settings.trace) == (
         tmp_path,

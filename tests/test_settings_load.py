@@ -177,6 +177,8 @@ def test_env_numbers_and_text() -> None:
         "SIPUA_INSTANCE_ID": "8E1C9A4E-4A43-4B8E-9A52-6A1C4C7F3B21",
         "SIPUA_DATA_DIR": "~/state",
         "SIPUA_LOG_FORMAT": "json",
+        "SIPUA_TLS13_CIPHERS": "TLS_CHACHA20_POLY1305_SHA256",
+        "SIPUA_TLS_GROUPS": "X25519:P-256",
     }
     settings = load_settings(env=env)
     (account,) = settings.accounts
@@ -186,6 +188,15 @@ def test_env_numbers_and_text() -> None:
     assert (settings.tls.mac, settings.tls.min_version) == ("001565aabbcc", "1.3")
     assert settings.data_dir == Path("~/state").expanduser()
     assert settings.log_format == "json"
+    assert (settings.tls.tls13_ciphers, settings.tls.groups) == (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "X25519:P-256",
+    )
+
+
+def test_groups_with_spaces_are_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SIPUA_TLS_GROUPS"):
+        load_settings(env={**ENV, "SIPUA_TLS_GROUPS": "X25519 P-256"})
 
 
 def test_listen_flags() -> None:

@@ -82,17 +82,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send every registration over one TLS connection",
     )
-    load.add_argument(
-        "--tls-groups",
-        metavar="GROUPS",
-        help="TLS key-exchange groups to offer, colon-separated OpenSSL names, e.g. 'X25519' "
-        "(default: OpenSSL's, with the post-quantum hybrid X25519MLKEM768 first)",
-    )
-    load.add_argument(
-        "--tls13-ciphers",
-        metavar="SUITES",
-        help="TLS 1.3 cipher suites, e.g. 'TLS_AES_128_GCM_SHA256' (default: OpenSSL's)",
-    )
     load.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
     load.add_argument(
         "--progress",
@@ -212,8 +201,8 @@ async def _plan(
         tls=client_tls_config(
             settings,
             target.tls_name,
-            groups=args.tls_groups,
-            tls13_ciphersuites=args.tls13_ciphers,
+            groups=settings.tls.groups,
+            tls13_ciphersuites=settings.tls.tls13_ciphers,
         ),
         count=count,
         concurrency=concurrency,

@@ -39,6 +39,8 @@ _FLAG_SETTINGS: Final[Mapping[str, tuple[str, str]]] = {
     "tls_min_version": ("tls.min_version", "--tls-min-version"),
     "tls_max_version": ("tls.max_version", "--tls-max-version"),
     "ciphers": ("tls.ciphers", "--ciphers"),
+    "tls13_ciphers": ("tls.tls13_ciphers", "--tls13-ciphers"),
+    "tls_groups": ("tls.groups", "--tls-groups"),
     "keylog_file": ("tls.keylog_file", "--keylog-file"),
     "listen": ("listen.address", "--listen"),
     "data_dir": ("data_dir", "--data-dir"),
@@ -159,6 +161,16 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--tls-max-version", choices=_TLS_VERSIONS, help="highest TLS version (default: newest)"
     )
     tls.add_argument("--ciphers", metavar="LIST", help="OpenSSL cipher list for TLS <= 1.2")
+    tls.add_argument(
+        "--tls13-ciphers",
+        metavar="SUITES",
+        help="TLS 1.3 cipher suites, e.g. TLS_AES_128_GCM_SHA256 (default: OpenSSL's)",
+    )
+    tls.add_argument(
+        "--tls-groups",
+        metavar="GROUPS",
+        help="key-exchange groups, e.g. X25519 (default: OpenSSL's, post-quantum hybrid first)",
+    )
     tls.add_argument(
         "--keylog-file", metavar="FILE", help="append TLS keys for Wireshark (secret material!)"
     )

@@ -132,6 +132,8 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "SIPUA_TLS_MIN_VERSION": "tls.min_version",
     "SIPUA_TLS_MAX_VERSION": "tls.max_version",
     "SIPUA_CIPHERS": "tls.ciphers",
+    "SIPUA_TLS13_CIPHERS": "tls.tls13_ciphers",
+    "SIPUA_TLS_GROUPS": "tls.groups",
     "SIPUA_KEYLOG_FILE": "tls.keylog_file",
     "SIPUA_HANDSHAKE_TIMEOUT": "tls.handshake_timeout",
     "SIPUA_VERIFY_CLIENT": "tls.verify_client",
@@ -359,6 +361,13 @@ def _ciphers(value: object, source: _Source) -> str:
     return text
 
 
+def _groups(value: object, source: _Source) -> str:
+    text = _text(value, source)
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise _Invalid("OpenSSL group names separated by ':' like 'X25519:P-256'")
+    return text
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 
 
@@ -386,6 +395,8 @@ _TLS: Final[Mapping[str, _Converter]] = {
     "min_version": _tls_version,
     "max_version": _tls_version,
     "ciphers": _ciphers,
+    "tls13_ciphers": _ciphers,
+    "groups": _groups,
     "keylog_file": _path,
     "handshake_timeout": _seconds(0, allow_low=False, high=600),
     "verify_client": _choice(VERIFY_CLIENT_MODES),

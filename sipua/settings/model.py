@@ -115,6 +115,11 @@ class TlsSettings:
         min_version: The lowest TLS version offered or accepted.
         max_version: The highest TLS version; None means the newest the library supports.
         ciphers: An OpenSSL cipher list for TLS 1.2 and below; None keeps OpenSSL's default.
+        tls13_ciphers: TLS 1.3 cipher suites, colon-separated (e.g. `TLS_AES_128_GCM_SHA256`);
+            None keeps OpenSSL's default.
+        groups: Key-exchange groups to offer, colon-separated OpenSSL names (e.g. `X25519`);
+            None keeps OpenSSL's default, which puts the post-quantum hybrid X25519MLKEM768
+            first.
         keylog_file: Where to append NSS key-log lines for Wireshark; None disables it.
         handshake_timeout: Seconds a TLS handshake may take before it is abandoned.
         verify_client: Whether the listener asks inbound peers for a certificate: `none`,
@@ -131,6 +136,8 @@ class TlsSettings:
     min_version: TlsVersion = "1.2"
     max_version: TlsVersion | None = None
     ciphers: str | None = None
+    tls13_ciphers: str | None = None
+    groups: str | None = None
     keylog_file: Path | None = None
     handshake_timeout: float = 10.0
     verify_client: VerifyClient = "none"

@@ -261,6 +261,8 @@ class UserAgent:
             min_version=tls.min_version,
             max_version=tls.max_version,
             ciphers=tls.ciphers,
+            tls13_ciphersuites=tls.tls13_ciphers,
+            groups=tls.groups,
             keylog_path=tls.keylog_file,
         )
         opened = await open_tls(
@@ -304,6 +306,8 @@ class UserAgent:
             min_version=tls.min_version,
             max_version=tls.max_version,
             ciphers=tls.ciphers,
+            tls13_ciphersuites=tls.tls13_ciphers,
+            groups=tls.groups,
             keylog_path=tls.keylog_file,
         )
         await serve_tls(

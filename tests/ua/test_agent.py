@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,17 @@ async def test_register_with_digest_then_unregister(tmp_path: Path) -> None:
     # The instance id is stable per data dir.
     stored = (tmp_path / "data" / "instance-id").read_text().strip()
     assert stored in contact
+
+
+@pytest.mark.parametrize("suite", ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"])
+async def test_configured_tls13_suite_and_group_are_used(tmp_path: Path, suite: str) -> None:
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar)
+        tls = replace(base.tls, min_version="1.3", tls13_ciphers=suite, groups="X25519")
+        async with UserAgent(replace(base, tls=tls)) as ua:
+            await ua.account.register()
+            (established,) = events(ua, "tls-established")
+            assert (established["version"], established["cipher"]) == ("TLSv1.3", suite)
 
 
 async def test_wrong_password_is_authentication_failed(tmp_path: Path) -> None:
