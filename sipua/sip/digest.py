@@ -215,6 +215,7 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
     )
 
 
+MAX_REALMS: Final = 4  # challenges answered at once (a proxy and a registrar, with room to spare)
 MAX_PARAM_NAME_CHARS: Final = 64  # longest auth-param name we accept (RFC 7616 names are short)
 
 
@@ -572,15 +573,17 @@ class DigestSession:
     def __init__(self, *, username: str, rng: RandomSource) -> None:
         self.username = username
         self._rng = rng
-        self._realms: dict[str, _RealmState] = {}
+        # Keyed by (proxy?, realm): a proxy (407) and a registrar (401) often share one realm
+        # (the domain), yet each has its own nonce and needs its own header.
+        self._realms: dict[tuple[bool, str], _RealmState] = {}
 
     def __repr__(self) -> str:
-        return f"DigestSession(username={self.username!r}, realms={sorted(self._realms)!r})"
+        return f"DigestSession(username={self.username!r}, realms={list(self.realms)!r})"
 
     @property
     def realms(self) -> tuple[str, ...]:
         """The realms we currently hold a challenge for."""
-        return tuple(self._realms)
+        return tuple(realm for _, realm in self._realms)
 
     def handle_challenges(
         self, values: Iterable[str], *, header: str = WWW_AUTHENTICATE
@@ -608,15 +611,17 @@ class DigestSession:
                 continue
             parsed.append(parse_challenge(value, header=header))
         rejected = stale = False
-        for challenge in choose_challenges(parsed):
-            previous = self._realms.get(challenge.realm)
+        for challenge in choose_challenges(parsed)[:MAX_REALMS]:
+            key = (challenge.proxy, challenge.realm)
+            previous = self._realms.pop(key, None)
             if challenge.stale:
                 stale = True
             elif previous is not None and previous.nonce_count > 0 and not previous.accepted:
                 rejected = True
-            self._realms[challenge.realm] = _RealmState(
-                challenge=challenge, cnonce=new_cnonce(self._rng)
-            )
+            self._realms[key] = _RealmState(challenge=challenge, cnonce=new_cnonce(self._rng))
+        # Bounded: a peer inventing realms must not grow every later request's headers.
+        while len(self._realms) > MAX_REALMS:
+            del self._realms[next(iter(self._realms))]
         if rejected:
             return ChallengeVerdict.REJECTED
         return ChallengeVerdict.RETRY_STALE if stale else ChallengeVerdict.RETRY

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from sipua.sip.digest import (
+    MAX_REALMS,
     Challenge,
     ChallengeVerdict,
     DigestAlgorithm,
@@ -515,3 +516,30 @@ def test_redact_credentials_never_shows_the_digest(value: str) -> None:
 
 def test_redact_credentials_of_empty_text_is_empty() -> None:
     assert redact_credentials("") == ""
+
+
+def test_proxy_and_registrar_sharing_a_realm_are_answered_separately() -> None:
+    # A 407 from the proxy, then a 401 from the registrar, both realm "example.test": two
+    # challenges to answer, not credentials rejected.
+    session = _session()
+    proxy = 'Digest realm="example.test", nonce="p1", qop="auth"'
+    registrar = 'Digest realm="example.test", nonce="w1", qop="auth"'
+    assert session.handle_challenges([proxy], header="Proxy-Authenticate") is (
+        ChallengeVerdict.RETRY
+    )
+    session.credentials(method="REGISTER", uri="sips:example.test", password="pw")
+    assert session.handle_challenges([registrar]) is ChallengeVerdict.RETRY
+    creds = session.credentials(method="REGISTER", uri="sips:example.test", password="pw")
+    by_header = {c.header_name: c.header_value() for c in creds}
+    assert set(by_header) == {"Proxy-Authorization", "Authorization"}
+    assert 'nonce="p1"' in by_header["Proxy-Authorization"]
+    assert 'nonce="w1"' in by_header["Authorization"]
+
+
+def test_realms_are_bounded() -> None:
+    session = _session()
+    for i in range(50):
+        session.handle_challenges([f'Digest realm="r{i}", nonce="n{i}", qop="auth"'])
+    creds = session.credentials(method="REGISTER", uri="sips:example.test", password="pw")
+    assert len(creds) == MAX_REALMS
+    assert 'realm="r49"' in creds[-1].header_value()  # the newest are kept
