@@ -33,7 +33,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from sipua.sip import Headers, Request, Response, SipUri
+from sipua.sip import Contact, Headers, Request, Response, SipUri
 from sipua.sip.digest import (
     PROXY_AUTHENTICATE,
     WWW_AUTHENTICATE,
@@ -450,7 +450,11 @@ class Registration:
             self.state = RegistrationState.UNREGISTERED
             self.granted_expires = None
             return [Unregistered(status=response.status, reason=response.reason)]
-        granted = self._granted_expires(response)
+        try:
+            granted = self._granted_expires(response)
+        except ProtocolError as exc:
+            # The state machine never stays REGISTERING on a bad answer: it fails, and says why.
+            return self._fail(response.status, f"the registrar's answer is malformed: {exc}")
         if granted <= 0:
             return self._fail(response.status, "registrar accepted but did not keep our Contact")
         self.granted_expires = granted
@@ -469,24 +473,39 @@ class Registration:
 
     def _granted_expires(self, response: Response) -> int:
         # RFC 3261 §10.2.4: the expires param of our Contact, else the Expires header.
-        ours = str(self.contact.uri)
-        instance = f'"<urn:uuid:{self.instance_id}>"'
         try:
             contacts = response.contacts
         except ProtocolError:
             contacts = []
-        for contact in contacts:
-            params = {k.lower(): v for k, v in contact.params.items()}
-            same_instance = (params.get("+sip.instance") or "").lower() == instance.lower()
-            if same_instance or str(contact.uri) == ours:
-                if contact.expires is not None:
-                    return contact.expires
-                break
+        ours = self._our_contact(contacts)
+        if ours is not None and ours.expires is not None:  # ParseError if malformed: the caller's
+            return ours.expires
         try:
             header = response.expires
         except ProtocolError:
             header = None
         return header if header is not None else self._expires
+
+    def _our_contact(self, contacts: list[Contact]) -> Contact | None:
+        # Our binding is the Contact equal to ours by RFC 3261 §19.1.4 (not by text: hosts and
+        # params compare case-insensitively). Failing that, the one with our +sip.instance *and*
+        # reg-id (RFC 5626 §6); the instance alone also marks an old flow's binding (after a
+        # reconnect the port differs), whose expiry is not ours.
+        instance = f'"<urn:uuid:{self.instance_id}>"'.lower()
+        reg_id = str(self.reg_id)
+        fallback: Contact | None = None
+        for contact in contacts:
+            uri = contact.uri
+            if isinstance(uri, SipUri) and uri.matches(self.contact.uri):
+                return contact
+            params = {k.lower(): v for k, v in contact.params.items()}
+            if (
+                fallback is None
+                and (params.get("+sip.instance") or "").lower() == instance
+                and params.get("reg-id") == reg_id
+            ):
+                fallback = contact
+        return fallback
 
     def _fail(
         self, status: int, reason: str, *, auth: bool = False, retry_after: int | None = None

@@ -397,3 +397,46 @@ def test_requests_follow_a_changed_contact_and_keep_the_constant_parts() -> None
     assert "<sips:alice@192.0.2.1:40001>" in (second.request.headers.get("Contact") or "")
     assert second.request.headers.get("From") == first.request.headers.get("From")
     assert second.request.headers.get("CSeq") == "2 REGISTER"
+
+
+def test_our_contact_is_found_by_uri_comparison_not_text() -> None:
+    # RFC 3261 §19.1.4: hosts compare case-insensitively. The registrar echoes our Contact in
+    # lower case with expires=120; the Expires header (3600) is not ours to use.
+    registration = make()
+    registration.set_contact(
+        ContactAddress(
+            uri=SipUri.parse("sips:alice@Phone.Example.test:5061"), sent_by="10.0.0.1:5061"
+        )
+    )
+    request = sent(registration.register(0.0))
+    echoed = "Contact: <sips:alice@phone.example.test:5061>;expires=120"
+    (registered,) = registration.receive_response(
+        answer(request, 200, echoed, "Expires: 3600"), 0.0
+    )
+    assert isinstance(registered, Registered)
+    assert registered.expires == 120
+
+
+def test_an_old_flows_binding_listed_first_is_not_ours() -> None:
+    # After a reconnect our port changed; a registrar without outbound support still lists the
+    # old binding (same +sip.instance) first. Our expiry is the one of our current Contact.
+    registration = make()
+    request = sent(registration.register(0.0))
+    old = (
+        f'Contact: <sips:alice@127.0.0.1:39999>;+sip.instance="<urn:uuid:{INSTANCE}>"'
+        ";reg-id=1;expires=3400"
+    )
+    (registered,) = registration.receive_response(answer(request, 200, old, our_contact(600)), 0.0)
+    assert isinstance(registered, Registered)
+    assert registered.expires == 600
+
+
+def test_malformed_expires_on_our_contact_fails_and_does_not_stick() -> None:
+    registration = make()
+    request = sent(registration.register(0.0))
+    bad = "Contact: <sips:alice@127.0.0.1:40000>;expires=abc"
+    (failed,) = registration.receive_response(answer(request, 200, bad), 0.0)
+    assert isinstance(failed, RegistrationFailed)
+    assert "malformed" in failed.reason
+    assert registration.state is not RegistrationState.REGISTERING
+    sent(registration.register(1.0))  # a new attempt is possible at once
