@@ -29,6 +29,7 @@ Failures are reported, not retried: back-off, reconnection and failover are the 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -295,8 +296,11 @@ class Registration:
         # What every REGISTER of this binding repeats is formatted once (the hot path of
         # `sipua load`); `_build` only formats CSeq, branch, Expires and credentials.
         self._registrar = SipUri.parse(f"sips:{_host_port(aor)}")
-        self._from = f"<{aor}>;tag={self._from_tag}"
-        self._to = f"<{aor}>"
+        # From/To carry the address of record itself (§10.2): its URI parameters (a
+        # deprecated `transport=tls`, RFC 5630 §3.1.3) and headers are not part of it.
+        record = dataclasses.replace(aor, params={}, headers={}, password=None)
+        self._from = f"<{record}>;tag={self._from_tag}"
+        self._to = f"<{record}>"
         self._via_prefix = ""
         self._contact_value = ""
         self._contact_templates()

@@ -440,3 +440,21 @@ def test_malformed_expires_on_our_contact_fails_and_does_not_stick() -> None:
     assert "malformed" in failed.reason
     assert registration.state is not RegistrationState.REGISTERING
     sent(registration.register(1.0))  # a new attempt is possible at once
+
+
+def test_from_and_to_carry_the_bare_address_of_record() -> None:
+    # RFC 5630 §3.1.3: never transport=tls on the wire, even if the configured AOR had it.
+    registration = Registration(
+        aor=SipUri.parse("sips:alice@Example.COM;transport=tls"),
+        contact=ContactAddress(
+            uri=SipUri.parse("sips:alice@127.0.0.1:40000"), sent_by="127.0.0.1:40000"
+        ),
+        instance_id=INSTANCE,
+        rng=random.Random(1),
+        responder=NoAuth(),
+    )
+    request = sent(registration.register(0.0))
+    for name in ("From", "To"):
+        value = request.headers.get(name) or ""
+        assert value.startswith("<sips:alice@Example.COM>"), value
+        assert "transport" not in value.lower()
