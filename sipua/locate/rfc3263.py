@@ -430,10 +430,9 @@ class _Step(Enum):
 
 @dataclass(slots=True)
 class _AddressJob:
-    """A/AAAA for one host; the addresses become targets on `port`."""
+    """A/AAAA for one host (asked once, however many SRV records name it)."""
 
     host: str
-    port: int
     addresses: list[str] = field(default_factory=list)
     pending: list[RecordType] = field(default_factory=lambda: ["A", "AAAA"])
 
@@ -466,6 +465,9 @@ class Locator:
         self._srv_names: list[str] = []
         self._srv_records: list[SrvRecord] = []
         self._jobs: list[_AddressJob] = []
+        # (host, port) in the order to try, and each host's lookup, shared by its ports.
+        self._pairs: list[tuple[str, int]] = []
+        self._lookups: dict[str, _AddressJob] = {}
         self._errors: list[LocateError] = []
         self._unavailable = False
         self._queries = 0
@@ -513,8 +515,9 @@ class Locator:
                 if job.pending:
                     return Query(job.host, job.pending[0])
                 self._jobs.pop(0)
-                for address in job.addresses:
-                    self._add_target(address, job.port)
+            for host, port in self._pairs:
+                for address in self._lookups[host].addresses:
+                    self._add_target(address, port)
             self._step = _Step.DONE
         return None
 
@@ -531,7 +534,9 @@ class Locator:
             srvs = [r for r in records if isinstance(r, SrvRecord)]
             if srv_service_unavailable(srvs):
                 self._unavailable = True
-            self._srv_records.extend(order_srv(srvs, self._rng))
+            # The cap holds across every SRV name a NAPTR answer led to, not per name.
+            ordered = self._srv_records + order_srv(srvs, self._rng)
+            self._srv_records = ordered[:MAX_SRV_RECORDS]
             if not self._srv_names:
                 self._after_srv()
         else:
@@ -591,11 +596,15 @@ class Locator:
 
     def _start_addresses(self, hosts: Sequence[tuple[str, int]]) -> None:
         self._step = _Step.ADDRESSES
-        for host, port in hosts:
+        self._pairs = list(hosts)
+        for host, _ in self._pairs:
+            if host in self._lookups:
+                continue  # one A/AAAA lookup per host, reused for each of its ports
             if _is_ip(host):  # not in RFC 2782, but harmless to accept: no lookup needed
-                job = _AddressJob(host, port, addresses=[host], pending=[])
+                job = _AddressJob(host, addresses=[host], pending=[])
             else:
-                job = _AddressJob(host, port)
+                job = _AddressJob(host)
+            self._lookups[host] = job
             self._jobs.append(job)
 
     def _add_target(self, host: str, port: int) -> None:

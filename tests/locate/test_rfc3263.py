@@ -536,3 +536,40 @@ def test_locator_ends_with_targets_or_a_locate_error(data: st.DataObject) -> Non
         return
     assert targets
     assert all(t.tls_name == "example.com" and t.transport == "tls" for t in targets)
+
+
+def test_several_naptr_names_with_many_srv_records_still_locate() -> None:
+    # Two SIPS+D2T services with 20 SRV records each: the SRV cap holds across both names, so
+    # the lookups stay under the query guard and targets come out.
+    answers: dict[Query, Sequence[Record]] = {
+        Query(DOMAIN, "NAPTR"): [
+            NaptrRecord(10, 10, "s", "SIPS+D2T", "", "_sips._tcp.a.example.com"),
+            NaptrRecord(20, 10, "s", "SIPS+D2T", "", "_sips._tcp.b.example.com"),
+        ],
+    }
+    for name in ("a", "b"):
+        answers[Query(f"_sips._tcp.{name}.example.com", "SRV")] = [
+            SrvRecord(10, 1, 5061, f"sip{i}.{name}.example.com") for i in range(20)
+        ]
+        for i in range(20):
+            answers[Query(f"sip{i}.{name}.example.com", "A")] = [f"10.0.{ord(name)}.{i}"]
+    result, asked = drive(EXAMPLE, answers)
+    assert isinstance(result, list), result
+    assert result[0].host.startswith("10.0.97.")  # the first NAPTR's targets come first
+    assert len(asked) <= MAX_QUERIES
+
+
+def test_a_host_named_by_many_srv_records_is_looked_up_once() -> None:
+    answers: dict[Query, Sequence[Record]] = {
+        Query("_sips._tcp.example.com", "SRV"): [
+            SrvRecord(10, 1, 5061 + i, "sip.example.com") for i in range(10)
+        ],
+        Query("sip.example.com", "A"): ["192.0.2.1"],
+    }
+    result, asked = drive(EXAMPLE, answers)
+    assert isinstance(result, list), result
+    assert Counter(q for q in asked if q.name == "sip.example.com") == {
+        Query("sip.example.com", "A"): 1,
+        Query("sip.example.com", "AAAA"): 1,
+    }
+    assert sorted(t.port for t in result) == [5061 + i for i in range(10)]
