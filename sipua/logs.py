@@ -41,6 +41,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from sipua.settings.secret import Secret
+from sipua.sip.uri import host_port
 
 LogFormat = Literal["console", "json"]
 
@@ -303,8 +304,7 @@ def get_logger(**initial_values: object) -> FilteringBoundLogger:
 
 def format_peer(host: str, port: int | None) -> str:
     """Formats a peer address for the `peer` field: `host:port`, `[v6]:port`."""
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return shown if port is None else f"{shown}:{port}"
+    return host_port(host, port)
 
 
 def _context(

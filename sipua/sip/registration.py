@@ -43,6 +43,7 @@ from sipua.sip.digest import (
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
+from sipua.sip.uri import host_port
 
 DEFAULT_RESPONSE_TIMEOUT_SECONDS: Final = 32.0  # Timer F = 64 * T1, RFC 3261 §17.1.2.2
 REFRESH_MARGIN_SECONDS: Final = 32.0
@@ -295,7 +296,7 @@ class Registration:
         self._refreshing = False
         # What every REGISTER of this binding repeats is formatted once (the hot path of
         # `sipua load`); `_build` only formats CSeq, branch, Expires and credentials.
-        self._registrar = SipUri.parse(f"sips:{_host_port(aor)}")
+        self._registrar = SipUri.parse(f"sips:{host_port(aor.host, aor.port)}")
         # From/To carry the address of record itself (§10.2): its URI parameters (a
         # deprecated `transport=tls`, RFC 5630 §3.1.3) and headers are not part of it.
         record = dataclasses.replace(aor, params={}, headers={}, password=None)
@@ -592,10 +593,6 @@ def backoff_delay(
     exponent = min(max(failures, 0), 32)  # bounded: 2**32 * base is past any maximum
     wait = min(maximum, base * (2**exponent))
     return rng.uniform(wait * 0.5, wait)
-
-
-def _host_port(uri: SipUri) -> str:
-    return f"{uri.host}:{uri.port}" if uri.port is not None else uri.host
 
 
 MAX_INT_HEADER_DIGITS: Final = 10

@@ -99,6 +99,13 @@ _OPAQUE_RE: Final = re.compile(r'[^\x00-\x20<>"\x7f]++')
 MAX_PORT: Final = 65535
 
 
+def host_port(host: str, port: int | None = None) -> str:
+    """``host[:port]``, an IPv6 address in brackets (RFC 5118 §4); brackets are not doubled."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
 def _bad(text: str, what: str) -> ParseError:
     return ParseError(f"malformed URI {text[:200]!r}: {what}")
 

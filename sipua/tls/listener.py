@@ -17,6 +17,7 @@ from typing import Final, NoReturn
 import trio
 
 from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError
+from sipua.sip.uri import host_port
 from sipua.tls.context import TlsClientConfig, TlsServerConfig, server_context
 from sipua.tls.events import HandshakeCompleted, Verifier
 from sipua.tls.stream import TlsStream
@@ -168,7 +169,7 @@ async def open_tls_stream(
         PeerNotTrusted: The trust policy refused the server.
     """
     bare = host.strip("[]")
-    peer = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    peer = host_port(bare, port)
     try:
         with trio.fail_after(connect_timeout):
             tcp = await trio.open_tcp_stream(bare, port)

@@ -16,6 +16,7 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted
+from sipua.sip.uri import host_port
 from sipua.tls.context import TlsClientConfig
 from sipua.tls.events import HandshakeCompleted
 from sipua.tls.stream import TlsStream
@@ -38,11 +39,6 @@ class OpenedStream:
     handshake: HandshakeCompleted
     local: str
     peer: str
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port`` with IPv6 literals in brackets (RFC 5118)."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 async def open_tls(

@@ -59,6 +59,7 @@ from sipua.sip.registration import (
     Unregistered,
     backoff_delay,
 )
+from sipua.sip.uri import host_port
 from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS, KeepaliveSchedule
 from sipua.ua.lock import (
@@ -197,9 +198,8 @@ class Account:
         else:
             host = local_host.strip("[]")
             port = self._listen[1] if self._listen is not None else int(local_port)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"sips:{user}@{host}:{port}" if user else f"sips:{host}:{port}"
+        address = host_port(host, port)
+        return f"sips:{user}@{address}" if user else f"sips:{address}"
 
     # -- lock -----------------------------------------------------------------------------------
 

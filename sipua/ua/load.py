@@ -75,6 +75,7 @@ from sipua.sip.registration import (
     RegistrationOutput,
     SendRequest,
 )
+from sipua.sip.uri import host_port
 from sipua.tls.context import TlsClientConfig, client_context
 from sipua.tls.engine import WANT_READ, TlsEngine
 from sipua.tls.events import Verifier
@@ -287,8 +288,7 @@ class _Flow:
         except BaseException:
             _close_socket(sock)
             raise
-        host = f"[{name[0]}]" if family == socket.AF_INET6 else name[0]
-        return cls(sock, engine, f"{host}:{name[1]}")
+        return cls(sock, engine, host_port(name[0], name[1]))
 
     async def send(self, plaintext: bytes) -> None:
         """Encrypts and sends (with whatever the engine still had queued, e.g. Finished)."""

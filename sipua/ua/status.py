@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sipua.sip.uri import host_port
+
 if TYPE_CHECKING:
     from sipua.ua.agent import UserAgent
 
@@ -80,7 +82,7 @@ def snapshot(ua: UserAgent) -> AgentStatus:
     listening = None
     if ua.listen_address is not None:
         host, port = ua.listen_address
-        listening = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        listening = host_port(host, port)
     return AgentStatus(
         accounts=(
             AccountStatus(

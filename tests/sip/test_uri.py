@@ -13,6 +13,7 @@ from sipua.sip.uri import (
     _SIP_URI_FAST_RE,
     IPV6_REFERENCE,
     _parse_uri_general,
+    host_port,
     mutable_twin,
     new_sip_uri,
 )
@@ -178,3 +179,17 @@ def test_mutable_twin_refuses_classes_it_cannot_stand_in_for() -> None:
     for cls in (Contact, Request, dict):
         with pytest.raises(TypeError):
             mutable_twin(cls)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 5061, "127.0.0.1:5061"),
+        ("example.test", None, "example.test"),
+        ("2001:db8::1", 5061, "[2001:db8::1]:5061"),
+        ("[2001:db8::1]", 5061, "[2001:db8::1]:5061"),  # never doubled
+        ("::1", None, "[::1]"),
+    ],
+)
+def test_host_port_brackets_ipv6_once(host: str, port: int | None, expected: str) -> None:
+    assert host_port(host, port) == expected
