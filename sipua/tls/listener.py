@@ -11,6 +11,8 @@ that for you around a handler and closes every connection it accepted.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
@@ -172,7 +174,7 @@ async def open_tls_stream(
     peer = host_port(bare, port)
     try:
         with trio.fail_after(connect_timeout):
-            tcp = await trio.open_tcp_stream(bare, port)
+            tcp = await _connect_tcp(bare, port)
     except trio.TooSlowError as exc:
         raise ConnectFailed(
             f"connecting to {peer} timed out after {connect_timeout:g} s; "
@@ -180,7 +182,8 @@ async def open_tls_stream(
         ) from exc
     except OSError as exc:
         raise ConnectFailed(
-            f"cannot connect to {peer}: {exc.strerror or exc}; check the address and port"
+            f"cannot connect to {peer}: {exc.strerror or exc}; check the address and that the "
+            "server runs"
         ) from exc
     stream = TlsStream.client(tcp, config, verifier=verifier)
     try:
@@ -189,3 +192,21 @@ async def open_tls_stream(
         await trio.aclose_forcefully(stream)
         raise
     return stream
+
+
+async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
+    # RFC 3263 location hands us IP addresses: connect directly. `trio.open_tcp_stream` would
+    # run its resolver and happy-eyeballs machinery for a single known address, which costs
+    # several scheduler rounds per connection (visible in `sipua load` profiles).
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

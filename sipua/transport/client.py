@@ -8,17 +8,15 @@ handshake is `HandshakeFailed` and a refused peer `PeerNotTrusted` (exit code 3)
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Final
 
 import trio
 
-from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted
 from sipua.sip.uri import host_port
 from sipua.tls.context import TlsClientConfig
 from sipua.tls.events import HandshakeCompleted
+from sipua.tls.listener import open_tls_stream
 from sipua.tls.stream import TlsStream
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
@@ -51,49 +49,29 @@ async def open_tls(
 ) -> OpenedStream:
     """Connects to host:port and runs the TLS handshake with the trust verdict.
 
+    The TLS layer's `open_tls_stream` does the work; this adds the addresses the SIP
+    connection needs (Via sent-by, Contact, logs).
+
     Raises:
         ConnectFailed: TCP could not connect (refused, unreachable, timeout).
         HandshakeFailed: the TLS handshake failed or timed out.
         PeerNotTrusted: the trust policy refused the peer's certificate.
     """
-    peer = host_port(host, port)
-    try:
-        with trio.fail_after(connect_timeout):
-            tcp = await _connect_tcp(host.strip("[]"), port)
-    except trio.TooSlowError as exc:
-        raise ConnectFailed(
-            f"connecting to {peer} timed out after {connect_timeout:g} s; check the address"
-        ) from exc
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConnectFailed(
-            f"cannot connect to {peer}: {reason}; check the address and that the registrar runs"
-        ) from exc
+    stream = await open_tls_stream(
+        host,
+        port,
+        config,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+    )
+    handshake = stream.handshake_event
+    tcp = stream.transport_stream
+    assert isinstance(handshake, HandshakeCompleted)  # open_tls_stream raised otherwise
+    assert isinstance(tcp, trio.SocketStream)
     sockname = tcp.socket.getsockname()
-    local = host_port(str(sockname[0]), int(sockname[1]))
-    tls = TlsStream.client(tcp, config)
-    try:
-        handshake = await tls.do_handshake(timeout=handshake_timeout)
-    except (HandshakeFailed, PeerNotTrusted):
-        with trio.CancelScope(shield=True):
-            await tcp.aclose()
-        raise
-    return OpenedStream(stream=tls, handshake=handshake, local=local, peer=peer)
-
-
-async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
-    # RFC 3263 location hands us IP addresses: connect directly. `trio.open_tcp_stream` would
-    # run its resolver and happy-eyeballs machinery for a single known address, which costs
-    # several scheduler rounds per connection (visible in `sipua load` profiles).
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return await trio.open_tcp_stream(host, port)
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
+    return OpenedStream(
+        stream=stream,
+        handshake=handshake,
+        local=host_port(str(sockname[0]), int(sockname[1])),
+        peer=host_port(host.strip("[]"), port),
+    )
