@@ -41,6 +41,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from sipua.settings.secret import Secret
+from sipua.sip.digest import redact_digest_proofs
 from sipua.sip.uri import host_port
 
 LogFormat = Literal["console", "json"]
@@ -57,11 +58,10 @@ _NOT_SECRET_SUFFIXES: Final = ("_file", "_env", "_path")
 #: Nested containers deeper than this are cut, so a self-referencing value cannot loop.
 MAX_REDACT_DEPTH: Final = 8
 
-# RFC 7616 §3.4 / RFC 3261 §25.1: `response` (credentials) and `rspauth` (Authentication-Info)
-# are quoted strings in the grammar, but a lenient peer may send a token; handle both.
-_DIGEST_PROOF = re.compile(r"""\b((?:response|rspauth)\s*=\s*)(?:"[^"\r\n]*"?|[^\s,;"]+)""", re.I)
-# Only text that looks like digest auth is searched for `response=`; a cheap gate first.
+# Only text that looks like digest auth is searched, and only its lines that carry a proof
+# (`response=`, `rspauth=`) go through the digest module's quoted-string-aware redaction.
 _DIGEST_HINT = re.compile(r"digest|rspauth", re.I)
+_PROOF_PARAM = re.compile(r"(?:response|rspauth)\s*=", re.I)
 # RFC 7468 §2 PEM; covers PRIVATE KEY, RSA/EC/ENCRYPTED/OPENSSH PRIVATE KEY. An unterminated
 # block (a truncated paste) is redacted to the end of the text.
 _PEM_PRIVATE_KEY = re.compile(
@@ -132,8 +132,11 @@ def redact_text(text: str) -> str:
             lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
             text,
         )
-    if "=" in text and _DIGEST_HINT.search(text):
-        text = _DIGEST_PROOF.sub(rf'\1"{REDACTED}"', text)
+    if "=" in text and _DIGEST_HINT.search(text) and _PROOF_PARAM.search(text):
+        text = "\n".join(
+            redact_digest_proofs(line) if _PROOF_PARAM.search(line) else line
+            for line in text.split("\n")
+        )
     return text
 
 

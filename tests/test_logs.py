@@ -285,3 +285,19 @@ def test_format_peer() -> None:
     assert format_peer("127.0.0.1", 5061) == "127.0.0.1:5061"
     assert format_peer("2001:db8::1", None) == "[2001:db8::1]"
     assert format_peer("example.test", 5061) == "example.test:5061"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'Authorization: Digest username="a", uri="sip:x, response=", response="{d}"',
+        'Authorization: Digest username="a", uri="urn:response=", response="{d}"',
+        'Authentication-Info: qop=auth, rspauth="{d}", cnonce="c"',
+    ],
+)
+def test_trace_never_shows_a_digest_proof_behind_a_quoted_decoy(line: str) -> None:
+    digest = "0123456789abcdef0123456789abcdef"
+    trace = f"REGISTER sips:example.test SIP/2.0\r\n{line.format(d=digest)}\r\n\r\n"
+    redacted = redact_text(trace)
+    assert digest not in redacted
+    assert redacted.startswith("REGISTER sips:example.test SIP/2.0\r\n")

@@ -671,12 +671,16 @@ class DigestSession:
 
 # --- traces --------------------------------------------------------------------------------
 
-# Either a whole quoted string (kept as it is) or a `response=` parameter (value hidden).
-# Quoted strings are consumed whole, so `uri="urn:response=..."` is never taken for the
-# parameter; an unterminated quote runs to the end and is then checked by the fallback below.
+# Either a whole quoted string (kept as it is) or a proof parameter (value hidden). Quoted
+# strings are consumed whole, so `uri="urn:response=..."` is never taken for the parameter; an
+# unterminated quote runs to the end and is then caught by the fallback in `_redact`.
+_QUOTED_VALUE: Final = r'"(?:[^"\\]|\\.)*"'
+_PARAM_VALUE: Final = r'(?:"(?:[^"\\]|\\.)*"?|[^,\s]*)'
 _QUOTED_OR_RESPONSE = re.compile(
-    r'"(?:[^"\\]|\\.)*"|(?<![\w-])(response\s*=\s*)(?:"(?:[^"\\]|\\.)*"?|[^,\s]*)',
-    re.IGNORECASE,
+    rf"{_QUOTED_VALUE}|(?<![\w-])(response\s*=\s*){_PARAM_VALUE}", re.IGNORECASE
+)
+_QUOTED_OR_PROOF = re.compile(
+    rf"{_QUOTED_VALUE}|(?<![\w-])((?:response|rspauth)\s*=\s*){_PARAM_VALUE}", re.IGNORECASE
 )
 _REDACTED = '"<redacted>"'
 
@@ -687,12 +691,21 @@ def redact_credentials(value: str) -> str:
     The digest allows an offline dictionary attack on the password, so it never reaches a log;
     the other parameters (username, realm, nonce, nc) stay visible for debugging.
     """
+    return _redact(value, _QUOTED_OR_RESPONSE)
 
+
+def redact_digest_proofs(value: str) -> str:
+    """Like `redact_credentials`, and also hides an Authentication-Info `rspauth` (RFC 7616
+    §3.5): the log redaction of any line of text that may carry either."""
+    return _redact(value, _QUOTED_OR_PROOF)
+
+
+def _redact(value: str, pattern: re.Pattern[str]) -> str:
     def hide(match: re.Match[str]) -> str:
         prefix = match.group(1)
         return match.group() if prefix is None else prefix + _REDACTED
 
-    redacted = _QUOTED_OR_RESPONSE.sub(hide, value)
+    redacted = pattern.sub(hide, value)
     if redacted.count('"') % 2:
         # Unbalanced quotes: the structure cannot be trusted, so keep only the scheme and the
         # parameter names rather than risk showing the digest.
