@@ -178,12 +178,16 @@ class TlsEngine:
         except SSL.Error as exc:
             raise self._broken(exc, "") from exc
 
-    def write(self, data: bytes) -> int | Want:
-        """Encrypt `data` (all of it: partial writes are off) into the outgoing buffer.
+    def write(self, data: bytes | memoryview) -> int | Want:
+        """Encrypt the start of `data` into the outgoing buffer.
+
+        pyOpenSSL enables partial writes on every context, so OpenSSL may take less than all
+        of `data` (one record, 16 KiB, at a time): the caller writes the rest.
 
         Returns:
-            The number of bytes taken, or `WANT_READ`; after `WANT_READ`, call again with the
-            same bytes once more ciphertext came in (OpenSSL's rule for retried writes).
+            The number of bytes taken (at least 1), or `WANT_READ`; after `WANT_READ`, call
+            again with the same bytes once more ciphertext came in (OpenSSL's rule for retried
+            writes).
 
         Raises:
             ConnectionLost: The connection is broken or already closed.

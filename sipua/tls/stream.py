@@ -492,9 +492,17 @@ class TlsStream(trio.abc.Stream):
             if not data:
                 await trio.lowlevel.checkpoint()
                 return
-            plaintext = bytes(data)
+            plaintext = memoryview(bytes(data))
             try:
-                await self._retry(lambda: self._engine.write(plaintext))
+                # pyOpenSSL turns SSL_MODE_ENABLE_PARTIAL_WRITE on for every context (and has
+                # no way to clear it), so one write may take a single record (16 KiB) and
+                # report how much it took: write the rest until nothing is left. Each round
+                # takes at least one byte, so the loop ends.
+                while plaintext:
+                    remaining = plaintext
+                    taken = await self._retry(lambda: self._engine.write(remaining))
+                    assert taken is not None and taken > 0
+                    plaintext = plaintext[taken:]
             except TlsAlertReceived as exc:
                 self._mark_broken()
                 raise BrokenByTlsAlert(str(exc)) from exc

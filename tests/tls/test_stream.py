@@ -10,6 +10,8 @@ import OpenSSL.SSL
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipua.errors import (
     EXIT_TLS,
@@ -346,3 +348,78 @@ async def test_tls13_refusal_of_our_client_certificate_is_a_tls_error(world: Tls
     assert info.value.exit_code == EXIT_TLS
     assert "certificate required" in str(info.value)
     assert "sipua cert export-ca" in str(info.value)
+
+
+# -- sends larger than one TLS record ------------------------------------------------------
+
+# Around one, two, four and eight records (16 KiB each) and a non-multiple in between.
+LARGE_SIZES = [16_383, 16_384, 16_385, 32_769, 65_536, 100_000, 131_072]
+
+
+async def _loopback_pair(world: TlsWorld, version: str) -> tuple[TlsStream, TlsStream]:
+    """A client and a server TlsStream over a real TCP connection on 127.0.0.1."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client_tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    server_tcp = await listeners[0].accept()
+    await listeners[0].aclose()
+    client = TlsStream.client(
+        client_tcp,
+        world.client_config(max_version=version),
+        verifier=world.verifier(name="example.com"),
+    )
+    server = TlsStream.server(server_tcp, world.server_config(), verifier=world.verifier())
+    await handshake_both(client, server)
+    return client, server
+
+
+async def _receive_exactly(stream: TlsStream, size: int) -> bytes:
+    received = bytearray()
+    with trio.fail_after(10):
+        while len(received) < size:
+            chunk = await stream.receive_some(65_536)
+            assert chunk, f"stream ended after {len(received)} of {size} bytes"
+            received += chunk
+    return bytes(received)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_large_sends_arrive_whole_both_ways_over_loopback(
+    world: TlsWorld, version: str
+) -> None:
+    client, server = await _loopback_pair(world, version)
+    for size in LARGE_SIZES:
+        for sender, receiver in ((client, server), (server, client)):
+            # A pattern that shows a cut or a repeated record, not just a wrong length.
+            payload = bytes(i * 7 % 251 for i in range(size))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.send_all, payload)
+                got = await _receive_exactly(receiver, size)
+            assert got == payload, (
+                f"{size} bytes from the {'client' if sender is client else 'server'}"
+            )
+    # Nothing more than what was sent arrived.
+    with trio.move_on_after(0.2):
+        extra = await server.receive_some(1)
+        pytest.fail(f"unexpected bytes after the sends: {extra!r}")
+    await client.aclose()
+    await server.aclose()
+
+
+_PROPERTY_WORLD = TlsWorld()  # one CA for every example: key generation is slow
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(min_value=1, max_value=4 * 16_384 + 3))
+def test_any_send_size_arrives_whole_in_memory(size: int) -> None:
+    world = _PROPERTY_WORLD
+
+    async def main() -> None:
+        client, server = tls_memory_pair(world)
+        await handshake_both(client, server)
+        payload = bytes(i % 253 for i in range(size))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, payload)
+            assert await _receive_exactly(server, size) == payload
+
+    trio.run(main)
