@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 import operator
+from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Final, TypeVar
@@ -499,9 +500,9 @@ class TlsStream(trio.abc.Stream):
                 # report how much it took: write the rest until nothing is left. Each round
                 # takes at least one byte, so the loop ends.
                 while plaintext:
-                    remaining = plaintext
-                    taken = await self._retry(lambda: self._engine.write(remaining))
-                    assert taken is not None and taken > 0
+                    taken = await self._retry(partial(self._engine.write, plaintext))
+                    if not taken:  # never: a write that took nothing returns WANT_READ
+                        raise BrokenTlsStream("the TLS engine took no bytes of a send")
                     plaintext = plaintext[taken:]
             except TlsAlertReceived as exc:
                 self._mark_broken()
