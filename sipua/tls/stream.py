@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import enum
 import operator
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Final, TypeVar
 
 import trio
