@@ -20,6 +20,7 @@ Input layouts (so a reproducer file is self-contained):
   stream. Chunk sizes are drawn from `random.Random(seed)`, from 1 byte to 4 KiB.
 - digest_challenge: `challenge [NUL request-uri]`; the URI defaults to `sips:example.com`.
 - certificates: the file contents (PEM or DER).
+- sdp_offer: the SDP body of an INVITE.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
 from sipua.tls.identity import check_identity
+from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
 
 #: Longest error message accepted. Every error in the core quotes at most a few hundred
 #: characters of the input; an error that echoes a whole 64 KiB message floods logs.
@@ -421,6 +423,40 @@ def check_certificates(data: bytes) -> None:
                 _check_error(exc)
 
 
+def check_sdp_offer(data: bytes) -> None:
+    """`parse_offer` and `build_answer`: only `SdpError` escapes, with a bounded message.
+
+    Properties: an answer has exactly as many m= lines as the offer (RFC 3264 §6), announces
+    our port on exactly one stream, and is itself SDP that `parse_offer` reads; an offer
+    `build_offer` makes is answered by `build_answer`.
+    """
+    try:
+        streams = parse_offer(data)
+        answer = build_answer(data, address="192.0.2.1", port=4000, session_id=7)
+    except SdpError as exc:
+        _check_error(exc)
+        return
+    if answer is None:
+        return
+    try:
+        answered = parse_offer(answer)
+    except SdpError as exc:
+        raise PropertyViolation(f"the answer is not SDP we read: {exc}") from exc
+    _require(
+        len(answered) == len(streams),
+        f"answer has {len(answered)} m= lines for an offer with {len(streams)}",
+    )
+    _require(
+        sum(1 for stream in answered if stream.port == 4000) == 1,
+        "the answer accepts other than exactly one stream",
+    )
+    offer = build_offer(address="192.0.2.1", port=4000, session_id=7)
+    _require(
+        build_answer(offer, address="192.0.2.2", port=4002, session_id=8) is not None,
+        "our own offer is not acceptable to our own answerer",
+    )
+
+
 #: Fuzz target name -> oracle.
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
@@ -428,4 +464,5 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "sip_uri": check_sip_uri,
     "digest_challenge": check_digest_challenge,
     "certificates": check_certificates,
+    "sdp_offer": check_sdp_offer,
 }

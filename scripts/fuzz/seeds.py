@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sipua.sip import ParseError, Request, Response, parse_message  # noqa: E402 - after sys.path
+from sipua.ua.sdp import build_offer  # noqa: E402
 from tests.support import certs, messages  # noqa: E402
 
 RFC4475 = ROOT / "tests" / "corpus" / "rfc4475"
@@ -98,12 +99,23 @@ def certificate_seeds() -> Iterator[bytes]:
     yield b"\x00" + ca.pem
 
 
+def sdp_seeds() -> Iterator[bytes]:
+    """The SDP bodies of the canned and RFC 4475 messages, our own offer, and edge cases."""
+    for msg in _parsed():
+        if msg.body.startswith(b"v=0"):
+            yield msg.body
+    yield build_offer(address="192.0.2.1", port=4000, session_id=1)
+    yield b"v=0\r\nc=IN IP6 ::1\r\nm=audio 5000/2 RTP/AVP 0 101\r\na=sendonly\r\n"
+    yield b"v=0\nm=audio 5000 RTP/AVP 8\na=rtpmap:8 PCMA/8000\nm=video 0 RTP/AVP 31\n"
+
+
 SEEDS = {
     "parse_message": sip_messages,
     "stream_framer": stream_seeds,
     "sip_uri": uri_seeds,
     "digest_challenge": digest_seeds,
     "certificates": certificate_seeds,
+    "sdp_offer": sdp_seeds,
 }
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from sipua.ua.sdp import SdpError, build_answer, parse_offer
+from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
 
 OFFER = (
     b"v=0\r\no=bob 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
@@ -59,3 +61,38 @@ def test_no_acceptable_stream_gives_none(offer: bytes) -> None:
 def test_bad_offers_raise(offer: bytes) -> None:
     with pytest.raises(SdpError):
         parse_offer(offer)
+
+
+@pytest.mark.parametrize(
+    ("offer", "words"),
+    [
+        ("v=0\r\nm=audio \u00b2000 RTP/AVP 0\r\n", "port '\u00b2000'"),
+        ("v=0\r\nm=audio 70000 RTP/AVP 0\r\n", "not 0-65535"),
+        ("v=0\r\nm=audio " + "9" * 4000 + " RTP/AVP 0\r\n", "not 0-65535"),
+        ("v=0\r\nm=audio 5000/0 RTP/AVP 0\r\n", "port count"),
+        ("v=0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:\u0661 PCMU/8000\r\n", "payload type"),
+        ("v=0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n", "<encoding>/<rate>"),
+        ("v=0\r\nc=IN IP4\r\nm=audio 5000 RTP/AVP 0\r\n", "c= line"),
+        ("v=0\r\nhello\r\n", "'<letter>=<value>'"),
+        ("v=0\r\n" + "a=x\r\n" * 600, "more than 512 lines"),
+    ],
+)
+def test_bad_offers_name_what_is_wrong(offer: str, words: str) -> None:
+    with pytest.raises(SdpError, match=re.escape(words)) as caught:
+        parse_offer(offer.encode())
+    assert len(str(caught.value)) < 300  # the offending line is quoted, bounded
+
+
+def test_answer_mirrors_the_offered_direction() -> None:
+    offer = b"v=0\r\na=sendonly\r\nm=audio 5000 RTP/AVP 0\r\n"
+    answer = build_answer(offer, address="127.0.0.1", port=4000, session_id=1)
+    assert answer is not None
+    assert b"a=recvonly\r\n" in answer  # RFC 3264 §6.1
+
+
+def test_our_offer_is_answerable_and_names_telephone_event() -> None:
+    offer = build_offer(address="127.0.0.1", port=4000, session_id=3)
+    assert b"m=audio 4000 RTP/AVP 0 8 101\r\n" in offer
+    streams = parse_offer(offer)
+    assert streams[0].rtpmap["101"] == "telephone-event/8000"
+    assert build_answer(offer, address="127.0.0.2", port=4002, session_id=4) is not None
