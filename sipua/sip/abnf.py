@@ -65,6 +65,13 @@ REASON_PHRASE_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*+")
 # Status-Code = 3DIGIT
 STATUS_CODE_RE: Final = re.compile(r"[1-6][0-9][0-9]")
 
+# callid = word [ "@" word ]; word = 1*( alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" /
+#   "`" / "'" / "~" / "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" /
+#   "{" / "}" )   (RFC 3261 §25.1)
+CALL_ID_RE: Final = re.compile(
+    r"""[A-Za-z0-9\-.!%*_+`'~()<>:\\"/\[\]?{}]++(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\"/\[\]?{}]++)?"""
+)
+
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
 CSEQ_RE: Final = re.compile(rf"([0-9]++){LWS}({TOKEN})")
 

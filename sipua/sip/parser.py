@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Final
 
 from sipua.sip.abnf import (
+    CALL_ID_RE,
     DATE_RE,
     FOLD_RE,
     HEADER_LINE_RE,
@@ -202,6 +203,9 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         hops = max_forwards[0]
         if not (len(hops) <= 3 and hops.isascii() and hops.isdigit() and int(hops) <= 255):
             parse_uint(hops, "Max-Forwards", 255)
+    call_id = index["call-id"][0]
+    if CALL_ID_RE.fullmatch(call_id) is None:
+        raise ParseError(f"Call-ID {call_id[:60]!r} is not 'word[@word]' (RFC 3261 §25.1)")
     date = index.get("date")
     if date is not None and DATE_RE.fullmatch(date[0]) is None:
         # RFC 4475 §3.1.2.12: a Date not in RFC 1123 GMT form is a 400.

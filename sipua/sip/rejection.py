@@ -3,19 +3,22 @@
 Theory of operation. When `parse_message` refuses a framed request (a bad URI, a garbled
 header, an unsupported SIP version) the UAS should still answer it: RFC 3261 §8.2 has a UAS
 reject what it cannot process with a 4xx (or 505 for the version, §8.2.2 and §21.5.6), and a
-response is what tells the peer's transaction to stop. A response needs the request's Via,
-From, To, Call-ID and CSeq (§8.2.6.2), and nothing else.
+response is what tells the peer's transaction to stop. On a stream the response goes back on
+the connection the request came in on (§18.2.2), so it reaches the peer even when Via is
+garbled; RFC 4475 asks for exactly these answers (badinv01, badaspec, quotbal, scalar02,
+mismatch01/02: 400; badvers: 505; insuf: 400).
 
-`error_response` rebuilds a *minimal* request from the raw head: the method, a placeholder
-Request-URI (a response never echoes the URI) and only those five header fields, unfolded,
-then runs the ordinary parser and `make_response` on it. Whatever the parser accepts there is
-safe to copy into a response; if it refuses, or the head is a response, an ACK (never
-answered, §17.2.3) or has no usable method, there is no response and the message is just
-dropped. A ``Warning: 399`` (§20.43) carries the reason, reduced to printable ASCII and
-bounded, so the peer's operator can see what was wrong.
+`error_response` therefore builds the response from the raw head, without parsing the fields
+it copies (§8.2.6.2): every Via, From, To, Call-ID and CSeq line is copied verbatim, in order,
+unfolded, whatever it holds; a To without a tag gets ours. What a field lacks is left out
+rather than invented. There is no response only when the message is a response, an ACK (never
+answered, §17.2.3, judged by the request line or the CSeq method) or has no Via at all (a
+response without Via is discarded by whoever receives it, §18.1.2). A ``Warning: 399`` (§20.43) carries the reason,
+reduced to printable ASCII and bounded, so the peer's operator can see what was wrong.
 
-Everything is bounded: only the first `MAX_HEAD_BYTES` are looked at and at most
-`MAX_RECOVERED_FIELDS` header lines are kept.
+Everything is bounded: only the first `MAX_HEAD_BYTES` are looked at, at most
+`MAX_RECOVERED_FIELDS` header lines are kept and each copied value is cut at
+`MAX_COPIED_VALUE_CHARS`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from sipua.sip.errors import ProtocolError
-from sipua.sip.message import Request, Response, make_response
-from sipua.sip.parser import parse_message
+from sipua.sip.headers import Headers
+from sipua.sip.message import Response, reason_phrase
 
 #: Bytes of a refused message's head that are examined.
 MAX_HEAD_BYTES: Final = 16 * 1024
 #: Header lines kept from the head (Via may repeat; the rest appear once).
 MAX_RECOVERED_FIELDS: Final = 32
+#: Characters of one copied header value.
+MAX_COPIED_VALUE_CHARS: Final = 2048
 #: Characters of the reason copied into the Warning header.
 MAX_WARNING_CHARS: Final = 160
 #: Warning agent (RFC 3261 §20.43 allows a pseudonym).
@@ -48,8 +52,11 @@ _COPIED: Final = {
     "i": "Call-ID",
     "cseq": "CSeq",
 }
-_METHOD_RE: Final = re.compile(r"[A-Za-z0-9.!%*_+`'~-]{1,32}")  # token, bounded (§25.1)
+_SINGLE: Final = frozenset({"From", "To", "Call-ID", "CSeq"})
+_TAG_RE: Final = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_CSEQ_METHOD_RE: Final = re.compile(r"\s*[0-9]*\s+(\S+)\s*")
 _UNPRINTABLE_RE: Final = re.compile(r"[^\x20-\x7e]+")
+_LINE_BREAK_RE: Final = re.compile(r"[\r\n]")
 
 
 def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Response | None:
@@ -62,39 +69,45 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
         to_tag: our To tag (a UAS adds one to a final response, §8.2.6.2).
 
     Returns:
-        The response, or None: the message is a response or an ACK, or its Via, From, To,
-        Call-ID or CSeq cannot be recovered (then nothing valid can answer it).
+        The response, or None: the message is a response or an ACK, or it has neither Via
+        nor CSeq (then no peer could match an answer to its request).
     """
     head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
-    lines = _unfold(head.decode("utf-8", "replace").split("\r\n"))
+    # surrogateescape: copied values go back byte for byte (the serializer's inverse).
+    lines = _unfold(head.decode("utf-8", "surrogateescape").split("\r\n"))
     if not lines:
         return None
-    method = lines[0].split(" ", 1)[0]
-    if not _METHOD_RE.fullmatch(method) or method == "ACK" or lines[0].startswith("SIP/"):
+    request_line = lines[0].lstrip()
+    if request_line.startswith("SIP/") or request_line.split(" ", 1)[0] == "ACK":
         return None
-    kept: list[str] = []
+    kept: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         canonical = _COPIED.get(name.strip().lower())
-        if colon and canonical is not None:
-            kept.append(f"{canonical}: {value.strip()}")
-            if len(kept) >= MAX_RECOVERED_FIELDS:
-                break
-    minimal = "\r\n".join(
-        [f"{method} sip:invalid SIP/2.0", *kept, "Content-Length: 0", "", ""]
-    ).encode()
-    try:
-        request = parse_message(minimal)
-        if not isinstance(request, Request) or request.cseq.method != method:
+        if not colon or canonical is None or canonical in seen:
+            continue
+        if canonical in _SINGLE:
+            seen.add(canonical)
+        # A bare CR or LF inside a line would end the copied field early: make it a space.
+        value = _LINE_BREAK_RE.sub(" ", value.strip()[:MAX_COPIED_VALUE_CHARS])
+        if canonical == "To" and _TAG_RE.search(value) is None:
+            value = f"{value};tag={to_tag}"
+        if canonical == "CSeq" and _cseq_method(value) == "ACK":
             return None
-        # Parse every copied field now, so a garbled one means no response rather than a
-        # response that echoes garbage.
-        _ = (request.top_via, request.from_, request.to, request.call_id)
-        response = make_response(request, status, to_tag=to_tag)
-    except (ProtocolError, ValueError):
-        return None
+        kept.append((canonical, value))
+        if len(kept) >= MAX_RECOVERED_FIELDS:
+            break
+    if not any(name == "Via" for name, _ in kept):
+        return None  # a response without Via is discarded by its receiver (§18.1.2)
+    response = Response(status, reason_phrase(status), Headers(kept))
     response.headers.add("Warning", warning(reason))
     return response
+
+
+def _cseq_method(value: str) -> str | None:
+    m = _CSEQ_METHOD_RE.fullmatch(value)
+    return m.group(1) if m else None
 
 
 def warning(reason: str) -> str:

@@ -12,7 +12,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from sipua.sip import Request, Response, make_response, parse_message
+from sipua.sip import Request, Response, make_response, parse_message, serialize
 from sipua.sip.errors import ParseError
 from sipua.sip.rejection import MAX_WARNING_CHARS, error_response, warning
 from sipua.transport.connection import SipConnection
@@ -62,16 +62,54 @@ def test_error_response_names_the_problem(bad: bytes, status: int, words: str) -
 
 
 @pytest.mark.parametrize(
+    ("bad", "copied"),
+    [
+        (
+            OPTIONS.replace(b"Via: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK1", b"Via: garbage"),
+            ("Via", "garbage"),
+        ),
+        (
+            OPTIONS.replace(b"From: <sips:bob@example.test>;tag=1", b'From: "open <x>'),
+            ("From", '"open <x>'),
+        ),
+        (OPTIONS.replace(b"Call-ID: c\r\n", b""), ("CSeq", "1 OPTIONS")),
+        (OPTIONS.replace(b"OPTIONS sips", b"N\x00PE sips"), ("Call-ID", "c")),
+    ],
+    ids=["bad-via", "bad-from", "no-call-id", "odd-method"],
+)
+def test_garbled_fields_are_copied_verbatim(bad: bytes, copied: tuple[str, str]) -> None:
+    # Over a stream the answer goes back on the request's connection (RFC 3261 §18.2.2), so
+    # a field that does not parse is no reason to stay silent: it is copied as it came.
+    response = error_response(bad, 400, "x", to_tag="t")
+    assert response is not None
+    assert response.status == 400
+    name, value = copied
+    assert response.headers.get(name) == value
+    assert response.headers.get("To") == "<sips:alice@example.test>;tag=t"
+    wire = serialize(response)
+    assert wire.startswith(b"SIP/2.0 400 Bad Request\r\n")
+    assert wire.endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_a_bare_line_break_in_a_copied_field_cannot_start_a_new_one() -> None:
+    bad = OPTIONS.replace(b"Call-ID: c", b"Call-ID: c\nInjected: yes").replace(
+        b"SIP/2.0\r", b"SIP/9\r", 1
+    )
+    response = error_response(bad, 505, "x", to_tag="t")
+    assert response is not None
+    assert b"\r\nInjected" not in serialize(response)
+    assert b"\nInjected" not in serialize(response)
+
+
+@pytest.mark.parametrize(
     "bad",
     [
-        OPTIONS.replace(b"Via: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK1", b"Via: garbage"),
-        OPTIONS.replace(b"From: <sips:bob@example.test>;tag=1", b'From: "open <x>'),
-        OPTIONS.replace(b"Call-ID: c\r\n", b""),
         OPTIONS.replace(b"OPTIONS sips", b"ACK sips").replace(b"1 OPTIONS", b"1 ACK"),
+        OPTIONS.replace(b"1 OPTIONS", b"1 ACK"),
         b"\x00\xff\xfe binary junk\r\nContent-Length: 0\r\n\r\n",
         b"SIP/2.0 999 Nonsense\r\n" + OPTIONS.split(b"\r\n", 1)[1],
     ],
-    ids=["bad-via", "bad-from", "no-call-id", "ack", "junk", "bad-response"],
+    ids=["ack", "ack-by-cseq", "junk", "bad-response"],
 )
 def test_no_response_when_nothing_valid_can_answer(bad: bytes) -> None:
     assert error_response(bad, 400, "x", to_tag="t") is None
@@ -230,3 +268,10 @@ async def test_short_content_length_leaves_garbage_that_is_not_delivered() -> No
         assert connection.closed_reason.startswith("framing error")
         assert len(log) == 1  # the first 4 bytes of body made one (odd) message
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("call_id", ["two words", "a@b@c", "caf\u00e9"])
+def test_invalid_call_id_is_a_400(call_id: str) -> None:
+    error = refused(OPTIONS.replace(b"Call-ID: c", f"Call-ID: {call_id}".encode()))
+    assert error.status_hint == 400
+    assert "Call-ID" in str(error)
