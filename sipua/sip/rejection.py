@@ -13,8 +13,9 @@ it copies (§8.2.6.2): every Via, From, To, Call-ID and CSeq line is copied verb
 unfolded, whatever it holds; a To without a tag gets ours. What a field lacks is left out
 rather than invented. There is no response only when the message is a response, an ACK (never
 answered, §17.2.3, judged by the request line or the CSeq method) or has no Via at all (a
-response without Via is discarded by whoever receives it, §18.1.2). A ``Warning: 399`` (§20.43) carries the reason,
-reduced to printable ASCII and bounded, so the peer's operator can see what was wrong.
+response without Via is discarded by whoever receives it, §18.1.2). A ``Warning: 399``
+(§20.43) carries the reason, reduced to printable ASCII and bounded, so the peer's operator can
+see what was wrong.
 
 Everything is bounded: only the first `MAX_HEAD_BYTES` are looked at, at most
 `MAX_RECOVERED_FIELDS` header lines are kept and each copied value is cut at
