@@ -8,7 +8,7 @@ virtual clock that jumps ahead whenever every task is blocked, so timer tests ne
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,3 +26,26 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture(autouse=True)
+def internal_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Exception]]:
+    """Every unexpected error sipua's backstop caught in this test; any left fails the test.
+
+    In production such an error is logged and answered 500 so that the process goes on; in
+    the suite it is a bug. A test that provokes one on purpose takes this fixture and clears
+    the list after checking it.
+    """
+    from sipua.transport import connection
+
+    caught: list[Exception] = []
+    report = connection.report_internal_error
+
+    def record(error: Exception, **fields: object) -> None:
+        caught.append(error)
+        report(error, **fields)
+
+    monkeypatch.setattr(connection, "report_internal_error", record)
+    yield caught
+    if caught:
+        pytest.fail(f"sipua met {len(caught)} internal error(s): {caught[:3]!r}")

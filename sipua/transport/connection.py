@@ -10,12 +10,16 @@ servers send session tickets after the handshake and a client that never reads c
 
 - Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
 - Messages from the peer are handled one at a time in arrival order; a handler that raises
-  `ConnectionLost` ends the connection, anything else is a bug and propagates.
+  `ConnectionLost` ends the connection. Any other exception from the handler is a bug in
+  sipua: it is logged with its traceback (`internal-error`, through `report_internal_error`,
+  which the test suite turns into a failure), a request is answered 500, and the connection
+  and everything else go on: no peer's message can end the process.
 - A framed message that does not parse is not handed to the handler and is counted
   (`dropped_messages`); when it is a request whose Via, From, To, Call-ID and CSeq can be
   recovered it is answered with the parser's status hint (400, 505, 513) and a Warning naming
-  the problem (`sipua.sip.rejection`, counted in `error_responses`). The connection lives
-  (design.md pitfalls, RFC 3261 §8.2).
+  the problem (`sipua.sip.rejection`, counted in `error_responses`). Either way it is logged at
+  info level (`message-refused`, with the reason and whether it was answered). The connection
+  lives (design.md pitfalls, RFC 3261 §8.2).
 - A framing error (no Content-Length, oversized message) kills the connection (RFC 3261
   §18.3), after the same kind of error response when the head of the message allows one.
 - The idle timeout closes a connection that received nothing for that long (inbound
@@ -38,6 +42,7 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectionLost, SipuaError
+from sipua.logs import get_logger
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -51,7 +56,8 @@ from sipua.sip import (
 )
 from sipua.sip.errors import FramingError, ParseError, RemoteProtocolError
 from sipua.sip.ids import new_tag
-from sipua.sip.rejection import MAX_HEAD_BYTES, error_response
+from sipua.sip.message import make_response
+from sipua.sip.rejection import MAX_HEAD_BYTES, error_response, warning
 from sipua.transport.keepalive import KeepaliveAction, KeepaliveSchedule
 
 RECEIVE_CHUNK_BYTES: Final = 16 * 1024
@@ -63,8 +69,23 @@ PONG: Final = b"\r\n"
 ERROR_RESPONSE_SEND_SECONDS: Final = 2.0
 
 _TAGS: Final = random.SystemRandom()  # To tags of error responses (RFC 3261 §19.3)
+#: Characters of a refusal reason or an internal error's message that reach the log.
+MAX_LOGGED_REASON_CHARS: Final = 512
+
+_log = get_logger(component="connection")
 
 Message = Request | Response
+
+
+def report_internal_error(error: Exception, **fields: object) -> None:
+    """Logs an unexpected error met while handling a peer's message, with its traceback.
+
+    Such an error is a bug in sipua, never the peer's fault; the process goes on. One
+    function for it so that the test suite can make every such error fail the test.
+    """
+    _log.error("internal-error", exc_info=error, error=type(error).__name__, **fields)
+
+
 MessageHandler = Callable[["SipConnection", Message], Awaitable[None]]
 TraceHook = Callable[[str, "SipConnection", bytes], None]
 
@@ -263,11 +284,42 @@ class SipConnection:
             self.dropped_messages += 1
             await self._reject(data, exc)
             return
-        await self._handler(self, message)
+        try:
+            await self._handler(self, message)
+        except ConnectionLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the connection's peer
+            await self._internal_error(message, exc)
+
+    async def _internal_error(self, message: Message, error: Exception) -> None:
+        """Answers a request whose handling failed with 500 (RFC 3261 §21.5.1) and logs it."""
+        report_internal_error(
+            error,
+            peer=self.peer,
+            message=message.method if isinstance(message, Request) else message.status,
+            reason=str(error)[:MAX_LOGGED_REASON_CHARS],
+        )
+        if not isinstance(message, Request) or message.method == "ACK" or not self.is_open:
+            return
+        try:
+            response = make_response(message, 500, to_tag=new_tag(_TAGS))
+        except (RemoteProtocolError, ValueError):
+            return
+        response.headers.add("Warning", warning("internal error; see the log of sipua"))
+        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
+            with contextlib.suppress(ConnectionLost):
+                await self.send(response)
 
     async def _reject(self, data: bytes, error: RemoteProtocolError) -> None:
         """Answers a message that could not be parsed or framed, when that is possible."""
         response = error_response(data, error.status_hint, str(error), to_tag=new_tag(_TAGS))
+        _log.info(
+            "message-refused",
+            peer=self.peer,
+            status=error.status_hint if response is not None else None,
+            answered=response is not None and self.is_open,
+            reason=str(error)[:MAX_LOGGED_REASON_CHARS],
+        )
         if response is None or not self.is_open:
             return
         with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):

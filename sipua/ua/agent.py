@@ -81,6 +81,14 @@ def instance_id(data_dir: Path, configured: str | None = None) -> str:
     return value
 
 
+def _served_users(account: AccountSettings) -> frozenset[str]:
+    """The Request-URI users we answer for: the AOR's (our Contact carries the same user)."""
+    from sipua.sip.uri import SipUri, parse_uri
+
+    aor = parse_uri(account.aor)
+    return frozenset({aor.user}) if isinstance(aor, SipUri) and aor.user else frozenset()
+
+
 async def locate_targets(account: AccountSettings) -> list[FlowTarget]:
     """RFC 3263 targets for the account (an outbound proxy skips the lookups)."""
     from sipua.locate import locate
@@ -183,6 +191,7 @@ class UserAgent:
             contact_for=self._contact_for,
             nursery=nursery,
             rng=random.Random(self._rng.getrandbits(64)),
+            users=_served_users(account_settings),
         )
         try:
             if self._listen:

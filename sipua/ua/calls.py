@@ -6,18 +6,31 @@ requests the registrar sends back through NAT, RFC 5626 §5.3). Every response g
 same connection (RFC 3261 §18.2.2). A new INVITE becomes an `InviteSession` (the sans-IO FSM in
 `sipua.sip.invite`) plus one task that rings for the configured delay and then answers with an
 SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives;
-with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own. A confirmed call
-also ends when its connection closes (the caller can no longer send its BYE there), and a call
-whose 100/180 could not be sent is forgotten at once, so no entry outlives its call.
+with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own. A call ends the
+moment its connection closes, ringing or up (the caller can no longer hear an answer or send
+its BYE there), so a caller that hangs up holds nothing; a call whose 100/180 could not be sent
+is forgotten at once.
 
-- OPTIONS: 200 with Allow, Accept and Supported (RFC 3261 §11.2).
-- Methods SIP defines that sipua does not serve: 405 Method Not Allowed with Allow (§21.4.6).
-- Methods it does not know: 501 Not Implemented (§21.5.2).
-- A re-INVITE inside an established call: 488 (sipua does not renegotiate media).
-- An ACK, BYE or CANCEL that matches no call: ACKs are dropped (§17.2.3), the others get 481.
-- Max-Forwards 0: 483 Too Many Hops, a request that looped (§16.3 step 3; OPTIONS is
-  answered as its final recipient, as that step allows).
-- An in-dialog request whose CSeq is not above the last one: 500 (§12.2.2).
+A request is checked in RFC 3261 §8.2's order, and the first check that fails answers it:
+
+1. method (§8.2.1): methods SIP defines that sipua does not serve get 405 with Allow
+   (§21.4.6), methods it does not know 501 (§21.5.2);
+2. Request-URI (§8.2.2.1): a scheme other than sip/sips gets 416, a user sipua does not serve
+   404 (a URI without a user part names the device and is served);
+3. merged requests (§8.2.2.2): an INVITE with the From tag, Call-ID and CSeq of one in progress
+   but another branch gets 482; the same branch is a retransmission, answered with the last
+   response sent (§17.2.1);
+4. content (§8.2.3): a body that is not application/sdp gets 415 with Accept, an encoded one
+   415 with Accept-Encoding, an SDP offer that does not parse 400 with a Warning naming the
+   line, one with no stream we take 488 (RFC 3264 §6); an INVITE without a body gets our offer
+   in the 2xx and the answer in the ACK (§13.3.1.4);
+5. then the application: the call cap (`MAX_CALLS`) and the per-source cap
+   (`MAX_CALLS_PER_SOURCE`, waived for the servers sipua registers with) answer 486.
+
+Max-Forwards 0 is no reason to refuse: sipua is the request's final recipient (RFC 4475
+§3.3.11). A re-INVITE inside an established call gets 488 (sipua does not renegotiate media);
+an ACK, BYE or CANCEL that matches no call: ACKs are dropped (§17.2.3), the others get 481; an
+in-dialog request whose CSeq is not above the last one gets 500 (§12.2.2).
 
 Everything here runs on trio's single thread; session state is only changed between awaits.
 """
@@ -33,7 +46,8 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectionLost
-from sipua.sip import Request, make_response
+from sipua.logs import get_logger
+from sipua.sip import Request, Response, make_response, serialize
 from sipua.sip.errors import ProtocolError
 from sipua.sip.ids import new_tag
 from sipua.sip.invite import (
@@ -47,8 +61,10 @@ from sipua.sip.invite import (
     Send,
     options_response,
 )
+from sipua.sip.rejection import error_response, warning
+from sipua.sip.uri import SipUri
 from sipua.transport.connection import SipConnection
-from sipua.ua.sdp import SdpError, build_answer
+from sipua.ua.sdp import SdpError, answer_streams, build_offer, parse_offer
 
 #: Methods of RFC 3261 and its common extensions that sipua knows but does not serve.
 KNOWN_METHODS: Final = frozenset(
@@ -65,7 +81,12 @@ KNOWN_METHODS: Final = frozenset(
     }
 )
 ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+#: Methods sipua serves.
+SERVED_METHODS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"})
 MAX_CALLS: Final = 64  # more simultaneous inbound calls are answered 486
+#: Calls from one source address at once (servers we register with are exempt): one peer
+#: cannot take every slot.
+MAX_CALLS_PER_SOURCE: Final = 8
 MEDIA_PORT: Final = 4000  # announced in the SDP answer; sipua sends no media
 REJECT_STATUS: Final = {"busy": 486, "decline": 603}
 #: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
@@ -73,6 +94,20 @@ REJECT_STATUS: Final = {"busy": 486, "decline": 603}
 SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
 
 Publish = Callable[..., None]
+#: A call is identified by its Call-ID and the caller's From tag (RFC 3261 §12).
+CallKey = tuple[str, str | None]
+
+_log = get_logger(component="calls")
+
+
+class _Refused(Exception):
+    """A request is answered with this status (and these extra header fields) and no more."""
+
+    def __init__(self, status: int, why: str, *headers: tuple[str, str]) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+        self.headers = headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +130,8 @@ class AnswerPolicy:
 class _Call:
     session: InviteSession
     connection: SipConnection
+    sdp: bytes  # the answer to the caller's offer, or our offer (§13.3.1.4)
+    source: str  # the caller's address, for the per-source cap
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     ended: trio.Event = field(default_factory=trio.Event)
 
@@ -108,6 +145,10 @@ class CallHandler:
         contact_for: our Contact URI (text) for a connection.
         nursery: where per-call tasks run.
         rng: the random source for tags and SDP session ids.
+        users: the user parts of the Request-URIs we serve (the AOR's); a Request-URI without
+            a user part is always ours.
+        is_server: whether a source address belongs to a server we register with (exempt
+            from the per-source call cap).
     """
 
     def __init__(
@@ -118,13 +159,17 @@ class CallHandler:
         contact_for: Callable[[SipConnection], str],
         nursery: trio.Nursery,
         rng: random.Random,
+        users: frozenset[str] = frozenset(),
+        is_server: Callable[[str], bool] = lambda _host: False,
     ) -> None:
         self.policy = policy
         self._publish = publish
         self._contact_for = contact_for
         self._nursery = nursery
         self._rng = rng
-        self._calls: dict[str, _Call] = {}  # by Call-ID
+        self._users = users
+        self._is_server = is_server
+        self._calls: dict[CallKey, _Call] = {}
 
     @property
     def active_calls(self) -> int:
@@ -139,16 +184,39 @@ class CallHandler:
         """
         try:
             await self._dispatch(connection, request)
+        except _Refused as refused:
+            await self._refuse(connection, request, refused)
         except ProtocolError as exc:
-            # A request whose headers the parser accepted lazily but which is malformed in a
-            # header we need: answer with the hint when we can, else drop it.
+            # A header the parser accepted lazily is malformed where we need it: answer from
+            # the raw fields, as for a request that did not parse at all.
+            _log.info(
+                "request-refused",
+                peer=connection.peer,
+                method=request.method,
+                status=exc.status_hint,
+                reason=str(exc),
+            )
             if request.method == "ACK":
                 return
-            try:
-                response = make_response(request, exc.status_hint, to_tag=new_tag(self._rng))
-            except (ProtocolError, ValueError):
-                return
-            await connection.send(response)
+            response = error_response(
+                serialize(request), exc.status_hint, str(exc), to_tag=new_tag(self._rng)
+            )
+            if response is not None:
+                await connection.send(response)
+
+    async def _refuse(self, connection: SipConnection, request: Request, refused: _Refused) -> None:
+        _log.info(
+            "request-refused",
+            peer=connection.peer,
+            method=request.method,
+            call_id=request.call_id,
+            status=refused.status,
+            reason=refused.why,
+        )
+        response = make_response(request, refused.status, to_tag=new_tag(self._rng))
+        for name, value in refused.headers:
+            response.headers.add(name, value)
+        await connection.send(response)
 
     async def hangup_all(self, *, ack_wait: float = SHUTDOWN_ACK_WAIT_SECONDS) -> None:
         """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
@@ -178,55 +246,79 @@ class CallHandler:
             if call.session.hangup_pending and not call.ended.is_set():
                 self._end(call, CallEnded(reason="shutdown-before-ack"))
 
+    # -- the checks of §8.2, in order ------------------------------------------------------
+
     async def _dispatch(self, connection: SipConnection, request: Request) -> None:
         method = request.method
-        if request.max_forwards == 0 and method not in ("ACK", "OPTIONS"):
-            await connection.send(make_response(request, 483, to_tag=new_tag(self._rng)))
+        if method == "ACK":
+            await self._ack(request)
             return
+        if method not in SERVED_METHODS:
+            if method in KNOWN_METHODS:
+                raise _Refused(405, f"sipua does not serve {method}", ("Allow", ALLOW))
+            raise _Refused(501, f"unknown method {method}")
+        self._check_request_uri(request)
         if method == "INVITE":
             if request.to.tag is None:
                 await self._new_call(connection, request)
             else:
                 await self._reinvite(connection, request)
-        elif method == "ACK":
-            call = self._calls.get(request.call_id)
-            if call is not None and call.session.dialog.matches(request):
-                try:
-                    await self._run(call, call.session.receive_ack(request))
-                except ConnectionLost as exc:
-                    # The BYE of a hang-up that waited for this ACK could not go out on the
-                    # call's connection: the call is over. The ACK's own connection (perhaps
-                    # another one) is fine, so this does not end it.
-                    self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
         elif method == "BYE":
-            call = self._calls.get(request.call_id)
+            call = self._calls.get(_key(request))
             if call is None or not call.session.dialog.matches(request):
-                await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
-                return
+                raise _Refused(481, "BYE for no call of ours")
             await self._run(call, call.session.receive_bye(request), reply_on=connection)
         elif method == "CANCEL":
-            call = self._calls.get(request.call_id)
+            call = self._calls.get(_key(request))
             invite = call.session.invite if call is not None else None
             if call is None or invite is None or invite.top_via.branch != request.top_via.branch:
-                await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
-                return
+                raise _Refused(481, "CANCEL for no INVITE of ours")
             await self._run(call, call.session.receive_cancel(request), reply_on=connection)
-        elif method == "OPTIONS":
+        else:  # OPTIONS
             await connection.send(options_response(request, to_tag=new_tag(self._rng)))
-        elif method in KNOWN_METHODS:
-            response = make_response(request, 405, to_tag=new_tag(self._rng))
-            response.headers.add("Allow", ALLOW)
-            await connection.send(response)
-        else:
-            await connection.send(make_response(request, 501, to_tag=new_tag(self._rng)))
+
+    def _check_request_uri(self, request: Request) -> None:
+        uri = request.uri
+        if not isinstance(uri, SipUri):
+            # §8.2.2.1; §21.4.17: the response lists the schemes we take.
+            raise _Refused(416, f"Request-URI scheme {uri.scheme!r}", ("Unsupported", "sips"))
+        if uri.user is not None and uri.user not in self._users:
+            raise _Refused(404, f"no user {uri.user[:64]!r} here")
+
+    async def _ack(self, ack: Request) -> None:
+        call = self._calls.get(_key(ack))
+        if call is None or not call.session.dialog.matches(ack):
+            _log.info("request-dropped", method="ACK", call_id=ack.call_id, reason="no such call")
+            return
+        try:
+            await self._run(call, call.session.receive_ack(ack))
+        except ConnectionLost as exc:
+            # The BYE of a hang-up that waited for this ACK could not go out on the call's
+            # connection: the call is over. The ACK's own connection (perhaps another one) is
+            # fine, so this does not end it.
+            self._end(call, CallEnded(reason=f"connection-lost: {exc}"))
 
     async def _new_call(self, connection: SipConnection, invite: Request) -> None:
-        existing = self._calls.get(invite.call_id)
+        key = _key(invite)
+        existing = self._calls.get(key)
         if existing is not None:
-            return  # a retransmission of an INVITE we are already handling (§17.2.1)
+            first = existing.session.invite
+            if invite.top_via.branch == first.top_via.branch and invite.cseq == first.cseq:
+                # §17.2.1: a retransmission gets the most recent response again.
+                await self._run(existing, existing.session.retransmission(), reply_on=connection)
+                return
+            if invite.cseq == first.cseq:
+                raise _Refused(482, "merged request: this INVITE reached us twice (§8.2.2.2)")
+            raise _Refused(491, "another INVITE of this call is still in progress")
+        sdp = self._media_for(connection, invite)
+        source = connection.peer.rpartition(":")[0].strip("[]")
         if len(self._calls) >= MAX_CALLS:
-            await connection.send(make_response(invite, 486, to_tag=new_tag(self._rng)))
-            return
+            raise _Refused(486, f"{MAX_CALLS} calls in progress")
+        if not connection.tls_name and not self._is_server(source):
+            # Our own flows to a registrar (tls_name set) and servers carry everyone's calls.
+            from_source = sum(1 for call in self._calls.values() if call.source == source)
+            if from_source >= MAX_CALLS_PER_SOURCE:
+                raise _Refused(486, f"{MAX_CALLS_PER_SOURCE} calls from {source} in progress")
         session = InviteSession(
             invite,
             local_tag=new_tag(self._rng),
@@ -234,8 +326,8 @@ class CallHandler:
             sent_by=connection.local,
             rng=self._rng,
         )
-        call = _Call(session, connection)
-        self._calls[invite.call_id] = call
+        call = _Call(session, connection, sdp=sdp, source=source)
+        self._calls[key] = call
         self._publish(
             "call-incoming",
             call_id=invite.call_id,
@@ -255,38 +347,70 @@ class CallHandler:
             raise
         self._nursery.start_soon(self._drive, call)
 
+    def _media_for(self, connection: SipConnection, invite: Request) -> bytes:
+        """Our SDP for the 2xx: the answer to the offer, or an offer of ours (§13.3.1.4).
+
+        Raises:
+            _Refused: 415 for a body we do not take, 400 for an offer that does not parse,
+                488 for an offer with no stream we take.
+        """
+        address = connection.local.rpartition(":")[0].strip("[]")
+        session_id = self._rng.getrandbits(31)
+        if not invite.body:
+            return build_offer(address=address, port=MEDIA_PORT, session_id=session_id)
+        content_type = (invite.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/sdp":
+            raise _Refused(
+                415, f"body of type {content_type[:64]!r}", ("Accept", "application/sdp")
+            )
+        encoding = (invite.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise _Refused(
+                415, f"body encoded as {encoding[:32]!r}", ("Accept-Encoding", "identity")
+            )
+        try:
+            streams = parse_offer(invite.body)
+        except SdpError as exc:
+            raise _Refused(400, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
+        answer = answer_streams(streams, address=address, port=MEDIA_PORT, session_id=session_id)
+        if answer is None:
+            why = "no audio stream with PCMU or PCMA over RTP/AVP"
+            raise _Refused(488, why, ("Warning", f'304 sipua "{why}"'))
+        return answer
+
     async def _reinvite(self, connection: SipConnection, request: Request) -> None:
-        call = self._calls.get(request.call_id)
+        call = self._calls.get(_key(request))
         if call is None or not call.session.dialog.matches(request):
-            await connection.send(make_response(request, 481, to_tag=new_tag(self._rng)))
-            return
-        response = make_response(request, 488)
-        response.headers.add("Warning", '399 sipua "media renegotiation is not supported"')
-        await connection.send(response)
+            raise _Refused(481, "re-INVITE for no call of ours")
+        why = "media renegotiation is not supported"
+        raise _Refused(488, why, ("Warning", f'399 sipua "{why}"'))
+
+    # -- a call's life ---------------------------------------------------------------------
 
     async def _drive(self, call: _Call) -> None:
-        """Rings, answers or rejects, then retransmits the 2xx until the ACK (§13.3.1.4)."""
+        """Rings, answers or rejects, then retransmits the 2xx until the ACK (§13.3.1.4).
+
+        Every wait also watches the call's connection: when it closes the call ends at once.
+        """
         session = call.session
         with call.scope:
             try:
-                await trio.sleep(max(0.0, self.policy.delay))
+                if await self._lost_before(call, trio.current_time() + max(0.0, self.policy.delay)):
+                    return
                 if session.state is not InviteState.RINGING:
                     return
-                await self._run(call, self._decide(session))
+                await self._run(call, self._decide(call))
                 answered_at = trio.current_time()
                 while (deadline := session.next_deadline()) is not None:
-                    await trio.sleep_until(deadline)
+                    if await self._lost_before(call, deadline):
+                        return
                     await self._run(call, session.handle_timer(trio.current_time()))
                 if not _confirmed(session):
                     return
                 hangup_after = self.policy.hangup_after
                 hangup_at = answered_at + hangup_after if hangup_after is not None else math.inf
-                # A BYE from the caller meanwhile ends the call and cancels this scope. A caller
-                # whose connection goes without a BYE can never send one: end the call then.
-                with trio.move_on_at(hangup_at):
-                    await call.connection.closed.wait()
-                    reason = call.connection.closed_reason or "closed"
-                    self._end(call, CallEnded(reason=f"connection-lost: {reason}"))
+                # A BYE from the caller meanwhile ends the call and cancels this scope.
+                if await self._lost_before(call, hangup_at):
                     return
                 await self._run(call, session.hangup())
             except ConnectionLost as exc:
@@ -296,22 +420,19 @@ class CallHandler:
                 # cannot be built must end this call, never the user agent's nursery.
                 self._end(call, CallEnded(reason=f"protocol-error: {exc}"))
 
-    def _decide(self, session: InviteSession) -> list[InviteOutput]:
+    async def _lost_before(self, call: _Call, deadline: float) -> bool:
+        """Waits until `deadline`; True (and the call ended) if its connection closed first."""
+        with trio.move_on_at(deadline):
+            await call.connection.closed.wait()
+            reason = call.connection.closed_reason or "closed"
+            self._end(call, CallEnded(reason=f"connection-lost: {reason}"))
+            return True
+        return False
+
+    def _decide(self, call: _Call) -> list[InviteOutput]:
         if self.policy.action in REJECT_STATUS:
-            return session.reject(REJECT_STATUS[self.policy.action])
-        try:
-            address = session.sent_by.rsplit(":", 1)[0].strip("[]")
-            answer = build_answer(
-                session.invite.body,
-                address=address,
-                port=MEDIA_PORT,
-                session_id=self._rng.getrandbits(31),
-            )
-        except SdpError:
-            answer = None
-        if answer is None:
-            return session.reject(488)  # RFC 3264 §6: no acceptable media
-        return session.answer(answer, trio.current_time())
+            return call.session.reject(REJECT_STATUS[self.policy.action])
+        return call.session.answer(call.sdp, trio.current_time())
 
     async def _run(
         self, call: _Call, outputs: list[InviteOutput], *, reply_on: SipConnection | None = None
@@ -335,12 +456,17 @@ class CallHandler:
 
     def _end(self, call: _Call, ended: CallEnded) -> None:
         call.ended.set()
-        if self._calls.get(call.session.call_id) is call:
-            del self._calls[call.session.call_id]
+        key = _key(call.session.invite)
+        if self._calls.get(key) is call:
+            del self._calls[key]
             self._publish(
                 "call-ended", call_id=call.session.call_id, reason=ended.reason, status=ended.status
             )
         call.scope.cancel()
+
+
+def _key(request: Request | Response) -> CallKey:
+    return (request.call_id, request.from_.tag)
 
 
 def _confirmed(session: InviteSession) -> bool:

@@ -10,7 +10,15 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from sipua.sip import Request, Response, make_response, parse_message, serialize
+from sipua.sip import (
+    MessageFramed,
+    Request,
+    Response,
+    StreamFramer,
+    make_response,
+    parse_message,
+    serialize,
+)
 from sipua.tls.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import serve_tls
@@ -145,7 +153,9 @@ async def test_client_reset_before_accept_ends_only_that_connection() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_handler_bug_closes_only_that_connection() -> None:
+async def test_handler_bug_is_answered_500_and_the_connection_goes_on(
+    internal_errors: list[Exception],
+) -> None:
     calls = 0
 
     async def buggy(connection: SipConnection, message: Request | Response) -> None:
@@ -168,16 +178,23 @@ async def test_handler_bug_closes_only_that_connection() -> None:
         )
         tcp = await trio.open_tcp_stream(host, port)
         stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
+        framer = StreamFramer()
+        responses: list[Response] = []
         await stream.send_all(OPTIONS)
+        await stream.send_all(OPTIONS)  # the same connection serves the next request
         with trio.fail_after(5):
-            try:
-                while await stream.receive_some(65536):
-                    pass  # the server closes this connection without an answer
-            except trio.BrokenResourceError:
-                pass
+            while len(responses) < 2:
+                data = await stream.receive_some(65536)
+                assert data, "the connection was closed after the handler's bug"
+                framer.receive_data(bytes(data))
+                while isinstance(event := framer.next_event(), MessageFramed):
+                    message = parse_message(event.data)
+                    assert isinstance(message, Response)
+                    responses.append(message)
+        assert [r.status for r in responses] == [500, 200]
+        assert [str(e) for e in internal_errors] == ["handler bug"]
+        internal_errors.clear()
         await stream.aclose()
-        response = await _options_round_trip(host, port)
-        assert response.status == 200
         assert calls == 2
         nursery.cancel_scope.cancel()
 

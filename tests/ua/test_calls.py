@@ -169,8 +169,11 @@ async def test_offer_without_common_codec_is_488(tmp_path: Path) -> None:
     offer = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
     async with registered_ua(tmp_path) as (registrar, ua, uri):
         flow = await registrar.send_request("alice", request("INVITE", uri, body=offer))
-        assert (await registrar.response(flow, status=488)).status == 488
-        await wait_until(lambda: bool(events(ua, "call-ended")), 5)
+        refused = await registrar.response(flow, status=488)
+        assert "no audio stream with PCMU or PCMA" in (refused.headers.get("Warning") or "")
+        # Refused before ringing (RFC 3261 §8.2.3 comes before any application decision).
+        assert not [r.status for r in flow.responses if r.cseq.method == "INVITE"]  # no 100/180
+        assert not events(ua, "call-incoming")
 
 
 async def test_reinvite_is_488_and_shutdown_hangs_up_with_bye(tmp_path: Path) -> None:
@@ -196,7 +199,9 @@ class FakeConnection:
         self.peer = "127.0.0.1:40000"
         self.sent: list[Request | Response] = []
         self.closed = trio.Event()
+        self.closed_reason: str | None = None
         self.is_open = True
+        self.tls_name: str | None = None
 
     async def send(self, message: Request | Response) -> None:
         self.sent.append(message)
@@ -211,6 +216,7 @@ def call_handler(
         contact_for=lambda connection: f"sips:alice@{connection.local}",
         nursery=nursery,
         rng=random.Random(1),
+        users=frozenset({"alice"}),
     )
 
 
