@@ -41,15 +41,19 @@ from structlog.typing import FilteringBoundLogger
 
 from sipua.errors import ConfigError, HandshakeFailed, PeerNotTrusted
 from sipua.logs import get_logger
+from sipua.settings.model import ListenSettings
 from sipua.sip.uri import host_port
 from sipua.tls.context import TlsServerConfig
 from sipua.tls.events import HandshakeCompleted
 from sipua.tls.stream import TlsStream
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
-DEFAULT_MAX_CONNECTIONS: Final = 256
+# The defaults are the settings' (one place for each default: sipua.settings.model).
+_LISTEN_DEFAULTS: Final = ListenSettings()
+#: Inbound connections held at once.
+DEFAULT_MAX_CONNECTIONS: Final = _LISTEN_DEFAULTS.max_connections
 #: Inbound connections one source address (an IPv6 /64) may hold at once.
-DEFAULT_MAX_PER_ADDRESS: Final = 8
+DEFAULT_MAX_PER_ADDRESS: Final = _LISTEN_DEFAULTS.max_connections_per_address
 #: Places of the global bound only the configured servers may take (at most a quarter of it).
 SERVER_RESERVE: Final = 16
 #: IPv6 sources are counted per prefix of this length (one subscriber's block, RFC 6177).
