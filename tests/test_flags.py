@@ -21,6 +21,7 @@ CONTRACT_FLAGS = (
     *("--cn-validation", "--no-cn-validation", "--allow-wildcards", "--device-cert", "--mac"),
     *("--listen", "--no-listen", "--expires", "--data-dir", "--log-format", "--trace"),
     *("--tls-min-version", "--ciphers", "--keylog-file", "--keepalive"),
+    *("--servers-only", "--no-servers-only"),
 )
 
 
@@ -169,3 +170,13 @@ def test_flags_module_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_servers_only_flag_maps_onto_the_listen_setting() -> None:
+    assert settings_from_args(
+        parse("--servers-only"), ENV, require_account=False
+    ).listen.servers_only
+    off = settings_from_args(
+        parse("--no-servers-only"), {**ENV, "SIPUA_SERVERS_ONLY": "1"}, require_account=False
+    )
+    assert off.listen.servers_only is False

@@ -35,6 +35,9 @@ def test_defaults() -> None:
     assert (tls.min_version, tls.max_version, tls.handshake_timeout) == ("1.2", None, 10.0)
     listen = ListenSettings()
     assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 5061)
+    # Inbound handshakes get less time than our own (10 s): a silent client holds a place.
+    assert (listen.max_connections, listen.max_connections_per_address) == (256, 8)
+    assert (listen.handshake_timeout, listen.servers_only) == (3.0, False)
     account = AccountSettings(name="a", aor="sips:alice@example.test", username="alice")
     assert (account.expires, account.register, account.keepalive_interval) == (600, True, None)
     assert (account.auto_answer_delay, account.answer) == (1.0, "accept")

@@ -199,6 +199,31 @@ def test_groups_with_spaces_are_refused_naming_the_variable() -> None:
         load_settings(env={**ENV, "SIPUA_TLS_GROUPS": "X25519 P-256"})
 
 
+def test_listener_admission_settings_from_file_env_and_flag(tmp_path: Path) -> None:
+    config = tmp_path / "sipua.toml"
+    config.write_text(
+        "[listen]\nmax_connections_per_address = 4\nhandshake_timeout = 2.5\nservers_only = true\n"
+    )
+    from_file = load_settings(config, env=ENV).listen
+    assert (from_file.max_connections_per_address, from_file.handshake_timeout) == (4, 2.5)
+    assert from_file.servers_only is True
+    env = {
+        **ENV,
+        "SIPUA_MAX_CONNECTIONS_PER_ADDRESS": "2",
+        "SIPUA_LISTEN_HANDSHAKE_TIMEOUT": "1",
+        "SIPUA_SERVERS_ONLY": "off",
+    }
+    from_env = load_settings(config, env=env).listen
+    assert (from_env.max_connections_per_address, from_env.handshake_timeout) == (2, 1.0)
+    assert from_env.servers_only is False
+    flag = Override("listen.servers_only", True, "--servers-only/--no-servers-only")
+    assert load_settings(config, env=env, overrides=[flag]).listen.servers_only is True
+    with pytest.raises(ConfigError, match=r"SIPUA_MAX_CONNECTIONS_PER_ADDRESS: expected an int"):
+        load_settings(env={**ENV, "SIPUA_MAX_CONNECTIONS_PER_ADDRESS": "0"})
+    with pytest.raises(ConfigError, match=r"SIPUA_LISTEN_HANDSHAKE_TIMEOUT: expected a number"):
+        load_settings(env={**ENV, "SIPUA_LISTEN_HANDSHAKE_TIMEOUT": "0"})
+
+
 def test_listen_flags() -> None:
     host_only = load_settings(
         env=ENV, overrides=[Override("listen.address", "0.0.0.0", "--listen")]

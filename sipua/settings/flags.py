@@ -43,6 +43,7 @@ _FLAG_SETTINGS: Final[Mapping[str, tuple[str, str]]] = {
     "tls_groups": ("tls.groups", "--tls-groups"),
     "keylog_file": ("tls.keylog_file", "--keylog-file"),
     "listen": ("listen.address", "--listen"),
+    "servers_only": ("listen.servers_only", "--servers-only/--no-servers-only"),
     "data_dir": ("data_dir", "--data-dir"),
     "log_format": ("log_format", "--log-format"),
     "log_level": ("log_level", "--log-level"),
@@ -175,7 +176,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--keylog-file", metavar="FILE", help="append TLS keys for Wireshark (secret material!)"
     )
 
-    listen = parser.add_argument_group("listener").add_mutually_exclusive_group()
+    listener = parser.add_argument_group("listener")
+    listen = listener.add_mutually_exclusive_group()
     listen.add_argument(
         "--listen",
         metavar="HOST:PORT",
@@ -187,6 +189,11 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         help="do not open a listener",
+    )
+    listener.add_argument(
+        "--servers-only",
+        action=argparse.BooleanOptionalAction,
+        help="accept inbound connections only from the registrar/proxy's addresses (default: off)",
     )
 
     output = parser.add_argument_group("output")

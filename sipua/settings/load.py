@@ -40,7 +40,8 @@ Environment variables (each overrides the file; the flag of the same name overri
     SIPUA_CIPHERS, SIPUA_KEYLOG_FILE, SIPUA_HANDSHAKE_TIMEOUT, SIPUA_VERIFY_CLIENT
                             the [tls] settings
     SIPUA_LISTEN (HOST:PORT), SIPUA_LISTEN_ENABLED, SIPUA_MAX_CONNECTIONS,
-    SIPUA_IDLE_TIMEOUT      the [listen] settings
+    SIPUA_MAX_CONNECTIONS_PER_ADDRESS, SIPUA_LISTEN_HANDSHAKE_TIMEOUT, SIPUA_IDLE_TIMEOUT,
+    SIPUA_SERVERS_ONLY      the [listen] settings
     SIPUA_DATA_DIR, SIPUA_LOG_FORMAT, SIPUA_LOG_LEVEL, SIPUA_TRACE
                             the top-level settings
 
@@ -140,7 +141,10 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "SIPUA_LISTEN": "listen.address",
     "SIPUA_LISTEN_ENABLED": "listen.enabled",
     "SIPUA_MAX_CONNECTIONS": "listen.max_connections",
+    "SIPUA_MAX_CONNECTIONS_PER_ADDRESS": "listen.max_connections_per_address",
+    "SIPUA_LISTEN_HANDSHAKE_TIMEOUT": "listen.handshake_timeout",
     "SIPUA_IDLE_TIMEOUT": "listen.idle_timeout",
+    "SIPUA_SERVERS_ONLY": "listen.servers_only",
     "SIPUA_DATA_DIR": "data_dir",
     "SIPUA_LOG_FORMAT": "log_format",
     "SIPUA_LOG_LEVEL": "log_level",
@@ -406,7 +410,10 @@ _LISTEN: Final[Mapping[str, _Converter]] = {
     "host": _listen_host,
     "port": _int(0, 65535),
     "max_connections": _int(1, 1_000_000),
+    "max_connections_per_address": _int(1, 1_000_000),
+    "handshake_timeout": _seconds(0, allow_low=False, high=600),
     "idle_timeout": _seconds(0, allow_low=False, high=86_400),
+    "servers_only": _to_bool,
 }
 # RFC 3261 §20.19: Expires is a delta-seconds, at most 2**32 - 1.
 _ACCOUNT: Final[Mapping[str, _Converter]] = {

@@ -121,7 +121,8 @@ class TlsSettings:
             None keeps OpenSSL's default, which puts the post-quantum hybrid X25519MLKEM768
             first.
         keylog_file: Where to append NSS key-log lines for Wireshark; None disables it.
-        handshake_timeout: Seconds a TLS handshake may take before it is abandoned.
+        handshake_timeout: Seconds a TLS handshake sipua starts (to the registrar) may take
+            before it is abandoned; inbound handshakes have `listen.handshake_timeout`.
         verify_client: Whether the listener asks inbound peers for a certificate: `none`,
             `request` (verify one if sent) or `require`.
     """
@@ -155,15 +156,27 @@ class ListenSettings:
         enabled: Whether to listen at all.
         host: The local address to bind (an IP literal).
         port: The local port (RFC 3261 §19.1.2: 5061 for SIPS).
-        max_connections: Inbound connections held at once; more are refused.
+        max_connections: Inbound connections held at once; more are refused. The last 16
+            (at most a quarter) are kept for the servers sipua registers with.
+        max_connections_per_address: Inbound connections one source address (an IPv6 /64)
+            may hold at once; more are refused. The servers sipua registers with are exempt.
+        handshake_timeout: Seconds an inbound client has for its TLS handshake; shorter than
+            `tls.handshake_timeout` for our own connections, because a client that connects and
+            stays silent holds a place until then.
         idle_timeout: Seconds an inbound connection may stay silent before it is closed.
+        servers_only: Accept inbound connections only from the servers sipua registers with
+            (the addresses its registrar or outbound proxy resolved to), as desk phones' "Accept
+            SIP Trust Server Only"; every other source is refused and logged.
     """
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = SIPS_PORT
     max_connections: int = 256
+    max_connections_per_address: int = 8
+    handshake_timeout: float = 3.0
     idle_timeout: float = 300.0
+    servers_only: bool = False
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:

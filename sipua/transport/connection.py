@@ -21,7 +21,12 @@ servers send session tickets after the handshake and a client that never reads c
   info level (`message-refused`, with the reason and whether it was answered). The connection
   lives (design.md pitfalls, RFC 3261 §8.2).
 - A framing error (no Content-Length, oversized message) kills the connection (RFC 3261
-  §18.3), after the same kind of error response when the head of the message allows one.
+  §18.3), after the same kind of error response when the head of the message allows one. The
+  close lingers (as HTTP servers do): what the peer still sends is read and discarded until it
+  closes or pauses for `LINGER_QUIET_SECONDS` (it sent its message and waits for the answer),
+  for at most `LINGER_SECONDS` and `LINGER_MAX_BYTES` (counted in `discarded_bytes`), because
+  closing a socket with unread bytes makes the kernel reset the connection, and a peer that is
+  still sending its oversized message would then lose the answer unread.
 - The idle timeout closes a connection that received nothing for that long (inbound
   connections); the keep-alive schedule pings on the registration flow and declares it dead when
   a pong is missing (RFC 5626 §4.4.1).
@@ -67,6 +72,13 @@ PONG: Final = b"\r\n"
 #: How long an error response to a bad message may take to send; a peer that sends garbage
 #: and does not read must not hold the reader up.
 ERROR_RESPONSE_SEND_SECONDS: Final = 2.0
+#: After a framing error: how long, and how many bytes, the rest of what the peer sends is read
+#: and discarded before the connection closes (a lingering close, so our answer is not lost to
+#: a reset).
+LINGER_SECONDS: Final = 2.0
+LINGER_MAX_BYTES: Final = 256 * 1024
+#: A peer silent this long while we linger has sent what it had: close at once.
+LINGER_QUIET_SECONDS: Final = 0.5
 
 _TAGS: Final = random.SystemRandom()  # To tags of error responses (RFC 3261 §19.3)
 #: Characters of a refusal reason or an internal error's message that reach the log.
@@ -128,6 +140,8 @@ class SipConnection:
         self.keepalive: KeepaliveSchedule | None = None
         self.dropped_messages = 0
         self.error_responses = 0
+        self.discarded_bytes = 0  # read and thrown away while lingering after a framing error
+        self._linger = False
         self._handler = handler
         self._trace = trace
         self._idle_timeout = idle_timeout
@@ -202,6 +216,8 @@ class SipConnection:
                 finally:
                     nursery.cancel_scope.cancel()
                 self._mark_closed(reason)
+            if self._linger:
+                await self._discard_incoming()
         if self.closed_reason is None:
             self._mark_closed("closed")
         await self._close_stream()
@@ -221,6 +237,22 @@ class SipConnection:
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, SipuaError),
         ):
             await self.stream.aclose()
+
+    async def _discard_incoming(self) -> None:
+        """A lingering close: reads and drops what still arrives until the peer closes or
+        pauses, for a bounded time and size, so that our answer is read before we close."""
+        with trio.move_on_after(LINGER_SECONDS):
+            while self.discarded_bytes < LINGER_MAX_BYTES:
+                want = min(RECEIVE_CHUNK_BYTES, LINGER_MAX_BYTES - self.discarded_bytes)
+                data: bytes | bytearray | None = None
+                with trio.move_on_after(LINGER_QUIET_SECONDS):
+                    try:
+                        data = await self.stream.receive_some(want)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError):
+                        return
+                if not data:  # closed by the peer, or quiet
+                    return
+                self.discarded_bytes += len(data)
 
     def _mark_closed(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -254,6 +286,7 @@ class SipConnection:
                 await self._drain_framer()
             except FramingError as exc:
                 await self._reject(self._framer.pending(MAX_HEAD_BYTES), exc)
+                self._linger = True
                 return f"framing error: {exc}"
             except ConnectionLost as exc:
                 return str(exc)

@@ -34,7 +34,7 @@ from sipua.sip.digest import redact_credentials
 from sipua.transport.client import open_tls
 from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
-from sipua.transport.listener import serve_tls
+from sipua.transport.listener import ServerAddresses, serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
 from sipua.ua.calls import AnswerPolicy, CallHandler
 from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
@@ -140,6 +140,12 @@ class UserAgent:
         self._trusted: tuple[Any, ...] = ()
         self._identity: Any = None
         self._store: Any = None
+        # The registrar/proxy's addresses: room at the listener, and the only sources allowed
+        # with listen.servers_only. IP literals in the settings count from the start.
+        self.servers = ServerAddresses()
+        proxy = self.account_settings.proxy_address()
+        with contextlib.suppress(ValueError):
+            self.servers.add(proxy[0] if proxy is not None else self.account_settings.domain)
         from sipua.logs import get_logger
 
         self._log = get_logger(account=self.account_settings.name)
@@ -199,7 +205,7 @@ class UserAgent:
             self._account = Account(
                 account_settings,
                 instance_id=instance_id(self.settings.data_dir, account_settings.instance_id),
-                locator=self._locator,
+                locator=self._locate,
                 connector=self._connect,
                 publish=self.publish,
                 nursery=nursery,
@@ -255,6 +261,12 @@ class UserAgent:
             self._identity = self._store.device_identity(tls.device_cert, tls.mac)
         return self._identity
 
+    async def _locate(self, account: AccountSettings) -> list[FlowTarget]:
+        targets = await self._locator(account)
+        for target in targets:
+            self.servers.add(target.host)
+        return targets
+
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
@@ -277,6 +289,10 @@ class UserAgent:
         opened = await open_tls(
             target.host, target.port, config, handshake_timeout=tls.handshake_timeout
         )
+        tcp = opened.stream.transport_stream
+        if isinstance(tcp, trio.SocketStream):
+            with contextlib.suppress(OSError):
+                self.servers.add(str(tcp.socket.getpeername()[0]))
         verification = opened.handshake.verification
         verified = opened.handshake.verified
         established = TlsEstablished(
@@ -324,9 +340,12 @@ class UserAgent:
             listen.port,
             config,
             self._on_inbound,
-            handshake_timeout=tls.handshake_timeout,
+            handshake_timeout=listen.handshake_timeout,
             idle_timeout=listen.idle_timeout,
             max_connections=listen.max_connections,
+            max_per_address=listen.max_connections_per_address,
+            is_server=self.servers,
+            servers_only=listen.servers_only,
             trace=self._trace if self.settings.trace else None,
             on_handshake=self._on_inbound_handshake,
             task_status=task_status,

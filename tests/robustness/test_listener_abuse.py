@@ -2,8 +2,13 @@
 
 Every test keeps one well-behaved TLS peer connected and checks it is still served after the
 abuse: plaintext SIP, random bytes, a truncated ClientHello, a client that never speaks, a
-client that stalls mid-message, more connections than the cap, an oversized message and a
-message with a lying Content-Length. Timeouts are short and every wait is bounded.
+client that stalls mid-message, more connections than the cap, a flood of silent connections
+from one address (or from many, against the places kept for the registrar), a source that is
+not a configured server while only servers are accepted, an oversized message (sent slowly,
+so the peer is still sending when the answer comes) and a message with a lying
+Content-Length. Clients choose their source address in 127.0.0.0/8 (Linux answers on all of
+it): 127.0.0.2 and up are the abusers, 127.0.0.1 the legitimate caller or registrar. Timeouts
+are short and every wait is bounded.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
+from structlog.testing import capture_logs
 
 from sipua.sip import (
     NEED_DATA,
@@ -27,7 +34,7 @@ from sipua.sip import (
 )
 from sipua.tls.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
-from sipua.transport.listener import serve_tls
+from sipua.transport.listener import LOG_LINES_PER_WINDOW, ServerAddresses, serve_tls
 from tests.transport.test_listener import OPTIONS, client_context, server_config
 
 HANDSHAKE_TIMEOUT = 0.5
@@ -53,6 +60,8 @@ async def listening(
     max_connections: int = 16,
     idle_timeout: float = 30.0,
     config: TlsServerConfig | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    **admission: Any,
 ) -> AsyncIterator[Server]:
     server = Server("", 0)
 
@@ -66,16 +75,29 @@ async def listening(
                 0,
                 config or server_config(),
                 handler,
-                handshake_timeout=HANDSHAKE_TIMEOUT,
+                handshake_timeout=handshake_timeout,
                 idle_timeout=idle_timeout,
                 max_connections=max_connections,
                 on_handshake=on_handshake,
                 task_status=task_status,
+                **admission,
             )
         )
         server.host, server.port = host, port
         yield server
         nursery.cancel_scope.cancel()
+
+
+async def tcp_from(source: str, server: Server) -> trio.SocketStream:
+    """A TCP connection to the server from `source` (an address in 127.0.0.0/8)."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind((source, 0))
+        await sock.connect((server.host, server.port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 class Peer:
@@ -86,8 +108,8 @@ class Peer:
         self.framer = StreamFramer()
 
     @classmethod
-    async def connect(cls, server: Server) -> Peer:
-        tcp = await trio.open_tcp_stream(server.host, server.port)
+    async def connect(cls, server: Server, source: str = "127.0.0.1") -> Peer:
+        tcp = await tcp_from(source, server)
         stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
         try:
             with trio.fail_after(5):
@@ -296,3 +318,164 @@ async def test_tls_below_the_configured_minimum_is_refused() -> None:
         assert kind == "TlsHandshakeError"
         assert "unsupported protocol" in reason
         await good.aclose()
+
+
+async def watch_closed(streams: list[trio.SocketStream], within: float) -> int:
+    """How many of `streams` the server closes (EOF or reset) within `within` seconds."""
+    closed = 0
+
+    async def watch(stream: trio.SocketStream) -> None:
+        nonlocal closed
+        with trio.move_on_after(within):
+            with suppress(trio.BrokenResourceError):
+                await stream.receive_some(1)
+            closed += 1
+
+    async with trio.open_nursery() as nursery:
+        for stream in streams:
+            nursery.start_soon(watch, stream)
+    return closed
+
+
+async def test_300_silent_connections_from_one_address_do_not_lock_out_another() -> None:
+    # The default bounds (256 at once, 8 per address) and a handshake timeout as long as the
+    # outbound one, 10 s: the flood must not hold the places until then.
+    from sipua.transport.listener import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
+
+    with capture_logs() as logs:
+        async with listening(
+            max_connections=DEFAULT_MAX_CONNECTIONS, handshake_timeout=10.0
+        ) as server:
+            flood = [await tcp_from("127.0.0.2", server) for _ in range(300)]
+            start = trio.current_time()
+            with trio.fail_after(2.0):
+                caller = await Peer.connect(server, "127.0.0.1")
+                assert (await caller.request()).status == 200
+            assert trio.current_time() - start < 2.0
+            # All but the address's share were closed at once, before any TLS byte.
+            assert await watch_closed(flood, within=1.0) == 300 - DEFAULT_MAX_PER_ADDRESS
+            assert (await caller.request()).status == 200
+            await caller.aclose()
+            for stream in flood:
+                await stream.aclose()
+    refused = [entry for entry in logs if entry["event"] == "inbound-connection-refused"]
+    assert len(refused) == LOG_LINES_PER_WINDOW  # the other refusals are counted, not logged
+    assert all(entry["peer"].startswith("127.0.0.2:") for entry in refused)
+    assert all("max_connections_per_address" in entry["reason"] for entry in refused)
+    assert all(entry["log_level"] == "info" for entry in refused)
+
+
+async def test_the_registrar_keeps_places_when_many_addresses_flood() -> None:
+    servers = ServerAddresses()
+    servers.add("127.0.0.1")
+    cap, per_address = 32, 4  # a quarter of the places (8) is kept for the servers
+    async with listening(
+        max_connections=cap, max_per_address=per_address, is_server=servers, handshake_timeout=10.0
+    ) as server:
+        # Ten addresses, four connections each: 24 are held, the other 16 refused.
+        flood = [await tcp_from(f"127.0.0.{2 + i // per_address}", server) for i in range(40)]
+        assert await watch_closed(flood, within=1.0) == 40 - (cap - 8)
+        stranger = await tcp_from("127.0.0.100", server)
+        assert await closed_by_server(stranger, within=2.0) == b""
+        await stranger.aclose()
+        # The registrar gets the kept places, more than one address's share.
+        registrar = [await Peer.connect(server, "127.0.0.1") for _ in range(8)]
+        for peer in registrar:
+            assert (await peer.request()).status == 200
+        # And no more than the whole: the cap holds for it too.
+        over = await tcp_from("127.0.0.1", server)
+        assert await closed_by_server(over, within=2.0) == b""
+        await over.aclose()
+        for peer in registrar:
+            await peer.aclose()
+        for stream in flood:
+            await stream.aclose()
+
+
+async def test_one_address_holds_at_most_its_share_and_gets_a_freed_place_back() -> None:
+    with capture_logs() as logs:
+        async with listening(max_per_address=3) as server:
+            peers = [await Peer.connect(server, "127.0.0.2") for _ in range(3)]
+            for peer in peers:
+                assert (await peer.request()).status == 200
+            extra = await tcp_from("127.0.0.2", server)
+            assert await closed_by_server(extra, within=2.0) == b""
+            await extra.aclose()
+            other = await Peer.connect(server, "127.0.0.1")
+            assert (await other.request()).status == 200
+            await peers.pop().aclose()
+            with trio.fail_after(5):
+                while True:
+                    try:
+                        replacement = await Peer.connect(server, "127.0.0.2")
+                        break
+                    except (trio.BrokenResourceError, ssl.SSLError):
+                        await trio.sleep(0.05)  # the server has not noticed the close yet
+            assert (await replacement.request()).status == 200
+            for peer in [*peers, replacement, other]:
+                await peer.aclose()
+    refused = [entry for entry in logs if entry["event"] == "inbound-connection-refused"]
+    assert refused
+    assert refused[0]["peer"].startswith("127.0.0.2:")
+    assert refused[0]["reason"] == (
+        "3 connections from this address held already (listen.max_connections_per_address)"
+    )
+    closed = [entry for entry in logs if entry["event"] == "inbound-connection-closed"]
+    assert any(entry["reason"] == "closed by peer" for entry in closed)
+
+
+async def test_only_the_configured_servers_are_accepted_when_asked() -> None:
+    servers = ServerAddresses()
+    servers.add("127.0.0.1")
+    with capture_logs() as logs:
+        async with listening(is_server=servers, servers_only=True) as server:
+            stranger = await tcp_from("127.0.0.2", server)
+            assert await closed_by_server(stranger, within=2.0) == b""
+            await stranger.aclose()
+            registrar = await Peer.connect(server, "127.0.0.1")
+            assert (await registrar.request()).status == 200
+            servers.add("127.0.0.2")  # the flow re-resolved to a second server
+            second = await Peer.connect(server, "127.0.0.2")
+            assert (await second.request()).status == 200
+            await registrar.aclose()
+            await second.aclose()
+    [refusal] = [entry for entry in logs if entry["event"] == "inbound-connection-refused"]
+    assert refusal["peer"].startswith("127.0.0.2:")
+    assert "listen.servers_only" in refusal["reason"]
+    # The stranger never reached the handshake.
+    assert [kind for kind, _ in server.outcomes] == ["HandshakeCompleted"] * 2
+
+
+async def test_a_peer_still_sending_an_oversized_message_reads_the_513() -> None:
+    # The peer sends its message in pieces: the 513 goes out after the first, while it is
+    # still sending. Closing then would reset the connection under the peer's sends.
+    size = 200_000
+    with capture_logs() as logs:
+        async with listening() as server:
+            good = await Peer.connect(server)
+            big = await Peer.connect(server)
+            await big.stream.send_all(
+                OPTIONS.replace(b"Content-Length: 0", b"Content-Length: %d" % size)
+            )
+            piece = b"x" * 8192
+            with trio.fail_after(5):
+                for _ in range(size // len(piece)):
+                    await big.stream.send_all(piece)
+                    await trio.sleep(0.005)
+            answer = await big.response()
+            assert answer.status == 513
+            start = trio.current_time()
+            assert await closed_by_server(big.stream) == b""
+            assert trio.current_time() - start < 1.5  # the peer went quiet: closed soon
+            await trio.aclose_forcefully(big.stream)
+            assert (await good.request()).status == 200
+            await good.aclose()
+    [dropped] = [
+        entry
+        for entry in logs
+        if entry["event"] == "inbound-connection-closed" and "framing error" in entry["reason"]
+    ]
+    assert dropped["log_level"] == "info"
+    assert "exceeds the 65536-byte limit" in dropped["reason"]
+    assert dropped["error_responses"] == 1
+    assert 0 < dropped["discarded_bytes"] <= size

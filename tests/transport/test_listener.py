@@ -220,3 +220,82 @@ async def test_wildcard_listener_gives_each_connection_its_real_local_address() 
         assert response.status == 200
         assert locals_seen == [f"127.0.0.1:{port}"]
         nursery.cancel_scope.cancel()
+
+
+def test_admission_bounds_each_source_and_keeps_room_for_servers() -> None:
+    from sipua.transport.listener import Admission, ServerAddresses
+
+    servers = ServerAddresses()
+    servers.add("[2001:db8::5]")
+    admission = Admission(max_connections=8, max_per_address=2, is_server=servers)
+    assert admission.reserve == 2  # a quarter of 8
+    assert admission.admit("192.0.2.1") is None
+    assert admission.admit("192.0.2.1") is None
+    assert "max_connections_per_address" in (admission.admit("192.0.2.1") or "")
+    # IPv6 sources count per /64: another address of the same block is the same source.
+    assert admission.admit("2001:db8:1::1") is None
+    assert admission.admit("2001:db8:1::2") is None
+    assert admission.admit("2001:db8:1::ffff") is not None
+    assert admission.held_by("2001:db8:1::7") == 2
+    assert admission.admit("192.0.2.2") is None
+    assert admission.admit("192.0.2.3") is None
+    # Six held: the last two places are the servers'.
+    assert "kept for the configured servers" in (admission.admit("192.0.2.4") or "")
+    assert admission.admit("2001:db8::5") is None
+    assert admission.admit("2001:db8::5") is None
+    assert "listen.max_connections)" in (admission.admit("2001:db8::5") or "")
+    admission.release("192.0.2.1")
+    assert admission.held == 7
+    assert admission.held_by("192.0.2.1") == 1
+    with pytest.raises(RuntimeError):
+        admission.release("198.51.100.1")
+
+
+def test_admission_without_servers_keeps_nothing_back_and_servers_only_refuses_others() -> None:
+    from sipua.transport.listener import Admission, ServerAddresses
+
+    open_to_all = Admission(max_connections=4, max_per_address=4)
+    assert open_to_all.reserve == 0
+    assert all(open_to_all.admit("192.0.2.1") is None for _ in range(4))
+    servers = ServerAddresses()
+    servers.add("::ffff:192.0.2.9")  # as a dual-stack listener sees an IPv4 peer
+    only = Admission(is_server=servers, servers_only=True)
+    assert "listen.servers_only" in (only.admit("192.0.2.1") or "")
+    assert only.admit("192.0.2.9") is None
+    assert only.admit("::ffff:192.0.2.9") is None  # the same address
+
+
+def test_server_addresses_take_ip_addresses_only_and_stay_bounded() -> None:
+    from sipua.transport.listener import ServerAddresses, source_address
+
+    servers = ServerAddresses(limit=3)
+    servers.add("registrar.example.test")  # a name: the listener never sees one
+    assert len(servers) == 0
+    for host in ("192.0.2.1", "192.0.2.2", "[2001:DB8::1]", "192.0.2.4"):
+        servers.add(host)
+    assert len(servers) == 3
+    assert "192.0.2.1" not in servers  # the oldest went
+    assert servers("2001:db8::1")
+    assert source_address("::ffff:127.0.0.2") == "127.0.0.2"
+    assert source_address("[fe80::1%eth0]") == "fe80::1"
+    assert source_address("not-an-address") == "not-an-address"
+
+
+def test_throttled_log_counts_what_it_leaves_out_and_says_so_once_per_window() -> None:
+    from structlog.testing import capture_logs
+
+    from sipua.logs import get_logger
+    from sipua.transport.listener import ThrottledLog
+
+    with capture_logs() as logs:
+        throttled = ThrottledLog(get_logger(), "refused", limit=3, window=10.0)
+        for second in range(10):
+            throttled(float(second), peer=f"192.0.2.{second}")
+        throttled.flush(9.5)  # the window is not over: nothing yet
+        assert len(logs) == 3
+        throttled.flush(10.0)
+        throttled.flush(25.0)  # nothing left out since: no line
+    assert [entry.get("peer") for entry in logs[:3]] == ["192.0.2.0", "192.0.2.1", "192.0.2.2"]
+    assert len(logs) == 4
+    assert logs[3]["unlogged"] == 7
+    assert logs[3]["reason"] == "7 more in 10 s, not logged one by one"

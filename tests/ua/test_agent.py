@@ -396,3 +396,48 @@ async def test_contact_never_names_a_wildcard_or_loopback_listener(
             listen=listen,
         )
         assert account.contact_uri(Flow(local)) == contact  # type: ignore[arg-type]
+
+
+async def _tcp_from(source: str, address: tuple[str, int]) -> trio.SocketStream:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await sock.bind((source, 0))
+    await sock.connect(address)
+    return trio.SocketStream(sock)
+
+
+async def _closed_within(stream: trio.SocketStream, seconds: float) -> bool:
+    with trio.move_on_after(seconds):
+        with contextlib.suppress(trio.BrokenResourceError):
+            while await stream.receive_some(4096):
+                pass
+        return True
+    return False
+
+
+async def test_listener_knows_the_registrar_and_gives_inbound_handshakes_their_own_time(
+    tmp_path: Path,
+) -> None:
+    async with TestRegistrar() as registrar:
+        config = settings(tmp_path, registrar, listen=True)
+        config = replace(
+            config,
+            tls=replace(config.tls, handshake_timeout=10.0),
+            listen=replace(config.listen, handshake_timeout=0.3, servers_only=True),
+        )
+        async with UserAgent(config) as ua:
+            assert ua.listen_address is not None
+            assert "127.0.0.1" in ua.servers  # the proxy is an IP address: known at once
+            await ua.account.register()
+            assert "127.0.0.1" in ua.servers
+            # Not the registrar's address: refused before any TLS byte (servers_only).
+            stranger = await _tcp_from("127.0.0.2", ua.listen_address)
+            start = trio.current_time()
+            assert await _closed_within(stranger, 0.2)
+            assert trio.current_time() - start < 0.2
+            await stranger.aclose()
+            # The registrar's address is accepted; staying silent costs it the inbound
+            # handshake timeout (0.3 s), not the outbound one (10 s).
+            silent = await _tcp_from("127.0.0.1", ua.listen_address)
+            assert not await _closed_within(silent, 0.15)
+            assert await _closed_within(silent, 2.0)
+            await silent.aclose()
