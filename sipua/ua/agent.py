@@ -198,6 +198,7 @@ class UserAgent:
             nursery=nursery,
             rng=random.Random(self._rng.getrandbits(64)),
             users=_served_users(account_settings),
+            is_server=self.servers,
         )
         try:
             if self._listen:
