@@ -60,9 +60,11 @@ class _RefusePassword(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        parser.error(
-            "argument --password: not supported, other users can read command lines; "
-            "put the password in a file for --password-file FILE, or in SIPUA_PASSWORD"
+        from sipua.cli import exit_with_error
+
+        exit_with_error(
+            "--password is not supported: other users can read command lines; put the "
+            "password in a file for --password-file FILE, or in SIPUA_PASSWORD"
         )
 
 
