@@ -488,7 +488,17 @@ def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
     if failed.status == 408:
         return TransportError(f"registration timed out: {failed.reason}")
     if failed.auth or failed.status == 403:
-        hint = "" if failed.auth else f"; check that user {username!r} may register"
+        if failed.auth:
+            hint = ""
+        elif failed.credentials_sent:
+            # Registrars (Kamailio's auth module among them) answer a wrong password with 403.
+            hint = (
+                f", in answer to our credentials: the password (or the user name {username!r}) "
+                f"is most likely wrong; check --password-file and --username, or that user "
+                f"{username!r} may register"
+            )
+        else:
+            hint = f"; check that user {username!r} may register"
         return AuthenticationFailed(
             f"registration refused ({failed.status}): {failed.reason}{hint}", status=failed.status
         )

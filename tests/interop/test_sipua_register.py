@@ -85,6 +85,8 @@ def test_wrong_password_exits_4_with_the_refusal(kamailio: Kamailio, tmp_path: P
     assert failed is not None, sipua.tail()
     assert failed["status"] == 403
     assert "sipua: error: registration refused (403)" in sipua.output
+    # Kamailio refuses a wrong password with 403: sipua says what most likely happened.
+    assert "the password (or the user name 'alice') is most likely wrong" in sipua.output
 
 
 def test_kamailio_restart_drops_the_lock_then_sipua_registers_again(

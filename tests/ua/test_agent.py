@@ -126,6 +126,27 @@ async def test_403_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RegistrationError) as info:
             await ua.account.register()
         assert info.value.exit_code == 4
+        # No credentials were sent: the registrar refuses the user itself.
+        assert str(info.value) == (
+            "registration refused (403): Forbidden; check that user 'alice' may register"
+        )
+
+
+async def test_403_to_our_credentials_says_the_password_is_most_likely_wrong(
+    tmp_path: Path,
+) -> None:
+    async with (
+        TestRegistrar(wrong_password_status=403) as registrar,
+        UserAgent(settings(tmp_path, registrar, password="nope")) as ua,
+    ):
+        with pytest.raises(AuthenticationFailed) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 4
+        assert str(info.value) == (
+            "registration refused (403): Forbidden, in answer to our credentials: the password "
+            "(or the user name 'alice') is most likely wrong; check --password-file and "
+            "--username, or that user 'alice' may register"
+        )
 
 
 async def test_423_then_registered_with_min_expires(tmp_path: Path) -> None:
