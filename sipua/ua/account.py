@@ -213,6 +213,7 @@ class Account:
                 scope="account",
                 state=change.state.value,
                 reason=change.reason,
+                check=change.check,
                 previous=change.previous.value,
                 peer=peer,
             )
@@ -337,7 +338,7 @@ class Account:
         targets = await self._locator(self.settings)
         errors: list[SipuaError] = []
         for target in targets:
-            peer = f"{target.host}:{target.port}"
+            peer = host_port(target.host, target.port)
             self.note_lock(TlsNegotiating(peer=peer), peer)
             try:
                 connection, established = await self._connector(target, self)
