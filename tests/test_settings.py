@@ -34,7 +34,8 @@ def test_defaults() -> None:
     )
     assert (tls.min_version, tls.max_version, tls.handshake_timeout) == ("1.2", None, 10.0)
     listen = ListenSettings()
-    assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 5061)
+    # Port 0: a free port, never the SIPS port a registrar on the same machine listens on.
+    assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 0)
     account = AccountSettings(name="a", aor="sips:alice@example.test", username="alice")
     assert (account.expires, account.register, account.keepalive_interval) == (600, True, None)
     assert (account.auto_answer_delay, account.answer) == (1.0, "accept")
@@ -138,7 +139,7 @@ def test_example_config_parses_to_the_documented_defaults() -> None:
                 password=Secret("example-pw"),
             ),
         ),
-        listen=ListenSettings(host="0.0.0.0"),
+        listen=ListenSettings(host="0.0.0.0", port=5061),
         data_dir=default_data_dir(env),
     )
     assert settings == expected

@@ -208,7 +208,7 @@ def test_listen_flags() -> None:
     host_only = load_settings(
         env=ENV, overrides=[Override("listen.address", "0.0.0.0", "--listen")]
     )
-    assert (host_only.listen.host, host_only.listen.port) == ("0.0.0.0", 5061)
+    assert (host_only.listen.host, host_only.listen.port) == ("0.0.0.0", 0)
     off = load_settings(env=ENV, overrides=[Override("listen.enabled", False, "--no-listen")])
     assert off.listen.enabled is False
 

@@ -181,7 +181,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     listen.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="accept inbound TLS here (default 127.0.0.1:5061; [::]:5061 for IPv6)",
+        help="accept inbound TLS here (default 127.0.0.1 on a free port, which the Contact "
+        "tells the registrar; e.g. 0.0.0.0:5061, [::]:5061)",
     )
     listen.add_argument(
         "--no-listen",
