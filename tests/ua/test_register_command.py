@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support.readme import in_the_same_order, line_key, readme_block
 from tests.support.registrar import Pki, TestRegistrar
 
 
@@ -21,7 +22,9 @@ async def run_once(
     *extra: str,
     password: str = "s3cret",
     log_format: str = "json",
+    merged: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Runs `sipua register --once`; `merged`: standard error into standard output, in order."""
     (tmp_path / "pw").write_text(password + "\n")
     ca = tmp_path / "ca.pem"
     if registrar is not None:
@@ -36,6 +39,10 @@ async def run_once(
         "--log-format", log_format, *extra,
     ]  # fmt: skip
     with trio.fail_after(30):
+        if merged:
+            return await trio.run_process(
+                argv, capture_stdout=True, stderr=subprocess.STDOUT, check=False
+            )
         return await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
 
 
@@ -125,6 +132,28 @@ async def test_once_console_untrusted_registrar_is_explained_once(tmp_path: Path
     assert "✘ registration failed error=PeerNotTrusted" in err
     assert err.splitlines()[-1].startswith("sipua: error: the server example.test is not trusted")
     assert (out + err).count("is not trusted") == 1
+
+
+async def test_readme_once_samples_are_in_the_order_sipua_prints_them(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        result = await run_once(
+            tmp_path, registrar, registrar.port, log_format="console", merged=True
+        )
+        assert result.returncode == 0
+        printed = result.stdout.decode().splitlines()
+        sample = readme_block("### Register once, for CI")
+        # The outcome line comes between the registered and the unregistered lines.
+        keys = [line_key(line) for line in sample]
+        assert keys[keys.index("[alice] ✔ registered") + 1] == "registered", sample
+        assert keys[keys.index("registered") + 1] == "[alice] ○ unregistered", sample
+        assert in_the_same_order(sample, printed), printed
+        untrusted = await run_once(
+            tmp_path, None, registrar.port, log_format="console", merged=True
+        )
+        assert untrusted.returncode == 3
+        printed = untrusted.stdout.decode().splitlines()
+        sample = readme_block("Without the registrar's CA in the trusted list")
+        assert in_the_same_order(sample, printed), printed
 
 
 @pytest.mark.parametrize("aor", ["sip:alice@example.test"])
