@@ -58,9 +58,16 @@ def test_register_refresh_call_and_unregister(kamailio: Kamailio, tmp_path: Path
         unregistered = sipua.find("unregistered")
         assert unregistered is not None, sipua.tail()
         assert unregistered["status"] == 200
-        closed = sipua.events[-1]
+        *_, closed, outcome = sipua.events
         assert closed["event"] == "lock-changed"
         assert closed["state"] == "unlocked", sipua.tail()
+        # The last line is the outcome, as with --once.
+        assert outcome["event"] == "outcome"
+        assert (outcome["result"], outcome["lock"], outcome["exit_code"]) == (
+            "unregistered",
+            "unlocked",
+            0,
+        )
 
     # The binding is gone: Kamailio answers a new call itself.
     gone = run_sipp(
