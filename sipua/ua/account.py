@@ -355,7 +355,8 @@ class Account:
                 errors.append(exc)
                 continue
             except TransportError as exc:
-                self.note_lock(ConnectionDown(reason=str(exc)), peer)
+                kind = "connect-failed" if isinstance(exc, ConnectFailed) else "connection-lost"
+                self.note_lock(ConnectionDown(reason=str(exc), kind=kind), peer)
                 errors.append(exc)
                 continue
             self.note_lock(established, peer)

@@ -72,10 +72,18 @@ class TlsRefused:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionDown:
-    """The connection ended: lost (peer closed, reset, dead flow) or closed by us."""
+    """The connection ended: lost (peer closed, reset, dead flow) or closed by us.
+
+    Attributes:
+        reason: what happened, in words.
+        clean: closed by us (``closed``) rather than lost.
+        kind: the word the lock's reason starts with when not clean: ``connection-lost``, or
+            ``connect-failed`` when no connection was opened at all (refused, timed out).
+    """
 
     reason: str
     clean: bool = False
+    kind: str = "connection-lost"
 
 
 LockInput = TlsNegotiating | TlsEstablished | TlsRefused | ConnectionDown
@@ -90,7 +98,8 @@ class LockChanged:
         reason: why, in full (empty for ``negotiating`` and ``locked``).
         check: the reason in a few words, without the explanation: the check that failed
             (``verification-failed: untrusted-issuer``, ``handshake-failed: handshake``,
-            ``untrusted-issuer`` for locked-unverified), ``connection-lost`` or ``closed: ...``.
+            ``untrusted-issuer`` for locked-unverified), ``connect-failed``, ``connection-lost``
+            or ``closed: ...``.
             A summary line shows it; the failure's own error carries the explanation.
         previous: the state before.
     """
@@ -143,8 +152,8 @@ class LockTracker:
             case ConnectionDown(clean=True, reason=reason):
                 closed = f"closed: {reason}" if reason else "closed"
                 return LockState.UNLOCKED, closed, closed
-            case ConnectionDown(reason=reason):
-                return LockState.UNLOCKED, f"connection-lost: {reason}", "connection-lost"
+            case ConnectionDown(reason=reason, kind=kind):
+                return LockState.UNLOCKED, f"{kind}: {reason}", kind
             case _:
                 assert_never(event)
 

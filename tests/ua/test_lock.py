@@ -44,10 +44,16 @@ def test_starts_unlocked_and_not_connected() -> None:
         ),
         # The check is never a sentence cut short: a reason with " (" in it stays whole.
         (
-            ConnectionDown(reason="cannot connect to 127.0.0.1:5999 (refused)"),
+            ConnectionDown(reason="peer closed (reset)"),
             LockState.UNLOCKED,
-            "connection-lost: cannot connect to 127.0.0.1:5999 (refused)",
+            "connection-lost: peer closed (reset)",
             "connection-lost",
+        ),
+        (
+            ConnectionDown(reason="cannot connect to [::1]:5061: refused", kind="connect-failed"),
+            LockState.UNLOCKED,
+            "connect-failed: cannot connect to [::1]:5061: refused",
+            "connect-failed",
         ),
         (
             ConnectionDown(reason="shutdown", clean=True),

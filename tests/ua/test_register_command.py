@@ -112,7 +112,7 @@ async def test_once_console_no_registrar_says_why_once_and_whole(tmp_path: Path)
     out, err = result.stdout.decode(), result.stderr.decode()
     # The outcome names the lock and its check, never a reason cut at its first " (".
     assert out == (
-        "registration failed: sips:alice@example.test; lock: 🔓 unlocked (connection-lost)\n"
+        "registration failed: sips:alice@example.test; lock: 🔓 unlocked (connect-failed)\n"
     )
     # The explanation is the error line, with the address once and the system's words.
     assert err.splitlines()[-1] == (
