@@ -10,8 +10,9 @@ A command module provides:
     def configure(parser: argparse.ArgumentParser) -> None   # add its arguments
     def run(args: argparse.Namespace) -> int                 # do the work, return the exit code
 
-Errors: a `SipuaError` from a command is printed as one line, `sipua: error: <message>`, and its
-`exit_code` is returned. Anything else is a bug and keeps its traceback.
+Errors: a `SipuaError` from a command is printed as one line, `sipua: error: <message>`
+(`ERROR_PREFIX`), and its `exit_code` is returned; a flag refused while parsing says so the same
+way (`exit_with_error`). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Final, Protocol, cast
+from typing import Final, NoReturn, Protocol, cast
 
 from sipua import __version__
+
+#: How every error sipua reports starts (one line on standard error).
+ERROR_PREFIX: Final = "sipua: error: "
 
 # name -> (module, one-line help). The order is the order of `sipua --help`.
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
@@ -63,6 +67,16 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def exit_with_error(message: str, code: int = 2) -> NoReturn:
+    """Prints `message` as sipua prints every error and exits with `code` (usage error: 2).
+
+    For refusals while the arguments are parsed (before a command runs), where argparse would
+    print its usage and a different prefix.
+    """
+    print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
 def _selected_command(argv: Sequence[str]) -> str | None:
     # The first word that names a command selects it; flags before it belong to sipua itself.
     for word in argv:
@@ -89,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _load(args.command).run(args)
     except SipuaError as exc:
-        print(f"sipua: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

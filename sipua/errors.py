@@ -14,6 +14,7 @@ them. Protocol errors about SIP bytes live in `sipua.sip.errors` (the core is de
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Final
 
 from sipua.sip.errors import bounded_message
@@ -29,6 +30,17 @@ EXIT_NETWORK: Final = 5
 #: inside cryptography's complaint, an OpenSSL reason, a peer's answer), so they are bounded:
 #: the head and the tail (where the advice is) are kept.
 MAX_MESSAGE_CHARS: Final = 1024
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The system's words for an OS error ("Connection refused"), to follow sipua's own context.
+
+    Not `strerror` as it comes: trio writes the address into it ("Error connecting to
+    ('127.0.0.1', 5999): Connection refused"), which the message around it already names.
+    """
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 class SipuaError(Exception):

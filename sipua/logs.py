@@ -104,7 +104,9 @@ _EVENT_LOOK: Final[Mapping[str, tuple[str, str, str]]] = {
     "call-ended": ("☎", _DIM, "call ended"),
 }
 # Fields the console line shows in its own place, not as key=value.
-_SHOWN_APART: Final = frozenset({"event", "timestamp", "level", "account", "state", "reason"})
+_SHOWN_APART: Final = frozenset(
+    {"event", "timestamp", "level", "account", "state", "reason", "check"}
+)
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -197,12 +199,19 @@ def _use_colour(stream: TextIO, env: Mapping[str, str]) -> bool:
 class ConsoleRenderer:
     """One readable line per event; the user agent's events get a symbol and a colour.
 
+    A failure is explained once. The lock line of an account that lost its lock names the
+    failed check (the event's `check`, when it has one), since the `registration-failed` line
+    that follows explains it. With `explain_failures` off, that line names only the error
+    class, for a command that prints the explanation itself as its `sipua: error:` line.
+
     Args:
         colors: Whether to write ANSI colours.
+        explain_failures: Whether `registration-failed` lines carry their reason.
     """
 
-    def __init__(self, *, colors: bool) -> None:
+    def __init__(self, *, colors: bool, explain_failures: bool = True) -> None:
         self._colors = colors
+        self._explain_failures = explain_failures
         self._fallback = structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=24)
 
     def _paint(self, colour: str, text: str) -> str:
@@ -222,6 +231,10 @@ class ConsoleRenderer:
         if account is not None:
             parts.insert(1, f"[{account}]")
         reason = event_dict.get("reason")
+        if event == "lock-changed" and event_dict.get("state") == "unlocked":
+            reason = event_dict.get("check") or reason
+        elif event == "registration-failed" and not self._explain_failures:
+            reason = None
         if reason:
             parts.append(f"({reason})")
         extras = " ".join(
@@ -252,6 +265,7 @@ def configure_logging(
     *,
     colors: bool | None = None,
     env: Mapping[str, str] | None = None,
+    explain_failures: bool = True,
 ) -> None:
     """Sets up structlog for the whole process (call once, before the first event).
 
@@ -262,6 +276,8 @@ def configure_logging(
         stream: Where lines go; standard error if omitted.
         colors: Force colours on or off; None decides from the stream and `NO_COLOR`.
         env: The environment for `NO_COLOR`; `os.environ` if omitted.
+        explain_failures: Whether console `registration-failed` lines carry their reason
+            (off when the command prints it as its error line).
 
     Raises:
         ValueError: An unknown format or level.
@@ -280,7 +296,9 @@ def configure_logging(
         )
     elif format == "console":
         use_colours = _use_colour(out, os.environ if env is None else env)
-        renderer = ConsoleRenderer(colors=use_colours if colors is None else colors)
+        renderer = ConsoleRenderer(
+            colors=use_colours if colors is None else colors, explain_failures=explain_failures
+        )
     else:
         raise ValueError(f"unknown log format {format!r}; use 'console' or 'json'")
     structlog.configure(

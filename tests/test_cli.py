@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,32 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"sipua {__version__}"
+
+
+def test_password_flag_is_one_error_line_like_the_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["register", "--once", "--aor", "sips:alice@example.test", "--password", "hunter2"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "sipua: error: --password is not supported: other users can read command lines; put "
+        "the password in a file for --password-file FILE, or in SIPUA_PASSWORD"
+    ]
+
+
+def test_missing_trusted_cert_says_the_file_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        ["register", "--once", "--aor", "sips:alice@example.test", "--proxy", "127.0.0.1:9",
+         "--data-dir", str(tmp_path / "data"), "--trusted-cert", "nosuch.pem"]
+    )  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "sipua: error: --trusted-cert: the certificate file 'nosuch.pem' does not exist; give "
+        "the path of a CA certificate file (PEM or DER)"
+    ]

@@ -245,6 +245,40 @@ def test_console_lock_line_without_reason_has_no_empty_parentheses() -> None:
     assert "[alice] 🔒 locked" in out.getvalue()
 
 
+def test_console_explains_a_failure_once() -> None:
+    # The lock line names the failed check; the failure line after it explains.
+    out = io.StringIO()
+    configure_logging("console", "info", out)
+    why = "the server example.test is not trusted: no trusted CA issued it (its issuer is X)"
+    log = get_logger()
+    log.info(
+        "lock-changed",
+        account="alice",
+        state="unlocked",
+        reason=f"verification-failed: untrusted-issuer ({why})",
+        check="verification-failed: untrusted-issuer",
+    )
+    log.warning("registration-failed", account="alice", error="PeerNotTrusted", reason=why)
+    lock, failed = out.getvalue().splitlines()
+    assert "🔓 unlocked (verification-failed: untrusted-issuer)" in lock
+    assert "check=" not in lock
+    assert why not in lock
+    assert f"✘ registration failed ({why}) error=PeerNotTrusted" in failed
+
+
+def test_console_without_failure_explanations_leaves_them_to_the_error_line() -> None:
+    out = io.StringIO()
+    configure_logging("console", "info", out, explain_failures=False)
+    get_logger().warning("registration-failed", account="alice", error="X", reason="because")
+    assert "because" not in out.getvalue()
+    assert "[alice] ✘ registration failed error=X" in out.getvalue()
+    # The lock of a working but unverified connection is explained on its own line.
+    get_logger().info(
+        "lock-changed", account="alice", state="locked-unverified", reason="c (r)", check="c"
+    )
+    assert "⚠ locked, peer not verified (c (r))" in out.getvalue()
+
+
 def test_console_colour_on_a_terminal_unless_no_color() -> None:
     tty = FakeTty()
     configure_logging("console", "info", tty, env={})

@@ -34,7 +34,8 @@ def test_defaults() -> None:
     )
     assert (tls.min_version, tls.max_version, tls.handshake_timeout) == ("1.2", None, 10.0)
     listen = ListenSettings()
-    assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 5061)
+    # Port 0: a free port, never the SIPS port a registrar on the same machine listens on.
+    assert (listen.enabled, listen.host, listen.port) == (True, "127.0.0.1", 0)
     # Inbound handshakes get less time than our own (10 s): a silent client holds a place.
     assert (listen.max_connections, listen.max_connections_per_address) == (256, 8)
     assert (listen.handshake_timeout, listen.servers_only) == (3.0, False)
@@ -141,7 +142,7 @@ def test_example_config_parses_to_the_documented_defaults() -> None:
                 password=Secret("example-pw"),
             ),
         ),
-        listen=ListenSettings(host="0.0.0.0"),
+        listen=ListenSettings(host="0.0.0.0", port=5061),
         data_dir=default_data_dir(env),
     )
     assert settings == expected

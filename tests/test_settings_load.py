@@ -113,7 +113,12 @@ def test_error_names_file_key_expectation_and_value(tmp_path: Path) -> None:
         ("[tls]\nmac = 'nope'\n", r"tls.mac: expected a MAC address"),
         ("[tls]\nhandshake_timeout = 0\n", r"handshake_timeout: expected a number of seconds > 0"),
         ("[tls]\nhandshake_timeout = nan\n", r"handshake_timeout: expected a number of seconds"),
-        ("[tls]\ntrusted_certs = ['missing.pem']\n", r"missing.pem' is not a file"),
+        (
+            "[tls]\ntrusted_certs = ['missing.pem']\n",
+            r"^.*config.toml: tls.trusted_certs: the certificate file '.*/missing.pem' does not "
+            r"exist; give the path of a CA certificate file \(PEM or DER\)$",
+        ),
+        ("[tls]\ntrusted_certs = ['.']\n", r"tls.trusted_certs: '.*' is not a file; give the"),
         ("[tls]\ntrusted_certs = 'a.pem'\n", r"expected a list of certificate files"),
         ("[listen]\nhost = 'example.test'\n", r"listen.host: expected an IP address to listen on"),
         ("[listen]\nport = 65536\n", r"listen.port: expected an integer from 0 to 65535"),
@@ -228,7 +233,7 @@ def test_listen_flags() -> None:
     host_only = load_settings(
         env=ENV, overrides=[Override("listen.address", "0.0.0.0", "--listen")]
     )
-    assert (host_only.listen.host, host_only.listen.port) == ("0.0.0.0", 5061)
+    assert (host_only.listen.host, host_only.listen.port) == ("0.0.0.0", 0)
     off = load_settings(env=ENV, overrides=[Override("listen.enabled", False, "--no-listen")])
     assert off.listen.enabled is False
 

@@ -1,10 +1,15 @@
 """`sipua register`: register an account over TLS, report the outcome and the lock state.
 
 Without `--once` sipua stays registered (refreshing, keeping the flow alive, serving inbound
-calls) until SIGINT or SIGTERM, then unregisters. With `--once` it registers, prints the outcome
-and the lock state, unregisters and exits; the exit code says what happened (0 registered,
-2 configuration, 3 TLS or certificate, 4 refused, 5 network or timeout). `--once` does not open
-the inbound listener: the Contact is the registration flow's own address.
+calls) until SIGINT or SIGTERM, then unregisters and prints the outcome and the final lock
+state. With `--once` it registers, prints the outcome and the lock state, unregisters and
+exits; the exit code says what happened (0 registered, 2 configuration, 3 TLS or certificate,
+4 refused, 5 network or timeout). `--once` does not open the inbound listener: the Contact is
+the registration flow's own address.
+
+The outcome is one line on standard output (`--log-format json`: an `outcome` object). A
+failure is explained once, in full, by the `sipua: error:` line; the lock in the outcome line
+names only the check that failed.
 
 Heavy imports (trio, OpenSSL) happen inside `run`, so `sipua register --help` stays fast.
 """
@@ -17,6 +22,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from sipua.errors import SipuaError
     from sipua.settings.model import Settings
     from sipua.ua.agent import UserAgent
 
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from sipua.settings.flags import settings_from_args
 
     settings = settings_from_args(args)
-    configure_logging(settings.log_format, settings.log_level)
+    # --once ends a failure with its error line: the log's failure line need not repeat it.
+    configure_logging(settings.log_format, settings.log_level, explain_failures=not args.once)
     if args.once:
         return trio.run(_once, settings)
     return trio.run(_serve, settings, args.hangup_after)
@@ -86,13 +93,22 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
         symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
             lock.state.value, "🔓"
         )
-        # The check that failed, without the long explanation (the error line has that).
-        short = lock.reason.split(" (", 1)[0]
-        reason = f" ({short})" if short else ""
+        # The check that failed, without the explanation (the error line has that).
+        reason = f" ({lock.check})" if lock.check else ""
         state = f"{symbol} {lock.state.value}{reason}"
         what = f"{ua.account_settings.aor} {detail}" if detail else ua.account_settings.aor
         line = f"{result}: {what}; lock: {state}"
     print(line, flush=True)
+
+
+def _failed(settings: Settings, ua: UserAgent, exc: SipuaError) -> int:
+    """Prints the outcome of a failure and its one full explanation; returns the exit code."""
+    from sipua.cli import ERROR_PREFIX
+
+    detail = str(exc) if settings.log_format == "json" else ""
+    _summary(settings, ua, "registration failed", exc.exit_code, detail)
+    print(f"{ERROR_PREFIX}{exc}", file=sys.stderr, flush=True)
+    return exc.exit_code
 
 
 async def _once(settings: Settings) -> int:
@@ -103,10 +119,7 @@ async def _once(settings: Settings) -> int:
         try:
             registered = await ua.account.register()
         except SipuaError as exc:
-            detail = str(exc) if settings.log_format == "json" else ""
-            _summary(settings, ua, "registration failed", exc.exit_code, detail)
-            print(f"sipua: error: {exc}", file=sys.stderr)
-            return exc.exit_code
+            return _failed(settings, ua, exc)
         _summary(settings, ua, "registered", 0, f"for {registered.expires} s")
         await ua.account.unregister()
     return 0
@@ -139,17 +152,24 @@ async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
                 async for _ in signals:
                     break
                 nursery.cancel_scope.cancel()
-        await shutdown(ua)
+        unregistered = await shutdown(ua)
+    # Printed once the flow is closed, so the lock is the final one.
     if failure:
-        raise failure[0]
+        return _failed(settings, ua, failure[0])
+    result = "unregistered" if unregistered else "stopped"
+    detail = "" if unregistered else "without unregistering (nothing was registered, or no answer)"
+    _summary(settings, ua, result, 0, detail)
     return 0
 
 
-async def shutdown(ua: UserAgent, seconds: float = SHUTDOWN_SECONDS) -> None:
+async def shutdown(ua: UserAgent, seconds: float = SHUTDOWN_SECONDS) -> bool:
     """Hangs up every call and unregisters, shielded from cancellation but bounded in time.
 
     A caller whose TCP stopped taking data must not keep sipua from exiting after a signal:
     what is not done within `seconds` is abandoned (the registrar lets the binding expire).
+
+    Returns:
+        Whether the registrar confirmed the unregistration.
     """
     import contextlib
 
@@ -157,7 +177,9 @@ async def shutdown(ua: UserAgent, seconds: float = SHUTDOWN_SECONDS) -> None:
 
     from sipua.errors import SipuaError
 
+    unregistered = False
     with trio.CancelScope(shield=True), trio.move_on_after(seconds):
         with contextlib.suppress(SipuaError):
             await ua.calls.hangup_all()
-        await ua.account.unregister()
+        unregistered = await ua.account.unregister()
+    return unregistered

@@ -61,9 +61,11 @@ class _RefusePassword(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        parser.error(
-            "argument --password: not supported, other users can read command lines; "
-            "put the password in a file for --password-file FILE, or in SIPUA_PASSWORD"
+        from sipua.cli import exit_with_error
+
+        exit_with_error(
+            "--password is not supported: other users can read command lines; put the "
+            "password in a file for --password-file FILE, or in SIPUA_PASSWORD"
         )
 
 
@@ -181,7 +183,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     listen.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="accept inbound TLS here (default 127.0.0.1:5061; [::]:5061 for IPv6)",
+        help="accept inbound TLS here (default 127.0.0.1 on a free port, which the Contact "
+        "tells the registrar; e.g. 0.0.0.0:5061, [::]:5061)",
     )
     listen.add_argument(
         "--no-listen",

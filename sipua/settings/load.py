@@ -278,8 +278,17 @@ def _trusted_certs(value: object, source: _Source) -> tuple[Path, ...]:
             path = _path(item, source)
         except _Invalid:
             raise _Invalid("a list of certificate file names") from None
+        # Not an "expected ..., got <the whole list>" message: the one file that is wrong.
+        if not path.exists():
+            raise ConfigError(
+                f"{source.where}: the certificate file {str(path)!r} does not exist; give the "
+                "path of a CA certificate file (PEM or DER)"
+            )
         if not path.is_file():
-            raise _Invalid(f"existing certificate files, but {str(path)!r} is not a file")
+            raise ConfigError(
+                f"{source.where}: {str(path)!r} is not a file; give the path of a CA "
+                "certificate file (PEM or DER)"
+            )
         paths.append(path)
     return tuple(paths)
 

@@ -37,8 +37,6 @@ DEVICE_CERTS: Final[tuple[DeviceCert, ...]] = ("default", "generic", "custom")
 TLS_VERSIONS: Final[tuple[TlsVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
 VERIFY_CLIENT_MODES: Final[tuple[VerifyClient, ...]] = ("none", "request", "require")
 
-#: The SIPS port (RFC 3261 §19.1.2: 5061 is the default port for sips: URIs).
-SIPS_PORT: Final = 5061
 
 #: The response code each answer policy sends to an inbound INVITE (accept answers with 200).
 ANSWER_STATUS: Final[Mapping[AnswerPolicy, int]] = {"accept": 200, "busy": 486, "decline": 603}
@@ -150,12 +148,17 @@ class ListenSettings:
 
     The default address is 127.0.0.1: a user agent started on a laptop or in CI does not open a
     port to the network unless told to. A desk-phone deployment sets `host = "0.0.0.0"` (or
-    `"::"`), as `config/sipua.example.toml` shows. Port 0 asks the OS for a free port (tests).
+    `"::"`), as `config/sipua.example.toml` shows.
+
+    The default port is 0: the system picks a free one, as softphones do, and the Contact sipua
+    registers carries it, so the registrar reaches the listener there. A fixed port (5061, the
+    SIPS port) would collide with a registrar on the same machine, the first setup most people
+    try; a deployment behind a firewall sets one.
 
     Attributes:
         enabled: Whether to listen at all.
         host: The local address to bind (an IP literal).
-        port: The local port (RFC 3261 §19.1.2: 5061 for SIPS).
+        port: The local port; 0 for a free one the system picks.
         max_connections: Inbound connections held at once; more are refused. The last 16
             (at most a quarter) are kept for the servers sipua registers with.
         max_connections_per_address: Inbound connections one source address (an IPv6 /64)
@@ -171,7 +174,7 @@ class ListenSettings:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = SIPS_PORT
+    port: int = 0
     max_connections: int = 256
     max_connections_per_address: int = 8
     handshake_timeout: float = 3.0

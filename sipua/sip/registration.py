@@ -36,7 +36,9 @@ from typing import Final, Protocol
 
 from sipua.sip import Contact, Headers, Request, Response, SipUri
 from sipua.sip.digest import (
+    AUTHORIZATION,
     PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
     WWW_AUTHENTICATE,
     ChallengeVerdict,
     DigestSession,
@@ -208,12 +210,15 @@ class RegistrationFailed:
         reason: what happened, for a person.
         auth: whether the failure is about credentials (exit code 4, no point retrying soon).
         retry_after: the registrar's Retry-After in seconds, if any.
+        credentials_sent: whether the refused REGISTER carried our digest credentials (a
+            challenge was answered): a 403 to it most often means a wrong password or user.
     """
 
     status: int
     reason: str
     auth: bool = False
     retry_after: int | None = None
+    credentials_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,7 +394,13 @@ class Registration:
             return self._on_interval_too_brief(response, now)
         if 200 <= status < 300:
             return self._on_success(response, now)
-        return self._fail(status, response.reason, retry_after=_retry_after(response))
+        return self._fail(
+            status,
+            response.reason,
+            retry_after=_retry_after(response),
+            credentials_sent=AUTHORIZATION in request.headers
+            or PROXY_AUTHORIZATION in request.headers,
+        )
 
     def next_deadline(self) -> float | None:
         """The next time `handle_timer` has work: a response timeout or the refresh."""
@@ -513,7 +524,13 @@ class Registration:
         return fallback
 
     def _fail(
-        self, status: int, reason: str, *, auth: bool = False, retry_after: int | None = None
+        self,
+        status: int,
+        reason: str,
+        *,
+        auth: bool = False,
+        retry_after: int | None = None,
+        credentials_sent: bool = False,
     ) -> list[RegistrationOutput]:
         if self.state is RegistrationState.UNREGISTERING:
             self.state = RegistrationState.UNREGISTERED
@@ -524,7 +541,13 @@ class Registration:
         # Whatever went wrong, the next attempt starts from a fresh challenge.
         self._responder.forget()
         return [
-            RegistrationFailed(status=status, reason=reason, auth=auth, retry_after=retry_after)
+            RegistrationFailed(
+                status=status,
+                reason=reason,
+                auth=auth,
+                retry_after=retry_after,
+                credentials_sent=credentials_sent,
+            )
         ]
 
     # -- requests -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Final, NoReturn
 
 import trio
 
-from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError
+from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError, os_error_reason
 from sipua.sip.uri import host_port
 from sipua.tls.context import TlsClientConfig, TlsServerConfig, server_context
 from sipua.tls.events import HandshakeCompleted, Verifier
@@ -182,7 +182,7 @@ async def open_tls_stream(
         ) from exc
     except OSError as exc:
         raise ConnectFailed(
-            f"cannot connect to {peer}: {exc.strerror or exc}; check the address and that the "
+            f"cannot connect to {peer}: {os_error_reason(exc)}; check the address and that the "
             "server runs"
         ) from exc
     stream = TlsStream.client(tcp, config, verifier=verifier)

@@ -213,6 +213,7 @@ class Account:
                 scope="account",
                 state=change.state.value,
                 reason=change.reason,
+                check=change.check,
                 previous=change.previous.value,
                 peer=peer,
             )
@@ -337,7 +338,7 @@ class Account:
         targets = await self._locator(self.settings)
         errors: list[SipuaError] = []
         for target in targets:
-            peer = f"{target.host}:{target.port}"
+            peer = host_port(target.host, target.port)
             self.note_lock(TlsNegotiating(peer=peer), peer)
             try:
                 connection, established = await self._connector(target, self)
@@ -354,7 +355,8 @@ class Account:
                 errors.append(exc)
                 continue
             except TransportError as exc:
-                self.note_lock(ConnectionDown(reason=str(exc)), peer)
+                kind = "connect-failed" if isinstance(exc, ConnectFailed) else "connection-lost"
+                self.note_lock(ConnectionDown(reason=str(exc), kind=kind), peer)
                 errors.append(exc)
                 continue
             self.note_lock(established, peer)
@@ -488,7 +490,17 @@ def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
     if failed.status == 408:
         return TransportError(f"registration timed out: {failed.reason}")
     if failed.auth or failed.status == 403:
-        hint = "" if failed.auth else f"; check that user {username!r} may register"
+        if failed.auth:
+            hint = ""
+        elif failed.credentials_sent:
+            # Registrars (Kamailio's auth module among them) answer a wrong password with 403.
+            hint = (
+                f", in answer to our credentials: the password (or the user name {username!r}) "
+                f"is most likely wrong; check --password-file and --username, or that user "
+                f"{username!r} may register"
+            )
+        else:
+            hint = f"; check that user {username!r} may register"
         return AuthenticationFailed(
             f"registration refused ({failed.status}): {failed.reason}{hint}", status=failed.status
         )

@@ -31,6 +31,7 @@ import trio
 from sipua.errors import ConfigError, SipuaError
 from sipua.settings.model import AccountSettings, Settings
 from sipua.sip.digest import redact_credentials
+from sipua.sip.uri import host_port
 from sipua.transport.client import open_tls
 from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
@@ -203,6 +204,8 @@ class UserAgent:
         try:
             if self._listen:
                 self.listen_address = await nursery.start(self._serve)
+                # The port is often one the system picked: say where calls can arrive.
+                self.publish("listening", address=host_port(*self.listen_address))
             self._account = Account(
                 account_settings,
                 instance_id=instance_id(self.settings.data_dir, account_settings.instance_id),

@@ -72,10 +72,18 @@ class TlsRefused:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionDown:
-    """The connection ended: lost (peer closed, reset, dead flow) or closed by us."""
+    """The connection ended: lost (peer closed, reset, dead flow) or closed by us.
+
+    Attributes:
+        reason: what happened, in words.
+        clean: closed by us (``closed``) rather than lost.
+        kind: the word the lock's reason starts with when not clean: ``connection-lost``, or
+            ``connect-failed`` when no connection was opened at all (refused, timed out).
+    """
 
     reason: str
     clean: bool = False
+    kind: str = "connection-lost"
 
 
 LockInput = TlsNegotiating | TlsEstablished | TlsRefused | ConnectionDown
@@ -83,11 +91,23 @@ LockInput = TlsNegotiating | TlsEstablished | TlsRefused | ConnectionDown
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockChanged:
-    """The lock state changed; `reason` is empty for ``negotiating`` and ``locked``."""
+    """The lock state changed.
+
+    Attributes:
+        state: the new state.
+        reason: why, in full (empty for ``negotiating`` and ``locked``).
+        check: the reason in a few words, without the explanation: the check that failed
+            (``verification-failed: untrusted-issuer``, ``handshake-failed: handshake``,
+            ``untrusted-issuer`` for locked-unverified), ``connect-failed``, ``connection-lost``
+            or ``closed: ...``.
+            A summary line shows it; the failure's own error carries the explanation.
+        previous: the state before.
+    """
 
     state: LockState
     reason: str
     previous: LockState
+    check: str = ""
 
 
 INITIAL_REASON: Final = "not connected"
@@ -99,6 +119,7 @@ class LockTracker:
     def __init__(self) -> None:
         self.state = LockState.UNLOCKED
         self.reason = INITIAL_REASON
+        self.check = INITIAL_REASON
 
     def on_event(self, event: LockInput) -> LockChanged | None:
         """Feeds one transport event.
@@ -109,28 +130,30 @@ class LockTracker:
         Returns:
             The transition, or None when neither the state nor its reason changed.
         """
-        state, reason = self._next(event)
+        state, reason, check = self._next(event)
         if state is self.state and reason == self.reason:
             return None
         previous = self.state
-        self.state, self.reason = state, reason
-        return LockChanged(state=state, reason=reason, previous=previous)
+        self.state, self.reason, self.check = state, reason, check
+        return LockChanged(state=state, reason=reason, previous=previous, check=check)
 
     @staticmethod
-    def _next(event: LockInput) -> tuple[LockState, str]:
+    def _next(event: LockInput) -> tuple[LockState, str, str]:
+        """The state, its full reason and its check (the reason without the explanation)."""
         match event:
             case TlsNegotiating():
-                return LockState.NEGOTIATING, ""
+                return LockState.NEGOTIATING, "", ""
             case TlsEstablished(verified=True):
-                return LockState.LOCKED, ""
+                return LockState.LOCKED, "", ""
             case TlsEstablished(code=code, reason=reason):
-                return LockState.LOCKED_UNVERIFIED, _join(code, reason)
+                return LockState.LOCKED_UNVERIFIED, _join(code, reason), code
             case TlsRefused(kind=kind, code=code, reason=reason):
-                return LockState.UNLOCKED, f"{kind}: {_join(code, reason)}"
+                return LockState.UNLOCKED, f"{kind}: {_join(code, reason)}", f"{kind}: {code}"
             case ConnectionDown(clean=True, reason=reason):
-                return LockState.UNLOCKED, f"closed: {reason}" if reason else "closed"
-            case ConnectionDown(reason=reason):
-                return LockState.UNLOCKED, f"connection-lost: {reason}"
+                closed = f"closed: {reason}" if reason else "closed"
+                return LockState.UNLOCKED, closed, closed
+            case ConnectionDown(reason=reason, kind=kind):
+                return LockState.UNLOCKED, f"{kind}: {reason}", kind
             case _:
                 assert_never(event)
 

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from tests.interop.peers import REPO
+from tests.support.readme import in_the_same_order, readme_block
 
 pytestmark = pytest.mark.interop
 
@@ -32,6 +33,14 @@ def test_demo_registers_shows_the_lock_and_answers_a_call() -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    # It says what it is doing before the (on a first run, long) preparation steps.
+    assert "== Preparing the Python environment in .venv (scripts/setup-venv)" in out, out
+    assert "== Checking the peers: Kamailio with TLS, SIPp, baresip, openssl" in out, out
+    # Stopped by SIGINT, sipua prints its outcome as --once does.
+    assert "unregistered: sips:alice@example.test; lock: 🔓 unlocked (closed: shutdown)" in out
+    # The README's sample is this output, in this order.
+    sample = readme_block("What the demo prints")
+    assert in_the_same_order(sample, proc.stdout.splitlines()), out
     assert "the lock says: 🔒 locked" in out, out
     assert "☎ call answered" in out, out
     assert "The call was answered by sipua and hung up by the caller" in out, out

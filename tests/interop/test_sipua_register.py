@@ -58,9 +58,16 @@ def test_register_refresh_call_and_unregister(kamailio: Kamailio, tmp_path: Path
         unregistered = sipua.find("unregistered")
         assert unregistered is not None, sipua.tail()
         assert unregistered["status"] == 200
-        closed = sipua.events[-1]
+        *_, closed, outcome = sipua.events
         assert closed["event"] == "lock-changed"
         assert closed["state"] == "unlocked", sipua.tail()
+        # The last line is the outcome, as with --once.
+        assert outcome["event"] == "outcome"
+        assert (outcome["result"], outcome["lock"], outcome["exit_code"]) == (
+            "unregistered",
+            "unlocked",
+            0,
+        )
 
     # The binding is gone: Kamailio answers a new call itself.
     gone = run_sipp(
@@ -85,6 +92,8 @@ def test_wrong_password_exits_4_with_the_refusal(kamailio: Kamailio, tmp_path: P
     assert failed is not None, sipua.tail()
     assert failed["status"] == 403
     assert "sipua: error: registration refused (403)" in sipua.output
+    # Kamailio refuses a wrong password with 403: sipua says what most likely happened.
+    assert "the password (or the user name 'alice') is most likely wrong" in sipua.output
 
 
 def test_kamailio_restart_drops_the_lock_then_sipua_registers_again(

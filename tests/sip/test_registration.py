@@ -247,6 +247,16 @@ def test_403_fails_and_503_carries_retry_after() -> None:
     assert event.retry_after == 30
 
 
+def test_403_to_our_credentials_says_they_were_sent() -> None:
+    # Kamailio's auth module answers a wrong password with 403, not a second challenge.
+    registration = make()
+    request = sent(registration.register(0.0))
+    header = 'WWW-Authenticate: Digest realm="example.test", nonce="abc", qop="auth"'
+    retry = sent(registration.receive_response(answer(request, 401, header), 0.0))
+    [event] = registration.receive_response(answer(retry, 403, reason="Forbidden"), 0.5)
+    assert event == RegistrationFailed(status=403, reason="Forbidden", credentials_sent=True)
+
+
 def test_responses_that_do_not_match_are_ignored() -> None:
     registration = make()
     request = sent(registration.register(0.0))

@@ -101,6 +101,7 @@ class TestRegistrar:
         max_expires: int = 3600,
         answer_pings: bool = True,
         reject_with: int | None = None,
+        wrong_password_status: int | None = None,
         flow_timer: int | None = None,
         client_ca: bytes | None = None,
     ) -> None:
@@ -110,6 +111,8 @@ class TestRegistrar:
         self.max_expires = max_expires
         self.answer_pings = answer_pings
         self.reject_with = reject_with
+        # None: a wrong password is challenged again; 403: refused, as Kamailio's auth does.
+        self.wrong_password_status = wrong_password_status
         self.flow_timer = flow_timer
         self.port = 0
         self.bindings: dict[str, tuple[_Flow, str, int]] = {}  # user -> flow, contact, expires
@@ -261,6 +264,8 @@ class TestRegistrar:
             return make_response(request, 404, to_tag="registrar")
         authorization = request.headers.get("Authorization")
         if authorization is None or not self._check(request, authorization, self.users[user]):
+            if authorization is not None and self.wrong_password_status is not None:
+                return make_response(request, self.wrong_password_status, to_tag="registrar")
             return self._challenge(request)
         expires = request.expires if request.expires is not None else 3600
         if 0 < expires < self.min_expires:

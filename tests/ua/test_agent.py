@@ -95,6 +95,25 @@ async def test_register_with_digest_then_unregister(tmp_path: Path) -> None:
     assert stored in contact
 
 
+async def test_default_listener_takes_a_free_port_and_the_contact_carries_it(
+    tmp_path: Path,
+) -> None:
+    # The default must not collide with a registrar on this machine (5061): the system picks
+    # the port, and the registered Contact tells the registrar where it is.
+    async with TestRegistrar() as registrar:
+        base = replace(settings(tmp_path, registrar), listen=ListenSettings())
+        async with UserAgent(base) as ua:
+            assert ua.listen_address is not None
+            host, port = ua.listen_address
+            assert host == "127.0.0.1"
+            assert port not in (0, 5061)
+            [listening] = events(ua, "listening")
+            assert listening["address"] == f"127.0.0.1:{port}"
+            await ua.account.register()
+            _, contact, _ = registrar.bindings["alice"]
+            assert contact.startswith(f"<sips:alice@127.0.0.1:{port}>")
+
+
 @pytest.mark.parametrize("suite", ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"])
 async def test_configured_tls13_suite_and_group_are_used(tmp_path: Path, suite: str) -> None:
     async with TestRegistrar() as registrar:
@@ -126,6 +145,27 @@ async def test_403_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RegistrationError) as info:
             await ua.account.register()
         assert info.value.exit_code == 4
+        # No credentials were sent: the registrar refuses the user itself.
+        assert str(info.value) == (
+            "registration refused (403): Forbidden; check that user 'alice' may register"
+        )
+
+
+async def test_403_to_our_credentials_says_the_password_is_most_likely_wrong(
+    tmp_path: Path,
+) -> None:
+    async with (
+        TestRegistrar(wrong_password_status=403) as registrar,
+        UserAgent(settings(tmp_path, registrar, password="nope")) as ua,
+    ):
+        with pytest.raises(AuthenticationFailed) as info:
+            await ua.account.register()
+        assert info.value.exit_code == 4
+        assert str(info.value) == (
+            "registration refused (403): Forbidden, in answer to our credentials: the password "
+            "(or the user name 'alice') is most likely wrong; check --password-file and "
+            "--username, or that user 'alice' may register"
+        )
 
 
 async def test_423_then_registered_with_min_expires(tmp_path: Path) -> None:

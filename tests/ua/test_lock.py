@@ -20,30 +20,52 @@ def test_starts_unlocked_and_not_connected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("event", "state", "reason"),
+    ("event", "state", "reason", "check"),
     [
-        (TlsNegotiating(peer="127.0.0.1:5061"), LockState.NEGOTIATING, ""),
-        (TlsEstablished(verified=True), LockState.LOCKED, ""),
+        (TlsNegotiating(peer="127.0.0.1:5061"), LockState.NEGOTIATING, "", ""),
+        (TlsEstablished(verified=True), LockState.LOCKED, "", ""),
         (
             TlsEstablished(verified=False, code="untrusted-issuer", reason="unknown CA"),
             LockState.LOCKED_UNVERIFIED,
             "untrusted-issuer (unknown CA)",
+            "untrusted-issuer",
         ),
         (
             TlsRefused(kind="verification-failed", code="name-mismatch", reason="wants a.test"),
             LockState.UNLOCKED,
             "verification-failed: name-mismatch (wants a.test)",
+            "verification-failed: name-mismatch",
         ),
         (
             TlsRefused(kind="handshake-failed", code="handshake", reason="no shared cipher"),
             LockState.UNLOCKED,
             "handshake-failed: handshake (no shared cipher)",
+            "handshake-failed: handshake",
         ),
-        (ConnectionDown(reason="peer closed"), LockState.UNLOCKED, "connection-lost: peer closed"),
-        (ConnectionDown(reason="shutdown", clean=True), LockState.UNLOCKED, "closed: shutdown"),
+        # The check is never a sentence cut short: a reason with " (" in it stays whole.
+        (
+            ConnectionDown(reason="peer closed (reset)"),
+            LockState.UNLOCKED,
+            "connection-lost: peer closed (reset)",
+            "connection-lost",
+        ),
+        (
+            ConnectionDown(reason="cannot connect to [::1]:5061: refused", kind="connect-failed"),
+            LockState.UNLOCKED,
+            "connect-failed: cannot connect to [::1]:5061: refused",
+            "connect-failed",
+        ),
+        (
+            ConnectionDown(reason="shutdown", clean=True),
+            LockState.UNLOCKED,
+            "closed: shutdown",
+            "closed: shutdown",
+        ),
     ],
 )
-def test_each_input_maps_to_its_state(event: LockInput, state: LockState, reason: str) -> None:
+def test_each_input_maps_to_its_state(
+    event: LockInput, state: LockState, reason: str, check: str
+) -> None:
     tracker = LockTracker()
     tracker.on_event(TlsNegotiating(peer="p"))
     change = tracker.on_event(event)
@@ -52,9 +74,9 @@ def test_each_input_maps_to_its_state(event: LockInput, state: LockState, reason
     else:
         assert change is not None
         assert change.state is state
-        assert change.reason == reason
+        assert (change.reason, change.check) == (reason, check)
         assert change.previous is LockState.NEGOTIATING
-    assert tracker.state is state
+    assert (tracker.state, tracker.reason, tracker.check) == (state, reason, check)
 
 
 def test_repeated_event_reports_nothing_new() -> None:

@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support.readme import in_the_same_order, line_key, readme_block
 from tests.support.registrar import Pki, TestRegistrar
 
 
-async def register_once(
+async def run_once(
     tmp_path: Path,
     registrar: TestRegistrar | None,
     port: int,
     *extra: str,
     password: str = "s3cret",
-) -> tuple[int, list[dict[str, object]], str]:
+    log_format: str = "json",
+    merged: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """Runs `sipua register --once`; `merged`: standard error into standard output, in order."""
     (tmp_path / "pw").write_text(password + "\n")
     ca = tmp_path / "ca.pem"
     if registrar is not None:
@@ -32,10 +36,24 @@ async def register_once(
         "--aor", "sips:alice@example.test", "--username", "alice",
         "--password-file", str(tmp_path / "pw"), "--proxy", f"127.0.0.1:{port}",
         "--trusted-cert", str(ca), "--ca-type", "custom", "--data-dir", str(tmp_path / "data"),
-        "--log-format", "json", *extra,
+        "--log-format", log_format, *extra,
     ]  # fmt: skip
     with trio.fail_after(30):
-        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        if merged:
+            return await trio.run_process(
+                argv, capture_stdout=True, stderr=subprocess.STDOUT, check=False
+            )
+        return await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def register_once(
+    tmp_path: Path,
+    registrar: TestRegistrar | None,
+    port: int,
+    *extra: str,
+    password: str = "s3cret",
+) -> tuple[int, list[dict[str, object]], str]:
+    result = await run_once(tmp_path, registrar, port, *extra, password=password)
     lines = result.stdout.decode().splitlines() + result.stderr.decode().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
     return result.returncode, records, result.stderr.decode()
@@ -86,6 +104,58 @@ async def test_once_no_registrar_exits_5(tmp_path: Path) -> None:
     assert code == 5, stderr
 
 
+async def test_once_console_no_registrar_says_why_once_and_whole(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        port = registrar.port
+    result = await run_once(tmp_path, None, port, log_format="console")
+    assert result.returncode == 5
+    out, err = result.stdout.decode(), result.stderr.decode()
+    # The outcome names the lock and its check, never a reason cut at its first " (".
+    assert out == (
+        "registration failed: sips:alice@example.test; lock: 🔓 unlocked (connect-failed)\n"
+    )
+    # The explanation is the error line, with the address once and the system's words.
+    assert err.splitlines()[-1] == (
+        f"sipua: error: cannot connect to 127.0.0.1:{port}: Connection refused; check the "
+        "address and that the server runs"
+    )
+    assert (out + err).count("Connection refused") == 1
+
+
+async def test_once_console_untrusted_registrar_is_explained_once(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        result = await run_once(tmp_path, None, registrar.port, log_format="console")
+    assert result.returncode == 3
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert out.endswith("lock: 🔓 unlocked (verification-failed: untrusted-issuer)\n"), out
+    assert "🔓 unlocked (verification-failed: untrusted-issuer) peer=" in err
+    assert "✘ registration failed error=PeerNotTrusted" in err
+    assert err.splitlines()[-1].startswith("sipua: error: the server example.test is not trusted")
+    assert (out + err).count("is not trusted") == 1
+
+
+async def test_readme_once_samples_are_in_the_order_sipua_prints_them(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        result = await run_once(
+            tmp_path, registrar, registrar.port, log_format="console", merged=True
+        )
+        assert result.returncode == 0
+        printed = result.stdout.decode().splitlines()
+        sample = readme_block("### Register once, for CI")
+        # The outcome line comes between the registered and the unregistered lines.
+        keys = [line_key(line) for line in sample]
+        assert keys[keys.index("[alice] ✔ registered") + 1] == "registered", sample
+        assert keys[keys.index("registered") + 1] == "[alice] ○ unregistered", sample
+        assert in_the_same_order(sample, printed), printed
+        untrusted = await run_once(
+            tmp_path, None, registrar.port, log_format="console", merged=True
+        )
+        assert untrusted.returncode == 3
+        printed = untrusted.stdout.decode().splitlines()
+        sample = readme_block("Without the registrar's CA in the trusted list")
+        assert in_the_same_order(sample, printed), printed
+
+
 @pytest.mark.parametrize("aor", ["sip:alice@example.test"])
 def test_sip_aor_is_a_usage_error(tmp_path: Path, aor: str) -> None:
     result = subprocess.run(
@@ -111,19 +181,36 @@ async def test_stays_registered_until_sigterm_then_unregisters(tmp_path: Path) -
             "--trusted-cert", str(ca), "--ca-type", "custom", "--data-dir", str(tmp_path / "d"),
             "--listen", "127.0.0.1:0", "--log-format", "json",
         ]  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            run = functools.partial(
-                trio.run_process, argv, capture_stdout=True, capture_stderr=True, check=False
-            )
-            process = await nursery.start(run)
-            await registrar.wait_registered(within=20)
-            _, contact, _ = registrar.bindings["alice"]
-            assert contact.startswith("<sips:alice@127.0.0.1:")
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                code = await process.wait()
+        stdout = tmp_path / "stdout"
+        with stdout.open("wb") as stdout_file:
+            async with trio.open_nursery() as nursery:
+                run = functools.partial(
+                    trio.run_process,
+                    argv,
+                    stdout=stdout_file,
+                    capture_stderr=True,
+                    check=False,
+                )
+                process = await nursery.start(run)
+                await registrar.wait_registered(within=20)
+                _, contact, _ = registrar.bindings["alice"]
+                assert contact.startswith("<sips:alice@127.0.0.1:")
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(20):
+                    code = await process.wait()
         assert code == 0
         assert "alice" not in registrar.bindings  # unregistered on the way out
+    # As with --once, the last line on standard output is the outcome, with the final lock.
+    last = json.loads(stdout.read_text().splitlines()[-1])
+    assert last == {
+        "event": "outcome",
+        "result": "unregistered",
+        "aor": "sips:alice@example.test",
+        "lock": "unlocked",
+        "lock_reason": "closed: shutdown",
+        "detail": "",
+        "exit_code": 0,
+    }
 
 
 async def test_shutdown_after_a_signal_is_bounded_by_a_stuck_caller(tmp_path: Path) -> None:
