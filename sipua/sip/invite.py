@@ -121,7 +121,6 @@ class InviteSession:
         self.dialog = Dialog.from_uas(invite, local_tag)
         self._rng = rng
         self._ok: Response | None = None
-        self._final: Response | None = None  # a non-2xx final response we sent
         self._retransmit_at: float | None = None
         self._retransmit_interval = T1_SECONDS
         self._ack_deadline: float | None = None
@@ -139,18 +138,6 @@ class InviteSession:
         """Answers the new INVITE with 100 Trying and 180 Ringing."""
         trying = make_response(self.invite, 100)
         return [Reply(response=trying), Reply(response=self._response(180))]
-
-    def retransmission(self) -> list[InviteOutput]:
-        """The INVITE came again (same branch): the most recent response goes again (§17.2.1).
-
-        Ringing, that is the 180; rejected, the final response; answered, nothing (the 2xx is
-        retransmitted on its own schedule until the ACK, RFC 6026 §7.1).
-        """
-        if self.state is InviteState.RINGING:
-            return [Reply(response=self._response(180))]
-        if self.state is InviteState.TERMINATED and self._final is not None:
-            return [Reply(response=self._final)]
-        return []
 
     # -- local decisions ------------------------------------------------------------------------
 
@@ -175,8 +162,7 @@ class InviteSession:
         if not 300 <= status < 700:
             raise LocalProtocolError(f"a rejection needs a status 300-699, not {status}")
         self.state = InviteState.TERMINATED
-        self._final = self._response(status)
-        return [Reply(response=self._final), CallEnded(reason="rejected", status=status)]
+        return [Reply(response=self._response(status)), CallEnded(reason="rejected", status=status)]
 
     def hangup(self) -> list[InviteOutput]:
         """Ends the call from our side: BYE once confirmed, else reject with 480.
@@ -205,8 +191,8 @@ class InviteSession:
         if self.state is not InviteState.RINGING:
             return [ok]
         self.state = InviteState.TERMINATED
-        self._final = self._response(487)
-        return [ok, Reply(response=self._final), CallEnded(reason="cancelled", status=487)]
+        terminated = Reply(response=self._response(487))
+        return [ok, terminated, CallEnded(reason="cancelled", status=487)]
 
     def receive_ack(self, ack: Request) -> list[InviteOutput]:
         """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are absorbed."""

@@ -145,7 +145,9 @@ class Account:
         self.instance_id = instance_id
         self.lock = LockTracker()
         self.connection: SipConnection | None = None
-        self.request_handler: Callable[[SipConnection, Request], Awaitable[None]] | None = None
+        self.request_handler: (
+            Callable[[SipConnection, Request | Response], Awaitable[None]] | None
+        ) = None
         self.registered: Registered | None = None
         self.last_failure: SipuaError | None = None
         self.stray_responses = 0
@@ -383,13 +385,16 @@ class Account:
         `stray_responses` here, in the reader (RFC 3261 §17.1.3, §18.1.2), so a peer sending
         many of them can neither fill the inbox nor stall this connection's reader.
         """
-        if isinstance(message, Response):
+        if isinstance(message, Response) and message.cseq.method == "REGISTER":
             if connection is not self.connection or not self._registration.matches(message):
                 self.stray_responses += 1
                 return
             await self._send_inbox.send(_Received(connection, message))
         elif self.request_handler is not None:
+            # Requests, and answers to the requests of our calls (a BYE), go to the endpoint.
             await self.request_handler(connection, message)
+        elif isinstance(message, Response):
+            self.stray_responses += 1
 
     def _contact(self, connection: SipConnection) -> ContactAddress:
         return ContactAddress(

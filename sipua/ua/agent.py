@@ -30,6 +30,7 @@ import trio
 
 from sipua.errors import ConfigError, SipuaError
 from sipua.settings.model import AccountSettings, Settings
+from sipua.sip import Request, Response
 from sipua.sip.digest import redact_credentials
 from sipua.sip.uri import host_port
 from sipua.transport.client import open_tls
@@ -222,7 +223,7 @@ class UserAgent:
             nursery.cancel_scope.cancel()
             await self._stack.aclose()
             raise
-        self._account.request_handler = self._calls.handle_request
+        self._account.request_handler = self._calls.handle_message
         return self
 
     async def __aexit__(
@@ -386,12 +387,11 @@ class UserAgent:
                 previous=change.previous.value,
             )
 
-    async def _on_inbound(self, connection: SipConnection, message: object) -> None:
-        from sipua.sip import Request
-
-        if isinstance(message, Request) and self._calls is not None:
-            await self._calls.handle_request(connection, message)
-        # Responses on inbound connections answer nothing we sent there: dropped (§18.1.2).
+    async def _on_inbound(self, connection: SipConnection, message: Request | Response) -> None:
+        # Requests, and the answers to what we sent on inbound connections (our BYEs): the
+        # endpoint matches both to their transactions and drops what matches none (§18.1.2).
+        if self._calls is not None:
+            await self._calls.handle_message(connection, message)
 
     def _contact_for(self, connection: SipConnection) -> str:
         if self._account is not None:

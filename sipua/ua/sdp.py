@@ -16,15 +16,21 @@ and formats are bounded.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Final
+
+from sipua.sip.endpoint import Refusal
+from sipua.sip.rejection import warning
 
 MAX_SDP_BYTES: Final = 16 * 1024
 MAX_SDP_LINES: Final = 512
 MAX_MEDIA_LINES: Final = 16
 MAX_FORMATS: Final = 64
 MAX_PORT: Final = 65535
+#: The media port announced in our SDP (no media flows yet).
+MEDIA_PORT: Final = 4000
 SUPPORTED_CODECS: Final = {"pcmu": 0, "pcma": 8}  # RFC 3551 static payload types
 ACCEPTED_PROFILES: Final = ("RTP/AVP",)
 #: Characters of an offending line quoted in an error.
@@ -245,3 +251,38 @@ def build_offer(*, address: str, port: int, session_id: int, version: int = 1) -
         "a=sendrecv",
     ]
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+class SdpDescriber:
+    """The endpoint's session describer (`sipua.sip.endpoint.SessionDescriber`) over SDP.
+
+    Args:
+        rng: the source of o= session ids.
+        port: the media port announced.
+    """
+
+    def __init__(self, rng: random.Random, port: int = MEDIA_PORT) -> None:
+        self._rng = rng
+        self._port = port
+
+    def answer(self, offer: bytes, *, address: str) -> bytes:
+        """The answer to `offer` (RFC 3264 §6).
+
+        Raises:
+            Refusal: 400 for an offer that does not parse (with a Warning naming the line),
+                488 for one with no stream we take.
+        """
+        try:
+            streams = parse_offer(offer)
+        except SdpError as exc:
+            raise Refusal(400, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
+        session_id = self._rng.getrandbits(31)
+        answer = answer_streams(streams, address=address, port=self._port, session_id=session_id)
+        if answer is None:
+            why = "no audio stream with PCMU or PCMA over RTP/AVP"
+            raise Refusal(488, why, ("Warning", f'304 sipua "{why}"'))
+        return answer
+
+    def offer(self, *, address: str) -> bytes:
+        """Our offer for an INVITE without one."""
+        return build_offer(address=address, port=self._port, session_id=self._rng.getrandbits(31))

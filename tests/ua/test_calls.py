@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import random
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from sipua.errors import ConnectionLost
 from sipua.sip import Request, Response, StreamFramer, parse_message, serialize
 from sipua.sip.framing import MessageFramed
-from sipua.sip.invite import ACK_TIMEOUT_SECONDS
 from sipua.ua.agent import UserAgent
-from sipua.ua.calls import MAX_CALLS, AnswerPolicy, CallHandler
 from tests.support.registrar import TestRegistrar
 from tests.ua.test_agent import events, settings, wait_until
 
@@ -191,35 +186,6 @@ async def test_reinvite_is_488_and_shutdown_hangs_up_with_bye(tmp_path: Path) ->
     assert byes[0].headers.get_all("Route") == ["<sips:127.0.0.1:5061;lr>"]
 
 
-class FakeConnection:
-    """Stands in for a SipConnection where only the call logic is under test."""
-
-    def __init__(self) -> None:
-        self.local = "127.0.0.1:5061"
-        self.peer = "127.0.0.1:40000"
-        self.sent: list[Request | Response] = []
-        self.closed = trio.Event()
-        self.closed_reason: str | None = None
-        self.is_open = True
-        self.tls_name: str | None = None
-
-    async def send(self, message: Request | Response) -> None:
-        self.sent.append(message)
-
-
-def call_handler(
-    nursery: trio.Nursery, published: list[tuple[str, dict[str, object]]], **policy: Any
-) -> CallHandler:
-    return CallHandler(
-        policy=AnswerPolicy(delay=0.01, **policy),
-        publish=lambda event, **fields: published.append((event, fields)),
-        contact_for=lambda connection: f"sips:alice@{connection.local}",
-        nursery=nursery,
-        rng=random.Random(1),
-        users=frozenset({"alice"}),
-    )
-
-
 @pytest.mark.parametrize(
     ("contact", "record_route"),
     [
@@ -244,43 +210,6 @@ async def test_invite_whose_dialog_could_not_be_used_is_400(
         ok = await registrar.response(flow, status=200)
         await flow.send(request("ACK", uri, call_id="good", to_tag=ok.to.tag))
         await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
-
-
-async def test_shutdown_hangup_survives_a_dialog_without_a_usable_route(tmp_path: Path) -> None:
-    async with registered_ua(tmp_path) as (registrar, ua, uri):
-        flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
-        ok = await registrar.response(flow, status=200)
-        await flow.send(request("ACK", uri, to_tag=ok.to.tag))
-        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
-        # The dialog is checked on arrival; corrupt it to exercise the backstop.
-        [call] = ua.calls._calls.values()
-        call.session.dialog.route_set = ["<sips:strict.test>"]
-        await ua.calls.hangup_all()
-        [ended] = events(ua, "call-ended")
-        assert ended["reason"].startswith("protocol-error")
-        assert ua.calls.active_calls == 0
-        # The user agent still serves the flow.
-        await flow.send(request("OPTIONS", uri, call_id="o-after"))
-        assert (await registrar.response(flow, method="OPTIONS")).status == 200
-
-
-async def test_ack_timeout_bye_that_cannot_be_built_ends_only_the_call(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    published: list[tuple[str, dict[str, object]]] = []
-    connection = FakeConnection()
-    async with trio.open_nursery() as nursery:
-        handler = call_handler(nursery, published)
-        await handler.handle_request(connection, request("INVITE", "sips:alice@x", body=OFFER))
-        await trio.sleep(1)
-        assert any(getattr(m, "status", 0) == 200 for m in connection.sent)
-        [call] = handler._calls.values()
-        call.session.dialog.remote_target = "tel:+1234"
-        await trio.sleep(ACK_TIMEOUT_SECONDS + 1)  # no ACK: the session wants to send BYE
-        ended = [fields for event, fields in published if event == "call-ended"]
-        assert [str(fields["reason"]).split(":")[0] for fields in ended] == ["protocol-error"]
-        assert handler.active_calls == 0
-        nursery.cancel_scope.cancel()
 
 
 async def open_caller(ua: UserAgent) -> tuple[trio.SSLStream[trio.SocketStream], str]:
@@ -308,33 +237,6 @@ async def read_responses(
                 if isinstance(message, Response):
                     responses.append(message)
     return responses
-
-
-class DeadConnection(FakeConnection):
-    """A connection the caller reset: every send fails."""
-
-    async def send(self, message: Request | Response) -> None:
-        raise ConnectionLost("connection to 127.0.0.1:40000 lost: send failed")
-
-
-async def test_invite_whose_connection_is_gone_leaves_no_call_behind(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # Regression: the call entry was kept when 100/180 could not be sent; 64 such INVITEs
-    # and every later call got 486.
-    published: list[tuple[str, dict[str, object]]] = []
-    async with trio.open_nursery() as nursery:
-        handler = call_handler(nursery, published)
-        for i in range(MAX_CALLS + 6):
-            invite = request("INVITE", "sips:alice@x", call_id=f"gone-{i}", body=OFFER)
-            with pytest.raises(ConnectionLost):
-                await handler.handle_request(DeadConnection(), invite)
-        await trio.sleep(60)
-        assert handler.active_calls == 0
-        connection = FakeConnection()
-        await handler.handle_request(connection, request("INVITE", "sips:alice@x", body=OFFER))
-        assert [getattr(m, "status", 0) for m in connection.sent] == [100, 180]
-        nursery.cancel_scope.cancel()
 
 
 async def test_confirmed_call_ends_when_the_callers_connection_goes(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ connections on a virtual clock.
 from __future__ import annotations
 
 import dataclasses
-import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,15 +18,14 @@ import trio
 import trio.testing
 
 from sipua.sip import Request, Response, StreamFramer, parse_message, serialize
+from sipua.sip import endpoint as endpoint_module
 from sipua.sip.errors import ParseError
 from sipua.sip.framing import MessageFramed
 from sipua.sip.headers import Headers
-from sipua.ua import calls as calls_module
 from sipua.ua.agent import UserAgent
-from sipua.ua.calls import MAX_CALLS_PER_SOURCE, AnswerPolicy, CallHandler
 from tests.support.registrar import TestRegistrar
 from tests.ua.test_agent import events, settings, wait_until
-from tests.ua.test_calls import OFFER, FakeConnection, request
+from tests.ua.test_calls import OFFER, request
 
 RFC4475 = Path(__file__).resolve().parents[1] / "corpus" / "rfc4475"
 
@@ -125,7 +123,7 @@ async def test_a_bug_while_handling_a_request_is_answered_500_and_the_rest_goes_
         raise RuntimeError("a bug in building the OPTIONS answer")
 
     async with listening_ua(tmp_path) as ua:
-        monkeypatch.setattr(calls_module, "options_response", broken)
+        monkeypatch.setattr(endpoint_module, "options_response", broken)
         caller = await Caller.connect(ua)
         await caller.send(request("OPTIONS", caller.uri, call_id="o1"))
         failed = await caller.response()
@@ -255,108 +253,3 @@ async def test_caller_that_hangs_up_while_ringing_frees_its_slot_at_once(tmp_pat
         ended = events(ua, "call-ended")
         assert len(ended) == 3
         assert all(e["reason"].startswith("connection-lost") for e in ended)
-
-
-def handler_for(
-    nursery: trio.Nursery, published: list[tuple[str, dict[str, object]]]
-) -> CallHandler:
-    return CallHandler(
-        policy=AnswerPolicy(delay=60),
-        publish=lambda event, **fields: published.append((event, fields)),
-        contact_for=lambda connection: f"sips:alice@{connection.local}",
-        nursery=nursery,
-        rng=random.Random(1),
-        users=frozenset({"alice"}),
-    )
-
-
-def statuses(connection: FakeConnection) -> list[int]:
-    return [m.status for m in connection.sent if isinstance(m, Response)]
-
-
-def from_peer(peer: str, *, tls_name: str | None = None) -> FakeConnection:
-    connection = FakeConnection()
-    connection.peer = peer
-    connection.tls_name = tls_name
-    return connection
-
-
-async def test_one_source_cannot_take_every_call_slot(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    published: list[tuple[str, dict[str, object]]] = []
-    async with trio.open_nursery() as nursery:
-        handler = handler_for(nursery, published)
-        for i in range(MAX_CALLS_PER_SOURCE):
-            flood = from_peer(f"127.0.0.2:{40000 + i}")
-            await handler.handle_request(
-                flood, request("INVITE", "sips:alice@x", call_id=f"f{i}", body=OFFER)
-            )
-            assert statuses(flood) == [100, 180]
-        one_more = from_peer("127.0.0.2:41000")
-        await handler.handle_request(
-            one_more, request("INVITE", "sips:alice@x", call_id="f-over", body=OFFER)
-        )
-        assert statuses(one_more) == [486]
-        # A malformed request is refused for what is wrong with it, not for being busy.
-        bad = request("INVITE", "sips:alice@x", call_id="f-bad", body=with_sdp_port("70000"))
-        await handler.handle_request(one_more, bad)
-        assert statuses(one_more) == [486, 400]
-        # Other callers, and the registrar's flow (our outbound connection), still get through.
-        other = from_peer("127.0.0.3:40000")
-        await handler.handle_request(
-            other, request("INVITE", "sips:alice@x", call_id="o", body=OFFER)
-        )
-        assert statuses(other) == [100, 180]
-        flow = from_peer("127.0.0.2:5061", tls_name="example.test")
-        await handler.handle_request(
-            flow, request("INVITE", "sips:alice@x", call_id="r", body=OFFER)
-        )
-        assert statuses(flow) == [100, 180]
-        nursery.cancel_scope.cancel()
-
-
-# -- 7: the same Call-ID is not always a retransmission -----------------------------------
-
-
-def from_tag(message: Request, tag: str) -> Request:
-    parsed = parse_message(serialize(message).replace(b";tag=bob1", f";tag={tag}".encode()))
-    assert isinstance(parsed, Request)
-    return parsed
-
-
-async def test_same_call_id_from_another_caller_is_a_new_call(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    published: list[tuple[str, dict[str, object]]] = []
-    async with trio.open_nursery() as nursery:
-        handler = handler_for(nursery, published)
-        first = from_peer("127.0.0.2:40000")
-        await handler.handle_request(
-            first, request("INVITE", "sips:alice@x", call_id="same", body=OFFER)
-        )
-        second = from_peer("127.0.0.3:40000")
-        other = from_tag(request("INVITE", "sips:alice@x", call_id="same", body=OFFER), "carol1")
-        await handler.handle_request(second, other)
-        assert statuses(second) == [100, 180]
-        assert handler.active_calls == 2
-        nursery.cancel_scope.cancel()
-
-
-async def test_merged_invite_gets_482_and_a_retransmission_the_180_again(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    published: list[tuple[str, dict[str, object]]] = []
-    async with trio.open_nursery() as nursery:
-        handler = handler_for(nursery, published)
-        connection = from_peer("127.0.0.2:40000")
-        invite = request("INVITE", "sips:alice@x", call_id="m", branch="z9hG4bKone", body=OFFER)
-        await handler.handle_request(connection, invite)
-        await handler.handle_request(connection, invite)  # the same request again (§17.2.1)
-        assert statuses(connection) == [100, 180, 180]
-        # The same request by another path: another branch, same From tag, Call-ID and CSeq.
-        forked = request("INVITE", "sips:alice@x", call_id="m", branch="z9hG4bKtwo", body=OFFER)
-        await handler.handle_request(connection, forked)
-        assert statuses(connection) == [100, 180, 180, 482]
-        assert handler.active_calls == 1
-        nursery.cancel_scope.cancel()

@@ -232,14 +232,14 @@ async def test_shutdown_after_a_signal_is_bounded_by_a_stuck_caller(tmp_path: Pa
         ok = await registrar.response(flow, status=200)
         await flow.send(request("ACK", uri, to_tag=ok.to.tag))
         await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
-        [call] = ua.calls._calls.values()
+        [call] = ua.calls.endpoint._calls.values()
 
         async def stuck(message: object) -> None:
             # A caller whose TCP window stays shut (not for ever, so that an unbounded
             # shutdown makes this test fail instead of hanging it).
             await trio.sleep(4)
 
-        call.connection.send = stuck  # type: ignore[method-assign]
+        call.link.handle.send = stuck  # type: ignore[method-assign]
         start = trio.current_time()
         await shutdown(ua, seconds=0.5)
         assert trio.current_time() - start < 2

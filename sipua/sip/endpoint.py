@@ -1,0 +1,666 @@
+"""The SIP endpoint: one sans-IO object that answers requests and runs calls (the UAS core).
+
+Theory of operation (the shape of h11's and aioquic's connection objects). The user agent feeds
+the endpoint what arrives, with the connection it came on and the time, and commands; the
+endpoint decides everything and queues events, which the user agent drains and carries out:
+
+    inputs:   receive(message, link, now)        a parsed request or response from a connection
+              connection_closed(handle, reason, now)
+              handle_timer(now)                   when `next_deadline()` has come
+              hangup_all(now) / abandon_unacknowledged(now)   on shutdown
+    outputs:  next_event() -> Send | CallIncoming | CallAnswered | CallConfirmed | CallEnded
+                              | RequestRefused | None
+              next_deadline() -> float | None
+
+The endpoint does no I/O and reads no clock. A connection is an opaque, hashable `handle` the
+user agent chooses; a `Link` says what the endpoint needs to know of it (addresses, whether it
+is our own flow to a server, the Contact to put in our answers). `Send` names the handle a
+message goes out on: a response always on the connection its request came in on (RFC 3261
+§18.2.2), updated when a retransmission arrives on another one.
+
+Every request and every response goes through the `TransactionTable` (§17): it matches server
+transactions by branch, sent-by and method (§17.2.3, with the RFC 2543 fallback), answers a
+retransmitted request with the last response itself (§17.2.1), keeps an answered INVITE in
+RFC 6026's ACCEPTED state, finds the INVITE a CANCEL refers to (§9.2), and gives every request
+we send (the BYEs) a client transaction with its timeout. The endpoint is the transaction user:
+it checks each new request in RFC 3261 §8.2's order, the first failing check answering it:
+
+1. method (§8.2.1): 405 with Allow for methods sipua knows but does not serve, 501 for others;
+2. Request-URI (§8.2.2.1): 416 for a scheme other than sip/sips, 404 for a user not ours
+   (a URI without user names the device and is served);
+3. merged requests (§8.2.2.2): 482 for an INVITE with the From tag, Call-ID and CSeq of one in
+   progress that reached us by another path (another branch); 491 for another INVITE of a call
+   still ringing;
+4. content (§8.2.3): 415 with Accept for a body that is not application/sdp, 415 with
+   Accept-Encoding for an encoded one; the session description (`SessionDescriber`) refuses
+   an offer it cannot read (400) or take (488), or makes our offer for an INVITE without one
+   (§13.3.1.4);
+5. the application: `max_calls` calls at most, `max_calls_per_source` from one address unless
+   the link is our own flow or a server's (486); then the answer policy.
+
+Max-Forwards 0 is no reason to refuse: sipua is the final recipient (RFC 4475 §3.3.11). A
+request refused for a header that does not parse is answered from its raw fields
+(`sipua.sip.rejection`). The calls themselves are `InviteSession`s; the endpoint rings each for
+the policy's delay, answers or rejects it, ends it after `hangup_after`, and ends it at once
+when its connection closes (a caller that has gone holds nothing).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final, Generic, Protocol, TypeVar
+
+from sipua.sip import invite as session_outputs
+from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from sipua.sip.events import (
+    AckReceived,
+    DeliverRequest,
+    LegacyServerTxKey,
+    SendMessage,
+    ServerTxKey,
+    StrayResponse,
+    TransactionKey,
+    TransactionTerminated,
+)
+from sipua.sip.ids import RandomSource, new_tag
+from sipua.sip.invite import (
+    ALLOW,
+    InviteOutput,
+    InviteSession,
+    InviteState,
+    Reply,
+    options_response,
+)
+from sipua.sip.message import Request, Response, make_response
+from sipua.sip.rejection import error_response, warning
+from sipua.sip.serializer import serialize
+from sipua.sip.timers import TimerConfig
+from sipua.sip.transactions import TransactionTable
+from sipua.sip.uri import SipUri
+
+#: Methods sipua serves.
+SERVED_METHODS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"})
+#: Methods of RFC 3261 and its common extensions that sipua knows but does not serve (405).
+KNOWN_METHODS: Final = frozenset(
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER", "PUBLISH"}
+)
+#: Simultaneous calls; more are answered 486.
+MAX_CALLS: Final = 64
+#: Calls from one source address at once (our own flows and servers are exempt): one peer
+#: cannot take every slot.
+MAX_CALLS_PER_SOURCE: Final = 8
+#: Events waiting to be drained; more means the user agent stopped draining, which is a bug.
+MAX_PENDING_EVENTS: Final = 65536
+#: Final statuses of the answer policy's refusals.
+REJECT_STATUS: Final = {"busy": 486, "decline": 603}
+
+H = TypeVar("H", bound=Hashable)
+
+
+# -- what the user agent tells the endpoint ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link(Generic[H]):
+    """A connection, as the endpoint needs to know it.
+
+    Attributes:
+        handle: the user agent's own reference to the connection (hashable).
+        peer: ``host:port`` of the peer.
+        local: ``host:port`` of our end (Via sent-by, SDP address).
+        contact: our Contact URI for answers on this connection.
+        outbound: it is our own flow to a server (our registration flow).
+        server: the peer's address is a server's sipua registers with.
+    """
+
+    handle: H
+    peer: str
+    local: str
+    contact: str
+    outbound: bool = False
+    server: bool = False
+
+    @property
+    def source(self) -> str:
+        """The peer's address without port or brackets."""
+        return self.peer.rpartition(":")[0].strip("[]")
+
+    @property
+    def local_address(self) -> str:
+        """Our address on this connection without port or brackets."""
+        return self.local.rpartition(":")[0].strip("[]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerPolicy:
+    """What to do with an inbound call.
+
+    Attributes:
+        action: "accept", "busy" (486) or "decline" (603).
+        delay: seconds to ring before acting.
+        hangup_after: seconds after answering at which sipua ends the call with a BYE itself;
+            None leaves the ending to the caller.
+    """
+
+    action: str = "accept"
+    delay: float = 1.0
+    hangup_after: float | None = None
+
+
+class Refusal(Exception):
+    """A request is answered with `status` (and `headers`) and nothing else happens.
+
+    The session describer raises it for an offer it cannot read (400) or take (488).
+    """
+
+    def __init__(self, status: int, reason: str, *headers: tuple[str, str]) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class SessionDescriber(Protocol):
+    """Makes our session description for an INVITE (SDP in sipua; injected, so pure here)."""
+
+    def answer(self, offer: bytes, *, address: str) -> bytes:
+        """The answer to `offer`, for media on `address`.
+
+        Raises:
+            Refusal: the offer cannot be read (400) or has nothing acceptable (488).
+        """
+        ...
+
+    def offer(self, *, address: str) -> bytes:
+        """Our offer, for an INVITE that came without one (§13.3.1.4)."""
+        ...
+
+
+# -- what the endpoint tells the user agent -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send(Generic[H]):
+    """Send `message` on the connection `handle`."""
+
+    handle: H
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallIncoming:
+    """A new call is ringing."""
+
+    call_id: str
+    caller: str
+    callee: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered:
+    """We answered the call with a 2xx."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallConfirmed:
+    """The caller's ACK for our 2xx arrived."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """A call is over; `status` is the INVITE's final status when it never got a 2xx."""
+
+    call_id: str
+    reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRefused:
+    """A request was refused (answered with an error, or dropped when `status` is None)."""
+
+    method: str
+    status: int | None
+    reason: str
+    peer: str
+
+
+EndpointEvent = Send[H] | CallIncoming | CallAnswered | CallConfirmed | CallEnded | RequestRefused
+
+#: A call is identified by its Call-ID and the caller's From tag (RFC 3261 §12).
+CallKey = tuple[str, str | None]
+ServerKey = ServerTxKey | LegacyServerTxKey
+
+
+@dataclass(slots=True, eq=False)
+class _Call(Generic[H]):
+    session: InviteSession
+    link: Link[H]
+    invite_key: ServerKey
+    sdp: bytes
+    answer_at: float
+    hangup_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Shutdown:
+    """Calls whose BYE waits for the ACK of our 2xx when shutdown began (§15)."""
+
+    pending: set[CallKey] = field(default_factory=set)
+
+
+class Endpoint(Generic[H]):
+    """sipua's UAS core: the transaction table, the calls, and the rules for answering.
+
+    Args:
+        policy: the answer policy.
+        describer: makes our session descriptions.
+        rng: tags, branches and ids (inject a seeded `random.Random` in tests).
+        users: the Request-URI user parts we answer for (the AOR's).
+        timers: T1/T2/T4.
+        max_calls: calls at once.
+        max_calls_per_source: calls at once from one address (not for our flows or servers).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: AnswerPolicy,
+        describer: SessionDescriber,
+        rng: RandomSource,
+        users: frozenset[str] = frozenset(),
+        timers: TimerConfig | None = None,
+        max_calls: int = MAX_CALLS,
+        max_calls_per_source: int = MAX_CALLS_PER_SOURCE,
+    ) -> None:
+        self.policy = policy
+        self._describer = describer
+        self._rng = rng
+        self._users = users
+        self._table = TransactionTable(timers=timers)
+        self._max_calls = max_calls
+        self._max_per_source = max_calls_per_source
+        self._calls: dict[CallKey, _Call[H]] = {}
+        self._by_invite: dict[ServerKey, CallKey] = {}
+        # The connection each live transaction answers on (§18.2.2) or sends on.
+        self._tx_handles: dict[TransactionKey, H] = {}
+        self._events: deque[EndpointEvent[H]] = deque()
+        self._shutdown: _Shutdown | None = None
+        #: Responses that matched none of our transactions (dropped, §17.1.3).
+        self.stray_responses = 0
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        """How many calls are ringing or up."""
+        return len(self._calls)
+
+    @property
+    def unacknowledged_hangups(self) -> int:
+        """Calls hung up on shutdown whose BYE still waits for the ACK of our 2xx."""
+        if self._shutdown is None:
+            return 0
+        return sum(1 for key in self._shutdown.pending if key in self._calls)
+
+    def next_event(self) -> EndpointEvent[H] | None:
+        """The oldest queued event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` must next be called, or None."""
+        deadlines = [self._table.next_deadline()]
+        for call in self._calls.values():
+            deadlines.append(call.session.next_deadline())
+            if call.session.state is InviteState.RINGING:
+                deadlines.append(call.answer_at)
+            elif call.hangup_at is not None and call.session.state is InviteState.CONFIRMED:
+                deadlines.append(call.hangup_at)
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def receive(self, message: Request | Response, link: Link[H], now: float) -> None:
+        """A message arrived on `link`."""
+        try:
+            self._table.receive(message, now, reliable=True)
+        except RemoteProtocolError as exc:
+            # A header the matching needs is malformed (400), or the table is full (503).
+            if isinstance(message, Request):
+                self._refuse_raw(message, link, exc.status_hint, str(exc))
+            else:
+                self.stray_responses += 1
+            return
+        self._drain(link, now)
+
+    def connection_closed(self, handle: H, reason: str, now: float) -> None:
+        """The connection `handle` is gone: its calls end, its transactions fail (§17.2.4)."""
+        for key, call in list(self._calls.items()):
+            if call.link.handle == handle:
+                self._end(key, call, f"connection-lost: {reason}", None)
+        for tx_key, owner in list(self._tx_handles.items()):
+            if owner == handle:
+                self._table.transport_error(tx_key, now)
+        self._drain(None, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Fires what is due at `now`: transaction timers, rings, 2xx retransmissions, hang-ups."""
+        self._table.handle_timer(now)
+        self._drain(None, now)
+        for key, call in list(self._calls.items()):
+            if self._calls.get(key) is not call:
+                continue  # ended by an earlier step of this loop
+            session = call.session
+            if session.state is InviteState.RINGING and call.answer_at <= now:
+                self._decide(key, call, now)
+            deadline = session.next_deadline()
+            if deadline is not None and deadline <= now and self._calls.get(key) is call:
+                self._step(key, call, partial(session.handle_timer, now), None, now)
+            if (
+                call.hangup_at is not None
+                and call.hangup_at <= now
+                and session.state is InviteState.CONFIRMED
+            ):
+                call.hangup_at = None
+                self._step(key, call, session.hangup, None, now)
+
+    def hangup_all(self, now: float) -> None:
+        """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
+
+        A call answered but not yet acknowledged gets its BYE when the ACK arrives (§15):
+        `unacknowledged_hangups` counts those; `abandon_unacknowledged` gives them up.
+        """
+        self._shutdown = _Shutdown()
+        for key, call in list(self._calls.items()):
+            if call.session.state is InviteState.TERMINATED:
+                continue
+            self._step(key, call, call.session.hangup, None, now)
+            if call.session.hangup_pending:
+                self._shutdown.pending.add(key)
+
+    def abandon_unacknowledged(self) -> None:
+        """Gives up the calls whose BYE still waits for an ACK (the shutdown budget is spent)."""
+        if self._shutdown is None:
+            return
+        for key in list(self._shutdown.pending):
+            call = self._calls.get(key)
+            if call is not None:
+                self._end(key, call, "shutdown-before-ack", None)
+
+    # -- transaction layer output ---------------------------------------------------------
+
+    def _drain(self, link: Link[H] | None, now: float) -> None:
+        while (action := self._table.next_action()) is not None:
+            if isinstance(action, SendMessage):
+                if action.retransmission and link is not None:
+                    # The request came again on `link`: answer there from now on (§18.2.2).
+                    self._tx_handles[action.key] = link.handle
+                handle = self._tx_handles.get(action.key)
+                if handle is not None:
+                    self._emit(Send(handle=handle, message=action.message))
+            elif isinstance(action, DeliverRequest):
+                assert link is not None  # only `receive` creates server transactions
+                self._tx_handles[action.key] = link.handle
+                self._serve(action.request, action.key, link, now)
+            elif isinstance(action, AckReceived):
+                self._ack(action.request, link, now)
+            elif isinstance(action, StrayResponse):
+                self.stray_responses += 1  # dropped (§17.1.3)
+            elif isinstance(action, TransactionTerminated):
+                self._tx_handles.pop(action.key, None)
+            # DeliverResponse (the answer to one of our BYEs) needs nothing more, and a
+            # TransactionTimedOut is followed by its TransactionTerminated.
+
+    # -- the transaction user: checks in §8.2's order -------------------------------------
+
+    def _serve(self, request: Request, key: ServerKey, link: Link[H], now: float) -> None:
+        try:
+            self._dispatch(request, key, link, now)
+        except Refusal as refusal:
+            self._refuse(request, key, link, refusal, now)
+        except ProtocolError as exc:
+            # A header the parser read lazily is malformed where we need it.
+            response = error_response(
+                serialize(request), exc.status_hint, str(exc), to_tag=new_tag(self._rng)
+            )
+            self._report(request.method, exc.status_hint if response else None, str(exc), link)
+            if response is not None:
+                self._respond(key, response, link, now)
+
+    def _dispatch(self, request: Request, key: ServerKey, link: Link[H], now: float) -> None:
+        method = request.method
+        if method not in SERVED_METHODS:
+            if method in KNOWN_METHODS:
+                raise Refusal(405, f"sipua does not serve {method}", ("Allow", ALLOW))
+            raise Refusal(501, f"unknown method {method[:32]}")
+        uri = request.uri
+        if not isinstance(uri, SipUri):
+            raise Refusal(416, f"Request-URI scheme {uri.scheme[:16]!r}", ("Unsupported", "sips"))
+        if uri.user is not None and uri.user not in self._users:
+            raise Refusal(404, f"no user {uri.user[:64]!r} here")
+        if method == "INVITE":
+            if request.to.tag is None:
+                self._new_call(request, key, link, now)
+            else:
+                self._reinvite(request)
+        elif method == "BYE":
+            call_key = _call_key(request)
+            call = self._calls.get(call_key)
+            if call is None or not call.session.dialog.matches(request):
+                raise Refusal(481, "BYE for no call of ours")
+            self._apply(call_key, call, call.session.receive_bye(request), key, now)
+        elif method == "CANCEL":
+            invite_key = self._table.invite_for_cancel(request)
+            call_key_or_none = self._by_invite.get(invite_key) if invite_key else None
+            call = self._calls.get(call_key_or_none) if call_key_or_none else None
+            if call is None or call_key_or_none is None:
+                raise Refusal(481, "CANCEL for no INVITE of ours")
+            self._apply(call_key_or_none, call, call.session.receive_cancel(request), key, now)
+        else:  # OPTIONS
+            self._respond(key, options_response(request, to_tag=new_tag(self._rng)), link, now)
+
+    def _new_call(self, invite: Request, key: ServerKey, link: Link[H], now: float) -> None:
+        call_key = _call_key(invite)
+        existing = self._calls.get(call_key)
+        if existing is not None:
+            if invite.cseq == existing.session.invite.cseq:
+                raise Refusal(482, "merged request: this INVITE reached us twice (§8.2.2.2)")
+            raise Refusal(491, "another INVITE of this call is still in progress")
+        sdp = self._describe(invite, link)
+        if len(self._calls) >= self._max_calls:
+            raise Refusal(486, f"{self._max_calls} calls in progress")
+        if not (link.outbound or link.server):
+            source = link.source
+            held = sum(1 for call in self._calls.values() if call.link.source == source)
+            if held >= self._max_per_source:
+                raise Refusal(486, f"{self._max_per_source} calls from {source} in progress")
+        session = InviteSession(
+            invite,
+            local_tag=new_tag(self._rng),
+            contact=link.contact,
+            sent_by=link.local,
+            rng=self._rng,
+        )
+        call = _Call(session, link, key, sdp, answer_at=now + max(0.0, self.policy.delay))
+        self._calls[call_key] = call
+        self._by_invite[key] = call_key
+        self._emit(
+            CallIncoming(
+                call_id=invite.call_id,
+                caller=str(invite.from_.uri),
+                callee=str(invite.to.uri),
+                peer=link.peer,
+            )
+        )
+        self._apply(call_key, call, session.start(), key, now)
+
+    def _describe(self, invite: Request, link: Link[H]) -> bytes:
+        address = link.local_address
+        if not invite.body:
+            return self._describer.offer(address=address)
+        content_type = (invite.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/sdp":
+            raise Refusal(415, f"body of type {content_type[:64]!r}", ("Accept", "application/sdp"))
+        encoding = (invite.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise Refusal(
+                415, f"body encoded as {encoding[:32]!r}", ("Accept-Encoding", "identity")
+            )
+        return self._describer.answer(invite.body, address=address)
+
+    def _reinvite(self, request: Request) -> None:
+        call = self._calls.get(_call_key(request))
+        if call is None or not call.session.dialog.matches(request):
+            raise Refusal(481, "re-INVITE for no call of ours")
+        why = "media renegotiation is not supported"
+        raise Refusal(488, why, ("Warning", warning(why)))
+
+    def _ack(self, ack: Request, link: Link[H] | None, now: float) -> None:
+        call_key = _call_key(ack)
+        call = self._calls.get(call_key)
+        if call is None or not call.session.dialog.matches(ack):
+            self._report("ACK", None, "ACK for no call of ours", link)
+            return
+        self._step(call_key, call, partial(call.session.receive_ack, ack), None, now)
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _decide(self, key: CallKey, call: _Call[H], now: float) -> None:
+        session = call.session
+        if self.policy.action in REJECT_STATUS:
+            self._apply(key, call, session.reject(REJECT_STATUS[self.policy.action]), None, now)
+            return
+        self._apply(key, call, session.answer(call.sdp, now), None, now)
+        if self.policy.hangup_after is not None:
+            call.hangup_at = now + self.policy.hangup_after
+
+    def _step(
+        self,
+        key: CallKey,
+        call: _Call[H],
+        step: Callable[[], list[InviteOutput]],
+        request_key: ServerKey | None,
+        now: float,
+    ) -> None:
+        """Runs one step of a call's session and carries out its outputs.
+
+        A step that cannot build its request (a BYE for a dialog whose route or target turned
+        out unusable) ends that call, never the endpoint: the dialog is checked when the
+        INVITE arrives, so this is a backstop.
+        """
+        try:
+            outputs = step()
+        except ProtocolError as exc:
+            self._end(key, call, f"protocol-error: {exc}", None)
+            return
+        self._apply(key, call, outputs, request_key, now)
+
+    def _apply(
+        self,
+        key: CallKey,
+        call: _Call[H],
+        outputs: list[InviteOutput],
+        request_key: ServerKey | None,
+        now: float,
+    ) -> None:
+        call_id = call.session.call_id
+        for output in outputs:
+            if isinstance(output, Reply):
+                # §18.2.2: a response goes back through its request's transaction: the INVITE's
+                # (the 487 after a CANCEL too), or the request being handled (CANCEL, BYE).
+                response = output.response
+                to_invite = response.cseq.method == "INVITE"
+                tx_key = call.invite_key if to_invite or request_key is None else request_key
+                self._respond(tx_key, response, call.link, now)
+            elif isinstance(output, session_outputs.Send):
+                self._send_request(output.request, call.link, now)
+            elif isinstance(output, session_outputs.CallAnswered):
+                self._emit(CallAnswered(call_id=call_id))
+            elif isinstance(output, session_outputs.CallConfirmed):
+                self._emit(CallConfirmed(call_id=call_id))
+            elif isinstance(output, session_outputs.CallEnded):
+                self._end(key, call, output.reason, output.status)
+
+    def _end(self, key: CallKey, call: _Call[H], reason: str, status: int | None) -> None:
+        if self._calls.get(key) is not call:
+            return
+        del self._calls[key]
+        self._by_invite.pop(call.invite_key, None)
+        self._emit(CallEnded(call_id=call.session.call_id, reason=reason, status=status))
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _respond(self, key: ServerKey, response: Response, link: Link[H], now: float) -> None:
+        try:
+            self._table.send_response(key, response, now)
+        except LocalProtocolError:
+            # The transaction is over (a 2xx retransmitted after Timer L): the dialog's own
+            # 2xx goes out directly on the call's connection (§13.3.1.4).
+            self._emit(Send(handle=link.handle, message=response))
+            return
+        self._drain(None, now)
+
+    def _send_request(self, request: Request, link: Link[H], now: float) -> None:
+        key = self._table.send_request(request, now, reliable=True)
+        self._tx_handles[key] = link.handle
+        self._drain(None, now)
+
+    def _refuse(
+        self, request: Request, key: ServerKey, link: Link[H], refusal: Refusal, now: float
+    ) -> None:
+        self._report(request.method, refusal.status, refusal.reason, link)
+        response = make_response(request, refusal.status, to_tag=new_tag(self._rng))
+        for name, value in refusal.headers:
+            response.headers.add(name, value)
+        self._respond(key, response, link, now)
+
+    def _refuse_raw(self, request: Request, link: Link[H], status: int, reason: str) -> None:
+        """Answers a request the transaction layer could not take, outside any transaction."""
+        response = error_response(serialize(request), status, reason, to_tag=new_tag(self._rng))
+        self._report(request.method, status if response else None, reason, link)
+        if response is not None and request.method != "ACK":
+            self._emit(Send(handle=link.handle, message=response))
+
+    def _report(self, method: str, status: int | None, reason: str, link: Link[H] | None) -> None:
+        peer = link.peer if link is not None else ""
+        self._emit(RequestRefused(method=method, status=status, reason=reason, peer=peer))
+
+    def _emit(self, event: EndpointEvent[H]) -> None:
+        if len(self._events) >= MAX_PENDING_EVENTS:
+            raise LocalProtocolError(
+                f"{MAX_PENDING_EVENTS} endpoint events are waiting; the user agent must drain "
+                "next_event() after every input"
+            )
+        self._events.append(event)
+
+
+def _call_key(request: Request) -> CallKey:
+    return (request.call_id, request.from_.tag)
+
+
+__all__ = [
+    "KNOWN_METHODS",
+    "MAX_CALLS",
+    "MAX_CALLS_PER_SOURCE",
+    "SERVED_METHODS",
+    "AnswerPolicy",
+    "CallAnswered",
+    "CallConfirmed",
+    "CallEnded",
+    "CallIncoming",
+    "Endpoint",
+    "EndpointEvent",
+    "Link",
+    "Refusal",
+    "RequestRefused",
+    "Send",
+    "SessionDescriber",
+]
