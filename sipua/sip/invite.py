@@ -8,6 +8,11 @@ then calls `answer(sdp)` (200 OK with our Contact and the SDP answer) or `reject
        |  \\--reject/CANCEL (487)--> TERMINATED           (ANSWERED --BYE--> TERMINATED too)
        \\--BYE before answer: 481 for the BYE (no confirmed dialog yet)
 
+The transitions are one table, `TABLE` ((state, input) -> state, each row citing its RFC
+section), as for the transactions; anything not in it is our own misuse and raises
+`LocalProtocolError`. Retransmitted requests never reach the session: the transaction layer
+answers them (`sipua.sip.endpoint`).
+
 - Our own hang-up in ANSWERED waits for the ACK (or the ACK timeout) before it sends BYE
   (§15); in CONFIRMED it sends BYE at once.
 
@@ -28,6 +33,7 @@ user-level events: `CallAnswered`, `CallEnded(reason)`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -91,6 +97,46 @@ class CallEnded:
 InviteOutput = Reply | Send | CallAnswered | CallConfirmed | CallEnded
 
 
+class SessionInput(enum.Enum):
+    """What can happen to an inbound INVITE session."""
+
+    ANSWER = "answer"
+    REJECT = "reject"
+    HANGUP = "hang up"
+    RECEIVE_CANCEL = "CANCEL"
+    RECEIVE_ACK = "ACK"
+    RECEIVE_BYE = "BYE"
+    RETRANSMIT_2XX = "2xx retransmission timer"
+    ACK_TIMEOUT = "ACK timeout"
+
+
+_S = InviteState
+_I = SessionInput
+
+#: (state, input) -> next state. Anything missing is our own misuse (LocalProtocolError).
+TABLE: Final[Mapping[tuple[InviteState, SessionInput], InviteState]] = {
+    (_S.RINGING, _I.ANSWER): _S.ANSWERED,  # 2xx with the answer, retransmitted (§13.3.1.4)
+    (_S.RINGING, _I.REJECT): _S.TERMINATED,  # a non-2xx final response (§13.3.1.3)
+    (_S.RINGING, _I.HANGUP): _S.TERMINATED,  # 480: we never answered
+    (_S.ANSWERED, _I.HANGUP): _S.ANSWERED,  # the BYE waits for the ACK (§15)
+    (_S.CONFIRMED, _I.HANGUP): _S.TERMINATED,  # BYE (§15.1.1)
+    (_S.RINGING, _I.RECEIVE_CANCEL): _S.TERMINATED,  # 200 for it, 487 for the INVITE (§9.2)
+    (_S.ANSWERED, _I.RECEIVE_CANCEL): _S.ANSWERED,  # 200, no effect after a final (§9.2)
+    (_S.CONFIRMED, _I.RECEIVE_CANCEL): _S.CONFIRMED,
+    (_S.TERMINATED, _I.RECEIVE_CANCEL): _S.TERMINATED,
+    (_S.RINGING, _I.RECEIVE_ACK): _S.RINGING,  # absorbed
+    (_S.ANSWERED, _I.RECEIVE_ACK): _S.CONFIRMED,  # the dialog is confirmed (§13.3.1.4)
+    (_S.CONFIRMED, _I.RECEIVE_ACK): _S.CONFIRMED,  # retransmitted ACK, absorbed
+    (_S.TERMINATED, _I.RECEIVE_ACK): _S.TERMINATED,
+    (_S.RINGING, _I.RECEIVE_BYE): _S.RINGING,  # 481: no confirmed dialog yet (§15)
+    (_S.ANSWERED, _I.RECEIVE_BYE): _S.TERMINATED,  # 200 (§15.1.2)
+    (_S.CONFIRMED, _I.RECEIVE_BYE): _S.TERMINATED,  # 200 (§15.1.2)
+    (_S.TERMINATED, _I.RECEIVE_BYE): _S.TERMINATED,  # 481: a retransmission, absorbed
+    (_S.ANSWERED, _I.RETRANSMIT_2XX): _S.ANSWERED,  # T1 doubling up to T2 (§13.3.1.4)
+    (_S.ANSWERED, _I.ACK_TIMEOUT): _S.TERMINATED,  # BYE after 64*T1 without ACK (§13.3.1.4)
+}
+
+
 class InviteSession:
     """One inbound INVITE and the dialog it creates.
 
@@ -100,6 +146,9 @@ class InviteSession:
         contact: our Contact URI as text (``sips:user@host:port``).
         sent_by: our Via sent-by for requests we originate in the dialog.
         rng: branch source for those requests.
+
+    Raises:
+        RemoteProtocolError: the INVITE cannot make a usable dialog (`Dialog.from_uas`).
     """
 
     def __init__(
@@ -132,36 +181,31 @@ class InviteSession:
         """The Call-ID of the session."""
         return self.invite.call_id
 
-    # -- the start ------------------------------------------------------------------------------
-
     def start(self) -> list[InviteOutput]:
         """Answers the new INVITE with 100 Trying and 180 Ringing."""
         trying = make_response(self.invite, 100)
         return [Reply(response=trying), Reply(response=self._response(180))]
 
-    # -- local decisions ------------------------------------------------------------------------
+    # -- inputs ---------------------------------------------------------------------------
 
     def answer(self, sdp: bytes, now: float) -> list[InviteOutput]:
-        """Sends 200 OK with the SDP answer and starts waiting for the ACK."""
-        self._require(InviteState.RINGING, "answer")
+        """Sends 200 OK with our session description and starts waiting for the ACK."""
+        self._move(SessionInput.ANSWER)
         ok = self._response(200)
         ok.headers.add("Contact", f"<{self.contact}>")
         ok.headers.add("Allow", ALLOW)
         ok.headers.add("Content-Type", "application/sdp")
-        ok = replace(ok, body=sdp)
-        self._ok = ok
-        self.state = InviteState.ANSWERED
+        self._ok = replace(ok, body=sdp)
         self._retransmit_interval = T1_SECONDS
         self._retransmit_at = now + T1_SECONDS
         self._ack_deadline = now + ACK_TIMEOUT_SECONDS
-        return [Reply(response=ok), CallAnswered()]
+        return [Reply(response=self._ok), CallAnswered()]
 
     def reject(self, status: int) -> list[InviteOutput]:
         """Rejects the INVITE (486 Busy Here, 603 Decline, 488...)."""
-        self._require(InviteState.RINGING, "reject")
         if not 300 <= status < 700:
             raise LocalProtocolError(f"a rejection needs a status 300-699, not {status}")
-        self.state = InviteState.TERMINATED
+        self._move(SessionInput.REJECT)
         return [Reply(response=self._response(status)), CallEnded(reason="rejected", status=status)]
 
     def hangup(self) -> list[InviteOutput]:
@@ -172,55 +216,45 @@ class InviteSession:
         timed out): it goes out with the ACK, or at the ACK timeout. Meanwhile the 2xx is
         still retransmitted, or the caller could never confirm; `hangup_pending` says so.
         """
-        if self.state is InviteState.RINGING:
-            outputs = self.reject(480)
-            return [*outputs[:-1], CallEnded(reason="local-bye", status=480)]
-        if self.state is InviteState.ANSWERED:
+        old = self._move(SessionInput.HANGUP)
+        if old is InviteState.RINGING:
+            return [Reply(response=self._response(480)), CallEnded(reason="local-bye", status=480)]
+        if old is InviteState.ANSWERED:
             self.hangup_pending = True
             return []
-        if self.state is InviteState.CONFIRMED:
-            return self._bye("local-bye")
-        raise LocalProtocolError(f"cannot hang up in state {self.state.value}")
-
-    # -- requests from the peer -----------------------------------------------------------------
+        return self._bye("local-bye")
 
     def receive_cancel(self, cancel: Request) -> list[InviteOutput]:
         """CANCEL for our INVITE (§9.2): 200 for it, and 487 for the INVITE if still ringing."""
         # §8.2.6.2: every response but 100 carries a To tag; §9.2: the same as the INVITE's.
         ok = Reply(response=make_response(cancel, 200, to_tag=self.local_tag))
-        if self.state is not InviteState.RINGING:
+        if self._move(SessionInput.RECEIVE_CANCEL) is not InviteState.RINGING:
             return [ok]
-        self.state = InviteState.TERMINATED
         terminated = Reply(response=self._response(487))
         return [ok, terminated, CallEnded(reason="cancelled", status=487)]
 
     def receive_ack(self, ack: Request) -> list[InviteOutput]:
         """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are absorbed."""
         del ack
-        if self.state is not InviteState.ANSWERED:
+        if self._move(SessionInput.RECEIVE_ACK) is not InviteState.ANSWERED:
             return []
-        self.state = InviteState.CONFIRMED
-        self._retransmit_at = None
-        self._ack_deadline = None
+        self._stop_timers()
         if self.hangup_pending:
-            return [CallConfirmed(), *self._bye("local-bye")]
+            return [CallConfirmed(), *self.hangup()]
         return [CallConfirmed()]
 
     def receive_bye(self, bye: Request) -> list[InviteOutput]:
         """BYE from the peer (§15.1.2): 200 and the end; 481 before the dialog is confirmed."""
-        if self.state is InviteState.RINGING:
+        if self.state in (InviteState.ANSWERED, InviteState.CONFIRMED):
+            self.dialog.receive_request(bye)  # §12.2.2: 500 for an old CSeq, no state change
+        if self._move(SessionInput.RECEIVE_BYE) in (InviteState.RINGING, InviteState.TERMINATED):
             # §15: a caller must not BYE before the dialog is confirmed on its side; it is not
-            # one for us until we answer.
+            # one for us until we answer. After the end, a retransmission.
             return [Reply(response=make_response(bye, 481, to_tag=self.local_tag))]
-        if self.state is InviteState.TERMINATED:
-            return [Reply(response=make_response(bye, 481, to_tag=self.local_tag))]
-        self.dialog.receive_request(bye)
-        self.state = InviteState.TERMINATED
-        self._retransmit_at = None
-        self._ack_deadline = None
+        self._stop_timers()
         return [Reply(response=make_response(bye, 200)), CallEnded(reason="remote-bye")]
 
-    # -- time -----------------------------------------------------------------------------------
+    # -- time -----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """The next 2xx retransmission or the ACK timeout."""
@@ -232,21 +266,35 @@ class InviteSession:
         if self.state is not InviteState.ANSWERED:
             return []
         if self._ack_deadline is not None and now >= self._ack_deadline:
+            self._move(SessionInput.ACK_TIMEOUT)
             return self._bye("ack-timeout")
         outputs: list[InviteOutput] = []
         if self._retransmit_at is not None and now >= self._retransmit_at and self._ok:
+            self._move(SessionInput.RETRANSMIT_2XX)
             outputs.append(Reply(response=self._ok))
             self._retransmit_interval = min(self._retransmit_interval * 2, T2_SECONDS)
             self._retransmit_at = now + self._retransmit_interval
         return outputs
 
-    # -- helpers --------------------------------------------------------------------------------
+    # -- helpers --------------------------------------------------------------------------
+
+    def _move(self, event: SessionInput) -> InviteState:
+        """Takes the transition for `event`; returns the state it left."""
+        old = self.state
+        new = TABLE.get((old, event))
+        if new is None:
+            raise LocalProtocolError(f"cannot {event.value} a call in state {old.value}")
+        self.state = new
+        return old
+
+    def _stop_timers(self) -> None:
+        self._retransmit_at = None
+        self._ack_deadline = None
 
     def _bye(self, reason: str) -> list[InviteOutput]:
         bye = self.dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
         self.state = InviteState.TERMINATED
-        self._retransmit_at = None
-        self._ack_deadline = None
+        self._stop_timers()
         return [Send(request=bye), CallEnded(reason=reason)]
 
     def _response(self, status: int) -> Response:
@@ -256,10 +304,6 @@ class InviteSession:
             for value in self.invite.headers.get_all("Record-Route"):
                 response.headers.add("Record-Route", value)
         return response
-
-    def _require(self, state: InviteState, action: str) -> None:
-        if self.state is not state:
-            raise LocalProtocolError(f"cannot {action} a call in state {self.state.value}")
 
 
 def options_response(request: Request, *, to_tag: str) -> Response:
