@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sipua.tls.certs import CertSummary
-    from sipua.tls.store import CertStore
+    from sipua.tls.store import CertStore, StoredCertificate
 
 EXIT_REJECTED = 1
 
@@ -45,7 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show = add("show", "show one certificate in detail")
     show.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
-    imp = add("import-trusted", "trust the CA certificate(s) in FILE (.pem .cer .crt .der)")
+    imp = add(
+        "import-trusted",
+        "trust the certificate(s) in FILE (.pem .cer .crt .der): CAs, or a server's own "
+        "certificate, which is then trusted as itself",
+    )
     imp.add_argument("file", type=Path, metavar="FILE")
     rem = add("remove-trusted", "stop trusting a custom trusted certificate")
     rem.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
@@ -72,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="also trust this certificate (counts as custom; repeatable)",
+        help="also trust this certificate, a CA or a server's own (counts as custom; repeatable)",
     )
     verify.add_argument(
         "--only-trusted",
@@ -149,7 +153,7 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
                     "source": str(store.system.path) if store.system.path else None,
                     "names": [s.name for s in defaults],
                 },
-                "custom": [s.as_json() for s in custom],
+                "custom": [{**s.as_json(), "end_entity": not s.summary.is_ca} for s in custom],
             },
             "device": [s.as_json() for s in devices],
             "problems": store.problems,
@@ -160,7 +164,7 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
     print(f"Trusted certificates, default: {len(defaults)} (from {source})")
     print(f"Trusted certificates, custom: {len(custom)} of 10")
     for stored in custom:
-        print(f"- {stored.name} [custom]")
+        print(f"- {stored.name} [custom, {_trusted_as(stored)}]")
         print("\n".join(_summary_lines(stored.summary)))
     print(f"Device certificates: {len(devices)}")
     for stored in devices:
@@ -169,6 +173,13 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
     if not any(d.kind in ("unique", "generic") for d in devices):
         print("  (the default device certificate is issued on first use)")
     return 0
+
+
+def _trusted_as(stored: StoredCertificate) -> str:
+    """What a trusted entry is: a CA, or an end-entity certificate trusted as itself."""
+    if stored.summary.is_ca:
+        return "CA"
+    return "end-entity certificate, not a CA: trusts only itself"
 
 
 def _show(store: CertStore, args: argparse.Namespace) -> int:
@@ -192,7 +203,7 @@ def _show(store: CertStore, args: argparse.Namespace) -> int:
 
 def _import_trusted(store: CertStore, args: argparse.Namespace) -> int:
     for stored in store.import_trusted(args.file):
-        print(f"trusted: {stored.name} (sha256 {stored.fingerprint})")
+        print(f"trusted: {stored.name} [{_trusted_as(stored)}] (sha256 {stored.fingerprint})")
     return 0
 
 

@@ -434,9 +434,15 @@ def _verify_chain(
         in_custom = policy.accepts(["custom"]) and path[-1] in set(custom)
         anchor: AnchorKind = "custom" if in_custom else "default"
         problems = [*strength_problems(path, anchored=True), *_cn_constraint_problems(path)]
-        verified_reason = f"chain to {anchor} trusted CA {cert_name(path[-1])} is valid" + (
-            f"; {identity.reason}" if identity is not None and policy.cn_validation else ""
-        )
+        try:
+            is_ca = path[-1].extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        verified_reason = (
+            f"chain to {anchor} trusted CA {cert_name(path[-1])} is valid"
+            if is_ca
+            else f"{anchor} trusted end-entity certificate {cert_name(path[-1])}, trusted as itself"
+        ) + (f"; {identity.reason}" if identity is not None and policy.cn_validation else "")
         return finish(problems, path, anchor, verified_reason)
 
     problem = explain(outcome, chain=certs, anchors=accepted, anchors_count=len(accepted), at=at)
