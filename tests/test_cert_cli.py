@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from sipua.cli import main
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 from tests.support.certs import make_ca, make_leaf, pem_bundle
 
 ROOT = make_ca("CLI Test Root")

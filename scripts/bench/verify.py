@@ -4,7 +4,7 @@ The chain is the one `handshake.py` serves (a P-256 leaf for localhost under a P
 at run time), verified the way a handshake does when the verdict cache misses: leaf and CA
 presented, the CA imported as a custom trusted certificate, the OS CA bundle as the default
 set, RFC 5922 identity on. A second figure is the same chain through the production client
-verifier (`sipua.tls.verify.client_verifier`), whose verdict cache answers all but the first
+verifier (`sipua.tls.trust.verify.client_verifier`), whose verdict cache answers all but the first
 call: the difference is what the cache saves per handshake.
 
 Usage: python scripts/bench/verify.py [--count 2000] [--runs 5]
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handshake import SERVER_NAME, make_certs  # noqa: E402
 
 from sipua.tls.certs import load_certificate_file  # noqa: E402
-from sipua.tls.context import TlsClientConfig  # noqa: E402
-from sipua.tls.policy import TrustPolicy, verify_chain  # noqa: E402
-from sipua.tls.verify import clear_verdict_cache, client_verifier  # noqa: E402
+from sipua.tls.connection.context import TlsClientConfig  # noqa: E402
+from sipua.tls.trust.policy import TrustPolicy, verify_chain  # noqa: E402
+from sipua.tls.trust.verify import clear_verdict_cache, client_verifier  # noqa: E402
 
 
 def per_call_us(call: object, count: int) -> float:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sipua.tls.certs import CertSummary
-    from sipua.tls.store import CertStore, StoredCertificate
+    from sipua.tls.stores.store import CertStore, StoredCertificate
 
 EXIT_REJECTED = 1
 
@@ -107,7 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs one `sipua cert` subcommand and returns the exit code."""
     from sipua.storage import default_data_dir
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.store import CertStore
 
     data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
     store = CertStore(data_dir)
@@ -263,7 +263,7 @@ def _parse_time(text: str) -> dt.datetime:
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:
     from sipua.tls.certs import load_certificate_file, load_certificates, read_input_file
-    from sipua.tls.policy import TrustPolicy, verify_chain
+    from sipua.tls.trust.policy import TrustPolicy, verify_chain
 
     at = _parse_time(args.at) if args.at is not None else None
     chain = load_certificates(read_input_file(args.chain), source=str(args.chain))

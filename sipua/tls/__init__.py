@@ -6,6 +6,6 @@ handshake, and `sipua cert verify` calls it offline, so there is one truth about
 
 from __future__ import annotations
 
-from sipua.tls.policy import TrustPolicy, VerifyResult, verify_chain
+from sipua.tls.trust.policy import TrustPolicy, VerifyResult, verify_chain
 
 __all__ = ["TrustPolicy", "VerifyResult", "verify_chain"]

@@ -23,9 +23,9 @@ import trio
 from sipua.errors import ConfigError, HandshakeFailed, PeerNotTrusted
 from sipua.logs import get_logger
 from sipua.sip.uri import host_port
-from sipua.tls.context import TlsServerConfig
-from sipua.tls.events import HandshakeCompleted
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.context import TlsServerConfig
+from sipua.tls.connection.events import HandshakeCompleted
+from sipua.tls.connection.stream import TlsStream
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
 DEFAULT_MAX_CONNECTIONS: Final = 256

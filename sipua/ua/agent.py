@@ -225,7 +225,7 @@ class UserAgent:
 
     def _prepare_tls(self) -> None:
         from sipua.tls.certs import load_certificate_file
-        from sipua.tls.store import CertStore
+        from sipua.tls.stores.store import CertStore
 
         tls = self.settings.tls
         store = CertStore(self.settings.data_dir)
@@ -236,7 +236,7 @@ class UserAgent:
         self._store = store
 
     def _policy(self) -> Any:
-        from sipua.tls.policy import TrustPolicy
+        from sipua.tls.trust.policy import TrustPolicy
 
         return TrustPolicy.from_settings(self.settings.tls)
 
@@ -249,7 +249,7 @@ class UserAgent:
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
-        from sipua.tls.context import TlsClientConfig
+        from sipua.tls.connection.context import TlsClientConfig
 
         tls = self.settings.tls
         config = TlsClientConfig(
@@ -294,7 +294,7 @@ class UserAgent:
         return connection, established
 
     async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-        from sipua.tls.context import TlsServerConfig
+        from sipua.tls.connection.context import TlsServerConfig
 
         tls = self.settings.tls
         listen = self.settings.listen
@@ -328,7 +328,7 @@ class UserAgent:
         # caller presented a verified client certificate, locked-unverified when it presented
         # none or an unverified one (the listener's policy allowed it), unlocked on failure.
         from sipua.errors import PeerNotTrusted
-        from sipua.tls.events import HandshakeCompleted
+        from sipua.tls.connection.events import HandshakeCompleted
 
         tracker = LockTracker()
         event: LockInput

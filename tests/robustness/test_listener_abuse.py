@@ -25,7 +25,7 @@ from sipua.sip import (
     make_response,
     parse_message,
 )
-from sipua.tls.context import TlsServerConfig
+from sipua.tls.connection.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import serve_tls
 from tests.transport.test_listener import OPTIONS, client_context, server_config

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import trio
 
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 from tests.support.certs import Issued, make_ca, make_leaf, pem_bundle
 
 KILLS = 25
 WORKER = """
 import sys
 from pathlib import Path
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 
 data, bundle, device1, device2 = (Path(arg) for arg in sys.argv[1:5])
 store = CertStore(data)

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from sipua.sip import Request, Response, make_response, parse_message, serialize
-from sipua.tls.context import TlsServerConfig
+from sipua.tls.connection.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import serve_tls
 from tests.support.certs import make_ca, make_leaf

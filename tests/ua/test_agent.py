@@ -285,7 +285,7 @@ async def test_trace_redacts_credentials(tmp_path: Path) -> None:
 async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.store import CertStore
 
     device_ca = CertStore(tmp_path / "data").device_ca().certificate
     ca_pem = device_ca.public_bytes(serialization.Encoding.PEM)

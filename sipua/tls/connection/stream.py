@@ -47,10 +47,15 @@ from typing import Final, TypeVar
 import trio
 
 from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted, TlsAlertReceived
-from sipua.tls import events
-from sipua.tls.context import TlsClientConfig, TlsServerConfig, client_context, server_context
-from sipua.tls.engine import WANT_READ, TlsEngine, Want
-from sipua.tls.events import HandshakeCompleted, TlsClosed, Verifier
+from sipua.tls.connection import events
+from sipua.tls.connection.context import (
+    TlsClientConfig,
+    TlsServerConfig,
+    client_context,
+    server_context,
+)
+from sipua.tls.connection.engine import WANT_READ, TlsEngine, Want
+from sipua.tls.connection.events import HandshakeCompleted, TlsClosed, Verifier
 
 T = TypeVar("T")
 
@@ -146,7 +151,7 @@ class TlsStream(trio.abc.Stream):
             verifier: Overrides the verifier built from `config` (tests, special policies).
         """
         if verifier is None:
-            from sipua.tls.verify import client_verifier
+            from sipua.tls.trust.verify import client_verifier
 
             verifier = client_verifier(config)
         engine = TlsEngine(
@@ -170,7 +175,7 @@ class TlsStream(trio.abc.Stream):
             verifier: Overrides the client-certificate verifier built from `config`.
         """
         if verifier is None:
-            from sipua.tls.verify import server_verifier
+            from sipua.tls.trust.verify import server_verifier
 
             verifier = server_verifier(config)
         engine = TlsEngine(server_context(config), server_side=True)

@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 from cryptography import x509
 
 from sipua.errors import CertificateError
-from sipua.tls.bundle import system_bundle
 from sipua.tls.certs import CertificateInput, CertSummary, as_certificates, quiet_deprecations
-from sipua.tls.identity import IdentityCheck, check_identity, presented_identities
-from sipua.tls.path import Purpose, anchor_store, cert_name, validate
-from sipua.tls.reasons import Problem, VerifyCode, explain, strength_problems
+from sipua.tls.trust.anchors import system_bundle
+from sipua.tls.trust.identity import IdentityCheck, check_identity, presented_identities
+from sipua.tls.trust.path import Purpose, anchor_store, cert_name, validate
+from sipua.tls.trust.reasons import Problem, VerifyCode, explain, strength_problems
 
 if TYPE_CHECKING:
     from sipua.settings.model import TlsSettings

@@ -3,11 +3,12 @@
 Theory of operation. The store mirrors a desk phone's two certificate lists:
 
 - **Trusted certificates** (CA certificates): the *default* ones are the operating system's CA
-  bundle (read-only, see `bundle.py`); up to `MAX_CUSTOM_TRUSTED` *custom* ones are imported by
-  the user. `trusted(accepted_ca)` gives the anchors for the "CA certificates" setting.
+  bundle (read-only, see `sipua.tls.trust.anchors`); up to `MAX_CUSTOM_TRUSTED` *custom* ones
+  are imported by the user. `trusted(accepted_ca)` gives the anchors for the "CA certificates"
+  setting.
 - **Device certificates** (server certificates, also used as the client certificate): a
   *unique* certificate per MAC address and a *generic* one, both issued by a device CA created
-  on first use (see `device.py`), and at most one *custom* certificate with its key, imported
+  on first use (see `issuing.py`), and at most one *custom* certificate with its key, imported
   by the user; a new import replaces the old one. `device_identity("default")` picks unique,
   else generic; `device_identity("generic")` the generic one whatever the MAC address (for a
   deployment that wants one certificate for all its devices); `device_identity("custom")` the
@@ -48,8 +49,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sipua import storage
 from sipua.errors import CertificateError, StoreError
-from sipua.tls import device
-from sipua.tls.bundle import SystemBundle, system_bundle
 from sipua.tls.certs import (
     DEVICE_EXTENSIONS,
     CertSummary,
@@ -65,7 +64,9 @@ from sipua.tls.certs import (
     private_key_pem,
     read_input_file,
 )
-from sipua.tls.policy import ACCEPTED_CA_VALUES, AcceptedCa
+from sipua.tls.stores import issuing as device
+from sipua.tls.trust.anchors import SystemBundle, system_bundle
+from sipua.tls.trust.policy import ACCEPTED_CA_VALUES, AcceptedCa
 
 #: Custom trusted certificates the store holds at most (the phone's limit).
 MAX_CUSTOM_TRUSTED: Final = 10

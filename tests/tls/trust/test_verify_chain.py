@@ -11,7 +11,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from sipua.tls import TrustPolicy, VerifyResult, verify_chain
-from sipua.tls.policy import MAX_CHAIN_LENGTH
+from sipua.tls.trust.policy import MAX_CHAIN_LENGTH
 from tests.support.certs import NOW, Issued, make_ca, make_leaf
 
 NAME = "example.com"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtensionOID
 
-from sipua.tls.path import MAX_CHAIN_DEPTH, cert_name
+from sipua.tls.trust.path import MAX_CHAIN_DEPTH, cert_name
 
 VerifyCode = Literal[
     "ok",

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sipua.errors import CertificateError, ConfigError, StoreError
 from sipua.tls import TrustPolicy, verify_chain
-from sipua.tls.bundle import SystemBundle
-from sipua.tls.store import MAX_CUSTOM_TRUSTED, CertStore
+from sipua.tls.stores.store import MAX_CUSTOM_TRUSTED, CertStore
+from sipua.tls.trust.anchors import SystemBundle
 from tests.support.certs import NOW, Issued, make_ca, make_leaf, pem_bundle
 
 SYSTEM_ROOT = make_ca("Store System Root")
@@ -223,7 +223,7 @@ def test_device_certificates_verify_as_server_and_client(tmp_path: Path) -> None
 
 
 def test_generic_when_no_mac(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sipua.tls.device.machine_mac", lambda: None)
+    monkeypatch.setattr("sipua.tls.stores.issuing.machine_mac", lambda: None)
     store = _store(tmp_path)
     identity = store.device_identity("default")
     assert identity.kind == "generic"
@@ -231,7 +231,7 @@ def test_generic_when_no_mac(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_machine_mac_with_multicast_bit_is_no_mac(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sipua.tls import device
+    from sipua.tls.stores import issuing as device
 
     monkeypatch.setattr("uuid.getnode", lambda: 0x0100_0000_0000 | 0x1234)
     assert device.machine_mac() is None
@@ -476,8 +476,8 @@ def test_trusted_file_of_another_user_is_ignored(
 _RACER = """
 import sys, time
 from pathlib import Path
-from sipua.tls.bundle import SystemBundle
-from sipua.tls.store import CertStore
+from sipua.tls.trust.anchors import SystemBundle
+from sipua.tls.stores.store import CertStore
 barrier, index, data, op, arg = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), *sys.argv[4:6]
 (barrier / f"ready-{index}").touch()
 deadline = time.monotonic() + 60

@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from OpenSSL import SSL, crypto
 
 from sipua.errors import CertificateError, ConfigError
-from sipua.tls.events import OpenSslVerdict
-from sipua.tls.keylog import KeyLogWriter
+from sipua.tls.connection.events import OpenSslVerdict
+from sipua.tls.connection.keylog import KeyLogWriter
 
 if TYPE_CHECKING:
-    from sipua.tls.policy import TrustPolicy
+    from sipua.tls.trust.policy import TrustPolicy
 
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 ClientCertMode = Literal["none", "request", "require"]
