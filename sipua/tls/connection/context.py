@@ -5,7 +5,7 @@ connections can share one, so contexts are built once per configuration and cach
 26 refuses changes to a context once it created a connection, so each context is built fully
 here before anything uses it.
 
-Trust is decided by sipua's verifier (`sipua.tls.policy.verify_chain`), not by OpenSSL: the
+Trust is decided by sipua's verifier (`sipua.tls.trust.policy.verify_chain`), not by OpenSSL: the
 context asks for the peer's certificate with `VERIFY_PEER` and a callback that only *records*
 OpenSSL's per-depth verdicts (into a list the engine hangs on the connection) and always
 returns True. The stream runs the verifier after the handshake, before any SIP byte is sent.
@@ -67,7 +67,7 @@ _SESSION_ID_CONTEXT: Final = b"sipua"
 
 
 class Identity(Protocol):
-    """A certificate with its private key (`sipua.tls.store.DeviceIdentity` has this shape).
+    """A certificate with its private key (`sipua.tls.stores.store.DeviceIdentity` has this shape).
 
     Attributes:
         certificate: The leaf certificate presented to the peer.

@@ -65,7 +65,7 @@ class TlsEngine:
     """One TLS connection's state machine, without I/O.
 
     Args:
-        context: A fully built context (`sipua.tls.context.client_context`/`server_context`).
+        context: A fully built context (`client_context`/`server_context` in `context.py`).
         server_side: True to accept, False to connect.
         server_name: Client side: the TLS name; sent as SNI unless it is an IP literal.
     """

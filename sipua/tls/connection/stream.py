@@ -22,7 +22,7 @@ we knew about the engine may be stale (another task may have fed it), so we go r
 
 The handshake is explicit and runs once (`do_handshake`; `send_all`/`receive_some` run it
 implicitly, which is safe because verification is part of it). After OpenSSL finished, the
-peer chain goes to the verifier (`sipua.tls.policy.verify_chain`, the one truth); if the policy
+peer chain goes to the verifier (`trust.policy.verify_chain`, the one truth); if the policy
 refuses the peer, the transport is closed and `PeerNotTrusted` raised, so no SIP byte is ever
 sent on an unverified connection. What happened is kept as data (`handshake_event`,
 `close_event`) for the lock tracker.
