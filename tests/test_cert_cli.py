@@ -53,7 +53,7 @@ def test_list_json_shows_device_certificates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
-    CertStore(data).device_identity("default", "00:15:65:00:00:01")
+    CertStore(data).devices.identity("default", "00:15:65:00:00:01")
     leaf = make_leaf(None, cn="custom.example.com")
     assert cli(data, "import-device", str(_write(tmp_path, "d.pem", leaf.key_pem + leaf.pem))) == 0
     capsys.readouterr()
@@ -125,7 +125,7 @@ def test_device_certificate_passes_openssl_strict_verify(tmp_path: Path) -> None
     # TLS server and a TLS client certificate. (The openssl tool is a documented dependency.)
     data = tmp_path / "data"
     store = CertStore(data)
-    identity = store.device_identity("default", "00:15:65:00:00:02")
+    identity = store.devices.identity("default", "00:15:65:00:00:02")
     ca = _write(tmp_path, "ca.pem", identity.chain[0].public_bytes(serialization.Encoding.PEM))
     leaf = _write(
         tmp_path, "leaf.pem", identity.certificate.public_bytes(serialization.Encoding.PEM)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sipua.tls.certs import CertSummary
-    from sipua.tls.stores.store import CertStore, StoredCertificate
+    from sipua.tls.stores.files import StoredCertificate
+    from sipua.tls.stores.store import CertStore
 
 EXIT_REJECTED = 1
 
@@ -141,16 +142,16 @@ def _summary_lines(summary: CertSummary, indent: str = "  ") -> list[str]:
 
 
 def _list(store: CertStore, args: argparse.Namespace) -> int:
-    defaults = store.default_trusted()
-    custom = store.custom_trusted()
-    devices = store.device_certificates()
+    defaults = store.trusted.default()
+    custom = store.trusted.custom()
+    devices = store.devices.certificates()
     if args.json:
         document = {
             "data_dir": str(store.data_dir),
             "trusted": {
                 "default": {
                     "count": len(defaults),
-                    "source": str(store.system.path) if store.system.path else None,
+                    "source": str(store.trusted.system.path) if store.trusted.system.path else None,
                     "names": [s.name for s in defaults],
                 },
                 "custom": [{**s.as_json(), "end_entity": not s.summary.is_ca} for s in custom],
@@ -160,7 +161,7 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
         return 0
-    source = store.system.path or "no OS bundle found"
+    source = store.trusted.system.path or "no OS bundle found"
     print(f"Trusted certificates, default: {len(defaults)} (from {source})")
     print(f"Trusted certificates, custom: {len(custom)} of 10")
     for stored in custom:
@@ -202,13 +203,13 @@ def _show(store: CertStore, args: argparse.Namespace) -> int:
 
 
 def _import_trusted(store: CertStore, args: argparse.Namespace) -> int:
-    for stored in store.import_trusted(args.file):
+    for stored in store.trusted.import_file(args.file):
         print(f"trusted: {stored.name} [{_trusted_as(stored)}] (sha256 {stored.fingerprint})")
     return 0
 
 
 def _remove_trusted(store: CertStore, args: argparse.Namespace) -> int:
-    stored = store.remove_trusted(args.id)
+    stored = store.trusted.remove(args.id)
     print(f"removed: {stored.name} (sha256 {stored.fingerprint})")
     return 0
 
@@ -219,14 +220,14 @@ def _import_device(store: CertStore, args: argparse.Namespace) -> int:
     passphrase = None
     if args.passphrase_file is not None:
         passphrase = read_private(args.passphrase_file).strip(b"\r\n")
-    stored = store.import_device(args.cert, args.key, passphrase=passphrase)
+    stored = store.devices.import_files(args.cert, args.key, passphrase=passphrase)
     print(f"device certificate: {stored.name} (sha256 {stored.fingerprint})")
     print("select it with the device certificate setting 'custom'")
     return 0
 
 
 def _remove_device(store: CertStore, args: argparse.Namespace) -> int:
-    stored = store.remove_device()
+    stored = store.devices.remove()
     if stored is None:
         print("removed custom device certificate (its file held no readable certificate)")
     else:
@@ -238,7 +239,7 @@ def _export_ca(store: CertStore, args: argparse.Namespace) -> int:
     from sipua.storage import atomic_write
     from sipua.tls.certs import certificate_pem
 
-    stored = store.device_ca()
+    stored = store.devices.ca()
     pem = certificate_pem(stored.certificate)
     if args.out is None:
         sys.stdout.write(pem.decode("ascii"))
@@ -267,7 +268,7 @@ def _verify(store: CertStore, args: argparse.Namespace) -> int:
 
     at = _parse_time(args.at) if args.at is not None else None
     chain = load_certificates(read_input_file(args.chain), source=str(args.chain))
-    trusted = store.trusted("custom")
+    trusted = store.trusted.anchors("custom")
     for path in args.trusted_cert:
         trusted.extend(load_certificate_file(path))
     policy = TrustPolicy(

@@ -229,7 +229,7 @@ class UserAgent:
 
         tls = self.settings.tls
         store = CertStore(self.settings.data_dir)
-        trusted = [s.certificate for s in store.custom_trusted()]
+        trusted = [s.certificate for s in store.trusted.custom()]
         for path in tls.trusted_certs:
             trusted.extend(load_certificate_file(path))
         self._trusted = tuple(trusted)
@@ -243,7 +243,7 @@ class UserAgent:
     def _device_identity(self) -> Any:
         if self._identity is None:
             tls = self.settings.tls
-            self._identity = self._store.device_identity(tls.device_cert, tls.mac)
+            self._identity = self._store.devices.identity(tls.device_cert, tls.mac)
         return self._identity
 
     async def _connect(

@@ -789,14 +789,14 @@ def client_tls_config(
 
     tls = settings.tls
     store = CertStore(settings.data_dir)
-    trusted = [s.certificate for s in store.custom_trusted()]
+    trusted = [s.certificate for s in store.trusted.custom()]
     for path in tls.trusted_certs:
         trusted.extend(load_certificate_file(path))
     return TlsClientConfig(
         server_name=tls_name,
         policy=TrustPolicy.from_settings(tls),
         trusted=tuple(trusted),
-        identity=store.device_identity(tls.device_cert, tls.mac),
+        identity=store.devices.identity(tls.device_cert, tls.mac),
         min_version=tls.min_version,
         max_version=tls.max_version,
         ciphers=tls.ciphers,

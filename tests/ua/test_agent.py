@@ -287,7 +287,7 @@ async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> Non
 
     from sipua.tls.stores.store import CertStore
 
-    device_ca = CertStore(tmp_path / "data").device_ca().certificate
+    device_ca = CertStore(tmp_path / "data").devices.ca().certificate
     ca_pem = device_ca.public_bytes(serialization.Encoding.PEM)
     async with (
         TestRegistrar(client_ca=ca_pem) as registrar,
