@@ -332,17 +332,29 @@ def _cn_constraint_problems(path: Sequence[x509.Certificate]) -> list[Problem]:
     return problems
 
 
+_NONE: Final[tuple[x509.Certificate, ...]] = ()
+
+
 def _anchor_sets(
     custom: Sequence[x509.Certificate], default: Sequence[x509.Certificate], policy: TrustPolicy
-) -> tuple[list[x509.Certificate], list[x509.Certificate], AnchorKind]:
-    """(accepted anchors, the others, the others' kind) for the policy's CA type."""
+) -> tuple[
+    tuple[Sequence[x509.Certificate], Sequence[x509.Certificate]],
+    list[x509.Certificate],
+    AnchorKind,
+]:
+    """((base, extra) of the accepted anchors, the others, the others' kind) for the CA type.
+
+    The accepted anchors stay in two parts, the default set (the OS bundle, one cached tuple)
+    and the custom one, so that their `Store` is found again by `anchor_store` on every
+    handshake.
+    """
     if policy.accepted_ca == "all":
-        return [*default, *custom], [], "default"
+        return (default, custom), [], "default"
     if policy.accepted_ca == "custom":
         in_custom = set(custom)
-        return list(custom), [c for c in default if c not in in_custom], "default"
+        return (_NONE, custom), [c for c in default if c not in in_custom], "default"
     in_default = set(default)
-    return list(default), [c for c in custom if c not in in_default], "custom"
+    return (default, _NONE), [c for c in custom if c not in in_default], "custom"
 
 
 def _verify_chain(
@@ -417,18 +429,17 @@ def _verify_chain(
             verified_reason=verified_reason,
         )
 
-    def check(anchors: Sequence[x509.Certificate]) -> list[x509.Certificate] | str:
-        if not anchors:
+    def check(
+        base: Sequence[x509.Certificate], extra: Sequence[x509.Certificate] = ()
+    ) -> list[x509.Certificate] | str:
+        if not base and not extra:
             return "no trusted certificates: all candidates exhausted with no interior errors"
-        # The OS bundle (a cached tuple) keys the store cache by identity; tests pass lists.
-        if policy.accepted_ca == "all" and anchors[: len(defaults)] == list(defaults):
-            store = anchor_store(defaults, custom)
-        else:
-            store = anchor_store(anchors, ())
+        store = anchor_store(base, extra)
         return validate(leaf, certs[1:], store, at=at, purpose=purpose)
 
-    accepted, others, others_kind = _anchor_sets(custom, defaults, policy)
-    outcome = check(accepted)
+    (base, extra), others, others_kind = _anchor_sets(custom, defaults, policy)
+    accepted = [*base, *extra]
+    outcome = check(base, extra)
     if isinstance(outcome, list):
         path = outcome
         in_custom = policy.accepts(["custom"]) and path[-1] in set(custom)
