@@ -16,13 +16,15 @@ critical extensions, depth), configured here:
   TLS role (serverAuth for a server, clientAuth for a client: every deployed SIP peer's
   certificate has them); a keyUsage, if present, allows a TLS key use; a CA certificate may be
   the leaf (RFC 5280 says nothing against it); authorityKeyIdentifier present unless
-  self-signed, subjectAltName critical when the subject is empty (RFC 5280 §4.2.1.1, §4.2.1.6).
+  self-signed, subjectAltName critical when the subject is empty, no keyCertSign without cA
+  (RFC 5280 §4.2.1.1, §4.2.1.6, §4.2.1.9).
 - **The CA extension policy** is cryptography's default (basicConstraints critical with cA,
   keyUsage with keyCertSign, well-formed key identifiers), with RFC 5280's structural rules the
-  web defaults leave out (subjectKeyIdentifier on every CA but a self-issued anchor, §4.2.1.2;
-  authorityKeyIdentifier unless self-signed, §4.2.1.1), a CA's extendedKeyUsage (when present)
-  allowing the purpose, and certificatePolicies accepted critical: sipua validates with
-  any-policy as the initial policy set and requires no explicit policy (§6.1.1 (c), (f)).
+  web defaults leave out (subjectKeyIdentifier on every CA, §4.2.1.2; a non-empty subject,
+  §4.1.2.6; authorityKeyIdentifier unless self-signed, §4.2.1.1), a CA's extendedKeyUsage
+  (when present) allowing the purpose, and certificatePolicies accepted critical: sipua
+  validates with any-policy as the initial policy set and requires no explicit policy
+  (§6.1.1 (c), (f)).
 
 Failures come back as `VerificationError` text; `explain` turns that text into sipua's reason
 codes and a sentence naming the certificate concerned (see `reasons.py`). Rules the library
@@ -126,13 +128,27 @@ def _leaf_key_usage(_policy: Policy, cert: x509.Certificate, usage: x509.KeyUsag
     # handshake (digitalSignature), or, in TLS 1.2 RSA/ECDH key exchange, encrypts or agrees
     # the premaster secret (keyEncipherment, keyAgreement). A keyUsage with none of them says
     # the key is not for TLS at all (a CRL-signing key, say).
-    if usage is None or usage.digital_signature or usage.key_encipherment or usage.key_agreement:
+    if usage is None:
         return
-    raise Refusal(
-        "bad-usage",
-        f"certificate {cert_name(cert)} may not be used for TLS: its keyUsage allows none of "
-        "digitalSignature, keyEncipherment, keyAgreement (RFC 5280 §4.2.1.3)",
-    )
+    if not (usage.digital_signature or usage.key_encipherment or usage.key_agreement):
+        raise Refusal(
+            "bad-usage",
+            f"certificate {cert_name(cert)} may not be used for TLS: its keyUsage allows none "
+            "of digitalSignature, keyEncipherment, keyAgreement (RFC 5280 §4.2.1.3)",
+        )
+    # RFC 5280 §4.2.1.9: keyCertSign without cA is a contradiction (a CA certificate as the
+    # leaf is fine, with cA asserted).
+    if usage.key_cert_sign:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise Refusal(
+                "invalid-chain",
+                f"certificate {cert_name(cert)} asserts keyCertSign without basicConstraints "
+                "cA, which RFC 5280 §4.2.1.9 forbids",
+            )
 
 
 def _authority_key_id(
@@ -154,17 +170,24 @@ def _authority_key_id(
         )
 
 
-def _subject_key_id(
+def _ca_identity(
     _policy: Policy, cert: x509.Certificate, ski: x509.SubjectKeyIdentifier | None
 ) -> None:
-    # RFC 5280 §4.2.1.2: every CA certificate carries one. A self-issued CA is exempt because
-    # it is (or stands for) a trust anchor, which RFC 5280 §6.1.1 (d) takes as given: a few
-    # roots of the operating system's bundle have none.
-    if ski is None and cert.issuer != cert.subject:
+    # Runs for every CA certificate (as the subjectKeyIdentifier validator, which the library
+    # calls whether the extension is there or not) and checks how a CA names itself:
+    # RFC 5280 §4.2.1.2: every CA certificate carries a subjectKeyIdentifier, trust anchors
+    # included; RFC 5280 §4.1.2.6: a CA's subject is a non-empty name.
+    if ski is None:
         raise Refusal(
             "invalid-chain",
             f"CA {cert_name(cert)} has no subjectKeyIdentifier, which RFC 5280 §4.2.1.2 "
             "requires in every CA certificate",
+        )
+    if not cert.subject.rdns:
+        raise Refusal(
+            "invalid-chain",
+            f"a CA certificate (serial {cert.serial_number:x}) has an empty subject, which "
+            "RFC 5280 §4.1.2.6 forbids",
         )
 
 
@@ -201,7 +224,7 @@ def _ca_policy(purpose: Purpose) -> ExtensionPolicy:
         ExtensionPolicy.webpki_defaults_ca()
         .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _ca_eku(purpose))
         .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, _authority_key_id)
-        .may_be_present(x509.SubjectKeyIdentifier, Criticality.NON_CRITICAL, _subject_key_id)
+        .may_be_present(x509.SubjectKeyIdentifier, Criticality.NON_CRITICAL, _ca_identity)
         .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
     )
 

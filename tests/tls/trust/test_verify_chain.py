@@ -620,9 +620,32 @@ def test_intermediate_without_subject_key_identifier_is_refused() -> None:
     assert "No SKI Inter" in result.reason
 
 
-def test_self_signed_root_needs_no_key_identifiers() -> None:
-    root = make_ca("Bare Root", key_ids=())
+def test_self_signed_root_needs_no_authority_key_identifier() -> None:
+    root = make_ca("No AKI Root", key_ids=("ski",))
     assert verify([_leaf(root)], trusted=(root,)).verified
+
+
+def test_root_without_subject_key_identifier_is_refused() -> None:
+    # RFC 5280 §4.2.1.2 names every CA certificate, trust anchors included.
+    root = make_ca("No SKI Root", key_ids=())
+    result = verify([_leaf(root)], trusted=(root,))
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "subjectKeyIdentifier" in result.reason
+
+
+def test_ca_with_an_empty_subject_is_refused() -> None:
+    # RFC 5280 §4.1.2.6: a CA's subject is a non-empty name.
+    root = make_ca(subject=x509.Name([]))
+    result = verify([_leaf(root)], trusted=(root,))
+    assert (result.ok, result.code) == (False, "invalid-chain"), result.reason
+
+
+def test_leaf_asserting_key_cert_sign_without_ca_is_refused() -> None:
+    # RFC 5280 §4.2.1.9: keyCertSign needs cA.
+    usage = _key_usage(digital_signature=True, key_cert_sign=True)
+    result = verify([_leaf(extensions=[(usage, True)]), INTER])
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "keyCertSign without basicConstraints cA" in result.reason
 
 
 def test_ca_restricted_to_other_purposes_cannot_vouch_for_tls() -> None:
