@@ -97,8 +97,8 @@ def key_problem(cert: x509.Certificate) -> Problem | None:
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm):
-        return _problem("weak-key", f"certificate {cert_name(cert)} has a public key sipua "
-                        "cannot use", cert)  # fmt: skip
+        reason = f"certificate {cert_name(cert)} has a public key sipua cannot use"
+        return _problem("weak-key", reason, cert)
     weak = None
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         weak = f"an RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} needed)"
@@ -109,8 +109,9 @@ def key_problem(cert: x509.Certificate) -> Problem | None:
             f"an EC key on {key.curve.name} ({key.curve.key_size} bits; at least "
             f"{MIN_EC_BITS} needed)"
         )
-    return None if weak is None else _problem("weak-key", f"certificate {cert_name(cert)} "
-                                              f"has {weak}", cert)  # fmt: skip
+    if weak is None:
+        return None
+    return _problem("weak-key", f"certificate {cert_name(cert)} has {weak}", cert)
 
 
 def signature_problem(cert: x509.Certificate) -> Problem | None:
@@ -255,8 +256,8 @@ def explain(
     if refusal := _REFUSAL.search(text):
         code = _REFUSAL_CODES.get(refusal.group(1))
         if code is not None:
-            return Problem(code=code, reason=refusal.group(2), subject=None if named is None
-                           else named.subject.rfc4514_string())  # fmt: skip
+            subject = None if named is None else named.subject.rfc4514_string()
+            return Problem(code=code, reason=refusal.group(2), subject=subject)
     if "not valid at validation time" in text:
         cert = named or _first(
             everyone, lambda c: not c.not_valid_before_utc <= at <= c.not_valid_after_utc
@@ -312,21 +313,20 @@ def explain(
             cert,
         )
     if "path length constraint" in text:
-        constrained = [
-            c for c in issuers if isinstance(bc := _extension(c, x509.BasicConstraints),
-                                             x509.BasicConstraints) and bc.path_length is not None
-        ]  # fmt: skip
-        constrained.sort(key=lambda c: _extension(c, x509.BasicConstraints).path_length)  # type: ignore[union-attr]
-        if constrained:
-            tight = constrained[0]
-            limit = _extension(tight, x509.BasicConstraints).path_length  # type: ignore[union-attr]
+        limits = [
+            (bc.path_length, c)
+            for c in issuers
+            if isinstance(bc := _extension(c, x509.BasicConstraints), x509.BasicConstraints)
+            and bc.path_length is not None
+        ]
+        if limits:
+            limit, tight = min(limits, key=lambda item: item[0])
             reason = (
                 f"CA {cert_name(tight)} allows {limit} intermediate CA(s) below it "
                 "(pathLenConstraint, RFC 5280 §4.2.1.9), and the chain has more"
             )
             return _problem("invalid-chain", reason, tight)
-        return _problem("invalid-chain", "a CA's pathLenConstraint is exceeded (RFC 5280 "
-                        "§4.2.1.9)")  # fmt: skip
+        return _problem("invalid-chain", "a CA's pathLenConstraint is exceeded (RFC 5280 §4.2.1.9)")
     if "name constraint" in text or "nameConstraints" in text:
         constrainer = _first(issuers, _constraining_ca)
         by = (
@@ -358,8 +358,11 @@ def explain(
             signer,
         )
     if "EKU" in text:
-        return _problem("bad-usage", f"a CA of the chain of {cert_name(leaf)} may not issue "
-                        "certificates for this purpose (extendedKeyUsage)", leaf)  # fmt: skip
+        reason = (
+            f"a CA of the chain of {cert_name(leaf)} may not issue certificates for this "
+            "purpose (extendedKeyUsage)"
+        )
+        return _problem("bad-usage", reason, leaf)
     if "basicConstraints" in text and "criticality" not in text:
         not_ca = named or _first(issuers, lambda c: not _is_ca(c))
         if not_ca is not None:
@@ -383,8 +386,11 @@ def explain(
         cert = named
         shown = f"certificate {cert_name(cert)}" if cert else "a certificate of the chain"
         if oid == ExtensionOID.KEY_USAGE.dotted_string:
-            return _problem("bad-usage", f"{shown} has an unacceptable keyUsage: {detail} (a CA "
-                            "needs one allowing keyCertSign, RFC 5280 §4.2.1.3)", cert)  # fmt: skip
+            reason = (
+                f"{shown} has an unacceptable keyUsage: {detail} (a CA needs one allowing "
+                "keyCertSign, RFC 5280 §4.2.1.3)"
+            )
+            return _problem("bad-usage", reason, cert)
         return _problem(
             "invalid-chain",
             f"{shown} has an unacceptable {_extension_name(oid)} extension: {detail}",

@@ -671,8 +671,8 @@ def test_empty_subject_needs_a_critical_subject_alt_name() -> None:
 def test_self_signed_ca_certificate_trusted_as_itself() -> None:
     # `openssl req -x509` makes CA:TRUE certificates; a registrar presenting one that the user
     # trusts works, as any trusted certificate is its own anchor.
-    registrar = make_ca("example.com", extensions=[(x509.SubjectAlternativeName(
-        [x509.UniformResourceIdentifier("sip:example.com")]), False)])  # fmt: skip
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier("sip:example.com")])
+    registrar = make_ca("example.com", extensions=[(san, False)])
     result = verify([registrar], trusted=(registrar,))
     assert result.verified, result.reason
     assert result.anchor == "custom"
@@ -680,16 +680,16 @@ def test_self_signed_ca_certificate_trusted_as_itself() -> None:
 
 def test_ca_certificate_as_leaf_is_valid() -> None:
     # RFC 5280 says nothing against a CA certificate in the leaf position (the web PKI does).
-    inter = make_ca("Also A Server", issuer=ROOT, extensions=[(x509.SubjectAlternativeName(
-        [x509.DNSName("example.com")]), False)])  # fmt: skip
+    san = x509.SubjectAlternativeName([x509.DNSName("example.com")])
+    inter = make_ca("Also A Server", issuer=ROOT, extensions=[(san, False)])
     assert verify([inter]).verified
 
 
 def test_cn_identity_is_name_constrained_by_sipua() -> None:
     # cryptography constrains subjectAltName only; sipua constrains the CN it uses as identity.
     excluded = _constrained_ca("Excludes victim", excluded=[x509.DNSName("victim.com")])
-    bad = verify([_leaf(excluded, uris=(), cn="sip.victim.com", san=False), excluded],
-                 name="sip.victim.com")  # fmt: skip
+    cn_only = _leaf(excluded, uris=(), cn="sip.victim.com", san=False)
+    bad = verify([cn_only, excluded], name="sip.victim.com")
     assert bad.code == "invalid-chain"
     assert "CN 'sip.victim.com'" in bad.reason
     ip_ca = _constrained_ca(
