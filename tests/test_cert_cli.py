@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from sipua.cli import main
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 from tests.support.certs import make_ca, make_leaf, pem_bundle
 
 ROOT = make_ca("CLI Test Root")
@@ -37,7 +37,7 @@ def test_import_list_show_remove(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "Trusted certificates, default:" in out
     assert "Trusted certificates, custom: 1 of 10" in out
-    assert "CLI Test Root [custom]" in out
+    assert "CLI Test Root [custom, CA]" in out
     assert ROOT.fingerprint in out
     assert cli(data, "show", ROOT.fingerprint[:8]) == 0
     assert "key:         EC secp256r1" in capsys.readouterr().out
@@ -53,7 +53,7 @@ def test_list_json_shows_device_certificates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
-    CertStore(data).device_identity("default", "00:15:65:00:00:01")
+    CertStore(data).devices.identity("default", "00:15:65:00:00:01")
     leaf = make_leaf(None, cn="custom.example.com")
     assert cli(data, "import-device", str(_write(tmp_path, "d.pem", leaf.key_pem + leaf.pem))) == 0
     capsys.readouterr()
@@ -125,7 +125,7 @@ def test_device_certificate_passes_openssl_strict_verify(tmp_path: Path) -> None
     # TLS server and a TLS client certificate. (The openssl tool is a documented dependency.)
     data = tmp_path / "data"
     store = CertStore(data)
-    identity = store.device_identity("default", "00:15:65:00:00:02")
+    identity = store.devices.identity("default", "00:15:65:00:00:02")
     ca = _write(tmp_path, "ca.pem", identity.chain[0].public_bytes(serialization.Encoding.PEM))
     leaf = _write(
         tmp_path, "leaf.pem", identity.certificate.public_bytes(serialization.Encoding.PEM)
@@ -211,3 +211,39 @@ def test_subprocess_round_trip(tmp_path: Path) -> None:
     )
     assert duplicate.returncode == 2
     assert duplicate.stderr.startswith("sipua: error:")
+
+
+def test_list_says_which_trusted_entries_are_end_entity_certificates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A registrar's self-signed certificate is trusted as itself: the list must not call it a CA.
+    data = tmp_path / "data"
+    registrar = make_leaf(None, cn="pbx.example.com", dns=("pbx.example.com",))
+    assert cli(data, "import-trusted", str(_write(tmp_path, "pbx.pem", registrar.pem))) == 0
+    assert "[end-entity certificate, not a CA" in capsys.readouterr().out
+    assert cli(data, "import-trusted", str(_write(tmp_path, "root.pem", ROOT.pem))) == 0
+    capsys.readouterr()
+    assert cli(data, "list") == 0
+    out = capsys.readouterr().out
+    assert "- pbx.example.com [custom, end-entity certificate, not a CA: trusts only itself]" in out
+    assert "- CLI Test Root [custom, CA]" in out
+    assert cli(data, "list", "--json") == 0
+    custom = json.loads(capsys.readouterr().out)["trusted"]["custom"]
+    assert [(c["name"], c["end_entity"]) for c in custom] == [
+        ("pbx.example.com", True),
+        ("CLI Test Root", False),
+    ]
+
+
+def test_trusted_self_signed_registrar_certificate_verifies_as_its_own_anchor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registrar = make_leaf(None, cn="pbx.example.com", uris=("sip:pbx.example.com",))
+    chain = _write(tmp_path, "chain.pem", registrar.pem)
+    trusted = _write(tmp_path, "pbx.pem", registrar.pem)
+    args = ("verify", str(chain), "--name", "pbx.example.com", "--trusted-cert", str(trusted))
+    assert cli(tmp_path / "data", *args) == 0
+    assert capsys.readouterr().out.startswith(
+        "verified: custom trusted end-entity certificate 'CN=pbx.example.com,O=sipua tests', "
+        "trusted as itself"
+    )

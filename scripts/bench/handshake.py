@@ -5,7 +5,7 @@ made at run time; TLS 1.2 and 1.3 enabled). Then, alternating, for each protocol
 
 - sipua: `sipua.transport.client.open_tls` in a loop, one handshake after the other, the way
   `sipua register` connects (TCP to 127.0.0.1, a new `TlsStream` with the cached client
-  context, the real verifier `sipua.tls.policy.verify_chain` on every handshake, close_notify
+  context, the real verifier `sipua.tls.trust.policy.verify_chain` on every handshake, close_notify
   and close). Every handshake is full: sipua never resumes sessions.
 - `openssl s_time -new -verify 4` against the same server for the same time (full handshakes,
   OpenSSL's own chain check, no request; the system's `openssl`).
@@ -44,8 +44,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from sipua.tls.context import TlsClientConfig  # noqa: E402
-from sipua.tls.policy import TrustPolicy  # noqa: E402
+from sipua.tls.connection.context import TlsClientConfig  # noqa: E402
+from sipua.tls.trust.policy import TrustPolicy  # noqa: E402
 from sipua.transport.client import open_tls  # noqa: E402
 
 SERVER_NAME = "localhost"

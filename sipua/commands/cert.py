@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sipua.tls.certs import CertSummary
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.files import StoredCertificate
+    from sipua.tls.stores.store import CertStore
 
 EXIT_REJECTED = 1
 
@@ -45,7 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show = add("show", "show one certificate in detail")
     show.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
-    imp = add("import-trusted", "trust the CA certificate(s) in FILE (.pem .cer .crt .der)")
+    imp = add(
+        "import-trusted",
+        "trust the certificate(s) in FILE (.pem .cer .crt .der): CAs, or a server's own "
+        "certificate, which is then trusted as itself",
+    )
     imp.add_argument("file", type=Path, metavar="FILE")
     rem = add("remove-trusted", "stop trusting a custom trusted certificate")
     rem.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
@@ -72,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="also trust this certificate (counts as custom; repeatable)",
+        help="also trust this certificate, a CA or a server's own (counts as custom; repeatable)",
     )
     verify.add_argument(
         "--only-trusted",
@@ -103,7 +108,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs one `sipua cert` subcommand and returns the exit code."""
     from sipua.storage import default_data_dir
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.store import CertStore
 
     data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
     store = CertStore(data_dir)
@@ -137,30 +142,30 @@ def _summary_lines(summary: CertSummary, indent: str = "  ") -> list[str]:
 
 
 def _list(store: CertStore, args: argparse.Namespace) -> int:
-    defaults = store.default_trusted()
-    custom = store.custom_trusted()
-    devices = store.device_certificates()
+    defaults = store.trusted.default()
+    custom = store.trusted.custom()
+    devices = store.devices.certificates()
     if args.json:
         document = {
             "data_dir": str(store.data_dir),
             "trusted": {
                 "default": {
                     "count": len(defaults),
-                    "source": str(store.system.path) if store.system.path else None,
+                    "source": str(store.trusted.system.path) if store.trusted.system.path else None,
                     "names": [s.name for s in defaults],
                 },
-                "custom": [s.as_json() for s in custom],
+                "custom": [{**s.as_json(), "end_entity": not s.summary.is_ca} for s in custom],
             },
             "device": [s.as_json() for s in devices],
             "problems": store.problems,
         }
         print(json.dumps(document, indent=2))
         return 0
-    source = store.system.path or "no OS bundle found"
+    source = store.trusted.system.path or "no OS bundle found"
     print(f"Trusted certificates, default: {len(defaults)} (from {source})")
     print(f"Trusted certificates, custom: {len(custom)} of 10")
     for stored in custom:
-        print(f"- {stored.name} [custom]")
+        print(f"- {stored.name} [custom, {_trusted_as(stored)}]")
         print("\n".join(_summary_lines(stored.summary)))
     print(f"Device certificates: {len(devices)}")
     for stored in devices:
@@ -169,6 +174,13 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
     if not any(d.kind in ("unique", "generic") for d in devices):
         print("  (the default device certificate is issued on first use)")
     return 0
+
+
+def _trusted_as(stored: StoredCertificate) -> str:
+    """What a trusted entry is: a CA, or an end-entity certificate trusted as itself."""
+    if stored.summary.is_ca:
+        return "CA"
+    return "end-entity certificate, not a CA: trusts only itself"
 
 
 def _show(store: CertStore, args: argparse.Namespace) -> int:
@@ -191,13 +203,13 @@ def _show(store: CertStore, args: argparse.Namespace) -> int:
 
 
 def _import_trusted(store: CertStore, args: argparse.Namespace) -> int:
-    for stored in store.import_trusted(args.file):
-        print(f"trusted: {stored.name} (sha256 {stored.fingerprint})")
+    for stored in store.trusted.import_file(args.file):
+        print(f"trusted: {stored.name} [{_trusted_as(stored)}] (sha256 {stored.fingerprint})")
     return 0
 
 
 def _remove_trusted(store: CertStore, args: argparse.Namespace) -> int:
-    stored = store.remove_trusted(args.id)
+    stored = store.trusted.remove(args.id)
     print(f"removed: {stored.name} (sha256 {stored.fingerprint})")
     return 0
 
@@ -208,14 +220,14 @@ def _import_device(store: CertStore, args: argparse.Namespace) -> int:
     passphrase = None
     if args.passphrase_file is not None:
         passphrase = read_private(args.passphrase_file).strip(b"\r\n")
-    stored = store.import_device(args.cert, args.key, passphrase=passphrase)
+    stored = store.devices.import_files(args.cert, args.key, passphrase=passphrase)
     print(f"device certificate: {stored.name} (sha256 {stored.fingerprint})")
     print("select it with the device certificate setting 'custom'")
     return 0
 
 
 def _remove_device(store: CertStore, args: argparse.Namespace) -> int:
-    stored = store.remove_device()
+    stored = store.devices.remove()
     if stored is None:
         print("removed custom device certificate (its file held no readable certificate)")
     else:
@@ -227,7 +239,7 @@ def _export_ca(store: CertStore, args: argparse.Namespace) -> int:
     from sipua.storage import atomic_write
     from sipua.tls.certs import certificate_pem
 
-    stored = store.device_ca()
+    stored = store.devices.ca()
     pem = certificate_pem(stored.certificate)
     if args.out is None:
         sys.stdout.write(pem.decode("ascii"))
@@ -252,11 +264,11 @@ def _parse_time(text: str) -> dt.datetime:
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:
     from sipua.tls.certs import load_certificate_file, load_certificates, read_input_file
-    from sipua.tls.policy import TrustPolicy, verify_chain
+    from sipua.tls.trust.policy import TrustPolicy, verify_chain
 
     at = _parse_time(args.at) if args.at is not None else None
     chain = load_certificates(read_input_file(args.chain), source=str(args.chain))
-    trusted = store.trusted("custom")
+    trusted = store.trusted.anchors("custom")
     for path in args.trusted_cert:
         trusted.extend(load_certificate_file(path))
     policy = TrustPolicy(

@@ -128,7 +128,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--trusted-cert",
         metavar="FILE",
         action="append",
-        help="trusted CA certificate, PEM or DER (repeatable; replaces the file's list)",
+        help="trusted certificate, PEM or DER: a CA, or a server's own (e.g. self-signed) "
+        "certificate, trusted as itself (repeatable; replaces the file's list)",
     )
     tls.add_argument(
         "--only-trusted",

@@ -1,4 +1,6 @@
-"""TLS for sipua: whom to trust (policy, identity, store) and the connection machinery.
+"""TLS for sipua, in three parts: whom to trust (`trust/`), the certificates on disk
+(`stores/`), and the connection machinery (`connection/`); `certs.py` reads certificates and
+keys for all three.
 
 The trust decision is `verify_chain` under a `TrustPolicy`; the TLS engine calls it after every
 handshake, and `sipua cert verify` calls it offline, so there is one truth about trust.
@@ -6,6 +8,6 @@ handshake, and `sipua cert verify` calls it offline, so there is one truth about
 
 from __future__ import annotations
 
-from sipua.tls.policy import TrustPolicy, VerifyResult, verify_chain
+from sipua.tls.trust.policy import TrustPolicy, VerifyResult, verify_chain
 
 __all__ = ["TrustPolicy", "VerifyResult", "verify_chain"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,10 +40,6 @@ MAX_CERTIFICATES_PER_FILE: Final = 500
 
 #: What certificate arguments accept: a parsed certificate, or PEM/DER bytes.
 CertificateInput: TypeAlias = bytes | x509.Certificate
-
-#: A distinguished name in comparison form (see `canonical_name`): per RDN, its sorted
-#: (attribute OID, normalized value) pairs.
-CanonicalName: TypeAlias = tuple[tuple[tuple[str, str], ...], ...]
 
 #: The private keys sipua can use for TLS (what pyOpenSSL's `use_privatekey` accepts).
 PrivateKey: TypeAlias = (
@@ -344,37 +339,6 @@ def private_key_pem(key: PrivateKey) -> bytes:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint of the DER certificate, as 64 lowercase hex digits."""
     return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def _canonical_value(value: str | bytes) -> str:
-    if isinstance(value, bytes):
-        # Not a string type (e.g. a BIT STRING): compared as is.
-        return "#" + value.hex()
-    # RFC 5280 §7.1 / RFC 4518 §2: compatibility-normalize, fold case, drop leading and
-    # trailing spaces and collapse inner runs; the ASN.1 string type does not matter.
-    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
-
-
-def canonical_name(name: x509.Name) -> CanonicalName:
-    """The comparison form of a distinguished name (RFC 5280 §7.1).
-
-    Two names that are equal under RFC 5280 (same attribute types in the same RDNs, values equal
-    after case folding and whitespace collapsing, whatever their string types) have equal
-    canonical forms, so issuer chaining can look names up in a dict.
-    """
-    return tuple(
-        tuple(sorted((a.oid.dotted_string, _canonical_value(a.value)) for a in rdn))
-        for rdn in name.rdns
-    )
-
-
-def is_self_issued(cert: x509.Certificate) -> bool:
-    """Tells whether subject and issuer are the same name (RFC 5280 §6.1: "self-issued").
-
-    A self-issued certificate need not be self-signed: a CA's key-rollover certificate has the
-    CA's name on both sides but is signed by the old key.
-    """
-    return canonical_name(cert.subject) == canonical_name(cert.issuer)
 
 
 def display_name(cert: x509.Certificate) -> str:

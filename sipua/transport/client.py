@@ -14,10 +14,10 @@ from typing import Final
 import trio
 
 from sipua.sip.uri import host_port
-from sipua.tls.context import TlsClientConfig
-from sipua.tls.events import HandshakeCompleted
-from sipua.tls.listener import open_tls_stream
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.context import TlsClientConfig
+from sipua.tls.connection.events import HandshakeCompleted
+from sipua.tls.connection.listener import open_tls_stream
+from sipua.tls.connection.stream import TlsStream
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 

@@ -43,9 +43,9 @@ from sipua.errors import ConfigError, HandshakeFailed, PeerNotTrusted
 from sipua.logs import get_logger
 from sipua.settings.model import ListenSettings
 from sipua.sip.uri import host_port
-from sipua.tls.context import TlsServerConfig
-from sipua.tls.events import HandshakeCompleted
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.context import TlsServerConfig
+from sipua.tls.connection.events import HandshakeCompleted
+from sipua.tls.connection.stream import TlsStream
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
 # The defaults are the settings' (one place for each default: sipua.settings.model).

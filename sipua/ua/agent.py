@@ -245,25 +245,25 @@ class UserAgent:
 
     def _prepare_tls(self) -> None:
         from sipua.tls.certs import load_certificate_file
-        from sipua.tls.store import CertStore
+        from sipua.tls.stores.store import CertStore
 
         tls = self.settings.tls
         store = CertStore(self.settings.data_dir)
-        trusted = [s.certificate for s in store.custom_trusted()]
+        trusted = [s.certificate for s in store.trusted.custom()]
         for path in tls.trusted_certs:
             trusted.extend(load_certificate_file(path))
         self._trusted = tuple(trusted)
         self._store = store
 
     def _policy(self) -> Any:
-        from sipua.tls.policy import TrustPolicy
+        from sipua.tls.trust.policy import TrustPolicy
 
         return TrustPolicy.from_settings(self.settings.tls)
 
     def _device_identity(self) -> Any:
         if self._identity is None:
             tls = self.settings.tls
-            self._identity = self._store.device_identity(tls.device_cert, tls.mac)
+            self._identity = self._store.devices.identity(tls.device_cert, tls.mac)
         return self._identity
 
     async def _locate(self, account: AccountSettings) -> list[FlowTarget]:
@@ -275,7 +275,7 @@ class UserAgent:
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
-        from sipua.tls.context import TlsClientConfig
+        from sipua.tls.connection.context import TlsClientConfig
 
         tls = self.settings.tls
         config = TlsClientConfig(
@@ -324,7 +324,7 @@ class UserAgent:
         return connection, established
 
     async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-        from sipua.tls.context import TlsServerConfig
+        from sipua.tls.connection.context import TlsServerConfig
 
         tls = self.settings.tls
         listen = self.settings.listen
@@ -361,7 +361,7 @@ class UserAgent:
         # caller presented a verified client certificate, locked-unverified when it presented
         # none or an unverified one (the listener's policy allowed it), unlocked on failure.
         from sipua.errors import PeerNotTrusted
-        from sipua.tls.events import HandshakeCompleted
+        from sipua.tls.connection.events import HandshakeCompleted
 
         tracker = LockTracker()
         event: LockInput

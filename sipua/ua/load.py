@@ -10,7 +10,7 @@ verdict (the same `TlsClientConfig` `sipua register` builds), the sans-IO `Regis
 
 The hot path is lean on purpose, because this is what the benchmarks measure:
 
-- One shared client `SSL.Context` (the cached one from `sipua.tls.context`, with
+- One shared client `SSL.Context` (the cached one from `sipua.tls.connection.context`, with
   `MODE_RELEASE_BUFFERS`), one `TlsEngine` per connection, driven straight over a non-blocking
   stdlib socket with trio's readiness waits (`wait_readable`/`wait_writable`): a send or
   receive the kernel can do at once costs one system call and no trip through the scheduler;
@@ -20,7 +20,7 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
   delayed-ACK wait per message.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
-- The trust verdict comes from `sipua.tls.verify.client_verifier`, which computes it once per
+- The trust verdict comes from `sipua.tls.trust.verify.client_verifier`, which computes it once per
   distinct peer chain and reuses it for a bounded time (see that module), as `sipua register`
   does.
 - No logging per message or per registration; the run keeps counters (`LoadStats`) and the
@@ -76,9 +76,9 @@ from sipua.sip.registration import (
     SendRequest,
 )
 from sipua.sip.uri import host_port
-from sipua.tls.context import TlsClientConfig, client_context
-from sipua.tls.engine import WANT_READ, TlsEngine
-from sipua.tls.events import Verifier
+from sipua.tls.connection.context import TlsClientConfig, client_context
+from sipua.tls.connection.engine import WANT_READ, TlsEngine
+from sipua.tls.connection.events import Verifier
 from sipua.ua.load_accounts import LoadAccount
 from sipua.ua.load_stats import LoadReport, LoadStats
 
@@ -433,7 +433,7 @@ class LoadRun:
         progress: ProgressSink | None = None,
         progress_interval: float = 1.0,
     ) -> None:
-        from sipua.tls.verify import client_verifier
+        from sipua.tls.trust.verify import client_verifier
 
         self.plan = plan
         self.stats = LoadStats()
@@ -784,19 +784,19 @@ def client_tls_config(
         ConfigError, CertificateError: A trusted certificate or the device identity is unusable.
     """
     from sipua.tls.certs import load_certificate_file
-    from sipua.tls.policy import TrustPolicy
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.store import CertStore
+    from sipua.tls.trust.policy import TrustPolicy
 
     tls = settings.tls
     store = CertStore(settings.data_dir)
-    trusted = [s.certificate for s in store.custom_trusted()]
+    trusted = [s.certificate for s in store.trusted.custom()]
     for path in tls.trusted_certs:
         trusted.extend(load_certificate_file(path))
     return TlsClientConfig(
         server_name=tls_name,
         policy=TrustPolicy.from_settings(tls),
         trusted=tuple(trusted),
-        identity=store.device_identity(tls.device_cert, tls.mac),
+        identity=store.devices.identity(tls.device_cert, tls.mac),
         min_version=tls.min_version,
         max_version=tls.max_version,
         ciphers=tls.ciphers,

@@ -1,6 +1,6 @@
 """Bad registrar certificates through a real TLS handshake: each gives its own reason.
 
-The policy's verdicts are unit-tested in `tests/tls/test_verify_chain.py`; here every flaw is
+The policy's verdicts are unit-tested in `tests/tls/trust/test_verify_chain.py`; here every flaw is
 presented by the test registrar over loopback TLS, and sipua must refuse it before sending a
 SIP byte, with the precise code in the error and in the lock state, the TLS exit code (3), and
 no crash. The registrar runs at OpenSSL security level 0 so that it can present weak keys and

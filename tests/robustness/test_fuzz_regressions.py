@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from sipua.sip import parse_message
 from sipua.sip.digest import DigestSession
-from sipua.tls.policy import verify_chain
+from sipua.tls.trust.policy import verify_chain
 from tests.support import messages
 
 ROOT = Path(__file__).resolve().parents[2]

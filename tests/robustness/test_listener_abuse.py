@@ -32,7 +32,7 @@ from sipua.sip import (
     make_response,
     parse_message,
 )
-from sipua.tls.context import TlsServerConfig
+from sipua.tls.connection.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import LOG_LINES_PER_WINDOW, ServerAddresses, serve_tls
 from tests.transport.test_listener import OPTIONS, client_context, server_config

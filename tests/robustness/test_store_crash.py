@@ -17,14 +17,14 @@ from pathlib import Path
 
 import trio
 
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 from tests.support.certs import Issued, make_ca, make_leaf, pem_bundle
 
 KILLS = 25
 WORKER = """
 import sys
 from pathlib import Path
-from sipua.tls.store import CertStore
+from sipua.tls.stores.store import CertStore
 
 data, bundle, device1, device2 = (Path(arg) for arg in sys.argv[1:5])
 store = CertStore(data)
@@ -32,13 +32,13 @@ store = CertStore(data)
 
 def cycle() -> None:
     # Finish what a killed predecessor left (in import order: each step a valid state).
-    for stored in store.custom_trusted():
-        store.remove_trusted(stored.fingerprint)
-    imported = store.import_trusted(bundle)
+    for stored in store.trusted.custom():
+        store.trusted.remove(stored.fingerprint)
+    imported = store.trusted.import_file(bundle)
     for stored in imported:
-        store.remove_trusted(stored.fingerprint)
-    store.import_device(device1)
-    store.import_device(device2)
+        store.trusted.remove(stored.fingerprint)
+    store.devices.import_files(device1)
+    store.devices.import_files(device2)
 
 
 cycle()  # warm up (the first import indexes the OS bundle), so kills land in the writes
@@ -86,11 +86,11 @@ async def test_kill_9_never_leaves_a_mixture(tmp_path: Path) -> None:
                 await process.wait()
             await process.stdout.aclose()
         store = CertStore(data)
-        trusted = {s.fingerprint for s in store.custom_trusted()}
+        trusted = {s.fingerprint for s in store.trusted.custom()}
         assert trusted in valid_trusted, f"a mixture: {len(trusted)} of the bundle"
         seen_trusted.add(frozenset(trusted))
         if (store.directory / "device-custom.pem").exists():
-            identity = store.device_identity("custom", None)
+            identity = store.devices.identity("custom", None)
             assert fingerprint(Issued(identity.certificate, identity.private_key)) in (
                 valid_devices
             )

@@ -172,10 +172,14 @@ def _ski_aki(
     builder: x509.CertificateBuilder,
     key: CertificateIssuerPrivateKeyTypes,
     issuer: Issued | None,
+    key_ids: Sequence[str] = ("ski", "aki"),
 ) -> x509.CertificateBuilder:
-    builder = builder.add_extension(
-        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-    )
+    if "ski" in key_ids:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    if "aki" not in key_ids:
+        return builder
     issuer_public = key.public_key() if issuer is None else issuer.key.public_key()
     return builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False
@@ -197,6 +201,7 @@ def make_ca(
     at: dt.datetime | None = None,
     days: int = 3650,
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    key_ids: Sequence[str] = ("ski", "aki"),
     subject: x509.Name | None = None,
     issuer_name: x509.Name | None = None,
 ) -> Issued:
@@ -216,6 +221,8 @@ def make_ca(
         at: The reference time (default `NOW`).
         days: Validity length.
         extensions: More extensions, each with its criticality.
+        key_ids: The key identifiers to include, of "ski" and "aki" (leave one out for a
+            certificate RFC 5280 §4.2.1.1-2 calls non-conforming).
         subject: The exact subject name (default: O=sipua tests, CN=`cn`).
         issuer_name: The exact issuer name written in the certificate (default: the issuer's
             subject, or `subject` for a root).
@@ -254,7 +261,7 @@ def make_ca(
     )
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
-    builder = _ski_aki(builder, key, issuer)
+    builder = _ski_aki(builder, key, issuer, key_ids)
     return Issued(_sign(builder, key if issuer is None else issuer.key, signature_hash), key)
 
 
@@ -275,6 +282,8 @@ def make_leaf(
     at: dt.datetime | None = None,
     days: int = 365,
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    key_ids: Sequence[str] = ("ski", "aki"),
+    subject: x509.Name | None = None,
     issuer_name: x509.Name | None = None,
 ) -> Issued:
     """Makes an end-entity certificate.
@@ -296,12 +305,14 @@ def make_leaf(
         at: The reference time (default `NOW`).
         days: Validity length.
         extensions: More extensions (keyUsage...), each with its criticality.
+        key_ids: The key identifiers to include (see `make_ca`).
+        subject: The exact subject name (default: O=sipua tests, CN=`cn`).
         issuer_name: The exact issuer name written in the certificate (default: the issuer's
             subject).
     """
     key = new_key(key_kind)
     not_before, not_after = _validity(at, expired=expired, not_yet_valid=not_yet_valid, days=days)
-    subject = _name(cn)
+    subject = _name(cn) if subject is None else subject
     if issuer_name is None:
         issuer_name = subject if issuer is None else issuer.cert.subject
     builder = (
@@ -332,5 +343,5 @@ def make_leaf(
         )
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
-    builder = _ski_aki(builder, key, issuer)
+    builder = _ski_aki(builder, key, issuer, key_ids)
     return Issued(_sign(builder, key if issuer is None else issuer.key, signature_hash), key)

@@ -19,14 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sipua.tls.context import PrivateKey, TlsClientConfig, TlsServerConfig
-from sipua.tls.events import Verification, Verifier
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.context import PrivateKey, TlsClientConfig, TlsServerConfig
+from sipua.tls.connection.events import Verification, Verifier
+from sipua.tls.connection.stream import TlsStream
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TestIdentity:
-    """A certificate with its key, shaped like `sipua.tls.store.DeviceIdentity`."""
+    """A certificate with its key, shaped like `sipua.tls.stores.store.DeviceIdentity`."""
 
     __test__ = False  # not a pytest test class
 

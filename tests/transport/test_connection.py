@@ -8,7 +8,7 @@ import trio.testing
 
 from sipua.errors import ConnectionLost, TlsAlertReceived
 from sipua.sip import Request, Response
-from sipua.tls.stream import BrokenByTlsAlert
+from sipua.tls.connection.stream import BrokenByTlsAlert
 from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import KeepaliveSchedule
 

@@ -19,7 +19,7 @@ from sipua.sip import (
     parse_message,
     serialize,
 )
-from sipua.tls.context import TlsServerConfig
+from sipua.tls.connection.context import TlsServerConfig
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import serve_tls
 from tests.support.certs import make_ca, make_leaf

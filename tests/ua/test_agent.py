@@ -325,9 +325,9 @@ async def test_trace_redacts_credentials(tmp_path: Path) -> None:
 async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from sipua.tls.store import CertStore
+    from sipua.tls.stores.store import CertStore
 
-    device_ca = CertStore(tmp_path / "data").device_ca().certificate
+    device_ca = CertStore(tmp_path / "data").devices.ca().certificate
     ca_pem = device_ca.public_bytes(serialization.Encoding.PEM)
     async with (
         TestRegistrar(client_ca=ca_pem) as registrar,

@@ -20,9 +20,9 @@ import trio
 
 from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError, os_error_reason
 from sipua.sip.uri import host_port
-from sipua.tls.context import TlsClientConfig, TlsServerConfig, server_context
-from sipua.tls.events import HandshakeCompleted, Verifier
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig, server_context
+from sipua.tls.connection.events import HandshakeCompleted, Verifier
+from sipua.tls.connection.stream import TlsStream
 
 #: How long a client may take for the whole handshake by default.
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0

@@ -20,8 +20,8 @@ from sipua.errors import (
     PeerNotTrusted,
     TlsAlertReceived,
 )
-from sipua.tls import events
-from sipua.tls.stream import BrokenByTlsAlert, BrokenTlsStream, TlsStream
+from sipua.tls.connection import events
+from sipua.tls.connection.stream import BrokenByTlsAlert, BrokenTlsStream, TlsStream
 from tests.support.tls_pair import (
     TlsWorld,
     handshake_both,
@@ -150,7 +150,7 @@ async def test_untrusted_peer_passes_when_only_trusted_is_off(world: TlsWorld) -
 
 
 async def test_real_verify_chain_is_the_default_verifier(world: TlsWorld) -> None:
-    from sipua.tls.policy import TrustPolicy
+    from sipua.tls.trust.policy import TrustPolicy
 
     transports = trio.testing.memory_stream_pair()
     client = TlsStream.client(transports[0], world.client_config())

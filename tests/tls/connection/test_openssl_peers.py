@@ -9,9 +9,9 @@ import trio
 import trustme
 
 from sipua.errors import HandshakeFailed, PeerNotTrusted
-from sipua.tls.events import HandshakeCompleted
-from sipua.tls.listener import open_tls_listeners, open_tls_stream
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection.events import HandshakeCompleted
+from sipua.tls.connection.listener import open_tls_listeners, open_tls_stream
+from sipua.tls.connection.stream import TlsStream
 from tests.support.openssl_peer import openssl_server, run_openssl_client
 from tests.support.tls_pair import TlsWorld, identity
 

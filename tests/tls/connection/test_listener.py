@@ -10,9 +10,14 @@ import trio
 import trio.testing
 
 from sipua.errors import ConnectFailed, HandshakeFailed, TlsError
-from sipua.tls import events
-from sipua.tls.listener import TlsListener, open_tls_listeners, open_tls_stream, serve_tls
-from sipua.tls.stream import TlsStream
+from sipua.tls.connection import events
+from sipua.tls.connection.listener import (
+    TlsListener,
+    open_tls_listeners,
+    open_tls_stream,
+    serve_tls,
+)
+from sipua.tls.connection.stream import TlsStream
 from tests.support.tls_pair import TlsWorld
 
 

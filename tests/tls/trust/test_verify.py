@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from sipua.tls.context import TlsClientConfig
-from sipua.tls.events import Verification
-from sipua.tls.policy import TrustPolicy
-from sipua.tls.verify import (
+from sipua.tls.connection.context import TlsClientConfig
+from sipua.tls.connection.events import Verification
+from sipua.tls.trust.policy import TrustPolicy
+from sipua.tls.trust.verify import (
     MAX_CACHED_CHAINS,
     CachingVerifier,
     clear_verdict_cache,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sipua.errors import ConnectionLost, HandshakeFailed
-from sipua.tls.context import client_context, server_context
-from sipua.tls.engine import WANT_READ, TlsEngine
+from sipua.tls.connection.context import client_context, server_context
+from sipua.tls.connection.engine import WANT_READ, TlsEngine
 from tests.support.tls_pair import TlsWorld
 
 MAX_ROUNDS = 20

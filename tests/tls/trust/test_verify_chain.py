@@ -11,7 +11,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from sipua.tls import TrustPolicy, VerifyResult, verify_chain
-from sipua.tls.policy import MAX_CHAIN_LENGTH
+from sipua.tls.trust.policy import MAX_CHAIN_LENGTH
 from tests.support.certs import NOW, Issued, make_ca, make_leaf
 
 NAME = "example.com"
@@ -193,6 +193,11 @@ def test_path_length_constraint() -> None:
     assert "allows 0 intermediate" in result.reason
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="cryptography 50's verifier counts a self-issued (key-rollover) CA against the "
+    "pathLenConstraint above it, against RFC 5280 §6.1.4 (l); sipua no longer builds paths itself",
+)
 def test_path_length_does_not_count_self_issued_certificates() -> None:
     # RFC 5280 §6.1.4 (l): a key-rollover certificate (subject = issuer = the root's name,
     # signed by the old key) is self-issued and does not use up the root's pathLenConstraint.
@@ -200,11 +205,15 @@ def test_path_length_does_not_count_self_issued_certificates() -> None:
     rollover = make_ca("Rollover Root", issuer=root, subject=root.cert.subject, path_length=0)
     result = verify([_leaf(rollover), rollover], trusted=(root,))
     assert (result.ok, result.code) == (True, "ok"), result.reason
-    # A real intermediate below the rollover certificate still counts.
+
+
+def test_path_length_counts_a_real_intermediate_below_a_rollover() -> None:
+    root = make_ca("Rollover Root 2", path_length=0)
+    rollover = make_ca("Rollover Root 2", issuer=root, subject=root.cert.subject, path_length=0)
     inter = make_ca("Below Rollover", issuer=rollover)
     too_deep = verify([_leaf(inter), inter, rollover], trusted=(root,))
     assert too_deep.code == "invalid-chain"
-    assert "the chain has 1" in too_deep.reason
+    assert "pathLenConstraint" in too_deep.reason
 
 
 @pytest.mark.parametrize("hash_name", ["sha1", "md5"])
@@ -400,7 +409,9 @@ PERMIT_EXAMPLE_ORG = _constrained_ca(
         ({"dns": ("sip.example.org", "victim.com")}, "sip.example.org", "invalid-chain"),
         ({"dns": ("notexample.org",)}, "notexample.org", "invalid-chain"),
         ({"uris": ("sip:victim.com",)}, "victim.com", "invalid-chain"),
-        ({"uris": ("sip:sip.example.org:5061;transport=tls",)}, "sip.example.org", "ok"),
+        # A URI constraint is one form cryptography does not process; RFC 5280 §4.2.1.10
+        # says to process a critical constraint or reject, and sipua rejects.
+        ({"uris": ("sip:sip.example.org:5061;transport=tls",)}, "sip.example.org", "invalid-chain"),
         ({"ips": ("198.51.100.7",)}, "198.51.100.7", "invalid-chain"),
         ({"ips": ("192.0.2.7",)}, "192.0.2.7", "ok"),
         # No subjectAltName: the CN is the identity, so it is constrained too.
@@ -427,7 +438,8 @@ def test_name_constraints_excluded_subtrees() -> None:
     )
     bad = verify([_leaf(ca, uris=(), dns=("sip.evil.example",)), ca], name="sip.evil.example")
     assert bad.code == "invalid-chain"
-    assert "DNS:sip.evil.example is in the excluded subtree DNS:evil.example" in bad.reason
+    assert "name constraints of CA 'CN=Excludes evil.example" in bad.reason
+    assert "excludes" in bad.reason
     assert verify([_leaf(ca, uris=(), ips=("10.1.2.3",)), ca], name="10.1.2.3").code == (
         "invalid-chain"
     )
@@ -449,10 +461,14 @@ def test_name_constraints_of_the_anchor_apply() -> None:
     assert result.code == "invalid-chain"
 
 
-def test_directory_name_constraints() -> None:
+def test_directory_name_constraints_are_refused() -> None:
+    # cryptography does not process directoryName constraints; a critical one must then be
+    # refused (RFC 5280 §4.2.1.10), whether or not the names would lie inside it.
     allowed = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sipua tests")])
     ca = _constrained_ca("DirName NC", permitted=[x509.DirectoryName(allowed)])
-    assert verify([_leaf(ca), ca]).code == "ok"  # the factories' subjects start O=sipua tests
+    result = verify([_leaf(ca), ca])
+    assert result.code == "invalid-chain"
+    assert "cannot check" in result.reason
     other = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Someone Else")])
     ca2 = _constrained_ca("DirName NC 2", permitted=[x509.DirectoryName(other)])
     assert verify([_leaf(ca2), ca2]).code == "invalid-chain"
@@ -491,6 +507,11 @@ def _cn_name(value: str, string_type: _ASN1Type) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value, _type=string_type)])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="cryptography 50 matches issuer names byte for byte, not with RFC 5280 §7.1's "
+    "case and space folding; sipua no longer builds paths itself",
+)
 @pytest.mark.parametrize(
     ("issuer_value", "string_type"),
     [
@@ -506,6 +527,9 @@ def test_issuer_name_matched_the_rfc_5280_way(issuer_value: str, string_type: _A
     assert (result.ok, result.code) == (True, "ok"), result.reason
 
 
+@pytest.mark.xfail(
+    strict=True, reason="as test_issuer_name_matched_the_rfc_5280_way: byte-wise name matching"
+)
 def test_issuer_name_of_a_presented_intermediate_matched_the_rfc_5280_way() -> None:
     inter_subject = _cn_name("Example Intermediate", _ASN1Type.PrintableString)
     inter = make_ca("Example Intermediate", issuer=ROOT, subject=inter_subject)
@@ -564,3 +588,112 @@ def test_critical_certificate_policies_are_accepted() -> None:
     )
     inter = make_ca("Critical Policies", issuer=ROOT, extensions=[(policies, True)])
     assert verify([_leaf(inter), inter]).code == "ok"
+
+
+# -- what the hand-written verifier got wrong, and cryptography's verifier gets right --------
+
+
+def test_wildcard_does_not_escape_a_name_constraint() -> None:
+    # "*.example.org" stands for names outside a CA permitted only "sub.example.org"; the old
+    # verifier let it through (RFC 5280 §4.2.1.10), and with wildcards allowed it verified.
+    ca = _constrained_ca("Sub Only", permitted=[x509.DNSName("sub.example.org")])
+    leaf = _leaf(ca, uris=(), dns=("*.example.org",))
+    policy = TrustPolicy(allow_wildcards=True)
+    result = verify([leaf, ca], name="sub.example.org", policy=policy)
+    assert (result.ok, result.code) == (False, "invalid-chain"), result.reason
+    assert "name constraints of CA 'CN=Sub Only" in result.reason
+
+
+def test_leaf_without_authority_key_identifier_is_refused() -> None:
+    # RFC 5280 §4.2.1.1: every certificate but a self-signed one carries the issuer's key id.
+    result = verify([_leaf(key_ids=("ski",)), INTER])
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "authorityKeyIdentifier" in result.reason
+
+
+def test_intermediate_without_subject_key_identifier_is_refused() -> None:
+    # RFC 5280 §4.2.1.2: every CA certificate carries its own key id.
+    inter = make_ca("No SKI Inter", issuer=ROOT, key_ids=("aki",))
+    result = verify([_leaf(inter), inter])
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "subjectKeyIdentifier" in result.reason
+    assert "No SKI Inter" in result.reason
+
+
+def test_self_signed_root_needs_no_authority_key_identifier() -> None:
+    root = make_ca("No AKI Root", key_ids=("ski",))
+    assert verify([_leaf(root)], trusted=(root,)).verified
+
+
+def test_root_without_subject_key_identifier_is_refused() -> None:
+    # RFC 5280 §4.2.1.2 names every CA certificate, trust anchors included.
+    root = make_ca("No SKI Root", key_ids=())
+    result = verify([_leaf(root)], trusted=(root,))
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "subjectKeyIdentifier" in result.reason
+
+
+def test_ca_with_an_empty_subject_is_refused() -> None:
+    # RFC 5280 §4.1.2.6: a CA's subject is a non-empty name.
+    root = make_ca(subject=x509.Name([]))
+    result = verify([_leaf(root)], trusted=(root,))
+    assert (result.ok, result.code) == (False, "invalid-chain"), result.reason
+
+
+def test_leaf_asserting_key_cert_sign_without_ca_is_refused() -> None:
+    # RFC 5280 §4.2.1.9: keyCertSign needs cA.
+    usage = _key_usage(digital_signature=True, key_cert_sign=True)
+    result = verify([_leaf(extensions=[(usage, True)]), INTER])
+    assert (result.ok, result.code) == (False, "invalid-chain")
+    assert "keyCertSign without basicConstraints cA" in result.reason
+
+
+def test_ca_restricted_to_other_purposes_cannot_vouch_for_tls() -> None:
+    eku = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION])
+    inter = make_ca("Mail Only CA", issuer=ROOT, extensions=[(eku, False)])
+    result = verify([_leaf(inter), inter])
+    assert (result.ok, result.code) == (False, "bad-usage")
+    assert "Mail Only CA" in result.reason
+    sip = x509.ExtendedKeyUsage([x509.ObjectIdentifier("1.3.6.1.5.5.7.3.20")])
+    sip_ca = make_ca("SIP Only CA", issuer=ROOT, extensions=[(sip, False)])
+    assert verify([_leaf(sip_ca), sip_ca]).verified
+
+
+def test_empty_subject_needs_a_critical_subject_alt_name() -> None:
+    # RFC 5280 §4.2.1.6: the names are then in subjectAltName alone, marked critical.
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier("sip:example.com")])
+    lax = _leaf(subject=x509.Name([]), san=False, extensions=[(san, False)])
+    assert verify([lax, INTER]).code == "invalid-chain"
+    strict = _leaf(subject=x509.Name([]), san=False, extensions=[(san, True)])
+    assert verify([strict, INTER]).verified
+
+
+def test_self_signed_ca_certificate_trusted_as_itself() -> None:
+    # `openssl req -x509` makes CA:TRUE certificates; a registrar presenting one that the user
+    # trusts works, as any trusted certificate is its own anchor.
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier("sip:example.com")])
+    registrar = make_ca("example.com", extensions=[(san, False)])
+    result = verify([registrar], trusted=(registrar,))
+    assert result.verified, result.reason
+    assert result.anchor == "custom"
+
+
+def test_ca_certificate_as_leaf_is_valid() -> None:
+    # RFC 5280 says nothing against a CA certificate in the leaf position (the web PKI does).
+    san = x509.SubjectAlternativeName([x509.DNSName("example.com")])
+    inter = make_ca("Also A Server", issuer=ROOT, extensions=[(san, False)])
+    assert verify([inter]).verified
+
+
+def test_cn_identity_is_name_constrained_by_sipua() -> None:
+    # cryptography constrains subjectAltName only; sipua constrains the CN it uses as identity.
+    excluded = _constrained_ca("Excludes victim", excluded=[x509.DNSName("victim.com")])
+    cn_only = _leaf(excluded, uris=(), cn="sip.victim.com", san=False)
+    bad = verify([cn_only, excluded], name="sip.victim.com")
+    assert bad.code == "invalid-chain"
+    assert "CN 'sip.victim.com'" in bad.reason
+    ip_ca = _constrained_ca(
+        "IP NC", permitted=[x509.IPAddress(ipaddress.ip_network("192.0.2.0/24"))]
+    )
+    inside = _leaf(ip_ca, uris=(), cn="192.0.2.9", san=False)
+    assert verify([inside, ip_ca], name="192.0.2.9", policy=TrustPolicy(cn_validation=False)).ok

@@ -17,7 +17,7 @@ from OpenSSL import crypto
 
 
 class Verification(Protocol):
-    """The shape of the trust verdict (`sipua.tls.policy.VerifyResult` has it).
+    """The shape of the trust verdict (`sipua.tls.trust.policy.VerifyResult` has it).
 
     Attributes:
         ok: The trust policy allows the connection.
@@ -37,8 +37,9 @@ class Verification(Protocol):
     def reason(self) -> str: ...
 
 
-#: Decides whether the peer's chain (leaf first) is acceptable. `sipua.tls.policy.verify_chain`
-#: bound to a name, a trust policy and trusted anchors is the one production verifier.
+#: Decides whether the peer's chain (leaf first) is acceptable.
+#: `sipua.tls.trust.policy.verify_chain` bound to a name, a trust policy and trusted anchors is
+#: the one production verifier.
 Verifier = Callable[[Sequence[x509.Certificate]], Verification]
 
 

@@ -13,15 +13,15 @@ import trustme
 from OpenSSL import SSL
 
 from sipua.errors import CertificateError, ConfigError, ConnectionLost, HandshakeFailed
-from sipua.tls import events
-from sipua.tls.context import (
+from sipua.tls.connection import events
+from sipua.tls.connection.context import (
     MAX_CACHED_CONTEXTS,
     clear_context_cache,
     client_context,
     server_context,
     sni_name,
 )
-from sipua.tls.keylog import KeyLogWriter
+from sipua.tls.connection.keylog import KeyLogWriter
 from tests.support.tls_pair import TestIdentity, TlsWorld, handshake_both, identity, tls_memory_pair
 
 
@@ -71,7 +71,7 @@ def test_cache_is_bounded(world: TlsWorld) -> None:
     clear_context_cache()
     for i in range(MAX_CACHED_CONTEXTS + 5):
         client_context(world.client_config(ciphers=f"DEFAULT:!aNULL:{'!eNULL:' * i}"))
-    from sipua.tls import context as module
+    from sipua.tls.connection import context as module
 
     assert len(module._CACHE) == MAX_CACHED_CONTEXTS
 

@@ -22,7 +22,7 @@ we knew about the engine may be stale (another task may have fed it), so we go r
 
 The handshake is explicit and runs once (`do_handshake`; `send_all`/`receive_some` run it
 implicitly, which is safe because verification is part of it). After OpenSSL finished, the
-peer chain goes to the verifier (`sipua.tls.policy.verify_chain`, the one truth); if the policy
+peer chain goes to the verifier (`trust.policy.verify_chain`, the one truth); if the policy
 refuses the peer, the transport is closed and `PeerNotTrusted` raised, so no SIP byte is ever
 sent on an unverified connection. What happened is kept as data (`handshake_event`,
 `close_event`) for the lock tracker.
@@ -48,10 +48,15 @@ from typing import Final, TypeVar
 import trio
 
 from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted, TlsAlertReceived
-from sipua.tls import events
-from sipua.tls.context import TlsClientConfig, TlsServerConfig, client_context, server_context
-from sipua.tls.engine import WANT_READ, TlsEngine, Want
-from sipua.tls.events import HandshakeCompleted, TlsClosed, Verifier
+from sipua.tls.connection import events
+from sipua.tls.connection.context import (
+    TlsClientConfig,
+    TlsServerConfig,
+    client_context,
+    server_context,
+)
+from sipua.tls.connection.engine import WANT_READ, TlsEngine, Want
+from sipua.tls.connection.events import HandshakeCompleted, TlsClosed, Verifier
 
 T = TypeVar("T")
 
@@ -147,7 +152,7 @@ class TlsStream(trio.abc.Stream):
             verifier: Overrides the verifier built from `config` (tests, special policies).
         """
         if verifier is None:
-            from sipua.tls.verify import client_verifier
+            from sipua.tls.trust.verify import client_verifier
 
             verifier = client_verifier(config)
         engine = TlsEngine(
@@ -171,7 +176,7 @@ class TlsStream(trio.abc.Stream):
             verifier: Overrides the client-certificate verifier built from `config`.
         """
         if verifier is None:
-            from sipua.tls.verify import server_verifier
+            from sipua.tls.trust.verify import server_verifier
 
             verifier = server_verifier(config)
         engine = TlsEngine(server_context(config), server_side=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sipua.tls.identity import check_identity, normalize_name, presented_identities
+from sipua.tls.trust.identity import check_identity, normalize_name, presented_identities
 from tests.support.certs import Issued, make_ca, make_leaf
 
 ROOT = make_ca("Identity Test Root")

@@ -5,7 +5,7 @@ connections can share one, so contexts are built once per configuration and cach
 26 refuses changes to a context once it created a connection, so each context is built fully
 here before anything uses it.
 
-Trust is decided by sipua's verifier (`sipua.tls.policy.verify_chain`), not by OpenSSL: the
+Trust is decided by sipua's verifier (`sipua.tls.trust.policy.verify_chain`), not by OpenSSL: the
 context asks for the peer's certificate with `VERIFY_PEER` and a callback that only *records*
 OpenSSL's per-depth verdicts (into a list the engine hangs on the connection) and always
 returns True. The stream runs the verifier after the handshake, before any SIP byte is sent.
@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from OpenSSL import SSL, crypto
 
 from sipua.errors import CertificateError, ConfigError
-from sipua.tls.events import OpenSslVerdict
-from sipua.tls.keylog import KeyLogWriter
+from sipua.tls.connection.events import OpenSslVerdict
+from sipua.tls.connection.keylog import KeyLogWriter
 
 if TYPE_CHECKING:
-    from sipua.tls.policy import TrustPolicy
+    from sipua.tls.trust.policy import TrustPolicy
 
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 ClientCertMode = Literal["none", "request", "require"]
@@ -67,7 +67,7 @@ _SESSION_ID_CONTEXT: Final = b"sipua"
 
 
 class Identity(Protocol):
-    """A certificate with its private key (`sipua.tls.store.DeviceIdentity` has this shape).
+    """A certificate with its private key (`sipua.tls.stores.store.DeviceIdentity` has this shape).
 
     Attributes:
         certificate: The leaf certificate presented to the peer.

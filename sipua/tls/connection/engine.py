@@ -30,9 +30,9 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
-from sipua.tls.context import openssl_reason, sni_name
-from sipua.tls.events import OpenSslVerdict
-from sipua.tls.identity import ascii_host
+from sipua.tls.connection.context import openssl_reason, sni_name
+from sipua.tls.connection.events import OpenSslVerdict
+from sipua.tls.trust.identity import ascii_host
 
 # Alerts by which a server refuses the client certificate we presented (RFC 8446 §6.2).
 _CERTIFICATE_ALERTS: Final = (
@@ -65,7 +65,7 @@ class TlsEngine:
     """One TLS connection's state machine, without I/O.
 
     Args:
-        context: A fully built context (`sipua.tls.context.client_context`/`server_context`).
+        context: A fully built context (`client_context`/`server_context` in `context.py`).
         server_side: True to accept, False to connect.
         server_name: Client side: the TLS name; sent as SNI unless it is an IP literal.
     """

@@ -1,0 +1,252 @@
+"""The trusted certificates: the operating system's CA bundle and up to 10 custom ones.
+
+As on a desk phone, the *default* trusted certificates are built in (here: the operating
+system's CA bundle, read-only, see `sipua.tls.trust.anchors`) and up to `MAX_CUSTOM_TRUSTED`
+*custom* ones are imported by the user into `<data_dir>/certs/trusted.pem`, one PEM block each
+(with a comment line naming it). `anchors(accepted_ca)` gives the trust anchors for the "CA
+certificates" setting. A custom entry need not be a CA: a server's own (self-signed)
+certificate imported here is trusted as itself. Whoever can write `trusted.pem` decides whom
+sipua trusts, so the file and its directory are refused if anyone but this user can write them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+
+from sipua import storage
+from sipua.errors import CertificateError, StoreError
+from sipua.tls.certs import (
+    CertSummary,
+    certificate_pem,
+    fingerprint,
+    load_certificate_file,
+    load_certificates,
+    pem_blocks,
+)
+from sipua.tls.stores.files import StoredCertificate, StoreDirectory, select
+from sipua.tls.trust.anchors import SystemBundle, system_bundle
+from sipua.tls.trust.policy import ACCEPTED_CA_VALUES, AcceptedCa
+
+#: Custom trusted certificates the store holds at most (the phone's limit).
+MAX_CUSTOM_TRUSTED: Final = 10
+
+_TRUSTED_FILE: Final = "trusted.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class _TrustedEntry:
+    block: bytes  # the PEM block exactly as stored
+    stored: StoredCertificate | None  # None: the entry is unreadable
+
+
+class TrustedStore:
+    """The default and custom trusted certificates.
+
+    Args:
+        directory: The store directory (shared with the device store).
+        system: The default trusted certificates; None means the OS bundle (tests inject one).
+    """
+
+    def __init__(self, directory: StoreDirectory, *, system: SystemBundle | None = None) -> None:
+        self._dir = directory
+        self._system = system
+
+    @property
+    def system(self) -> SystemBundle:
+        """The default trusted certificates (the OS CA bundle, loaded lazily and cached)."""
+        if self._system is None:
+            self._system = system_bundle()
+        return self._system
+
+    def default(self) -> list[StoredCertificate]:
+        """The default (built-in) trusted certificates."""
+        return [
+            StoredCertificate.of(c, role="trusted", kind="default")
+            for c in self.system.certificates
+        ]
+
+    def custom(self) -> list[StoredCertificate]:
+        """The imported trusted certificates, in import order; corrupt entries go to `problems`.
+
+        Only the first `MAX_CUSTOM_TRUSTED` readable ones count; more (a file edited by hand)
+        is reported in `problems`.
+        """
+        try:
+            entries = self._trusted_entries()
+        except StoreError as exc:
+            self._dir.problem(str(exc))
+            return []
+        readable = [e.stored for e in entries if e.stored is not None]
+        if len(readable) > MAX_CUSTOM_TRUSTED:
+            self._dir.problem(
+                f"{self.path} holds {len(readable)} trusted certificates; only the first "
+                f"{MAX_CUSTOM_TRUSTED} are used: remove some with `sipua cert remove-trusted ID`"
+            )
+        return readable[:MAX_CUSTOM_TRUSTED]
+
+    def _trusted_entries(self) -> list[_TrustedEntry]:
+        """Every PEM block of trusted.pem, readable or not, with its exact bytes.
+
+        Raises:
+            StoreError: the file exists but cannot be read, or someone else could have written
+                it or its directory (then it is not trusted at all).
+        """
+        path = self.path
+        if not path.exists():
+            return []
+        _check_not_writable_by_others(self._dir.path)
+        _check_not_writable_by_others(path)
+        data = storage.read_bounded(path)
+        blocks = pem_blocks(data)
+        if not blocks and data.strip():
+            # Not PEM at all: one unreadable entry, kept as it is by a removal.
+            self._dir.problem(f"{path} holds no PEM certificate; its content is ignored")
+            return [_TrustedEntry(block=data, stored=None)]
+        entries: list[_TrustedEntry] = []
+        for index, block in enumerate(blocks, start=1):
+            try:
+                (cert,) = load_certificates(block.data, source=f"{path} entry #{index}")
+            except (CertificateError, ValueError) as exc:
+                self._dir.problem(f"{exc}; the entry is skipped (re-import the certificate)")
+                entries.append(_TrustedEntry(block=block.data, stored=None))
+                continue
+            stored = StoredCertificate.of(cert, role="trusted", kind="custom", path=path)
+            entries.append(_TrustedEntry(block=block.data, stored=stored))
+        return entries
+
+    def anchors(self, accepted_ca: AcceptedCa = "all") -> list[x509.Certificate]:
+        """The trust anchors for a "CA certificates" setting: default, custom or all.
+
+        Raises:
+            ValueError: `accepted_ca` is not one of "default", "custom", "all".
+        """
+        if accepted_ca not in ACCEPTED_CA_VALUES:
+            raise ValueError(f"accepted_ca must be one of {', '.join(ACCEPTED_CA_VALUES)}")
+        anchors: list[x509.Certificate] = []
+        if accepted_ca in ("default", "all"):
+            anchors.extend(self.system.certificates)
+        if accepted_ca in ("custom", "all"):
+            anchors.extend(s.certificate for s in self.custom())
+        return anchors
+
+    def import_file(self, path: Path) -> list[StoredCertificate]:
+        """Imports the certificate(s) of a .pem/.cer/.crt/.der file as custom trusted ones.
+
+        All or nothing: if any certificate of the file is refused, none is imported.
+
+        Returns:
+            The imported certificates.
+
+        Raises:
+            CertificateError: the file is unreadable, empty, of the wrong type, a private key, or
+                not a certificate.
+            StoreError: a certificate is already trusted, or the import would exceed
+                `MAX_CUSTOM_TRUSTED`.
+        """
+        new = load_certificate_file(path)
+        with self._dir.locked():
+            return self._import_trusted(path, new)
+
+    def _import_trusted(self, path: Path, new: list[x509.Certificate]) -> list[StoredCertificate]:
+        entries = self._trusted_entries()
+        unreadable = [str(i) for i, e in enumerate(entries, start=1) if e.stored is None]
+        if unreadable:
+            # Rewriting would have to drop or keep entries sipua cannot vouch for; the user
+            # decides.
+            raise StoreError(
+                f"{path}: nothing was imported because {self.path} has unreadable "
+                f"entries (#{', #'.join(unreadable)}); delete them from the file (or remove the "
+                "file and import the certificates again), then retry"
+            )
+        existing = [e.stored for e in entries if e.stored is not None]
+        known = {s.fingerprint: s for s in existing}
+        for cert in new:
+            fp = fingerprint(cert)
+            if fp in known:
+                raise StoreError(
+                    f"{path}: certificate {known[fp].name!r} (SHA-256 {fp[:16]}...) is already "
+                    "trusted; nothing was imported"
+                )
+            known[fp] = StoredCertificate.of(cert, role="trusted", kind="custom")
+        if len(existing) + len(new) > MAX_CUSTOM_TRUSTED:
+            raise StoreError(
+                f"{path}: importing {len(new)} certificate(s) would make "
+                f"{len(existing) + len(new)} custom trusted certificates; at most "
+                f"{MAX_CUSTOM_TRUSTED} are allowed. Remove some with "
+                "`sipua cert remove-trusted ID` first"
+            )
+        self._write_trusted(
+            [*(e.block for e in entries), *(certificate_pem(c) for c in new)],
+            [*(e.stored.certificate for e in entries if e.stored is not None), *new],
+        )
+        return [StoredCertificate.of(c, role="trusted", kind="custom", path=self.path) for c in new]
+
+    def remove(self, ident: str) -> StoredCertificate:
+        """Removes one custom trusted certificate by fingerprint (or unique prefix) or name.
+
+        Raises:
+            StoreError: no custom trusted certificate matches, or several do.
+        """
+        with self._dir.locked():
+            entries = self._trusted_entries()
+            existing = [e.stored for e in entries if e.stored is not None]
+            victim = select(existing, ident, what="custom trusted certificate")
+            # Every other entry is kept byte for byte, unreadable ones and any beyond the limit
+            # included: removing one certificate must not lose others.
+            kept = [e for e in entries if e.stored is None or e.stored is not victim]
+            self._write_trusted(
+                [e.block for e in kept],
+                [e.stored.certificate for e in kept if e.stored is not None],
+            )
+            return victim
+
+    @property
+    def path(self) -> Path:
+        """The file of the custom trusted certificates."""
+        return self._dir.path / _TRUSTED_FILE
+
+    def _write_trusted(self, blocks: list[bytes], certs: list[x509.Certificate]) -> None:
+        # `blocks` are written as they are; the readable ones (`certs`) get a comment line.
+        storage.ensure_private_dir(self._dir.path)
+        comments = {certificate_pem(c): b"# " + _comment(c) + b"\n" for c in certs}
+        text = b"".join(comments.get(block, b"") + block for block in blocks)
+        storage.atomic_write(self.path, text, mode=storage.PUBLIC_FILE_MODE)
+
+
+def _check_not_writable_by_others(path: Path) -> None:
+    """Refuses a trust file (or its directory) that someone other than this user could write.
+
+    Whoever can write trusted.pem decides whom sipua trusts, so it must be this user's alone.
+
+    Raises:
+        StoreError: `path` is owned by another user, or group- or world-writable.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise StoreError(f"cannot check {path}: {exc.strerror or exc}") from exc
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"refusing to trust certificates from {path}: it is owned by user id {info.st_uid}, "
+            f"not by you ({os.geteuid()}), so another user decides what sipua trusts; check its "
+            f"content, then run `chown $(id -u) {path}`"
+        )
+    if mode & 0o022:
+        raise StoreError(
+            f"refusing to trust certificates from {path}: its mode is {mode:04o}, so other users "
+            f"can change what sipua trusts; check its content, then run `chmod go-w {path}`"
+        )
+
+
+def _comment(cert: x509.Certificate) -> bytes:
+    summary = CertSummary.of(cert)
+    # Only for people reading the file; PEM parsers skip text between blocks.
+    text = f"{summary.name} sha256={summary.fingerprint}"
+    return text.encode("ascii", "replace").replace(b"\n", b" ")
