@@ -175,9 +175,12 @@ def _ca_identity(
 ) -> None:
     # Runs for every CA certificate (as the subjectKeyIdentifier validator, which the library
     # calls whether the extension is there or not) and checks how a CA names itself:
-    # RFC 5280 §4.2.1.2: every CA certificate carries a subjectKeyIdentifier, trust anchors
-    # included; RFC 5280 §4.1.2.6: a CA's subject is a non-empty name.
-    if ski is None:
+    # RFC 5280 §4.2.1.2: every CA certificate carries a subjectKeyIdentifier; RFC 5280
+    # §4.1.2.6: a CA's subject is a non-empty name. A self-signed root is exempt from the
+    # first: a trust anchor is an input to path validation (§6.1.1 d), not a certificate it
+    # checks, and roots of the OS bundle without the extension (Hongkong Post Root CA 1,
+    # TWCA Global Root CA) still anchor real servers' chains.
+    if ski is None and cert.subject != cert.issuer:
         raise Refusal(
             "invalid-chain",
             f"CA {cert_name(cert)} has no subjectKeyIdentifier, which RFC 5280 §4.2.1.2 "

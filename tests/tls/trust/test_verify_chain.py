@@ -625,10 +625,18 @@ def test_self_signed_root_needs_no_authority_key_identifier() -> None:
     assert verify([_leaf(root)], trusted=(root,)).verified
 
 
-def test_root_without_subject_key_identifier_is_refused() -> None:
-    # RFC 5280 §4.2.1.2 names every CA certificate, trust anchors included.
-    root = make_ca("No SKI Root", key_ids=())
+def test_root_without_subject_key_identifier_still_anchors() -> None:
+    # A trust anchor is an input to path validation (RFC 5280 §6.1.1 d); roots of the OS
+    # bundle without the extension still anchor real servers' chains.
+    root = make_ca("No SKI Root", key_ids=("aki",))
     result = verify([_leaf(root)], trusted=(root,))
+    assert result.ok, result.reason
+
+
+def test_intermediate_without_subject_key_identifier_is_refused() -> None:
+    # RFC 5280 §4.2.1.2 names every CA certificate that is not an anchor.
+    inter = make_ca("No SKI Intermediate", issuer=ROOT, key_ids=("aki",))
+    result = verify([_leaf(inter), inter])
     assert (result.ok, result.code) == (False, "invalid-chain")
     assert "subjectKeyIdentifier" in result.reason
 
