@@ -633,14 +633,6 @@ def test_root_without_subject_key_identifier_still_anchors() -> None:
     assert result.ok, result.reason
 
 
-def test_intermediate_without_subject_key_identifier_is_refused() -> None:
-    # RFC 5280 §4.2.1.2 names every CA certificate that is not an anchor.
-    inter = make_ca("No SKI Intermediate", issuer=ROOT, key_ids=("aki",))
-    result = verify([_leaf(inter), inter])
-    assert (result.ok, result.code) == (False, "invalid-chain")
-    assert "subjectKeyIdentifier" in result.reason
-
-
 def test_ca_with_an_empty_subject_is_refused() -> None:
     # RFC 5280 §4.1.2.6: a CA's subject is a non-empty name.
     root = make_ca(subject=x509.Name([]))
