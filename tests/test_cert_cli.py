@@ -171,6 +171,22 @@ def test_verify_accepts_and_rejects(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli(data, "verify", str(chain), "--name", "example.net", *no_checks) == 0
 
 
+def test_verify_judges_weak_keys_as_register_would_at_the_same_tls_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    weak = make_leaf(INTER, uris=("sip:example.com",), key_kind="rsa-1024")
+    chain = _write(tmp_path, "weak.pem", pem_bundle(weak, INTER))
+    root = str(_write(tmp_path, "root.der", ROOT.der))
+    lenient = ("--trusted-cert", root, "--no-only-trusted")
+    # 'Only trusted' off does not waive a weak key...
+    assert cli(data, *_verify_args(chain, *lenient)) == 1
+    assert "weak-key" in capsys.readouterr().out
+    # ...unless legacy TLS is asked for: the user's opt-in to old peers and their keys, in
+    # `sipua register` and here alike.
+    assert cli(data, *_verify_args(chain, *lenient, "--tls-min-version", "1.0")) == 0
+
+
 def test_verify_at_and_wildcards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     leaf = make_leaf(ROOT, uris=(), dns=("*.example.com",))

@@ -102,6 +102,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let *.domain identities match one label (off by default, RFC 5922)",
     )
+    verify.add_argument(
+        "--tls-min-version",
+        choices=("1.0", "1.1", "1.2", "1.3"),
+        default="1.2",
+        help="judge the chain as `sipua register` with this --tls-min-version would: 1.0 or "
+        "1.1 also accept the weak keys and signatures of old peers (default: 1.2)",
+    )
     verify.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -263,6 +270,7 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.settings.model import TlsSettings
     from sipua.tls.certs import load_certificate_file, load_certificates, read_input_file
     from sipua.tls.trust.policy import TrustPolicy, verify_chain
 
@@ -271,11 +279,15 @@ def _verify(store: CertStore, args: argparse.Namespace) -> int:
     trusted = store.trusted.anchors("custom")
     for path in args.trusted_cert:
         trusted.extend(load_certificate_file(path))
-    policy = TrustPolicy(
-        only_trusted=args.only_trusted,
-        accepted_ca=args.ca_type,
-        cn_validation=args.cn_validation,
-        allow_wildcards=args.allow_wildcards,
+    # The policy `sipua register` would apply with the same settings (one builder of it).
+    policy = TrustPolicy.from_settings(
+        TlsSettings(
+            only_trusted=args.only_trusted,
+            ca_type=args.ca_type,
+            cn_validation=args.cn_validation,
+            allow_wildcards=args.allow_wildcards,
+            min_version=args.tls_min_version,
+        )
     )
     result = verify_chain(chain, name=args.name, trusted=trusted, at=at, policy=policy)
     if args.json:

@@ -198,12 +198,7 @@ async def _plan(
         accounts=accounts,
         host=target.host,
         port=target.port,
-        tls=client_tls_config(
-            settings,
-            target.tls_name,
-            groups=settings.tls.groups,
-            tls13_ciphersuites=settings.tls.tls13_ciphers,
-        ),
+        tls=client_tls_config(settings, target.tls_name),
         count=count,
         concurrency=concurrency,
         rate=args.rate,

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
@@ -40,6 +40,9 @@ from sipua.transport.listener import ServerAddresses, serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
 from sipua.ua.calls import AnswerPolicy, CallHandler
 from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
+
+if TYPE_CHECKING:
+    from sipua.tls.setup import TlsSetup
 
 INSTANCE_ID_FILE: Final = "instance-id"
 MAX_KEPT_EVENTS: Final = 1000
@@ -139,9 +142,7 @@ class UserAgent:
         self._nursery: trio.Nursery | None = None
         self._account: Account | None = None
         self._calls: CallHandler | None = None
-        self._trusted: tuple[Any, ...] = ()
-        self._identity: Any = None
-        self._store: Any = None
+        self._tls: TlsSetup | None = None
         # The registrar/proxy's addresses: room at the listener, and the only sources allowed
         # with listen.servers_only. IP literals in the settings count from the start.
         self.servers = ServerAddresses()
@@ -244,27 +245,15 @@ class UserAgent:
     # -- TLS ------------------------------------------------------------------------------------
 
     def _prepare_tls(self) -> None:
-        from sipua.tls.certs import load_certificate_file
-        from sipua.tls.stores.store import CertStore
+        from sipua.tls.setup import TlsSetup
 
-        tls = self.settings.tls
-        store = CertStore(self.settings.data_dir)
-        trusted = [s.certificate for s in store.trusted.custom()]
-        for path in tls.trusted_certs:
-            trusted.extend(load_certificate_file(path))
-        self._trusted = tuple(trusted)
-        self._store = store
+        self._tls = TlsSetup(self.settings)
 
-    def _policy(self) -> Any:
-        from sipua.tls.trust.policy import TrustPolicy
-
-        return TrustPolicy.from_settings(self.settings.tls)
-
-    def _device_identity(self) -> Any:
-        if self._identity is None:
-            tls = self.settings.tls
-            self._identity = self._store.devices.identity(tls.device_cert, tls.mac)
-        return self._identity
+    @property
+    def _tls_setup(self) -> TlsSetup:
+        if self._tls is None:
+            raise RuntimeError("use the UserAgent inside 'async with'")
+        return self._tls
 
     async def _locate(self, account: AccountSettings) -> list[FlowTarget]:
         targets = await self._locator(account)
@@ -275,22 +264,8 @@ class UserAgent:
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
-        from sipua.tls.connection.context import TlsClientConfig
-
         tls = self.settings.tls
-        config = TlsClientConfig(
-            server_name=target.tls_name,
-            policy=self._policy(),
-            trusted=self._trusted,
-            # The device certificate doubles as the client certificate for mutual TLS.
-            identity=self._device_identity(),
-            min_version=tls.min_version,
-            max_version=tls.max_version,
-            ciphers=tls.ciphers,
-            tls13_ciphersuites=tls.tls13_ciphers,
-            groups=tls.groups,
-            keylog_path=tls.keylog_file,
-        )
+        config = self._tls_setup.client(target.tls_name)
         opened = await open_tls(
             target.host, target.port, config, handshake_timeout=tls.handshake_timeout
         )
@@ -324,22 +299,8 @@ class UserAgent:
         return connection, established
 
     async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-        from sipua.tls.connection.context import TlsServerConfig
-
-        tls = self.settings.tls
         listen = self.settings.listen
-        config = TlsServerConfig(
-            identity=self._device_identity(),
-            client_certs=tls.verify_client,
-            policy=self._policy(),
-            trusted=self._trusted,
-            min_version=tls.min_version,
-            max_version=tls.max_version,
-            ciphers=tls.ciphers,
-            tls13_ciphersuites=tls.tls13_ciphers,
-            groups=tls.groups,
-            keylog_path=tls.keylog_file,
-        )
+        config = self._tls_setup.server()
         await serve_tls(
             listen.host,
             listen.port,

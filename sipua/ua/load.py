@@ -760,47 +760,12 @@ def _failure_reason(failed: RegistrationFailed) -> str:
     return f"status-{failed.status}"
 
 
-def client_tls_config(
-    settings: Settings,
-    tls_name: str | None,
-    *,
-    groups: str | None = None,
-    tls13_ciphersuites: str | None = None,
-) -> TlsClientConfig:
-    """The client TLS configuration `sipua register` would use, for a load run.
-
-    Same trust policy, trusted certificates (the store's custom ones plus `--trusted-cert`),
-    versions, ciphers and key log, and the device certificate as the client certificate for
-    mutual TLS, as `sipua.ua.agent.UserAgent` builds them.
-
-    Args:
-        settings: The loaded settings.
-        tls_name: The name the registrar must prove (RFC 5922 §7.2).
-        groups: Key-exchange groups to offer (OpenSSL names, colon-separated); None keeps
-            OpenSSL's default.
-        tls13_ciphersuites: TLS 1.3 suites to offer; None keeps OpenSSL's default.
+def client_tls_config(settings: Settings, tls_name: str | None) -> TlsClientConfig:
+    """The client TLS configuration `sipua register` would use, for a load run (`TlsSetup`).
 
     Raises:
         ConfigError, CertificateError: A trusted certificate or the device identity is unusable.
     """
-    from sipua.tls.certs import load_certificate_file
-    from sipua.tls.stores.store import CertStore
-    from sipua.tls.trust.policy import TrustPolicy
+    from sipua.tls.setup import TlsSetup
 
-    tls = settings.tls
-    store = CertStore(settings.data_dir)
-    trusted = [s.certificate for s in store.trusted.custom()]
-    for path in tls.trusted_certs:
-        trusted.extend(load_certificate_file(path))
-    return TlsClientConfig(
-        server_name=tls_name,
-        policy=TrustPolicy.from_settings(tls),
-        trusted=tuple(trusted),
-        identity=store.devices.identity(tls.device_cert, tls.mac),
-        min_version=tls.min_version,
-        max_version=tls.max_version,
-        ciphers=tls.ciphers,
-        tls13_ciphersuites=tls13_ciphersuites,
-        groups=groups,
-        keylog_path=tls.keylog_file,
-    )
+    return TlsSetup(settings).client(tls_name)

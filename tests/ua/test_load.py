@@ -317,10 +317,16 @@ def test_client_tls_config_follows_the_settings_and_the_load_flags(tmp_path: Pat
     from sipua.tls.trust.policy import TrustPolicy
     from sipua.ua.load import client_tls_config
 
-    legacy = Settings(tls=TlsSettings(min_version="1.0", only_trusted=False), data_dir=tmp_path)
-    config = client_tls_config(
-        legacy, "example.com", groups="X25519", tls13_ciphersuites="TLS_AES_128_GCM_SHA256"
+    legacy = Settings(
+        tls=TlsSettings(
+            min_version="1.0",
+            only_trusted=False,
+            groups="X25519",
+            tls13_ciphers="TLS_AES_128_GCM_SHA256",
+        ),
+        data_dir=tmp_path,
     )
+    config = client_tls_config(legacy, "example.com")
     # The same policy the user agent applies, legacy opt-in included.
     assert config.policy == TrustPolicy.from_settings(legacy.tls)
     assert config.policy is not None
