@@ -27,13 +27,12 @@ the first event is logged: a logger used before `configure_logging` keeps the ol
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Final, Literal, TextIO, cast
 
@@ -326,47 +325,3 @@ def get_logger(**initial_values: object) -> FilteringBoundLogger:
 def format_peer(host: str, port: int | None) -> str:
     """Formats a peer address for the `peer` field: `host:port`, `[v6]:port`."""
     return host_port(host, port)
-
-
-def _context(
-    account: str | None, call_id: str | None, peer: str | None, branch: str | None
-) -> dict[str, str]:
-    given = {"account": account, "call_id": call_id, "peer": peer, "branch": branch}
-    return {key: value for key, value in given.items() if value is not None}
-
-
-def bind_context(
-    logger: FilteringBoundLogger,
-    *,
-    account: str | None = None,
-    call_id: str | None = None,
-    peer: str | None = None,
-    branch: str | None = None,
-) -> FilteringBoundLogger:
-    """Returns `logger` with the given context fields bound (fields left as None are skipped).
-
-    Args:
-        logger: The logger to extend.
-        account: The account name (`AccountSettings.name`).
-        call_id: The SIP Call-ID of the dialog or registration.
-        peer: The remote address, as `format_peer` writes it.
-        branch: The transaction's Via branch.
-    """
-    return logger.bind(**_context(account, call_id, peer, branch))
-
-
-@contextlib.contextmanager
-def log_context(
-    *,
-    account: str | None = None,
-    call_id: str | None = None,
-    peer: str | None = None,
-    branch: str | None = None,
-) -> Iterator[None]:
-    """Binds context fields to every event logged inside the block, in this task only.
-
-    The fields live in context variables, which trio copies into each new task, so a task
-    started inside the block inherits them and one outside does not.
-    """
-    with structlog.contextvars.bound_contextvars(**_context(account, call_id, peer, branch)):
-        yield

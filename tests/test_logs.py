@@ -14,12 +14,10 @@ from hypothesis import strategies as st
 from sipua.logs import (
     LOCK_STATES,
     REDACTED,
-    bind_context,
     configure_logging,
     format_peer,
     get_logger,
     is_secret_key,
-    log_context,
     redact_text,
     redact_value,
 )
@@ -299,20 +297,6 @@ def test_console_other_events_use_structlog_lines() -> None:
 
 
 # --- context helpers -----------------------------------------------------------------------------
-
-
-def test_bind_context_and_log_context() -> None:
-    out = io.StringIO()
-    configure_logging("json", "info", out)
-    log = bind_context(get_logger(), account="alice", peer=format_peer("::1", 5061))
-    with log_context(call_id="abc@host", branch="z9hG4bK1"):
-        log.info("call-incoming")
-    log.info("after")
-    inside, after = json_lines(out)
-    assert inside["account"] == "alice"
-    assert inside["peer"] == "[::1]:5061"
-    assert (inside["call_id"], inside["branch"]) == ("abc@host", "z9hG4bK1")
-    assert "call_id" not in after
 
 
 def test_format_peer() -> None:

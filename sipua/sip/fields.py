@@ -37,7 +37,6 @@ from sipua.sip.uri import (
     PORT_0_65535,
     SIP_URI_FAST,
     AbsoluteUri,
-    SipUri,
     Uri,
     mutable_twin,
     parse_uri,
@@ -475,8 +474,3 @@ def parse_contacts(value: str) -> list[Contact]:
         display, uri, params = _split_name_address(element, "Contact")
         contacts.append(Contact(display, uri, params))
     return contacts
-
-
-def sip_uri_of(address: NameAddress) -> SipUri | None:
-    """The address's URI if it is sip:/sips:, else None (helper for callers that need SIP)."""
-    return address.uri if isinstance(address.uri, SipUri) else None

@@ -45,6 +45,7 @@ from sipua.settings.model import ListenSettings
 from sipua.sip.uri import host_port
 from sipua.tls.connection.context import TlsServerConfig
 from sipua.tls.connection.events import HandshakeCompleted
+from sipua.tls.connection.listener import open_tls_listeners
 from sipua.tls.connection.stream import TlsStream
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
@@ -279,13 +280,15 @@ async def serve_tls(
         servers_only=servers_only,
     )
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_tls_listeners(
+            port, config, host=host, handshake_timeout=handshake_timeout
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host_port(host, port)}: {exc.strerror or exc}; "
             "choose another --listen address or --no-listen"
         ) from exc
-    sockname = listeners[0].socket.getsockname()
+    sockname = _socket(listeners[0].transport_listener).getsockname()
     bound = (str(sockname[0]), int(sockname[1]))
     # One logger per listener (not per module): it writes where logging is configured now.
     log = get_logger(component="listener")
@@ -296,12 +299,14 @@ async def serve_tls(
         log, "inbound-connection-closed", limit=LOG_LINES_PER_WINDOW, window=LOG_WINDOW_SECONDS
     )
 
-    async def serve_one(tcp: trio.SocketStream) -> None:
+    async def serve_one(tls: TlsStream) -> None:
+        # accept() only wrapped the TCP stream: no TLS byte has been read or sent yet.
+        tcp = tls.transport_stream
         try:
-            peer_name = tcp.socket.getpeername()
+            peer_name = _socket(tcp).getpeername()
             # Our end of *this* connection: with a wildcard listener (0.0.0.0, ::) the bound
             # address is no address a peer can reach (Contact, Via sent-by, SDP c=).
-            local_name = tcp.socket.getsockname()
+            local_name = _socket(tcp).getsockname()
         except OSError:
             # The client reset before we got here (Linux: ENOTCONN); nothing to serve.
             await _close_quietly(tcp)
@@ -315,7 +320,7 @@ async def serve_tls(
             refused(trio.current_time(), peer=peer, reason=refusal)
             return
         try:
-            await _serve_connection(tcp, peer, local)
+            await _serve_connection(tls, peer, local)
         except Exception as exc:  # noqa: BLE001 - one connection's fault must not end the rest
             log.error(
                 "inbound-connection-failed",
@@ -327,12 +332,11 @@ async def serve_tls(
         finally:
             admission.release(address)
 
-    async def _serve_connection(tcp: trio.SocketStream, peer: str, local: str) -> None:
-        tls = TlsStream.server(tcp, config)
+    async def _serve_connection(tls: TlsStream, peer: str, local: str) -> None:
         try:
             completed = await tls.do_handshake(timeout=handshake_timeout)
         except (HandshakeFailed, PeerNotTrusted) as exc:
-            await _close_quietly(tcp)
+            await _close_quietly(tls.transport_stream)
             failed_handshake(
                 trio.current_time(),
                 peer=peer,
@@ -384,7 +388,13 @@ async def serve_tls(
         await trio.serve_listeners(serve_one, listeners)
 
 
-async def _close_quietly(tcp: trio.SocketStream) -> None:
+def _socket(resource: object) -> trio.socket.SocketType:
+    """The socket under a TCP listener or stream (what `open_tls_listeners` wraps)."""
+    assert isinstance(resource, trio.SocketListener | trio.SocketStream)
+    return resource.socket
+
+
+async def _close_quietly(tcp: trio.abc.AsyncResource) -> None:
     """Closes a TCP stream, even under cancellation, ignoring a peer that is already gone."""
     with (
         trio.CancelScope(shield=True),

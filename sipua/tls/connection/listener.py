@@ -2,8 +2,8 @@
 
 `TlsListener` wraps a trio socket listener: `accept()` returns a `TlsStream` whose handshake has
 *not* run, because a silent or slow client must never hold up `accept()` for everyone else. The
-handshake runs in the connection's own task, bounded by `handshake_timeout`; `serve_tls` does
-that for you around a handler and closes every connection it accepted.
+handshake runs in the connection's own task, bounded by `handshake_timeout`: the SIP listener
+(`sipua.transport.listener.serve_tls`) serves them with `trio.serve_listeners`.
 
 `open_tls_stream` is the client side: TCP connect (bounded), handshake and verification
 (bounded), and either a verified stream or one of sipua's errors.
@@ -13,28 +13,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Final, NoReturn
+from typing import Final
 
 import trio
 
-from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError, os_error_reason
+from sipua.errors import ConnectFailed, os_error_reason
 from sipua.sip.uri import host_port
 from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig, server_context
-from sipua.tls.connection.events import HandshakeCompleted, Verifier
+from sipua.tls.connection.events import Verifier
 from sipua.tls.connection.stream import TlsStream
 
 #: How long a client may take for the whole handshake by default.
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: How long a TCP connect may take by default.
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
-#: How long closing an accepted connection may wait to hand over its close_notify.
-CLOSE_GRACE_SECONDS: Final = 2.0
-
-#: Called with each accepted connection after a successful, verified handshake.
-Handler = Callable[[TlsStream, HandshakeCompleted], Awaitable[None]]
-#: Called when an accepted connection's handshake fails or its client is refused.
-FailureHandler = Callable[[TlsStream, TlsError], None]
 
 
 class TlsListener(trio.abc.Listener[TlsStream]):
@@ -43,8 +35,8 @@ class TlsListener(trio.abc.Listener[TlsStream]):
     Args:
         transport_listener: Usually a `trio.SocketListener`.
         config: Server settings (identity, client certificates, versions).
-        handshake_timeout: Seconds each client gets for its handshake (used by `serve_tls`
-            and by callers via `stream.do_handshake(timeout=listener.handshake_timeout)`).
+        handshake_timeout: Seconds each client gets for its handshake (callers run
+            `stream.do_handshake(timeout=listener.handshake_timeout)`).
         verifier: Overrides the client-certificate verifier built from `config`.
     """
 
@@ -94,53 +86,6 @@ async def open_tls_listeners(
         TlsListener(tcp, config, handshake_timeout=handshake_timeout, verifier=verifier)
         for tcp in listeners
     ]
-
-
-async def serve_tls(
-    handler: Handler,
-    listeners: list[TlsListener],
-    *,
-    on_failure: FailureHandler | None = None,
-    handler_nursery: trio.Nursery | None = None,
-    task_status: trio.TaskStatus[list[TlsListener]] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve forever: each connection's handshake runs in its own task, bounded in time.
-
-    A connection whose handshake fails, times out or whose client certificate the policy
-    refuses is reported to `on_failure` and closed; the handler never sees it. The handler's
-    stream is closed when the handler returns.
-
-    Args:
-        handler: Receives each verified stream and its handshake result.
-        listeners: From `open_tls_listeners` (or built by hand).
-        on_failure: Told about refused connections (for logging); may be None.
-        handler_nursery: Where connection tasks run (default: an internal nursery).
-        task_status: `nursery.start` support; started with the listeners.
-    """
-
-    # Listeners of one call normally share the timeout; if not, the strictest applies.
-    timeout = min((lst.handshake_timeout for lst in listeners), default=DEFAULT_HANDSHAKE_TIMEOUT)
-
-    async def connection(stream: TlsStream) -> None:
-        try:
-            try:
-                completed = await stream.do_handshake(timeout=timeout)
-            except (HandshakeFailed, PeerNotTrusted) as exc:
-                if on_failure is not None:
-                    on_failure(stream, exc)
-                return
-            await handler(stream, completed)
-        finally:
-            # close_notify, but never wait long for a peer that does not read.
-            with trio.move_on_after(CLOSE_GRACE_SECONDS):
-                await stream.aclose()
-
-    await trio.serve_listeners(
-        connection,
-        listeners,
-        handler_nursery=handler_nursery,
-        task_status=task_status,
-    )
 
 
 async def open_tls_stream(

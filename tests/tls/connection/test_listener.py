@@ -1,21 +1,19 @@
-"""TlsListener, serve_tls and open_tls_stream over real loopback TCP."""
+"""TlsListener and open_tls_stream over real loopback TCP."""
 
 from __future__ import annotations
 
 import socket
-from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from sipua.errors import ConnectFailed, HandshakeFailed, TlsError
+from sipua.errors import ConnectFailed, HandshakeFailed, PeerNotTrusted, TlsError
 from sipua.tls.connection import events
 from sipua.tls.connection.listener import (
     TlsListener,
     open_tls_listeners,
     open_tls_stream,
-    serve_tls,
 )
 from sipua.tls.connection.stream import TlsStream
 from tests.support.tls_pair import TlsWorld
@@ -32,7 +30,7 @@ def port_of(listener: TlsListener) -> int:
 
 
 class Served:
-    """What serve_tls did: verified connections and refusals."""
+    """What a server on TlsListener saw: verified connections and refusals."""
 
     def __init__(self) -> None:
         self.completed: list[events.HandshakeCompleted] = []
@@ -66,7 +64,22 @@ async def start_server(
         handshake_timeout=handshake_timeout,
         verifier=world.verifier(),
     )
-    await nursery.start(partial(serve_tls, on_failure=served.on_failure), served.handler, listeners)
+
+    async def serve_one(stream: TlsStream) -> None:
+        # What the SIP listener does with each accepted stream: the handshake, bounded, in
+        # the connection's own task.
+        try:
+            completed = await stream.do_handshake(timeout=listeners[0].handshake_timeout)
+        except (HandshakeFailed, PeerNotTrusted) as exc:
+            served.on_failure(stream, exc)
+            return
+        try:
+            await served.handler(stream, completed)
+        finally:
+            with trio.move_on_after(2):
+                await stream.aclose()
+
+    await nursery.start(trio.serve_listeners, serve_one, listeners)
     return port_of(listeners[0])
 
 
