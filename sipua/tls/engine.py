@@ -30,7 +30,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
-from sipua.tls.context import openssl_reason, sni_name
+from sipua.tls.context import HandshakeNotes, openssl_reason, sni_name
 from sipua.tls.events import OpenSslVerdict
 from sipua.tls.identity import ascii_host
 
@@ -75,10 +75,10 @@ class TlsEngine:
     ) -> None:
         self.server_side = server_side
         self.server_name = server_name
-        self._verdicts: list[OpenSslVerdict] = []
+        self._notes = HandshakeNotes()
         self._conn = SSL.Connection(context, None)
-        # The context's verify callback appends OpenSSL's verdicts to this list.
-        self._conn.set_app_data(self._verdicts)
+        # The context's callbacks record OpenSSL's verdicts (and a CertificateRequest) here.
+        self._conn.set_app_data(self._notes)
         self._handshake_done = False
         #: None while open; True after the peer's close_notify; False after a truncation.
         self.closed_cleanly: bool | None = None
@@ -239,7 +239,12 @@ class TlsEngine:
     @property
     def openssl_verdicts(self) -> tuple[OpenSslVerdict, ...]:
         """OpenSSL's recorded per-certificate verdicts (advisory)."""
-        return tuple(self._verdicts)
+        return tuple(self._notes.verdicts)
+
+    @property
+    def certificate_requested(self) -> bool:
+        """Client side: the server asked for our certificate (sent a CertificateRequest)."""
+        return self._notes.certificate_requested
 
     def peer_chain(self) -> tuple[x509.Certificate, ...]:
         """The peer's certificates as it sent them, leaf first (empty if it sent none)."""

@@ -290,6 +290,7 @@ class UserAgent:
             tls_name=target.tls_name,
             handler=account.on_message,
             trace=self._trace if self.settings.trace else None,
+            certificate_requested=opened.handshake.certificate_requested,
         )
         return connection, established
 
