@@ -1,7 +1,9 @@
-"""Fixtures for interop tests against real peers (Kamailio, SIPp, baresip, openssl).
+"""Fixtures for interop tests against real peers (Kamailio, SIPp, baresip, openssl, Asterisk,
+pjsua).
 
-The peers must be installed (`scripts/install-peers`); a missing one is an error that says so,
-never a skip. When a test fails, the logs of the peers it used are attached to its report.
+The peers must be installed (`scripts/install-peers`) and built (`scripts/build-peers`: Asterisk
+and pjsua); a missing one is an error that says so, never a skip. When a test fails, the logs of
+the peers it used are attached to its report.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
+from tests.interop.asterisk import Asterisk
 from tests.interop.peers import Baresip, Kamailio, TestPki, make_test_pki
 
 REQUIRED_TOOLS = ("kamailio", "sipp", "baresip", "openssl")
@@ -34,7 +37,7 @@ def pytest_runtest_makereport(
     if report.failed:
         funcargs = getattr(item, "funcargs", {})
         for name, value in funcargs.items():
-            if isinstance(value, Kamailio | Baresip):
+            if isinstance(value, Kamailio | Baresip | Asterisk):
                 report.sections.append((f"{name} log tail ({value.log_path})", value.log_tail()))
     return report
 

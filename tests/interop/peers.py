@@ -1311,6 +1311,20 @@ def run_sipua(
     )
 
 
+def sipua_outcome(stdout: str) -> dict[str, Any]:
+    """The `outcome` record of a `register --once --log-format json` run (result, lock, reason).
+
+    Raises:
+        AssertionError: there is none (the output is in the message).
+    """
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            record: dict[str, Any] = json.loads(line)
+            if record.get("event") == "outcome":
+                return record
+    raise AssertionError(f"no outcome line in sipua's output:\n{stdout}")
+
+
 def export_device_ca(data_dir: Path, dest: Path) -> Path:
     """Runs `sipua cert export-ca --data-dir data_dir` and writes the PEM to `dest`.
 
