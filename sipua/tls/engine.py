@@ -46,6 +46,14 @@ _CERTIFICATE_ALERTS: Final = (
     "access denied",
 )
 
+# OpenSSL's reasons when client and server share no protocol version.
+_VERSION_MISMATCH: Final = ("protocol version", "unsupported protocol")
+_VERSION_HINT: Final = (
+    "; the server and sipua share no TLS version: sipua offers --tls-min-version (1.2 by default) "
+    "and newer, while the server may offer only older ones (a pjproject-based server, such as an "
+    "Asterisk TLS transport without `method`, offers TLS 1.0 only)"
+)
+
 #: Upper bound on one `data_to_send` drain; OpenSSL's records are ≤ 16 KiB + overhead, and a
 #: write can queue many, so the bound is a sanity cap, not a record size.
 MAX_PENDING_CIPHERTEXT_BYTES: Final = 64 * 1024 * 1024
@@ -146,8 +154,11 @@ class TlsEngine:
                 "handshake (it may not speak TLS, or it refused our version or certificate)"
             ) from exc
         except SSL.Error as exc:
+            reason = openssl_reason(exc)
+            mismatch = any(m in reason for m in _VERSION_MISMATCH)
+            hint = _VERSION_HINT if mismatch and not self.server_side else ""
             raise HandshakeFailed(
-                f"TLS handshake failed with {self._peer()}: {openssl_reason(exc)}"
+                f"TLS handshake failed with {self._peer()}: {reason}{hint}"
             ) from exc
         self._handshake_done = True
         return True

@@ -120,6 +120,7 @@ def test_pjproject_default_tls_method_is_refused_naming_the_version(
     assert outcome["lock_reason"].startswith("handshake-failed"), outcome
     last = stderr.strip().splitlines()[-1]
     assert "protocol version" in last, stderr
+    assert "share no TLS version" in last, stderr
 
 
 def test_mutual_tls_trusted_device_ca_and_refused_stranger(
