@@ -366,6 +366,7 @@ async def test_close_without_answer_after_asking_for_our_certificate_is_a_refusa
     # any SIP answer. sipua reports a probable client-certificate refusal (exit 3) and never
     # shows the lock as held in between.
     import socket
+    import struct
 
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -384,7 +385,10 @@ async def test_close_without_answer_after_asking_for_our_certificate_is_a_refusa
         context.use_privatekey(key)  # type: ignore[arg-type]
         context.set_verify(SSL.VERIFY_PEER, lambda *_args: True)  # ask, judge later
         conn, _ = server.accept()
-        conn.settimeout(10)
+        # OpenSSL drives the socket itself: keep it blocking (a Python timeout would make it
+        # non-blocking and the handshake would give up at once), bounded by SO_RCVTIMEO.
+        conn.setblocking(True)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
         tls = SSL.Connection(context, conn)
         tls.set_accept_state()
         with contextlib.suppress(SSL.Error, OSError):
