@@ -282,6 +282,8 @@ class UserAgent:
             version=opened.handshake.version,
             cipher=opened.handshake.cipher,
             verified=verified,
+            # The server may still refuse our certificate: the lock waits for its first answer.
+            client_certificate_requested=opened.handshake.certificate_requested,
         )
         connection = SipConnection(
             opened.stream,
