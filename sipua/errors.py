@@ -102,6 +102,16 @@ class TlsAlertReceived(TlsError):
     """
 
 
+class ClientCertificateRefused(TlsError):
+    """The server asked for our client certificate, then closed before any SIP answer.
+
+    Some servers (pjsip's, e.g. in Asterisk) judge the client certificate after a TLS 1.3
+    handshake has finished on our side and, when they refuse it, close the connection without
+    an alert. A close before the first response on such a connection is most likely that
+    refusal: a TLS failure (exit code 3), not a network one.
+    """
+
+
 class TransportError(SipuaError):
     """The network path failed: connect refused, timeout, connection lost."""
 

@@ -34,6 +34,10 @@ servers send session tickets after the handshake and a client that never reads c
   connection with a reason; they never escape `run()`. `send()` raises only `ConnectionLost`,
   also for a TLS alert; the sipua error that ended the connection (a `TlsError` for an alert)
   is in `closed_error` for callers that report TLS failures apart (exit code 3).
+- A connection on which the server asked for our client certificate is `awaiting_acceptance`
+  until the first SIP message arrives: if the peer closes it (or it breaks) before that, the
+  end is reported as `ClientCertificateRefused` in `closed_error` (a TLS 1.3 server judges the
+  certificate after our handshake is done, and pjsip closes without an alert).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Final
 
 import trio
 
-from sipua.errors import ConnectionLost, SipuaError
+from sipua.errors import ClientCertificateRefused, ConnectionLost, SipuaError, TlsError
 from sipua.logs import get_logger
 from sipua.sip import (
     NEED_DATA,
@@ -114,6 +118,8 @@ class SipConnection:
         trace: called with ("sent" | "received", connection, bytes) for `--trace`.
         idle_timeout: close after this many seconds without a byte received (None: never).
         max_message_bytes: the framer's cap for one message.
+        certificate_requested: the server asked for our client certificate during the
+            handshake (see `awaiting_acceptance`).
     """
 
     def __init__(
@@ -127,6 +133,7 @@ class SipConnection:
         trace: TraceHook | None = None,
         idle_timeout: float | None = None,
         max_message_bytes: int | None = None,
+        certificate_requested: bool = False,
     ) -> None:
         self.stream = stream
         self.peer = peer
@@ -142,6 +149,9 @@ class SipConnection:
         self.error_responses = 0
         self.discarded_bytes = 0  # read and thrown away while lingering after a framing error
         self._linger = False
+        #: True until the peer's first SIP message when it asked for our client certificate:
+        #: until then it may still refuse that certificate by closing the connection.
+        self.awaiting_acceptance = certificate_requested
         self._handler = handler
         self._trace = trace
         self._idle_timeout = idle_timeout
@@ -193,6 +203,7 @@ class SipConnection:
             reason = f"send failed: {exc}" if str(exc) else "send failed"
             if isinstance(exc, SipuaError) and self.closed_error is None:
                 self.closed_error = exc
+            self._note_refusal()
             self._mark_closed(reason)
             raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
 
@@ -254,6 +265,16 @@ class SipConnection:
                     return
                 self.discarded_bytes += len(data)
 
+    def _note_refusal(self) -> None:
+        """The connection ended: before any answer on one that asked for our certificate, that
+        is most likely the certificate's refusal (unless a TLS alert already said more)."""
+        if self.awaiting_acceptance and not isinstance(self.closed_error, TlsError):
+            self.closed_error = ClientCertificateRefused(
+                f"{self.peer} asked for our client (device) certificate, then closed the "
+                "connection before any answer: it probably refused the certificate; give it "
+                "the device CA (`sipua cert export-ca`) or choose another one with --device-cert"
+            )
+
     def _mark_closed(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
@@ -275,11 +296,13 @@ class SipConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
                     if isinstance(exc, SipuaError):
                         self.closed_error = exc
+                    self._note_refusal()
                     return f"receive failed: {exc}" if str(exc) else "receive failed"
             if data is None:
                 return f"idle for {self._idle_timeout:g} s"
             if not data:
                 self._framer.receive_data(None)
+                self._note_refusal()
                 return "closed by peer"
             try:
                 self._framer.receive_data(bytes(data))
@@ -308,6 +331,7 @@ class SipConnection:
     async def _deliver(self, data: bytes) -> None:
         if self._trace is not None:
             self._trace("received", self, data)
+        self.awaiting_acceptance = False  # the peer speaks SIP to us: it took our certificate
         try:
             message = parse_message(data)
         except ParseError as exc:

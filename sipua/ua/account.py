@@ -10,7 +10,9 @@ owner pumps: take from the inbox until the registration's next deadline, feed it
 - Connecting (`_connect`): RFC 3263 targets from `sipua.locate.locate` (an outbound proxy skips
   the lookups), tried in order; each one gets TCP, a TLS handshake verified for the target's
   TLS name, and the lock moves negotiating -> locked / locked-unverified, or unlocked with the
-  precise reason. A refused or timed-out target fails over to the next (RFC 3263 §4.3).
+  precise reason. A refused or timed-out target fails over to the next (RFC 3263 §4.3). When the
+  registrar asked for our client certificate, the lock stays negotiating until its first answer
+  (it may still refuse the certificate by closing: `ClientCertificateRefused`, exit code 3).
 - A connection is only reused while it is open and was verified for the same TLS name; a new
   one is opened otherwise (never reused for another domain because the address matches).
 - Requests the registrar sends on the flow (inbound INVITE through NAT) go to the call handler,
@@ -34,6 +36,7 @@ import trio
 
 from sipua.errors import (
     AuthenticationFailed,
+    ClientCertificateRefused,
     ConfigError,
     ConnectFailed,
     ConnectionLost,
@@ -151,6 +154,8 @@ class Account:
         self.registered: Registered | None = None
         self.last_failure: SipuaError | None = None
         self.stray_responses = 0
+        # The lock a connection earns once the registrar answers (client certificate asked).
+        self._lock_on_answer: TlsEstablished | None = None
         self._locator = locator
         self._connector = connector
         self._publish = publish
@@ -239,6 +244,8 @@ class Account:
             result = await self._pump(until_registered=True)
         except SipuaError as raised:
             exc = _telling_cause(raised, connection)
+            if isinstance(exc, ClientCertificateRefused) and connection is not None:
+                self._note_down(connection, str(exc))
             self.last_failure = exc
             if isinstance(raised, TransportError) and self._registration.state in (
                 RegistrationState.REGISTERING,
@@ -361,7 +368,10 @@ class Account:
                 self.note_lock(ConnectionDown(reason=str(exc), kind=kind), peer)
                 errors.append(exc)
                 continue
-            self.note_lock(established, peer)
+            if connection.awaiting_acceptance:
+                self._lock_on_answer = established  # not locked before the registrar answers
+            else:
+                self.note_lock(established, peer)
             self._adopt(connection)
             return connection
         raise _most_telling(errors)
@@ -373,10 +383,22 @@ class Account:
     async def _read(self, connection: SipConnection) -> None:
         reason = await connection.run()
         if self.connection is connection:
-            self.note_lock(ConnectionDown(reason=reason), connection.peer)
+            self._note_down(connection, reason)
         # If the owner is far behind, it sees the closed connection when it next sends.
         with contextlib.suppress(trio.WouldBlock):
             self._send_inbox.send_nowait(_Lost(connection, reason, connection.closed_error))
+
+    def _note_down(self, connection: SipConnection, reason: str) -> None:
+        """Drops the lock of a connection that ended, naming a refused client certificate."""
+        self._lock_on_answer = None
+        refused = connection.closed_error
+        if isinstance(refused, ClientCertificateRefused):
+            event: LockInput = TlsRefused(
+                kind="handshake-failed", code="client-certificate", reason=str(refused)
+            )
+        else:
+            event = ConnectionDown(reason=reason)
+        self.note_lock(event, connection.peer)
 
     async def on_message(self, connection: SipConnection, message: Request | Response) -> None:
         """The connection's handler: responses to the inbox, requests to the call handler.
@@ -385,6 +407,9 @@ class Account:
         `stray_responses` here, in the reader (RFC 3261 §17.1.3, §18.1.2), so a peer sending
         many of them can neither fill the inbox nor stall this connection's reader.
         """
+        if connection is self.connection and self._lock_on_answer is not None:
+            self.note_lock(self._lock_on_answer, connection.peer)
+            self._lock_on_answer = None
         if isinstance(message, Response) and message.cseq.method == "REGISTER":
             if connection is not self.connection or not self._registration.matches(message):
                 self.stray_responses += 1

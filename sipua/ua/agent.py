@@ -287,6 +287,8 @@ class UserAgent:
             version=opened.handshake.version,
             cipher=opened.handshake.cipher,
             verified=verified,
+            # The server may still refuse our certificate: the lock waits for its first answer.
+            client_certificate_requested=opened.handshake.certificate_requested,
         )
         connection = SipConnection(
             opened.stream,
@@ -295,6 +297,7 @@ class UserAgent:
             tls_name=target.tls_name,
             handler=account.on_message,
             trace=self._trace if self.settings.trace else None,
+            certificate_requested=opened.handshake.certificate_requested,
         )
         return connection, established
 

@@ -35,14 +35,16 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 REPO: Final = Path(__file__).resolve().parents[2]
 KAMAILIO_CONFIG_DIR: Final = REPO / "config" / "kamailio"
 SIPP_SCENARIOS: Final = REPO / "scripts" / "sipp"
 MAKE_TEST_PKI: Final = REPO / "scripts" / "make-test-pki"
+BUILD_PEERS: Final = REPO / "scripts" / "build-peers"
 
 LOCALHOST: Final = "127.0.0.1"
 DEFAULT_DOMAIN: Final = "example.test"
@@ -69,7 +71,7 @@ class PeerError(RuntimeError):
     """A real peer failed to start, stop or do what a test asked; the message has its log."""
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def tail_file(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -140,7 +142,7 @@ def wait_for_tcp(host: str, port: int, timeout_s: float) -> None:
 # ── process helpers ─────────────────────────────────────────────────────────────────────────
 
 
-def _start(argv: Sequence[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_peer(argv: Sequence[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         # A new session makes the child the leader of its own process group, so stopping it can
         # reach its children by that group id and nothing else.
@@ -154,7 +156,7 @@ def _start(argv: Sequence[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]
         )
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
+def stop_peer(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM, a bounded wait, then SIGKILL to the process group the child leads."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -165,6 +167,28 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> N
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout_s)
+
+
+# ── peers built from source (Asterisk, pjsua) ──────────────────────────────────────────────
+
+
+@cache
+def built_peer(name: str) -> Path:
+    """The install directory of a peer `scripts/build-peers` built ("asterisk" or "pjsua").
+
+    Raises:
+        PeerError: it is not built (the message says how to build it).
+    """
+    proc = subprocess.run(
+        [str(BUILD_PEERS), "--path", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise PeerError(f"{name} is not available: {proc.stderr.strip()}")
+    return Path(proc.stdout.strip())
 
 
 # ── PKI ─────────────────────────────────────────────────────────────────────────────────────
@@ -436,7 +460,7 @@ class Kamailio:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of Kamailio's log."""
-        return _tail(self.log_path, lines)
+        return tail_file(self.log_path, lines)
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Starts Kamailio and waits until every listener answers.
@@ -446,7 +470,7 @@ class Kamailio:
         """
         if self.pid is not None:
             raise PeerError(f"Kamailio in {self.run_dir} is already running (pid {self.pid})")
-        self._proc = _start(self.argv(), self.run_dir, self.log_path)
+        self._proc = start_peer(self.argv(), self.run_dir, self.log_path)
         try:
             self._wait_ready(timeout_s)
         except BaseException:
@@ -479,7 +503,7 @@ class Kamailio:
     def stop(self) -> None:
         """Stops Kamailio: SIGTERM, bounded wait, SIGKILL to its process group."""
         if self._proc is not None:
-            _stop(self._proc)
+            stop_peer(self._proc)
             self._proc = None
 
     def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -658,7 +682,7 @@ class Sipp:
         """Starts SIPp in the background."""
         for suffix in ("messages", "errors", "csv", "out"):
             self._file(suffix).unlink(missing_ok=True)
-        self._proc = _start(self.argv(), self.work_dir, self._file("out"))
+        self._proc = start_peer(self.argv(), self.work_dir, self._file("out"))
         self._deadline = time.monotonic() + self.timeout_s
         return self
 
@@ -671,7 +695,7 @@ class Sipp:
             returncode = self._proc.wait(timeout=max(0.0, self._deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-            _stop(self._proc, timeout_s=1.0)
+            stop_peer(self._proc, timeout_s=1.0)
             returncode = -9
         self._proc = None
         successful, failed = _read_stats(self._file("csv"))
@@ -693,7 +717,7 @@ class Sipp:
     def kill(self) -> None:
         """Stops SIPp if it still runs."""
         if self._proc is not None:
-            _stop(self._proc, timeout_s=1.0)
+            stop_peer(self._proc, timeout_s=1.0)
             self._proc = None
 
     def __enter__(self) -> Self:
@@ -842,7 +866,7 @@ class Baresip:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of baresip's output (ANSI colours removed)."""
-        return _ANSI.sub("", _tail(self.log_path, lines))
+        return _ANSI.sub("", tail_file(self.log_path, lines))
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Starts baresip and connects to its control port.
@@ -850,7 +874,7 @@ class Baresip:
         Raises:
             PeerError: it exited or its control port did not open within `timeout_s`.
         """
-        self._proc = _start(["baresip", "-f", str(self.work_dir)], self.work_dir, self.log_path)
+        self._proc = start_peer(["baresip", "-f", str(self.work_dir)], self.work_dir, self.log_path)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
@@ -988,7 +1012,7 @@ class Baresip:
             self._ctrl.close()
             self._ctrl = None
         if self._proc is not None:
-            _stop(self._proc, timeout_s=2.0)
+            stop_peer(self._proc, timeout_s=2.0)
             self._proc = None
 
     def __enter__(self) -> Self:
@@ -1030,8 +1054,22 @@ def write_password_file(path: Path, password: str) -> Path:
     return path
 
 
+class Registrar(Protocol):
+    """What `sipua_register_argv` needs of a registrar (Kamailio, Asterisk)."""
+
+    @property
+    def ip(self) -> str: ...
+    @property
+    def tls_port(self) -> int: ...
+    @property
+    def ca_pem(self) -> Path: ...
+    @property
+    def users(self) -> Mapping[str, str]: ...
+    def aor(self, user: str, scheme: str = "sips") -> str: ...
+
+
 def sipua_register_argv(
-    kam: Kamailio,
+    kam: Registrar,
     data_dir: Path,
     *,
     user: str = "alice",
@@ -1271,6 +1309,20 @@ def run_sipua(
         timeout=timeout_s,
         check=False,
     )
+
+
+def sipua_outcome(stdout: str) -> dict[str, Any]:
+    """The `outcome` record of a `register --once --log-format json` run (result, lock, reason).
+
+    Raises:
+        AssertionError: there is none (the output is in the message).
+    """
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            record: dict[str, Any] = json.loads(line)
+            if record.get("event") == "outcome":
+                return record
+    raise AssertionError(f"no outcome line in sipua's output:\n{stdout}")
 
 
 def export_device_ca(data_dir: Path, dest: Path) -> Path:

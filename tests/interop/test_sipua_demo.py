@@ -1,4 +1,5 @@
-"""The README's first command, `scripts/demo`, works: registers, shows the lock, answers a call.
+"""The README's first command, `scripts/demo`, works: registers, shows the lock, answers a call
+(against Kamailio, and with `scripts/demo asterisk` against Asterisk).
 
 It runs the whole script (set-up included: on a prepared machine that is a quick no-op check)
 and reads what a person would see.
@@ -48,3 +49,27 @@ def test_demo_registers_shows_the_lock_and_answers_a_call() -> None:
     assert "kamailio: stopped" in out, out
     # Nothing left running: Kamailio's pid file is gone.
     assert not (REPO / "run" / "demo" / "kamailio" / "kamailio.pid").exists()
+
+
+def test_demo_against_asterisk_registers_answers_asterisks_call_and_unregisters() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SIPUA_TLS_PORT"}
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "demo"), "asterisk"],
+        cwd=REPO,
+        env={**env, "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "the lock says: 🔒 locked" in out, out
+    assert "☎ call answered" in out, out
+    assert "☎ call ended (remote-bye)" in out, out
+    assert "The call was answered by sipua and hung up by Asterisk" in out, out
+    assert "unregistered (OK)" in out, out
+    assert "No objects found." in out, out  # pjsip show contacts after SIGINT
+    assert "asterisk: stopped" in out, out
+    assert not (REPO / "run" / "demo" / "asterisk" / "asterisk.pid").exists()

@@ -6,7 +6,6 @@ Each case is one `sipua register --once --log-format json`: its exit code, its `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.interop.peers import (
     TestPki,
     export_device_ca,
     run_sipua,
+    sipua_outcome,
     sipua_register_argv,
 )
 
@@ -28,22 +28,13 @@ EXIT_TLS = 3
 EXIT_NETWORK = 5
 
 
-def _outcome(stdout: str) -> dict[str, Any]:
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            record: dict[str, Any] = json.loads(line)
-            if record.get("event") == "outcome":
-                return record
-    raise AssertionError(f"no outcome line in sipua's output:\n{stdout}")
-
-
 def _register_once(
     kam: Kamailio, data_dir: Path, *, port: int | None = None, **kwargs: Any
 ) -> tuple[int, dict[str, Any], str]:
     extra = ["--once", *kwargs.pop("extra", ())]
     argv = sipua_register_argv(kam, data_dir, port=port, extra=extra, **kwargs)
     proc = run_sipua(argv)
-    return proc.returncode, _outcome(proc.stdout), proc.stderr
+    return proc.returncode, sipua_outcome(proc.stdout), proc.stderr
 
 
 def test_registrar_ca_not_trusted_fails_with_the_verification_reason(

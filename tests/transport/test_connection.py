@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from sipua.errors import ConnectionLost, TlsAlertReceived
+from sipua.errors import EXIT_TLS, ClientCertificateRefused, ConnectionLost, TlsAlertReceived
 from sipua.sip import Request, Response
 from sipua.tls.connection.stream import BrokenByTlsAlert
 from sipua.transport.connection import SipConnection
@@ -225,3 +225,82 @@ async def test_tls_alert_on_a_keepalive_ping_ends_only_the_connection(
     assert connection.closed_reason is not None
     assert "certificate required" in connection.closed_reason
     assert isinstance(connection.closed_error, TlsAlertReceived)
+
+
+def asked_for_certificate(stream: trio.abc.Stream) -> SipConnection:
+    return SipConnection(
+        stream,
+        peer="127.0.0.1:5061",
+        local="127.0.0.1:40000",
+        tls_name="example.test",
+        handler=pair([])[0]._handler,
+        certificate_requested=True,
+    )
+
+
+async def test_close_before_any_answer_after_a_certificate_request_is_a_refusal() -> None:
+    # pjsip under TLS 1.3: it asked for our certificate, refused it after our handshake was
+    # done, and closed without an alert. That is a TLS failure (exit 3), not a lost network.
+    ours, theirs = trio.testing.memory_stream_pair()
+    connection = asked_for_certificate(ours)
+    assert connection.awaiting_acceptance
+    await theirs.aclose()
+    with trio.fail_after(5):
+        reason = await connection.run()
+    assert reason == "closed by peer"
+    error = connection.closed_error
+    assert isinstance(error, ClientCertificateRefused)
+    assert error.exit_code == EXIT_TLS
+    assert "probably refused" in str(error)
+    assert "sipua cert export-ca" in str(error)
+
+
+async def test_send_failing_before_any_answer_after_a_certificate_request_is_a_refusal() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    connection = asked_for_certificate(ours)
+    await theirs.aclose()
+    with pytest.raises(ConnectionLost) as info:
+        await connection.send_ping()
+    assert isinstance(info.value.__cause__, trio.BrokenResourceError)
+    assert isinstance(connection.closed_error, ClientCertificateRefused)
+
+
+async def test_close_after_the_first_answer_is_only_a_lost_connection() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    connection = asked_for_certificate(ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await theirs.send_all(OPTIONS)
+        await read_until(theirs, b"\r\n\r\n")
+        assert not connection.awaiting_acceptance
+        await theirs.aclose()
+        with trio.fail_after(5):
+            await connection.closed.wait()
+    assert connection.closed_reason == "closed by peer"
+    assert connection.closed_error is None
+
+
+async def test_an_alert_beats_the_probable_refusal() -> None:
+    # The peer said why (Kamailio sends "unknown ca"): keep its alert, it says more.
+    connection = SipConnection(
+        AlertOnSend(b""),
+        peer="127.0.0.1:5061",
+        local="127.0.0.1:40000",
+        tls_name="example.test",
+        handler=pair([])[0]._handler,
+        certificate_requested=True,
+    )
+    with pytest.raises(ConnectionLost):
+        await connection.send_ping()
+    assert isinstance(connection.closed_error, TlsAlertReceived)
+    assert not isinstance(connection.closed_error, ClientCertificateRefused)
+
+
+async def test_no_certificate_request_means_a_close_is_only_a_lost_connection() -> None:
+    log: list[Request | Response] = []
+    connection, peer, _ = pair(log)
+    assert not connection.awaiting_acceptance
+    await peer.aclose()
+    with trio.fail_after(5):
+        await connection.run()
+    assert connection.closed_error is None

@@ -330,6 +330,9 @@ async def test_mutual_tls_presents_the_device_certificate(tmp_path: Path) -> Non
     ):
         await ua.account.register()
         assert len(registrar.client_certs) == 1  # the registrar verified our device certificate
+        # Locked once the registrar answered: it had asked for our certificate, so the
+        # handshake alone did not prove that it accepted it.
+        assert lock_states(ua) == ["negotiating", "locked"]
 
 
 @dataclass
@@ -386,6 +389,59 @@ async def test_client_certificate_alert_seen_before_the_register_is_a_tls_error(
                 assert info.value.exit_code == 3
                 [failed] = events(ua, "registration-failed")
                 assert "did not accept our client" in failed["reason"]
+    finally:
+        server.close()
+
+
+async def test_close_without_answer_after_asking_for_our_certificate_is_a_refusal(
+    tmp_path: Path,
+) -> None:
+    # pjsip (Asterisk) under TLS 1.3: it asks for the client certificate, lets our handshake
+    # finish, then refuses the certificate by closing the socket, without an alert and before
+    # any SIP answer. sipua reports a probable client-certificate refusal (exit 3) and never
+    # shows the lock as held in between.
+    import socket
+    import struct
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import SSL
+
+    from sipua.errors import ClientCertificateRefused
+
+    pki = Pki.make()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def accept_then_close() -> None:
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.use_certificate(x509.load_pem_x509_certificate(pki.server.pem))
+        key = serialization.load_pem_private_key(pki.server.key_pem, password=None)
+        context.use_privatekey(key)  # type: ignore[arg-type]
+        context.set_verify(SSL.VERIFY_PEER, lambda *_args: True)  # ask, judge later
+        conn, _ = server.accept()
+        # OpenSSL drives the socket itself: keep it blocking (a Python timeout would make it
+        # non-blocking and the handshake would give up at once), bounded by SO_RCVTIMEO.
+        conn.setblocking(True)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
+        tls = SSL.Connection(context, conn)
+        tls.set_accept_state()
+        with contextlib.suppress(SSL.Error, OSError):
+            tls.do_handshake()
+        conn.close()
+
+    registrar = _RefusingRegistrar(pki, server.getsockname()[1])
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, accept_then_close)
+            async with UserAgent(settings(tmp_path, registrar)) as ua:  # type: ignore[arg-type]
+                with pytest.raises(ClientCertificateRefused) as info:
+                    await ua.account.register()
+                assert info.value.exit_code == 3
+                assert "probably refused" in str(info.value)
+                assert lock_states(ua) == ["negotiating", "unlocked"]
+                [*_, down] = events(ua, "lock-changed")
+                assert down["reason"].startswith("handshake-failed: client-certificate"), down
     finally:
         server.close()
 

@@ -7,9 +7,14 @@ here before anything uses it.
 
 Trust is decided by sipua's verifier (`sipua.tls.trust.policy.verify_chain`), not by OpenSSL: the
 context asks for the peer's certificate with `VERIFY_PEER` and a callback that only *records*
-OpenSSL's per-depth verdicts (into a list the engine hangs on the connection) and always
-returns True. The stream runs the verifier after the handshake, before any SIP byte is sent.
+OpenSSL's per-depth verdicts (into the `HandshakeNotes` the engine hangs on the connection) and
+always returns True. The stream runs the verifier after the handshake, before any SIP byte is sent.
 That way a user who accepts untrusted peers still learns why the peer was not trusted.
+
+Client contexts also note whether the server asked for our certificate (an info callback that
+watches for the CertificateRequest): under TLS 1.3 the server judges that certificate only after
+our side of the handshake is done, so a server that then just closes the connection has most
+likely refused it, and the transport reports it so (`sipua.errors.ClientCertificateRefused`).
 """
 
 from __future__ import annotations
@@ -64,6 +69,22 @@ MAX_CACHED_CONTEXTS: Final = 64
 MAX_RECORDED_VERDICTS: Final = 16
 
 _SESSION_ID_CONTEXT: Final = b"sipua"
+#: OpenSSL's long state name once a client has read the server's CertificateRequest (TLS 1.2
+#: and 1.3 alike; SSL_state_string_long(3) of TLS_ST_CR_CERT_REQ).
+_READ_CERTIFICATE_REQUEST: Final = b"SSLv3/TLS read server certificate request"
+
+
+@dataclass(slots=True)
+class HandshakeNotes:
+    """What OpenSSL's callbacks learn about one connection (the engine's app data).
+
+    Attributes:
+        verdicts: OpenSSL's per-certificate verdicts (see `record_verdict`).
+        certificate_requested: client side: the server sent a CertificateRequest.
+    """
+
+    verdicts: list[OpenSslVerdict] = field(default_factory=list)
+    certificate_requested: bool = False
 
 
 class Identity(Protocol):
@@ -214,16 +235,28 @@ def record_verdict(
 ) -> bool:
     """The `set_verify` callback: record OpenSSL's verdict and let the handshake go on.
 
-    The verdicts go into the list the engine set as the connection's app data. Returning
+    The verdicts go into the `HandshakeNotes` the engine set as the connection's app data. Returning
     True overrides OpenSSL's verdict on purpose: sipua's verifier decides after the handshake.
     This runs for every certificate of every handshake, so it keeps OpenSSL's numbers and the
     certificate object as they are; `OpenSslVerdict.subject` formats the subject on demand
     (converting and formatting here cost ~0.1 ms per certificate).
     """
-    verdicts = connection.get_app_data()
-    if isinstance(verdicts, list) and len(verdicts) < MAX_RECORDED_VERDICTS:
-        verdicts.append(OpenSslVerdict(depth=depth, ok=bool(ok), error=errno, certificate=cert))
+    notes = connection.get_app_data()
+    if isinstance(notes, HandshakeNotes) and len(notes.verdicts) < MAX_RECORDED_VERDICTS:
+        notes.verdicts.append(
+            OpenSslVerdict(depth=depth, ok=bool(ok), error=errno, certificate=cert)
+        )
     return True
+
+
+def note_certificate_request(connection: SSL.Connection, where: int, _ret: int) -> None:
+    """The client contexts' info callback: note a CertificateRequest from the server."""
+    if where & SSL.SSL_CB_CONNECT_LOOP and connection.get_state_string() == (
+        _READ_CERTIFICATE_REQUEST
+    ):
+        notes = connection.get_app_data()
+        if isinstance(notes, HandshakeNotes):
+            notes.certificate_requested = True
 
 
 class _ContextCache:
@@ -389,6 +422,7 @@ def _use_identity(context: SSL.Context, identity: Identity) -> None:
 def _build_client(config: TlsClientConfig) -> SSL.Context:
     context = _base_context(config)
     context.set_verify(SSL.VERIFY_PEER, record_verdict)
+    context.set_info_callback(note_certificate_request)
     if config.identity is not None:
         _use_identity(context, config.identity)
     return context

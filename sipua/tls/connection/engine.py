@@ -30,7 +30,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
-from sipua.tls.connection.context import openssl_reason, sni_name
+from sipua.tls.connection.context import HandshakeNotes, openssl_reason, sni_name
 from sipua.tls.connection.events import OpenSslVerdict
 from sipua.tls.trust.identity import ascii_host
 
@@ -44,6 +44,14 @@ _CERTIFICATE_ALERTS: Final = (
     "certificate expired",
     "certificate revoked",
     "access denied",
+)
+
+# OpenSSL's reasons when client and server share no protocol version.
+_VERSION_MISMATCH: Final = ("protocol version", "unsupported protocol")
+_VERSION_HINT: Final = (
+    "; the server and sipua share no TLS version: sipua offers --tls-min-version (1.2 by default) "
+    "and newer, while the server may offer only older ones (a pjproject-based server, such as an "
+    "Asterisk TLS transport without `method`, offers TLS 1.0 only)"
 )
 
 #: Upper bound on one `data_to_send` drain; OpenSSL's records are ≤ 16 KiB + overhead, and a
@@ -75,10 +83,10 @@ class TlsEngine:
     ) -> None:
         self.server_side = server_side
         self.server_name = server_name
-        self._verdicts: list[OpenSslVerdict] = []
+        self._notes = HandshakeNotes()
         self._conn = SSL.Connection(context, None)
-        # The context's verify callback appends OpenSSL's verdicts to this list.
-        self._conn.set_app_data(self._verdicts)
+        # The context's callbacks record OpenSSL's verdicts (and a CertificateRequest) here.
+        self._conn.set_app_data(self._notes)
         self._handshake_done = False
         #: None while open; True after the peer's close_notify; False after a truncation.
         self.closed_cleanly: bool | None = None
@@ -146,8 +154,11 @@ class TlsEngine:
                 "handshake (it may not speak TLS, or it refused our version or certificate)"
             ) from exc
         except SSL.Error as exc:
+            reason = openssl_reason(exc)
+            mismatch = any(m in reason for m in _VERSION_MISMATCH)
+            hint = _VERSION_HINT if mismatch and not self.server_side else ""
             raise HandshakeFailed(
-                f"TLS handshake failed with {self._peer()}: {openssl_reason(exc)}"
+                f"TLS handshake failed with {self._peer()}: {reason}{hint}"
             ) from exc
         self._handshake_done = True
         return True
@@ -243,7 +254,12 @@ class TlsEngine:
     @property
     def openssl_verdicts(self) -> tuple[OpenSslVerdict, ...]:
         """OpenSSL's recorded per-certificate verdicts (advisory)."""
-        return tuple(self._verdicts)
+        return tuple(self._notes.verdicts)
+
+    @property
+    def certificate_requested(self) -> bool:
+        """Client side: the server asked for our certificate (sent a CertificateRequest)."""
+        return self._notes.certificate_requested
 
     def peer_chain(self) -> tuple[x509.Certificate, ...]:
         """The peer's certificates as it sent them, leaf first (empty if it sent none)."""

@@ -89,6 +89,9 @@ class HandshakeCompleted:
         sni: Server side only: the SNI name received from the client, None if none was sent.
         openssl_verdicts: OpenSSL's per-depth verdicts, deepest first, for diagnostics.
         server_side: True on the accepting side.
+        certificate_requested: Client side: the server asked for our certificate. Under
+            TLS 1.3 it judges that certificate after our handshake is done, so until it
+            answers, the connection may still be refused.
     """
 
     version: str
@@ -99,6 +102,7 @@ class HandshakeCompleted:
     sni: str | None
     openssl_verdicts: tuple[OpenSslVerdict, ...]
     server_side: bool
+    certificate_requested: bool = False
 
     @property
     def verified(self) -> bool:

@@ -416,6 +416,7 @@ class TlsStream(trio.abc.Stream):
             sni=self._engine.received_sni if self._engine.server_side else None,
             openssl_verdicts=self._engine.openssl_verdicts,
             server_side=self._engine.server_side,
+            certificate_requested=self._engine.certificate_requested,
         )
 
     async def _refuse(

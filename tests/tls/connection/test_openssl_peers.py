@@ -107,7 +107,9 @@ async def test_ip_literal_sends_no_sni(
 
 async def test_min_version_refuses_an_older_server(world: TlsWorld, pki: dict[str, str]) -> None:
     async with openssl_server(server_args(pki, "-tls1_2")) as server:
-        with pytest.raises(HandshakeFailed, match=r"(?i)protocol version|unsupported protocol"):
+        with pytest.raises(
+            HandshakeFailed, match=r"(?i)protocol version|unsupported protocol"
+        ) as info:
             await open_tls_stream(
                 "127.0.0.1",
                 server.port,
@@ -115,6 +117,8 @@ async def test_min_version_refuses_an_older_server(world: TlsWorld, pki: dict[st
                 verifier=world.verifier(),
                 handshake_timeout=5,
             )
+    assert "share no TLS version" in str(info.value)
+    assert "--tls-min-version" in str(info.value)
 
 
 async def test_cipher_choice_is_honoured(world: TlsWorld, pki: dict[str, str]) -> None:

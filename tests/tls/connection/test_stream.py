@@ -423,3 +423,24 @@ def test_any_send_size_arrives_whole_in_memory(size: int) -> None:
             assert await _receive_exactly(server, size) == payload
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("client_certs", ["none", "request"])
+async def test_client_side_knows_whether_its_certificate_was_asked_for(
+    world: TlsWorld, version: str, client_certs: str
+) -> None:
+    # A server that asks for the client certificate may still refuse it after a TLS 1.3
+    # handshake is done on our side; the transport needs to know it was asked.
+    client, server = tls_memory_pair(
+        world,
+        client_config=world.client_config(max_version=version),
+        server_config=world.server_config(client_certs=client_certs),
+    )
+    await handshake_both(client, server)
+    completed = client.handshake_event
+    assert isinstance(completed, events.HandshakeCompleted)
+    assert completed.certificate_requested is (client_certs != "none")
+    server_side = server.handshake_event
+    assert isinstance(server_side, events.HandshakeCompleted)
+    assert server_side.certificate_requested is False
