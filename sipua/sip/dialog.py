@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from sipua.sip import Headers, Request, SipUri
+from sipua.sip import Headers, Request, Response, SipUri
 from sipua.sip.errors import LocalProtocolError, RemoteProtocolError
 from sipua.sip.ids import RandomSource, new_branch
 
@@ -115,6 +115,51 @@ class Dialog:
             secure=secure,
         )
 
+    @classmethod
+    def from_uac(cls, invite: Request, response: Response) -> Dialog:
+        """The dialog a 2xx to our `invite` establishes, as the UAC keeps it (§12.1.2).
+
+        The route set is the response's Record-Route in *reverse* order, the remote target its
+        Contact, the remote tag its To tag; our CSeq continues from the INVITE's.
+
+        Raises:
+            RemoteProtocolError: the response has no To tag or no usable Contact, or its route
+                set is not usable (status_hint 400 is never sent: the caller ends the call).
+        """
+        remote_tag = response.to.tag
+        if not remote_tag:
+            raise RemoteProtocolError("the 2xx to our INVITE has no To tag (RFC 3261 §12.1.2)")
+        contacts = response.contacts
+        target = contacts[0].uri if contacts else None
+        if not contacts or contacts[0].is_star or not isinstance(target, SipUri):
+            raise RemoteProtocolError(
+                f"the 2xx to our INVITE has no SIP or SIPS Contact ({str(target)[:200]!r}), so "
+                "no request could reach the callee in the dialog (RFC 3261 §12.1.2)"
+            )
+        routes = list(reversed(response.record_routes))
+        for route in routes:
+            if not isinstance(route.uri, SipUri):
+                raise RemoteProtocolError(
+                    f"the 2xx's Record-Route {str(route.uri)[:200]!r} is not a SIP or SIPS URI"
+                )
+        if routes and isinstance(routes[0].uri, SipUri) and "lr" not in routes[0].uri.params:
+            raise RemoteProtocolError(
+                "the 2xx's last Record-Route is a strict router (no ;lr); sipua only supports "
+                "loose routing (RFC 3261 §16.12.1.1)"
+            )
+        uri = invite.uri
+        return cls(
+            call_id=invite.call_id,
+            local_tag=invite.from_.tag or "",
+            remote_tag=remote_tag,
+            local_uri=str(invite.from_.uri),
+            remote_uri=str(invite.to.uri),
+            remote_target=str(target),
+            route_set=[str(route) for route in routes],
+            local_seq=invite.cseq.seq,
+            secure=isinstance(uri, SipUri) and uri.scheme == "sips",
+        )
+
     @property
     def id(self) -> DialogId:
         """The dialog id."""
@@ -172,3 +217,24 @@ class Dialog:
             ]
         )
         return Request(method, SipUri.parse(self.remote_target), headers)
+
+    def new_ack(self, invite: Request, *, sent_by: str, rng: RandomSource) -> Request:
+        """The ACK for the 2xx to our `invite` (§13.2.2.4): a new branch, the INVITE's CSeq
+        number, the dialog's route set and target, and the INVITE's credentials."""
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/TLS {sent_by};branch={new_branch(rng)}"),
+                ("Max-Forwards", str(MAX_FORWARDS)),
+                ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
+                ("To", f"<{self.remote_uri}>;tag={self.remote_tag}"),
+                ("Call-ID", self.call_id),
+                ("CSeq", f"{invite.cseq.seq} ACK"),
+                *[("Route", route) for route in self.route_set],
+                *[
+                    (name, value)
+                    for name in ("Authorization", "Proxy-Authorization")
+                    for value in invite.headers.get_all(name)
+                ],
+            ]
+        )
+        return Request("ACK", SipUri.parse(self.remote_target), headers)

@@ -54,16 +54,20 @@ from functools import partial
 from typing import Final, Generic, Protocol, TypeVar
 
 from sipua.sip import invite as session_outputs
+from sipua.sip import uac
 from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from sipua.sip.events import (
     AckReceived,
+    ClientTxKey,
     DeliverRequest,
+    DeliverResponse,
     LegacyServerTxKey,
     SendMessage,
     ServerTxKey,
     StrayResponse,
     TransactionKey,
     TransactionTerminated,
+    TransactionTimedOut,
 )
 from sipua.sip.ids import RandomSource, new_tag
 from sipua.sip.invite import (
@@ -224,6 +228,23 @@ class CallEnded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallProgress:
+    """A call we placed got a provisional response (180 ringing, 183 early media)."""
+
+    call_id: str
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEstablished:
+    """A call we placed was answered and ACKed; `sdp` is the callee's answer."""
+
+    call_id: str
+    sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestRefused:
     """A request was refused (answered with an error, or dropped when `status` is None)."""
 
@@ -233,7 +254,16 @@ class RequestRefused:
     peer: str
 
 
-EndpointEvent = Send[H] | CallIncoming | CallAnswered | CallConfirmed | CallEnded | RequestRefused
+EndpointEvent = (
+    Send[H]
+    | CallIncoming
+    | CallAnswered
+    | CallConfirmed
+    | CallProgress
+    | CallEstablished
+    | CallEnded
+    | RequestRefused
+)
 
 #: A call is identified by its Call-ID and the caller's From tag (RFC 3261 §12).
 CallKey = tuple[str, str | None]
@@ -247,6 +277,15 @@ class _Call(Generic[H]):
     invite_key: ServerKey
     sdp: bytes
     answer_at: float
+    hangup_at: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Outgoing(Generic[H]):
+    call: uac.OutgoingCall
+    link: Link[H]
+    cancel_at: float | None
+    duration: float | None
     hangup_at: float | None = None
 
 
@@ -289,6 +328,8 @@ class Endpoint(Generic[H]):
         self._max_calls = max_calls
         self._max_per_source = max_calls_per_source
         self._calls: dict[CallKey, _Call[H]] = {}
+        self._outgoing: dict[str, _Outgoing[H]] = {}  # calls we placed, by Call-ID
+        self._uac_invites: dict[ClientTxKey, str] = {}  # their INVITE transactions
         self._by_invite: dict[ServerKey, CallKey] = {}
         # The connection each live transaction answers on (§18.2.2) or sends on.
         self._tx_handles: dict[TransactionKey, H] = {}
@@ -301,8 +342,8 @@ class Endpoint(Generic[H]):
 
     @property
     def active_calls(self) -> int:
-        """How many calls are ringing or up."""
-        return len(self._calls)
+        """How many calls are ringing or up, both ways."""
+        return len(self._calls) + len(self._outgoing)
 
     @property
     def unacknowledged_hangups(self) -> int:
@@ -324,6 +365,12 @@ class Endpoint(Generic[H]):
                 deadlines.append(call.answer_at)
             elif call.hangup_at is not None and call.session.state is InviteState.CONFIRMED:
                 deadlines.append(call.hangup_at)
+        for out in self._outgoing.values():
+            state = out.call.state
+            if state in (uac.OutgoingState.CALLING, uac.OutgoingState.EARLY):
+                deadlines.append(out.cancel_at)
+            elif state is uac.OutgoingState.CONFIRMED:
+                deadlines.append(out.hangup_at)
         return min((d for d in deadlines if d is not None), default=None)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -346,6 +393,9 @@ class Endpoint(Generic[H]):
         for key, call in list(self._calls.items()):
             if call.link.handle == handle:
                 self._end(key, call, f"connection-lost: {reason}", None)
+        for call_id, out in list(self._outgoing.items()):
+            if out.link.handle == handle:
+                self._end_outgoing(call_id, f"connection-lost: {reason}", None)
         for tx_key, owner in list(self._tx_handles.items()):
             if owner == handle:
                 self._table.transport_error(tx_key, now)
@@ -355,6 +405,7 @@ class Endpoint(Generic[H]):
         """Fires what is due at `now`: transaction timers, rings, 2xx retransmissions, hang-ups."""
         self._table.handle_timer(now)
         self._drain(None, now)
+        self._outgoing_timers(now)
         for key, call in list(self._calls.items()):
             if self._calls.get(key) is not call:
                 continue  # ended by an earlier step of this loop
@@ -372,6 +423,48 @@ class Endpoint(Generic[H]):
                 call.hangup_at = None
                 self._step(key, call, session.hangup, None, now)
 
+    def place_call(
+        self,
+        call: uac.OutgoingCall,
+        link: Link[H],
+        now: float,
+        *,
+        ring_timeout: float | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Places `call` on `link` (our flow to the outbound proxy or registrar).
+
+        Args:
+            call: the call, with its offer (`uac.OutgoingCall`).
+            link: the connection to send it on.
+            now: the current time.
+            ring_timeout: seconds without an answer after which we CANCEL; None: never.
+            duration: seconds after the answer at which we hang up with a BYE; None: never.
+        """
+        cancel_at = now + ring_timeout if ring_timeout is not None else None
+        self._outgoing[call.call_id] = _Outgoing(call, link, cancel_at, duration)
+        self._run_outgoing(call.call_id, call.start, None, now)
+
+    def hangup(self, call_id: str, now: float) -> None:
+        """Ends a call we placed: BYE once answered, CANCEL before."""
+        if call_id in self._outgoing:
+            self._run_outgoing(call_id, self._outgoing[call_id].call.hangup, None, now)
+
+    def _outgoing_timers(self, now: float) -> None:
+        for call_id, out in list(self._outgoing.items()):
+            state = out.call.state
+            early = state in (uac.OutgoingState.CALLING, uac.OutgoingState.EARLY)
+            if early and out.cancel_at is not None and out.cancel_at <= now:
+                out.cancel_at = None
+                self._run_outgoing(call_id, out.call.cancel, None, now)
+            elif (
+                state is uac.OutgoingState.CONFIRMED
+                and out.hangup_at is not None
+                and out.hangup_at <= now
+            ):
+                out.hangup_at = None
+                self._run_outgoing(call_id, out.call.hangup, None, now)
+
     def hangup_all(self, now: float) -> None:
         """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
 
@@ -379,6 +472,8 @@ class Endpoint(Generic[H]):
         `unacknowledged_hangups` counts those; `abandon_unacknowledged` gives them up.
         """
         self._shutdown = _Shutdown()
+        for call_id in list(self._outgoing):
+            self.hangup(call_id, now)
         for key, call in list(self._calls.items()):
             if call.session.state is InviteState.TERMINATED:
                 continue
@@ -412,12 +507,21 @@ class Endpoint(Generic[H]):
                 self._serve(action.request, action.key, link, now)
             elif isinstance(action, AckReceived):
                 self._ack(action.request, link, now)
+            elif isinstance(action, DeliverResponse):
+                call_id = self._uac_invites.get(action.key)
+                if call_id is not None:
+                    self._answer_to_invite(call_id, action.response, now)
+                # An answer to our CANCEL or BYE needs nothing more.
             elif isinstance(action, StrayResponse):
-                self.stray_responses += 1  # dropped (§17.1.3)
+                self._stray(action.response, now)
+            elif isinstance(action, TransactionTimedOut) and isinstance(action.key, ClientTxKey):
+                call_id = self._uac_invites.get(action.key)  # Timer B: no final answer
+                if call_id is not None and call_id in self._outgoing:
+                    self._run_outgoing(call_id, self._outgoing[call_id].call.timed_out, None, now)
             elif isinstance(action, TransactionTerminated):
                 self._tx_handles.pop(action.key, None)
-            # DeliverResponse (the answer to one of our BYEs) needs nothing more, and a
-            # TransactionTimedOut is followed by its TransactionTerminated.
+                if isinstance(action.key, ClientTxKey):
+                    self._uac_invites.pop(action.key, None)
 
     # -- the transaction user: checks in §8.2's order -------------------------------------
 
@@ -452,6 +556,12 @@ class Endpoint(Generic[H]):
             else:
                 self._reinvite(request)
         elif method == "BYE":
+            out = self._outgoing.get(request.call_id)
+            if out is not None and out.call.dialog is not None and out.call.dialog.matches(request):
+                self._run_outgoing(
+                    request.call_id, partial(out.call.receive_bye, request), key, now
+                )
+                return
             call_key = _call_key(request)
             call = self._calls.get(call_key)
             if call is None or not call.session.dialog.matches(request):
@@ -595,6 +705,65 @@ class Endpoint(Generic[H]):
         del self._calls[key]
         self._by_invite.pop(call.invite_key, None)
         self._emit(CallEnded(call_id=call.session.call_id, reason=reason, status=status))
+
+    # -- calls we place ----------------------------------------------------------------------
+
+    def _answer_to_invite(self, call_id: str, response: Response, now: float) -> None:
+        out = self._outgoing.get(call_id)
+        if out is not None:
+            self._run_outgoing(call_id, partial(out.call.receive_response, response), None, now)
+
+    def _stray(self, response: Response, now: float) -> None:
+        # A 2xx retransmitted after its INVITE transaction ended still needs its ACK (§13.2.2.4).
+        call_id = response.call_id
+        is_2xx = response.cseq.method == "INVITE" and 200 <= response.status < 300
+        if is_2xx and call_id in self._outgoing:
+            self._answer_to_invite(call_id, response, now)
+            return
+        self.stray_responses += 1  # dropped (§17.1.3)
+
+    def _run_outgoing(
+        self,
+        call_id: str,
+        step: Callable[[], list[uac.OutgoingOutput]],
+        request_key: ServerKey | None,
+        now: float,
+    ) -> None:
+        out = self._outgoing.get(call_id)
+        if out is None:
+            return
+        try:
+            outputs = step()
+        except ProtocolError as exc:
+            self._end_outgoing(call_id, f"protocol-error: {exc}", None)
+            return
+        for output in outputs:
+            if isinstance(output, uac.SendInTransaction):
+                request = output.request
+                key = self._table.send_request(request, now, reliable=True)
+                self._tx_handles[key] = out.link.handle
+                if request.method == "INVITE":
+                    self._uac_invites[key] = call_id
+                self._drain(None, now)
+            elif isinstance(output, uac.SendDirect):
+                self._emit(Send(handle=out.link.handle, message=output.request))
+            elif isinstance(output, uac.Answer) and request_key is not None:
+                self._respond(request_key, output.response, out.link, now)
+            elif isinstance(output, uac.Progress):
+                self._emit(
+                    CallProgress(call_id=call_id, status=output.status, reason=output.reason)
+                )
+            elif isinstance(output, uac.Established):
+                if out.duration is not None:
+                    out.hangup_at = now + out.duration
+                self._emit(CallEstablished(call_id=call_id, sdp=output.sdp))
+            elif isinstance(output, uac.Ended):
+                self._end_outgoing(call_id, output.reason, output.status)
+
+    def _end_outgoing(self, call_id: str, reason: str, status: int | None) -> None:
+        if self._outgoing.pop(call_id, None) is None:
+            return
+        self._emit(CallEnded(call_id=call_id, reason=reason, status=status))
 
     # -- sending --------------------------------------------------------------------------
 

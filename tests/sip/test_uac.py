@@ -1,0 +1,203 @@
+"""Calls we place, through the endpoint (sans-IO): INVITE, ACK, CANCEL, BYE and digest."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from sipua.sip import Headers, Request, Response, make_response
+from sipua.sip.endpoint import CallEnded, CallEstablished, CallProgress
+from sipua.sip.invite import T1_SECONDS
+from sipua.sip.registration import DigestResponder
+from sipua.sip.uac import OutgoingCall
+from tests.sip.test_endpoint import OFFER, World, link, world
+
+ANSWER = OFFER.replace(b"40000", b"41000")
+
+
+class Password:
+    def reveal(self) -> str:
+        return "s3cret"
+
+
+def call(w: World, **kwargs: object) -> OutgoingCall:
+    placed = OutgoingCall(
+        target="sips:bob@example.test",
+        from_uri="sips:alice@example.test",
+        contact="sips:alice@127.0.0.1:5061",
+        sent_by="127.0.0.1:5061",
+        offer=OFFER,
+        routes=("<sips:127.0.0.2:5061;lr>",),
+        responder=DigestResponder(username="alice", password=Password(), rng=random.Random(3)),
+        rng=random.Random(9),
+    )
+    w.endpoint.place_call(placed, link("flow", outbound=True), 0.0, **kwargs)  # type: ignore[arg-type]
+    w.drain()
+    return placed
+
+
+def invites(w: World) -> list[Request]:
+    return [m for _h, m in w.requests("INVITE")]
+
+
+def answer(request: Request, status: int, *, tag: str = "bob9", body: bytes = b"") -> Response:
+    response = make_response(request, status, to_tag=tag if status > 100 else None)
+    if 200 <= status < 300:
+        response.headers.add("Contact", "<sips:bob@127.0.0.3:5061>")
+        response.headers.add("Record-Route", "<sips:127.0.0.2:5061;lr;r=2>")
+        response.headers.add("Record-Route", "<sips:127.0.0.2:5061;lr;r=1>")
+        response.headers.add("Content-Type", "application/sdp")
+        response = replace(response, body=body)
+    return response
+
+
+def test_a_call_rings_is_answered_acked_and_ended_by_our_bye() -> None:
+    w = world()
+    placed = call(w, duration=5.0)
+    [invite] = invites(w)
+    assert invite.headers.get_all("Route") == ["<sips:127.0.0.2:5061;lr>"]
+    assert invite.body == OFFER
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    assert [type(e) for e in w.events] == [CallProgress]
+    w.receive(answer(invite, 200, body=ANSWER), link("flow", outbound=True), now=0.2)
+    [(handle, ack)] = w.requests("ACK")
+    assert handle == "flow"
+    assert ack.cseq.seq == invite.cseq.seq
+    assert ack.top_via.branch != invite.top_via.branch  # a 2xx ACK is its own transaction
+    # §12.1.2: the route set is the Record-Route in reverse order.
+    assert ack.headers.get_all("Route") == [
+        "<sips:127.0.0.2:5061;lr;r=1>",
+        "<sips:127.0.0.2:5061;lr;r=2>",
+    ]
+    assert str(ack.uri) == "sips:bob@127.0.0.3:5061"
+    established = [e for e in w.events if isinstance(e, CallEstablished)]
+    assert established[0].sdp == ANSWER
+    w.run_until(5.3, start=0.2)
+    [(_h, bye)] = w.requests("BYE")
+    assert bye.to.tag == "bob9"
+    w.receive(answer(bye, 200), link("flow", outbound=True), now=5.1)
+    assert w.endpoint.stray_responses == 0
+    ended = [e for e in w.events if isinstance(e, CallEnded)]
+    assert [(e.call_id, e.reason) for e in ended] == [(placed.call_id, "local-bye")]
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_refusal_ends_the_call_with_its_status_and_the_transaction_acks_it() -> None:
+    w = world()
+    call(w)
+    [invite] = invites(w)
+    w.receive(answer(invite, 486), link("flow", outbound=True), now=0.1)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("refused", 486)
+    [(_h, ack)] = w.requests("ACK")
+    assert ack.top_via.branch == invite.top_via.branch  # §17.1.1.3: same transaction
+
+
+def test_a_challenge_is_answered_once_with_a_new_invite() -> None:
+    w = world()
+    call(w)
+    [first] = invites(w)
+    challenge = answer(first, 407)
+    challenge.headers.add(
+        "Proxy-Authenticate", 'Digest realm="example.test", nonce="n1", algorithm=MD5, qop="auth"'
+    )
+    w.receive(challenge, link("flow", outbound=True), now=0.1)
+    first_again, second = invites(w)
+    assert first_again is first
+    assert second.cseq.seq == first.cseq.seq + 1
+    assert (second.headers.get("Proxy-Authorization") or "").startswith("Digest ")
+    assert second.top_via.branch != first.top_via.branch
+    # The same nonce challenged again: the credentials are wrong, the call is refused.
+    again = answer(second, 407)
+    again.headers.add(
+        "Proxy-Authenticate", 'Digest realm="example.test", nonce="n1", algorithm=MD5, qop="auth"'
+    )
+    w.receive(again, link("flow", outbound=True), now=0.2)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("refused", 407)
+
+
+def test_ring_timeout_cancels_and_the_487_ends_the_call() -> None:
+    w = world()
+    call(w, ring_timeout=3.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(3.0, start=0.1)
+    [(_h, cancel)] = w.requests("CANCEL")
+    assert cancel.top_via.branch == invite.top_via.branch  # §9.1
+    assert cancel.cseq.seq == invite.cseq.seq
+    w.receive(answer(cancel, 200), link("flow", outbound=True), now=3.1)
+    w.receive(answer(invite, 487), link("flow", outbound=True), now=3.2)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("cancelled", 487)
+
+
+def test_cancel_waits_for_a_provisional_response() -> None:
+    w = world()
+    placed = call(w)
+    w.endpoint.hangup(placed.call_id, now=0.05)
+    w.drain()
+    assert not w.requests("CANCEL")  # §9.1: it could overtake the INVITE
+    [invite] = invites(w)
+    w.receive(answer(invite, 100), link("flow", outbound=True), now=0.1)
+    assert len(w.requests("CANCEL")) == 1
+
+
+def test_a_2xx_crossing_our_cancel_is_acked_and_ended_with_bye() -> None:
+    w = world()
+    call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(1.0, start=0.1)
+    w.receive(answer(invite, 200, body=ANSWER), link("flow", outbound=True), now=1.1)
+    assert len(w.requests("ACK")) == 1
+    assert len(w.requests("BYE")) == 1
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "cancelled-after-answer"
+
+
+def test_the_callees_bye_ends_the_call_and_a_retransmitted_2xx_gets_its_ack_again() -> None:
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    ok = answer(invite, 200, body=ANSWER)
+    w.receive(ok, link("flow", outbound=True), now=0.1)
+    w.receive(ok, link("flow", outbound=True), now=0.6)  # retransmitted 2xx
+    first, second = [m for _h, m in w.requests("ACK")]
+    assert first.top_via.branch == second.top_via.branch
+    bye = Request(
+        "BYE",
+        invite.from_.uri,  # our Contact's user, as the callee addresses it
+        Headers(
+            [
+                ("Via", "SIP/2.0/TLS 127.0.0.3:5061;branch=z9hG4bKbye1"),
+                ("From", "<sips:bob@example.test>;tag=bob9"),
+                ("To", f"<sips:alice@example.test>;tag={placed.local_tag}"),
+                ("Call-ID", placed.call_id),
+                ("CSeq", "1 BYE"),
+                ("Max-Forwards", "70"),
+            ]
+        ),
+    )
+    w.receive(bye, link("flow", outbound=True), now=1.0)
+    assert w.statuses("flow", "BYE") == [200]
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "remote-bye"
+
+
+def test_no_answer_at_all_times_out_as_408() -> None:
+    # Timer B (§17.1.1.2); once a provisional came, only the ring timeout ends the wait.
+    w = world()
+    call(w)
+    w.run_until(64 * T1_SECONDS + 1)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("no-answer", 408)
+
+
+def test_a_closed_flow_ends_the_call() -> None:
+    w = world()
+    placed = call(w)
+    w.endpoint.connection_closed("flow", "closed by peer", 0.5)
+    w.drain()
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.call_id, ended.reason) == (placed.call_id, "connection-lost: closed by peer")
