@@ -31,6 +31,7 @@ ERROR_PREFIX: Final = "sipua: error: "
 # name -> (module, one-line help). The order is the order of `sipua --help`.
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "register": ("sipua.commands.register", "register an account over TLS and report the lock"),
+    "call": ("sipua.commands.call", "place a call over TLS through the registrar"),
     "cert": ("sipua.commands.cert", "manage trusted and device certificates"),
     "load": ("sipua.commands.load", "register many accounts at once and measure"),
 }
@@ -52,7 +53,8 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         prog="sipua",
         allow_abbrev=False,
         description="A SIPS (SIP over TLS) user agent.",
-        epilog="Exit codes: 0 ok, 2 usage/config, 3 TLS/certificate, 4 refused, 5 network.",
+        epilog="Exit codes: 0 ok, 2 usage/config, 3 TLS/certificate, 4 refused, 5 network, "
+        "6 call not answered.",
     )
     parser.add_argument("--version", action="version", version=f"sipua {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -5,7 +5,8 @@ where (file, setting, peer, check), and its `exit_code` is the process exit stat
 returns, a contract CI jobs rely on (see the README):
 
     0 success; 2 usage or configuration error; 3 TLS handshake or certificate verification
-    failure; 4 registration refused (403, authentication failure); 5 network failure or timeout.
+    failure; 4 registration refused (403, authentication failure); 5 network failure or timeout;
+    6 a call we placed was not answered (refused, cancelled after the ring timeout, no answer).
 
 Foreign exceptions (OpenSSL, dnspython, trio, OS errors) are translated into these at the edge
 of the module that calls the foreign library, with `raise ... from exc`, so callers never see
@@ -24,6 +25,7 @@ EXIT_USAGE: Final = 2
 EXIT_TLS: Final = 3
 EXIT_REFUSED: Final = 4
 EXIT_NETWORK: Final = 5
+EXIT_CALL_FAILED: Final = 6
 
 
 #: Longest message an operational error carries. Messages quote foreign text (a file's bytes
@@ -146,3 +148,14 @@ class RegistrationError(SipuaError):
 
 class AuthenticationFailed(RegistrationError):
     """The registrar rejected our credentials (a second challenge for the same nonce, 403)."""
+
+
+class CallFailed(SipuaError):
+    """A call we placed was not answered: refused with a final response, cancelled after the
+    ring timeout, or no answer at all (exit code 6)."""
+
+    exit_code = EXIT_CALL_FAILED
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

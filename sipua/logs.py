@@ -101,6 +101,9 @@ _EVENT_LOOK: Final[Mapping[str, tuple[str, str, str]]] = {
     "call-incoming": ("☎", _BOLD, "incoming call"),
     "call-answered": ("☎", _GREEN, "call answered"),
     "call-ended": ("☎", _DIM, "call ended"),
+    "call-placing": ("☎", _BOLD, "calling"),
+    "call-progress": ("☎", _BOLD, "call progress"),
+    "call-established": ("☎", _GREEN, "call established"),
 }
 # Fields the console line shows in its own place, not as key=value.
 _SHOWN_APART: Final = frozenset(

@@ -43,14 +43,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hangup-after",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds_argument,
         help="end each answered inbound call with a BYE this many seconds after answering "
         "(default: the caller ends it)",
     )
     add_common_flags(parser)
 
 
-def _seconds(text: str) -> float:
+def seconds_argument(text: str) -> float:
+    """An argparse type: seconds, 0 to 86400 (shared by the commands that take durations)."""
     try:
         value = float(text)
     except ValueError:
@@ -101,12 +102,14 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
     print(line, flush=True)
 
 
-def _failed(settings: Settings, ua: UserAgent, exc: SipuaError) -> int:
+def failed(
+    settings: Settings, ua: UserAgent, exc: SipuaError, *, result: str = "registration failed"
+) -> int:
     """Prints the outcome of a failure and its one full explanation; returns the exit code."""
     from sipua.cli import ERROR_PREFIX
 
     detail = str(exc) if settings.log_format == "json" else ""
-    _summary(settings, ua, "registration failed", exc.exit_code, detail)
+    _summary(settings, ua, result, exc.exit_code, detail)
     print(f"{ERROR_PREFIX}{exc}", file=sys.stderr, flush=True)
     return exc.exit_code
 
@@ -119,7 +122,7 @@ async def _once(settings: Settings) -> int:
         try:
             registered = await ua.account.register()
         except SipuaError as exc:
-            return _failed(settings, ua, exc)
+            return failed(settings, ua, exc)
         _summary(settings, ua, "registered", 0, f"for {registered.expires} s")
         await ua.account.unregister()
     return 0
@@ -155,7 +158,7 @@ async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
         unregistered = await shutdown(ua)
     # Printed once the flow is closed, so the lock is the final one.
     if failure:
-        return _failed(settings, ua, failure[0])
+        return failed(settings, ua, failure[0])
     result = "unregistered" if unregistered else "stopped"
     detail = "" if unregistered else "without unregistering (nothing was registered, or no answer)"
     _summary(settings, ua, result, 0, detail)

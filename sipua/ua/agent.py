@@ -163,6 +163,11 @@ class UserAgent:
         return self._account
 
     @property
+    def rng(self) -> random.Random:
+        """The user agent's random source (tags, branches, digest cnonces)."""
+        return self._rng
+
+    @property
     def nursery(self) -> trio.Nursery:
         """The user agent's nursery (available inside ``async with``)."""
         if self._nursery is None:

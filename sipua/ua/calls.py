@@ -32,12 +32,16 @@ from sipua.sip.endpoint import (
     CallAnswered,
     CallConfirmed,
     CallEnded,
+    CallEstablished,
     CallIncoming,
+    CallProgress,
     Endpoint,
     Link,
     RequestRefused,
     Send,
 )
+from sipua.sip.registration import ChallengeResponder
+from sipua.sip.uac import OutgoingCall
 from sipua.transport.connection import SipConnection
 from sipua.ua.sdp import SdpDescriber
 
@@ -91,14 +95,20 @@ class CallHandler:
         users: frozenset[str] = frozenset(),
         is_server: Callable[[str], bool] = lambda _host: False,
     ) -> None:
+        self._describer = SdpDescriber(rng)
+        self._rng = rng
         self.endpoint: Endpoint[SipConnection] = Endpoint(
-            policy=policy, describer=SdpDescriber(rng), rng=rng, users=users
+            policy=policy, describer=self._describer, rng=rng, users=users
         )
         self._publish = publish
         self._contact_for = contact_for
         self._nursery = nursery
         self._is_server = is_server
         self._outboxes: dict[SipConnection, _Outbox] = {}
+        #: The calls we placed that someone waits for, and how they ended.
+        self._placed: dict[str, trio.Event] = {}
+        self.outcomes: dict[str, CallEnded] = {}
+        self.established: set[str] = set()
         self._deadline_changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -121,6 +131,52 @@ class CallHandler:
         self.endpoint.receive(message, self._link(connection), trio.current_time())
         self._drain()
         await trio.lowlevel.checkpoint()
+
+    def place_call(
+        self,
+        connection: SipConnection,
+        *,
+        target: str,
+        from_uri: str,
+        responder: ChallengeResponder | None,
+        ring_timeout: float | None,
+        duration: float | None,
+    ) -> str:
+        """Calls `target` over `connection` (the registration flow); returns the Call-ID.
+
+        Raises:
+            LocalProtocolError: `target` is not a SIP or SIPS URI.
+        """
+        call = OutgoingCall(
+            target=target,
+            from_uri=from_uri,
+            contact=self._contact_for(connection),
+            sent_by=connection.local,
+            offer=self._describer.offer(address=connection.local.rpartition(":")[0].strip("[]")),
+            responder=responder,
+            rng=self._rng,
+        )
+        self._placed[call.call_id] = trio.Event()
+        self._publish("call-placing", call_id=call.call_id, callee=target, peer=connection.peer)
+        self.endpoint.place_call(
+            call,
+            self._link(connection),
+            trio.current_time(),
+            ring_timeout=ring_timeout,
+            duration=duration,
+        )
+        self._drain()
+        return call.call_id
+
+    async def wait_ended(self, call_id: str) -> CallEnded:
+        """Waits until the call we placed is over; returns how it ended."""
+        await self._placed[call_id].wait()
+        return self.outcomes.pop(call_id)
+
+    def hangup(self, call_id: str) -> None:
+        """Ends a call we placed (BYE, or CANCEL before the answer)."""
+        self.endpoint.hangup(call_id, trio.current_time())
+        self._drain()
 
     async def hangup_all(self, *, ack_wait: float = SHUTDOWN_ACK_WAIT_SECONDS) -> None:
         """Ends every call (BYE, or 480 for ringing ones) and waits until that is sent.
@@ -169,10 +225,21 @@ class CallHandler:
                 self._publish("call-answered", call_id=event.call_id)
             elif isinstance(event, CallConfirmed):
                 self._publish("call-confirmed", call_id=event.call_id)
+            elif isinstance(event, CallProgress):
+                self._publish(
+                    "call-progress", call_id=event.call_id, status=event.status, reason=event.reason
+                )
+            elif isinstance(event, CallEstablished):
+                self.established.add(event.call_id)
+                self._publish("call-established", call_id=event.call_id)
             elif isinstance(event, CallEnded):
                 self._publish(
                     "call-ended", call_id=event.call_id, reason=event.reason, status=event.status
                 )
+                placed = self._placed.pop(event.call_id, None)
+                if placed is not None:
+                    self.outcomes[event.call_id] = event
+                    placed.set()
             elif isinstance(event, RequestRefused):
                 _log.info(
                     "request-refused" if event.status is not None else "request-dropped",

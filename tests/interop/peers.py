@@ -1112,6 +1112,20 @@ def sipua_register_argv(
     return argv + list(extra)
 
 
+def sipua_call_argv(
+    kam: Registrar,
+    data_dir: Path,
+    target: str,
+    *,
+    user: str = "alice",
+    port: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of `sipua call target` as `user` through `kam` (JSON log)."""
+    argv = sipua_register_argv(kam, data_dir, user=user, port=port, extra=extra)
+    return [*SIPUA, "call", target, *argv[len(SIPUA) + 1 :]]
+
+
 class SipuaProcess:
     """`sipua` as a child process whose JSON log events a test can wait for.
 

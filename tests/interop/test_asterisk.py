@@ -249,3 +249,32 @@ def test_sigint_unregisters_and_asterisk_forgets_the_contact(
         assert sipua.interrupt() == 0, sipua.tail()
     assert sipua.wait_for("unregistered", timeout_s=1)["status"] == 200
     assert asterisk.contacts() == []
+
+
+def test_sipua_calls_echo_with_digest_and_hangs_up(asterisk: Asterisk, tmp_path: Path) -> None:
+    # Asterisk challenges the INVITE (401) as it did the REGISTER: the call is placed again
+    # with the account's credentials, answered by Echo(), and ended by sipua's BYE.
+    from tests.interop.peers import sipua_call_argv
+
+    target = f"sips:echo@{asterisk.domain}"
+    extra = ["--duration", "1", "--trace"]
+    argv = sipua_call_argv(asterisk, tmp_path / "data", target, extra=extra)
+    with SipuaProcess(argv) as sipua:
+        code = sipua.wait()
+    assert code == EXIT_OK, sipua.tail()
+    invites = [
+        event["message"]
+        for event in sipua.events
+        if event["event"] == "sip-trace"
+        and event["direction"] == "sent"
+        and event["message"].startswith("INVITE ")
+    ]
+    assert len(invites) == 2, sipua.tail()
+    assert "Authorization: Digest" not in invites[0]
+    assert "Authorization: Digest" in invites[1]
+    established = sipua.find("call-established")
+    assert established is not None, sipua.tail()
+    ended = sipua.find("call-ended")
+    assert ended is not None
+    assert ended["reason"] == "local-bye", ended
+    assert _wait_no_channels(asterisk), asterisk.channels()

@@ -1,0 +1,161 @@
+"""`sipua call URI`: place a call over TLS through the account's registrar, report how it went.
+
+sipua registers the account (the same flags, trust checks and lock reporting as `sipua
+register`), then sends an INVITE for URI on the registration flow, answers a 401/407 with the
+account's credentials, rings until the callee answers or `--ring-timeout` passes (then it
+CANCELs), ACKs the answer, and hangs up with a BYE after `--duration` (or when the callee
+does). SIGINT or SIGTERM hangs up at once. It then unregisters and exits.
+
+The outcome is one line on standard output (`--log-format json`: an `outcome` object), and the
+exit code says what happened: 0 the call was answered and ended normally, 6 the call was not
+answered (refused with a final response, cancelled after the ring timeout, no answer at all),
+and as for `sipua register`: 2 configuration, 3 TLS or certificate, 4 registration refused,
+5 network (the flow was lost during the call).
+
+Heavy imports happen inside `run`, so `sipua call --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Final
+
+from sipua.commands.register import seconds_argument
+
+if TYPE_CHECKING:
+    from sipua.settings.model import Settings
+    from sipua.sip.endpoint import CallEnded
+    from sipua.ua.agent import UserAgent
+
+DEFAULT_RING_TIMEOUT: Final = 30.0
+DEFAULT_DURATION: Final = 5.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags of `sipua call`."""
+    from sipua.settings.flags import add_common_flags
+
+    parser.add_argument("target", metavar="URI", help="whom to call, e.g. sips:bob@example.test")
+    parser.add_argument(
+        "--ring-timeout",
+        metavar="SECONDS",
+        type=seconds_argument,
+        default=DEFAULT_RING_TIMEOUT,
+        help=f"CANCEL the call if it is not answered within this time "
+        f"(default: {DEFAULT_RING_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=seconds_argument,
+        default=DEFAULT_DURATION,
+        help=f"hang up this long after the answer (default: {DEFAULT_DURATION:g})",
+    )
+    add_common_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the command; returns the exit code."""
+    import trio
+
+    from sipua.logs import configure_logging
+    from sipua.settings.flags import settings_from_args
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_format, settings.log_level, explain_failures=False)
+    return trio.run(_call, settings, args.target, args.ring_timeout, args.duration)
+
+
+async def _call(settings: Settings, target: str, ring_timeout: float, duration: float) -> int:
+    import signal
+
+    import trio
+
+    from sipua.commands.register import failed, shutdown
+    from sipua.errors import CallFailed, ConfigError, ConnectionLost, SipuaError
+    from sipua.sip.errors import LocalProtocolError
+    from sipua.sip.registration import DigestResponder
+    from sipua.ua.agent import UserAgent
+
+    async with UserAgent(settings) as ua:
+        try:
+            await ua.account.register()
+        except SipuaError as exc:
+            return failed(settings, ua, exc, result="registration failed")
+        connection = ua.account.connection
+        if connection is None:  # registered means a flow; a lost one is a network failure
+            return failed(settings, ua, ConnectionLost("the registration flow is gone"))
+        account = ua.account_settings
+        password = account.password
+        try:
+            call_id = ua.calls.place_call(
+                connection,
+                target=target,
+                from_uri=account.aor,
+                responder=DigestResponder(
+                    username=account.username,
+                    password=password,
+                    rng=ua.rng,
+                ),
+                ring_timeout=ring_timeout,
+                duration=duration,
+            )
+        except LocalProtocolError as exc:
+            await shutdown(ua)
+            return failed(settings, ua, ConfigError(f"{exc}; give a sip: or sips: URI"))
+        ended: list[CallEnded] = []
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def wait() -> None:
+                    ended.append(await ua.calls.wait_ended(call_id))
+                    nursery.cancel_scope.cancel()
+
+                async def hang_up_on_signal() -> None:
+                    async for _ in signals:
+                        ua.calls.hangup(call_id)  # BYE, or CANCEL before the answer
+
+                nursery.start_soon(wait)
+                nursery.start_soon(hang_up_on_signal)
+        established = call_id in ua.calls.established
+        await shutdown(ua)
+    outcome = ended[0]
+    if established and outcome.reason in ("local-bye", "remote-bye"):
+        _summary(settings, ua, "call ended", 0, target, outcome)
+        return 0
+    if established or outcome.reason.startswith("connection-lost"):
+        error: SipuaError = ConnectionLost(f"the call to {target} was cut: {outcome.reason}")
+    else:
+        error = CallFailed(_not_answered(target, outcome), status=outcome.status)
+    return failed(settings, ua, error, result="call failed")
+
+
+def _not_answered(target: str, outcome: CallEnded) -> str:
+    status = f" ({outcome.status})" if outcome.status is not None else ""
+    if outcome.reason == "cancelled":
+        return f"{target} did not answer before the ring timeout; the call was cancelled{status}"
+    if outcome.reason == "no-answer":
+        return f"nothing answered the call to {target}{status}; check the target and the proxy"
+    return f"the call to {target} was refused{status}: {outcome.reason}"
+
+
+def _summary(
+    settings: Settings, ua: UserAgent, result: str, exit_code: int, target: str, ended: CallEnded
+) -> None:
+    lock = ua.account.lock
+    if settings.log_format == "json":
+        line = json.dumps(
+            {
+                "event": "outcome",
+                "result": result,
+                "target": target,
+                "reason": ended.reason,
+                "lock": lock.state.value,
+                "exit_code": exit_code,
+            }
+        )
+    else:
+        line = f"{result}: {target} ({ended.reason}); lock: {lock.state.value}"
+    print(line, file=sys.stdout, flush=True)

@@ -1,0 +1,106 @@
+"""Calls sipua places (`sipua call`) over TLS through Kamailio, to a real baresip.
+
+baresip registers as bob; sipua registers as alice and calls sip:bob@ through Kamailio. Each
+outcome has its exit code: answered and ended by either side (0), a callee that does not exist
+(Kamailio's 404: 6), a callee that does not answer before the ring timeout (CANCEL, 487: 6).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.peers import (
+    Baresip,
+    Kamailio,
+    SipuaProcess,
+    sipua_call_argv,
+    sipua_outcome,
+)
+
+pytestmark = pytest.mark.interop
+
+EXIT_OK = 0
+EXIT_CALL_FAILED = 6
+
+
+def _bob(kam: Kamailio, work_dir: Path, *, answer: str = "auto") -> Baresip:
+    return Baresip(
+        work_dir,
+        user="bob",
+        password=kam.users["bob"],
+        proxy=(kam.ip, kam.tls_port),
+        answer=answer,
+    )
+
+
+def test_sipua_calls_baresip_which_answers_then_sipua_hangs_up(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    with _bob(kamailio, tmp_path / "bob") as baresip:
+        baresip.wait_registered()
+        target = f"sips:bob@{kamailio.domain}"
+        argv = sipua_call_argv(kamailio, tmp_path / "data", target, extra=["--duration", "1"])
+        with SipuaProcess(argv) as sipua:
+            code = sipua.wait()
+        assert code == EXIT_OK, sipua.tail()
+        established = sipua.find("call-established")
+        assert established is not None, sipua.tail()
+        ended = sipua.wait_for("call-ended", call_id=established["call_id"], timeout_s=1)
+        assert ended["reason"] == "local-bye", ended
+        baresip.wait_for_event("CALL_ESTABLISHED", timeout_s=5)
+        baresip.wait_for_event("CALL_CLOSED", timeout_s=5)
+        outcome = sipua_outcome("\n".join(sipua.lines))
+        assert (outcome["result"], outcome["exit_code"]) == ("call ended", 0)
+        assert outcome["lock"] == "unlocked"  # the flow was closed after unregistering
+
+
+def test_baresip_hangs_up_the_call_sipua_placed(kamailio: Kamailio, tmp_path: Path) -> None:
+    with _bob(kamailio, tmp_path / "bob") as baresip:
+        baresip.wait_registered()
+        # A sip: target: baresip 1.0 has no sips: support, and for a sips: request Kamailio
+        # record-routes with a sips: URI, on which baresip cannot send its BYE.
+        target = f"sip:bob@{kamailio.domain}"
+        argv = sipua_call_argv(kamailio, tmp_path / "data", target, extra=["--duration", "60"])
+        with SipuaProcess(argv) as sipua:
+            sipua.wait_for("call-established", timeout_s=10)
+            baresip.wait_for_event("CALL_ESTABLISHED", timeout_s=5)
+            baresip.hangup()
+            code = sipua.wait()
+        assert code == EXIT_OK, sipua.tail()
+        ended = sipua.find("call-ended")
+        assert ended is not None
+        assert ended["reason"] == "remote-bye", ended
+
+
+def test_calling_nobody_is_refused_with_exit_6(kamailio: Kamailio, tmp_path: Path) -> None:
+    target = f"sips:nobody@{kamailio.domain}"
+    with SipuaProcess(sipua_call_argv(kamailio, tmp_path / "data", target)) as sipua:
+        code = sipua.wait()
+    assert code == EXIT_CALL_FAILED, sipua.tail()
+    ended = sipua.find("call-ended")
+    assert ended is not None, sipua.tail()
+    assert (ended["reason"], ended["status"]) == ("refused", 404)
+    errors = [line for line in sipua.lines if line.startswith("sipua: error:")]
+    assert errors, sipua.tail()
+    assert "refused (404)" in errors[-1]
+
+
+def test_an_unanswered_call_is_cancelled_after_the_ring_timeout(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    with _bob(kamailio, tmp_path / "bob", answer="manual") as baresip:
+        baresip.wait_registered()
+        target = f"sips:bob@{kamailio.domain}"
+        argv = sipua_call_argv(kamailio, tmp_path / "data", target, extra=["--ring-timeout", "1"])
+        with SipuaProcess(argv) as sipua:
+            code = sipua.wait()
+        assert code == EXIT_CALL_FAILED, sipua.tail()
+        progress = sipua.find("call-progress")
+        assert progress is not None, sipua.tail()
+        assert progress["status"] == 180
+        ended = sipua.find("call-ended")
+        assert ended is not None
+        assert (ended["reason"], ended["status"]) == ("cancelled", 487), ended
+        baresip.wait_for_event("CALL_CLOSED", timeout_s=5)
