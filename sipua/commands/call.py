@@ -138,7 +138,10 @@ def _not_answered(target: str, outcome: CallEnded) -> str:
         return f"{target} did not answer before the ring timeout; the call was cancelled{status}"
     if outcome.reason == "no-answer":
         return f"nothing answered the call to {target}{status}; check the target and the proxy"
-    return f"the call to {target} was refused{status}: {outcome.reason}"
+    if outcome.reason == "refused":
+        phrase = f" {outcome.phrase}" if outcome.phrase else ""
+        return f"the call to {target} was refused: {outcome.status}{phrase}"
+    return f"the call to {target} failed{status}: {outcome.reason}"
 
 
 def _summary(
@@ -157,5 +160,7 @@ def _summary(
             }
         )
     else:
-        line = f"{result}: {target} ({ended.reason}); lock: {lock.state.value}"
+        from sipua.commands.register import lock_summary
+
+        line = f"{result}: {target} ({ended.reason}); lock: {lock_summary(ua)}"
     print(line, file=sys.stdout, flush=True)

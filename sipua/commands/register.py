@@ -91,15 +91,20 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
             }
         )
     else:
-        symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
-            lock.state.value, "🔓"
-        )
-        # The check that failed, without the explanation (the error line has that).
-        reason = f" ({lock.check})" if lock.check else ""
-        state = f"{symbol} {lock.state.value}{reason}"
         what = f"{ua.account_settings.aor} {detail}" if detail else ua.account_settings.aor
-        line = f"{result}: {what}; lock: {state}"
+        line = f"{result}: {what}; lock: {lock_summary(ua)}"
     print(line, flush=True)
+
+
+def lock_summary(ua: UserAgent) -> str:
+    """The lock as an outcome line shows it: symbol, state, and the check that failed."""
+    lock = ua.account.lock
+    symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
+        lock.state.value, "🔓"
+    )
+    # The check that failed, without the explanation (the error line has that).
+    reason = f" ({lock.check})" if lock.check else ""
+    return f"{symbol} {lock.state.value}{reason}"
 
 
 def failed(

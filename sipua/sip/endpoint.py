@@ -225,6 +225,7 @@ class CallEnded:
     call_id: str
     reason: str
     status: int | None = None
+    phrase: str = ""  # the final response's reason phrase, for a call we placed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -758,12 +759,14 @@ class Endpoint(Generic[H]):
                     out.hangup_at = now + out.duration
                 self._emit(CallEstablished(call_id=call_id, sdp=output.sdp))
             elif isinstance(output, uac.Ended):
-                self._end_outgoing(call_id, output.reason, output.status)
+                self._end_outgoing(call_id, output.reason, output.status, output.phrase)
 
-    def _end_outgoing(self, call_id: str, reason: str, status: int | None) -> None:
+    def _end_outgoing(
+        self, call_id: str, reason: str, status: int | None, phrase: str = ""
+    ) -> None:
         if self._outgoing.pop(call_id, None) is None:
             return
-        self._emit(CallEnded(call_id=call_id, reason=reason, status=status))
+        self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase))
 
     # -- sending --------------------------------------------------------------------------
 

@@ -138,6 +138,7 @@ class Ended:
 
     reason: str
     status: int | None = None
+    phrase: str = ""  # the final response's reason phrase, when there was one
 
 
 OutgoingOutput = SendInTransaction | SendDirect | Answer | Progress | Established | Ended
@@ -219,7 +220,7 @@ class OutgoingCall:
         if old is OutgoingState.TERMINATED:
             return []
         reason = "cancelled" if old is OutgoingState.CANCELLING else "refused"
-        return [Ended(reason=reason, status=status)]
+        return [Ended(reason=reason, status=status, phrase=response.reason)]
 
     def timed_out(self) -> list[OutgoingOutput]:
         """Our INVITE's transaction timed out (Timer B) or its connection failed."""

@@ -84,7 +84,7 @@ def test_calling_nobody_is_refused_with_exit_6(kamailio: Kamailio, tmp_path: Pat
     assert (ended["reason"], ended["status"]) == ("refused", 404)
     errors = [line for line in sipua.lines if line.startswith("sipua: error:")]
     assert errors, sipua.tail()
-    assert "refused (404)" in errors[-1]
+    assert f"the call to {target} was refused: 404 Not Found" in errors[-1]
 
 
 def test_an_unanswered_call_is_cancelled_after_the_ring_timeout(
