@@ -15,16 +15,13 @@ Theory of operation
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from tests.interop.peers import (
     DEFAULT_USERS,
@@ -32,12 +29,11 @@ from tests.interop.peers import (
     LOG_TAIL_LINES,
     REPO,
     PeerError,
+    RegistrarProcess,
     TestPki,
     built_peer,
     free_tcp_port,
     make_test_pki,
-    start_peer,
-    stop_peer,
     tail_file,
     wait_for_tcp,
 )
@@ -147,7 +143,7 @@ def render_asterisk_config(
     return conf
 
 
-class Asterisk:
+class Asterisk(RegistrarProcess):
     """An Asterisk registrar on 127.0.0.1, from the cached build and the project's config.
 
     Use as a context manager::
@@ -192,6 +188,7 @@ class Asterisk:
             device_ca=device_ca,
             ip=self.ip,
         )
+        self.name = "Asterisk"
         self.log_path = run_dir / "asterisk.out"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -214,16 +211,6 @@ class Asterisk:
     def mtls_port(self) -> int:
         """The mutual-TLS port (a client certificate from the device CA is required)."""
         return self.ports.mtls
-
-    @property
-    def ca_pem(self) -> Path:
-        """The registrar CA certificate (PEM) a UA must trust."""
-        return self.pki.registrar_ca
-
-    @property
-    def pid(self) -> int | None:
-        """The main process id while running."""
-        return self._proc.pid if self._proc and self._proc.poll() is None else None
 
     def argv(self, *extra: str) -> list[str]:
         """The asterisk command line for this instance (foreground, no colors), plus `extra`."""
@@ -289,19 +276,8 @@ class Asterisk:
         return [line.split("!", 1)[0] for line in lines if "!" in line]
 
     def start(self, timeout_s: float = ASTERISK_START_TIMEOUT_S) -> None:
-        """Starts Asterisk and waits until it is fully booted and its TLS ports accept.
-
-        Raises:
-            PeerError: it exited or did not become ready within `timeout_s`.
-        """
-        if self.pid is not None:
-            raise PeerError(f"Asterisk in {self.run_dir} is already running (pid {self.pid})")
-        self._proc = start_peer(self.argv(), self.run_dir, self.log_path)
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        """Starts Asterisk and waits until it is fully booted and its TLS ports accept."""
+        super().start(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -322,31 +298,3 @@ class Asterisk:
                 wait_for_tcp(self.ip, port, max(0.1, deadline - time.monotonic()))
             except TimeoutError as exc:
                 raise PeerError(f"Asterisk: {exc}; log:\n{self.log_tail()}") from exc
-
-    def stop(self) -> None:
-        """Stops Asterisk: SIGTERM, bounded wait, SIGKILL to its process group."""
-        if self._proc is not None:
-            stop_peer(self._proc)
-            self._proc = None
-
-    def aor(self, user: str, scheme: str = "sips") -> str:
-        """The address of record of `user`, e.g. sips:alice@example.test."""
-        return f"{scheme}:{user}@{self.domain}"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and not isinstance(exc, PeerError):
-            with contextlib.suppress(OSError):
-                print(
-                    f"--- Asterisk log tail ({self.run_dir}) ---\n{self.log_tail()}",
-                    file=sys.stderr,
-                )

@@ -356,7 +356,89 @@ def _sip_options_ping(host: str, port: int, domain: str, timeout_s: float) -> by
         return data
 
 
-class Kamailio:
+class RegistrarProcess:
+    """What a registrar run by the tests (Kamailio, Asterisk) has in common: one foreground
+    process in `run_dir`, started and made ready, stopped by its process group, and a context
+    manager that prints its log tail when a test fails inside it.
+
+    A subclass sets `name`, `run_dir`, `log_path`, `domain`, `pki` and `_proc` (None) in its
+    constructor, and says how to run it (`argv`), how to tell it is ready (`_wait_ready`), and
+    what its log tail is (`log_tail`).
+    """
+
+    name: str = "registrar"
+    run_dir: Path
+    log_path: Path
+    domain: str
+    pki: TestPki
+    _proc: subprocess.Popen[bytes] | None
+
+    def argv(self) -> list[str]:
+        """The command line that runs it in the foreground."""
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of its log."""
+        return tail_file(self.log_path, lines)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    @property
+    def ca_pem(self) -> Path:
+        """The registrar CA certificate (PEM) a UA must trust."""
+        return self.pki.registrar_ca
+
+    @property
+    def pid(self) -> int | None:
+        """The main process id while running."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Starts it and waits until it is ready.
+
+        Raises:
+            PeerError: it exited or did not become ready within `timeout_s`.
+        """
+        if self.pid is not None:
+            raise PeerError(f"{self.name} in {self.run_dir} is already running (pid {self.pid})")
+        self._proc = start_peer(self.argv(), self.run_dir, self.log_path)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stops it: SIGTERM, bounded wait, SIGKILL to its process group."""
+        if self._proc is not None:
+            stop_peer(self._proc)
+            self._proc = None
+
+    def aor(self, user: str, scheme: str = "sips") -> str:
+        """The address of record of `user` in its domain, e.g. sips:alice@example.test."""
+        return f"{scheme}:{user}@{self.domain}"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if exc is not None and not isinstance(exc, PeerError):
+            with contextlib.suppress(OSError):
+                print(
+                    f"--- {self.name} log tail ({self.run_dir}) ---\n{self.log_tail()}",
+                    file=sys.stderr,
+                )
+
+
+class Kamailio(RegistrarProcess):
     """A Kamailio registrar on 127.0.0.1, started from the project's config.
 
     Use as a context manager::
@@ -396,6 +478,7 @@ class Kamailio:
         self.route_to_contact = route_to_contact
         self.max_connections = max_connections
         self.shm_mb = shm_mb
+        self.name = "Kamailio"
         self.log_path = run_dir / "kamailio.log"
         self.config_path = render_kamailio_config(
             run_dir,
@@ -430,16 +513,6 @@ class Kamailio:
         """The TCP port (for SIPp)."""
         return self.ports.tcp
 
-    @property
-    def ca_pem(self) -> Path:
-        """The registrar CA certificate (PEM) a UA must trust."""
-        return self.pki.registrar_ca
-
-    @property
-    def pid(self) -> int | None:
-        """The main process id while running."""
-        return self._proc.pid if self._proc and self._proc.poll() is None else None
-
     def argv(self) -> list[str]:
         """The command line that runs this instance in the foreground."""
         return [
@@ -457,25 +530,6 @@ class Kamailio:
             "-M",
             "8",
         ]
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines of Kamailio's log."""
-        return tail_file(self.log_path, lines)
-
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Starts Kamailio and waits until every listener answers.
-
-        Raises:
-            PeerError: it exited or did not become ready within `timeout_s`.
-        """
-        if self.pid is not None:
-            raise PeerError(f"Kamailio in {self.run_dir} is already running (pid {self.pid})")
-        self._proc = start_peer(self.argv(), self.run_dir, self.log_path)
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -500,36 +554,10 @@ class Kamailio:
             except TimeoutError as exc:
                 raise PeerError(f"Kamailio: {exc}; log:\n{self.log_tail()}") from exc
 
-    def stop(self) -> None:
-        """Stops Kamailio: SIGTERM, bounded wait, SIGKILL to its process group."""
-        if self._proc is not None:
-            stop_peer(self._proc)
-            self._proc = None
-
     def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Stops and starts again on the same ports (registrations, held in memory, are lost)."""
         self.stop()
         self.start(timeout_s)
-
-    def aor(self, user: str, scheme: str = "sips") -> str:
-        """The address of record of `user` in this domain, e.g. sips:alice@example.test."""
-        return f"{scheme}:{user}@{self.domain}"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None and not isinstance(exc, PeerError):
-            print(
-                f"--- Kamailio log tail ({self.log_path}) ---\n{self.log_tail()}", file=sys.stderr
-            )
 
 
 # ── SIPp ────────────────────────────────────────────────────────────────────────────────────
