@@ -1367,6 +1367,18 @@ def sipua_outcome(stdout: str) -> dict[str, Any]:
     raise AssertionError(f"no outcome line in sipua's output:\n{stdout}")
 
 
+def import_device_certificate(data_dir: Path, cert: Path, key: Path) -> None:
+    """Runs `sipua cert import-device` (a custom device certificate) into `data_dir`.
+
+    Raises:
+        PeerError: the command failed.
+    """
+    argv = [*SIPUA, "cert", "import-device", "--data-dir", str(data_dir), "--key", str(key)]
+    proc = run_sipua([*argv, str(cert)])
+    if proc.returncode != 0:
+        raise PeerError(f"sipua cert import-device failed ({proc.returncode}): {proc.stderr}")
+
+
 def export_device_ca(data_dir: Path, dest: Path) -> Path:
     """Runs `sipua cert export-ca --data-dir data_dir` and writes the PEM to `dest`.
 

@@ -25,11 +25,11 @@ import pytest
 from tests.interop.asterisk import Asterisk
 from tests.interop.peers import (
     LOCALHOST,
-    SIPUA,
     SipuaProcess,
     TestPki,
     export_device_ca,
     free_tcp_port,
+    import_device_certificate,
     run_sipua,
     sipua_outcome,
     sipua_register_argv,
@@ -139,19 +139,7 @@ def test_mutual_tls_trusted_device_ca_and_refused_stranger(
 
         # A device certificate from a CA Asterisk does not trust. pjsip checks it after the
         # TLS 1.3 handshake and closes the socket without an alert, before any SIP answer.
-        imported = run_sipua(
-            [
-                *SIPUA,
-                "cert",
-                "import-device",
-                "--data-dir",
-                str(data),
-                "--key",
-                str(test_pki.key("stranger")),
-                str(test_pki.cert("stranger")),
-            ]
-        )
-        assert imported.returncode == 0, imported.stderr
+        import_device_certificate(data, test_pki.cert("stranger"), test_pki.key("stranger"))
         # pjsip says why it closed only in its debug log.
         ast.cli("logger add channel pjsip-debug.log debug")
         ast.cli("core set debug 5")

@@ -18,13 +18,12 @@ import pytest
 
 from tests.interop.peers import (
     LOCALHOST,
-    SIPUA,
     Baresip,
     Kamailio,
     SipuaProcess,
     export_device_ca,
     free_tcp_port,
-    run_sipua,
+    import_device_certificate,
     sipua_register_argv,
 )
 
@@ -97,19 +96,7 @@ def test_generic_device_certificate_on_request(kamailio: Kamailio, tmp_path: Pat
 def test_custom_device_certificate_after_import(kamailio: Kamailio, tmp_path: Path) -> None:
     data = tmp_path / "data"
     pki = kamailio.pki
-    imported = run_sipua(
-        [
-            *SIPUA,
-            "cert",
-            "import-device",
-            "--data-dir",
-            str(data),
-            "--key",
-            str(pki.key("device")),
-            str(pki.cert("device")),
-        ]
-    )
-    assert imported.returncode == 0, imported.stderr
+    import_device_certificate(data, pki.cert("device"), pki.key("device"))
     with listening_sipua(kamailio, data, extra=["--device-cert", "custom", "--mac", MAC]) as (
         _,
         port,

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tests.interop.peers import (
-    SIPUA,
     Kamailio,
     TestPki,
     export_device_ca,
+    import_device_certificate,
     run_sipua,
     sipua_outcome,
     sipua_register_argv,
@@ -98,19 +98,7 @@ def test_mutual_tls_with_the_exported_device_ca(tmp_path: Path, test_pki: TestPk
 
         # A custom device certificate from a CA Kamailio does not trust: refused, and sipua
         # says which TLS alert Kamailio sent.
-        imported = run_sipua(
-            [
-                *SIPUA,
-                "cert",
-                "import-device",
-                "--data-dir",
-                str(data),
-                "--key",
-                str(test_pki.key("stranger")),
-                str(test_pki.cert("stranger")),
-            ]
-        )
-        assert imported.returncode == 0, imported.stderr
+        import_device_certificate(data, test_pki.cert("stranger"), test_pki.key("stranger"))
         code, outcome, stderr = _register_once(
             kam, data, port=kam.mtls_port, extra=["--device-cert", "custom"]
         )
