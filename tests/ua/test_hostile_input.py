@@ -8,7 +8,6 @@ connections on a virtual clock.
 from __future__ import annotations
 
 import dataclasses
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from sipua.sip.headers import Headers
 from sipua.ua.agent import UserAgent
 from tests.support.registrar import TestRegistrar
 from tests.ua.test_agent import events, settings, wait_until
-from tests.ua.test_calls import OFFER, request
+from tests.ua.test_calls import OFFER, open_caller, request
 
 RFC4475 = Path(__file__).resolve().parents[1] / "corpus" / "rfc4475"
 
@@ -41,16 +40,9 @@ class Caller:
 
     @classmethod
     async def connect(cls, ua: UserAgent) -> Caller:
-        assert ua.listen_address is not None
-        host, port = ua.listen_address
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        tcp = await trio.open_tcp_stream(host, port)
-        stream = trio.SSLStream(tcp, context, server_hostname="alice.device")
         with trio.fail_after(5):
-            await stream.do_handshake()
-        return cls(stream, f"sips:alice@{host}:{port}")
+            stream, uri = await open_caller(ua)
+        return cls(stream, uri)
 
     async def send(self, data: bytes | Request) -> None:
         await self.stream.send_all(data if isinstance(data, bytes) else serialize(data))
