@@ -71,7 +71,6 @@ from sipua.sip.events import (
 )
 from sipua.sip.ids import RandomSource, new_tag
 from sipua.sip.invite import (
-    ALLOW,
     InviteOutput,
     InviteSession,
     InviteState,
@@ -79,18 +78,13 @@ from sipua.sip.invite import (
     options_response,
 )
 from sipua.sip.message import Request, Response, make_response
+from sipua.sip.methods import ALLOW, KNOWN_METHODS, SERVED_METHODS
 from sipua.sip.rejection import error_response, warning
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig
 from sipua.sip.transactions import TransactionTable
 from sipua.sip.uri import SipUri
 
-#: Methods sipua serves.
-SERVED_METHODS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"})
-#: Methods of RFC 3261 and its common extensions that sipua knows but does not serve (405).
-KNOWN_METHODS: Final = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER", "PUBLISH"}
-)
 #: Simultaneous calls; more are answered 486.
 MAX_CALLS: Final = 64
 #: Calls from one source address at once (our own flows and servers are exempt): one peer
@@ -819,10 +813,8 @@ def _call_key(request: Request) -> CallKey:
 
 
 __all__ = [
-    "KNOWN_METHODS",
     "MAX_CALLS",
     "MAX_CALLS_PER_SOURCE",
-    "SERVED_METHODS",
     "AnswerPolicy",
     "CallAnswered",
     "CallConfirmed",

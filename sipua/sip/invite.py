@@ -41,11 +41,11 @@ from sipua.sip import Request, Response, make_response
 from sipua.sip.dialog import Dialog
 from sipua.sip.errors import LocalProtocolError
 from sipua.sip.ids import RandomSource
+from sipua.sip.methods import ALLOW
 
 T1_SECONDS: Final = 0.5
 T2_SECONDS: Final = 4.0
 ACK_TIMEOUT_SECONDS: Final = 64 * T1_SECONDS  # §13.3.1.4
-ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
 
 class InviteState(enum.Enum):

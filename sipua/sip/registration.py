@@ -45,6 +45,7 @@ from sipua.sip.digest import (
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
+from sipua.sip.methods import ALLOW
 from sipua.sip.uri import host_port
 
 DEFAULT_RESPONSE_TIMEOUT_SECONDS: Final = 32.0  # Timer F = 64 * T1, RFC 3261 §17.1.2.2
@@ -54,8 +55,6 @@ MAX_INTERVAL_RETRIES: Final = 3  # 423 answers per attempt
 MAX_FORWARDS: Final = 70  # RFC 3261 §8.1.1.6
 _MAX_FORWARDS: Final = str(MAX_FORWARDS)
 USER_AGENT: Final = "sipua"
-# What the UAS side of sipua handles; a REGISTER advertises it (RFC 3261 §20.5).
-ALLOWED_METHODS: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
 
 class ChallengeResponder(Protocol):
@@ -570,7 +569,7 @@ class Registration:
                 ("Contact", self._contact_value),
                 ("Expires", str(expires)),
                 ("Supported", "outbound, path"),
-                ("Allow", ALLOWED_METHODS),
+                ("Allow", ALLOW),
                 ("User-Agent", USER_AGENT),
                 *extra,
             ]

@@ -30,11 +30,9 @@ from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.headers import Headers
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import Request, Response, make_response
+from sipua.sip.methods import ALLOW
 from sipua.sip.registration import ChallengeResponder, CredentialsRejected
 from sipua.sip.uri import SipUri
-
-#: Our INVITE's Allow (what sipua serves inside the dialog).
-ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
 
 class OutgoingState(enum.Enum):
