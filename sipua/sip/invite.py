@@ -42,9 +42,11 @@ from sipua.sip.dialog import Dialog
 from sipua.sip.errors import LocalProtocolError
 from sipua.sip.ids import RandomSource
 from sipua.sip.methods import ALLOW
+from sipua.sip.timers import DEFAULT_T1, DEFAULT_T2
 
-T1_SECONDS: Final = 0.5
-T2_SECONDS: Final = 4.0
+# The UAS core's 2xx retransmissions use the transaction layer's T1 and T2 (RFC 3261 Table 4).
+T1_SECONDS: Final = DEFAULT_T1
+T2_SECONDS: Final = DEFAULT_T2
 ACK_TIMEOUT_SECONDS: Final = 64 * T1_SECONDS  # §13.3.1.4
 
 
