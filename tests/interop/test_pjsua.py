@@ -5,7 +5,8 @@
   of record; Kamailio delivers the INVITE over sipua's registration connection.
 
 Each call is answered by sipua and ended once from each side: pjsua's BYE (`--duration`) and
-sipua's BYE (`--hangup-after`). sipua does not place calls, so pjsua only ever calls it.
+sipua's BYE (`--hangup-after`). And sipua calls pjsua (`sipua call`) through Kamailio, where pjsua
+is registered as bob and answers at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.interop.peers import (
     Kamailio,
     SipuaProcess,
     free_tcp_port,
+    sipua_call_argv,
     sipua_register_argv,
 )
 from tests.interop.pjsua import CALL_CONFIRMED, CALL_DISCONNECTED, REGISTERED, Pjsua
@@ -103,3 +105,27 @@ def test_pjsua_registers_at_kamailio_over_tls_and_calls_sipua(
         pjsua.wait_log(CALL_CONFIRMED)
         ended = sipua.wait_for("call-ended", call_id=incoming["call_id"])
         assert ended["reason"] == "remote-bye", ended
+
+
+def test_sipua_calls_pjsua_through_kamailio(kamailio: Kamailio, tmp_path: Path) -> None:
+    with Pjsua(
+        tmp_path / "pjsua",
+        user="bob",
+        domain=kamailio.domain,
+        registrar=(kamailio.ip, kamailio.tls_port),
+        password=kamailio.users["bob"],
+        ca_file=kamailio.ca_pem,
+        auto_answer=True,
+    ) as pjsua:
+        pjsua.wait_log(REGISTERED)
+        target = f"sips:bob@{kamailio.domain}"
+        argv = sipua_call_argv(kamailio, tmp_path / "data", target, extra=["--duration", "1"])
+        with SipuaProcess(argv) as sipua:
+            code = sipua.wait()
+        assert code == 0, sipua.tail()
+        assert sipua.find("call-established") is not None, sipua.tail()
+        ended = sipua.find("call-ended")
+        assert ended is not None
+        assert ended["reason"] == "local-bye", ended
+        pjsua.wait_log(CALL_CONFIRMED)
+        pjsua.wait_log(CALL_DISCONNECTED)
