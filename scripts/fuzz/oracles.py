@@ -21,6 +21,8 @@ Input layouts (so a reproducer file is self-contained):
 - digest_challenge: `challenge [NUL request-uri]`; the URI defaults to `sips:example.com`.
 - certificates: the file contents (PEM or DER).
 - sdp_offer: the SDP body of an INVITE.
+- endpoint: a sequence of SIP messages separated by `ENDPOINT_SEPARATOR`; byte 0 of each picks
+  the connection it arrives on and how much time passes before it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from sipua.sip.digest import (
     parse_challenge,
     redact_credentials,
 )
+from sipua.sip.endpoint import AnswerPolicy, Endpoint, Link, Send
 from sipua.sip.errors import FramingError, ParseError, ProtocolError
 from sipua.sip.fields import (
     NameAddress,
@@ -69,7 +72,7 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
 from sipua.tls.trust.identity import check_identity
-from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.ua.sdp import SdpDescriber, SdpError, build_answer, build_offer, parse_offer
 
 #: Longest error message accepted. Every error in the core quotes at most a few hundred
 #: characters of the input; an error that echoes a whole 64 KiB message floods logs.
@@ -457,6 +460,83 @@ def check_sdp_offer(data: bytes) -> None:
     )
 
 
+#: Separates the messages of one `endpoint` input.
+ENDPOINT_SEPARATOR: Final = b"\x00\x00--sipua--\x00\x00"
+#: Messages fed per input (bounds the work of one case).
+MAX_ENDPOINT_MESSAGES: Final = 16
+
+
+def check_endpoint(data: bytes) -> None:
+    """`Endpoint` fed any sequence of messages on two connections: nothing but its documented
+    behaviour. Properties: no exception escapes `receive`, `handle_timer` or
+    `connection_closed`; every message it wants sent serializes and parses back; time only
+    moves it forward, and after every connection closed and all deadlines passed no call and
+    no deadline is left (a peer that has gone holds nothing).
+    """
+    endpoint: Endpoint[int] = Endpoint(
+        policy=AnswerPolicy(delay=0.5, hangup_after=2.0),
+        describer=SdpDescriber(random.Random(1)),
+        rng=random.Random(2),
+        users=frozenset({"alice"}),
+    )
+    links = [
+        Link(
+            handle=h,
+            peer=f"127.0.0.{h + 2}:5061",
+            local="127.0.0.1:5061",
+            contact="sips:alice@127.0.0.1:5061",
+            outbound=h == 0,
+        )
+        for h in range(2)
+    ]
+    now = 0.0
+    for chunk in data.split(ENDPOINT_SEPARATOR)[:MAX_ENDPOINT_MESSAGES]:
+        if not chunk:
+            continue
+        selector, body = chunk[0], chunk[1:]
+        now += (selector >> 1) / 8
+        try:
+            message = parse_message(body)
+        except ParseError:
+            continue
+        endpoint.receive(message, links[selector & 1], now)
+        _drain_endpoint(endpoint)
+        endpoint.handle_timer(now)
+        _drain_endpoint(endpoint)
+    for link in links:
+        endpoint.connection_closed(link.handle, "closed by peer", now)
+    _drain_endpoint(endpoint)
+    for _ in range(1000):
+        deadline = endpoint.next_deadline()
+        if deadline is None:
+            break
+        _require(deadline >= now - 1e-9, f"a deadline {deadline} lies before now {now}")
+        now = max(now, deadline)
+        endpoint.handle_timer(now)
+        _drain_endpoint(endpoint)
+    _require(endpoint.next_deadline() is None, "deadlines remain after 1000 timer rounds")
+    _require(endpoint.active_calls == 0, f"{endpoint.active_calls} calls outlived their peers")
+
+
+def _drain_endpoint(endpoint: Endpoint[int]) -> None:
+    for _ in range(10_000):
+        event = endpoint.next_event()
+        if event is None:
+            return
+        if isinstance(event, Send):
+            wire = serialize(event.message)
+            try:
+                parse_message(wire)
+            except ParseError as exc:
+                # A response copying a garbled field verbatim (RFC 3261 §8.2.6.2) may not
+                # parse; it must still be one framed message with a status line.
+                _require(
+                    isinstance(event.message, Response) and wire.startswith(b"SIP/2.0 "),
+                    f"the endpoint sent a message that does not parse: {exc}",
+                )
+    raise PropertyViolation("the endpoint queued more than 10000 events for one input")
+
+
 #: Fuzz target name -> oracle.
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
@@ -465,4 +545,5 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "digest_challenge": check_digest_challenge,
     "certificates": check_certificates,
     "sdp_offer": check_sdp_offer,
+    "endpoint": check_endpoint,
 }

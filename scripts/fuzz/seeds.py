@@ -109,6 +109,39 @@ def sdp_seeds() -> Iterator[bytes]:
     yield b"v=0\nm=audio 5000 RTP/AVP 8\na=rtpmap:8 PCMA/8000\nm=video 0 RTP/AVP 31\n"
 
 
+def _call_message(
+    method: str, *, branch: str, cseq: int = 1, to_tag: str = "", body: bytes = b""
+) -> bytes:
+    to = "<sips:alice@example.test>" + (f";tag={to_tag}" if to_tag else "")
+    head = (
+        f"{method} sips:alice@127.0.0.1:5061 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS 127.0.0.2:5061;branch=z9hG4bK{branch}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sips:bob@example.test>;tag=b1\r\n"
+        f"To: {to}\r\nCall-ID: seed-call\r\nCSeq: {cseq} {method}\r\n"
+        "Contact: <sips:bob@127.0.0.2:5061>\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def endpoint_seeds() -> Iterator[bytes]:
+    """Call flows (ring, answer, ACK, BYE; CANCEL; retransmissions) and the canned messages."""
+    from oracles import ENDPOINT_SEPARATOR
+
+    offer = build_offer(address="127.0.0.2", port=40000, session_id=1)
+    invite = _call_message("INVITE", branch="i1", body=offer)
+    flows = [
+        [(0, invite), (8, _call_message("ACK", branch="a1", to_tag="x")), (16, invite)],
+        [(0, invite), (1, _call_message("CANCEL", branch="i1")), (40, invite)],
+        [(0, invite), (3, invite), (2, _call_message("INVITE", branch="i2", body=offer))],
+        [(0, invite), (9, _call_message("BYE", branch="b1", cseq=2, to_tag="x"))],
+        [(selector, message) for selector, message in enumerate(messages.MIX)],
+    ]
+    for flow in flows:
+        yield ENDPOINT_SEPARATOR.join(bytes([selector]) + message for selector, message in flow)
+
+
 SEEDS = {
     "parse_message": sip_messages,
     "stream_framer": stream_seeds,
@@ -116,6 +149,7 @@ SEEDS = {
     "digest_challenge": digest_seeds,
     "certificates": certificate_seeds,
     "sdp_offer": sdp_seeds,
+    "endpoint": endpoint_seeds,
 }
 
 

@@ -208,3 +208,23 @@ def test_malformed_peer_certificate_is_a_verdict_not_an_exception(
     data = (CORPUS / "certificates" / name).read_bytes()
     result = verify_chain([data], name=expected_name, default_trusted=[])
     assert result.problems
+
+
+@FUZZ_SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 255), mutated_messages()), min_size=1, max_size=6))
+def test_endpoint_properties(flow: list[tuple[int, bytes]]) -> None:
+    oracles.check_endpoint(
+        oracles.ENDPOINT_SEPARATOR.join(bytes([selector]) + data for selector, data in flow)
+    )
+
+
+def test_endpoint_seeds_hold_the_properties() -> None:
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "scripts" / "fuzz"))
+    try:
+        seeds = importlib.import_module("seeds")
+        for data in seeds.endpoint_seeds():
+            oracles.check_endpoint(data)
+    finally:
+        sys.path.remove(str(ROOT / "scripts" / "fuzz"))
