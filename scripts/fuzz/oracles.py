@@ -69,7 +69,7 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
 from sipua.tls.identity import check_identity
-from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 
 #: Longest error message accepted. Every error in the core quotes at most a few hundred
 #: characters of the input; an error that echoes a whole 64 KiB message floods logs.

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sipua.sip import ParseError, Request, Response, parse_message  # noqa: E402 - after sys.path
-from sipua.ua.sdp import build_offer  # noqa: E402
+from sipua.media.sdp import build_offer  # noqa: E402
 from tests.support import certs, messages  # noqa: E402
 
 RFC4475 = ROOT / "tests" / "corpus" / "rfc4475"

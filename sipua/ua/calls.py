@@ -64,7 +64,7 @@ from sipua.sip.invite import (
 from sipua.sip.rejection import error_response, warning
 from sipua.sip.uri import SipUri
 from sipua.transport.connection import SipConnection
-from sipua.ua.sdp import SdpError, answer_streams, build_offer, parse_offer
+from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
 
 #: Methods of RFC 3261 and its common extensions that sipua knows but does not serve.
 KNOWN_METHODS: Final = frozenset(

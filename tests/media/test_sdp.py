@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 
 OFFER = (
     b"v=0\r\no=bob 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
