@@ -68,6 +68,10 @@ _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S
 )
 
+# RFC 4568 §9.2 SDES key parameter in an SDP a=crypto line: "inline:" key||salt in base64,
+# then optional "|lifetime|MKI:length" (not secret, kept).
+_SDES_KEY = re.compile(r"(inline:)[A-Za-z0-9+/=]+", re.I)
+
 #: The lock states the user agent reports (`lock-changed` events, field `state`).
 LOCK_STATES: Final = ("negotiating", "locked", "locked-unverified", "unlocked")
 
@@ -121,7 +125,8 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Removes digest proofs (`response=`, `rspauth=`) and PEM private keys from `text`.
+    """Removes digest proofs (`response=`, `rspauth=`), PEM private keys and SDES SRTP keys
+    (`a=crypto:... inline:<key>` in SDP) from `text`.
 
     Args:
         text: Any text: a log message, a header value, a whole SIP message.
@@ -134,6 +139,8 @@ def redact_text(text: str) -> str:
             lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
             text,
         )
+    if "inline:" in text.lower():
+        text = _SDES_KEY.sub(lambda m: m[1] + REDACTED, text)
     if "=" in text and _DIGEST_HINT.search(text) and _PROOF_PARAM.search(text):
         text = "\n".join(
             redact_digest_proofs(line) if _PROOF_PARAM.search(line) else line
