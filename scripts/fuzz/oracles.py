@@ -21,6 +21,10 @@ Input layouts (so a reproducer file is self-contained):
 - digest_challenge: `challenge [NUL request-uri]`; the URI defaults to `sips:example.com`.
 - certificates: the file contents (PEM or DER).
 - sdp_offer: the SDP body of an INVITE.
+- rtp_packet: byte 0 picks the SRTP suite (or none) the datagram is unprotected with, the rest
+  is the datagram.
+- sdp_crypto: byte 0 picks the SRTP policy, the TLS flag and whether the bytes are an offer to
+  answer or an answer to our offer; the rest is the SDP.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ from pathlib import Path
 from typing import Final
 
 from sipua.errors import CertificateError
+from sipua.media import rtcp
+from sipua.media.dtmf import DtmfReceiver
+from sipua.media.errors import MediaRefused, RtpError, SrtpError
+from sipua.media.negotiation import SRTP_POLICIES, accept_answer, answer_offer, make_offer
+from sipua.media.rtp import build_rtp, is_rtcp, parse_rtp
+from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.media.srtp import SUITES, SrtpContext
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -69,7 +80,6 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
 from sipua.tls.identity import check_identity
-from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 
 #: Longest error message accepted. Every error in the core quotes at most a few hundred
 #: characters of the input; an error that echoes a whole 64 KiB message floods logs.
@@ -457,6 +467,101 @@ def check_sdp_offer(data: bytes) -> None:
     )
 
 
+# --- rtp_packet ---------------------------------------------------------------------------------
+
+#: Fixed keys for the fuzzed SRTP contexts (the fuzzer cannot forge a tag; it exercises the
+#: paths that refuse packets).
+_FUZZ_KEY: Final = bytes(range(44))
+_SRTP_CONTEXTS: Final = [
+    SrtpContext(
+        suite, local_key=_FUZZ_KEY[: suite.master_bytes], remote_key=_FUZZ_KEY[: suite.master_bytes]
+    )
+    for suite in SUITES
+]
+
+
+def check_rtp_packet(data: bytes) -> None:
+    """`parse_rtp`, `parse_compound`, `DtmfReceiver.feed` and SRTP unprotect on a datagram.
+
+    Only `RtpError` escapes the parsers and only `SrtpError` (auth failure included) escapes
+    unprotect (the fuzzer cannot forge a tag: this covers the refusing paths; the round trips
+    are unit tests); a parsed RTP packet rebuilds to the same packet; errors are bounded.
+    """
+    if not data:
+        return
+    selector, datagram = data[0], data[1:]
+    if selector < len(_SRTP_CONTEXTS):
+        context = _SRTP_CONTEXTS[selector]
+        try:
+            context.unprotect_rtcp(datagram) if is_rtcp(datagram) else context.unprotect(datagram)
+        except SrtpError as exc:
+            _check_error(exc)
+    try:
+        packet = parse_rtp(datagram)
+    except RtpError as exc:
+        _check_error(exc)
+    else:
+        again = parse_rtp(build_rtp(packet))
+        _require(again == packet, f"RTP packet does not survive a round trip: {packet!r:.200}")
+        with suppress(RtpError):
+            DtmfReceiver().feed(packet.timestamp, packet.payload)
+    try:
+        rtcp.parse_compound(datagram)
+    except RtpError as exc:
+        _check_error(exc)
+
+
+# --- sdp_crypto ---------------------------------------------------------------------------------
+
+
+def check_sdp_crypto(data: bytes) -> None:
+    """The SRTP policy over a peer's SDP: `answer_offer` or `accept_answer` under each policy.
+
+    Only `MediaRefused` escapes (status 488), its message is bounded and never holds a key; an
+    answer we write is SDP we read, accepts one stream, and has a crypto line exactly when the
+    plan is encrypted; a plan's remote port is the one announced.
+    """
+    if not data:
+        return
+    selector, body = data[0], data[1:]
+    policy = SRTP_POLICIES[selector % 3]
+    secure = bool(selector & 4)
+    rng = random.Random(selector)
+    try:
+        if selector & 8:
+            local = make_offer(
+                policy=policy if secure else "optional",
+                signalling_secure=secure,
+                address="192.0.2.1",
+                port=4000,
+                session_id=7,
+                random_bytes=rng.randbytes,
+            )
+            plan = accept_answer(local, body, policy=policy, signalling_secure=secure)
+        else:
+            answer, plan = answer_offer(
+                body,
+                policy=policy,
+                signalling_secure=secure,
+                address="192.0.2.1",
+                port=4000,
+                session_id=7,
+                random_bytes=rng.randbytes,
+            )
+            streams = parse_offer(answer)
+            _require(sum(1 for s in streams if s.port == 4000) == 1, "answer accepts one stream")
+            crypto = [line for s in streams for line in s.crypto]
+            _require(bool(crypto) == (plan.srtp is not None), "answer crypto and plan disagree")
+    except MediaRefused as exc:
+        _check_error(exc)
+        _require(exc.status == 488, f"refusal status {exc.status}")
+        _require("inline:" not in str(exc).lower(), "a refusal quotes an SDES key")
+        return
+    _require(0 <= plan.remote_port <= 65535, "remote port out of range")
+    _require(secure or plan.srtp is None, "SRTP keys accepted over a non-TLS hop")
+    _require(policy != "compulsory" or plan.srtp is not None, "compulsory accepted plain RTP")
+
+
 #: Fuzz target name -> oracle.
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
@@ -465,4 +570,6 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "digest_challenge": check_digest_challenge,
     "certificates": check_certificates,
     "sdp_offer": check_sdp_offer,
+    "rtp_packet": check_rtp_packet,
+    "sdp_crypto": check_sdp_crypto,
 }
