@@ -41,10 +41,11 @@ from sipua.errors import CertificateError
 from sipua.media import rtcp
 from sipua.media.dtmf import DtmfReceiver
 from sipua.media.errors import MediaRefused, RtpError, SrtpError
-from sipua.media.negotiation import SRTP_POLICIES, accept_answer, answer_offer, make_offer
+from sipua.media.negotiation import accept_answer, answer_offer, make_offer
 from sipua.media.rtp import build_rtp, is_rtcp, parse_rtp
 from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 from sipua.media.srtp import SUITES, SrtpContext
+from sipua.settings.model import SRTP_POLICIES
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,

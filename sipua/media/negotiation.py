@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 from sipua.media.errors import MediaRefused, SrtpError
 from sipua.media.g711 import Codec
@@ -45,9 +45,8 @@ from sipua.media.srtp import (
     inline_key,
     new_master_key,
 )
+from sipua.settings.model import SrtpPolicy
 
-SrtpPolicy = Literal["disabled", "optional", "compulsory"]
-SRTP_POLICIES: Final[tuple[SrtpPolicy, ...]] = ("disabled", "optional", "compulsory")
 _NOT_TLS: Final = "the signalling hop is not TLS, so no SDES key is sent or accepted"
 
 

@@ -47,6 +47,7 @@ import trio
 
 from sipua.errors import ConnectionLost
 from sipua.logs import get_logger
+from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
 from sipua.sip import Request, Response, make_response, serialize
 from sipua.sip.errors import ProtocolError
 from sipua.sip.ids import new_tag
@@ -64,7 +65,6 @@ from sipua.sip.invite import (
 from sipua.sip.rejection import error_response, warning
 from sipua.sip.uri import SipUri
 from sipua.transport.connection import SipConnection
-from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
 
 #: Methods of RFC 3261 and its common extensions that sipua knows but does not serve.
 KNOWN_METHODS: Final = frozenset(
