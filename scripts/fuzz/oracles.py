@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -515,6 +516,9 @@ def check_rtp_packet(data: bytes) -> None:
 # --- sdp_crypto ---------------------------------------------------------------------------------
 
 
+_SDES_KEYS: Final = re.compile(rb"inline:([A-Za-z0-9+/]{8,})", re.I)
+
+
 def check_sdp_crypto(data: bytes) -> None:
     """The SRTP policy over a peer's SDP: `answer_offer` or `accept_answer` under each policy.
 
@@ -556,7 +560,8 @@ def check_sdp_crypto(data: bytes) -> None:
     except MediaRefused as exc:
         _check_error(exc)
         _require(exc.status == 488, f"refusal status {exc.status}")
-        _require("inline:" not in str(exc).lower(), "a refusal quotes an SDES key")
+        for key in _SDES_KEYS.findall(body):
+            _require(key.decode("ascii") not in str(exc), "a refusal quotes an SDES key")
         return
     _require(0 <= plan.remote_port <= 65535, "remote port out of range")
     _require(secure or plan.srtp is None, "SRTP keys accepted over a non-TLS hop")

@@ -67,7 +67,8 @@ class PortRange:
 
 @dataclass(slots=True)
 class MediaReport:
-    """What one call's media did (the `call-media` event)."""
+    """What one call's media did (the `call-media` event). Bytes are RTP payload octets (as
+    RTCP's octet count); packets received and lost count the agreed codec's stream."""
 
     local_port: int
     remote: str | None = None
@@ -386,7 +387,10 @@ class MediaSession:
         while True:
             try:
                 data, source = await sock.recvfrom(_RECV_BYTES)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    return  # closed under us: the call is ending
+                await trio.lowlevel.checkpoint()
                 continue  # an ICMP error reported on the socket: nothing to read
             origin = (source[0], source[1])
             if rtcp_port or is_rtcp(data):
