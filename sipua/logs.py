@@ -40,6 +40,7 @@ from typing import Final, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
+from sipua.media.sdp import redact_sdes_keys
 from sipua.settings.secret import Secret
 from sipua.sip.digest import redact_digest_proofs
 from sipua.sip.uri import host_port
@@ -67,10 +68,6 @@ _PROOF_PARAM = re.compile(r"(?:response|rspauth)\s*=", re.I)
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S
 )
-
-# RFC 4568 §9.2 SDES key parameter in an SDP a=crypto line: "inline:" key||salt in base64,
-# then optional "|lifetime|MKI:length" (not secret, kept).
-_SDES_KEY = re.compile(r"(inline:)[A-Za-z0-9+/=]+", re.I)
 
 #: The lock states the user agent reports (`lock-changed` events, field `state`).
 LOCK_STATES: Final = ("negotiating", "locked", "locked-unverified", "unlocked")
@@ -139,8 +136,7 @@ def redact_text(text: str) -> str:
             lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
             text,
         )
-    if "inline:" in text.lower():
-        text = _SDES_KEY.sub(lambda m: m[1] + REDACTED, text)
+    text = redact_sdes_keys(text)
     if "=" in text and _DIGEST_HINT.search(text) and _PROOF_PARAM.search(text):
         text = "\n".join(
             redact_digest_proofs(line) if _PROOF_PARAM.search(line) else line

@@ -95,7 +95,21 @@ class MediaOffer:
     ptime: int | None = None
 
 
+# RFC 4568 §9.2 SDES key parameter: "inline:" key||salt in base64, then optional
+# "|lifetime|MKI:length" (not secret, kept).
+_SDES_KEY: Final = re.compile(r"(inline:)[A-Za-z0-9+/=]+", re.I)
+
+
+def redact_sdes_keys(text: str) -> str:
+    """`text` with the key of every `inline:` SDES key parameter replaced by `<redacted>`
+    (SRTP master keys travel in SDP and must never reach a log or an error message)."""
+    if "inline:" not in text.lower():
+        return text
+    return _SDES_KEY.sub(lambda m: m[1] + "<redacted>", text)
+
+
 def _quote(line: str) -> str:
+    line = redact_sdes_keys(line)
     return repr(line[:MAX_QUOTED_CHARS] + ("..." if len(line) > MAX_QUOTED_CHARS else ""))
 
 
