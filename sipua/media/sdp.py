@@ -56,8 +56,25 @@ _CRYPTO_RE: Final = re.compile(
 _ENCODING_RE: Final = re.compile(r"[!#-'*+\-.0-9A-Z^-~]{1,64}/[0-9]{1,9}(/[0-9]{1,3})?", re.ASCII)
 
 
+# RFC 4568 §9.2 SDES key parameter: "inline:" key||salt in base64, then optional
+# "|lifetime|MKI:length" (not secret, kept).
+_SDES_KEY: Final = re.compile(r"(inline:)[A-Za-z0-9+/=]+", re.I)
+
+
+def redact_sdes_keys(text: str) -> str:
+    """`text` with the key of every `inline:` SDES key parameter replaced by `<redacted>`
+    (SRTP master keys travel in SDP and must never reach a log or an error message)."""
+    if "inline:" not in text.lower():
+        return text
+    return _SDES_KEY.sub(lambda m: m[1] + "<redacted>", text)
+
+
 class SdpError(ValueError):
-    """The offer is not SDP we can read; the message names the offending line."""
+    """The offer is not SDP we can read; the message names the offending line (with any SDES
+    key in what it quotes redacted: the message goes into a 488's Warning and the log)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_sdes_keys(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,21 +112,7 @@ class MediaOffer:
     ptime: int | None = None
 
 
-# RFC 4568 §9.2 SDES key parameter: "inline:" key||salt in base64, then optional
-# "|lifetime|MKI:length" (not secret, kept).
-_SDES_KEY: Final = re.compile(r"(inline:)[A-Za-z0-9+/=]+", re.I)
-
-
-def redact_sdes_keys(text: str) -> str:
-    """`text` with the key of every `inline:` SDES key parameter replaced by `<redacted>`
-    (SRTP master keys travel in SDP and must never reach a log or an error message)."""
-    if "inline:" not in text.lower():
-        return text
-    return _SDES_KEY.sub(lambda m: m[1] + "<redacted>", text)
-
-
 def _quote(line: str) -> str:
-    line = redact_sdes_keys(line)
     return repr(line[:MAX_QUOTED_CHARS] + ("..." if len(line) > MAX_QUOTED_CHARS else ""))
 
 
