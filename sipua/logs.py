@@ -103,6 +103,7 @@ _EVENT_LOOK: Final[Mapping[str, tuple[str, str, str]]] = {
     "call-incoming": ("☎", _BOLD, "incoming call"),
     "call-answered": ("☎", _GREEN, "call answered"),
     "call-ended": ("☎", _DIM, "call ended"),
+    "call-media": ("♪", _DIM, "call media"),
 }
 # Fields the console line shows in its own place, not as key=value.
 _SHOWN_APART: Final = frozenset(

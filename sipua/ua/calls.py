@@ -6,10 +6,14 @@ requests the registrar sends back through NAT, RFC 5626 §5.3). Every response g
 same connection (RFC 3261 §18.2.2). A new INVITE becomes an `InviteSession` (the sans-IO FSM in
 `sipua.sip.invite`) plus one task that rings for the configured delay and then answers with an
 SDP answer or rejects (486 / 603), and afterwards retransmits the 2xx until the ACK arrives;
-with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own. A call ends the
-moment its connection closes, ringing or up (the caller can no longer hear an answer or send
-its BYE there), so a caller that hangs up holds nothing; a call whose 100/180 could not be sent
-is forgotten at once.
+with `AnswerPolicy.hangup_after` it later ends the call with a BYE of its own. With
+`AnswerPolicy.media` an offer is answered with a `MediaSession`'s port (bound before the answer
+is written; an exhausted port range answers 503) under the account's SRTP policy, the session
+plays the configured source from the answer to the end of the call, and its report is published
+as a `call-media` event; without it the answer announces `MEDIA_PORT` and no RTP flows. A call
+ends the moment its connection closes, ringing or up (the caller can no longer hear an answer
+or send its BYE there), so a caller that hangs up holds nothing; a call whose 100/180 could not
+be sent is forgotten at once.
 
 A request is checked in RFC 3261 §8.2's order, and the first check that fails answers it:
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -47,7 +52,12 @@ import trio
 
 from sipua.errors import ConnectionLost
 from sipua.logs import get_logger
+from sipua.media.errors import MediaError, MediaRefused
+from sipua.media.negotiation import MediaPlan, answer_offer
 from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
+from sipua.media.session import MediaSession, PortRange
+from sipua.media.sources import MediaSpec, make_source
+from sipua.settings.model import SrtpPolicy
 from sipua.sip import Request, Response, make_response, serialize
 from sipua.sip.errors import ProtocolError
 from sipua.sip.ids import new_tag
@@ -87,7 +97,7 @@ MAX_CALLS: Final = 64  # more simultaneous inbound calls are answered 486
 #: Calls from one source address at once (servers we register with are exempt): one peer
 #: cannot take every slot.
 MAX_CALLS_PER_SOURCE: Final = 8
-MEDIA_PORT: Final = 4000  # announced in the SDP answer; sipua sends no media
+MEDIA_PORT: Final = 4000  # announced in an answer without `AnswerPolicy.media` (no RTP)
 REJECT_STATUS: Final = {"busy": 486, "decline": 603}
 #: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
 #: for that ACK, RFC 3261 §15); less than the 5 s budget, which unregistering needs too.
@@ -111,6 +121,23 @@ class _Refused(Exception):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallMedia:
+    """The media of answered calls.
+
+    Attributes:
+        play: what the call plays (`echo` by default, so that an answered call is never silent).
+        srtp: the account's SRTP policy.
+        ports: the port range RTP/RTCP pairs are bound from.
+        symmetric: symmetric RTP (send to where the peer's RTP comes from).
+    """
+
+    play: MediaSpec = field(default_factory=lambda: MediaSpec("echo"))
+    srtp: SrtpPolicy = "optional"
+    ports: PortRange = field(default_factory=PortRange)
+    symmetric: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AnswerPolicy:
     """What to do with an inbound call.
 
@@ -119,11 +146,13 @@ class AnswerPolicy:
         delay: seconds to ring before acting.
         hangup_after: seconds after answering at which sipua ends the call with a BYE itself;
             None leaves the ending to the caller.
+        media: the media of answered calls; None answers the SDP without sending RTP.
     """
 
     action: str = "accept"
     delay: float = 1.0
     hangup_after: float | None = None
+    media: CallMedia | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -134,6 +163,10 @@ class _Call:
     source: str  # the caller's address, for the per-source cap
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     ended: trio.Event = field(default_factory=trio.Event)
+    media: MediaSession | None = None  # bound for the answer; run once answered
+    plan: MediaPlan | None = None
+    media_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    media_started: bool = False
 
 
 class CallHandler:
@@ -310,23 +343,28 @@ class CallHandler:
             if invite.cseq == first.cseq:
                 raise _Refused(482, "merged request: this INVITE reached us twice (§8.2.2.2)")
             raise _Refused(491, "another INVITE of this call is still in progress")
-        sdp = self._media_for(connection, invite)
-        source = connection.peer.rpartition(":")[0].strip("[]")
-        if len(self._calls) >= MAX_CALLS:
-            raise _Refused(486, f"{MAX_CALLS} calls in progress")
-        if not connection.tls_name and not self._is_server(source):
-            # Our own flows to a registrar (tls_name set) and servers carry everyone's calls.
-            from_source = sum(1 for call in self._calls.values() if call.source == source)
-            if from_source >= MAX_CALLS_PER_SOURCE:
-                raise _Refused(486, f"{MAX_CALLS_PER_SOURCE} calls from {source} in progress")
-        session = InviteSession(
-            invite,
-            local_tag=new_tag(self._rng),
-            contact=self._contact_for(connection),
-            sent_by=connection.local,
-            rng=self._rng,
-        )
-        call = _Call(session, connection, sdp=sdp, source=source)
+        sdp, media, plan = self._media_for(connection, invite)
+        try:
+            source = connection.peer.rpartition(":")[0].strip("[]")
+            if len(self._calls) >= MAX_CALLS:
+                raise _Refused(486, f"{MAX_CALLS} calls in progress")
+            if not connection.tls_name and not self._is_server(source):
+                # Our own flows to a registrar (tls_name set) and servers carry everyone's calls.
+                from_source = sum(1 for call in self._calls.values() if call.source == source)
+                if from_source >= MAX_CALLS_PER_SOURCE:
+                    raise _Refused(486, f"{MAX_CALLS_PER_SOURCE} calls from {source} in progress")
+            session = InviteSession(
+                invite,
+                local_tag=new_tag(self._rng),
+                contact=self._contact_for(connection),
+                sent_by=connection.local,
+                rng=self._rng,
+            )
+        except BaseException:
+            if media is not None:
+                media.close()  # refused after the media was bound: release its ports
+            raise
+        call = _Call(session, connection, sdp=sdp, source=source, media=media, plan=plan)
         self._calls[key] = call
         self._publish(
             "call-incoming",
@@ -347,17 +385,21 @@ class CallHandler:
             raise
         self._nursery.start_soon(self._drive, call)
 
-    def _media_for(self, connection: SipConnection, invite: Request) -> bytes:
-        """Our SDP for the 2xx: the answer to the offer, or an offer of ours (§13.3.1.4).
+    def _media_for(
+        self, connection: SipConnection, invite: Request
+    ) -> tuple[bytes, MediaSession | None, MediaPlan | None]:
+        """Our SDP for the 2xx: the answer to the offer, or an offer of ours (§13.3.1.4); with
+        `AnswerPolicy.media`, the media session bound for the answer and its plan.
 
         Raises:
             _Refused: 415 for a body we do not take, 400 for an offer that does not parse,
-                488 for an offer with no stream we take.
+                488 for an offer with no stream we take (or none the SRTP policy allows), 503
+                when no media port is free.
         """
         address = connection.local.rpartition(":")[0].strip("[]")
         session_id = self._rng.getrandbits(31)
         if not invite.body:
-            return build_offer(address=address, port=MEDIA_PORT, session_id=session_id)
+            return build_offer(address=address, port=MEDIA_PORT, session_id=session_id), None, None
         content_type = (invite.content_type or "").split(";", 1)[0].strip().lower()
         if content_type != "application/sdp":
             raise _Refused(
@@ -372,11 +414,54 @@ class CallHandler:
             streams = parse_offer(invite.body)
         except SdpError as exc:
             raise _Refused(400, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
+        if self.policy.media is not None and self.policy.action == "accept":
+            return self._media_answer(address, session_id, invite.body, self.policy.media)
         answer = answer_streams(streams, address=address, port=MEDIA_PORT, session_id=session_id)
         if answer is None:
             why = "no audio stream with PCMU or PCMA over RTP/AVP"
             raise _Refused(488, why, ("Warning", f'304 sipua "{why}"'))
-        return answer
+        return answer, None, None
+
+    def _media_answer(
+        self, address: str, session_id: int, offer: bytes, config: CallMedia
+    ) -> tuple[bytes, MediaSession, MediaPlan]:
+        try:
+            media = MediaSession.open(address, config.ports, symmetric=config.symmetric)
+        except MediaError as exc:  # the range is exhausted, or the address cannot be bound
+            _log.warning("media-port-unavailable", reason=str(exc))
+            raise _Refused(503, str(exc), ("Retry-After", "5")) from None
+        try:
+            # Every connection sipua has is TLS: SDES keys may go into this answer.
+            answer, plan = answer_offer(
+                offer,
+                policy=config.srtp,
+                signalling_secure=True,
+                address=address,
+                port=media.port,
+                session_id=session_id,
+                random_bytes=secrets.token_bytes,
+            )
+        except MediaRefused as exc:
+            media.close()
+            raise _Refused(exc.status, str(exc), ("Warning", warning(str(exc)))) from None
+        return answer, media, plan
+
+    async def _play(self, call: _Call) -> None:
+        """Runs the call's media from the answer to the end of the call, then publishes its
+        report (`call-media`)."""
+        media, plan, config = call.media, call.plan, self.policy.media
+        assert media is not None
+        assert plan is not None
+        assert config is not None
+        try:
+            with call.media_scope:
+                try:
+                    await media.run(plan, make_source(config.play, plan.codec))
+                except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
+                    _log.warning("call-media-failed", call_id=call.session.call_id, reason=str(exc))
+        finally:
+            media.close()
+            self._publish("call-media", call_id=call.session.call_id, **media.report().as_event())
 
     async def _reinvite(self, connection: SipConnection, request: Request) -> None:
         call = self._calls.get(_key(request))
@@ -401,6 +486,9 @@ class CallHandler:
                     return
                 await self._run(call, self._decide(call))
                 answered_at = trio.current_time()
+                if call.media is not None and not call.ended.is_set():
+                    call.media_started = True
+                    self._nursery.start_soon(self._play, call)
                 while (deadline := session.next_deadline()) is not None:
                     if await self._lost_before(call, deadline):
                         return
@@ -456,6 +544,10 @@ class CallHandler:
 
     def _end(self, call: _Call, ended: CallEnded) -> None:
         call.ended.set()
+        call.media_scope.cancel()
+        if call.media is not None and not call.media_started:
+            call.media_started = True  # closed here, never run
+            call.media.close()
         key = _key(call.session.invite)
         if self._calls.get(key) is call:
             del self._calls[key]
