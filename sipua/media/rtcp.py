@@ -129,11 +129,13 @@ def _decode_blocks(data: bytes, offset: int, count: int, end: int) -> tuple[Repo
 
 def parse_compound(data: bytes) -> RtcpReport:
     """Reads a compound RTCP packet (RFC 3550 §6.1): the first SR or RR, and whether a BYE
-    came with it. Other packet types (SDES, APP, feedback) are skipped by their length.
+    came with it. Other packet types (SDES, APP, feedback) are skipped by their length; a
+    packet that does not start with SR or RR (RFC 5506 reduced size) gives a report without
+    sender info or blocks.
 
     Raises:
-        RtpError: not RTCP, a length that runs past the datagram, no SR or RR first, or more
-            than `MAX_COMPOUND_PACKETS` packets.
+        RtpError: not RTCP, a length that runs past the datagram, or more than
+            `MAX_COMPOUND_PACKETS` packets.
     """
     size = len(data)
     if size < 8 or size > MAX_PACKET_BYTES:
@@ -154,8 +156,13 @@ def parse_compound(data: bytes) -> RtcpReport:
             raise RtpError(f"RTCP packet type {packet_type} of {words + 1} words overruns")
         count = first & 0x1F
         if report is None and packet_type not in (SR, RR):
-            raise RtpError(f"RTCP compound packet starts with type {packet_type}, not SR/RR")
-        if packet_type in (SR, RR) and report is None:
+            # A reduced-size packet (RFC 5506: an APP or feedback packet alone, as baresip's
+            # keep-alives are): no report in it.
+            if end - offset < 8:
+                raise RtpError(f"RTCP packet type {packet_type} is shorter than its SSRC")
+            (ssrc,) = struct.unpack_from("!I", data, offset + 4)
+            report = RtcpReport(ssrc, None, ())
+        elif packet_type in (SR, RR) and report is None:
             if offset + 8 > end:
                 raise RtpError("RTCP report is shorter than its SSRC")
             (ssrc,) = struct.unpack_from("!I", data, offset + 4)

@@ -342,9 +342,11 @@ class MediaSession:
         self._report.bytes_sent += len(packet.payload)
 
     async def _rtcp_loop(self) -> None:
+        # RFC 3550 §6.2: the first report after half the interval, so a short call has one.
+        await trio.sleep(RTCP_INTERVAL / 2)
         while True:
-            await trio.sleep(RTCP_INTERVAL)
             await self._send_report()
+            await trio.sleep(RTCP_INTERVAL)
 
     async def _send_report(self) -> None:
         now = trio.current_time()

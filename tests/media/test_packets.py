@@ -74,6 +74,12 @@ def test_sender_report_round_trip() -> None:
     assert rtcp.ntp_timestamp(1.5) == (rtcp.NTP_UNIX_OFFSET + 1) << 32 | 1 << 31
 
 
+def test_a_reduced_size_packet_has_no_report() -> None:
+    # baresip's keep-alive: an APP packet "PING" alone (RFC 5506 reduced-size RTCP).
+    report = rtcp.parse_compound(bytes.fromhex("80cc0003bab3b38150494e47504f4e47"))
+    assert (report.ssrc, report.sender, report.blocks) == (0xBAB3B381, None, ())
+
+
 def test_receiver_report_and_bye() -> None:
     data = rtcp.build_report(ssrc=1, cname="c", sender=None, block=None)
     data += struct.pack("!BBHI", 0x81, rtcp.BYE, 1, 1)
@@ -86,7 +92,7 @@ def test_receiver_report_and_bye() -> None:
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        (b"\x80\xca\x00\x01" + bytes(4), "starts with type 202"),
+        (b"\x80\xcc\x00\x00\x80\xc9\x00\x01" + bytes(4), "shorter than its SSRC"),
         (b"\x80\xc9\x00\x09" + bytes(8), "overruns"),
         (b"\x81\xc9\x00\x01" + bytes(4), "1 blocks"),
         (b"\x80\xc8\x00\x01" + bytes(4), "sender info"),
