@@ -45,6 +45,8 @@ MAX_QUEUED_DIGITS: Final = 32
 #: Digits kept in the report.
 MAX_REPORTED_DIGITS: Final = 64
 _RECV_BYTES: Final = MAX_PACKET_BYTES + 1  # one more, to see an oversized datagram
+#: Packets of one queued digit: 5 of 20 ms, the end repeated twice more, and a 100 ms pause.
+_PACKETS_PER_DIGIT: Final = 5 + 2 + 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +238,14 @@ class MediaSession:
         Raises:
             ValueError: a character that is not a DTMF digit, or too many digits queued.
         """
-        if len(digits) > MAX_QUEUED_DIGITS:
-            raise ValueError(f"at most {MAX_QUEUED_DIGITS} DTMF digits at a time")
-        for digit in digits:
-            self._dtmf_out.extend(dtmf.event_payloads(digit))
-            self._dtmf_out.extend([EventPayload(b"", False)] * 5)  # a 100 ms pause
+        packets = [
+            packet
+            for digit in digits
+            for packet in (*dtmf.event_payloads(digit), *[EventPayload(b"", False)] * 5)
+        ]  # each digit, then a 100 ms pause
+        if len(self._dtmf_out) + len(packets) > MAX_QUEUED_DIGITS * _PACKETS_PER_DIGIT:
+            raise ValueError(f"at most {MAX_QUEUED_DIGITS} DTMF digits queued at a time")
+        self._dtmf_out.extend(packets)
 
     def report(self) -> MediaReport:
         """The media report so far."""

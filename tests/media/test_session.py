@@ -118,3 +118,21 @@ async def test_an_exhausted_port_range_is_a_clear_error() -> None:
     finally:
         for session in taken:
             session.close()
+
+
+async def test_queued_digits_are_bounded() -> None:
+    session = MediaSession.open("127.0.0.1", PORTS)
+    try:
+        session.send_digits("1" * 32)
+        with pytest.raises(ValueError, match="at most 32 DTMF digits"):
+            session.send_digits("2")
+    finally:
+        session.close()
+    fresh = MediaSession.open("127.0.0.1", PORTS)
+    try:
+        with pytest.raises(ValueError, match="not a DTMF digit"):
+            fresh.send_digits("12x")
+        fresh.send_digits("12")  # nothing of the refused string was queued
+        assert len(fresh._dtmf_out) == 2 * 12
+    finally:
+        fresh.close()
