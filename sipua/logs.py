@@ -39,6 +39,7 @@ from typing import Final, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
+from sipua.media.sdp import redact_sdes_keys
 from sipua.settings.secret import Secret
 from sipua.sip.digest import redact_digest_proofs
 from sipua.sip.uri import host_port
@@ -104,6 +105,7 @@ _EVENT_LOOK: Final[Mapping[str, tuple[str, str, str]]] = {
     "call-placing": ("☎", _BOLD, "calling"),
     "call-progress": ("☎", _BOLD, "call progress"),
     "call-established": ("☎", _GREEN, "call established"),
+    "call-media": ("♪", _DIM, "call media"),
 }
 # Fields the console line shows in its own place, not as key=value.
 _SHOWN_APART: Final = frozenset(
@@ -123,7 +125,8 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Removes digest proofs (`response=`, `rspauth=`) and PEM private keys from `text`.
+    """Removes digest proofs (`response=`, `rspauth=`), PEM private keys and SDES SRTP keys
+    (`a=crypto:... inline:<key>` in SDP) from `text`.
 
     Args:
         text: Any text: a log message, a header value, a whole SIP message.
@@ -136,6 +139,7 @@ def redact_text(text: str) -> str:
             lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
             text,
         )
+    text = redact_sdes_keys(text)
     if "=" in text and _DIGEST_HINT.search(text) and _PROOF_PARAM.search(text):
         text = "\n".join(
             redact_digest_proofs(line) if _PROOF_PARAM.search(line) else line

@@ -22,6 +22,7 @@ CONTRACT_FLAGS = (
     *("--listen", "--no-listen", "--expires", "--data-dir", "--log-format", "--trace"),
     *("--tls-min-version", "--ciphers", "--keylog-file", "--keepalive"),
     *("--servers-only", "--no-servers-only"),
+    *("--srtp", "--symmetric-rtp", "--no-symmetric-rtp", "--media-ports"),
 )
 
 
@@ -183,3 +184,32 @@ def test_servers_only_flag_maps_onto_the_listen_setting() -> None:
         parse("--no-servers-only"), {**ENV, "SIPUA_SERVERS_ONLY": "1"}, require_account=False
     )
     assert off.listen.servers_only is False
+
+
+def test_media_flags_and_environment_map_onto_their_settings(tmp_path: Path) -> None:
+    aor = ("--aor", "sips:alice@example.test")
+    defaults = settings_from_args(parse(*aor), ENV)
+    assert (defaults.accounts[0].srtp, defaults.accounts[0].symmetric_rtp) == ("optional", True)
+    assert defaults.media.port_range == (16384, 32767)
+    flagged = settings_from_args(
+        parse(*aor, "--srtp", "compulsory", "--no-symmetric-rtp", "--media-ports", "20000-20099"),
+        {**ENV, "SIPUA_SRTP": "disabled", "SIPUA_MEDIA_PORTS": "30000-30001"},
+    )
+    assert (flagged.accounts[0].srtp, flagged.accounts[0].symmetric_rtp) == ("compulsory", False)
+    assert flagged.media.port_range == (20000, 20099)
+    from_env = settings_from_args(
+        parse(*aor), {**ENV, "SIPUA_SRTP": "disabled", "SIPUA_MEDIA_PORTS": "30000-30001"}
+    )
+    assert (from_env.accounts[0].srtp, from_env.media.port_range) == ("disabled", (30000, 30001))
+    config = tmp_path / "c.toml"
+    config.write_text("[media]\nport_range = [40000, 40010]\n")
+    assert settings_from_args(parse("--config", str(config), *aor), ENV).media.port_range == (
+        40000,
+        40010,
+    )
+
+
+@pytest.mark.parametrize("ports", ["100-200", "30000", "3-2-1", "40001-40001", "50000-40000"])
+def test_bad_media_port_ranges_name_the_flag(ports: str) -> None:
+    with pytest.raises(ConfigError, match="--media-ports: expected a port range"):
+        settings_from_args(parse("--aor", "sips:a@example.test", "--media-ports", ports), ENV)

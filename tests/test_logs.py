@@ -155,6 +155,28 @@ def test_redact_pem_private_keys(label: str) -> None:
     assert redacted.endswith("\nafter")
 
 
+SDES_KEY = "WVNfUFRJQ0JfcG9saWN5X2tleV9zYWx0X2hlcmU"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_sdes_keys_never_reach_the_output(fmt: str) -> None:
+    # An INVITE's SDP carries the SRTP master key (RFC 4568): redacted like a password, in a
+    # --trace of the message, as text or as bytes, while the suite and lifetime stay readable.
+    invite = (
+        "INVITE sips:bob@example.test SIP/2.0\r\nContent-Type: application/sdp\r\n\r\n"
+        "v=0\r\nm=audio 4000 RTP/SAVP 0\r\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{SDES_KEY}|2^20|1:4\r\n"
+        f"a=crypto:2 AEAD_AES_256_GCM INLINE:{SDES_KEY}==\r\n"
+    )
+    out = io.StringIO()
+    configure_logging(fmt, "debug", out, colors=False)  # type: ignore[arg-type]
+    get_logger().debug("sip-sent", message=invite, raw=invite.encode())
+    text = out.getvalue()
+    assert SDES_KEY[:12] not in text
+    assert f"AES_CM_128_HMAC_SHA1_80 inline:{REDACTED}|2^20|1:4" in text
+    assert f"INLINE:{REDACTED}" in text
+
+
 def test_redact_value_bounds_depth() -> None:
     loop: list[object] = []
     loop.append(loop)

@@ -23,12 +23,17 @@ Input layouts (so a reproducer file is self-contained):
 - sdp_offer: the SDP body of an INVITE.
 - endpoint: a sequence of SIP messages separated by `ENDPOINT_SEPARATOR`; byte 0 of each picks
   the connection it arrives on and how much time passes before it.
+- rtp_packet: byte 0 picks the SRTP suite (or none) the datagram is unprotected with, the rest
+  is the datagram.
+- sdp_crypto: byte 0 picks the SRTP policy, the TLS flag and whether the bytes are an offer to
+  answer or an answer to our offer; the rest is the SDP.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -36,6 +41,14 @@ from pathlib import Path
 from typing import Final
 
 from sipua.errors import CertificateError
+from sipua.media import rtcp
+from sipua.media.dtmf import DtmfReceiver
+from sipua.media.errors import MediaRefused, RtpError, SrtpError
+from sipua.media.negotiation import accept_answer, answer_offer, make_offer
+from sipua.media.rtp import build_rtp, is_rtcp, parse_rtp
+from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.media.srtp import SUITES, SrtpContext
+from sipua.settings.model import SRTP_POLICIES
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -72,7 +85,7 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
 from sipua.tls.trust.identity import check_identity
-from sipua.ua.sdp import SdpDescriber, SdpError, build_answer, build_offer, parse_offer
+from sipua.ua.call_media import MediaDescriber
 
 #: Longest error message accepted. Every error in the core quotes at most a few hundred
 #: characters of the input; an error that echoes a whole 64 KiB message floods logs.
@@ -475,7 +488,7 @@ def check_endpoint(data: bytes) -> None:
     """
     endpoint: Endpoint[int] = Endpoint(
         policy=AnswerPolicy(delay=0.5, hangup_after=2.0),
-        describer=SdpDescriber(random.Random(1)),
+        describer=MediaDescriber(random.Random(1)),
         rng=random.Random(2),
         users=frozenset({"alice"}),
     )
@@ -537,6 +550,106 @@ def _drain_endpoint(endpoint: Endpoint[int]) -> None:
     raise PropertyViolation("the endpoint queued more than 10000 events for one input")
 
 
+# --- rtp_packet ---------------------------------------------------------------------------------
+
+#: Fixed keys for the fuzzed SRTP contexts (the fuzzer cannot forge a tag; it exercises the
+#: paths that refuse packets).
+_FUZZ_KEY: Final = bytes(range(44))
+_SRTP_CONTEXTS: Final = [
+    SrtpContext(
+        suite, local_key=_FUZZ_KEY[: suite.master_bytes], remote_key=_FUZZ_KEY[: suite.master_bytes]
+    )
+    for suite in SUITES
+]
+
+
+def check_rtp_packet(data: bytes) -> None:
+    """`parse_rtp`, `parse_compound`, `DtmfReceiver.feed` and SRTP unprotect on a datagram.
+
+    Only `RtpError` escapes the parsers and only `SrtpError` (auth failure included) escapes
+    unprotect (the fuzzer cannot forge a tag: this covers the refusing paths; the round trips
+    are unit tests); a parsed RTP packet rebuilds to the same packet; errors are bounded.
+    """
+    if not data:
+        return
+    selector, datagram = data[0], data[1:]
+    if selector < len(_SRTP_CONTEXTS):
+        context = _SRTP_CONTEXTS[selector]
+        try:
+            context.unprotect_rtcp(datagram) if is_rtcp(datagram) else context.unprotect(datagram)
+        except SrtpError as exc:
+            _check_error(exc)
+    try:
+        packet = parse_rtp(datagram)
+    except RtpError as exc:
+        _check_error(exc)
+    else:
+        again = parse_rtp(build_rtp(packet))
+        _require(again == packet, f"RTP packet does not survive a round trip: {packet!r:.200}")
+        with suppress(RtpError):
+            DtmfReceiver().feed(packet.timestamp, packet.payload)
+    try:
+        rtcp.parse_compound(datagram)
+    except RtpError as exc:
+        _check_error(exc)
+
+
+# --- sdp_crypto ---------------------------------------------------------------------------------
+
+
+#: An SDES key parameter shown in clear (a quoted one reads `inline:<redacted>`).
+_SDES_KEY_SHOWN: Final = re.compile(r"inline:(?!<redacted>)[A-Za-z0-9+/]", re.I)
+
+
+def check_sdp_crypto(data: bytes) -> None:
+    """The SRTP policy over a peer's SDP: `answer_offer` or `accept_answer` under each policy.
+
+    Only `MediaRefused` escapes (status 488), its message is bounded and shows no `inline:` key
+    unredacted; an
+    answer we write is SDP we read, accepts one stream, and has a crypto line exactly when the
+    plan is encrypted; a plan's remote port is the one announced.
+    """
+    if not data:
+        return
+    selector, body = data[0], data[1:]
+    policy = SRTP_POLICIES[selector % 3]
+    secure = bool(selector & 4)
+    rng = random.Random(selector)
+    try:
+        if selector & 8:
+            local = make_offer(
+                policy=policy if secure else "optional",
+                signalling_secure=secure,
+                address="192.0.2.1",
+                port=4000,
+                session_id=7,
+                random_bytes=rng.randbytes,
+            )
+            plan = accept_answer(local, body, policy=policy, signalling_secure=secure)
+        else:
+            answer, plan = answer_offer(
+                body,
+                policy=policy,
+                signalling_secure=secure,
+                address="192.0.2.1",
+                port=4000,
+                session_id=7,
+                random_bytes=rng.randbytes,
+            )
+            streams = parse_offer(answer)
+            _require(sum(1 for s in streams if s.port == 4000) == 1, "answer accepts one stream")
+            crypto = [line for s in streams for line in s.crypto]
+            _require(bool(crypto) == (plan.srtp is not None), "answer crypto and plan disagree")
+    except MediaRefused as exc:
+        _check_error(exc)
+        _require(exc.status == 488, f"refusal status {exc.status}")
+        _require(_SDES_KEY_SHOWN.search(str(exc)) is None, "a refusal quotes an SDES key")
+        return
+    _require(0 <= plan.remote_port <= 65535, "remote port out of range")
+    _require(secure or plan.srtp is None, "SRTP keys accepted over a non-TLS hop")
+    _require(policy != "compulsory" or plan.srtp is not None, "compulsory accepted plain RTP")
+
+
 #: Fuzz target name -> oracle.
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
@@ -546,4 +659,6 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "certificates": check_certificates,
     "sdp_offer": check_sdp_offer,
     "endpoint": check_endpoint,
+    "rtp_packet": check_rtp_packet,
+    "sdp_crypto": check_sdp_crypto,
 }

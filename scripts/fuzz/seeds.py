@@ -19,8 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from sipua.media import dtmf, rtcp  # noqa: E402
+from sipua.media.negotiation import answer_offer, make_offer  # noqa: E402
+from sipua.media.rtp import RtpPacket, build_rtp  # noqa: E402
+from sipua.media.sdp import build_offer  # noqa: E402
 from sipua.sip import ParseError, Request, Response, parse_message  # noqa: E402 - after sys.path
-from sipua.ua.sdp import build_offer  # noqa: E402
 from tests.support import certs, messages  # noqa: E402
 
 RFC4475 = ROOT / "tests" / "corpus" / "rfc4475"
@@ -107,6 +110,63 @@ def sdp_seeds() -> Iterator[bytes]:
     yield build_offer(address="192.0.2.1", port=4000, session_id=1)
     yield b"v=0\r\nc=IN IP6 ::1\r\nm=audio 5000/2 RTP/AVP 0 101\r\na=sendonly\r\n"
     yield b"v=0\nm=audio 5000 RTP/AVP 8\na=rtpmap:8 PCMA/8000\nm=video 0 RTP/AVP 31\n"
+    yield from _srtp_sdp()
+
+
+def _srtp_sdp() -> Iterator[bytes]:
+    """Offers and answers with SDES crypto lines (fixed keys, not secrets)."""
+    for policy in ("optional", "compulsory"):
+        offer = make_offer(
+            policy=policy,  # type: ignore[arg-type]
+            signalling_secure=True,
+            address="192.0.2.1",
+            port=4000,
+            session_id=1,
+            random_bytes=bytes,
+        )
+        yield offer.body
+        yield answer_offer(
+            offer.body,
+            policy=policy,  # type: ignore[arg-type]
+            signalling_secure=True,
+            address="192.0.2.2",
+            port=5000,
+            session_id=2,
+            random_bytes=bytes,
+        )[0]
+    yield (
+        b"v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/SAVP 8 101\r\na=rtcp-mux\r\n"
+        b"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:" + b"QUJD" * 10 + b"|2^31|1:4\r\n"
+        b"a=crypto:2 AEAD_AES_128_GCM inline:" + b"QUJD" * 10 + b"\r\n"
+        b"a=crypto:3 F8_128_HMAC_SHA1_80 inline:QUJD UNENCRYPTED_SRTP\r\n"
+    )
+
+
+def rtp_seeds() -> Iterator[bytes]:
+    """RTP, RFC 4733 and RTCP packets, plain (selector 255) and for each SRTP suite."""
+    packets = [
+        build_rtp(RtpPacket(0, 65535, 160, 1, b"\xff" * 160, marker=True)),
+        build_rtp(RtpPacket(8, 1, 2, 3, b"\xd5" * 20, csrcs=(4, 5), extension=(0xBEDE, b"1234"))),
+        build_rtp(RtpPacket(101, 7, 8, 9, dtmf.event_payloads("5")[0].payload)),
+        build_rtp(RtpPacket(0, 1, 2, 3, b"ab"))[:-2] + b"\x00\x02",
+        rtcp.build_report(
+            ssrc=1,
+            cname="sipua",
+            sender=rtcp.SenderInfo(1, 2, 3, 4),
+            block=rtcp.ReportBlock(5, 6, -7, 8, 9, 10, 11),
+        ),
+    ]
+    for selector in (0, 1, 2, 3, 255):
+        for packet in packets:
+            yield bytes([selector]) + packet
+
+
+def sdp_crypto_seeds() -> Iterator[bytes]:
+    """Every SDP seed under each policy, TLS flag and direction (offer or answer)."""
+    bodies = list(sdp_seeds())
+    for selector in (0, 1, 2, 4, 5, 6, 12, 13, 14):
+        for body in bodies:
+            yield bytes([selector]) + body
 
 
 def _call_message(
@@ -150,6 +210,8 @@ SEEDS = {
     "certificates": certificate_seeds,
     "sdp_offer": sdp_seeds,
     "endpoint": endpoint_seeds,
+    "rtp_packet": rtp_seeds,
+    "sdp_crypto": sdp_crypto_seeds,
 }
 
 

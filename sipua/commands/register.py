@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from sipua.errors import SipuaError
+    from sipua.media.sources import MediaSpec
     from sipua.settings.model import Settings
     from sipua.ua.agent import UserAgent
 
@@ -47,7 +48,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="end each answered inbound call with a BYE this many seconds after answering "
         "(default: the caller ends it)",
     )
+    parser.add_argument(
+        "--answer-media",
+        metavar="MEDIA",
+        type=_media,
+        help="what answered calls play: echo (default), tone, tone:HZ, silence or "
+        "file:PATH.wav (8 kHz mono 16-bit); a call-media event reports each call's RTP",
+    )
     add_common_flags(parser)
+
+
+def _media(text: str) -> object:
+    from sipua.media.errors import MediaSourceError
+    from sipua.media.sources import parse_media_spec, read_wav
+
+    try:
+        spec = parse_media_spec(text)
+        if spec.path is not None:
+            read_wav(spec.path)  # refused now, not at the first call
+    except MediaSourceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
 
 
 def seconds_argument(text: str) -> float:
@@ -73,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level, explain_failures=not args.once)
     if args.once:
         return trio.run(_once, settings)
-    return trio.run(_serve, settings, args.hangup_after)
+    return trio.run(_serve, settings, args.hangup_after, args.answer_media)
 
 
 def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, detail: str) -> None:
@@ -133,7 +154,9 @@ async def _once(settings: Settings) -> int:
     return 0
 
 
-async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
+async def _serve(
+    settings: Settings, hangup_after: float | None = None, answer_media: MediaSpec | None = None
+) -> int:
     import dataclasses
     import signal
 
@@ -146,6 +169,9 @@ async def _serve(settings: Settings, hangup_after: float | None = None) -> int:
     async with UserAgent(settings) as ua:
         if hangup_after is not None:
             ua.calls.policy = dataclasses.replace(ua.calls.policy, hangup_after=hangup_after)
+        media = ua.calls.media
+        if answer_media is not None and media is not None:
+            ua.calls.media = dataclasses.replace(media, play=answer_media)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 

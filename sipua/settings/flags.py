@@ -44,6 +44,9 @@ _FLAG_SETTINGS: Final[Mapping[str, tuple[str, str]]] = {
     "keylog_file": ("tls.keylog_file", "--keylog-file"),
     "listen": ("listen.address", "--listen"),
     "servers_only": ("listen.servers_only", "--servers-only/--no-servers-only"),
+    "srtp": ("account.srtp", "--srtp"),
+    "symmetric_rtp": ("account.symmetric_rtp", "--symmetric-rtp/--no-symmetric-rtp"),
+    "media_ports": ("media.port_range", "--media-ports"),
     "data_dir": ("data_dir", "--data-dir"),
     "log_format": ("log_format", "--log-format"),
     "log_level": ("log_level", "--log-level"),
@@ -198,6 +201,24 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--servers-only",
         action=argparse.BooleanOptionalAction,
         help="accept inbound connections only from the registrar/proxy's addresses (default: off)",
+    )
+
+    media = parser.add_argument_group("media")
+    media.add_argument(
+        "--srtp",
+        choices=("disabled", "optional", "compulsory"),
+        help="RTP encryption (SRTP, SDES keys over TLS): optional (default) offers it and "
+        "accepts plain RTP, compulsory refuses plain RTP, disabled never offers it",
+    )
+    media.add_argument(
+        "--symmetric-rtp",
+        action=argparse.BooleanOptionalAction,
+        help="send RTP to where the peer's RTP comes from (default: on)",
+    )
+    media.add_argument(
+        "--media-ports",
+        metavar="LOW-HIGH",
+        help="UDP ports for RTP/RTCP, an even/odd pair per call (default 16384-32767)",
     )
 
     output = parser.add_argument_group("output")

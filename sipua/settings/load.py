@@ -70,10 +70,12 @@ from sipua.settings.model import (
     DEVICE_CERTS,
     LOG_FORMATS,
     LOG_LEVELS,
+    SRTP_POLICIES,
     TLS_VERSIONS,
     VERIFY_CLIENT_MODES,
     AccountSettings,
     ListenSettings,
+    MediaSettings,
     Settings,
     TlsSettings,
     aor_parts,
@@ -123,6 +125,9 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "SIPUA_INSTANCE_ID": "account.instance_id",
     "SIPUA_AUTO_ANSWER_DELAY": "account.auto_answer_delay",
     "SIPUA_ANSWER": "account.answer",
+    "SIPUA_SRTP": "account.srtp",
+    "SIPUA_SYMMETRIC_RTP": "account.symmetric_rtp",
+    "SIPUA_MEDIA_PORTS": "media.port_range",
     "SIPUA_TRUSTED_CERTS": "tls.trusted_certs",
     "SIPUA_ONLY_TRUSTED": "tls.only_trusted",
     "SIPUA_CA_TYPE": "tls.ca_type",
@@ -249,6 +254,28 @@ def _tls_version(value: object, source: _Source) -> str:
     if isinstance(value, str) and value.strip().lower().removeprefix("tlsv") in TLS_VERSIONS:
         return value.strip().lower().removeprefix("tlsv")
     raise _Invalid("one of '1.0', '1.1', '1.2', '1.3'")
+
+
+def _port_range(value: object, source: _Source) -> tuple[int, int]:
+    # "16384-32767" (TOML, environment, flag) or a two-element TOML array.
+    expected = "a port range 'LOW-HIGH' within 1024-65535 holding at least one even/odd pair"
+    parts: list[object] = []
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split("-")]
+    elif isinstance(value, list):
+        parts = list(value)
+    numbers = []
+    for part in parts:
+        if isinstance(part, int) and not isinstance(part, bool):
+            numbers.append(part)
+        elif isinstance(part, str) and re.fullmatch(r"\d{1,5}", part):
+            numbers.append(int(part))
+    if len(numbers) != 2 or len(parts) != 2:
+        raise _Invalid(expected)
+    low, high = numbers
+    if not 1024 <= low < high <= 65535 or high - (low + low % 2) < 1:
+        raise _Invalid(expected)
+    return low, high
 
 
 def _text(value: object, source: _Source) -> str:
@@ -437,10 +464,17 @@ _ACCOUNT: Final[Mapping[str, _Converter]] = {
     "instance_id": _instance_id,
     "auto_answer_delay": _seconds(0, allow_low=True, high=3600),
     "answer": _choice(ANSWER_POLICIES),
+    "srtp": _choice(SRTP_POLICIES),
+    "symmetric_rtp": _to_bool,
 }
+_MEDIA: Final[Mapping[str, _Converter]] = {"port_range": _port_range}
 _PASSWORD_KEYS: Final = ("password", "password_file", "password_env")
-_SECTIONS: Final[Mapping[str, Mapping[str, _Converter]]] = {"tls": _TLS, "listen": _LISTEN}
-_TOP_LEVEL_KEYS: Final = (*_TOP, "tls", "listen", "accounts")
+_SECTIONS: Final[Mapping[str, Mapping[str, _Converter]]] = {
+    "tls": _TLS,
+    "listen": _LISTEN,
+    "media": _MEDIA,
+}
+_TOP_LEVEL_KEYS: Final = (*_TOP, "tls", "listen", "media", "accounts")
 
 
 def _describe(value: object) -> str:
@@ -723,7 +757,9 @@ def _build_account(
     return AccountSettings(**values)  # type: ignore[arg-type]  # converters checked each type
 
 
-def _section(cls: type[TlsSettings | ListenSettings], prefix: str, merged: _Values) -> object:
+def _section(
+    cls: type[TlsSettings | ListenSettings | MediaSettings], prefix: str, merged: _Values
+) -> object:
     names = {f.name for f in fields(cls)}
     kwargs = {
         key.removeprefix(prefix): value
@@ -845,6 +881,7 @@ def load_settings(
 
     tls = cast(TlsSettings, _section(TlsSettings, "tls.", merged))
     listen = cast(ListenSettings, _section(ListenSettings, "listen.", merged))
+    media = cast(MediaSettings, _section(MediaSettings, "media.", merged))
     if tls.max_version is not None and tls.max_version < tls.min_version:
         floor_from = merged.wheres.get("tls.min_version", "the default")
         raise ConfigError(
@@ -864,5 +901,11 @@ def load_settings(
 
     top = {key: merged.values[key] for key in _TOP if key in merged.values}
     top.setdefault("data_dir", default_data_dir(environ))
-    settings = Settings(accounts=accounts, tls=tls, listen=listen, **top)  # type: ignore[arg-type]
+    settings = Settings(
+        accounts=accounts,
+        tls=tls,
+        listen=listen,
+        media=media,
+        **top,  # type: ignore[arg-type]
+    )
     return replace(settings, config_warnings=tuple(warnings))

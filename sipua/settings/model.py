@@ -28,6 +28,7 @@ CaType = Literal["default", "custom", "all"]
 DeviceCert = Literal["default", "generic", "custom"]
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 VerifyClient = Literal["none", "request", "require"]
+SrtpPolicy = Literal["disabled", "optional", "compulsory"]
 
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("console", "json")
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error")
@@ -36,6 +37,7 @@ CA_TYPES: Final[tuple[CaType, ...]] = ("default", "custom", "all")
 DEVICE_CERTS: Final[tuple[DeviceCert, ...]] = ("default", "generic", "custom")
 TLS_VERSIONS: Final[tuple[TlsVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
 VERIFY_CLIENT_MODES: Final[tuple[VerifyClient, ...]] = ("none", "request", "require")
+SRTP_POLICIES: Final[tuple[SrtpPolicy, ...]] = ("disabled", "optional", "compulsory")
 
 
 #: The response code each answer policy sends to an inbound INVITE (accept answers with 200).
@@ -65,6 +67,15 @@ class AccountSettings:
         auto_answer_delay: Seconds an inbound call rings before `answer` is applied.
         answer: What to do with an inbound call: `accept` (200), `busy` (486) or `decline`
             (603).
+        srtp: The phone's "RTP encryption" (SRTP with SDES keys): `disabled` never offers it,
+            `optional` offers it and accepts plain RTP too, `compulsory` offers only SRTP and
+            refuses a plain answer. The default is `optional`: desk phones ship `disabled`
+            because they also signal over UDP, where SDES keys would travel in the clear;
+            sipua signals only over TLS, and an optional offer (RTP/AVP with a=crypto) is
+            taken as plain RTP by a peer without SRTP, so it costs nothing.
+        symmetric_rtp: Send RTP to where the peer's RTP comes from, once it has arrived (RFC
+            4961, and the way through a NAT); off, only the SDP's address and port are used
+            and packets from elsewhere are counted and dropped.
     """
 
     name: str
@@ -79,6 +90,8 @@ class AccountSettings:
     instance_id: str | None = None
     auto_answer_delay: float = 1.0
     answer: AnswerPolicy = "accept"
+    srtp: SrtpPolicy = "optional"
+    symmetric_rtp: bool = True
 
     @property
     def domain(self) -> str:
@@ -182,6 +195,20 @@ class ListenSettings:
     servers_only: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaSettings:
+    """RTP media, shared by every account.
+
+    Attributes:
+        port_range: The UDP ports calls' RTP and RTCP use, both ends included: each call takes
+            an even port and the odd one above it (RFC 3550 §11). 16384-32767 is the range
+            desk phones and PBXs use by default; a range with no free pair left answers an
+            inbound call 503.
+    """
+
+    port_range: tuple[int, int] = (16384, 32767)
+
+
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """The state directory when none is configured: `$XDG_DATA_HOME/sipua` or
     `~/.local/share/sipua` (the XDG base directory specification's default).
@@ -207,6 +234,7 @@ class Settings:
         accounts: The accounts to run (after `--account`, only the selected one).
         tls: The TLS trust policy and versions.
         listen: The inbound listener.
+        media: RTP media (the port range).
         data_dir: Where the certificate store and other state live.
         log_format: `console` (a readable line per event) or `json` (one object per line).
         log_level: The lowest level logged.
@@ -218,6 +246,7 @@ class Settings:
     accounts: tuple[AccountSettings, ...] = ()
     tls: TlsSettings = field(default_factory=TlsSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
     data_dir: Path = field(default_factory=default_data_dir)
     log_format: LogFormat = "console"
     log_level: LogLevel = "info"

@@ -162,18 +162,27 @@ class Refusal(Exception):
 
 
 class SessionDescriber(Protocol):
-    """Makes our session description for an INVITE (SDP in sipua; injected, so pure here)."""
+    """Makes our session description for an INVITE (SDP in sipua; injected, so pure here).
 
-    def answer(self, offer: bytes, *, address: str) -> bytes:
+    `tag` is our To tag of the call: what it binds for the call (a media session) is found by
+    it again, and `release(tag)` frees what a call that never got going holds.
+    """
+
+    def answer(self, offer: bytes, *, address: str, tag: str) -> bytes:
         """The answer to `offer`, for media on `address`.
 
         Raises:
-            Refusal: the offer cannot be read (400) or has nothing acceptable (488).
+            Refusal: the offer cannot be read (400) or has nothing acceptable (488), or no
+                media resource is free (503).
         """
         ...
 
-    def offer(self, *, address: str) -> bytes:
+    def offer(self, *, address: str, tag: str) -> bytes:
         """Our offer, for an INVITE that came without one (§13.3.1.4)."""
+        ...
+
+    def release(self, tag: str) -> None:
+        """The call `tag` was refused after its description, or has ended."""
         ...
 
 
@@ -196,6 +205,7 @@ class CallIncoming:
     caller: str
     callee: str
     peer: str
+    tag: str = ""  # our To tag: the call's own reference
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +213,7 @@ class CallAnswered:
     """We answered the call with a 2xx."""
 
     call_id: str
+    tag: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +231,7 @@ class CallEnded:
     reason: str
     status: int | None = None
     phrase: str = ""  # the final response's reason phrase, for a call we placed
+    tag: str = ""  # our tag of the call (To tag of a call we answered, From tag of ours)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -579,21 +591,16 @@ class Endpoint(Generic[H]):
             if invite.cseq == existing.session.invite.cseq:
                 raise Refusal(482, "merged request: this INVITE reached us twice (§8.2.2.2)")
             raise Refusal(491, "another INVITE of this call is still in progress")
-        sdp = self._describe(invite, link)
-        if len(self._calls) >= self._max_calls:
-            raise Refusal(486, f"{self._max_calls} calls in progress")
-        if not (link.outbound or link.server):
-            source = link.source
-            held = sum(1 for call in self._calls.values() if call.link.source == source)
-            if held >= self._max_per_source:
-                raise Refusal(486, f"{self._max_per_source} calls from {source} in progress")
-        session = InviteSession(
-            invite,
-            local_tag=new_tag(self._rng),
-            contact=link.contact,
-            sent_by=link.local,
-            rng=self._rng,
-        )
+        tag = new_tag(self._rng)
+        sdp = self._describe(invite, link, tag)
+        try:
+            self._check_caps(link)
+            session = InviteSession(
+                invite, local_tag=tag, contact=link.contact, sent_by=link.local, rng=self._rng
+            )
+        except BaseException:
+            self._describer.release(tag)  # what the description bound, the refusal frees
+            raise
         call = _Call(session, link, key, sdp, answer_at=now + max(0.0, self.policy.delay))
         self._calls[call_key] = call
         self._by_invite[key] = call_key
@@ -603,14 +610,24 @@ class Endpoint(Generic[H]):
                 caller=str(invite.from_.uri),
                 callee=str(invite.to.uri),
                 peer=link.peer,
+                tag=tag,
             )
         )
         self._apply(call_key, call, session.start(), key, now)
 
-    def _describe(self, invite: Request, link: Link[H]) -> bytes:
+    def _check_caps(self, link: Link[H]) -> None:
+        if len(self._calls) >= self._max_calls:
+            raise Refusal(486, f"{self._max_calls} calls in progress")
+        if not (link.outbound or link.server):
+            source = link.source
+            held = sum(1 for call in self._calls.values() if call.link.source == source)
+            if held >= self._max_per_source:
+                raise Refusal(486, f"{self._max_per_source} calls from {source} in progress")
+
+    def _describe(self, invite: Request, link: Link[H], tag: str) -> bytes:
         address = link.local_address
         if not invite.body:
-            return self._describer.offer(address=address)
+            return self._describer.offer(address=address, tag=tag)
         content_type = (invite.content_type or "").split(";", 1)[0].strip().lower()
         if content_type != "application/sdp":
             raise Refusal(415, f"body of type {content_type[:64]!r}", ("Accept", "application/sdp"))
@@ -619,7 +636,7 @@ class Endpoint(Generic[H]):
             raise Refusal(
                 415, f"body encoded as {encoding[:32]!r}", ("Accept-Encoding", "identity")
             )
-        return self._describer.answer(invite.body, address=address)
+        return self._describer.answer(invite.body, address=address, tag=tag)
 
     def _reinvite(self, request: Request) -> None:
         call = self._calls.get(_call_key(request))
@@ -688,7 +705,7 @@ class Endpoint(Generic[H]):
             elif isinstance(output, session_outputs.Send):
                 self._send_request(output.request, call.link, now)
             elif isinstance(output, session_outputs.CallAnswered):
-                self._emit(CallAnswered(call_id=call_id))
+                self._emit(CallAnswered(call_id=call_id, tag=call.session.local_tag))
             elif isinstance(output, session_outputs.CallConfirmed):
                 self._emit(CallConfirmed(call_id=call_id))
             elif isinstance(output, session_outputs.CallEnded):
@@ -699,7 +716,9 @@ class Endpoint(Generic[H]):
             return
         del self._calls[key]
         self._by_invite.pop(call.invite_key, None)
-        self._emit(CallEnded(call_id=call.session.call_id, reason=reason, status=status))
+        tag = call.session.local_tag
+        self._describer.release(tag)
+        self._emit(CallEnded(call_id=call.session.call_id, reason=reason, status=status, tag=tag))
 
     # -- calls we place ----------------------------------------------------------------------
 
@@ -758,9 +777,11 @@ class Endpoint(Generic[H]):
     def _end_outgoing(
         self, call_id: str, reason: str, status: int | None, phrase: str = ""
     ) -> None:
-        if self._outgoing.pop(call_id, None) is None:
+        out = self._outgoing.pop(call_id, None)
+        if out is None:
             return
-        self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase))
+        tag = out.call.local_tag
+        self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))
 
     # -- sending --------------------------------------------------------------------------
 

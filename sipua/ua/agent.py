@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import trio
 
 from sipua.errors import ConfigError, SipuaError
+from sipua.media.session import PortRange
 from sipua.settings.model import AccountSettings, Settings
 from sipua.sip import Request, Response
 from sipua.sip.digest import redact_credentials
@@ -38,7 +39,7 @@ from sipua.transport.connection import SipConnection
 from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.transport.listener import ServerAddresses, serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
-from sipua.ua.calls import AnswerPolicy, CallHandler
+from sipua.ua.calls import AnswerPolicy, CallHandler, CallMedia
 from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
 
 if TYPE_CHECKING:
@@ -200,6 +201,11 @@ class UserAgent:
         self._calls = CallHandler(
             policy=AnswerPolicy(
                 action=account_settings.answer, delay=account_settings.auto_answer_delay
+            ),
+            media=CallMedia(
+                srtp=account_settings.srtp,
+                ports=PortRange(*self.settings.media.port_range),
+                symmetric=account_settings.symmetric_rtp,
             ),
             publish=self.publish,
             contact_for=self._contact_for,

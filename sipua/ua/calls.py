@@ -8,6 +8,9 @@ what the endpoint wants done, without waiting on any network: messages to send g
 connection's *outbox*, events go to the user agent's publisher. One pump task sleeps until the
 endpoint's next deadline (or until an input moved it earlier) and feeds it the time.
 
+An answered call's media (`call_media.py`) runs in one task from the answer (`CallAnswered`) to
+the end of the call (`CallEnded`), which cancels it; its report is published as `call-media`.
+
 Each connection that carries our messages gets one outbox: a bounded channel and one task that
 sends in order and, when the connection closes, tells the endpoint (its calls end at once, its
 transactions fail). A peer that does not read its connection fills only its own outbox; when it
@@ -26,6 +29,10 @@ import trio
 
 from sipua.errors import ConnectionLost
 from sipua.logs import get_logger
+from sipua.media.errors import MediaError
+from sipua.media.negotiation import MediaPlan
+from sipua.media.session import MediaSession
+from sipua.media.sources import make_source
 from sipua.sip import Request, Response
 from sipua.sip.endpoint import (
     AnswerPolicy,
@@ -43,7 +50,7 @@ from sipua.sip.endpoint import (
 from sipua.sip.registration import ChallengeResponder
 from sipua.sip.uac import OutgoingCall
 from sipua.transport.connection import SipConnection
-from sipua.ua.sdp import SdpDescriber
+from sipua.ua.call_media import CallMedia, MediaDescriber
 
 #: Messages waiting to go out on one connection; a peer that lets more pile up is not reading.
 OUTBOX_SIZE: Final = 64
@@ -55,7 +62,7 @@ Publish = Callable[..., None]
 
 _log = get_logger(component="calls")
 
-__all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler"]
+__all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler", "CallMedia"]
 
 
 class _Outbox:
@@ -82,6 +89,7 @@ class CallHandler:
         rng: the random source for tags, branches and SDP session ids.
         users: the Request-URI users we answer for (the AOR's).
         is_server: whether a source address belongs to a server we register with.
+        media: the media of answered calls; None answers without carrying RTP.
     """
 
     def __init__(
@@ -94,8 +102,9 @@ class CallHandler:
         rng: random.Random,
         users: frozenset[str] = frozenset(),
         is_server: Callable[[str], bool] = lambda _host: False,
+        media: CallMedia | None = None,
     ) -> None:
-        self._describer = SdpDescriber(rng)
+        self._describer = MediaDescriber(rng, media)
         self._rng = rng
         self.endpoint: Endpoint[SipConnection] = Endpoint(
             policy=policy, describer=self._describer, rng=rng, users=users
@@ -105,6 +114,7 @@ class CallHandler:
         self._nursery = nursery
         self._is_server = is_server
         self._outboxes: dict[SipConnection, _Outbox] = {}
+        self._playing: dict[str, trio.CancelScope] = {}  # answered calls' media, by our tag
         #: The calls we placed that someone waits for, and how they ended.
         self._placed: dict[str, trio.Event] = {}
         self.outcomes: dict[str, CallEnded] = {}
@@ -120,6 +130,15 @@ class CallHandler:
     @policy.setter
     def policy(self, policy: AnswerPolicy) -> None:
         self.endpoint.policy = policy
+
+    @property
+    def media(self) -> CallMedia | None:
+        """The media of answered calls (settable: applies to calls answered from then on)."""
+        return self._describer.media
+
+    @media.setter
+    def media(self, media: CallMedia | None) -> None:
+        self._describer.media = media
 
     @property
     def active_calls(self) -> int:
@@ -152,7 +171,10 @@ class CallHandler:
             from_uri=from_uri,
             contact=self._contact_for(connection),
             sent_by=connection.local,
-            offer=self._describer.offer(address=connection.local.rpartition(":")[0].strip("[]")),
+            # The offer announces no media session yet: calls we place carry no RTP so far.
+            offer=self._describer.offer(
+                address=connection.local.rpartition(":")[0].strip("[]"), tag=""
+            ),
             responder=responder,
             rng=self._rng,
         )
@@ -223,6 +245,7 @@ class CallHandler:
                 )
             elif isinstance(event, CallAnswered):
                 self._publish("call-answered", call_id=event.call_id)
+                self._start_media(event.call_id, event.tag)
             elif isinstance(event, CallConfirmed):
                 self._publish("call-confirmed", call_id=event.call_id)
             elif isinstance(event, CallProgress):
@@ -233,6 +256,9 @@ class CallHandler:
                 self.established.add(event.call_id)
                 self._publish("call-established", call_id=event.call_id)
             elif isinstance(event, CallEnded):
+                scope = self._playing.pop(event.tag, None)
+                if scope is not None:
+                    scope.cancel()  # its task publishes the media report
                 self._publish(
                     "call-ended", call_id=event.call_id, reason=event.reason, status=event.status
                 )
@@ -249,6 +275,37 @@ class CallHandler:
                     reason=event.reason,
                 )
         self._deadline_changed.set()
+
+    # -- media ----------------------------------------------------------------------------
+
+    def _start_media(self, call_id: str, tag: str) -> None:
+        bound = self._describer.take(tag)
+        config = self._describer.media
+        if bound is None or config is None:
+            return  # no media configured for this call
+        scope = trio.CancelScope()
+        self._playing[tag] = scope
+        session, plan = bound
+        self._nursery.start_soon(self._play, call_id, scope, session, plan, config)
+
+    async def _play(
+        self,
+        call_id: str,
+        scope: trio.CancelScope,
+        session: MediaSession,
+        plan: MediaPlan,
+        config: CallMedia,
+    ) -> None:
+        """Runs one call's media until the call ends, then publishes its report."""
+        try:
+            with scope:
+                try:
+                    await session.run(plan, make_source(config.play, plan.codec))
+                except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
+                    _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
+        finally:
+            session.close()
+            self._publish("call-media", call_id=call_id, **session.report().as_event())
 
     # -- connections ----------------------------------------------------------------------
 

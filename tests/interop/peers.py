@@ -843,6 +843,7 @@ class Baresip:
         answer: str = "auto",
         certificate: Path | None = None,
         register_interval_s: int = 600,
+        mediaenc: str | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -859,6 +860,8 @@ class Baresip:
         self.events: list[dict[str, Any]] = []
         config = [
             ("poll_method", "epoll"),
+            # Media on loopback too: without it baresip announces the host's first address.
+            ("net_interface", LOCALHOST),
             ("sip_listen", f"{LOCALHOST}:{self.sip_port}"),
             ("call_local_timeout", "120"),
             ("call_max_calls", "4"),
@@ -877,11 +880,17 @@ class Baresip:
         ]
         if certificate is not None:
             config.insert(2, ("sip_certificate", str(certificate)))
+        if mediaenc is not None:
+            # SRTP with SDES keys (`srtp-mand`: RTP/SAVP only); rtcpsummary logs each call's
+            # RTP counters when it ends.
+            config += [("module", "srtp.so"), ("module", "rtcpsummary.so")]
         (work_dir / "config").write_text("".join(f"{k}\t\t{v}\n" for k, v in config))
         account = (
             f"<sip:{user}@{domain};transport={transport}>;auth_pass={password}"
             f';outbound="sip:{proxy[0]}:{proxy[1]};transport={transport}"'
-            f";answermode={answer};regint={register_interval_s}\n"
+            f";answermode={answer};regint={register_interval_s}"
+            + (f";mediaenc={mediaenc}" if mediaenc else "")
+            + "\n"
         )
         accounts = work_dir / "accounts"
         accounts.write_text(account)

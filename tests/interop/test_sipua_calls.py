@@ -8,11 +8,15 @@
   `sipua cert export-ca`.
 - Each call ends once from each side: the caller's BYE, sipua's BYE (`--hangup-after`), and a
   CANCEL before sipua answers (487).
+- Media: baresip calls with SRTP compulsory (SDES over TLS) and sipua answers with echo; both
+  sides' counters (sipua's `call-media` event, baresip's rtcpsummary) show audio both ways.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -179,3 +183,41 @@ def test_route_to_contact_fails_when_kamailio_does_not_trust_the_device_ca(
             assert sipua.find("call-incoming") is None, sipua.tail()
         log = kam.log_tail(400)
     assert "certificate verify failed" in log, log
+
+
+def test_baresip_calls_with_srtp_compulsory_and_hears_its_audio_echoed(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    # SRTP compulsory on both ends (baresip: mediaenc=srtp-mand, RTP/SAVP with SDES keys); sipua
+    # answers with echo. Both sides' counters show audio flowing both ways, encrypted.
+    extra = ["--srtp", "compulsory", "--answer-media", "echo", "--log-format", "json"]
+    with (
+        registered_sipua(kamailio, tmp_path / "data", extra=extra) as sipua,
+        Baresip(
+            tmp_path / "bob",
+            user="bob",
+            password=kamailio.users["bob"],
+            proxy=(kamailio.ip, kamailio.tls_port),
+            mediaenc="srtp-mand",
+        ) as baresip,
+    ):
+        baresip.wait_registered()
+        baresip.dial(f"sip:alice@{kamailio.domain}")
+        baresip.wait_for_event("CALL_ESTABLISHED", timeout_s=8)
+        time.sleep(3.0)  # past the first RTCP reports (2.5 s), which rtcpsummary needs
+        baresip.hangup()
+        baresip.wait_for_event("CALL_CLOSED", timeout_s=5)
+        media = sipua.wait_for("call-media")
+        time.sleep(0.5)  # rtcpsummary writes when the call is freed
+        log = baresip.log_tail(400)
+    assert media["encrypted"] is True, media
+    assert media["srtp"] in {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"}, media
+    assert media["packets_received"] >= 100, media  # 3 s of baresip's 50 packets/s
+    assert media["packets_sent"] >= 100, media
+    assert (media["packets_lost"], media["srtp_auth_failures"]) == (0, 0), media
+    # baresip's side (rtcpsummary at the end of the call): it received sipua's echo, and its
+    # RTCP saw no loss.
+    summary = re.search(r"PR=(\d+);PS=(\d+);PL=(\d+),(\d+);", log)
+    assert summary is not None, log
+    assert int(summary[1]) >= 100, summary[0]
+    assert (summary[3], summary[4]) == ("0", "0"), summary[0]

@@ -228,3 +228,44 @@ def test_endpoint_seeds_hold_the_properties() -> None:
             oracles.check_endpoint(data)
     finally:
         sys.path.remove(str(ROOT / "scripts" / "fuzz"))
+
+
+# --- media: RTP datagrams and the SRTP policy over SDP -------------------------------------------
+
+
+@FUZZ_SETTINGS
+@given(
+    selector=st.integers(0, 255),
+    datagram=st.binary(max_size=64).map(lambda b: b"\x80" + b)
+    | st.binary(max_size=200)
+    | st.sampled_from([b"\x80\xc8\x00\x06", b"\x81\xc9\x00\x07", b"\xbf\x00"]).flatmap(
+        lambda head: st.binary(max_size=60).map(lambda rest: head + rest)
+    ),
+)
+def test_rtp_packet_properties(selector: int, datagram: bytes) -> None:
+    oracles.check_rtp_packet(bytes([selector]) + datagram)
+
+
+_CRYPTO_LINES = [
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJD" * 10,
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:" + "QUJD" * 10 + "|2^20|1:4",
+    "a=crypto:2 AEAD_AES_256_GCM inline:" + "QUJD" * 14 + "QUI=",
+    "a=crypto:3 F8_128_HMAC_SHA1_80 inline:QUJD",
+    "a=crypto:x junk",
+    "a=rtcp-mux",
+    "a=ptime:20",
+]
+
+
+@FUZZ_SETTINGS
+@given(
+    selector=st.integers(0, 15),
+    profile=st.sampled_from(["RTP/AVP", "RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP"]),
+    address=st.sampled_from(["192.0.2.5", "::1", "pbx.example", ""]),
+    lines=st.lists(st.sampled_from(_CRYPTO_LINES) | st.text(max_size=30), max_size=5),
+)
+def test_sdp_crypto_properties(selector: int, profile: str, address: str, lines: list[str]) -> None:
+    family = "IP6" if ":" in address else "IP4"
+    body = f"v=0\r\nc=IN {family} {address}\r\nm=audio 4000 {profile} 0 8 101\r\n"
+    body += "".join(line + "\r\n" for line in lines)
+    oracles.check_sdp_crypto(bytes([selector]) + body.encode("utf-8", "surrogatepass"))

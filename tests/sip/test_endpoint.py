@@ -27,7 +27,7 @@ from sipua.sip.endpoint import (
     Send,
 )
 from sipua.sip.invite import ACK_TIMEOUT_SECONDS, T1_SECONDS
-from sipua.ua.sdp import SdpDescriber
+from sipua.ua.call_media import MediaDescriber
 
 OFFER = (
     b"v=0\r\no=bob 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
@@ -134,7 +134,7 @@ def world(**policy: object) -> World:
     rng = random.Random(7)
     endpoint: Endpoint[str] = Endpoint(
         policy=AnswerPolicy(**policy),  # type: ignore[arg-type]
-        describer=SdpDescriber(rng),
+        describer=MediaDescriber(rng),
         rng=rng,
         users=frozenset({"alice"}),
     )

@@ -14,6 +14,8 @@ import pytest
 import trio
 import trio.testing
 
+from sipua.media.rtp import parse_rtp
+from sipua.media.sdp import parse_offer
 from sipua.sip import Request, Response, StreamFramer, parse_message, serialize
 from sipua.sip.framing import MessageFramed
 from sipua.ua.agent import UserAgent
@@ -74,8 +76,12 @@ async def registered_ua(
 
 
 async def test_invite_is_rung_answered_and_torn_down(tmp_path: Path) -> None:
+    caller_media = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await caller_media.bind(("127.0.0.1", 0))
+    media_port = caller_media.getsockname()[1]
     async with registered_ua(tmp_path) as (registrar, ua, uri):
-        invite = request("INVITE", uri, body=OFFER, branch="z9hG4bKinvite1")
+        offer = OFFER.replace(b"m=audio 40000", f"m=audio {media_port}".encode())
+        invite = request("INVITE", uri, body=offer, branch="z9hG4bKinvite1")
         flow = await registrar.send_request("alice", invite)
         assert (await registrar.response(flow, status=100)).status == 100
         ringing = await registrar.response(flow, status=180)
@@ -83,7 +89,20 @@ async def test_invite_is_rung_answered_and_torn_down(tmp_path: Path) -> None:
         assert ringing.to.tag == ok.to.tag
         assert ok.to.tag is not None
         assert ok.content_type == "application/sdp"
-        assert b"m=audio 4000 RTP/AVP 0" in ok.body
+        (answered,) = parse_offer(ok.body)
+        # The answer announces the port the call's media session is bound on (the default
+        # range), and RTP comes from there to the offer's address (PCMU, the echo's silence).
+        assert (answered.proto, answered.formats, answered.address) == (
+            "RTP/AVP",
+            ["0"],
+            "127.0.0.1",
+        )
+        assert 16384 <= answered.port <= 32767
+        assert answered.port % 2 == 0
+        with trio.fail_after(2):
+            data, source = await caller_media.recvfrom(2048)
+        assert source == ("127.0.0.1", answered.port)
+        assert parse_rtp(data).payload_type == 0
         assert ok.headers.get_all("Record-Route") == ["<sips:127.0.0.1:5061;lr>"]
         assert str(ok.contacts[0].uri).startswith("sips:alice@")
         await flow.send(request("ACK", uri, to_tag=ok.to.tag))
@@ -94,6 +113,14 @@ async def test_invite_is_rung_answered_and_torn_down(tmp_path: Path) -> None:
         assert events(ua, "call-incoming")[0]["call_id"] == "call-1"
         assert events(ua, "call-answered")
         assert events(ua, "call-ended")[0]["reason"] == "remote-bye"
+        await wait_until(lambda: bool(events(ua, "call-media")), 5)
+        (report,) = events(ua, "call-media")
+        assert report["call_id"] == "call-1"
+        assert report["local_port"] == answered.port
+        assert report["packets_sent"] > 0
+        assert (report["encrypted"], report["srtp"]) == (False, "none")
+        assert report["security_reason"] == "the peer offered plain RTP"
+    caller_media.close()
 
 
 async def test_cancel_before_answer_gives_487(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
+from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 
 OFFER = (
     b"v=0\r\no=bob 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
@@ -96,3 +96,38 @@ def test_our_offer_is_answerable_and_names_telephone_event() -> None:
     streams = parse_offer(offer)
     assert streams[0].rtpmap["101"] == "telephone-event/8000"
     assert build_answer(offer, address="127.0.0.2", port=4002, session_id=4) is not None
+
+
+def test_crypto_rtcp_mux_ptime_and_addresses_are_read() -> None:
+    offer = (
+        b"v=0\r\nc=IN IP4 192.0.2.5\r\nm=audio 4000 RTP/SAVP 0\r\na=rtcp-mux\r\na=ptime:30\r\n"
+        b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^20 UNENCRYPTED_SRTCP\r\n"
+        b"m=audio 5000 RTP/AVP 0\r\nc=IN IP6 2001:db8::1\r\n"
+    )
+    first, second = parse_offer(offer)
+    assert (first.address, second.address) == ("192.0.2.5", "2001:db8::1")
+    assert first.rtcp_mux
+    assert not second.rtcp_mux
+    assert first.ptime == 30
+    (crypto,) = first.crypto
+    assert (crypto.tag, crypto.suite, crypto.key_params) == (
+        1,
+        "AES_CM_128_HMAC_SHA1_80",
+        "inline:QUJD|2^20",
+    )
+    assert crypto.session_params == "UNENCRYPTED_SRTCP"
+    assert "QUJD" not in repr(crypto)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("a=crypto:x AES inline:abc", "a=crypto line"),
+        ("a=crypto:1 AES", "a=crypto line"),
+        ("a=ptime:0", "a=ptime"),
+    ],
+)
+def test_bad_crypto_and_ptime_lines(line: str, words: str) -> None:
+    with pytest.raises(SdpError, match=words) as caught:
+        parse_offer(f"v=0\r\nm=audio 4000 RTP/SAVP 0\r\n{line}\r\n".encode())
+    assert "inline" not in str(caught.value)  # a key is never quoted back

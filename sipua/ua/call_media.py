@@ -1,0 +1,134 @@
+"""The media of sipua's calls: the endpoint's session describer and the sessions it binds.
+
+`MediaDescriber` is the `SessionDescriber` the endpoint (`sipua.sip.endpoint`) asks for our
+SDP. Without `CallMedia` it writes a valid answer (PCMU/PCMA, telephone-event) announcing
+`MEDIA_PORT`, and no RTP flows. With it, an answer is written for a `MediaSession` bound first
+on the address the SDP announces (an exhausted port range refuses the INVITE with 503), under
+the account's SRTP policy (`sipua.media.negotiation`: 488 with a Warning when the offer is not
+acceptable). The bound session waits, keyed by our To tag, until the call handler takes it to
+run once the call is answered; `release` closes one that never ran (the call was refused after
+its answer was written, cancelled or rejected).
+
+Binding a UDP socket does not block, so the endpoint may call the describer synchronously; the
+media itself runs in the call handler's tasks.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass, field
+from typing import Final
+
+from sipua.logs import get_logger
+from sipua.media.errors import MediaError, MediaRefused
+from sipua.media.negotiation import MediaPlan, answer_offer
+from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
+from sipua.media.session import MediaSession, PortRange
+from sipua.media.sources import MediaSpec
+from sipua.settings.model import SrtpPolicy
+from sipua.sip.endpoint import Refusal
+from sipua.sip.rejection import warning
+
+#: The media port announced without `CallMedia` (no RTP flows there).
+MEDIA_PORT: Final = 4000
+#: Sessions bound and not yet taken at once; one per ringing call at most, so this is a bound
+#: the call cap keeps well below.
+MAX_WAITING_SESSIONS: Final = 256
+
+_log = get_logger(component="media")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMedia:
+    """The media of answered calls.
+
+    Attributes:
+        play: what the call plays (`echo` by default, so that an answered call is never silent).
+        srtp: the account's SRTP policy.
+        ports: the port range RTP/RTCP pairs are bound from.
+        symmetric: symmetric RTP (send to where the peer's RTP comes from).
+    """
+
+    play: MediaSpec = field(default_factory=lambda: MediaSpec("echo"))
+    srtp: SrtpPolicy = "optional"
+    ports: PortRange = field(default_factory=PortRange)
+    symmetric: bool = True
+
+
+class MediaDescriber:
+    """Writes sipua's SDP for the endpoint, binding a media session per answer when configured.
+
+    Args:
+        rng: the source of o= session ids.
+        media: the media of answered calls; None answers without carrying RTP.
+    """
+
+    def __init__(self, rng: random.Random, media: CallMedia | None = None) -> None:
+        self._rng = rng
+        self.media = media
+        self._waiting: dict[str, tuple[MediaSession, MediaPlan]] = {}
+
+    def answer(self, offer: bytes, *, address: str, tag: str) -> bytes:
+        """Our answer to `offer` (RFC 3264 §6), for the call whose To tag is `tag`.
+
+        Raises:
+            Refusal: 400 for an offer that does not parse (with a Warning naming the line),
+                488 for one with nothing we take, 503 when no media port pair is free.
+        """
+        try:
+            streams = parse_offer(offer)
+        except SdpError as exc:
+            raise Refusal(400, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
+        session_id = self._rng.getrandbits(31)
+        if self.media is None:
+            answer = answer_streams(
+                streams, address=address, port=MEDIA_PORT, session_id=session_id
+            )
+            if answer is None:
+                why = "no audio stream with PCMU or PCMA over RTP/AVP"
+                raise Refusal(488, why, ("Warning", f'304 sipua "{why}"'))
+            return answer
+        return self._bind_and_answer(offer, address, session_id, tag, self.media)
+
+    def offer(self, *, address: str, tag: str) -> bytes:
+        """Our offer for an INVITE that came without one (§13.3.1.4; no media runs for it)."""
+        del tag
+        return build_offer(address=address, port=MEDIA_PORT, session_id=self._rng.getrandbits(31))
+
+    def release(self, tag: str) -> None:
+        """Closes the session bound for `tag` if it never ran."""
+        waiting = self._waiting.pop(tag, None)
+        if waiting is not None:
+            waiting[0].close()
+
+    def take(self, tag: str) -> tuple[MediaSession, MediaPlan] | None:
+        """The session bound for the answered call `tag`, to run (the caller closes it)."""
+        return self._waiting.pop(tag, None)
+
+    def _bind_and_answer(
+        self, offer: bytes, address: str, session_id: int, tag: str, config: CallMedia
+    ) -> bytes:
+        if len(self._waiting) >= MAX_WAITING_SESSIONS:
+            raise Refusal(503, "too many calls are ringing", ("Retry-After", "5"))
+        try:
+            session = MediaSession.open(address, config.ports, symmetric=config.symmetric)
+        except MediaError as exc:  # the range is exhausted, or the address cannot be bound
+            _log.warning("media-port-unavailable", reason=str(exc))
+            raise Refusal(503, str(exc), ("Retry-After", "5")) from None
+        try:
+            # Every connection sipua has is TLS: SDES keys may go into this answer.
+            answer, plan = answer_offer(
+                offer,
+                policy=config.srtp,
+                signalling_secure=True,
+                address=address,
+                port=session.port,
+                session_id=session_id,
+                random_bytes=secrets.token_bytes,
+            )
+        except MediaRefused as exc:
+            session.close()
+            raise Refusal(exc.status, str(exc), ("Warning", warning(str(exc)))) from None
+        self._waiting[tag] = (session, plan)
+        return answer

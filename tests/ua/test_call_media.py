@@ -1,0 +1,138 @@
+"""Answered calls carry media: SRTP echo to a real caller session over loopback, and the
+refusals the SRTP policy and the port range give."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from sipua.media.negotiation import accept_answer, make_offer
+from sipua.media.session import MediaSession, PortRange
+from sipua.media.sources import MediaSpec, make_source
+from sipua.sip import Request, Response
+from sipua.ua.call_media import CallMedia
+from sipua.ua.calls import AnswerPolicy, CallHandler
+from tests.ua.test_agent import wait_until
+from tests.ua.test_calls import OFFER, request
+
+PORTS = PortRange(43000, 43999)
+
+
+class FakeConnection:
+    """Stands in for a SipConnection: records what the call handler sends on it."""
+
+    def __init__(self) -> None:
+        self.local = "127.0.0.1:5061"
+        self.peer = "127.0.0.1:40000"
+        self.sent: list[Request | Response] = []
+        self.closed = trio.Event()
+        self.closed_reason: str | None = None
+        self.is_open = True
+        self.tls_name: str | None = None
+
+    async def send(self, message: Request | Response) -> None:
+        self.sent.append(message)
+
+
+def call_handler(
+    nursery: trio.Nursery, published: list[tuple[str, dict[str, object]]], *, media: CallMedia
+) -> CallHandler:
+    return CallHandler(
+        policy=AnswerPolicy(delay=0.01),
+        publish=lambda event, **fields: published.append((event, fields)),
+        contact_for=lambda connection: f"sips:alice@{connection.local}",
+        nursery=nursery,
+        rng=random.Random(1),
+        users=frozenset({"alice"}),
+        media=media,
+    )
+
+
+def _responses(connection: FakeConnection) -> list[Response]:
+    return [m for m in connection.sent if isinstance(m, Response)]
+
+
+async def _ok(connection: FakeConnection) -> Response:
+    await wait_until(lambda: any(r.status == 200 for r in _responses(connection)), 3)
+    return next(r for r in _responses(connection) if r.status == 200)
+
+
+async def test_an_answered_call_echoes_srtp_back_to_the_caller() -> None:
+    published: list[tuple[str, dict[str, object]]] = []
+    rng = random.Random(5)
+    caller = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
+    offer = make_offer(
+        policy="compulsory",
+        signalling_secure=True,
+        address="127.0.0.1",
+        port=caller.port,
+        session_id=1,
+        random_bytes=rng.randbytes,
+    )
+    async with trio.open_nursery() as nursery:
+        media = CallMedia(srtp="compulsory", ports=PORTS)
+        handler = call_handler(nursery, published, media=media)
+        connection = FakeConnection()
+        invite = request("INVITE", "sips:alice@x", call_id="m1", body=offer.body)
+        await handler.handle_message(connection, invite)
+        ok = await _ok(connection)
+        assert b"RTP/SAVP" in ok.body
+        plan = accept_answer(offer, ok.body, policy="compulsory", signalling_secure=True)
+        assert plan.srtp is not None
+        await nursery.start(caller.run, plan, make_source(MediaSpec("tone"), plan.codec))
+        await handler.handle_message(
+            connection, request("ACK", "sips:alice@x", call_id="m1", to_tag=ok.to.tag)
+        )
+        await trio.sleep(1.2)
+        bye = request("BYE", "sips:alice@x", call_id="m1", cseq=2, to_tag=ok.to.tag)
+        await handler.handle_message(connection, bye)
+        await wait_until(lambda: any(event == "call-media" for event, _ in published), 2)
+        nursery.cancel_scope.cancel()
+    caller.close()
+    (report,) = [fields for event, fields in published if event == "call-media"]
+    assert report["encrypted"] is True
+    assert report["srtp"] == "AES_CM_128_HMAC_SHA1_80"
+    assert isinstance(report["packets_received"], int)
+    assert report["packets_received"] >= 45  # 1.2 s of the caller's 50 packets/s
+    assert report["packets_lost"] == 0
+    assert report["srtp_auth_failures"] == 0
+    back = caller.report()
+    assert back.packets_received >= 40  # the echo of the caller's tone
+    assert back.srtp_auth_failures == 0
+
+
+async def test_compulsory_srtp_refuses_a_plain_offer_with_488() -> None:
+    published: list[tuple[str, dict[str, object]]] = []
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published, media=CallMedia(srtp="compulsory", ports=PORTS))
+        connection = FakeConnection()
+        await handler.handle_message(
+            connection, request("INVITE", "sips:alice@x", call_id="p1", body=OFFER)
+        )
+        await wait_until(lambda: bool(_responses(connection)), 2)
+        (refused,) = _responses(connection)
+        assert refused.status == 488
+        assert "no usable SDES crypto" in (refused.headers.get("Warning") or "")
+        assert handler.active_calls == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_exhausted_port_range_answers_503() -> None:
+    published: list[tuple[str, dict[str, object]]] = []
+    ports = PortRange(44000, 44001)  # one pair
+    holder = MediaSession.open("127.0.0.1", ports)
+    try:
+        async with trio.open_nursery() as nursery:
+            handler = call_handler(nursery, published, media=CallMedia(ports=ports))
+            connection = FakeConnection()
+            await handler.handle_message(
+                connection, request("INVITE", "sips:alice@x", call_id="e1", body=OFFER)
+            )
+            await wait_until(lambda: bool(_responses(connection)), 2)
+            (refused,) = _responses(connection)
+            assert refused.status == 503
+            assert refused.headers.get("Retry-After") == "5"
+            nursery.cancel_scope.cancel()
+    finally:
+        holder.close()
