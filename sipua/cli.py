@@ -54,7 +54,7 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         allow_abbrev=False,
         description="A SIPS (SIP over TLS) user agent.",
         epilog="Exit codes: 0 ok, 2 usage/config, 3 TLS/certificate, 4 refused, 5 network, "
-        "6 call not answered.",
+        "6 call not answered, 7 call without media.",
     )
     parser.add_argument("--version", action="version", version=f"sipua {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

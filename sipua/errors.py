@@ -6,7 +6,8 @@ returns, a contract CI jobs rely on (see the README):
 
     0 success; 2 usage or configuration error; 3 TLS handshake or certificate verification
     failure; 4 registration refused (403, authentication failure); 5 network failure or timeout;
-    6 a call we placed was not answered (refused, cancelled after the ring timeout, no answer).
+    6 a call we placed was not answered (refused, cancelled after the ring timeout, no answer);
+    7 a call we placed was answered but no media arrived.
 
 Foreign exceptions (OpenSSL, dnspython, trio, OS errors) are translated into these at the edge
 of the module that calls the foreign library, with `raise ... from exc`, so callers never see
@@ -26,6 +27,7 @@ EXIT_TLS: Final = 3
 EXIT_REFUSED: Final = 4
 EXIT_NETWORK: Final = 5
 EXIT_CALL_FAILED: Final = 6
+EXIT_NO_MEDIA: Final = 7
 
 
 #: Longest message an operational error carries. Messages quote foreign text (a file's bytes
@@ -159,3 +161,9 @@ class CallFailed(SipuaError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NoMediaReceived(SipuaError):
+    """A call we placed was answered and ended, but not one RTP packet arrived (exit code 7)."""
+
+    exit_code = EXIT_NO_MEDIA

@@ -6,11 +6,15 @@ account's credentials, rings until the callee answers or `--ring-timeout` passes
 CANCELs), ACKs the answer, and hangs up with a BYE after `--duration` (or when the callee
 does). SIGINT or SIGTERM hangs up at once. It then unregisters and exits.
 
+The call carries media: a port of the media range, RTP or SRTP (SDES keys) under the account's
+`--srtp` policy, playing `--media` (a tone by default), and a `call-media` report at its end.
+
 The outcome is one line on standard output (`--log-format json`: an `outcome` object), and the
-exit code says what happened: 0 the call was answered and ended normally, 6 the call was not
-answered (refused with a final response, cancelled after the ring timeout, no answer at all),
-and as for `sipua register`: 2 configuration, 3 TLS or certificate, 4 registration refused,
-5 network (the flow was lost during the call).
+exit code says what happened: 0 the call was answered, media arrived, and it ended normally;
+6 the call was not answered (refused with a final response, cancelled after the ring timeout,
+no answer at all) or its answer was refused by the SRTP policy; 7 it was answered but not one
+RTP packet arrived; and as for `sipua register`: 2 configuration, 3 TLS or certificate,
+4 registration refused, 5 network (the flow was lost during the call, or no media port free).
 
 Heavy imports happen inside `run`, so `sipua call --help` stays fast.
 """
@@ -22,9 +26,10 @@ import json
 import sys
 from typing import TYPE_CHECKING, Final
 
-from sipua.commands.register import seconds_argument
+from sipua.commands.register import media_argument, seconds_argument
 
 if TYPE_CHECKING:
+    from sipua.media.sources import MediaSpec
     from sipua.settings.model import Settings
     from sipua.sip.endpoint import CallEnded
     from sipua.ua.agent import UserAgent
@@ -53,6 +58,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_DURATION,
         help=f"hang up this long after the answer (default: {DEFAULT_DURATION:g})",
     )
+    parser.add_argument(
+        "--media",
+        metavar="MEDIA",
+        type=media_argument,
+        help="what the call plays: tone (default), tone:HZ, echo, silence or file:PATH.wav "
+        "(8 kHz mono 16-bit)",
+    )
     add_common_flags(parser)
 
 
@@ -65,16 +77,32 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level, explain_failures=False)
-    return trio.run(_call, settings, args.target, args.ring_timeout, args.duration)
+    return trio.run(_call, settings, args.target, args.ring_timeout, args.duration, args.media)
 
 
-async def _call(settings: Settings, target: str, ring_timeout: float, duration: float) -> int:
+async def _call(
+    settings: Settings,
+    target: str,
+    ring_timeout: float,
+    duration: float,
+    media: MediaSpec | None = None,
+) -> int:
+    import dataclasses
     import signal
 
     import trio
 
     from sipua.commands.register import failed, shutdown
-    from sipua.errors import CallFailed, ConfigError, ConnectionLost, SipuaError
+    from sipua.errors import (
+        CallFailed,
+        ConfigError,
+        ConnectionLost,
+        NoMediaReceived,
+        SipuaError,
+        TransportError,
+    )
+    from sipua.media.errors import MediaError
+    from sipua.media.sources import MediaSpec
     from sipua.sip.errors import LocalProtocolError
     from sipua.sip.registration import DigestResponder
     from sipua.ua.agent import UserAgent
@@ -89,6 +117,8 @@ async def _call(settings: Settings, target: str, ring_timeout: float, duration: 
             return failed(settings, ua, ConnectionLost("the registration flow is gone"))
         account = ua.account_settings
         password = account.password
+        if ua.calls.media is not None:  # a tone unless told otherwise: audio to measure
+            ua.calls.media = dataclasses.replace(ua.calls.media, play=media or MediaSpec("tone"))
         try:
             call_id = ua.calls.place_call(
                 connection,
@@ -105,6 +135,9 @@ async def _call(settings: Settings, target: str, ring_timeout: float, duration: 
         except LocalProtocolError as exc:
             await shutdown(ua)
             return failed(settings, ua, ConfigError(f"{exc}; give a sip: or sips: URI"))
+        except MediaError as exc:
+            await shutdown(ua)
+            return failed(settings, ua, TransportError(f"no media for the call: {exc}"))
         ended: list[CallEnded] = []
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -122,11 +155,23 @@ async def _call(settings: Settings, target: str, ring_timeout: float, duration: 
         established = call_id in ua.calls.established
         await shutdown(ua)
     outcome = ended[0]
+    report = ua.calls.media_reports.get(call_id)
+    refusal = ua.calls.media_refusals.get(call_id)
+    if refusal is not None:
+        error: SipuaError = CallFailed(f"{target} answered media sipua refuses: {refusal}")
+        return failed(settings, ua, error, result="call failed")
     if established and outcome.reason in ("local-bye", "remote-bye"):
-        _summary(settings, ua, "call ended", 0, target, outcome)
+        if report is not None and not report.get("packets_received"):
+            error = NoMediaReceived(
+                f"the call to {target} was answered but no RTP arrived from "
+                f"{report.get('remote') or 'the callee'}; check the callee's media and any "
+                "firewall between"
+            )
+            return failed(settings, ua, error, result="call without media")
+        _summary(settings, ua, "call ended", 0, target, outcome, report)
         return 0
     if established or outcome.reason.startswith("connection-lost"):
-        error: SipuaError = ConnectionLost(f"the call to {target} was cut: {outcome.reason}")
+        error = ConnectionLost(f"the call to {target} was cut: {outcome.reason}")
     else:
         error = CallFailed(_not_answered(target, outcome), status=outcome.status)
     return failed(settings, ua, error, result="call failed")
@@ -145,7 +190,13 @@ def _not_answered(target: str, outcome: CallEnded) -> str:
 
 
 def _summary(
-    settings: Settings, ua: UserAgent, result: str, exit_code: int, target: str, ended: CallEnded
+    settings: Settings,
+    ua: UserAgent,
+    result: str,
+    exit_code: int,
+    target: str,
+    ended: CallEnded,
+    media: dict[str, object] | None,
 ) -> None:
     lock = ua.account.lock
     if settings.log_format == "json":
@@ -156,11 +207,19 @@ def _summary(
                 "target": target,
                 "reason": ended.reason,
                 "lock": lock.state.value,
+                "media": media,
                 "exit_code": exit_code,
             }
         )
     else:
         from sipua.commands.register import lock_summary
 
-        line = f"{result}: {target} ({ended.reason}); lock: {lock_summary(ua)}"
+        audio = ""
+        if media is not None:
+            crypto = f"SRTP {media.get('srtp')}" if media.get("encrypted") else "plain RTP"
+            audio = (
+                f"; media: {media.get('packets_sent')} packets sent, "
+                f"{media.get('packets_received')} received, {crypto}"
+            )
+        line = f"{result}: {target} ({ended.reason}){audio}; lock: {lock_summary(ua)}"
     print(line, file=sys.stdout, flush=True)

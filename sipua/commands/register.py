@@ -51,14 +51,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--answer-media",
         metavar="MEDIA",
-        type=_media,
+        type=media_argument,
         help="what answered calls play: echo (default), tone, tone:HZ, silence or "
         "file:PATH.wav (8 kHz mono 16-bit); a call-media event reports each call's RTP",
     )
     add_common_flags(parser)
 
 
-def _media(text: str) -> object:
+def media_argument(text: str) -> object:
+    """An argparse type: what a call plays (echo, tone, tone:HZ, silence, file:PATH.wav)."""
     from sipua.media.errors import MediaSourceError
     from sipua.media.sources import parse_media_spec, read_wav
 

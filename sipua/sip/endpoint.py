@@ -249,6 +249,7 @@ class CallEstablished:
 
     call_id: str
     sdp: bytes
+    tag: str = ""  # our From tag
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -770,7 +771,7 @@ class Endpoint(Generic[H]):
             elif isinstance(output, uac.Established):
                 if out.duration is not None:
                     out.hangup_at = now + out.duration
-                self._emit(CallEstablished(call_id=call_id, sdp=output.sdp))
+                self._emit(CallEstablished(call_id=call_id, sdp=output.sdp, tag=out.call.local_tag))
             elif isinstance(output, uac.Ended):
                 self._end_outgoing(call_id, output.reason, output.status, output.phrase)
 

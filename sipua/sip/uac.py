@@ -154,6 +154,7 @@ class OutgoingCall:
         routes: Route values to put first (an outbound proxy, ``<sips:proxy;lr>``), may be empty.
         responder: answers 401/407 challenges (the account's digest), or None.
         rng: tags, branches, the Call-ID.
+        local_tag: our From tag (made from `rng` when not given).
 
     Raises:
         LocalProtocolError: `target` is not a SIP or SIPS URI.
@@ -170,6 +171,7 @@ class OutgoingCall:
         routes: tuple[str, ...] = (),
         responder: ChallengeResponder | None = None,
         rng: RandomSource,
+        local_tag: str | None = None,
     ) -> None:
         try:
             self.target = SipUri.parse(target)
@@ -182,7 +184,7 @@ class OutgoingCall:
         self.routes = routes
         self.state = OutgoingState.CALLING
         self.call_id = new_call_id(rng)
-        self.local_tag = new_tag(rng)
+        self.local_tag = local_tag or new_tag(rng)
         self.dialog: Dialog | None = None
         self._responder = responder
         self._rng = rng

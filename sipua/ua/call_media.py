@@ -22,7 +22,7 @@ from typing import Final
 
 from sipua.logs import get_logger
 from sipua.media.errors import MediaError, MediaRefused
-from sipua.media.negotiation import MediaPlan, answer_offer
+from sipua.media.negotiation import LocalOffer, MediaPlan, accept_answer, answer_offer, make_offer
 from sipua.media.sdp import SdpError, answer_streams, build_offer, parse_offer
 from sipua.media.session import MediaSession, PortRange
 from sipua.media.sources import MediaSpec
@@ -68,6 +68,7 @@ class MediaDescriber:
         self._rng = rng
         self.media = media
         self._waiting: dict[str, tuple[MediaSession, MediaPlan]] = {}
+        self._offered: dict[str, tuple[MediaSession, LocalOffer, CallMedia]] = {}
 
     def answer(self, offer: bytes, *, address: str, tag: str) -> bytes:
         """Our answer to `offer` (RFC 3264 §6), for the call whose To tag is `tag`.
@@ -96,11 +97,61 @@ class MediaDescriber:
         del tag
         return build_offer(address=address, port=MEDIA_PORT, session_id=self._rng.getrandbits(31))
 
+    def offer_for_call(self, *, address: str, tag: str) -> bytes:
+        """Our offer for a call we place (`tag`: our From tag): with media, a session is bound
+        and its offer made under the account's SRTP policy (keys only go over TLS, which every
+        connection of sipua is).
+
+        Raises:
+            MediaError: no media port pair is free (`PortRangeExhausted`), or the policy
+                cannot make an offer.
+        """
+        config = self.media
+        if config is None:
+            return self.offer(address=address, tag=tag)
+        session = MediaSession.open(address, config.ports, symmetric=config.symmetric)
+        try:
+            local = make_offer(
+                policy=config.srtp,
+                signalling_secure=True,
+                address=address,
+                port=session.port,
+                session_id=self._rng.getrandbits(31),
+                random_bytes=secrets.token_bytes,
+            )
+        except MediaError:
+            session.close()
+            raise
+        self._offered[tag] = (session, local, config)
+        return local.body
+
+    def accept(self, tag: str, answer: bytes) -> tuple[MediaSession, MediaPlan] | None:
+        """The session and plan the callee's `answer` sets up for our call `tag`, to run (the
+        caller closes it); None without media.
+
+        Raises:
+            MediaRefused: the answer is not acceptable (a plain answer under `compulsory`, keys
+                or a codec we did not offer); the session is closed.
+        """
+        offered = self._offered.pop(tag, None)
+        if offered is None:
+            return None
+        session, local, config = offered
+        try:
+            plan = accept_answer(local, answer, policy=config.srtp, signalling_secure=True)
+        except MediaRefused:
+            session.close()
+            raise
+        return session, plan
+
     def release(self, tag: str) -> None:
         """Closes the session bound for `tag` if it never ran."""
         waiting = self._waiting.pop(tag, None)
         if waiting is not None:
             waiting[0].close()
+        offered = self._offered.pop(tag, None)
+        if offered is not None:
+            offered[0].close()
 
     def take(self, tag: str) -> tuple[MediaSession, MediaPlan] | None:
         """The session bound for the answered call `tag`, to run (the caller closes it)."""

@@ -29,7 +29,7 @@ import trio
 
 from sipua.errors import ConnectionLost
 from sipua.logs import get_logger
-from sipua.media.errors import MediaError
+from sipua.media.errors import MediaError, MediaRefused
 from sipua.media.negotiation import MediaPlan
 from sipua.media.session import MediaSession
 from sipua.media.sources import make_source
@@ -47,6 +47,7 @@ from sipua.sip.endpoint import (
     RequestRefused,
     Send,
 )
+from sipua.sip.ids import new_tag
 from sipua.sip.registration import ChallengeResponder
 from sipua.sip.uac import OutgoingCall
 from sipua.transport.connection import SipConnection
@@ -119,6 +120,11 @@ class CallHandler:
         self._placed: dict[str, trio.Event] = {}
         self.outcomes: dict[str, CallEnded] = {}
         self.established: set[str] = set()
+        #: Media reports of the calls we placed (published as call-media too), by Call-ID.
+        self.media_reports: dict[str, dict[str, object]] = {}
+        self._media_done: dict[str, trio.Event] = {}  # placed calls whose media still runs
+        #: Calls we placed whose answer our SRTP policy refused, with why.
+        self.media_refusals: dict[str, str] = {}
         self._deadline_changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -165,18 +171,19 @@ class CallHandler:
 
         Raises:
             LocalProtocolError: `target` is not a SIP or SIPS URI.
+            MediaError: no media port pair is free for the call's offer.
         """
+        tag = new_tag(self._rng)
+        address = connection.local.rpartition(":")[0].strip("[]")
         call = OutgoingCall(
             target=target,
             from_uri=from_uri,
             contact=self._contact_for(connection),
             sent_by=connection.local,
-            # The offer announces no media session yet: calls we place carry no RTP so far.
-            offer=self._describer.offer(
-                address=connection.local.rpartition(":")[0].strip("[]"), tag=""
-            ),
+            offer=self._describer.offer_for_call(address=address, tag=tag),
             responder=responder,
             rng=self._rng,
+            local_tag=tag,
         )
         self._placed[call.call_id] = trio.Event()
         self._publish("call-placing", call_id=call.call_id, callee=target, peer=connection.peer)
@@ -191,8 +198,12 @@ class CallHandler:
         return call.call_id
 
     async def wait_ended(self, call_id: str) -> CallEnded:
-        """Waits until the call we placed is over; returns how it ended."""
+        """Waits until the call we placed is over (its media report too); returns how it ended."""
         await self._placed[call_id].wait()
+        del self._placed[call_id]
+        media = self._media_done.get(call_id)
+        if media is not None:
+            await media.wait()
         return self.outcomes.pop(call_id)
 
     def hangup(self, call_id: str) -> None:
@@ -255,14 +266,16 @@ class CallHandler:
             elif isinstance(event, CallEstablished):
                 self.established.add(event.call_id)
                 self._publish("call-established", call_id=event.call_id)
+                self._start_placed_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallEnded):
+                self._describer.release(event.tag)  # a call we placed that never got its answer
                 scope = self._playing.pop(event.tag, None)
                 if scope is not None:
                     scope.cancel()  # its task publishes the media report
                 self._publish(
                     "call-ended", call_id=event.call_id, reason=event.reason, status=event.status
                 )
-                placed = self._placed.pop(event.call_id, None)
+                placed = self._placed.get(event.call_id)
                 if placed is not None:
                     self.outcomes[event.call_id] = event
                     placed.set()
@@ -278,8 +291,28 @@ class CallHandler:
 
     # -- media ----------------------------------------------------------------------------
 
+    def _start_placed_media(self, call_id: str, tag: str, answer: bytes) -> None:
+        self._media_done[call_id] = trio.Event()
+        try:
+            bound = self._describer.accept(tag, answer)
+        except MediaRefused as exc:
+            # The callee answered what our policy refuses (a plain answer under compulsory
+            # SRTP): the call cannot go on.
+            _log.warning("call-media-refused", call_id=call_id, reason=str(exc))
+            self.media_refusals[call_id] = str(exc)
+            self._media_done.pop(call_id).set()
+            self.hangup(call_id)
+            return
+        if bound is None:
+            self._media_done.pop(call_id).set()  # no media configured
+        self._run_media(call_id, tag, bound)
+
     def _start_media(self, call_id: str, tag: str) -> None:
-        bound = self._describer.take(tag)
+        self._run_media(call_id, tag, self._describer.take(tag))
+
+    def _run_media(
+        self, call_id: str, tag: str, bound: tuple[MediaSession, MediaPlan] | None
+    ) -> None:
         config = self._describer.media
         if bound is None or config is None:
             return  # no media configured for this call
@@ -305,7 +338,12 @@ class CallHandler:
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
         finally:
             session.close()
-            self._publish("call-media", call_id=call_id, **session.report().as_event())
+            report = session.report().as_event()
+            done = self._media_done.pop(call_id, None)
+            if done is not None:
+                self.media_reports[call_id] = report
+                done.set()
+            self._publish("call-media", call_id=call_id, **report)
 
     # -- connections ----------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ CLI_TIMEOUT_S: Final = 15.0
 #: Users whose calls come back over a new TLS connection to their Contact (rewrite_contact=no);
 #: every other user gets them over the registration connection (rewrite_contact=yes).
 NEW_CONNECTION_USERS: Final = frozenset({"bob"})
+#: Users whose media is SRTP with SDES keys only (media_encryption = sdes): the encrypted calls.
+SDES_USERS: Final = frozenset({"carol"})
 RTP_PORTS: Final = 20
 _SAFE_VALUE: Final = re.compile(r"[A-Za-z0-9._~!*+=-]{1,64}")
 
@@ -131,7 +133,7 @@ def render_asterisk_config(
                     "@USER@": user,
                     "@PASSWORD@": password,
                     "@REWRITE_CONTACT@": "no" if user in NEW_CONNECTION_USERS else "yes",
-                    "@MEDIA_ENCRYPTION@": "no",
+                    "@MEDIA_ENCRYPTION@": "sdes" if user in SDES_USERS else "no",
                 },
             )
         )

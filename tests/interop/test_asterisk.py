@@ -265,4 +265,28 @@ def test_sipua_calls_echo_with_digest_and_hangs_up(asterisk: Asterisk, tmp_path:
     ended = sipua.find("call-ended")
     assert ended is not None
     assert ended["reason"] == "local-bye", ended
+    media = sipua.find("call-media")
+    assert media is not None, sipua.tail()
+    assert media["packets_received"] >= 25, media  # our tone, echoed back by Echo()
+    assert _wait_no_channels(asterisk), asterisk.channels()
+
+
+def test_sipua_calls_echo_over_sdes_srtp_and_gets_its_tone_back(
+    asterisk: Asterisk, tmp_path: Path
+) -> None:
+    # carol's endpoint has media_encryption = sdes: Asterisk takes SDES keys over TLS only.
+    from tests.interop.peers import sipua_call_argv
+
+    target = f"sips:echo@{asterisk.domain}"
+    extra = ["--duration", "2", "--srtp", "compulsory"]
+    argv = sipua_call_argv(asterisk, tmp_path / "data", target, user="carol", extra=extra)
+    with SipuaProcess(argv) as sipua:
+        code = sipua.wait()
+    assert code == EXIT_OK, sipua.tail()
+    media = sipua.find("call-media")
+    assert media is not None, sipua.tail()
+    assert media["encrypted"] is True, media
+    assert media["srtp"] in {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"}, media
+    assert media["packets_received"] >= 50, media  # 2 s of our tone, echoed back
+    assert (media["packets_lost"], media["srtp_auth_failures"]) == (0, 0), media
     assert _wait_no_channels(asterisk), asterisk.channels()

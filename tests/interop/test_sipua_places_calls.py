@@ -1,8 +1,9 @@
 """Calls sipua places (`sipua call`) over TLS through Kamailio, to a real baresip.
 
 baresip registers as bob; sipua registers as alice and calls sip:bob@ through Kamailio. Each
-outcome has its exit code: answered and ended by either side (0), a callee that does not exist
-(Kamailio's 404: 6), a callee that does not answer before the ring timeout (CANCEL, 487: 6).
+outcome has its exit code: answered, audio both ways, and ended by either side (0), a callee
+that does not exist (Kamailio's 404: 6), a callee that does not answer before the ring timeout
+(CANCEL, 487: 6). With SRTP compulsory on both ends the audio is encrypted both ways.
 """
 
 from __future__ import annotations
@@ -25,14 +26,27 @@ EXIT_OK = 0
 EXIT_CALL_FAILED = 6
 
 
-def _bob(kam: Kamailio, work_dir: Path, *, answer: str = "auto") -> Baresip:
+def _bob(
+    kam: Kamailio, work_dir: Path, *, answer: str = "auto", mediaenc: str | None = None
+) -> Baresip:
     return Baresip(
         work_dir,
         user="bob",
         password=kam.users["bob"],
         proxy=(kam.ip, kam.tls_port),
         answer=answer,
+        mediaenc=mediaenc,
     )
+
+
+def _audio_both_ways(sipua: SipuaProcess) -> dict[str, object]:
+    media = sipua.find("call-media")
+    assert media is not None, sipua.tail()
+    assert isinstance(media["packets_sent"], int)
+    assert isinstance(media["packets_received"], int)
+    assert media["packets_sent"] >= 25, media  # 20 ms packets for at least 0.5 s
+    assert media["packets_received"] >= 25, media  # baresip's own audio came back to us
+    return media
 
 
 def test_sipua_calls_baresip_which_answers_then_sipua_hangs_up(
@@ -54,6 +68,8 @@ def test_sipua_calls_baresip_which_answers_then_sipua_hangs_up(
         outcome = sipua_outcome("\n".join(sipua.lines))
         assert (outcome["result"], outcome["exit_code"]) == ("call ended", 0)
         assert outcome["lock"] == "unlocked"  # the flow was closed after unregistering
+        media = _audio_both_ways(sipua)
+        assert outcome["media"]["packets_received"] == media["packets_received"]
 
 
 def test_baresip_hangs_up_the_call_sipua_placed(kamailio: Kamailio, tmp_path: Path) -> None:
@@ -103,4 +119,23 @@ def test_an_unanswered_call_is_cancelled_after_the_ring_timeout(
         ended = sipua.find("call-ended")
         assert ended is not None
         assert (ended["reason"], ended["status"]) == ("cancelled", 487), ended
+        baresip.wait_for_event("CALL_CLOSED", timeout_s=5)
+
+
+def test_sipua_calls_baresip_with_srtp_compulsory_both_ways(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    with _bob(kamailio, tmp_path / "bob", mediaenc="srtp-mand") as baresip:
+        baresip.wait_registered()
+        target = f"sip:bob@{kamailio.domain}"
+        extra = ["--duration", "2", "--srtp", "compulsory"]
+        with SipuaProcess(
+            sipua_call_argv(kamailio, tmp_path / "data", target, extra=extra)
+        ) as sipua:
+            code = sipua.wait()
+        assert code == EXIT_OK, sipua.tail()
+        media = _audio_both_ways(sipua)
+        assert media["encrypted"] is True, media
+        assert media["srtp"] in {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"}, media
+        assert (media["packets_lost"], media["srtp_auth_failures"]) == (0, 0), media
         baresip.wait_for_event("CALL_CLOSED", timeout_s=5)

@@ -136,3 +136,39 @@ async def test_an_exhausted_port_range_answers_503() -> None:
             nursery.cancel_scope.cancel()
     finally:
         holder.close()
+
+
+async def test_a_placed_call_whose_answer_is_plain_under_compulsory_is_hung_up() -> None:
+    from dataclasses import replace
+
+    from sipua.sip import make_response
+
+    published: list[tuple[str, dict[str, object]]] = []
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published, media=CallMedia(srtp="compulsory", ports=PORTS))
+        connection = FakeConnection()
+        call_id = handler.place_call(
+            connection,
+            target="sips:bob@example.test",
+            from_uri="sips:alice@example.test",
+            responder=None,
+            ring_timeout=None,
+            duration=None,
+        )
+        await wait_until(lambda: bool(connection.sent), 2)
+        invite = connection.sent[0]
+        assert isinstance(invite, Request)
+        assert b"RTP/SAVP" in invite.body  # compulsory offers SRTP only
+        ok = make_response(invite, 200, to_tag="bob9")
+        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
+        ok.headers.add("Content-Type", "application/sdp")
+        await handler.handle_message(connection, replace(ok, body=OFFER))
+        ended = await handler.wait_ended(call_id)
+        assert ended.reason == "local-bye"
+        assert "compulsory" in handler.media_refusals[call_id]
+        assert [m.method for m in connection.sent if isinstance(m, Request)] == [
+            "INVITE",
+            "ACK",
+            "BYE",
+        ]
+        nursery.cancel_scope.cancel()
