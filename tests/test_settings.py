@@ -12,6 +12,7 @@ from sipua.settings.load import load_settings
 from sipua.settings.model import (
     ANSWER_STATUS,
     AccountSettings,
+    CertificateSettings,
     ListenSettings,
     Settings,
     TlsSettings,
@@ -151,9 +152,10 @@ def test_example_config_parses_to_the_documented_defaults() -> None:
 def test_example_config_mentions_every_setting() -> None:
     text = EXAMPLE.read_text()
     mentioned = set(re.findall(r"^#? ?(\w+) = ", text, re.M))
-    for cls in (AccountSettings, TlsSettings, ListenSettings, Settings):
+    for cls in (AccountSettings, TlsSettings, ListenSettings, CertificateSettings, Settings):
         for model_field in dataclasses.fields(cls):
-            if model_field.name in ("accounts", "tls", "listen", "config_warnings", "password"):
+            skipped = ("accounts", "tls", "listen", "certificates", "config_warnings", "password")
+            if model_field.name in skipped:
                 continue
             assert model_field.name in mentioned, f"{cls.__name__}.{model_field.name}"
     assert {"password", "password_file", "password_env"} <= mentioned

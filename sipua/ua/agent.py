@@ -42,7 +42,9 @@ from sipua.ua.calls import AnswerPolicy, CallHandler
 from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
 
 if TYPE_CHECKING:
+    from sipua.tls.connection.context import TlsServerConfig
     from sipua.tls.setup import TlsSetup
+    from sipua.tls.trust.pins import KeyPolicy
 
 INSTANCE_ID_FILE: Final = "instance-id"
 MAX_KEPT_EVENTS: Final = 1000
@@ -84,6 +86,12 @@ def instance_id(data_dir: Path, configured: str | None = None) -> str:
     value = str(uuid.uuid4())
     atomic_write(path, (value + "\n").encode())
     return value
+
+
+def _path_of(verification: object) -> tuple[Any, ...]:
+    """The validated path of a verdict (leaf to anchor), empty when none was built."""
+    path = getattr(verification, "path_certificates", ())
+    return tuple(path) if isinstance(path, tuple | list) else ()
 
 
 def _served_users(account: AccountSettings) -> frozenset[str]:
@@ -143,6 +151,10 @@ class UserAgent:
         self._account: Account | None = None
         self._calls: CallHandler | None = None
         self._tls: TlsSetup | None = None
+        self._server_config: TlsServerConfig | None = None
+        # Fingerprints already warned about as expiring (warned once per run, and again after
+        # a reload that still finds them).
+        self._warned: set[str] = set()
         # The registrar/proxy's addresses: room at the listener, and the only sources allowed
         # with listen.servers_only. IP literals in the settings count from the start.
         self.servers = ServerAddresses()
@@ -191,6 +203,7 @@ class UserAgent:
         self._prepare_tls()
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._nursery = nursery
+        nursery.start_soon(self._watch_certificates)
         account_settings = self.account_settings
         self._calls = CallHandler(
             policy=AnswerPolicy(
@@ -247,7 +260,98 @@ class UserAgent:
     def _prepare_tls(self) -> None:
         from sipua.tls.setup import TlsSetup
 
-        self._tls = TlsSetup(self.settings)
+        setup = TlsSetup(self.settings)
+        if self._listen:
+            self._server_config = setup.server()
+        self._tls = setup
+        self._warn_expiring(setup, again=True)
+
+    def _warn_expiring(self, setup: TlsSetup, *, again: bool) -> None:
+        """Publishes `certificate-expiring` for each certificate in use that expires soon.
+
+        Args:
+            again: warn about certificates already warned about too (start, reload).
+        """
+        within = self.settings.certificates.expiry_warning_days
+        for item in setup.expiring(within):
+            if again or item.fingerprint not in self._warned:
+                self.publish("certificate-expiring", **item.fields())
+            self._warned.add(item.fingerprint)
+
+    def reload_certificates(self, trigger: str) -> bool:
+        """Re-reads the certificate store: new connections use the new trust, the listener
+        presents the new device certificate on new handshakes; established flows stay up.
+
+        A unique or generic device certificate due for renewal is re-issued from the device CA
+        on the way (`TlsSetup.identity`). Publishes `certificates-reloaded` saying what
+        changed (always for a user's request, else only on a change), or
+        `certificates-reload-failed` keeping the old setup when the new one is unusable.
+
+        Args:
+            trigger: why: "sighup", "check" (the periodic check), "provisioning".
+
+        Returns:
+            Whether anything changed.
+        """
+        from sipua.tls.connection.context import server_context
+        from sipua.tls.setup import TlsSetup
+        from sipua.tls.trust.verify import clear_verdict_cache
+
+        old = self._tls_setup
+        try:
+            new = TlsSetup(self.settings)
+            server = new.server() if self._listen else None
+            if server is not None:
+                server_context(server)  # a certificate that does not fit its key fails here
+            changes = new.changes_since(old)
+        except SipuaError as exc:
+            self._log.warning(
+                "certificates-reload-failed",
+                trigger=trigger,
+                reason=str(exc),
+                kept="the certificates in use before",
+            )
+            self.events.append(("certificates-reload-failed", {"trigger": trigger}))
+            return False
+        for problem in new.store.problems:
+            self._log.warning("certificate-store-problem", problem=problem)
+        if changes.changed:
+            self._tls = new
+            self._server_config = server
+            # Remembered verdicts were made with the old trusted set.
+            clear_verdict_cache()
+        if changes.changed or trigger == "sighup":
+            self.publish(
+                "certificates-reloaded",
+                trigger=trigger,
+                changed=changes.changed,
+                **changes.fields(),
+            )
+        self._warn_expiring(self._tls_setup, again=trigger == "sighup")
+        return changes.changed
+
+    async def _watch_certificates(self) -> None:
+        """Re-checks the store every `certificates.check_interval` seconds: renews a device
+        certificate due for renewal, picks up changes, warns about expiring certificates."""
+        interval = self.settings.certificates.check_interval
+        while True:
+            await trio.sleep(interval)
+            self.reload_certificates("check")
+
+    def _current_server_config(self) -> TlsServerConfig:
+        if self._server_config is None:
+            raise RuntimeError("the listener has no configuration")
+        return self._server_config
+
+    def _key_policy(self) -> KeyPolicy:
+        from sipua.tls.trust.pins import KeyPolicy
+
+        account = self.account_settings
+        return KeyPolicy(
+            pins=account.pins,
+            first_use=account.trust_on_first_use,
+            records=self._tls_setup.store.known if account.trust_on_first_use else None,
+        )
 
     @property
     def _tls_setup(self) -> TlsSetup:
@@ -264,8 +368,11 @@ class UserAgent:
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
+        from sipua.tls.trust.pins import judge
+
         tls = self.settings.tls
-        config = self._tls_setup.client(target.tls_name)
+        keys = self._key_policy()
+        config = self._tls_setup.client(target.tls_name, first_use=keys.first_use)
         opened = await open_tls(
             target.host, target.port, config, handshake_timeout=tls.handshake_timeout
         )
@@ -275,11 +382,25 @@ class UserAgent:
                 self.servers.add(str(tcp.socket.getpeername()[0]))
         verification = opened.handshake.verification
         verified = opened.handshake.verified
-        established = TlsEstablished(
-            verified=verified,
-            code=verification.code if verification is not None else "no-certificate",
-            reason="" if verified or verification is None else verification.reason,
-        )
+        code = verification.code if verification is not None else "no-certificate"
+        reason = "" if verified or verification is None else verification.reason
+        try:
+            # After the chain and the name, before any SIP byte: the account's key continuity.
+            basis = judge(
+                opened.handshake.peer_chain,
+                _path_of(verification),
+                name=target.tls_name or target.host,
+                verified=verified,
+                code=code,
+                reason=reason,
+                policy=keys,
+                trust=self._tls_setup.policy,
+                problems=[(p.code, p.reason) for p in getattr(verification, "problems", ())],
+            )
+        except BaseException:
+            await trio.aclose_forcefully(opened.stream)
+            raise
+        established = TlsEstablished(verified=verified, code=code, reason=reason, basis=basis)
         self.publish(
             "tls-established",
             peer=opened.peer,
@@ -287,6 +408,7 @@ class UserAgent:
             version=opened.handshake.version,
             cipher=opened.handshake.cipher,
             verified=verified,
+            basis=basis,
             # The server may still refuse our certificate: the lock waits for its first answer.
             client_certificate_requested=opened.handshake.certificate_requested,
         )
@@ -303,11 +425,10 @@ class UserAgent:
 
     async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
         listen = self.settings.listen
-        config = self._tls_setup.server()
         await serve_tls(
             listen.host,
             listen.port,
-            config,
+            self._current_server_config,
             self._on_inbound,
             handshake_timeout=listen.handshake_timeout,
             idle_timeout=listen.idle_timeout,
