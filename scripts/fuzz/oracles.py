@@ -21,6 +21,11 @@ Input layouts (so a reproducer file is self-contained):
 - digest_challenge: `challenge [NUL request-uri]`; the URI defaults to `sips:example.com`.
 - certificates: the file contents (PEM or DER).
 - sdp_offer: the SDP body of an INVITE.
+- http_response: byte 0 picks the body limit (`64 << (byte % 8)` bytes), bytes 1-2 seed the
+  chunking (as stream_framer), the rest is what a provisioning server answered.
+- provisioned_files: byte 0 even: the content of a trusted certificates URL; odd: a device
+  certificate URL's bundle (certificate, key, chain); the rest is the file.
+- known_keys: the known-keys file (trust on first use).
 """
 
 from __future__ import annotations
@@ -458,6 +463,77 @@ def check_sdp_offer(data: bytes) -> None:
 
 
 #: Fuzz target name -> oracle.
+def check_http_response(data: bytes) -> None:
+    """`ResponseReader` (h11) over a provisioning server's answer: only `FetchError` escapes.
+
+    Properties: a body is returned at most once, never larger than the limit, and feeding ends
+    (a body or an error) once the end of the stream has been fed.
+    """
+    from sipua.provision.fetch import FetchError, ResponseReader
+
+    if len(data) < 3:
+        return
+    limit = 64 << (data[0] % 8)
+    rng = random.Random(int.from_bytes(data[1:3], "big"))
+    stream = data[3:]
+    reader = ResponseReader("https://fuzz.test/ca.pem", limit=limit)
+    reader.request("fuzz.test", "/ca.pem")
+    position = 0
+    try:
+        while True:
+            size = rng.randint(1, 4096)
+            chunk = stream[position : position + size]
+            position += len(chunk)
+            body = reader.feed(chunk)
+            if body is not None:
+                _require(len(body) <= limit, f"a body of {len(body)} bytes passed limit {limit}")
+                return
+            _require(bool(chunk), "the reader asked for more after the end of the stream")
+    except FetchError as exc:
+        _check_error(exc)
+
+
+def check_provisioned_files(data: bytes) -> None:
+    """What a provisioning URL serves: only `CertificateError` escapes its checks.
+
+    Properties: at most `MAX_CUSTOM_TRUSTED` trusted certificates pass, never with a private
+    key; a device bundle that passes has a key matching its leaf.
+    """
+    from sipua.provision.content import trusted_certificates
+    from sipua.tls.certs import key_matches
+    from sipua.tls.stores.device import parse_device_bundle
+    from sipua.tls.stores.trusted import MAX_CUSTOM_TRUSTED
+
+    if not data:
+        return
+    body = data[1:]
+    try:
+        if data[0] % 2 == 0:
+            certs = trusted_certificates(body, source="https://fuzz.test/ca.pem")
+            _require(len(certs) <= MAX_CUSTOM_TRUSTED, f"{len(certs)} trusted certificates passed")
+            _require(b"PRIVATE KEY-----" not in body or not certs, "a private key passed")
+            for cert in certs:
+                json.dumps(CertSummary.of(cert).as_json())
+        else:
+            key, leaf, _chain = parse_device_bundle(body, source="https://fuzz.test/dev.pem")
+            _require(key_matches(leaf, key), "a device bundle passed with a foreign key")
+    except CertificateError as exc:
+        _check_error(exc)
+
+
+def check_known_keys(data: bytes) -> None:
+    """`parse_known_keys`: only `KnownKeysError` escapes; what it reads survives a rewrite."""
+    from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
+
+    try:
+        records = parse_known_keys(data, source="known-keys")
+    except KnownKeysError as exc:
+        _check_error(exc)
+        return
+    again = parse_known_keys(format_known_keys(records), source="rewritten")
+    _require(again == records, "the known keys changed through a rewrite")
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
     "stream_framer": check_stream_framer,
@@ -465,4 +541,7 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "digest_challenge": check_digest_challenge,
     "certificates": check_certificates,
     "sdp_offer": check_sdp_offer,
+    "http_response": check_http_response,
+    "provisioned_files": check_provisioned_files,
+    "known_keys": check_known_keys,
 }

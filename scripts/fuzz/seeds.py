@@ -109,6 +109,38 @@ def sdp_seeds() -> Iterator[bytes]:
     yield b"v=0\nm=audio 5000 RTP/AVP 8\na=rtpmap:8 PCMA/8000\nm=video 0 RTP/AVP 31\n"
 
 
+def http_response_seeds() -> Iterator[bytes]:
+    """Answers a provisioning server gives: a file, chunked, an error, a redirect, garbage."""
+    pem = certs.make_ca().pem
+    yield b"\x07\x00\x01HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(pem) + pem
+    yield (
+        b"\x07\x01\x02HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    yield b"\x00\x00\x03HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    yield b"\x03\x00\x04HTTP/1.1 302 Found\r\nLocation: http://x/\r\n\r\n"
+    yield b"\x01\x00\x05HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nbody"
+
+
+def provisioned_file_seeds() -> Iterator[bytes]:
+    """Trusted bundles (PEM, DER) and device bundles (key, leaf, chain), made now."""
+    ca = certs.make_ca()
+    leaf = certs.make_leaf(ca, dns=["sip.example.com"])
+    other = certs.make_leaf(ca, cn="other")
+    yield b"\x00" + certs.pem_bundle(ca, leaf)
+    yield b"\x00" + ca.der
+    yield b"\x01" + leaf.key_pem + leaf.pem + ca.pem
+    yield b"\x01" + other.key_pem + leaf.pem
+    yield b"\x00" + leaf.key_pem + leaf.pem
+
+
+def known_keys_seeds() -> Iterator[bytes]:
+    """A known-keys file as sipua writes it, and near misses."""
+    pin = b"sha256/" + b"A" * 43 + b"="
+    yield b"# sipua known registrar keys\nexample.test " + pin + b"\n[2001:db8::1] " + pin + b"\n"
+    yield b"example.test sha256/short=\n"
+    yield b"example.test " + pin + b"\nEXAMPLE.test " + pin + b"\n"
+
+
 SEEDS = {
     "parse_message": sip_messages,
     "stream_framer": stream_seeds,
@@ -116,6 +148,9 @@ SEEDS = {
     "digest_challenge": digest_seeds,
     "certificates": certificate_seeds,
     "sdp_offer": sdp_seeds,
+    "http_response": http_response_seeds,
+    "provisioned_files": provisioned_file_seeds,
+    "known_keys": known_keys_seeds,
 }
 
 

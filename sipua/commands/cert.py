@@ -79,6 +79,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     accept.add_argument("pin", metavar="sha256/BASE64", help="the new key's pin")
     forget = add("forget-key", "forget the key recorded for a registrar (re-learnt on next use)")
     forget.add_argument("name", metavar="NAME", help="the registrar's TLS name")
+    prov = add(
+        "provision",
+        "fetch the provisioning URLs once (trusted certificates, device certificate) and store "
+        "what they serve; one outcome line per URL",
+    )
+    prov.add_argument("--config", metavar="FILE", help="TOML configuration ([certificates] URLs)")
+    prov.add_argument("--trusted-certificates-url", metavar="URL")
+    prov.add_argument("--server-certificates-url", metavar="URL")
+    prov.add_argument(
+        "--allow-http-provisioning", action="store_true", help="allow plain http:// URLs"
+    )
+    prov.add_argument("--json", action="store_true", help="print JSON lines")
     export = add("export-ca", "print the device CA certificate (PEM) for registrars to trust")
     export.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE")
     verify = add("verify", "verify a certificate chain against the trust policy, offline")
@@ -143,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "export-ca": _export_ca,
         "verify": _verify,
         "accept-key": _accept_key,
+        "provision": _provision,
         "forget-key": _forget_key,
     }
     code = handlers[args.cert_command](store, args)
@@ -253,6 +266,49 @@ def _accept_key(store: CertStore, args: argparse.Namespace) -> int:
     else:
         print(f"accepted: {args.name} {args.pin.strip()} (was {before})")
     return 0
+
+
+def _provision(store: CertStore, args: argparse.Namespace) -> int:
+    import trio
+
+    from sipua.errors import ConfigError
+    from sipua.provision.run import provision
+    from sipua.settings.load import Override, load_settings
+
+    overrides = []
+    if args.data_dir is not None:
+        overrides.append(Override("data_dir", str(store.data_dir), "--data-dir"))
+    for dest, key, flag in (
+        (
+            "trusted_certificates_url",
+            "certificates.trusted_certificates_url",
+            "--trusted-certificates-url",
+        ),
+        (
+            "server_certificates_url",
+            "certificates.server_certificates_url",
+            "--server-certificates-url",
+        ),
+    ):
+        value = getattr(args, dest)
+        if value is not None:
+            overrides.append(Override(key, value, flag))
+    if args.allow_http_provisioning:
+        overrides.append(Override("certificates.allow_http", True, "--allow-http-provisioning"))
+    settings = load_settings(args.config, overrides=overrides)
+    if not settings.certificates.provisioning:
+        raise ConfigError(
+            "nothing to provision: give --trusted-certificates-url or --server-certificates-url, "
+            "or a --config with URLs in its [certificates] section"
+        )
+    outcomes = trio.run(provision, settings)
+    for outcome in outcomes:
+        if args.json:
+            event = "provisioned" if outcome.ok else "provisioning-failed"
+            print(json.dumps({"event": event, **outcome.fields()}), flush=True)
+        else:
+            print(outcome.line(), flush=True)
+    return next((o.exit_code for o in outcomes if not o.ok), 0)
 
 
 def _forget_key(store: CertStore, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import cached_property
 
+from sipua.errors import SipuaError
 from sipua.settings.model import Settings
 from sipua.tls.certs import load_certificate_file
 from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig
@@ -122,7 +123,19 @@ class TlsSetup:
             device_after=_device_label(self.identity),
         )
 
-    def client(self, server_name: str | None, *, first_use: bool = False) -> TlsClientConfig:
+    def provisioning_client(self, host: str) -> TlsClientConfig:
+        """The configuration of an HTTPS provisioning fetch from `host`: the same trust and
+        identity rules as a flow, and the device certificate as client certificate as a desk
+        phone presents it, or none while there is no usable one yet (fetching it is what the
+        provisioning run is for)."""
+        try:
+            return self.client(host)
+        except SipuaError:
+            return self.client(host, identity=False)
+
+    def client(
+        self, server_name: str | None, *, first_use: bool = False, identity: bool = True
+    ) -> TlsClientConfig:
         """The configuration of a flow to a server that must prove `server_name` (RFC 5922).
 
         Args:
@@ -130,6 +143,7 @@ class TlsSetup:
             first_use: The account trusts on first use: a chain without a trusted issuer
                 completes the handshake (unverified) so that `sipua.tls.trust.pins.judge` can
                 accept it on the recorded key; every other check of the policy still applies.
+            identity: Present the device certificate when the server asks (mutual TLS).
         """
         tls = self.tls
         policy = self.policy
@@ -140,7 +154,7 @@ class TlsSetup:
             policy=policy,
             trusted=self.trusted,
             # The device certificate doubles as the client certificate for mutual TLS.
-            identity=self.identity,
+            identity=self.identity if identity else None,
             min_version=tls.min_version,
             max_version=tls.max_version,
             ciphers=tls.ciphers,

@@ -48,6 +48,16 @@ if TYPE_CHECKING:
 
 INSTANCE_ID_FILE: Final = "instance-id"
 MAX_KEPT_EVENTS: Final = 1000
+#: Events logged at warning level (the rest are info).
+WARNING_EVENTS: Final = frozenset(
+    {
+        "registration-failed",
+        "unregister-failed",
+        "certificate-expiring",
+        "certificates-reload-failed",
+        "provisioning-failed",
+    }
+)
 
 Publish = Callable[..., None]
 
@@ -192,7 +202,7 @@ class UserAgent:
         """Publishes one user-agent event: structured log, kept list, extra sink."""
         clean = {key: value for key, value in fields.items() if value is not None}
         self.events.append((event, clean))
-        if event in ("registration-failed", "unregister-failed"):
+        if event in WARNING_EVENTS:
             self._log.warning(event, **clean)
         else:
             self._log.info(event, **clean)
@@ -200,10 +210,18 @@ class UserAgent:
             self._extra_publish(event, **clean)
 
     async def __aenter__(self) -> Self:
+        if self.settings.certificates.provisioning:
+            # Before the TLS setup is built, so it starts with what the URLs serve.
+            await self.provision()
         self._prepare_tls()
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._nursery = nursery
         nursery.start_soon(self._watch_certificates)
+        if (
+            self.settings.certificates.provisioning
+            and self.settings.certificates.provision_interval
+        ):
+            nursery.start_soon(self._provision_periodically)
         account_settings = self.account_settings
         self._calls = CallHandler(
             policy=AnswerPolicy(
@@ -305,13 +323,12 @@ class UserAgent:
                 server_context(server)  # a certificate that does not fit its key fails here
             changes = new.changes_since(old)
         except SipuaError as exc:
-            self._log.warning(
+            self.publish(
                 "certificates-reload-failed",
                 trigger=trigger,
                 reason=str(exc),
                 kept="the certificates in use before",
             )
-            self.events.append(("certificates-reload-failed", {"trigger": trigger}))
             return False
         for problem in new.store.problems:
             self._log.warning("certificate-store-problem", problem=problem)
@@ -337,6 +354,30 @@ class UserAgent:
         while True:
             await trio.sleep(interval)
             self.reload_certificates("check")
+
+    async def provision(self) -> bool:
+        """Runs the provisioning URLs once, publishing one `provisioned` or
+        `provisioning-failed` event per URL (a failure keeps the old store).
+
+        Returns:
+            Whether a store changed.
+        """
+        from sipua.provision.run import provision
+
+        outcomes = await provision(self.settings)
+        for outcome in outcomes:
+            self.publish("provisioned" if outcome.ok else "provisioning-failed", **outcome.fields())
+        return any(outcome.changed for outcome in outcomes)
+
+    async def _provision_periodically(self) -> None:
+        """Every `certificates.provision_interval` seconds: provision, then reload what changed
+        (new connections and handshakes use it; established ones keep theirs)."""
+        interval = self.settings.certificates.provision_interval
+        assert interval is not None
+        while True:
+            await trio.sleep(interval)
+            if await self.provision():
+                self.reload_certificates("provisioning")
 
     def _current_server_config(self) -> TlsServerConfig:
         if self._server_config is None:

@@ -313,3 +313,53 @@ def test_tls_settings_untouched_by_first_use() -> None:
     assert setup.client("example.test", first_use=True).policy is not setup.policy
     assert setup.client("example.test").policy is setup.policy
     assert setup.policy.only_trusted
+
+
+# -- provisioning in a running user agent ------------------------------------------------------
+
+
+async def test_provisioning_at_start_and_on_an_interval_reaches_the_listener(
+    tmp_path: Path,
+) -> None:
+    from tests.support.https_server import FileServer, Served
+
+    device_ca = make_ca("Provisioned Device CA")
+    one = make_leaf(device_ca, cn="device one")
+    two = make_leaf(device_ca, cn="device two")
+    files = {"/device.pem": Served(one.key_pem + one.pem)}
+    async with FileServer(files) as server, TestRegistrar() as registrar:
+        (tmp_path / "prov-ca.pem").write_bytes(server.ca.pem)
+        base = settings(tmp_path, registrar)
+        base = replace(
+            base,
+            tls=replace(
+                base.tls,
+                trusted_certs=(*base.tls.trusted_certs, tmp_path / "prov-ca.pem"),
+                device_cert="custom",
+            ),
+            listen=ListenSettings(enabled=True, port=0),
+            certificates=CertificateSettings(
+                server_certificates_url=server.url("/device.pem"), provision_interval=0.3
+            ),
+        )
+        async with UserAgent(base) as ua:
+            assert ua.listen_address is not None
+            [provisioned] = events(ua, "provisioned")
+            assert provisioned["url"] == server.url("/device.pem")
+            await ua.account.register()
+            assert await _presented_fingerprint(ua.listen_address) == one.fingerprint
+            files["/device.pem"] = Served(two.key_pem + two.pem)
+            with trio.fail_after(10):
+                while not events(ua, "certificates-reloaded"):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            [reloaded] = events(ua, "certificates-reloaded")
+            assert reloaded["trigger"] == "provisioning"
+            assert await _presented_fingerprint(ua.listen_address) == two.fingerprint
+            assert ua.account.connection is not None
+            assert ua.account.connection.is_open
+            # A failing URL later keeps what is in use and says so.
+            files["/device.pem"] = Served(b"garbage")
+            with trio.fail_after(10):
+                while not events(ua, "provisioning-failed"):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            assert await _presented_fingerprint(ua.listen_address) == two.fingerprint

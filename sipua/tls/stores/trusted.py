@@ -190,6 +190,61 @@ class TrustedStore:
         )
         return [StoredCertificate.of(c, role="trusted", kind="custom", path=self.path) for c in new]
 
+    def provision(
+        self, certs: list[x509.Certificate], *, replace: bool, source: str
+    ) -> tuple[list[StoredCertificate], list[StoredCertificate]]:
+        """Makes the custom list what a provisioning URL says, in one atomic write.
+
+        Args:
+            certs: The certificates fetched (checked already).
+            replace: The list becomes exactly `certs` (the phone's `.delete` counterpart);
+                otherwise those not yet trusted are added and the rest kept.
+            source: The URL, for messages.
+
+        Returns:
+            The certificates added and those removed.
+
+        Raises:
+            StoreError: the result would exceed `MAX_CUSTOM_TRUSTED`, or (when adding) the file
+                has unreadable entries; nothing is written then.
+        """
+        with self._dir.locked():
+            entries = self._trusted_entries()
+            existing = [e.stored for e in entries if e.stored is not None]
+            known = {s.fingerprint for s in existing}
+            fresh: dict[str, x509.Certificate] = {}
+            for cert in certs:
+                fresh.setdefault(fingerprint(cert), cert)
+            if replace:
+                wanted = list(fresh.values())
+                added = [c for fp, c in fresh.items() if fp not in known]
+                removed = [s for s in existing if s.fingerprint not in fresh]
+                blocks = [certificate_pem(c) for c in wanted]
+            else:
+                unreadable = [e for e in entries if e.stored is None]
+                if unreadable:
+                    raise StoreError(
+                        f"{source}: nothing was stored because {self.path} has unreadable "
+                        "entries; delete them from the file, then provision again"
+                    )
+                added = [c for fp, c in fresh.items() if fp not in known]
+                removed = []
+                wanted = [*(s.certificate for s in existing), *added]
+                blocks = [*(e.block for e in entries), *(certificate_pem(c) for c in added)]
+            if len(wanted) > MAX_CUSTOM_TRUSTED:
+                raise StoreError(
+                    f"{source}: storing these certificates would make {len(wanted)} custom "
+                    f"trusted certificates; at most {MAX_CUSTOM_TRUSTED} are allowed (the old "
+                    "list is kept); serve fewer, or set certificates.trusted_certificates_delete "
+                    "to replace the list"
+                )
+            if added or removed or (replace and len(entries) != len(wanted)):
+                self._write_trusted(blocks, wanted)
+        stored = [
+            StoredCertificate.of(c, role="trusted", kind="custom", path=self.path) for c in added
+        ]
+        return stored, removed
+
     def remove(self, ident: str) -> StoredCertificate:
         """Removes one custom trusted certificate by fingerprint (or unique prefix) or name.
 
