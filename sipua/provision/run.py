@@ -47,7 +47,9 @@ class Outcome:
         """The one outcome line shown for this URL."""
         where = self.url or "(delete)"
         word = "provisioned" if self.ok else "provisioning failed"
-        return f"{word}: {self.item} from {where}: {self.detail}"
+        # The line names the URL once (an error's message starts with it too).
+        detail = self.detail.removeprefix(f"{self.url}: ") if self.url else self.detail
+        return f"{word}: {self.item} from {where}: {detail}"
 
     def fields(self) -> dict[str, object]:
         """The fields of a `provisioned` / `provisioning-failed` event."""
