@@ -33,6 +33,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "register": ("sipua.commands.register", "register an account over TLS and report the lock"),
     "cert": ("sipua.commands.cert", "manage trusted and device certificates"),
     "load": ("sipua.commands.load", "register many accounts at once and measure"),
+    "config": ("sipua.commands.config", "import a desk phone's provisioning file (.cfg)"),
 }
 
 

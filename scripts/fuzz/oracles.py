@@ -26,6 +26,7 @@ Input layouts (so a reproducer file is self-contained):
 - provisioned_files: byte 0 even: the content of a trusted certificates URL; odd: a device
   certificate URL's bundle (certificate, key, chain); the rest is the file.
 - known_keys: the known-keys file (trust on first use).
+- phone_config: a phone auto-provisioning `.cfg` file.
 """
 
 from __future__ import annotations
@@ -534,6 +535,28 @@ def check_known_keys(data: bytes) -> None:
     _require(again == records, "the known keys changed through a rewrite")
 
 
+def check_phone_config(data: bytes) -> None:
+    """`parse_phone_config` and `translate`: only `PhoneConfigError` escapes.
+
+    Properties: every imported account is a `sips:` AOR; no password reaches the lists of
+    unused or refused keys (they are printed).
+    """
+    from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
+
+    try:
+        entries = parse_phone_config(data, source="phone.cfg")
+        imported = translate(entries, source="phone.cfg")
+    except PhoneConfigError as exc:
+        _check_error(exc)
+        return
+    passwords = {v for k, v in entries.items() if k.endswith(".password") and len(v) > 3}
+    shown = " ".join([*imported.unused, *imported.refused])
+    for account in imported.accounts:
+        _require(account.aor.startswith("sips:"), f"imported a non-SIPS AOR {account.aor!r}")
+    for password in passwords:
+        _require(password not in shown, "a password reached the printed key lists")
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
     "stream_framer": check_stream_framer,
@@ -544,4 +567,5 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "http_response": check_http_response,
     "provisioned_files": check_provisioned_files,
     "known_keys": check_known_keys,
+    "phone_config": check_phone_config,
 }

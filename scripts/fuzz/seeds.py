@@ -141,6 +141,21 @@ def known_keys_seeds() -> Iterator[bytes]:
     yield b"example.test " + pin + b"\nEXAMPLE.test " + pin + b"\n"
 
 
+def phone_config_seeds() -> Iterator[bytes]:
+    """Phone provisioning files: security and account keys, quoted values, near misses."""
+    yield (
+        b"#!version:1.0.0.1\nstatic.security.trust_certificates = 1\n"
+        b"static.security.cn_validation = 0\nstatic.trusted_certificates.url = https://p/ca.pem\n"
+        b"static.trusted_certificates.delete = http://localhost/all\n"
+        b"account.1.user_name = 100\naccount.1.password = secret1\n"
+        b'account.1.label = "Front desk"\naccount.1.sip_server.1.address = pbx.example.test\n'
+        b"account.1.sip_server.1.port = 5061\naccount.1.sip_server.1.transport_type = 2\n"
+    )
+    yield b"#!version:1.0.0.1\naccount.2.user_name = 2\naccount.2.sip_server.1.address = h\n"
+    yield b"#!version:1.0.0.1\nstatic.security.ca_cert = 1\nlocal_time.time_zone = +1\n"
+    yield b"account.1.enable = 1\n"
+
+
 SEEDS = {
     "parse_message": sip_messages,
     "stream_framer": stream_seeds,
@@ -151,6 +166,7 @@ SEEDS = {
     "http_response": http_response_seeds,
     "provisioned_files": provisioned_file_seeds,
     "known_keys": known_keys_seeds,
+    "phone_config": phone_config_seeds,
 }
 
 

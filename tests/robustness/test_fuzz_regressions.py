@@ -185,7 +185,9 @@ def _seeds_module() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("target", ["http_response", "provisioned_files", "known_keys"])
+@pytest.mark.parametrize(
+    "target", ["http_response", "provisioned_files", "known_keys", "phone_config"]
+)
 def test_provisioning_targets_hold_on_their_seeds(target: str) -> None:
     for data in _seeds_module().SEEDS[target]():
         TARGETS[target](data)
@@ -233,6 +235,33 @@ def test_http_response_properties(
 )
 def test_known_keys_properties(text: str) -> None:
     oracles.check_known_keys(text.encode("utf-8", "surrogatepass"))
+
+
+@FUZZ_SETTINGS
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "account.1.user_name = 100",
+                "account.1.password = hunter22",
+                "account.1.sip_server.1.address = pbx.example.test",
+                "account.1.sip_server.1.transport_type = 2",
+                "account.1.sip_server.1.port = 5061",
+                'account.1.label = "A B"',
+                "static.security.cn_validation = 1",
+                "static.security.ca_cert = 2",
+                "static.trusted_certificates.delete = http://localhost/all",
+                "# comment",
+                "",
+            ]
+        )
+        | st.text(max_size=30),
+        max_size=8,
+    )
+)
+def test_phone_config_properties(lines: list[str]) -> None:
+    text = "#!version:1.0.0.1\n" + "\n".join(lines) + "\n"
+    oracles.check_phone_config(text.encode("utf-8", "surrogatepass"))
 
 
 # --- findings shown end to end, from wire bytes -------------------------------------------------
