@@ -11,7 +11,8 @@ It also turns settings into TLS configurations (the trust policy, the custom tru
 certificates of the store and `--trusted-cert`, the device identity), keeps the device's stable
 instance id (a UUID in the data directory, created on first use, RFC 5626 §4.1), and publishes
 the user agent's events through structlog (`registered`, `registration-failed`, `unregistered`,
-`lock-changed`, `call-incoming`, `call-answered`, `call-ended`, ...), keeping the last ones in
+`lock-changed`, `call-incoming`, `call-answered`, `call-ended`, `certificate-expiring`,
+`certificates-reloaded`, `provisioned`, ...), keeping the last ones in
 `events` for status and tests. `--trace` logs every SIP message (credentials redacted).
 """
 
@@ -96,12 +97,6 @@ def instance_id(data_dir: Path, configured: str | None = None) -> str:
     value = str(uuid.uuid4())
     atomic_write(path, (value + "\n").encode())
     return value
-
-
-def _path_of(verification: object) -> tuple[Any, ...]:
-    """The validated path of a verdict (leaf to anchor), empty when none was built."""
-    path = getattr(verification, "path_certificates", ())
-    return tuple(path) if isinstance(path, tuple | list) else ()
 
 
 def _served_users(account: AccountSettings) -> frozenset[str]:
@@ -410,6 +405,7 @@ class UserAgent:
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
         from sipua.tls.trust.pins import judge
+        from sipua.tls.trust.policy import VerifyResult
 
         tls = self.settings.tls
         keys = self._key_policy()
@@ -425,18 +421,20 @@ class UserAgent:
         verified = opened.handshake.verified
         code = verification.code if verification is not None else "no-certificate"
         reason = "" if verified or verification is None else verification.reason
+        # The verifier is `verify_chain`: its result has the validated path and every problem.
+        result = verification if isinstance(verification, VerifyResult) else None
         try:
             # After the chain and the name, before any SIP byte: the account's key continuity.
             basis = judge(
                 opened.handshake.peer_chain,
-                _path_of(verification),
+                result.path_certificates if result is not None else (),
                 name=target.tls_name or target.host,
                 verified=verified,
                 code=code,
                 reason=reason,
                 policy=keys,
                 trust=self._tls_setup.policy,
-                problems=[(p.code, p.reason) for p in getattr(verification, "problems", ())],
+                problems=[(p.code, p.reason) for p in result.problems] if result else [],
             )
         except BaseException:
             await trio.aclose_forcefully(opened.stream)
