@@ -127,11 +127,20 @@ class TlsSetup:
         """The configuration of an HTTPS provisioning fetch from `host`: the same trust and
         identity rules as a flow, and the device certificate as client certificate as a desk
         phone presents it, or none while there is no usable one yet (fetching it is what the
-        provisioning run is for)."""
+        provisioning run is for).
+
+        Unlike a phone with "Only Accept Trusted Certificates" off, the server must verify
+        whatever `only_trusted` says: what it serves decides whom sipua trusts next.
+        """
         try:
-            return self.client(host)
+            config = self.client(host)
         except SipuaError:
-            return self.client(host, identity=False)
+            config = self.client(host, identity=False)
+        if config.policy is not None and not config.policy.only_trusted:
+            config = dataclasses.replace(
+                config, policy=dataclasses.replace(config.policy, only_trusted=True)
+            )
+        return config
 
     def client(
         self, server_name: str | None, *, first_use: bool = False, identity: bool = True

@@ -216,3 +216,17 @@ def test_cert_provision_command_prints_one_line_per_url(tmp_path: Path) -> None:
     assert result.returncode == 2  # the content's failure
     assert "device.pem" in lines[1]["detail"]
     assert [s.name for s in CertStore(tmp_path / "d").trusted.custom()] == ["Provisioned Root A"]
+
+
+async def test_provisioning_requires_a_verified_server_even_with_only_trusted_off(
+    tmp_path: Path,
+) -> None:
+    # What the server serves decides whom sipua trusts next: an unverified one is never used.
+    async with FileServer({"/ca.pem": Served(ROOT_A.pem)}) as server:
+        settings = _settings(tmp_path, server, trusted_certificates_url=server.url("/ca.pem"))
+        lax = replace(settings, tls=replace(settings.tls, trusted_certs=(), only_trusted=False))
+        [outcome] = await provision(lax)
+    assert not outcome.ok
+    assert outcome.exit_code == 3
+    assert server.requests == []
+    assert _custom_names(settings) == []
