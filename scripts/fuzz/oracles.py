@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Final
 
 from sipua.errors import CertificateError
+from sipua.provision.content import trusted_certificates
+from sipua.provision.fetch import FetchError, ResponseReader
+from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -73,7 +76,16 @@ from sipua.sip.fields import (
 from sipua.sip.headers import Headers
 from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
-from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
+from sipua.tls.certs import (
+    CertSummary,
+    key_matches,
+    load_certificate_file,
+    load_certificates,
+    load_private_key,
+)
+from sipua.tls.stores.device import parse_device_bundle
+from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
+from sipua.tls.stores.trusted import MAX_CUSTOM_TRUSTED
 from sipua.tls.trust.identity import check_identity
 from sipua.ua.sdp import SdpError, build_answer, build_offer, parse_offer
 
@@ -470,8 +482,6 @@ def check_http_response(data: bytes) -> None:
     Properties: a body is returned at most once, never larger than the limit, and feeding ends
     (a body or an error) once the end of the stream has been fed.
     """
-    from sipua.provision.fetch import FetchError, ResponseReader
-
     if len(data) < 3:
         return
     limit = 64 << (data[0] % 8)
@@ -500,11 +510,6 @@ def check_provisioned_files(data: bytes) -> None:
     Properties: at most `MAX_CUSTOM_TRUSTED` trusted certificates pass, never with a private
     key; a device bundle that passes has a key matching its leaf.
     """
-    from sipua.provision.content import trusted_certificates
-    from sipua.tls.certs import key_matches
-    from sipua.tls.stores.device import parse_device_bundle
-    from sipua.tls.stores.trusted import MAX_CUSTOM_TRUSTED
-
     if not data:
         return
     body = data[1:]
@@ -524,8 +529,6 @@ def check_provisioned_files(data: bytes) -> None:
 
 def check_known_keys(data: bytes) -> None:
     """`parse_known_keys`: only `KnownKeysError` escapes; what it reads survives a rewrite."""
-    from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
-
     try:
         records = parse_known_keys(data, source="known-keys")
     except KnownKeysError as exc:
@@ -541,8 +544,6 @@ def check_phone_config(data: bytes) -> None:
     Properties: every imported account is a `sips:` AOR; no password reaches the lists of
     unused or refused keys (they are printed).
     """
-    from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
-
     try:
         entries = parse_phone_config(data, source="phone.cfg")
         imported = translate(entries, source="phone.cfg")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from sipua.errors import CertificateError
-from sipua.tls.certs import load_certificates, pem_blocks
+from sipua.tls.certs import load_certificates
 from sipua.tls.stores.trusted import MAX_CUSTOM_TRUSTED
 
 
@@ -24,7 +24,8 @@ def trusted_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
         CertificateError: not certificates, a private key among them, or more than
             `MAX_CUSTOM_TRUSTED`.
     """
-    if any("PRIVATE KEY" in block.label for block in pem_blocks(data)):
+    # Any PEM private-key marker, even of a broken block: a trusted list never holds one.
+    if b"PRIVATE KEY-----" in data:
         raise CertificateError(
             f"{source} serves a private key; a trusted certificates URL must serve "
             "certificates only (and that key is no longer private: replace it)"
