@@ -263,3 +263,43 @@ def test_trusted_self_signed_registrar_certificate_verifies_as_its_own_anchor(
         "verified: custom trusted end-entity certificate 'CN=pbx.example.com,O=sipua tests', "
         "trusted as itself"
     )
+
+
+def test_list_shows_days_left_for_every_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    soon = make_ca("Expiring Soon CA", days=12)
+    assert cli(data, "import-trusted", str(_write(tmp_path, "soon.pem", soon.pem))) == 0
+    CertStore(data).devices.identity("generic")
+    capsys.readouterr()
+    assert cli(data, "list") == 0
+    out = capsys.readouterr().out
+    assert "(11 days left)" in out or "(12 days left)" in out
+    assert "soonest to expire:" in out
+    assert cli(data, "list", "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["trusted"]["custom"][0]["days_left"] in (11, 12)
+    assert all(isinstance(d["days_left"], int) for d in document["device"])
+    assert all("days_left" in d for d in document["trusted"]["default"]["certificates"])
+
+
+def test_show_prints_the_pin_and_accept_forget_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sipua.tls.trust.pins import spki_pin
+
+    data = tmp_path / "data"
+    assert cli(data, "import-trusted", str(_write(tmp_path, "root.pem", ROOT.pem))) == 0
+    capsys.readouterr()
+    assert cli(data, "show", ROOT.fingerprint[:12]) == 0
+    assert f"pin:         {spki_pin(ROOT.cert)}" in capsys.readouterr().out
+    pin = spki_pin(ROOT.cert)
+    assert cli(data, "accept-key", "registrar.example.test", pin) == 0
+    assert "recorded: registrar.example.test" in capsys.readouterr().out
+    assert cli(data, "list") == 0
+    assert f"registrar.example.test {pin}" in capsys.readouterr().out
+    assert cli(data, "forget-key", "registrar.example.test") == 0
+    assert cli(data, "forget-key", "registrar.example.test") == 2
+    assert "no key is recorded" in capsys.readouterr().err
+    assert cli(data, "accept-key", "registrar.example.test", "sha256/bad") == 2

@@ -73,3 +73,12 @@ def test_missing_trusted_cert_says_the_file_does_not_exist(
         "sipua: error: --trusted-cert: the certificate file 'nosuch.pem' does not exist; give "
         "the path of a CA certificate file (PEM or DER)"
     ]
+
+
+def test_load_refuses_key_continuity_it_would_not_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pin = "sha256/" + "A" * 43 + "="
+    argv = ["load", "--aor", "sips:a@example.test", "--proxy", "127.0.0.1:9"]
+    assert main([*argv, "--pin", pin, "--data-dir", str(tmp_path)]) == 2
+    assert "does not check pins" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from sipua.settings.load import load_settings
 from sipua.settings.model import (
     ANSWER_STATUS,
     AccountSettings,
+    CertificateSettings,
     ListenSettings,
     MediaSettings,
     Settings,
@@ -152,9 +153,24 @@ def test_example_config_parses_to_the_documented_defaults() -> None:
 def test_example_config_mentions_every_setting() -> None:
     text = EXAMPLE.read_text()
     mentioned = set(re.findall(r"^#? ?(\w+) = ", text, re.M))
-    for cls in (AccountSettings, TlsSettings, ListenSettings, MediaSettings, Settings):
+    for cls in (
+        AccountSettings,
+        TlsSettings,
+        ListenSettings,
+        MediaSettings,
+        CertificateSettings,
+        Settings,
+    ):
         for model_field in dataclasses.fields(cls):
-            skipped = ("accounts", "tls", "listen", "media", "config_warnings", "password")
+            skipped = (
+                "accounts",
+                "tls",
+                "listen",
+                "media",
+                "certificates",
+                "config_warnings",
+                "password",
+            )
             if model_field.name in skipped:
                 continue
             assert model_field.name in mentioned, f"{cls.__name__}.{model_field.name}"

@@ -104,7 +104,7 @@ def test_error_names_file_key_expectation_and_value(tmp_path: Path) -> None:
             ALICE + "expirse = 5\n",
             r"accounts\[0\]: unknown setting 'expirse'; did you mean 'expires'\?",
         ),
-        ("zzz = 1\n", r"unknown setting 'zzz'; known keys: accounts, data_dir"),
+        ("zzz = 1\n", r"unknown setting 'zzz'; known keys: accounts, certificates, data_dir"),
         ("tls = 1\n", r"tls: expected a table \(\[tls\]\), got 1"),
         ("[accounts]\naor = 'x'\n", r"accounts: expected an array of tables"),
         ("[tls]\nonly_trusted = 'no'\n", r"tls.only_trusted: expected true or false, got 'no'"),

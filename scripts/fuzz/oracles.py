@@ -27,6 +27,12 @@ Input layouts (so a reproducer file is self-contained):
   is the datagram.
 - sdp_crypto: byte 0 picks the SRTP policy, the TLS flag and whether the bytes are an offer to
   answer or an answer to our offer; the rest is the SDP.
+- http_response: byte 0 picks the body limit (`64 << (byte % 8)` bytes), bytes 1-2 seed the
+  chunking (as stream_framer), the rest is what a provisioning server answered.
+- provisioned_files: byte 0 even: the content of a trusted certificates URL; odd: a device
+  certificate URL's bundle (certificate, key, chain); the rest is the file.
+- known_keys: the known-keys file (trust on first use).
+- phone_config: a phone auto-provisioning `.cfg` file.
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ from sipua.media.negotiation import accept_answer, answer_offer, make_offer
 from sipua.media.rtp import build_rtp, is_rtcp, parse_rtp
 from sipua.media.sdp import SdpError, build_answer, build_offer, parse_offer
 from sipua.media.srtp import SUITES, SrtpContext
+from sipua.provision.content import trusted_certificates
+from sipua.provision.fetch import FetchError, ResponseReader
 from sipua.settings.model import SRTP_POLICIES
+from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -83,7 +92,16 @@ from sipua.sip.fields import (
 from sipua.sip.headers import Headers
 from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 from sipua.sip.uri import SipUri
-from sipua.tls.certs import CertSummary, load_certificate_file, load_certificates, load_private_key
+from sipua.tls.certs import (
+    CertSummary,
+    key_matches,
+    load_certificate_file,
+    load_certificates,
+    load_private_key,
+)
+from sipua.tls.stores.device import parse_device_bundle
+from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
+from sipua.tls.stores.trusted import MAX_CUSTOM_TRUSTED
 from sipua.tls.trust.identity import check_identity
 from sipua.ua.call_media import MediaDescriber
 
@@ -651,6 +669,95 @@ def check_sdp_crypto(data: bytes) -> None:
 
 
 #: Fuzz target name -> oracle.
+def check_http_response(data: bytes) -> None:
+    """`ResponseReader` (h11) over a provisioning server's answer: only `FetchError` escapes.
+
+    Properties: a body is returned at most once, never larger than the limit, and feeding ends
+    (a body or an error) once the end of the stream has been fed.
+    """
+    if len(data) < 3:
+        return
+    limit = 64 << (data[0] % 8)
+    rng = random.Random(int.from_bytes(data[1:3], "big"))
+    stream = data[3:]
+    reader = ResponseReader("https://fuzz.test/ca.pem", limit=limit)
+    reader.request("fuzz.test", "/ca.pem")
+    position = 0
+    try:
+        while True:
+            size = rng.randint(1, 4096)
+            chunk = stream[position : position + size]
+            position += len(chunk)
+            body = reader.feed(chunk)
+            if body is not None:
+                _require(len(body) <= limit, f"a body of {len(body)} bytes passed limit {limit}")
+                return
+            _require(bool(chunk), "the reader asked for more after the end of the stream")
+    except FetchError as exc:
+        _check_error(exc)
+
+
+def check_provisioned_files(data: bytes) -> None:
+    """What a provisioning URL serves: only `CertificateError` escapes its checks.
+
+    Properties: at most `MAX_CUSTOM_TRUSTED` trusted certificates pass, never with a private
+    key; a device bundle that passes has a key matching its leaf.
+    """
+    if not data:
+        return
+    body = data[1:]
+    try:
+        if data[0] % 2 == 0:
+            certs = trusted_certificates(body, source="https://fuzz.test/ca.pem")
+            _require(len(certs) <= MAX_CUSTOM_TRUSTED, f"{len(certs)} trusted certificates passed")
+            _require(b"PRIVATE KEY-----" not in body or not certs, "a private key passed")
+            for cert in certs:
+                json.dumps(CertSummary.of(cert).as_json())
+        else:
+            key, leaf, _chain = parse_device_bundle(body, source="https://fuzz.test/dev.pem")
+            _require(key_matches(leaf, key), "a device bundle passed with a foreign key")
+    except CertificateError as exc:
+        _check_error(exc)
+
+
+def check_known_keys(data: bytes) -> None:
+    """`parse_known_keys`: only `KnownKeysError` escapes; what it reads survives a rewrite."""
+    try:
+        records = parse_known_keys(data, source="known-keys")
+    except KnownKeysError as exc:
+        _check_error(exc)
+        return
+    again = parse_known_keys(format_known_keys(records), source="rewritten")
+    _require(again == records, "the known keys changed through a rewrite")
+
+
+def check_phone_config(data: bytes) -> None:
+    """`parse_phone_config` and `translate`: only `PhoneConfigError` escapes.
+
+    Properties: every imported account is a `sips:` AOR; no password reaches the lists of
+    unused or refused keys (they are printed).
+    """
+    try:
+        entries = parse_phone_config(data, source="phone.cfg")
+        imported = translate(entries, source="phone.cfg")
+    except PhoneConfigError as exc:
+        _check_error(exc)
+        return
+    # A password that is also part of a key or another value (a host "example.test" and the
+    # password "test") is not a leak when that key or value is shown.
+    others = [*entries, *(v for k, v in entries.items() if not k.endswith(".password"))]
+    passwords = {
+        v
+        for k, v in entries.items()
+        if k.endswith(".password") and len(v) > 3 and not any(v in other for other in others)
+    }
+    shown = " ".join([*imported.unused, *imported.refused])
+    for account in imported.accounts:
+        _require(account.aor.startswith("sips:"), f"imported a non-SIPS AOR {account.aor!r}")
+    for password in passwords:
+        _require(password not in shown, "a password reached the printed key lists")
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "parse_message": check_parse_message,
     "stream_framer": check_stream_framer,
@@ -661,4 +768,8 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "endpoint": check_endpoint,
     "rtp_packet": check_rtp_packet,
     "sdp_crypto": check_sdp_crypto,
+    "http_response": check_http_response,
+    "provisioned_files": check_provisioned_files,
+    "known_keys": check_known_keys,
+    "phone_config": check_phone_config,
 }

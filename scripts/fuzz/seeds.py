@@ -202,6 +202,53 @@ def endpoint_seeds() -> Iterator[bytes]:
         yield ENDPOINT_SEPARATOR.join(bytes([selector]) + message for selector, message in flow)
 
 
+def http_response_seeds() -> Iterator[bytes]:
+    """Answers a provisioning server gives: a file, chunked, an error, a redirect, garbage."""
+    pem = certs.make_ca().pem
+    yield b"\x07\x00\x01HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(pem) + pem
+    yield (
+        b"\x07\x01\x02HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    yield b"\x00\x00\x03HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    yield b"\x03\x00\x04HTTP/1.1 302 Found\r\nLocation: http://x/\r\n\r\n"
+    yield b"\x01\x00\x05HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nbody"
+
+
+def provisioned_file_seeds() -> Iterator[bytes]:
+    """Trusted bundles (PEM, DER) and device bundles (key, leaf, chain), made now."""
+    ca = certs.make_ca()
+    leaf = certs.make_leaf(ca, dns=["sip.example.com"])
+    other = certs.make_leaf(ca, cn="other")
+    yield b"\x00" + certs.pem_bundle(ca, leaf)
+    yield b"\x00" + ca.der
+    yield b"\x01" + leaf.key_pem + leaf.pem + ca.pem
+    yield b"\x01" + other.key_pem + leaf.pem
+    yield b"\x00" + leaf.key_pem + leaf.pem
+
+
+def known_keys_seeds() -> Iterator[bytes]:
+    """A known-keys file as sipua writes it, and near misses."""
+    pin = b"sha256/" + b"A" * 43 + b"="
+    yield b"# sipua known registrar keys\nexample.test " + pin + b"\n[2001:db8::1] " + pin + b"\n"
+    yield b"example.test sha256/short=\n"
+    yield b"example.test " + pin + b"\nEXAMPLE.test " + pin + b"\n"
+
+
+def phone_config_seeds() -> Iterator[bytes]:
+    """Phone provisioning files: security and account keys, quoted values, near misses."""
+    yield (
+        b"#!version:1.0.0.1\nstatic.security.trust_certificates = 1\n"
+        b"static.security.cn_validation = 0\nstatic.trusted_certificates.url = https://p/ca.pem\n"
+        b"static.trusted_certificates.delete = http://localhost/all\n"
+        b"account.1.user_name = 100\naccount.1.password = secret1\n"
+        b'account.1.label = "Front desk"\naccount.1.sip_server.1.address = pbx.example.test\n'
+        b"account.1.sip_server.1.port = 5061\naccount.1.sip_server.1.transport_type = 2\n"
+    )
+    yield b"#!version:1.0.0.1\naccount.2.user_name = 2\naccount.2.sip_server.1.address = h\n"
+    yield b"#!version:1.0.0.1\nstatic.security.ca_cert = 1\nlocal_time.time_zone = +1\n"
+    yield b"account.1.enable = 1\n"
+
+
 SEEDS = {
     "parse_message": sip_messages,
     "stream_framer": stream_seeds,
@@ -212,6 +259,10 @@ SEEDS = {
     "endpoint": endpoint_seeds,
     "rtp_packet": rtp_seeds,
     "sdp_crypto": sdp_crypto_seeds,
+    "http_response": http_response_seeds,
+    "provisioned_files": provisioned_file_seeds,
+    "known_keys": known_keys_seeds,
+    "phone_config": phone_config_seeds,
 }
 
 

@@ -1,7 +1,8 @@
 """`sipua cert`: manage trusted and device certificates, and verify a chain offline.
 
 Subcommands: list, show, import-trusted, remove-trusted, import-device, remove-device,
-export-ca, verify. Each takes `--data-dir DIR` (default: `sipua.storage.default_data_dir()`).
+export-ca, verify, accept-key, forget-key, provision. Each takes `--data-dir DIR` (default:
+`sipua.storage.default_data_dir()`).
 
 Exit codes: 0 done (for `verify`: the policy accepts the chain); 1 `verify` rejected the chain;
 2 an operational error (unreadable file, refused import...), printed as one line by the CLI.
@@ -41,8 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         )
         return command
 
-    listing = add("list", "list trusted and device certificates")
+    listing = add("list", "list trusted and device certificates, with the days each has left")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--defaults",
+        action="store_true",
+        help="also list each default (operating system) trusted certificate",
+    )
     show = add("show", "show one certificate in detail")
     show.add_argument("id", metavar="ID", help="SHA-256 fingerprint (or a unique prefix) or name")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -65,6 +71,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="file holding the passphrase of an encrypted key",
     )
     add("remove-device", "remove the custom device certificate")
+    accept = add(
+        "accept-key",
+        "accept a registrar's new key for trust on first use (after checking it out of band)",
+    )
+    accept.add_argument("name", metavar="NAME", help="the registrar's TLS name")
+    accept.add_argument("pin", metavar="sha256/BASE64", help="the new key's pin")
+    forget = add("forget-key", "forget the key recorded for a registrar (re-learnt on next use)")
+    forget.add_argument("name", metavar="NAME", help="the registrar's TLS name")
+    prov = add(
+        "provision",
+        "fetch the provisioning URLs once (trusted certificates, device certificate) and store "
+        "what they serve; one outcome line per URL",
+    )
+    prov.add_argument("--config", metavar="FILE", help="TOML configuration ([certificates] URLs)")
+    prov.add_argument("--trusted-certificates-url", metavar="URL")
+    prov.add_argument("--server-certificates-url", metavar="URL")
+    prov.add_argument(
+        "--allow-http-provisioning", action="store_true", help="allow plain http:// URLs"
+    )
+    prov.add_argument("--json", action="store_true", help="print JSON lines")
     export = add("export-ca", "print the device CA certificate (PEM) for registrars to trust")
     export.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE")
     verify = add("verify", "verify a certificate chain against the trust policy, offline")
@@ -128,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         "remove-device": _remove_device,
         "export-ca": _export_ca,
         "verify": _verify,
+        "accept-key": _accept_key,
+        "provision": _provision,
+        "forget-key": _forget_key,
     }
     code = handlers[args.cert_command](store, args)
     for problem in store.problems:
@@ -139,19 +168,35 @@ def _when(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _summary_lines(summary: CertSummary, indent: str = "  ") -> list[str]:
+def _summary_lines(
+    summary: CertSummary, indent: str = "  ", *, now: dt.datetime | None = None
+) -> list[str]:
+    from sipua.tls.expiry import days_left, describe_days
+
+    moment = now if now is not None else dt.datetime.now(dt.UTC)
+    left = describe_days(days_left(summary.not_after, moment))
     return [
         f"{indent}subject:     {summary.subject}",
         f"{indent}issuer:      {summary.issuer}",
-        f"{indent}valid:       {_when(summary.not_before)} .. {_when(summary.not_after)}",
+        f"{indent}valid:       {_when(summary.not_before)} .. {_when(summary.not_after)} ({left})",
         f"{indent}sha256:      {summary.fingerprint}",
     ]
 
 
+def _with_days(stored: StoredCertificate, now: dt.datetime) -> dict[str, object]:
+    from sipua.tls.expiry import days_left
+
+    return {**stored.as_json(), "days_left": days_left(stored.summary.not_after, now)}
+
+
 def _list(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.tls.expiry import days_left, describe_days
+
+    now = dt.datetime.now(dt.UTC)
     defaults = store.trusted.default()
     custom = store.trusted.custom()
     devices = store.devices.certificates()
+    known = store.known.records()
     if args.json:
         document = {
             "data_dir": str(store.data_dir),
@@ -160,26 +205,115 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
                     "count": len(defaults),
                     "source": str(store.trusted.system.path) if store.trusted.system.path else None,
                     "names": [s.name for s in defaults],
+                    "certificates": [
+                        {
+                            "name": s.name,
+                            "fingerprint_sha256": s.fingerprint,
+                            "not_after": s.summary.not_after.isoformat(),
+                            "days_left": days_left(s.summary.not_after, now),
+                        }
+                        for s in defaults
+                    ],
                 },
-                "custom": [{**s.as_json(), "end_entity": not s.summary.is_ca} for s in custom],
+                "custom": [
+                    {**_with_days(s, now), "end_entity": not s.summary.is_ca} for s in custom
+                ],
             },
-            "device": [s.as_json() for s in devices],
+            "device": [_with_days(s, now) for s in devices],
+            "known_keys": known,
             "problems": store.problems,
         }
         print(json.dumps(document, indent=2))
         return 0
     source = store.trusted.system.path or "no OS bundle found"
     print(f"Trusted certificates, default: {len(defaults)} (from {source})")
+    if defaults:
+        soonest = min(defaults, key=lambda s: s.summary.not_after)
+        left = describe_days(days_left(soonest.summary.not_after, now))
+        print(f"  soonest to expire: {soonest.name} ({left})")
+    if args.defaults:
+        for stored in sorted(defaults, key=lambda s: s.summary.not_after):
+            left = describe_days(days_left(stored.summary.not_after, now))
+            print(f"  - {stored.name} ({left}, sha256 {stored.fingerprint[:16]})")
     print(f"Trusted certificates, custom: {len(custom)} of 10")
     for stored in custom:
         print(f"- {stored.name} [custom, {_trusted_as(stored)}]")
-        print("\n".join(_summary_lines(stored.summary)))
+        print("\n".join(_summary_lines(stored.summary, now=now)))
     print(f"Device certificates: {len(devices)}")
     for stored in devices:
         print(f"- {stored.name} [{stored.kind}, type {stored.type}]")
-        print("\n".join(_summary_lines(stored.summary)))
+        print("\n".join(_summary_lines(stored.summary, now=now)))
     if not any(d.kind in ("unique", "generic") for d in devices):
         print("  (the default device certificate is issued on first use)")
+    if known:
+        print(f"Registrar keys recorded on first use: {len(known)}")
+        for name, pin in known.items():
+            print(f"- {name} {pin}")
+    return 0
+
+
+def _accept_key(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.errors import ConfigError
+
+    try:
+        before = store.known.accept(args.name, args.pin)
+    except ValueError as exc:
+        raise ConfigError(f"{args.pin[:60]!r}: {exc}") from None
+    if before is None:
+        print(f"recorded: {args.name} {args.pin.strip()}")
+    elif before == args.pin.strip():
+        print(f"unchanged: {args.name} {before}")
+    else:
+        print(f"accepted: {args.name} {args.pin.strip()} (was {before})")
+    return 0
+
+
+def _provision(store: CertStore, args: argparse.Namespace) -> int:
+    import trio
+
+    from sipua.errors import ConfigError
+    from sipua.provision.run import provision
+    from sipua.settings.load import Override, load_settings
+
+    overrides = []
+    if args.data_dir is not None:
+        overrides.append(Override("data_dir", str(store.data_dir), "--data-dir"))
+    for dest, key, flag in (
+        (
+            "trusted_certificates_url",
+            "certificates.trusted_certificates_url",
+            "--trusted-certificates-url",
+        ),
+        (
+            "server_certificates_url",
+            "certificates.server_certificates_url",
+            "--server-certificates-url",
+        ),
+    ):
+        value = getattr(args, dest)
+        if value is not None:
+            overrides.append(Override(key, value, flag))
+    if args.allow_http_provisioning:
+        overrides.append(Override("certificates.allow_http", True, "--allow-http-provisioning"))
+    settings = load_settings(args.config, overrides=overrides)
+    if not settings.certificates.provisioning:
+        raise ConfigError(
+            "nothing to provision: give --trusted-certificates-url or --server-certificates-url, "
+            "or a --config with URLs in its [certificates] section"
+        )
+    outcomes = trio.run(provision, settings)
+    for outcome in outcomes:
+        if args.json:
+            event = "provisioned" if outcome.ok else "provisioning-failed"
+            print(json.dumps({"event": event, **outcome.fields()}), flush=True)
+        else:
+            print(outcome.line(), flush=True)
+    return next((o.exit_code for o in outcomes if not o.ok), 0)
+
+
+def _forget_key(store: CertStore, args: argparse.Namespace) -> int:
+    pin = store.known.forget(args.name)
+    print(f"forgotten: {args.name} {pin} (the next connection records the key it meets)")
     return 0
 
 
@@ -191,13 +325,18 @@ def _trusted_as(stored: StoredCertificate) -> str:
 
 
 def _show(store: CertStore, args: argparse.Namespace) -> int:
+    from sipua.tls.trust.pins import spki_pin
+
     stored = store.find(args.id)
+    now = dt.datetime.now(dt.UTC)
+    pin = spki_pin(stored.certificate)
     if args.json:
-        print(json.dumps(stored.as_json(), indent=2))
+        print(json.dumps({**_with_days(stored, now), "spki_pin": pin}, indent=2))
         return 0
     summary = stored.summary
     print(f"{stored.name} [{stored.role}, {stored.kind}]")
-    print("\n".join(_summary_lines(summary)))
+    print("\n".join(_summary_lines(summary, now=now)))
+    print(f"  pin:         {pin}")
     print(f"  serial:      {summary.serial}")
     print(f"  key:         {summary.key}")
     print(f"  signature:   {summary.signature_hash}")

@@ -166,6 +166,14 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
             template_args.username = first
     settings = settings_from_args(template_args)
     template = settings.accounts[0]
+    if template.pins or template.trust_on_first_use:
+        from sipua.errors import ConfigError
+
+        # Not silently ignored: a load run that claimed to check keys and did not would lie.
+        raise ConfigError(
+            "sipua load does not check pins or first-use keys; drop --pin and "
+            "--trust-on-first-use (or pins / trust_on_first_use in the file) for load runs"
+        )
     if users:
         accounts = [
             LoadAccount(aor=f"sips:{u}@{domain}", username=u, password=template.password)

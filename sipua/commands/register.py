@@ -1,11 +1,13 @@
 """`sipua register`: register an account over TLS, report the outcome and the lock state.
 
 Without `--once` sipua stays registered (refreshing, keeping the flow alive, serving inbound
-calls) until SIGINT or SIGTERM, then unregisters and prints the outcome and the final lock
-state. With `--once` it registers, prints the outcome and the lock state, unregisters and
-exits; the exit code says what happened (0 registered, 2 configuration, 3 TLS or certificate,
-4 refused, 5 network or timeout). `--once` does not open the inbound listener: the Contact is
-the registration flow's own address.
+calls) until SIGINT or SIGTERM, then unregisters; SIGHUP re-reads the certificate stores
+(`UserAgent.reload_certificates`: new connections use the new trust, the listener presents the
+new device certificate on new handshakes, established flows and calls stay up). At the end it
+prints the outcome and the final lock state. With `--once` it registers, prints the outcome and
+the lock state, unregisters and exits; the exit code says what happened (0 registered,
+2 configuration, 3 TLS or certificate, 4 refused, 5 network or timeout). `--once` does not
+open the inbound listener: the Contact is the registration flow's own address.
 
 The outcome is one line on standard output (`--log-format json`: an `outcome` object). A
 failure is explained once, in full, by the `sipua: error:` line; the lock in the outcome line
@@ -108,6 +110,8 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
                 "aor": ua.account_settings.aor,
                 "lock": lock.state.value,
                 "lock_reason": lock.reason,
+                # What a lock rests on (ca-verified, pinned, first-use), when locked.
+                **({"lock_basis": lock.basis} if lock.basis else {}),
                 "detail": detail,
                 "exit_code": exit_code,
             }
@@ -119,13 +123,16 @@ def _summary(settings: Settings, ua: UserAgent, result: str, exit_code: int, det
 
 
 def lock_summary(ua: UserAgent) -> str:
-    """The lock as an outcome line shows it: symbol, state, and the check that failed."""
+    """The lock as an outcome line shows it: symbol, state, and the check that failed (or
+    what a held lock rests on: ca-verified, pinned, first-use)."""
     lock = ua.account.lock
     symbol = {"locked": "🔒", "locked-unverified": "⚠", "negotiating": "…"}.get(
         lock.state.value, "🔓"
     )
     # The check that failed, without the explanation (the error line has that).
     reason = f" ({lock.check})" if lock.check else ""
+    if lock.basis and not lock.check:
+        reason = f" [{lock.basis}]"
     return f"{symbol} {lock.state.value}{reason}"
 
 
@@ -173,7 +180,7 @@ async def _serve(
         media = ua.calls.media
         if answer_media is not None and media is not None:
             ua.calls.media = dataclasses.replace(media, play=answer_media)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
 
                 async def maintain() -> None:
@@ -184,7 +191,11 @@ async def _serve(
                         nursery.cancel_scope.cancel()
 
                 nursery.start_soon(maintain)
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        # Re-read the certificate stores; flows and calls stay up.
+                        ua.reload_certificates("sighup")
+                        continue
                     break
                 nursery.cancel_scope.cancel()
         unregistered = await shutdown(ua)

@@ -42,6 +42,19 @@ _FLAG_SETTINGS: Final[Mapping[str, tuple[str, str]]] = {
     "tls13_ciphers": ("tls.tls13_ciphers", "--tls13-ciphers"),
     "tls_groups": ("tls.groups", "--tls-groups"),
     "keylog_file": ("tls.keylog_file", "--keylog-file"),
+    "pin": ("account.pins", "--pin"),
+    "trust_on_first_use": ("account.trust_on_first_use", "--trust-on-first-use"),
+    "expiry_warning_days": ("certificates.expiry_warning_days", "--expiry-warning-days"),
+    "trusted_certificates_url": (
+        "certificates.trusted_certificates_url",
+        "--trusted-certificates-url",
+    ),
+    "server_certificates_url": (
+        "certificates.server_certificates_url",
+        "--server-certificates-url",
+    ),
+    "provision_interval": ("certificates.provision_interval", "--provision-interval"),
+    "allow_http_provisioning": ("certificates.allow_http", "--allow-http-provisioning"),
     "listen": ("listen.address", "--listen"),
     "servers_only": ("listen.servers_only", "--servers-only/--no-servers-only"),
     "srtp": ("account.srtp", "--srtp"),
@@ -180,6 +193,48 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     )
     tls.add_argument(
         "--keylog-file", metavar="FILE", help="append TLS keys for Wireshark (secret material!)"
+    )
+
+    keys = parser.add_argument_group(
+        "certificates through their life", "key continuity, expiry and provisioning"
+    )
+    keys.add_argument(
+        "--pin",
+        metavar="sha256/BASE64",
+        action="append",
+        help="accept the registrar only if its chain holds this SPKI key (RFC 7469 form; "
+        "repeatable; checked after the chain and the name)",
+    )
+    keys.add_argument(
+        "--trust-on-first-use",
+        action=argparse.BooleanOptionalAction,
+        help="record the registrar's key on first contact and refuse a changed key (like SSH)",
+    )
+    keys.add_argument(
+        "--expiry-warning-days",
+        metavar="DAYS",
+        help="warn when a trusted or device certificate expires within DAYS (default 30)",
+    )
+    keys.add_argument(
+        "--trusted-certificates-url",
+        metavar="URL",
+        help="fetch custom trusted certificates from URL (https://, file://)",
+    )
+    keys.add_argument(
+        "--server-certificates-url",
+        metavar="URL",
+        help="fetch the custom device certificate and its key from URL (https://, file://)",
+    )
+    keys.add_argument(
+        "--provision-interval",
+        metavar="SECONDS",
+        help="fetch the provisioning URLs again this often (default: at start only)",
+    )
+    keys.add_argument(
+        "--allow-http-provisioning",
+        action="store_const",
+        const=True,
+        help="allow plain http:// provisioning URLs (no integrity; only on a network you own)",
     )
 
     listener = parser.add_argument_group("listener")

@@ -42,6 +42,12 @@ Environment variables (each overrides the file; the flag of the same name overri
     SIPUA_LISTEN (HOST:PORT), SIPUA_LISTEN_ENABLED, SIPUA_MAX_CONNECTIONS,
     SIPUA_MAX_CONNECTIONS_PER_ADDRESS, SIPUA_LISTEN_HANDSHAKE_TIMEOUT, SIPUA_IDLE_TIMEOUT,
     SIPUA_SERVERS_ONLY      the [listen] settings
+    SIPUA_EXPIRY_WARNING_DAYS, SIPUA_CERT_CHECK_INTERVAL, SIPUA_TRUSTED_CERTIFICATES_URL,
+    SIPUA_TRUSTED_CERTIFICATES_DELETE, SIPUA_SERVER_CERTIFICATES_URL,
+    SIPUA_SERVER_CERTIFICATES_DELETE, SIPUA_PROVISION_INTERVAL, SIPUA_PROVISION_ALLOW_HTTP
+                            the [certificates] settings
+    SIPUA_PINS (separated by ','), SIPUA_TRUST_ON_FIRST_USE
+                            the selected account's key continuity settings
     SIPUA_DATA_DIR, SIPUA_LOG_FORMAT, SIPUA_LOG_LEVEL, SIPUA_TRACE
                             the top-level settings
 
@@ -74,12 +80,15 @@ from sipua.settings.model import (
     TLS_VERSIONS,
     VERIFY_CLIENT_MODES,
     AccountSettings,
+    CertificateSettings,
     ListenSettings,
     MediaSettings,
     Settings,
     TlsSettings,
     aor_parts,
     default_data_dir,
+    parse_pin,
+    provisioning_url_scheme,
     split_host_port,
 )
 from sipua.settings.secret import Secret
@@ -150,6 +159,16 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "SIPUA_LISTEN_HANDSHAKE_TIMEOUT": "listen.handshake_timeout",
     "SIPUA_IDLE_TIMEOUT": "listen.idle_timeout",
     "SIPUA_SERVERS_ONLY": "listen.servers_only",
+    "SIPUA_EXPIRY_WARNING_DAYS": "certificates.expiry_warning_days",
+    "SIPUA_CERT_CHECK_INTERVAL": "certificates.check_interval",
+    "SIPUA_TRUSTED_CERTIFICATES_URL": "certificates.trusted_certificates_url",
+    "SIPUA_TRUSTED_CERTIFICATES_DELETE": "certificates.trusted_certificates_delete",
+    "SIPUA_SERVER_CERTIFICATES_URL": "certificates.server_certificates_url",
+    "SIPUA_SERVER_CERTIFICATES_DELETE": "certificates.server_certificates_delete",
+    "SIPUA_PROVISION_INTERVAL": "certificates.provision_interval",
+    "SIPUA_PROVISION_ALLOW_HTTP": "certificates.allow_http",
+    "SIPUA_PINS": "account.pins",
+    "SIPUA_TRUST_ON_FIRST_USE": "account.trust_on_first_use",
     "SIPUA_DATA_DIR": "data_dir",
     "SIPUA_LOG_FORMAT": "log_format",
     "SIPUA_LOG_LEVEL": "log_level",
@@ -408,6 +427,37 @@ def _groups(value: object, source: _Source) -> str:
     return text
 
 
+def _pins(value: object, source: _Source) -> tuple[str, ...]:
+    items: list[object]
+    if isinstance(value, list):
+        items = value
+    elif source.text and isinstance(value, str):
+        items = [part for part in value.split(",") if part.strip()]
+    else:
+        raise _Invalid("a list of SPKI pins like ['sha256/AAAA...=']")
+    pins: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _Invalid("a list of SPKI pins like ['sha256/AAAA...=']")
+        try:
+            parse_pin(item)
+        except ValueError as exc:
+            raise ConfigError(f"{source.where}: {str(item)[:_MAX_SHOWN_CHARS]!r}: {exc}") from None
+        pins.append(item.strip())
+    if not pins:
+        raise _Invalid("at least one SPKI pin")
+    return tuple(dict.fromkeys(pins))
+
+
+def _url(value: object, source: _Source) -> str:
+    text = _text(value, source)
+    try:
+        provisioning_url_scheme(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return text
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 
 
@@ -451,6 +501,16 @@ _LISTEN: Final[Mapping[str, _Converter]] = {
     "idle_timeout": _seconds(0, allow_low=False, high=86_400),
     "servers_only": _to_bool,
 }
+_CERTIFICATES: Final[Mapping[str, _Converter]] = {
+    "expiry_warning_days": _int(0, 3650),
+    "check_interval": _seconds(0, allow_low=False, high=86_400),
+    "trusted_certificates_url": _url,
+    "trusted_certificates_delete": _to_bool,
+    "server_certificates_url": _url,
+    "server_certificates_delete": _to_bool,
+    "provision_interval": _seconds(0, allow_low=False, high=30 * 86_400),
+    "allow_http": _to_bool,
+}
 # RFC 3261 §20.19: Expires is a delta-seconds, at most 2**32 - 1.
 _ACCOUNT: Final[Mapping[str, _Converter]] = {
     "name": _account_name,
@@ -466,6 +526,8 @@ _ACCOUNT: Final[Mapping[str, _Converter]] = {
     "answer": _choice(ANSWER_POLICIES),
     "srtp": _choice(SRTP_POLICIES),
     "symmetric_rtp": _to_bool,
+    "pins": _pins,
+    "trust_on_first_use": _to_bool,
 }
 _MEDIA: Final[Mapping[str, _Converter]] = {"port_range": _port_range}
 _PASSWORD_KEYS: Final = ("password", "password_file", "password_env")
@@ -473,8 +535,9 @@ _SECTIONS: Final[Mapping[str, Mapping[str, _Converter]]] = {
     "tls": _TLS,
     "listen": _LISTEN,
     "media": _MEDIA,
+    "certificates": _CERTIFICATES,
 }
-_TOP_LEVEL_KEYS: Final = (*_TOP, "tls", "listen", "media", "accounts")
+_TOP_LEVEL_KEYS: Final = (*_TOP, *_SECTIONS, "accounts")
 
 
 def _describe(value: object) -> str:
@@ -758,7 +821,9 @@ def _build_account(
 
 
 def _section(
-    cls: type[TlsSettings | ListenSettings | MediaSettings], prefix: str, merged: _Values
+    cls: type[TlsSettings | ListenSettings | MediaSettings | CertificateSettings],
+    prefix: str,
+    merged: _Values,
 ) -> object:
     names = {f.name for f in fields(cls)}
     kwargs = {
@@ -835,6 +900,23 @@ def _select_accounts(
     return file_accounts, hint
 
 
+def _check_certificates(certificates: CertificateSettings, merged: _Values) -> None:
+    """Refuses a plain http:// provisioning URL unless `allow_http` says so."""
+    for name in ("trusted_certificates_url", "server_certificates_url"):
+        url = getattr(certificates, name)
+        if (
+            url is not None
+            and provisioning_url_scheme(url) == "http"
+            and not (certificates.allow_http)
+        ):
+            where = merged.wheres.get(f"certificates.{name}", name)
+            raise ConfigError(
+                f"{where}: {url[:_MAX_SHOWN_CHARS]!r} is plain http://: anyone on the path could "
+                "change what sipua trusts; use https://, or set certificates.allow_http = true "
+                "(--allow-http-provisioning) if the network is yours"
+            )
+
+
 def load_settings(
     config: Path | str | None = None,
     *,
@@ -882,6 +964,14 @@ def load_settings(
     tls = cast(TlsSettings, _section(TlsSettings, "tls.", merged))
     listen = cast(ListenSettings, _section(ListenSettings, "listen.", merged))
     media = cast(MediaSettings, _section(MediaSettings, "media.", merged))
+    certificates = cast(CertificateSettings, _section(CertificateSettings, "certificates.", merged))
+    _check_certificates(certificates, merged)
+    for built in accounts:
+        if built.pins and built.trust_on_first_use:
+            raise ConfigError(
+                f"account {built.name!r}: set either pins or trust_on_first_use, not both "
+                "(pins already say which key to expect)"
+            )
     if tls.max_version is not None and tls.max_version < tls.min_version:
         floor_from = merged.wheres.get("tls.min_version", "the default")
         raise ConfigError(
@@ -906,6 +996,7 @@ def load_settings(
         tls=tls,
         listen=listen,
         media=media,
+        certificates=certificates,
         **top,  # type: ignore[arg-type]
     )
     return replace(settings, config_warnings=tuple(warnings))

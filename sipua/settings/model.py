@@ -76,6 +76,11 @@ class AccountSettings:
         symmetric_rtp: Send RTP to where the peer's RTP comes from, once it has arrived (RFC
             4961, and the way through a NAT); off, only the SDP's address and port are used
             and packets from elsewhere are counted and dropped.
+        pins: SPKI pins of the registrar, `sha256/BASE64` (RFC 7469 §2.4), checked after the
+            chain and the name: one of the verified path's keys must match one pin.
+        trust_on_first_use: Record the registrar's key on first contact (in the data
+            directory) and refuse a different key later, as SSH's known_hosts does; a chain
+            that fails only for want of a trusted issuer is then accepted on that basis.
     """
 
     name: str
@@ -92,6 +97,9 @@ class AccountSettings:
     answer: AnswerPolicy = "accept"
     srtp: SrtpPolicy = "optional"
     symmetric_rtp: bool = True
+    # Key continuity: pinning and trust on first use.
+    pins: tuple[str, ...] = ()
+    trust_on_first_use: bool = False
 
     @property
     def domain(self) -> str:
@@ -209,6 +217,52 @@ class MediaSettings:
     port_range: tuple[int, int] = (16384, 32767)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateSettings:
+    """Certificates through their life: expiry warnings, renewal checks, provisioning URLs.
+
+    The URL settings are named after a desk phone's auto-provisioning keys
+    (`static.trusted_certificates.url`, `static.server_certificates.url` and their `.delete`
+    counterparts). A URL is `https://` (verified with sipua's own trust policy and trusted
+    list), `file://`, or `http://` only with `allow_http`.
+
+    Attributes:
+        expiry_warning_days: Warn (and emit `certificate-expiring`) when a custom trusted
+            certificate or a device certificate in use expires within this many days.
+        check_interval: Seconds between checks of a running `sipua register` for expiring
+            certificates and device certificates due for renewal.
+        trusted_certificates_url: Where to fetch custom trusted certificates (PEM or DER).
+        trusted_certificates_delete: Delete the custom trusted certificates at each
+            provisioning run (with a URL: the list becomes exactly what the URL serves).
+        server_certificates_url: Where to fetch the custom device certificate with its key.
+        server_certificates_delete: Remove the custom device certificate at each run (ignored
+            when `server_certificates_url` is set: the fetched one replaces it anyway).
+        provision_interval: Seconds between provisioning runs of a running `sipua register`;
+            None fetches at start only.
+        allow_http: Allow plain `http://` provisioning URLs (no integrity: anyone on the
+            path can change what sipua trusts).
+    """
+
+    expiry_warning_days: int = 30
+    check_interval: float = 3600.0
+    trusted_certificates_url: str | None = None
+    trusted_certificates_delete: bool = False
+    server_certificates_url: str | None = None
+    server_certificates_delete: bool = False
+    provision_interval: float | None = None
+    allow_http: bool = False
+
+    @property
+    def provisioning(self) -> bool:
+        """Whether any provisioning URL or delete is configured."""
+        return bool(
+            self.trusted_certificates_url
+            or self.server_certificates_url
+            or self.trusted_certificates_delete
+            or self.server_certificates_delete
+        )
+
+
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """The state directory when none is configured: `$XDG_DATA_HOME/sipua` or
     `~/.local/share/sipua` (the XDG base directory specification's default).
@@ -235,6 +289,7 @@ class Settings:
         tls: The TLS trust policy and versions.
         listen: The inbound listener.
         media: RTP media (the port range).
+        certificates: Expiry warnings, renewal checks and provisioning URLs.
         data_dir: Where the certificate store and other state live.
         log_format: `console` (a readable line per event) or `json` (one object per line).
         log_level: The lowest level logged.
@@ -247,6 +302,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    certificates: CertificateSettings = field(default_factory=CertificateSettings)
     data_dir: Path = field(default_factory=default_data_dir)
     log_format: LogFormat = "console"
     log_level: LogLevel = "info"
@@ -266,6 +322,57 @@ class Settings:
 
 
 # --- small parsers shared by the loader and by code that consumes settings ---------------------
+
+#: The one hash RFC 7469 pins sipua takes (`sha256/BASE64` of the SubjectPublicKeyInfo).
+PIN_PREFIX: Final = "sha256/"
+_PIN_BASE64 = re.compile(r"[A-Za-z0-9+/]{43}=\Z")
+#: URL schemes a provisioning URL may use (`http` only with `certificates.allow_http`).
+PROVISIONING_SCHEMES: Final = ("https", "http", "file")
+
+
+def parse_pin(text: str) -> bytes:
+    """The SHA-256 digest an RFC 7469 pin (`sha256/BASE64`) names.
+
+    Raises:
+        ValueError: `text` is not `sha256/` followed by the base64 of 32 bytes.
+    """
+    import base64
+    import binascii
+
+    body = text.strip()
+    if not body.startswith(PIN_PREFIX) or not _PIN_BASE64.match(body[len(PIN_PREFIX) :]):
+        raise ValueError(
+            "expected an SPKI pin like sha256/AAAA...= (RFC 7469: 'sha256/' and 44 base64 "
+            "characters); `sipua cert show ID` prints a certificate's pin"
+        )
+    try:
+        return base64.b64decode(body[len(PIN_PREFIX) :], validate=True)
+    except binascii.Error:
+        raise ValueError("the pin's base64 does not decode") from None
+
+
+def provisioning_url_scheme(url: str) -> str:
+    """The scheme of a provisioning URL, lower-cased.
+
+    Raises:
+        ValueError: not an `https://`, `http://` or `file://` URL with a host (or a file path).
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in PROVISIONING_SCHEMES:
+        raise ValueError("an https://, file:// or (when allowed) http:// URL")
+    if scheme == "file":
+        if not parts.path.startswith("/") or parts.netloc not in ("", "localhost"):
+            raise ValueError("a file:// URL with an absolute path, like file:///etc/ca.pem")
+    elif not parts.hostname:
+        raise ValueError(f"a {scheme}:// URL with a host")
+    return scheme
+
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"

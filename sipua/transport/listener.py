@@ -43,9 +43,8 @@ from sipua.errors import ConfigError, HandshakeFailed, PeerNotTrusted
 from sipua.logs import get_logger
 from sipua.settings.model import ListenSettings
 from sipua.sip.uri import host_port
-from sipua.tls.connection.context import TlsServerConfig
 from sipua.tls.connection.events import HandshakeCompleted
-from sipua.tls.connection.listener import open_tls_listeners
+from sipua.tls.connection.listener import ServerConfigSource, open_tls_listeners
 from sipua.tls.connection.stream import TlsStream
 from sipua.transport.connection import MessageHandler, SipConnection, TraceHook
 
@@ -250,7 +249,7 @@ class ThrottledLog:
 async def serve_tls(
     host: str,
     port: int,
-    config: TlsServerConfig,
+    config: ServerConfigSource,
     handler: MessageHandler,
     *,
     handshake_timeout: float,
@@ -266,6 +265,8 @@ async def serve_tls(
     """Serves until cancelled.
 
     Args:
+        config: the server configuration, or a function giving the current one: asked for
+            every accepted connection, so a reload applies to new handshakes only.
         handshake_timeout: seconds an inbound client has for its TLS handshake.
         idle_timeout: seconds an inbound connection may stay silent (None: forever).
         max_connections, max_per_address, is_server, servers_only: see `Admission`.

@@ -222,6 +222,7 @@ class Account:
                 reason=change.reason,
                 check=change.check,
                 previous=change.previous.value,
+                basis=change.basis or None,
                 peer=peer,
             )
 

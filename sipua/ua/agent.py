@@ -11,7 +11,8 @@ It also turns settings into TLS configurations (the trust policy, the custom tru
 certificates of the store and `--trusted-cert`, the device identity), keeps the device's stable
 instance id (a UUID in the data directory, created on first use, RFC 5626 §4.1), and publishes
 the user agent's events through structlog (`registered`, `registration-failed`, `unregistered`,
-`lock-changed`, `call-incoming`, `call-answered`, `call-ended`, ...), keeping the last ones in
+`lock-changed`, `call-incoming`, `call-answered`, `call-ended`, `certificate-expiring`,
+`certificates-reloaded`, `provisioned`, ...), keeping the last ones in
 `events` for status and tests. `--trace` logs every SIP message (credentials redacted).
 """
 
@@ -43,10 +44,22 @@ from sipua.ua.calls import AnswerPolicy, CallHandler, CallMedia
 from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
 
 if TYPE_CHECKING:
+    from sipua.tls.connection.context import TlsServerConfig
     from sipua.tls.setup import TlsSetup
+    from sipua.tls.trust.pins import KeyPolicy
 
 INSTANCE_ID_FILE: Final = "instance-id"
 MAX_KEPT_EVENTS: Final = 1000
+#: Events logged at warning level (the rest are info).
+WARNING_EVENTS: Final = frozenset(
+    {
+        "registration-failed",
+        "unregister-failed",
+        "certificate-expiring",
+        "certificates-reload-failed",
+        "provisioning-failed",
+    }
+)
 
 Publish = Callable[..., None]
 
@@ -144,6 +157,10 @@ class UserAgent:
         self._account: Account | None = None
         self._calls: CallHandler | None = None
         self._tls: TlsSetup | None = None
+        self._server_config: TlsServerConfig | None = None
+        # Fingerprints already warned about as expiring (warned once per run, and again after
+        # a reload that still finds them).
+        self._warned: set[str] = set()
         # The registrar/proxy's addresses: room at the listener, and the only sources allowed
         # with listen.servers_only. IP literals in the settings count from the start.
         self.servers = ServerAddresses()
@@ -186,7 +203,7 @@ class UserAgent:
         """Publishes one user-agent event: structured log, kept list, extra sink."""
         clean = {key: value for key, value in fields.items() if value is not None}
         self.events.append((event, clean))
-        if event in ("registration-failed", "unregister-failed"):
+        if event in WARNING_EVENTS:
             self._log.warning(event, **clean)
         else:
             self._log.info(event, **clean)
@@ -194,9 +211,18 @@ class UserAgent:
             self._extra_publish(event, **clean)
 
     async def __aenter__(self) -> Self:
+        if self.settings.certificates.provisioning:
+            # Before the TLS setup is built, so it starts with what the URLs serve.
+            await self.provision()
         self._prepare_tls()
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._nursery = nursery
+        nursery.start_soon(self._watch_certificates)
+        if (
+            self.settings.certificates.provisioning
+            and self.settings.certificates.provision_interval
+        ):
+            nursery.start_soon(self._provision_periodically)
         account_settings = self.account_settings
         self._calls = CallHandler(
             policy=AnswerPolicy(
@@ -258,7 +284,121 @@ class UserAgent:
     def _prepare_tls(self) -> None:
         from sipua.tls.setup import TlsSetup
 
-        self._tls = TlsSetup(self.settings)
+        setup = TlsSetup(self.settings)
+        if self._listen:
+            self._server_config = setup.server()
+        self._tls = setup
+        self._warn_expiring(setup, again=True)
+
+    def _warn_expiring(self, setup: TlsSetup, *, again: bool) -> None:
+        """Publishes `certificate-expiring` for each certificate in use that expires soon.
+
+        Args:
+            again: warn about certificates already warned about too (start, reload).
+        """
+        within = self.settings.certificates.expiry_warning_days
+        for item in setup.expiring(within):
+            if again or item.fingerprint not in self._warned:
+                self.publish("certificate-expiring", **item.fields())
+            self._warned.add(item.fingerprint)
+
+    def reload_certificates(self, trigger: str) -> bool:
+        """Re-reads the certificate store: new connections use the new trust, the listener
+        presents the new device certificate on new handshakes; established flows stay up.
+
+        A unique or generic device certificate due for renewal is re-issued from the device CA
+        on the way (`TlsSetup.identity`). Publishes `certificates-reloaded` saying what
+        changed (always for a user's request, else only on a change), or
+        `certificates-reload-failed` keeping the old setup when the new one is unusable.
+
+        Args:
+            trigger: why: "sighup", "check" (the periodic check), "provisioning".
+
+        Returns:
+            Whether anything changed.
+        """
+        from sipua.tls.connection.context import server_context
+        from sipua.tls.setup import TlsSetup
+        from sipua.tls.trust.verify import clear_verdict_cache
+
+        old = self._tls_setup
+        try:
+            new = TlsSetup(self.settings)
+            server = new.server() if self._listen else None
+            if server is not None:
+                server_context(server)  # a certificate that does not fit its key fails here
+            changes = new.changes_since(old)
+        except SipuaError as exc:
+            self.publish(
+                "certificates-reload-failed",
+                trigger=trigger,
+                reason=str(exc),
+                kept="the certificates in use before",
+            )
+            return False
+        for problem in new.store.problems:
+            self._log.warning("certificate-store-problem", problem=problem)
+        if changes.changed:
+            self._tls = new
+            self._server_config = server
+            # Remembered verdicts were made with the old trusted set.
+            clear_verdict_cache()
+        if changes.changed or trigger == "sighup":
+            self.publish(
+                "certificates-reloaded",
+                trigger=trigger,
+                changed=changes.changed,
+                **changes.fields(),
+            )
+        self._warn_expiring(self._tls_setup, again=trigger == "sighup")
+        return changes.changed
+
+    async def _watch_certificates(self) -> None:
+        """Re-checks the store every `certificates.check_interval` seconds: renews a device
+        certificate due for renewal, picks up changes, warns about expiring certificates."""
+        interval = self.settings.certificates.check_interval
+        while True:
+            await trio.sleep(interval)
+            self.reload_certificates("check")
+
+    async def provision(self) -> bool:
+        """Runs the provisioning URLs once, publishing one `provisioned` or
+        `provisioning-failed` event per URL (a failure keeps the old store).
+
+        Returns:
+            Whether a store changed.
+        """
+        from sipua.provision.run import provision
+
+        outcomes = await provision(self.settings)
+        for outcome in outcomes:
+            self.publish("provisioned" if outcome.ok else "provisioning-failed", **outcome.fields())
+        return any(outcome.changed for outcome in outcomes)
+
+    async def _provision_periodically(self) -> None:
+        """Every `certificates.provision_interval` seconds: provision, then reload what changed
+        (new connections and handshakes use it; established ones keep theirs)."""
+        interval = self.settings.certificates.provision_interval
+        assert interval is not None
+        while True:
+            await trio.sleep(interval)
+            if await self.provision():
+                self.reload_certificates("provisioning")
+
+    def _current_server_config(self) -> TlsServerConfig:
+        if self._server_config is None:
+            raise RuntimeError("the listener has no configuration")
+        return self._server_config
+
+    def _key_policy(self) -> KeyPolicy:
+        from sipua.tls.trust.pins import KeyPolicy
+
+        account = self.account_settings
+        return KeyPolicy(
+            pins=account.pins,
+            first_use=account.trust_on_first_use,
+            records=self._tls_setup.store.known if account.trust_on_first_use else None,
+        )
 
     @property
     def _tls_setup(self) -> TlsSetup:
@@ -275,8 +415,12 @@ class UserAgent:
     async def _connect(
         self, target: FlowTarget, account: Account
     ) -> tuple[SipConnection, TlsEstablished]:
+        from sipua.tls.trust.pins import judge
+        from sipua.tls.trust.policy import VerifyResult
+
         tls = self.settings.tls
-        config = self._tls_setup.client(target.tls_name)
+        keys = self._key_policy()
+        config = self._tls_setup.client(target.tls_name, first_use=keys.first_use)
         opened = await open_tls(
             target.host, target.port, config, handshake_timeout=tls.handshake_timeout
         )
@@ -286,11 +430,27 @@ class UserAgent:
                 self.servers.add(str(tcp.socket.getpeername()[0]))
         verification = opened.handshake.verification
         verified = opened.handshake.verified
-        established = TlsEstablished(
-            verified=verified,
-            code=verification.code if verification is not None else "no-certificate",
-            reason="" if verified or verification is None else verification.reason,
-        )
+        code = verification.code if verification is not None else "no-certificate"
+        reason = "" if verified or verification is None else verification.reason
+        # The verifier is `verify_chain`: its result has the validated path and every problem.
+        result = verification if isinstance(verification, VerifyResult) else None
+        try:
+            # After the chain and the name, before any SIP byte: the account's key continuity.
+            basis = judge(
+                opened.handshake.peer_chain,
+                result.path_certificates if result is not None else (),
+                name=target.tls_name or target.host,
+                verified=verified,
+                code=code,
+                reason=reason,
+                policy=keys,
+                trust=self._tls_setup.policy,
+                problems=[(p.code, p.reason) for p in result.problems] if result else [],
+            )
+        except BaseException:
+            await trio.aclose_forcefully(opened.stream)
+            raise
+        established = TlsEstablished(verified=verified, code=code, reason=reason, basis=basis)
         self.publish(
             "tls-established",
             peer=opened.peer,
@@ -298,6 +458,7 @@ class UserAgent:
             version=opened.handshake.version,
             cipher=opened.handshake.cipher,
             verified=verified,
+            basis=basis,
             # The server may still refuse our certificate: the lock waits for its first answer.
             client_certificate_requested=opened.handshake.certificate_requested,
         )
@@ -314,11 +475,10 @@ class UserAgent:
 
     async def _serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
         listen = self.settings.listen
-        config = self._tls_setup.server()
         await serve_tls(
             listen.host,
             listen.port,
-            config,
+            self._current_server_config,
             self._on_inbound,
             handshake_timeout=listen.handshake_timeout,
             idle_timeout=listen.idle_timeout,

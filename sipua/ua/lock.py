@@ -48,11 +48,15 @@ class TlsEstablished:
         verified: whether the peer's chain and name were verified.
         code: the verification code ("ok", or the check that failed when not verified).
         reason: the verification's human-readable reason.
+        basis: what the trust rests on: "ca-verified" (chain and name), "pinned" (and a
+            pinned key), "first-use" (the key recorded on first contact), "unverified"
+            (only-trusted off), or "" when not said (inbound connections).
     """
 
     verified: bool
     code: str = "ok"
     reason: str = ""
+    basis: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,12 +106,14 @@ class LockChanged:
             or ``closed: ...``.
             A summary line shows it; the failure's own error carries the explanation.
         previous: the state before.
+        basis: what a locked state rests on (see `TlsEstablished.basis`); "" otherwise.
     """
 
     state: LockState
     reason: str
     previous: LockState
     check: str = ""
+    basis: str = ""
 
 
 INITIAL_REASON: Final = "not connected"
@@ -120,6 +126,7 @@ class LockTracker:
         self.state = LockState.UNLOCKED
         self.reason = INITIAL_REASON
         self.check = INITIAL_REASON
+        self.basis = ""
 
     def on_event(self, event: LockInput) -> LockChanged | None:
         """Feeds one transport event.
@@ -131,11 +138,12 @@ class LockTracker:
             The transition, or None when neither the state nor its reason changed.
         """
         state, reason, check = self._next(event)
-        if state is self.state and reason == self.reason:
+        basis = event.basis if isinstance(event, TlsEstablished) else ""
+        if state is self.state and reason == self.reason and basis == self.basis:
             return None
         previous = self.state
-        self.state, self.reason, self.check = state, reason, check
-        return LockChanged(state=state, reason=reason, previous=previous, check=check)
+        self.state, self.reason, self.check, self.basis = state, reason, check, basis
+        return LockChanged(state=state, reason=reason, previous=previous, check=check, basis=basis)
 
     @staticmethod
     def _next(event: LockInput) -> tuple[LockState, str, str]:
@@ -144,6 +152,9 @@ class LockTracker:
             case TlsNegotiating():
                 return LockState.NEGOTIATING, "", ""
             case TlsEstablished(verified=True):
+                return LockState.LOCKED, "", ""
+            case TlsEstablished(basis="first-use" | "pinned"):
+                # Unverified chain, but the key is the one recorded on first use.
                 return LockState.LOCKED, "", ""
             case TlsEstablished(code=code, reason=reason):
                 return LockState.LOCKED_UNVERIFIED, _join(code, reason), code

@@ -174,6 +174,96 @@ def test_digest_challenge_properties(params: list[tuple[str, str, bool]], uri: s
     oracles.check_digest_challenge(value.encode("utf-8", "surrogatepass"))
 
 
+def _seeds_module() -> ModuleType:
+    path = ROOT / "scripts" / "fuzz" / "seeds.py"
+    sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location("sipua_fuzz_seeds", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "target", ["http_response", "provisioned_files", "known_keys", "phone_config"]
+)
+def test_provisioning_targets_hold_on_their_seeds(target: str) -> None:
+    for data in _seeds_module().SEEDS[target]():
+        TARGETS[target](data)
+
+
+@FUZZ_SETTINGS
+@given(
+    limit=st.integers(0, 7),
+    seed=st.integers(0, 0xFFFF),
+    status=st.sampled_from([b"200 OK", b"404 Not Found", b"301 Moved", b"100 Continue"]),
+    headers=st.lists(
+        st.sampled_from(
+            [
+                b"Content-Length: 5",
+                b"Content-Length: 99999999",
+                b"Transfer-Encoding: chunked",
+                b"Content-Length: x",
+                b"X: \x00",
+            ]
+        ),
+        max_size=3,
+    ),
+    body=st.binary(max_size=300),
+)
+def test_http_response_properties(
+    limit: int, seed: int, status: bytes, headers: list[bytes], body: bytes
+) -> None:
+    head = b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+    oracles.check_http_response(bytes([limit]) + seed.to_bytes(2, "big") + head + body)
+
+
+@FUZZ_SETTINGS
+@given(
+    st.lists(
+        st.sampled_from(["example.test", "#", "", "a b c", "[::1]", "x" * 300])
+        | st.text(max_size=20),
+        max_size=4,
+    ).flatmap(
+        lambda names: st.lists(
+            st.sampled_from(["sha256/" + "A" * 43 + "=", "sha256/x", "", "sha1/abc"]),
+            min_size=len(names),
+            max_size=len(names),
+        ).map(lambda pins: "\n".join(f"{n} {p}" for n, p in zip(names, pins, strict=True)))
+    )
+)
+def test_known_keys_properties(text: str) -> None:
+    oracles.check_known_keys(text.encode("utf-8", "surrogatepass"))
+
+
+@FUZZ_SETTINGS
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "account.1.user_name = 100",
+                "account.1.password = hunter22",
+                "account.1.sip_server.1.address = pbx.example.test",
+                "account.1.sip_server.1.transport_type = 2",
+                "account.1.sip_server.1.port = 5061",
+                'account.1.label = "A B"',
+                "static.security.cn_validation = 1",
+                "static.security.ca_cert = 2",
+                "static.trusted_certificates.delete = http://localhost/all",
+                "# comment",
+                "",
+            ]
+        )
+        | st.text(max_size=30),
+        max_size=8,
+    )
+)
+def test_phone_config_properties(lines: list[str]) -> None:
+    text = "#!version:1.0.0.1\n" + "\n".join(lines) + "\n"
+    oracles.check_phone_config(text.encode("utf-8", "surrogatepass"))
+
+
 # --- findings shown end to end, from wire bytes -------------------------------------------------
 
 

@@ -118,3 +118,87 @@ def test_leftovers_of_killed_writers_are_swept_by_the_next_write(tmp_path: Path)
     assert not stale.exists()
     assert fresh.exists()
     assert other.exists()
+
+
+PROVISION_WORKER = """
+import sys
+from pathlib import Path
+
+import trio
+
+from sipua.provision.run import provision
+from sipua.settings.model import CertificateSettings, Settings
+
+data, bundle_a, bundle_b, device_a, device_b = sys.argv[1:6]
+
+
+def settings(bundle: str, device: str) -> Settings:
+    return Settings(
+        data_dir=Path(data),
+        certificates=CertificateSettings(
+            trusted_certificates_url=Path(bundle).as_uri(),
+            trusted_certificates_delete=True,
+            server_certificates_url=Path(device).as_uri(),
+        ),
+    )
+
+
+async def main() -> None:
+    first = True
+    while True:
+        for outcome in await provision(settings(bundle_a, device_a)):
+            assert outcome.ok, outcome.detail
+        for outcome in await provision(settings(bundle_b, device_b)):
+            assert outcome.ok, outcome.detail
+        if first:
+            print("ready", flush=True)
+            first = False
+
+
+trio.run(main)
+"""
+
+
+async def test_kill_9_during_provisioning_leaves_the_old_store_or_the_new(
+    tmp_path: Path,
+) -> None:
+    # A provisioning run replaces each store in one write: killed at any moment, the trusted
+    # list is what URL A or URL B served, never a mixture, and the device file is whole.
+    bundle_a = [make_ca(f"Provisioned A{i}") for i in range(3)]
+    bundle_b = [make_ca(f"Provisioned B{i}") for i in range(2)]
+    files = []
+    for name, items in (("a.pem", bundle_a), ("b.pem", bundle_b)):
+        (tmp_path / name).write_bytes(pem_bundle(*items))
+        files.append(tmp_path / name)
+    devices = [make_leaf(None, cn=f"provisioned device {i}") for i in range(2)]
+    for i, device in enumerate(devices):
+        (tmp_path / f"dev{i}.pem").write_bytes(device.key_pem + device.pem)
+        files.append(tmp_path / f"dev{i}.pem")
+    script = tmp_path / "provision_worker.py"
+    script.write_text(PROVISION_WORKER)
+    data = tmp_path / "data"
+    valid_trusted = [{fingerprint(c) for c in bundle_a}, {fingerprint(c) for c in bundle_b}]
+    valid_devices = {fingerprint(d) for d in devices}
+    rng = random.Random(11)
+    seen: set[frozenset[str]] = set()
+    argv = [sys.executable, str(script), str(data), *map(str, files)]
+    for _ in range(12):
+        process = await trio.lowlevel.open_process(argv, stdout=-1)
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(30):
+                assert (await process.stdout.receive_some(100)).startswith(b"ready")
+                await trio.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            process.kill()
+            with trio.fail_after(10):
+                await process.wait()
+            await process.stdout.aclose()
+        store = CertStore(data)
+        trusted = {s.fingerprint for s in store.trusted.custom()}
+        assert trusted in valid_trusted, f"a mixture of {len(trusted)} certificates"
+        seen.add(frozenset(trusted))
+        identity = store.devices.identity("custom", None)
+        assert fingerprint(Issued(identity.certificate, identity.private_key)) in valid_devices
+        assert store.problems == []
+    assert len(seen) == 2

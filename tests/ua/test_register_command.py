@@ -243,3 +243,106 @@ async def test_shutdown_after_a_signal_is_bounded_by_a_stuck_caller(tmp_path: Pa
         start = trio.current_time()
         await shutdown(ua, seconds=0.5)
         assert trio.current_time() - start < 2
+
+
+async def test_once_pin_mismatch_exits_3_naming_both_pins(tmp_path: Path) -> None:
+    from sipua.tls.trust.pins import spki_pin
+    from tests.support.certs import make_ca
+
+    wanted = spki_pin(make_ca("Some Other CA").cert)
+    async with TestRegistrar() as registrar:
+        code, records, stderr = await register_once(
+            tmp_path, registrar, registrar.port, "--pin", wanted
+        )
+        presented = spki_pin(registrar.pki.server.cert)
+    assert code == 3, stderr
+    assert wanted in stderr
+    assert presented in stderr
+    [outcome] = named(records, "outcome")
+    assert outcome["lock"] == "unlocked"
+    assert "pin-mismatch" in str(outcome["lock_reason"])
+    assert not registrar.registers
+
+
+async def test_once_matching_pin_reports_the_basis(tmp_path: Path) -> None:
+    from sipua.tls.trust.pins import spki_pin
+
+    async with TestRegistrar() as registrar:
+        pin = spki_pin(registrar.pki.server.cert)
+        code, records, stderr = await register_once(
+            tmp_path, registrar, registrar.port, "--pin", pin
+        )
+    assert code == 0, stderr
+    [outcome] = named(records, "outcome")
+    assert outcome["lock"] == "locked"
+    assert outcome["lock_basis"] == "pinned"
+
+
+async def test_sighup_reloads_the_stores_of_a_running_register(tmp_path: Path) -> None:
+    # A real `sipua register`: SIGHUP re-reads the stores; the registration flow stays up, the
+    # listener presents the new device certificate on new handshakes, an event says what changed.
+    import signal
+
+    from sipua.tls.stores.store import CertStore
+    from tests.support.certs import make_ca, make_leaf
+    from tests.ua.test_certificate_life import _presented_fingerprint
+
+    data = tmp_path / "d"
+    async with TestRegistrar() as registrar:
+        (tmp_path / "pw").write_text("s3cret\n")
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(registrar.pki.ca.pem)
+        device_ca = make_ca("Provisioned Device CA")
+        first = make_leaf(device_ca, cn="device one")
+        second = make_leaf(device_ca, cn="device two")
+        (tmp_path / "one.pem").write_bytes(first.key_pem + first.pem)
+        (tmp_path / "two.pem").write_bytes(second.key_pem + second.pem)
+        store = CertStore(data)
+        store.devices.import_files(tmp_path / "one.pem")
+        argv = [
+            sys.executable, "-m", "sipua", "register",
+            "--aor", "sips:alice@example.test", "--username", "alice",
+            "--password-file", str(tmp_path / "pw"), "--proxy", f"127.0.0.1:{registrar.port}",
+            "--trusted-cert", str(ca), "--ca-type", "custom", "--data-dir", str(data),
+            "--device-cert", "custom", "--listen", "127.0.0.1:0", "--log-format", "json",
+        ]  # fmt: skip
+        stdout = tmp_path / "stdout"
+        stderr = tmp_path / "stderr"
+
+        def records() -> list[dict[str, object]]:
+            lines = stderr.read_text().splitlines()
+            return [json.loads(line) for line in lines if line.startswith("{")]
+
+        async def wait_event(name: str) -> dict[str, object]:
+            with trio.fail_after(20):
+                while True:
+                    found = named(records(), name)
+                    if found:
+                        return found[-1]
+                    await trio.sleep(0.05)
+
+        with stdout.open("wb") as stdout_file, stderr.open("wb") as stderr_file:
+            async with trio.open_nursery() as nursery:
+                run = functools.partial(
+                    trio.run_process, argv, stdout=stdout_file, stderr=stderr_file, check=False
+                )
+                process = await nursery.start(run)
+                await registrar.wait_registered(within=20)
+                listening = await wait_event("listening")
+                host, _, port = str(listening["address"]).rpartition(":")
+                address = (host, int(port))
+                assert await _presented_fingerprint(address) == first.fingerprint
+                store.devices.import_files(tmp_path / "two.pem")
+                process.send_signal(signal.SIGHUP)
+                reloaded = await wait_event("certificates-reloaded")
+                assert reloaded["trigger"] == "sighup"
+                assert "device two" in str(reloaded["device_certificate"])
+                assert "device one" in str(reloaded["device_certificate_before"])
+                assert await _presented_fingerprint(address) == second.fingerprint
+                assert registrar.connections == 1  # the registration flow stayed up
+                assert process.returncode is None
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(20):
+                    code = await process.wait()
+        assert code == 0
+        assert "alice" not in registrar.bindings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -28,13 +29,19 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: How long a TCP connect may take by default.
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 
+#: A server configuration, or a function giving the current one (asked at every accept).
+ServerConfigSource = TlsServerConfig | Callable[[], TlsServerConfig]
+
 
 class TlsListener(trio.abc.Listener[TlsStream]):
     """Accepts TLS connections on a transport listener with one server context.
 
     Args:
         transport_listener: Usually a `trio.SocketListener`.
-        config: Server settings (identity, client certificates, versions).
+        config: Server settings (identity, client certificates, versions), or a function
+            returning the current ones, asked at every accept: a new device certificate or
+            trusted set then applies to new handshakes while established connections keep
+            theirs.
         handshake_timeout: Seconds each client gets for its handshake (callers run
             `stream.do_handshake(timeout=listener.handshake_timeout)`).
         verifier: Overrides the client-certificate verifier built from `config`.
@@ -43,7 +50,7 @@ class TlsListener(trio.abc.Listener[TlsStream]):
     def __init__(
         self,
         transport_listener: trio.abc.Listener[trio.abc.Stream],
-        config: TlsServerConfig,
+        config: ServerConfigSource,
         *,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         verifier: Verifier | None = None,
@@ -56,12 +63,17 @@ class TlsListener(trio.abc.Listener[TlsStream]):
         self._verifier = verifier
         # Build (or fetch) the context now, so a bad certificate fails at start-up, not on the
         # first client.
-        server_context(config)
+        server_context(self.current_config())
+
+    def current_config(self) -> TlsServerConfig:
+        """The configuration new handshakes use."""
+        config = self.config
+        return config if isinstance(config, TlsServerConfig) else config()
 
     async def accept(self) -> TlsStream:
         """The next connection, handshake not yet run (run it in the connection's task)."""
         transport = await self.transport_listener.accept()
-        return TlsStream.server(transport, self.config, verifier=self._verifier)
+        return TlsStream.server(transport, self.current_config(), verifier=self._verifier)
 
     async def aclose(self) -> None:
         """Stop listening (established connections are not affected)."""
@@ -70,7 +82,7 @@ class TlsListener(trio.abc.Listener[TlsStream]):
 
 async def open_tls_listeners(
     port: int,
-    config: TlsServerConfig,
+    config: ServerConfigSource,
     *,
     host: str | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,

@@ -214,31 +214,57 @@ class DeviceStore:
                 a passphrase, or a key that does not belong to the certificate.
         """
         check_extension(cert_path, DEVICE_EXTENSIONS)
-        data = read_input_file(cert_path)
-        certs = load_certificates(data, source=str(cert_path))
+        key_data = None
         if key_path is not None:
             check_extension(key_path, KEY_EXTENSIONS)
-            key = load_private_key(
-                read_input_file(key_path), source=str(key_path), passphrase=passphrase
-            )
-        elif b"PRIVATE KEY" in data:
-            key = load_private_key(data, source=str(cert_path), passphrase=passphrase)
-        else:
-            raise CertificateError(
-                f"{cert_path} holds no private key; a device certificate needs its key: put it "
-                "in the same file or pass --key KEY"
-            )
-        leaf = next((c for c in certs if key_matches(c, key)), None)
-        if leaf is None:
-            raise CertificateError(
-                f"the private key does not match the certificate in {cert_path} (public keys "
-                "differ); pick the key file that was created with this certificate"
-            )
-        chain = [c for c in certs if c is not leaf]
+            key_data = read_input_file(key_path)
+        return self.import_data(
+            read_input_file(cert_path),
+            source=str(cert_path),
+            key_data=key_data,
+            key_source=str(key_path),
+            passphrase=passphrase,
+        )
+
+    def import_data(
+        self,
+        data: bytes,
+        *,
+        source: str,
+        key_data: bytes | None = None,
+        key_source: str = "",
+        passphrase: bytes | None = None,
+    ) -> StoredCertificate:
+        """Imports a custom device certificate and its key from bytes (a file, a download).
+
+        Everything is checked before anything is stored; the old custom certificate is
+        replaced atomically, or kept on any failure.
+
+        Raises:
+            CertificateError: no certificate, no key, an encrypted key without a passphrase,
+                or a key that does not belong to the certificate; `source` is named.
+        """
+        key, leaf, chain = parse_device_bundle(
+            data, source=source, key_data=key_data, key_source=key_source, passphrase=passphrase
+        )
         path = self._dir.path / _CUSTOM_FILE
         with self._dir.locked():
             self._write_keyed(path, key, [leaf, *chain])
         return StoredCertificate.of(leaf, role="device", kind="custom", path=path)
+
+    def has_custom(self) -> bool:
+        """Whether a custom device certificate file exists (readable or not)."""
+        return (self._dir.path / _CUSTOM_FILE).exists()
+
+    def custom_fingerprint(self) -> str | None:
+        """The fingerprint of the custom device certificate, None if none is readable."""
+        path = self._dir.path / _CUSTOM_FILE
+        cert = _certificate_of(path) if path.exists() else None
+        return (
+            None
+            if cert is None
+            else StoredCertificate.of(cert, role="device", kind="custom").fingerprint
+        )
 
     def remove(self) -> StoredCertificate | None:
         """Removes the custom device certificate, whatever state its file is in.
@@ -311,6 +337,42 @@ class DeviceStore:
             )
             return None
         return _KeyedFile(key, certs)
+
+
+def parse_device_bundle(
+    data: bytes,
+    *,
+    source: str,
+    key_data: bytes | None = None,
+    key_source: str = "",
+    passphrase: bytes | None = None,
+) -> tuple[PrivateKey, x509.Certificate, list[x509.Certificate]]:
+    """The key, the leaf it belongs to, and the rest of the chain, from a device bundle.
+
+    Peer input (an imported file, a download): only `CertificateError` escapes.
+
+    Raises:
+        CertificateError: no certificate, no key, an encrypted key without a passphrase, or a
+            key that matches none of the certificates; `source` is named.
+    """
+    certs = load_certificates(data, source=source)
+    if key_data is not None:
+        key = load_private_key(key_data, source=key_source, passphrase=passphrase)
+    elif b"PRIVATE KEY" in data:
+        key = load_private_key(data, source=source, passphrase=passphrase)
+    else:
+        raise CertificateError(
+            f"{source} holds no private key; a device certificate needs its key: put it "
+            "in the same file or pass --key KEY"
+        )
+    leaf = next((c for c in certs if key_matches(c, key)), None)
+    if leaf is None:
+        raise CertificateError(
+            f"the private key does not match the certificate in {source} (public keys "
+            "differ); pick the key file that was created with this certificate"
+        )
+    chain = [c for c in certs if c is not leaf]
+    return key, leaf, chain
 
 
 def _certificate_of(path: Path) -> x509.Certificate | None:

@@ -12,6 +12,8 @@ the store loading.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -143,3 +145,30 @@ def select(candidates: list[StoredCertificate], ident: str, *, what: str) -> Sto
         shown = ", ".join(f"{c.name} ({c.fingerprint[:12]})" for c in unique.values())
         raise StoreError(f"{ident!r} matches several certificates: {shown}; give more digits")
     return matches[0]
+
+
+def check_not_writable_by_others(path: Path) -> None:
+    """Refuses a trust file (or its directory) that someone other than this user could write.
+
+    Whoever can write trusted.pem (or known-keys) decides whom sipua trusts, so it must be
+    this user's alone.
+
+    Raises:
+        StoreError: `path` is owned by another user, or group- or world-writable.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise StoreError(f"cannot check {path}: {exc.strerror or exc}") from exc
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"refusing to trust certificates from {path}: it is owned by user id {info.st_uid}, "
+            f"not by you ({os.geteuid()}), so another user decides what sipua trusts; check its "
+            f"content, then run `chown $(id -u) {path}`"
+        )
+    if mode & 0o022:
+        raise StoreError(
+            f"refusing to trust certificates from {path}: its mode is {mode:04o}, so other users "
+            f"can change what sipua trusts; check its content, then run `chmod go-w {path}`"
+        )

@@ -6,7 +6,8 @@ It mirrors a desk phone's two certificate lists, each its own class on one direc
 - `trusted` (`trusted.py`): the operating system's CA bundle (*default*) and up to 10 *custom*
   trusted certificates, the anchors of the trust decision;
 - `devices` (`device.py`): the device CA, the unique and generic device certificates it
-  issues, and one custom device certificate with its key.
+  issues, and one custom device certificate with its key;
+- `known` (`known.py`): the registrar keys trust on first use recorded (sipua's known_hosts).
 
 `find` looks a certificate up in both, for `sipua cert show`.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from sipua.tls.stores.device import DeviceStore
 from sipua.tls.stores.files import StoredCertificate, StoreDirectory, select
+from sipua.tls.stores.known import KnownKeys
 from sipua.tls.stores.trusted import TrustedStore
 from sipua.tls.trust.anchors import SystemBundle
 
@@ -31,6 +33,7 @@ class CertStore:
     Attributes:
         trusted: The trusted certificates (default and custom).
         devices: The device certificates.
+        known: The registrar keys recorded on first use.
     """
 
     def __init__(self, data_dir: Path, *, system: SystemBundle | None = None) -> None:
@@ -38,6 +41,7 @@ class CertStore:
         self._dir = StoreDirectory(data_dir / "certs")
         self.trusted = TrustedStore(self._dir, system=system)
         self.devices = DeviceStore(self._dir)
+        self.known = KnownKeys(self._dir)
 
     @property
     def directory(self) -> Path:

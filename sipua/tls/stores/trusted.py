@@ -11,8 +11,6 @@ sipua trusts, so the file and its directory are refused if anyone but this user 
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,7 +27,12 @@ from sipua.tls.certs import (
     load_certificates,
     pem_blocks,
 )
-from sipua.tls.stores.files import StoredCertificate, StoreDirectory, select
+from sipua.tls.stores.files import (
+    StoredCertificate,
+    StoreDirectory,
+    check_not_writable_by_others,
+    select,
+)
 from sipua.tls.trust.anchors import SystemBundle, system_bundle
 from sipua.tls.trust.policy import ACCEPTED_CA_VALUES, AcceptedCa
 
@@ -100,8 +103,8 @@ class TrustedStore:
         path = self.path
         if not path.exists():
             return []
-        _check_not_writable_by_others(self._dir.path)
-        _check_not_writable_by_others(path)
+        check_not_writable_by_others(self._dir.path)
+        check_not_writable_by_others(path)
         data = storage.read_bounded(path)
         blocks = pem_blocks(data)
         if not blocks and data.strip():
@@ -187,6 +190,61 @@ class TrustedStore:
         )
         return [StoredCertificate.of(c, role="trusted", kind="custom", path=self.path) for c in new]
 
+    def provision(
+        self, certs: list[x509.Certificate], *, replace: bool, source: str
+    ) -> tuple[list[StoredCertificate], list[StoredCertificate]]:
+        """Makes the custom list what a provisioning URL says, in one atomic write.
+
+        Args:
+            certs: The certificates fetched (checked already).
+            replace: The list becomes exactly `certs` (the phone's `.delete` counterpart);
+                otherwise those not yet trusted are added and the rest kept.
+            source: The URL, for messages.
+
+        Returns:
+            The certificates added and those removed.
+
+        Raises:
+            StoreError: the result would exceed `MAX_CUSTOM_TRUSTED`, or (when adding) the file
+                has unreadable entries; nothing is written then.
+        """
+        with self._dir.locked():
+            entries = self._trusted_entries()
+            existing = [e.stored for e in entries if e.stored is not None]
+            known = {s.fingerprint for s in existing}
+            fresh: dict[str, x509.Certificate] = {}
+            for cert in certs:
+                fresh.setdefault(fingerprint(cert), cert)
+            if replace:
+                wanted = list(fresh.values())
+                added = [c for fp, c in fresh.items() if fp not in known]
+                removed = [s for s in existing if s.fingerprint not in fresh]
+                blocks = [certificate_pem(c) for c in wanted]
+            else:
+                unreadable = [e for e in entries if e.stored is None]
+                if unreadable:
+                    raise StoreError(
+                        f"{source}: nothing was stored because {self.path} has unreadable "
+                        "entries; delete them from the file, then provision again"
+                    )
+                added = [c for fp, c in fresh.items() if fp not in known]
+                removed = []
+                wanted = [*(s.certificate for s in existing), *added]
+                blocks = [*(e.block for e in entries), *(certificate_pem(c) for c in added)]
+            if len(wanted) > MAX_CUSTOM_TRUSTED:
+                raise StoreError(
+                    f"{source}: storing these certificates would make {len(wanted)} custom "
+                    f"trusted certificates; at most {MAX_CUSTOM_TRUSTED} are allowed (the old "
+                    "list is kept); serve fewer, or set certificates.trusted_certificates_delete "
+                    "to replace the list"
+                )
+            if added or removed or (replace and len(entries) != len(wanted)):
+                self._write_trusted(blocks, wanted)
+        stored = [
+            StoredCertificate.of(c, role="trusted", kind="custom", path=self.path) for c in added
+        ]
+        return stored, removed
+
     def remove(self, ident: str) -> StoredCertificate:
         """Removes one custom trusted certificate by fingerprint (or unique prefix) or name.
 
@@ -217,32 +275,6 @@ class TrustedStore:
         comments = {certificate_pem(c): b"# " + _comment(c) + b"\n" for c in certs}
         text = b"".join(comments.get(block, b"") + block for block in blocks)
         storage.atomic_write(self.path, text, mode=storage.PUBLIC_FILE_MODE)
-
-
-def _check_not_writable_by_others(path: Path) -> None:
-    """Refuses a trust file (or its directory) that someone other than this user could write.
-
-    Whoever can write trusted.pem decides whom sipua trusts, so it must be this user's alone.
-
-    Raises:
-        StoreError: `path` is owned by another user, or group- or world-writable.
-    """
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise StoreError(f"cannot check {path}: {exc.strerror or exc}") from exc
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid != os.geteuid():
-        raise StoreError(
-            f"refusing to trust certificates from {path}: it is owned by user id {info.st_uid}, "
-            f"not by you ({os.geteuid()}), so another user decides what sipua trusts; check its "
-            f"content, then run `chown $(id -u) {path}`"
-        )
-    if mode & 0o022:
-        raise StoreError(
-            f"refusing to trust certificates from {path}: its mode is {mode:04o}, so other users "
-            f"can change what sipua trusts; check its content, then run `chmod go-w {path}`"
-        )
 
 
 def _comment(cert: x509.Certificate) -> bytes:

@@ -1,0 +1,107 @@
+"""`sipua config import FILE.cfg --out FILE.toml`: a desk phone's provisioning file as sipua's TOML.
+
+The security keys (only accept trusted certificates, CN validation, the certificate URLs and
+their delete counterparts) and the account keys (server address, port, transport, user and
+auth names, expiry, enable) are translated (`sipua.settings.phone`); a password goes to an
+owner-only file next to the TOML (`password_file`), never into it. Keys sipua does not use
+are listed, and keys whose value map is not confirmed are refused with what to set instead.
+The result is loaded back before anything is written, and each file is written atomically.
+
+Exit codes: 0 written; 2 the phone file, or the configuration it makes, is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Adds the `config` subcommands."""
+    sub = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    imp = sub.add_parser(
+        "import",
+        help="translate a phone auto-provisioning file (.cfg) into sipua's TOML",
+        description="translate a phone auto-provisioning file (.cfg) into sipua's TOML",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE.cfg")
+    imp.add_argument("--out", type=Path, required=True, metavar="FILE.toml")
+    imp.add_argument("--force", action="store_true", help="replace an existing --out file")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    # A JSON string of printable text is a valid TOML basic string.
+    return json.dumps(str(value), ensure_ascii=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `sipua config import`."""
+    import tempfile
+
+    from sipua import storage
+    from sipua.errors import ConfigError, StoreError
+    from sipua.settings.load import load_settings
+    from sipua.settings.phone import parse_phone_config, translate
+
+    source = str(args.file)
+    try:
+        data = storage.read_bounded(args.file)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+    imported = translate(parse_phone_config(data, source=source), source=source)
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    lines = [f"# Imported by `sipua config import` from {args.file.name}.", ""]
+    for section, values in (("tls", imported.tls), ("certificates", imported.certificates)):
+        if values:
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+            lines.append("")
+    secrets: dict[str, bytes] = {}
+    for account in imported.accounts:
+        lines.append(f"# account.{account.index} of the phone file")
+        lines.append("[[accounts]]")
+        lines.append(f"name = {_toml(account.name)}")
+        lines.append(f"aor = {_toml(account.aor)}")
+        lines.append(f"username = {_toml(account.username)}")
+        if account.proxy is not None:
+            lines.append(f"proxy = {_toml(account.proxy)}")
+        if account.expires is not None:
+            lines.append(f"expires = {account.expires}")
+        lines.append(f"register = {_toml(account.register)}")
+        if account.password is not None:
+            secret_name = f"{out.stem}.{account.name}.password"
+            secrets[secret_name] = account.password.encode("utf-8") + b"\n"
+            lines.append(f"password_file = {_toml(secret_name)}  # owner-only (0600)")
+        lines.append("")
+    text = "\n".join(lines).encode("utf-8")
+    # Loaded back before anything is written: what is written is what sipua accepts.
+    with tempfile.TemporaryDirectory() as tmp:
+        trial = Path(tmp) / out.name
+        trial.write_bytes(text)
+        for name, secret in secrets.items():
+            storage.atomic_write(Path(tmp) / name, secret, mode=storage.PRIVATE_FILE_MODE)
+        try:
+            load_settings(trial, env={})
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: the configuration it makes is refused: {exc}") from None
+    for name, secret in secrets.items():
+        storage.atomic_write(out.parent / name, secret, mode=storage.PRIVATE_FILE_MODE)
+    storage.atomic_write(out, text)
+    print(f"wrote {out}: {len(imported.accounts)} account(s)")
+    for name in secrets:
+        print(f"password written to {out.parent / name} (mode 0600), not to the TOML")
+    for refusal in imported.refused:
+        print(f"not imported: {refusal}", file=sys.stderr)
+    if imported.unused:
+        shown = ", ".join(imported.unused[:50])
+        more = f" and {len(imported.unused) - 50} more" if len(imported.unused) > 50 else ""
+        print(f"not used by sipua ({len(imported.unused)}): {shown}{more}", file=sys.stderr)
+    return 0

@@ -1,0 +1,2 @@
+"""Provisioning certificates from URLs, as desk phones do (`static.trusted_certificates.url`,
+`static.server_certificates.url` and their `.delete` counterparts)."""

@@ -1,0 +1,222 @@
+"""Reading a desk phone's auto-provisioning file (`.cfg`) into sipua's settings.
+
+The file is `#!version:1.0.0.1` on its first line, then `key = value` lines (blank lines and
+`#` comments allowed; a value may be in double quotes; an empty value means "not set"). It is
+peer input: `parse_phone_config` raises only `PhoneConfigError`, naming the file and line, and
+bounds the file (1 MiB), a line (4 KiB) and the number of lines.
+
+`translate` maps the keys sipua has a meaning for; every other key is listed back, never
+silently dropped. The value maps used are the ones confirmed in the public admin guides and
+templates (the README's "Phone config import" says what was checked):
+
+- `account.N.sip_server.M.transport_type`: 0 UDP, 1 TCP, 2 TLS, 3 DNS-NAPTR. sipua speaks only
+  TLS: 2 (with the server's port as the proxy) and 3 (RFC 3263 location of the domain) are
+  imported, 0 and 1 refused for that account.
+- `static.security.trust_certificates`, `static.security.cn_validation`: 0 off, 1 on.
+- `static.trusted_certificates.url`, `static.server_certificates.url`: the provisioning URLs;
+  their `.delete` counterparts take `http://localhost/all` (delete everything).
+
+Keys whose value map could not be confirmed are refused with a message saying what to set in
+sipua instead: `static.security.ca_cert` (which CA certificates count) and
+`static.security.dev_cert` (which device certificate), and `static.security.default_ssl_method`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from sipua.errors import ConfigError
+
+MAX_CFG_BYTES: Final = 1024 * 1024
+MAX_LINE_CHARS: Final = 4096
+MAX_LINES: Final = 100_000
+VERSION_LINE: Final = "#!version:1.0.0.1"
+#: The `.delete` value the phone's templates give to delete every custom certificate.
+DELETE_ALL: Final = "http://localhost/all"
+
+_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
+_ACCOUNT_KEY = re.compile(r"account\.(\d{1,3})\.(.+)\Z")
+#: Value maps refused because no public admin guide read confirmed them.
+UNCONFIRMED: Final[Mapping[str, str]] = {
+    "static.security.ca_cert": "set [tls] ca_type to 'default', 'custom' or 'all'",
+    "static.security.dev_cert": "set [tls] device_cert to 'default', 'generic' or 'custom'",
+    "static.security.default_ssl_method": "set [tls] min_version / max_version",
+}
+
+
+class PhoneConfigError(ConfigError):
+    """A phone configuration file cannot be read; the message names the file and line."""
+
+
+def parse_phone_config(data: bytes, *, source: str) -> dict[str, str]:
+    """The `key = value` entries of a `.cfg` file (empty values left out).
+
+    Raises:
+        PhoneConfigError: not a phone configuration file, or a malformed line.
+    """
+    if len(data) > MAX_CFG_BYTES:
+        raise PhoneConfigError(f"{source} is larger than {MAX_CFG_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PhoneConfigError(f"{source} is not UTF-8 text") from None
+    lines = text.splitlines()
+    if len(lines) > MAX_LINES:
+        raise PhoneConfigError(f"{source} has more than {MAX_LINES} lines")
+    if not lines or lines[0].strip() != VERSION_LINE:
+        raise PhoneConfigError(
+            f"{source} line 1: expected {VERSION_LINE!r}, the first line of a phone "
+            "auto-provisioning file"
+        )
+    entries: dict[str, str] = {}
+    for number, raw in enumerate(lines[1:], start=2):
+        line = raw.strip()
+        where = f"{source} line {number}"
+        if len(line) > MAX_LINE_CHARS:
+            raise PhoneConfigError(f"{where} is longer than {MAX_LINE_CHARS} characters")
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise PhoneConfigError(f"{where}: expected 'key = value', found {line[:60]!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if key in entries:
+            raise PhoneConfigError(f"{where}: {key} is set twice; keep one line")
+        if value:
+            entries[key] = value
+    return entries
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportedAccount:
+    """One account of the phone file, in sipua's terms (`password` never goes into TOML)."""
+
+    index: int
+    name: str
+    aor: str
+    username: str
+    proxy: str | None
+    expires: int | None
+    register: bool
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Imported:
+    """What a phone file says, in sipua's terms, and what it says that sipua does not use."""
+
+    tls: dict[str, object] = field(default_factory=dict)
+    certificates: dict[str, object] = field(default_factory=dict)
+    accounts: list[ImportedAccount] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _flag(key: str, value: str, source: str) -> bool:
+    if value in ("0", "1"):
+        return value == "1"
+    raise PhoneConfigError(f"{source}: {key} = {value[:40]!r}: expected 0 or 1")
+
+
+def translate(entries: Mapping[str, str], *, source: str) -> Imported:
+    """Maps the phone's keys onto sipua's settings.
+
+    Raises:
+        PhoneConfigError: a key sipua uses has a value it cannot take.
+    """
+    result = Imported()
+    accounts: dict[int, dict[str, str]] = {}
+    for key, value in entries.items():
+        if key == "static.security.trust_certificates":
+            result.tls["only_trusted"] = _flag(key, value, source)
+        elif key == "static.security.cn_validation":
+            result.tls["cn_validation"] = _flag(key, value, source)
+        elif key in ("static.trusted_certificates.url", "static.server_certificates.url"):
+            name = key.split(".")[1] + "_url"
+            result.certificates[name] = value
+        elif key in ("static.trusted_certificates.delete", "static.server_certificates.delete"):
+            if value != DELETE_ALL:
+                raise PhoneConfigError(
+                    f"{source}: {key} = {value[:60]!r}: sipua knows only {DELETE_ALL!r} "
+                    "(delete every custom certificate)"
+                )
+            result.certificates[key.split(".")[1] + "_delete"] = True
+        elif key in UNCONFIRMED:
+            result.refused.append(
+                f"{key} = {value[:40]}: its value map is not confirmed by the public admin "
+                f"guides, so it is not imported; {UNCONFIRMED[key]}"
+            )
+        elif (match := _ACCOUNT_KEY.match(key)) is not None:
+            accounts.setdefault(int(match[1]), {})[match[2]] = value
+        else:
+            result.unused.append(key)
+    for index in sorted(accounts):
+        _account(index, accounts[index], result, source)
+    return result
+
+
+_ACCOUNT_USED: Final = frozenset(
+    {
+        "enable",
+        "label",
+        "user_name",
+        "auth_name",
+        "password",
+        "sip_server.1.address",
+        "sip_server.1.port",
+        "sip_server.1.transport_type",
+        "sip_server.1.expires",
+    }
+)
+
+
+def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
+    for sub in sorted(keys):
+        if sub not in _ACCOUNT_USED:
+            result.unused.append(f"account.{index}.{sub}")
+    user = keys.get("user_name")
+    host = keys.get("sip_server.1.address")
+    if user is None or host is None:
+        if user or host:
+            result.refused.append(
+                f"account.{index}: needs both user_name and sip_server.1.address; not imported"
+            )
+        return
+    transport = keys.get("sip_server.1.transport_type", "0")
+    if transport not in ("2", "3"):
+        words = {"0": "UDP", "1": "TCP"}.get(transport, f"transport {transport!r}")
+        result.refused.append(
+            f"account.{index} ({user}@{host}) uses {words}; sipua speaks only SIP over TLS "
+            "(transport_type 2, or 3 for DNS-NAPTR): not imported"
+        )
+        return
+    port = keys.get("sip_server.1.port")
+    if port is not None and not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise PhoneConfigError(f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}")
+    proxy = None
+    if transport == "2" and port not in (None, "0"):
+        bracketed = f"[{host}]" if ":" in host else host
+        proxy = f"{bracketed}:{port}"
+    expires_text = keys.get("sip_server.1.expires")
+    expires = int(expires_text) if expires_text and expires_text.isdigit() else None
+    enable = keys.get("enable", "1")
+    label = keys.get("label") or user
+    name = re.sub(r"[^A-Za-z0-9._@+-]", "-", label)[:64].lstrip("._@+-") or f"account{index}"
+    result.accounts.append(
+        ImportedAccount(
+            index=index,
+            name=name,
+            aor=f"sips:{user}@{host}",
+            username=keys.get("auth_name") or user,
+            proxy=proxy,
+            expires=expires,
+            register=enable == "1",
+            password=keys.get("password"),
+        )
+    )

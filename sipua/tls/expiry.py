@@ -1,0 +1,103 @@
+"""How long certificates have left: days to expiry, and which ones need a warning.
+
+Pure functions over certificates and a time given by the caller. `sipua cert list` shows
+`days_left` for every certificate; `sipua register` warns at start (and on every later check)
+about the certificates it relies on that expire within `certificates.expiry_warning_days`: the
+custom trusted ones and the device certificate in use with its chain. The operating system's
+bundle (the *default* trusted certificates) is the system's to maintain and is not warned about.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from sipua.tls.stores.files import StoredCertificate
+
+SECONDS_PER_DAY: Final = 86_400
+
+
+def days_left(not_after: dt.datetime, now: dt.datetime) -> int:
+    """Whole days until `not_after` (rounded down): 0 on the last day, negative once expired."""
+    return math.floor((not_after - now).total_seconds() / SECONDS_PER_DAY)
+
+
+def describe_days(days: int) -> str:
+    """`days_left` in words: "12 days left", "expires today", "expired 3 days ago"."""
+    if days > 0:
+        return f"{days} day{'s' if days != 1 else ''} left"
+    if days == 0:
+        return "expires within a day"
+    ago = -days
+    return f"expired {ago} day{'s' if ago != 1 else ''} ago"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expiring:
+    """A certificate sipua relies on that expires soon (or has expired).
+
+    Attributes:
+        role: "trusted" or "device".
+        kind: The store's kind ("custom", "unique", "generic", "device-ca", ...).
+        name: The certificate's short name.
+        fingerprint: Its SHA-256 fingerprint.
+        not_after: When it expires.
+        days_left: Whole days left (negative once expired).
+        renewable: sipua issued it and renews it itself (unique or generic device
+            certificates); anything else must be replaced by whoever issued it.
+    """
+
+    role: str
+    kind: str
+    name: str
+    fingerprint: str
+    not_after: dt.datetime
+    days_left: int
+    renewable: bool
+
+    def fields(self) -> dict[str, object]:
+        """The event fields of a `certificate-expiring` event."""
+        return {
+            "role": self.role,
+            "kind": self.kind,
+            "name": self.name,
+            "sha256": self.fingerprint,
+            "not_after": self.not_after.isoformat(),
+            "days_left": self.days_left,
+            "action": self.action,
+        }
+
+    @property
+    def action(self) -> str:
+        """What happens or what to do about it."""
+        if self.renewable:
+            return "sipua renews it from its device CA before it expires"
+        if self.role == "trusted":
+            return "import the issuer's new certificate (sipua cert import-trusted FILE)"
+        if self.kind == "device-ca":
+            return "remove device-ca.pem to create a new device CA, then re-export it"
+        return "import a renewed device certificate (sipua cert import-device CERT)"
+
+
+def expiring(
+    certificates: Iterable[StoredCertificate], *, within_days: int, now: dt.datetime
+) -> list[Expiring]:
+    """The certificates that expire within `within_days` days of `now`, soonest first."""
+    found: dict[str, Expiring] = {}
+    for stored in certificates:
+        left = days_left(stored.summary.not_after, now)
+        if left >= within_days or stored.fingerprint in found:
+            continue
+        found[stored.fingerprint] = Expiring(
+            role=stored.role,
+            kind=stored.kind,
+            name=stored.name,
+            fingerprint=stored.fingerprint,
+            not_after=stored.summary.not_after,
+            days_left=left,
+            renewable=stored.role == "device" and stored.kind in ("unique", "generic"),
+        )
+    return sorted(found.values(), key=lambda e: e.not_after)

@@ -1,0 +1,115 @@
+"""`sipua config import`: a desk phone's provisioning file becomes sipua's TOML."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from sipua.cli import main
+from sipua.settings.load import load_settings
+from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
+
+PHONE = """#!version:1.0.0.1
+## Security
+static.security.trust_certificates = 0
+static.security.cn_validation = 1
+static.security.ca_cert = 2
+static.trusted_certificates.url = https://prov.example.test/ca.pem
+static.trusted_certificates.delete = http://localhost/all
+static.server_certificates.url = file:///etc/sipua/device.pem
+account.1.enable = 1
+account.1.label = "Reception desk"
+account.1.auth_name = 100auth
+account.1.user_name = 100
+account.1.password = s3cret
+account.1.sip_server.1.address = pbx.example.test
+account.1.sip_server.1.port = 5061
+account.1.sip_server.1.transport_type = 2
+account.1.sip_server.1.expires = 300
+account.1.codec.1.enable = 1
+account.2.enable = 0
+account.2.user_name = 200
+account.2.sip_server.1.address = example.test
+account.2.sip_server.1.port = 0
+account.2.sip_server.1.transport_type = 3
+account.3.user_name = 300
+account.3.sip_server.1.address = pbx.example.test
+account.3.sip_server.1.transport_type = 0
+local_time.time_zone = +1
+features.dnd.enable =
+"""
+
+
+def test_import_writes_toml_that_loads_and_keeps_the_password_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(PHONE)
+    out = tmp_path / "sipua.toml"
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    text = out.read_text()
+    assert "s3cret" not in text
+    secret = tmp_path / "sipua.Reception-desk.password"
+    assert secret.read_text() == "s3cret\n"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    settings = load_settings(out, env={})
+    assert not settings.tls.only_trusted
+    assert settings.tls.cn_validation
+    assert settings.tls.ca_type == "all"  # the unconfirmed ca_cert value was not guessed
+    assert settings.certificates.trusted_certificates_url == "https://prov.example.test/ca.pem"
+    assert settings.certificates.trusted_certificates_delete
+    assert settings.certificates.server_certificates_url == "file:///etc/sipua/device.pem"
+    first, second = settings.accounts
+    assert first.name == "Reception-desk"
+    assert first.aor == "sips:100@pbx.example.test"
+    assert first.username == "100auth"
+    assert first.proxy == "pbx.example.test:5061"
+    assert first.expires == 300
+    assert first.password is not None
+    assert first.password.reveal() == "s3cret"
+    assert second.aor == "sips:200@example.test"
+    assert second.proxy is None  # DNS-NAPTR: RFC 3263 location
+    assert not second.register
+    assert "static.security.ca_cert = 2: its value map is not confirmed" in printed.err
+    assert "account.3 (300@pbx.example.test) uses UDP" in printed.err
+    assert "local_time.time_zone" in printed.err
+    assert "account.1.codec.1.enable" in printed.err
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 2  # exists: --force
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("account.1.user_name = 1\n", "line 1: expected '#!version:1.0.0.1'"),
+        ("#!version:1.0.0.1\nno equals sign\n", "line 2: expected 'key = value'"),
+        ("#!version:1.0.0.1\na = 1\na = 2\n", "line 3: a is set twice"),
+        ("#!version:1.0.0.1\nstatic.security.cn_validation = yes\n", "expected 0 or 1"),
+        (
+            "#!version:1.0.0.1\nstatic.trusted_certificates.delete = http://x/y\n",
+            "sipua knows only 'http://localhost/all'",
+        ),
+    ],
+)
+def test_malformed_files_are_refused_naming_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(PhoneConfigError, match=message) as caught:
+        translate(parse_phone_config(text.encode(), source="phone.cfg"), source="phone.cfg")
+    assert "phone.cfg" in str(caught.value)
+
+
+def test_nothing_is_written_when_the_result_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(
+        "#!version:1.0.0.1\naccount.1.user_name = a\naccount.1.label = x\n"
+        "account.1.sip_server.1.address = p.example.test\n"
+        "account.1.sip_server.1.transport_type = 3\n"
+        "account.2.user_name = b\naccount.2.label = x\naccount.2.password = pw\n"
+        "account.2.sip_server.1.address = p.example.test\n"
+        "account.2.sip_server.1.transport_type = 3\n"
+    )
+    out = tmp_path / "sipua.toml"
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phone.cfg"]

@@ -1,0 +1,72 @@
+"""The known-keys file (trust on first use), the pin grammar and days-left arithmetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from sipua.settings.model import parse_pin
+from sipua.tls.expiry import days_left, describe_days
+from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
+from sipua.tls.stores.store import CertStore
+from sipua.tls.trust.pins import spki_pin
+from tests.support.certs import make_leaf
+
+PIN = "sha256/" + "A" * 43 + "="
+OTHER = "sha256/" + "B" * 43 + "="
+
+
+def test_pin_grammar() -> None:
+    assert parse_pin(PIN) == bytes(32)
+    assert parse_pin(spki_pin(make_leaf(None).cert)) != bytes(32)
+    for bad in ("sha1/" + "A" * 27 + "=", "sha256/short=", PIN[:-1], PIN + "A", "A" * 51):
+        with pytest.raises(ValueError, match="SPKI pin"):
+            parse_pin(bad)
+
+
+def test_known_keys_round_trip_and_errors() -> None:
+    records = {"example.test": PIN, "[2001:db8::1]": OTHER}
+    assert parse_known_keys(format_known_keys(records), source="f") == records
+    cases = {
+        b"example.test\n": "line 1: expected 'NAME sha256/BASE64', found 1",
+        b"# c\n\nexample.test sha256/xx\n": "line 3: expected an SPKI pin",
+        b"a.test " + PIN.encode() + b"\nA.TEST " + OTHER.encode() + b"\n": "listed twice",
+        b"bad/name " + PIN.encode() + b"\n": "is not a host name",
+        b"\xff\xfe": "not UTF-8",
+    }
+    for data, message in cases.items():
+        with pytest.raises(KnownKeysError, match=message):
+            parse_known_keys(data, source="known-keys")
+
+
+def test_record_keeps_the_first_key_accept_replaces_forget_removes(tmp_path: Path) -> None:
+    known = CertStore(tmp_path).known
+    known.record("Example.Test", PIN)
+    known.record("example.test", OTHER)  # a first use recorded meanwhile is kept
+    assert known.lookup("example.test") == PIN
+    assert known.accept("example.test", OTHER) == PIN
+    assert known.lookup("EXAMPLE.test") == OTHER
+    assert known.forget("example.test") == OTHER
+    assert known.records() == {}
+    with pytest.raises(ValueError):
+        known.accept("example.test", "sha256/nope")
+
+
+def test_known_keys_writable_by_others_is_refused(tmp_path: Path) -> None:
+    known = CertStore(tmp_path).known
+    known.record("example.test", PIN)
+    known.path.chmod(0o666)
+    with pytest.raises(Exception, match="other users can change"):
+        known.records()
+
+
+def test_days_left() -> None:
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert days_left(now + dt.timedelta(days=10, hours=1), now) == 10
+    assert days_left(now + dt.timedelta(hours=23), now) == 0
+    assert days_left(now - dt.timedelta(hours=1), now) == -1
+    assert describe_days(1) == "1 day left"
+    assert describe_days(0) == "expires within a day"
+    assert describe_days(-3) == "expired 3 days ago"
