@@ -33,7 +33,7 @@ it checks each new request in RFC 3261 §8.2's order, the first failing check an
    still ringing;
 4. content (§8.2.3): 415 with Accept for a body that is not application/sdp, 415 with
    Accept-Encoding for an encoded one; the session description (`SessionDescriber`) refuses
-   an offer it cannot read (400) or take (488), or makes our offer for an INVITE without one
+   an offer it cannot read or take (488 with a Warning), or makes our offer for an INVITE without one
    (§13.3.1.4);
 5. the application: `max_calls` calls at most, `max_calls_per_source` from one address unless
    the link is our own flow or a server's (486); then the answer policy.
@@ -172,8 +172,8 @@ class SessionDescriber(Protocol):
         """The answer to `offer`, for media on `address`.
 
         Raises:
-            Refusal: the offer cannot be read (400) or has nothing acceptable (488), or no
-                media resource is free (503).
+            Refusal: the offer cannot be read or has nothing acceptable (488), or no media
+                resource is free (503).
         """
         ...
 

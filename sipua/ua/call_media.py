@@ -74,13 +74,15 @@ class MediaDescriber:
         """Our answer to `offer` (RFC 3264 §6), for the call whose To tag is `tag`.
 
         Raises:
-            Refusal: 400 for an offer that does not parse (with a Warning naming the line),
-                488 for one with nothing we take, 503 when no media port pair is free.
+            Refusal: 488 with a Warning naming the line for an offer that does not parse, 488
+                for one with nothing we take, 503 when no media port pair is free.
         """
         try:
             streams = parse_offer(offer)
         except SdpError as exc:
-            raise Refusal(400, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
+            # 488 (RFC 3261 §21.4.26, as SIP stacks answer an SDP they cannot read): the
+            # request is well-formed SIP; it is its session description that is not usable.
+            raise Refusal(488, f"SDP offer: {exc}", ("Warning", warning(str(exc)))) from None
         session_id = self._rng.getrandbits(31)
         if self.media is None:
             answer = answer_streams(

@@ -227,10 +227,10 @@ def test_invite_without_offer_gets_ours_and_the_ack_carries_the_answer() -> None
             415,
             "Accept-Encoding",
         ),
-        (request("INVITE", body=OFFER.replace(b"40000", b"70000")), 400, "Warning"),
+        (request("INVITE", body=OFFER.replace(b"40000", b"70000")), 488, "Warning"),
         (request("INVITE", body=OFFER.replace(b"RTP/AVP 0 8", b"RTP/AVP 18")), 488, "Warning"),
     ],
-    ids=["405", "501", "416", "404", "415-encoding", "400-sdp", "488"],
+    ids=["405", "501", "416", "404", "415-encoding", "488-bad-sdp", "488"],
 )
 def test_each_check_answers_with_its_status(
     message: Request, status: int, header: str | None
@@ -270,7 +270,7 @@ def test_a_malformed_request_at_the_cap_gets_its_own_status_not_486() -> None:
     assert w.statuses("over") == [486]
     bad = request("INVITE", call_id="bad", body=OFFER.replace(b"40000", b"\xc2\xb2000"))
     w.receive(bad, link("bad"), now=0.0)
-    assert w.statuses("bad") == [400]
+    assert w.statuses("bad") == [488]
 
 
 def test_one_source_cannot_take_every_slot_but_our_flows_and_servers_can() -> None:

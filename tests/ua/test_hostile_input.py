@@ -94,14 +94,14 @@ def with_sdp_port(port: str) -> bytes:
 # -- 1: one INVITE must not stop sipua ---------------------------------------------------
 
 
-async def test_superscript_sdp_port_gets_400_and_sipua_serves_the_next_call(
+async def test_superscript_sdp_port_gets_488_and_sipua_serves_the_next_call(
     tmp_path: Path,
 ) -> None:
     async with listening_ua(tmp_path) as ua:
         caller = await Caller.connect(ua)
         await caller.send(request("INVITE", caller.uri, call_id="sup", body=with_sdp_port("²000")))
         refused = await caller.response()
-        assert refused.status == 400
+        assert refused.status == 488
         assert "has port" in (refused.headers.get("Warning") or "")
         await caller.send(request("INVITE", caller.uri, call_id="next", body=OFFER))
         assert (await caller.response(200)).status == 200
@@ -186,7 +186,7 @@ def invite_with(uri_for: str | None = None, **changes: bytes) -> bytes:
         ),
         (invite_with(uri_for="http://example.com/alice"), 416, "Unsupported"),
         (invite_with(uri_for="sips:mallory@127.0.0.1"), 404, None),
-        (invite_with(**{"m=audio 40000": b"m=audio 70000"}), 400, "Warning"),
+        (invite_with(**{"m=audio 40000": b"m=audio 70000"}), 488, "Warning"),
         (invite_with(**{"Call-ID: chk": b"Call-ID: two words"}), 400, "Warning"),
     ],
     ids=["content-type", "uri-scheme", "uri-user", "sdp-port", "call-id"],
