@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from sipua.commands.register import media_argument, seconds_argument
@@ -59,6 +60,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"hang up this long after the answer (default: {DEFAULT_DURATION:g})",
     )
     parser.add_argument(
+        "--dtmf",
+        metavar="DIGITS",
+        type=_digits,
+        default="",
+        help="send these DTMF digits (RFC 4733 telephone-event) once the call's media runs",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="PATH.wav",
+        type=Path,
+        help="record the audio the callee sends (8 kHz mono 16-bit WAV)",
+    )
+    parser.add_argument(
         "--media",
         metavar="MEDIA",
         type=media_argument,
@@ -66,6 +80,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(8 kHz mono 16-bit)",
     )
     add_common_flags(parser)
+
+
+def _digits(text: str) -> str:
+    from sipua.media.dtmf import DIGITS
+    from sipua.media.session import MAX_QUEUED_DIGITS
+
+    if len(text) > MAX_QUEUED_DIGITS or any(ch.upper() not in DIGITS for ch in text):
+        raise argparse.ArgumentTypeError(
+            f"expected up to {MAX_QUEUED_DIGITS} DTMF digits from {DIGITS!r}, got {text[:40]!r}"
+        )
+    return text.upper()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +102,16 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level, explain_failures=False)
-    return trio.run(_call, settings, args.target, args.ring_timeout, args.duration, args.media)
+    return trio.run(
+        _call,
+        settings,
+        args.target,
+        args.ring_timeout,
+        args.duration,
+        args.media,
+        args.dtmf,
+        args.record,
+    )
 
 
 async def _call(
@@ -86,6 +120,8 @@ async def _call(
     ring_timeout: float,
     duration: float,
     media: MediaSpec | None = None,
+    dtmf: str = "",
+    record: Path | None = None,
 ) -> int:
     import dataclasses
     import signal
@@ -131,6 +167,8 @@ async def _call(
                 ),
                 ring_timeout=ring_timeout,
                 duration=duration,
+                dtmf=dtmf,
+                record=record,
             )
         except LocalProtocolError as exc:
             await shutdown(ua)

@@ -33,8 +33,8 @@ it checks each new request in RFC 3261 §8.2's order, the first failing check an
    still ringing;
 4. content (§8.2.3): 415 with Accept for a body that is not application/sdp, 415 with
    Accept-Encoding for an encoded one; the session description (`SessionDescriber`) refuses
-   an offer it cannot read or take (488 with a Warning), or makes our offer for an INVITE without one
-   (§13.3.1.4);
+   an offer it cannot read or take (488 with a Warning), or makes our offer for an INVITE
+   without one (§13.3.1.4);
 5. the application: `max_calls` calls at most, `max_calls_per_source` from one address unless
    the link is our own flow or a server's (486); then the answer policy.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 import trio
@@ -32,7 +33,7 @@ from sipua.logs import get_logger
 from sipua.media.errors import MediaError, MediaRefused
 from sipua.media.negotiation import MediaPlan
 from sipua.media.session import MediaSession
-from sipua.media.sources import make_source
+from sipua.media.sources import WavRecorder, make_source
 from sipua.sip import Request, Response
 from sipua.sip.endpoint import (
     AnswerPolicy,
@@ -123,6 +124,7 @@ class CallHandler:
         #: Media reports of the calls we placed (published as call-media too), by Call-ID.
         self.media_reports: dict[str, dict[str, object]] = {}
         self._media_done: dict[str, trio.Event] = {}  # placed calls whose media still runs
+        self._placed_media: dict[str, tuple[str, Path | None]] = {}  # DTMF and recording
         #: Calls we placed whose answer our SRTP policy refused, with why.
         self.media_refusals: dict[str, str] = {}
         self._deadline_changed = trio.Event()
@@ -166,8 +168,13 @@ class CallHandler:
         responder: ChallengeResponder | None,
         ring_timeout: float | None,
         duration: float | None,
+        dtmf: str = "",
+        record: Path | None = None,
     ) -> str:
         """Calls `target` over `connection` (the registration flow); returns the Call-ID.
+
+        `dtmf` digits are sent (RFC 4733) once the call's media runs; `record` receives the
+        audio the callee sends (8 kHz mono 16-bit WAV).
 
         Raises:
             LocalProtocolError: `target` is not a SIP or SIPS URI.
@@ -186,6 +193,7 @@ class CallHandler:
             local_tag=tag,
         )
         self._placed[call.call_id] = trio.Event()
+        self._placed_media[call.call_id] = (dtmf, record)
         self._publish("call-placing", call_id=call.call_id, callee=target, peer=connection.peer)
         self.endpoint.place_call(
             call,
@@ -201,6 +209,7 @@ class CallHandler:
         """Waits until the call we placed is over (its media report too); returns how it ended."""
         await self._placed[call_id].wait()
         del self._placed[call_id]
+        self._placed_media.pop(call_id, None)
         media = self._media_done.get(call_id)
         if media is not None:
             await media.wait()
@@ -330,10 +339,16 @@ class CallHandler:
         config: CallMedia,
     ) -> None:
         """Runs one call's media until the call ends, then publishes its report."""
+        dtmf, record = self._placed_media.get(call_id, ("", None))
+        recorder: WavRecorder | None = None
         try:
             with scope:
                 try:
-                    await session.run(plan, make_source(config.play, plan.codec))
+                    if record is not None:
+                        recorder = WavRecorder(record, plan.codec)
+                    if dtmf:
+                        session.send_digits(dtmf)
+                    await session.run(plan, make_source(config.play, plan.codec), recorder=recorder)
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
         finally:

@@ -3,11 +3,16 @@
 baresip registers as bob; sipua registers as alice and calls sip:bob@ through Kamailio. Each
 outcome has its exit code: answered, audio both ways, and ended by either side (0), a callee
 that does not exist (Kamailio's 404: 6), a callee that does not answer before the ring timeout
-(CANCEL, 487: 6). With SRTP compulsory on both ends the audio is encrypted both ways.
+(CANCEL, 487: 6). With SRTP compulsory on both ends the audio is encrypted both ways. And sipua
+calls sipua (bob answering with echo) under each SRTP mode, with DTMF and a recording, and a
+compulsory side refuses a plain one (488: 6).
 """
 
 from __future__ import annotations
 
+import contextlib
+import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from tests.interop.peers import (
     SipuaProcess,
     sipua_call_argv,
     sipua_outcome,
+    sipua_register_argv,
 )
 
 pytestmark = pytest.mark.interop
@@ -139,3 +145,60 @@ def test_sipua_calls_baresip_with_srtp_compulsory_both_ways(
         assert media["srtp"] in {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"}, media
         assert (media["packets_lost"], media["srtp_auth_failures"]) == (0, 0), media
         baresip.wait_for_event("CALL_CLOSED", timeout_s=5)
+
+
+@contextlib.contextmanager
+def _sipua_bob(kam: Kamailio, data_dir: Path, srtp: str) -> Iterator[SipuaProcess]:
+    """sipua registered as bob, answering with echo under `srtp`; SIGINT at the end."""
+    extra = ["--srtp", srtp, "--answer-media", "echo"]
+    argv = sipua_register_argv(kam, data_dir, user="bob", extra=extra)
+    with SipuaProcess(argv, env={"SIPUA_AUTO_ANSWER_DELAY": "0.1"}) as bob:
+        bob.wait_for("registered")
+        yield bob
+        assert bob.interrupt() == 0, bob.tail()
+
+
+@pytest.mark.parametrize(
+    ("caller", "callee", "encrypted"),
+    [
+        ("optional", "optional", True),
+        ("disabled", "optional", False),
+        ("compulsory", "compulsory", True),
+    ],
+)
+def test_sipua_calls_sipua_with_each_srtp_mode(
+    kamailio: Kamailio, tmp_path: Path, caller: str, callee: str, encrypted: bool
+) -> None:
+    record = tmp_path / "heard.wav"
+    target = f"sips:bob@{kamailio.domain}"
+    extra = ["--duration", "2", "--srtp", caller, "--dtmf", "19#", "--record", str(record)]
+    with _sipua_bob(kamailio, tmp_path / "bob", callee) as bob:
+        argv = sipua_call_argv(kamailio, tmp_path / "alice", target, extra=extra)
+        with SipuaProcess(argv) as alice:
+            code = alice.wait()
+        assert code == EXIT_OK, alice.tail()
+        media = _audio_both_ways(alice)  # our tone, echoed back by the other sipua
+        assert media["encrypted"] is encrypted, media
+        answered = bob.wait_for("call-media", timeout_s=5)
+        assert answered["encrypted"] is encrypted, answered
+        assert answered["digits_received"] == "19#", answered
+    with wave.open(str(record), "rb") as heard:
+        assert heard.getframerate() == 8000
+        assert heard.getnframes() >= 8000  # at least a second of the echo
+
+
+@pytest.mark.parametrize(
+    ("caller", "callee"), [("compulsory", "disabled"), ("disabled", "compulsory")]
+)
+def test_a_compulsory_side_refuses_a_plain_one(
+    kamailio: Kamailio, tmp_path: Path, caller: str, callee: str
+) -> None:
+    target = f"sips:bob@{kamailio.domain}"
+    with _sipua_bob(kamailio, tmp_path / "bob", callee):
+        argv = sipua_call_argv(kamailio, tmp_path / "alice", target, extra=["--srtp", caller])
+        with SipuaProcess(argv) as alice:
+            code = alice.wait()
+    assert code == EXIT_CALL_FAILED, alice.tail()
+    ended = alice.find("call-ended")
+    assert ended is not None, alice.tail()
+    assert (ended["reason"], ended["status"]) == ("refused", 488), ended
