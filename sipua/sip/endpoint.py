@@ -26,8 +26,9 @@ we send (the BYEs) a client transaction with its timeout. The endpoint is the tr
 it checks each new request in RFC 3261 §8.2's order, the first failing check answering it:
 
 1. method (§8.2.1): 405 with Allow for methods sipua knows but does not serve, 501 for others;
-2. Request-URI (§8.2.2.1): 416 for a scheme other than sip/sips, 404 for a user not ours
-   (a URI without user names the device and is served);
+2. extensions and Request-URI (§8.2.2.3, §8.2.2.1): 420 with Unsupported for an option tag
+   in Require that sipua does not know (it knows `timer`, RFC 4028); 416 for a scheme other
+   than sip/sips, 404 for a user not ours (a URI without user names the device and is served);
 3. merged requests (§8.2.2.2): 482 for an INVITE with the From tag, Call-ID and CSeq of one in
    progress that reached us by another path (another branch); 491 for another INVITE of a call
    still ringing;
@@ -54,7 +55,7 @@ from functools import partial
 from typing import Final, Generic, Protocol, TypeVar
 
 from sipua.sip import invite as session_outputs
-from sipua.sip import uac
+from sipua.sip import refresh, uac
 from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from sipua.sip.events import (
     AckReceived,
@@ -79,7 +80,7 @@ from sipua.sip.invite import (
 )
 from sipua.sip.message import Request, Response, make_response
 from sipua.sip.methods import ALLOW, KNOWN_METHODS, SERVED_METHODS
-from sipua.sip.rejection import error_response, warning
+from sipua.sip.rejection import error_response
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig
 from sipua.sip.transactions import TransactionTable
@@ -90,6 +91,8 @@ MAX_CALLS: Final = 64
 #: Calls from one source address at once (our own flows and servers are exempt): one peer
 #: cannot take every slot.
 MAX_CALLS_PER_SOURCE: Final = 8
+#: Extensions (option tags, RFC 3261 §19.2) a request may require of sipua.
+SUPPORTED_EXTENSIONS: Final = frozenset({"timer"})
 #: Events waiting to be drained; more means the user agent stopped draining, which is a bug.
 MAX_PENDING_EVENTS: Final = 65536
 #: Final statuses of the answer policy's refusals.
@@ -286,6 +289,8 @@ class _Call(Generic[H]):
     sdp: bytes
     answer_at: float
     hangup_at: float | None = None
+    remote_origin: bytes | None = None  # the o= line of the caller's last SDP
+    expires_at: float | None = None  # RFC 4028: no refresh by then ends the call
 
 
 @dataclass(slots=True, eq=False)
@@ -295,6 +300,8 @@ class _Outgoing(Generic[H]):
     cancel_at: float | None
     duration: float | None
     hangup_at: float | None = None
+    remote_origin: bytes | None = None  # the o= line of the callee's last SDP
+    expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -371,14 +378,14 @@ class Endpoint(Generic[H]):
             deadlines.append(call.session.next_deadline())
             if call.session.state is InviteState.RINGING:
                 deadlines.append(call.answer_at)
-            elif call.hangup_at is not None and call.session.state is InviteState.CONFIRMED:
-                deadlines.append(call.hangup_at)
+            elif call.session.state is InviteState.CONFIRMED:
+                deadlines += [call.hangup_at, call.expires_at]
         for out in self._outgoing.values():
             state = out.call.state
             if state in (uac.OutgoingState.CALLING, uac.OutgoingState.EARLY):
                 deadlines.append(out.cancel_at)
             elif state is uac.OutgoingState.CONFIRMED:
-                deadlines.append(out.hangup_at)
+                deadlines += [out.hangup_at, out.expires_at]
         return min((d for d in deadlines if d is not None), default=None)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -430,6 +437,13 @@ class Endpoint(Generic[H]):
             ):
                 call.hangup_at = None
                 self._step(key, call, session.hangup, None, now)
+            if (
+                call.expires_at is not None
+                and call.expires_at <= now
+                and session.state is InviteState.CONFIRMED
+            ):
+                call.expires_at = None  # RFC 4028 §10: the refresher did not refresh
+                self._step(key, call, partial(session.hangup, "session-expired"), None, now)
 
     def place_call(
         self,
@@ -472,6 +486,14 @@ class Endpoint(Generic[H]):
             ):
                 out.hangup_at = None
                 self._run_outgoing(call_id, out.call.hangup, None, now)
+            elif (
+                state is uac.OutgoingState.CONFIRMED
+                and out.expires_at is not None
+                and out.expires_at <= now
+            ):
+                out.expires_at = None  # RFC 4028 §10: the refresher did not refresh
+                hangup = partial(out.call.hangup, "session-expired")
+                self._run_outgoing(call_id, hangup, None, now)
 
     def hangup_all(self, now: float) -> None:
         """Ends every call (BYE, or 480 for ringing ones); used on shutdown.
@@ -553,16 +575,23 @@ class Endpoint(Generic[H]):
             if method in KNOWN_METHODS:
                 raise Refusal(405, f"sipua does not serve {method}", ("Allow", ALLOW))
             raise Refusal(501, f"unknown method {method[:32]}")
+        unsupported = [tag for tag in refresh.required(request) if tag not in SUPPORTED_EXTENSIONS]
+        if unsupported and method not in ("ACK", "CANCEL"):
+            # §8.2.2.3: an extension the request requires and sipua does not know.
+            raise Refusal(
+                420,
+                f"unsupported extension {unsupported[0][:32]!r}",
+                ("Unsupported", ", ".join(unsupported)[:200]),
+            )
         uri = request.uri
         if not isinstance(uri, SipUri):
             raise Refusal(416, f"Request-URI scheme {uri.scheme[:16]!r}", ("Unsupported", "sips"))
         if uri.user is not None and uri.user not in self._users:
             raise Refusal(404, f"no user {uri.user[:64]!r} here")
-        if method == "INVITE":
-            if request.to.tag is None:
-                self._new_call(request, key, link, now)
-            else:
-                self._reinvite(request)
+        if method == "INVITE" and request.to.tag is None:
+            self._new_call(request, key, link, now)
+        elif method in ("INVITE", "UPDATE"):
+            self._refresh(request, key, link, now)
         elif method == "BYE":
             out = self._outgoing.get(request.call_id)
             if out is not None and out.call.dialog is not None and out.call.dialog.matches(request):
@@ -602,7 +631,14 @@ class Endpoint(Generic[H]):
         except BaseException:
             self._describer.release(tag)  # what the description bound, the refusal frees
             raise
-        call = _Call(session, link, key, sdp, answer_at=now + max(0.0, self.policy.delay))
+        call = _Call(
+            session,
+            link,
+            key,
+            sdp,
+            answer_at=now + max(0.0, self.policy.delay),
+            remote_origin=refresh.sdp_origin(invite.body) if invite.body else None,
+        )
         self._calls[call_key] = call
         self._by_invite[key] = call_key
         self._emit(
@@ -639,17 +675,46 @@ class Endpoint(Generic[H]):
             )
         return self._describer.answer(invite.body, address=address, tag=tag)
 
-    def _reinvite(self, request: Request) -> None:
+    def _refresh(self, request: Request, key: ServerKey, link: Link[H], now: float) -> None:
+        """A re-INVITE or UPDATE inside a call, either way (see `sipua.sip.refresh`)."""
         call = self._calls.get(_call_key(request))
-        if call is None or not call.session.dialog.matches(request):
-            raise Refusal(481, "re-INVITE for no call of ours")
-        why = "media renegotiation is not supported"
-        raise Refusal(488, why, ("Warning", warning(why)))
+        out = self._outgoing.get(request.call_id)
+        if call is not None and call.session.dialog.matches(request):
+            confirmed = call.session.state is InviteState.CONFIRMED
+            dialog, tag, sdp = call.session.dialog, call.session.local_tag, call.sdp
+            origin = call.remote_origin
+        elif out is not None and out.call.dialog is not None and out.call.dialog.matches(request):
+            confirmed = out.call.state is uac.OutgoingState.CONFIRMED
+            dialog, tag, sdp = out.call.dialog, out.call.local_tag, out.call.offer
+            origin = out.remote_origin
+        else:
+            raise Refusal(481, f"{request.method} for no call of ours")
+        if not confirmed:
+            # A refresh before the call is up crosses our own answer (RFC 3261 §14.2).
+            raise Refusal(491, "the call is not established yet", ("Retry-After", "1"))
+        dialog.receive_request(request)  # §12.2.2: 500 for a CSeq that went backwards
+        answer = refresh.answer_refresh(
+            request, local_tag=tag, contact=link.contact, local_sdp=sdp, remote_origin=origin
+        )
+        if answer.response.status == 200:
+            expires_at = now + answer.expires if answer.expires is not None else None
+            if call is not None:
+                call.remote_origin = answer.origin
+                call.expires_at = expires_at or call.expires_at
+            elif out is not None:
+                out.remote_origin = answer.origin
+                out.expires_at = expires_at or out.expires_at
+        else:
+            self._report(request.method, answer.response.status, "refresh refused", link)
+        self._respond(key, answer.response, link, now)
 
     def _ack(self, ack: Request, link: Link[H] | None, now: float) -> None:
         call_key = _call_key(ack)
         call = self._calls.get(call_key)
         if call is None or not call.session.dialog.matches(ack):
+            out = self._outgoing.get(ack.call_id)
+            if out is not None and out.call.dialog is not None and out.call.dialog.matches(ack):
+                return  # the ACK of our 2xx to the callee's re-INVITE: nothing more to do
             self._report("ACK", None, "ACK for no call of ours", link)
             return
         self._step(call_key, call, partial(call.session.receive_ack, ack), None, now)
@@ -661,7 +726,13 @@ class Endpoint(Generic[H]):
         if self.policy.action in REJECT_STATUS:
             self._apply(key, call, session.reject(REJECT_STATUS[self.policy.action]), None, now)
             return
-        self._apply(key, call, session.answer(call.sdp, now), None, now)
+        expires = refresh.initial_session_expires(session.invite)
+        extra: tuple[tuple[str, str], ...] = ()
+        if expires is not None:
+            # RFC 4028: the caller asked for session timers; it refreshes (refresher=uac).
+            extra = (("Session-Expires", f"{expires};refresher=uac"), ("Require", "timer"))
+            call.expires_at = now + expires
+        self._apply(key, call, session.answer(call.sdp, now, extra), None, now)
         if self.policy.hangup_after is not None:
             call.hangup_at = now + self.policy.hangup_after
 
@@ -769,6 +840,7 @@ class Endpoint(Generic[H]):
                     CallProgress(call_id=call_id, status=output.status, reason=output.reason)
                 )
             elif isinstance(output, uac.Established):
+                out.remote_origin = refresh.sdp_origin(output.sdp)
                 if out.duration is not None:
                     out.hangup_at = now + out.duration
                 self._emit(CallEstablished(call_id=call_id, sdp=output.sdp, tag=out.call.local_tag))

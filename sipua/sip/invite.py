@@ -190,12 +190,17 @@ class InviteSession:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def answer(self, sdp: bytes, now: float) -> list[InviteOutput]:
-        """Sends 200 OK with our session description and starts waiting for the ACK."""
+    def answer(
+        self, sdp: bytes, now: float, extra: tuple[tuple[str, str], ...] = ()
+    ) -> list[InviteOutput]:
+        """Sends 200 OK with our session description (and `extra` header fields, such as
+        Session-Expires) and starts waiting for the ACK."""
         self._move(SessionInput.ANSWER)
         ok = self._response(200)
         ok.headers.add("Contact", f"<{self.contact}>")
         ok.headers.add("Allow", ALLOW)
+        for name, value in extra:
+            ok.headers.add(name, value)
         ok.headers.add("Content-Type", "application/sdp")
         self._ok = replace(ok, body=sdp)
         self._retransmit_interval = T1_SECONDS
@@ -210,7 +215,7 @@ class InviteSession:
         self._move(SessionInput.REJECT)
         return [Reply(response=self._response(status)), CallEnded(reason="rejected", status=status)]
 
-    def hangup(self) -> list[InviteOutput]:
+    def hangup(self, reason: str = "local-bye") -> list[InviteOutput]:
         """Ends the call from our side: BYE once confirmed, else reject with 480.
 
         Answered but not yet acknowledged, the BYE waits (§15: the callee MUST NOT send BYE
@@ -220,11 +225,11 @@ class InviteSession:
         """
         old = self._move(SessionInput.HANGUP)
         if old is InviteState.RINGING:
-            return [Reply(response=self._response(480)), CallEnded(reason="local-bye", status=480)]
+            return [Reply(response=self._response(480)), CallEnded(reason=reason, status=480)]
         if old is InviteState.ANSWERED:
             self.hangup_pending = True
             return []
-        return self._bye("local-bye")
+        return self._bye(reason)
 
     def receive_cancel(self, cancel: Request) -> list[InviteOutput]:
         """CANCEL for our INVITE (§9.2): 200 for it, and 487 for the INVITE if still ringing."""
@@ -313,5 +318,5 @@ def options_response(request: Request, *, to_tag: str) -> Response:
     response = make_response(request, 200, to_tag=to_tag)
     response.headers.add("Allow", ALLOW)
     response.headers.add("Accept", "application/sdp")
-    response.headers.add("Supported", "outbound")
+    response.headers.add("Supported", "outbound, timer")
     return response

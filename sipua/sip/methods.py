@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
-#: Methods sipua serves, in the order `ALLOW` lists them.
-SERVED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+#: Methods sipua serves, in the order `ALLOW` lists them (UPDATE: session refreshes, RFC 3311).
+SERVED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
 #: The Allow header value.
 ALLOW: Final = ", ".join(SERVED_METHODS)
 #: Methods of RFC 3261 and its common extensions that sipua knows but does not serve (405;
 #: any other method gets 501).
 KNOWN_METHODS: Final = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER", "PUBLISH"}
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "REFER", "PUBLISH"}
 )

@@ -239,14 +239,14 @@ class OutgoingCall:
         self._cancel_wanted = False
         return [SendInTransaction(request=self._new_cancel())]
 
-    def hangup(self) -> list[OutgoingOutput]:
+    def hangup(self, reason: str = "local-bye") -> list[OutgoingOutput]:
         """Ends the call: BYE once up, CANCEL before."""
         if self.state in (OutgoingState.CALLING, OutgoingState.EARLY, OutgoingState.CANCELLING):
             return self.cancel()
         if self.state is OutgoingState.TERMINATED:
             return []
         self._move(OutgoingInput.HANGUP)
-        return [*self._bye(), Ended(reason="local-bye")]
+        return [*self._bye(), Ended(reason=reason)]
 
     def receive_bye(self, bye: Request) -> list[OutgoingOutput]:
         """The callee's BYE (§15.1.2)."""

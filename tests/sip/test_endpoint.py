@@ -401,3 +401,79 @@ def test_ack_and_responses_that_match_nothing_are_dropped() -> None:
     )
     w.receive(stray, link(), now=0.0)
     assert w.endpoint.stray_responses == 1
+
+
+# -- refreshes: re-INVITE, UPDATE, session timers (RFC 3311, RFC 4028) -----------------------
+
+
+def confirmed_call(w: World, *extra: str) -> Response:
+    w.receive(request("INVITE", body=OFFER, extra=extra), link(), now=0.0)
+    w.timer(0.0)
+    ok = w.last(200)
+    w.receive(ack_for(ok), link(), now=0.1)
+    return ok
+
+
+def test_a_refresh_without_change_gets_our_sdp_again_and_a_change_488() -> None:
+    w = world(delay=0.0)
+    ok = confirmed_call(w)
+    w.receive(request("UPDATE", cseq=2, to_tag=ok.to.tag), link(), now=1.0)
+    assert w.last(200).cseq.method == "UPDATE"
+    assert w.last(200).body == ok.body  # no offer: ours, as it was
+    w.receive(request("INVITE", cseq=3, to_tag=ok.to.tag, body=OFFER), link(), now=2.0)
+    assert w.last(200).cseq.seq == 3
+    assert w.last(200).body == ok.body
+    changed = OFFER.replace(b"o=bob 1 1 ", b"o=bob 1 2 ")
+    w.receive(request("UPDATE", cseq=4, to_tag=ok.to.tag, body=changed), link(), now=3.0)
+    assert w.statuses(method="UPDATE") == [200, 488]
+    assert w.endpoint.active_calls == 1  # the session goes on unchanged (RFC 3264 §8)
+
+
+def test_a_refresh_before_the_call_is_up_is_491() -> None:
+    w = world(delay=10.0)
+    w.receive(request("INVITE", body=OFFER), link(), now=0.0)
+    tag = w.last(180).to.tag
+    w.receive(request("UPDATE", cseq=2, to_tag=tag), link(), now=1.0)
+    assert w.statuses(method="UPDATE") == [491]
+
+
+def test_session_timers_are_granted_refreshed_and_end_an_unrefreshed_call() -> None:
+    w = world(delay=0.0)
+    ok = confirmed_call(w)
+    too_short = request("UPDATE", cseq=2, to_tag=ok.to.tag, extra=("Session-Expires: 60",))
+    w.receive(too_short, link(), now=1.0)
+    assert w.last(422).headers.get("Min-SE") == "90"
+    granted = request("UPDATE", cseq=3, to_tag=ok.to.tag, extra=("Session-Expires: 120",))
+    w.receive(granted, link(), now=2.0)
+    answer = w.last(200)
+    assert answer.headers.get("Session-Expires") == "120;refresher=uac"
+    assert answer.headers.get("Require") == "timer"
+    # Refreshed in time: the expiry moves on.
+    again = request("UPDATE", cseq=4, to_tag=ok.to.tag, extra=("Session-Expires: 120",))
+    w.receive(again, link(), now=100.0)
+    w.run_until(219.0, start=100.0)
+    assert not w.requests("BYE")
+    # Not refreshed: the call is over at the expiry (RFC 4028 §10).
+    w.run_until(221.0, start=219.0)
+    assert len(w.requests("BYE")) == 1
+    [ended] = w.of(CallEnded)
+    assert isinstance(ended, CallEnded)
+    assert ended.reason == "session-expired"
+
+
+def test_an_invite_asking_for_session_timers_gets_them_in_its_200() -> None:
+    w = world(delay=0.0)
+    ok = confirmed_call(w, "Supported: timer", "Session-Expires: 1800")
+    assert ok.headers.get("Session-Expires") == "1800;refresher=uac"
+    assert ok.headers.get("Require") == "timer"
+    w.run_until(1801.0, start=0.1)
+    [ended] = w.of(CallEnded)
+    assert isinstance(ended, CallEnded)
+    assert ended.reason == "session-expired"
+
+
+def test_a_required_extension_sipua_does_not_know_is_420() -> None:
+    w = world()
+    w.receive(request("INVITE", body=OFFER, extra=("Require: 100rel",)), link(), now=0.0)
+    assert w.statuses() == [420]
+    assert w.last(420).headers.get("Unsupported") == "100rel"

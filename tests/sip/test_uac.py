@@ -201,3 +201,30 @@ def test_a_closed_flow_ends_the_call() -> None:
     w.drain()
     [ended] = [e for e in w.events if isinstance(e, CallEnded)]
     assert (ended.call_id, ended.reason) == (placed.call_id, "connection-lost: closed by peer")
+
+
+def test_the_callees_refresh_is_answered_with_our_offer_as_it_was() -> None:
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    w.receive(answer(invite, 200, body=ANSWER), link("flow", outbound=True), now=0.1)
+    update = Request(
+        "UPDATE",
+        invite.from_.uri,
+        Headers(
+            [
+                ("Via", "SIP/2.0/TLS 127.0.0.3:5061;branch=z9hG4bKupd1"),
+                ("From", "<sips:bob@example.test>;tag=bob9"),
+                ("To", f"<sips:alice@example.test>;tag={placed.local_tag}"),
+                ("Call-ID", placed.call_id),
+                ("CSeq", "1 UPDATE"),
+                ("Max-Forwards", "70"),
+                ("Content-Type", "application/sdp"),
+            ]
+        ),
+        ANSWER,
+    )
+    w.receive(update, link("flow", outbound=True), now=60.0)
+    [ok] = [m for _h, m in w.sent if isinstance(m, Response) and m.cseq.method == "UPDATE"]
+    assert ok.status == 200
+    assert ok.body == OFFER  # our side of the session, unchanged

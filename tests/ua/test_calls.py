@@ -198,13 +198,22 @@ async def test_offer_without_common_codec_is_488(tmp_path: Path) -> None:
         assert not events(ua, "call-incoming")
 
 
-async def test_reinvite_is_488_and_shutdown_hangs_up_with_bye(tmp_path: Path) -> None:
+async def test_reinvite_refresh_is_200_a_change_488_and_shutdown_hangs_up_with_bye(
+    tmp_path: Path,
+) -> None:
     async with registered_ua(tmp_path) as (registrar, ua, uri):
         flow = await registrar.send_request("alice", request("INVITE", uri, body=OFFER))
         ok = await registrar.response(flow, status=200)
         await flow.send(request("ACK", uri, to_tag=ok.to.tag))
         await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+        # The same offer again (RFC 3264 §8): a session refresh, answered with our SDP as it was.
         await flow.send(request("INVITE", uri, cseq=2, to_tag=ok.to.tag, body=OFFER))
+        refreshed = await registrar.response(flow, status=200, method="INVITE")
+        assert refreshed.body == ok.body
+        await flow.send(request("ACK", uri, cseq=2, to_tag=ok.to.tag))
+        # A changed session (a new o= version): refused, the call goes on unchanged.
+        changed = OFFER.replace(b"o=bob 1 1 ", b"o=bob 1 2 ")
+        await flow.send(request("INVITE", uri, cseq=3, to_tag=ok.to.tag, body=changed))
         assert (await registrar.response(flow, status=488)).status == 488
     # Leaving the user agent ended the call with a BYE on the flow.
     byes = [r for r in flow.requests if r.method == "BYE"]
