@@ -4,7 +4,7 @@ The accounts come from a user pattern (``--users 'load{0000..1999}' --domain exa
 one password from ``--password-file``) or a CSV file (``--accounts FILE``); the connection
 and trust flags are those of `sipua register` (``--proxy``, ``--trusted-cert``, ``--ca-type``,
 ``--data-dir``...). A progress line goes to stderr while it runs, a summary to stdout at the
-end, and with ``--json FILE`` a report (`sipua.ua.load_stats.LoadReport.to_json`).
+end, and with ``--json FILE`` a report (`sipua.load.stats.LoadReport.to_json`).
 
 Exit code: 0 when every registration succeeded; otherwise the code of the most frequent
 failure (3 TLS or certificate, 4 refused, 5 network or timeout, 1 anything else).
@@ -19,10 +19,10 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sipua.load.accounts import LoadAccount
+    from sipua.load.engine import LoadPlan
+    from sipua.load.stats import LoadStats
     from sipua.settings.model import Settings
-    from sipua.ua.load import LoadPlan
-    from sipua.ua.load_accounts import LoadAccount
-    from sipua.ua.load_stats import LoadStats
 
 _EXIT_BY_REASON = {
     "untrusted": 3,
@@ -137,8 +137,8 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
     from pathlib import Path
 
     from sipua.errors import ConfigError
+    from sipua.load.accounts import LoadAccount, csv_accounts, expand_users
     from sipua.settings.flags import settings_from_args
-    from sipua.ua.load_accounts import LoadAccount, csv_accounts, expand_users
 
     domain: str | None = args.domain
     if domain is None and args.aor:
@@ -184,8 +184,8 @@ async def _plan(
     args: argparse.Namespace, settings: Settings, accounts: list[LoadAccount]
 ) -> LoadPlan:
     from sipua.errors import ConfigError
+    from sipua.load.engine import LoadPlan, client_tls_config
     from sipua.ua.agent import locate_targets
-    from sipua.ua.load import LoadPlan, client_tls_config
 
     template = settings.accounts[0]
     targets = await locate_targets(template)
@@ -212,8 +212,8 @@ async def _plan(
 async def _run(args: argparse.Namespace, plan: LoadPlan) -> int:
     import json
 
-    from sipua.ua.load import LoadRun
-    from sipua.ua.load_stats import progress_line
+    from sipua.load.engine import LoadRun
+    from sipua.load.stats import progress_line
 
     tty = sys.stderr.isatty()
     started: list[float] = []

@@ -11,13 +11,11 @@ verdict (the same `TlsClientConfig` `sipua register` builds), the sans-IO `Regis
 The hot path is lean on purpose, because this is what the benchmarks measure:
 
 - One shared client `SSL.Context` (the cached one from `sipua.tls.connection.context`, with
-  `MODE_RELEASE_BUFFERS`), one `TlsEngine` per connection, driven straight over a non-blocking
-  stdlib socket with trio's readiness waits (`wait_readable`/`wait_writable`): a send or
-  receive the kernel can do at once costs one system call and no trip through the scheduler;
-  no stream wrapper, no per-connection task besides the account's own, no locks on a
-  connection only one task uses. Closing sends close_notify without waiting. `TCP_NODELAY`
-  is set: SIP messages are small and the exchange is request/response, so Nagle would add a
-  delayed-ACK wait per message.
+  `MODE_RELEASE_BUFFERS`); each connection is a `sipua.load.raw_tls.RawTlsFlow`, the engine's
+  one named way past the transport layer: a TLS engine on a non-blocking stdlib socket with
+  trio's readiness waits, so a send or receive the kernel can do at once costs one system call
+  and no trip through the scheduler. No stream wrapper, no per-connection task besides the
+  account's own, no locks on a connection only one task uses.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
 - The trust verdict comes from `sipua.tls.trust.verify.client_verifier`, which computes it once per
@@ -45,7 +43,6 @@ import gc
 import math
 import os
 import random
-import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -55,6 +52,9 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from sipua.errors import ConnectFailed, ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.load.accounts import LoadAccount
+from sipua.load.raw_tls import RawTlsFlow
+from sipua.load.stats import LoadReport, LoadStats
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -75,20 +75,14 @@ from sipua.sip.registration import (
     RegistrationOutput,
     SendRequest,
 )
-from sipua.sip.uri import host_port
 from sipua.tls.connection.context import TlsClientConfig, client_context
-from sipua.tls.connection.engine import WANT_READ, TlsEngine
-from sipua.tls.connection.events import Verifier
-from sipua.ua.load_accounts import LoadAccount
-from sipua.ua.load_stats import LoadReport, LoadStats
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
 
     from sipua.settings.model import Settings
+    from sipua.tls.connection.events import Verifier
 
-#: Bytes asked of the socket per receive (a TLS flight or many responses fit).
-RECEIVE_BYTES: Final = 65_536
 #: Upper bound on concurrency (each in-flight registration is a task and maybe a socket).
 MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
@@ -184,117 +178,31 @@ class _Failure(Exception):
         self.reason = reason
 
 
-# The flows drive plain non-blocking stdlib sockets with trio's readiness waits instead of
-# trio's socket wrappers: a wrapper call yields to the scheduler even when the kernel took the
-# bytes at once, and a registration makes ~10 such calls. Here a send or receive that can be
-# done at once is a plain system call, and only a real wait goes through trio.
-
-
-async def _connect(sock: socket.socket, address: tuple[str, int]) -> None:
-    try:
-        sock.connect(address)
-    except BlockingIOError:
-        await trio.lowlevel.wait_writable(sock)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error)) from None
-
-
-async def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while True:
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
-        if sent == len(view):
-            return
-        view = view[sent:]
-        await trio.lowlevel.wait_writable(sock)
-
-
-async def _receive(sock: socket.socket) -> bytes:
-    try:
-        data = sock.recv(RECEIVE_BYTES)
-    except BlockingIOError:
-        pass
-    else:
-        # Data was waiting: still let the other tasks run (a flood must not starve them).
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return sock.recv(RECEIVE_BYTES)
-        except BlockingIOError:
-            continue
-
-
-def _close_socket(sock: socket.socket) -> None:
-    trio.lowlevel.notify_closing(sock)
-    sock.close()
-
-
 class _Flow:
-    """One TLS connection to the registrar: socket, engine and framer, no tasks of its own."""
+    """One connection to the registrar as the engine reads it: the raw TLS flow and a framer."""
 
-    __slots__ = ("engine", "framer", "local", "sock")
+    __slots__ = ("framer", "local", "raw")
 
-    def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
-        self.sock = sock
-        self.engine = engine
+    def __init__(self, raw: RawTlsFlow) -> None:
+        self.raw = raw
         self.framer = StreamFramer()
-        self.local = local
+        self.local = raw.local
 
     @classmethod
     async def open(cls, plan: LoadPlan, context: SSL.Context, verifier: Verifier) -> _Flow:
-        """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
-        family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                await _connect(sock, (plan.host.strip("[]"), plan.port))
-            except OSError as exc:
-                raise ConnectFailed(
-                    f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
-                ) from exc
-            engine = TlsEngine(context, server_side=False, server_name=plan.tls.server_name)
-            while not engine.handshake():
-                outgoing = engine.data_to_send()
-                if outgoing:
-                    await _send_all(sock, outgoing)
-                try:
-                    data = await _receive(sock)
-                except OSError as exc:
-                    raise ConnectionLost(
-                        f"receiving failed during the TLS handshake: {exc.strerror or exc}"
-                    ) from exc
-                if not data:
-                    engine.receive_eof()
-                else:
-                    engine.receive_data(data)
-            verdict = verifier(engine.peer_chain())
-            if not verdict.ok:
-                raise PeerNotTrusted(
-                    f"the server {plan.tls.server_name or plan.host} is not trusted: "
-                    f"{verdict.reason}",
-                    code=verdict.code,
-                )
-            name = sock.getsockname()
-        except BaseException:
-            _close_socket(sock)
-            raise
-        return cls(sock, engine, host_port(name[0], name[1]))
+        """Connects, runs the handshake and the trust verdict (see `RawTlsFlow.open`)."""
+        raw = await RawTlsFlow.open(
+            plan.host,
+            plan.port,
+            server_name=plan.tls.server_name,
+            context=context,
+            verifier=verifier,
+        )
+        return cls(raw)
 
     async def send(self, plaintext: bytes) -> None:
-        """Encrypts and sends (with whatever the engine still had queued, e.g. Finished)."""
-        if self.engine.write(plaintext) is WANT_READ:
-            raise ConnectionLost("the TLS connection wants to renegotiate; sipua refuses that")
-        await _send_all(self.sock, self.engine.data_to_send())
+        """Encrypts and sends."""
+        await self.raw.send(plaintext)
 
     async def next_response(self) -> Response:
         """The next response on the connection (pings are answered, requests ignored)."""
@@ -307,47 +215,17 @@ class _Flow:
                     return message
                 continue  # a request to a load UA: nobody calls it, so it is not answered
             if isinstance(event, KeepalivePing):
-                await self.send(b"\r\n")
+                await self.raw.send(b"\r\n")
                 continue
             if event is not NEED_DATA:
                 continue  # a pong
-            await self._fill()
-
-    async def _fill(self) -> None:
-        try:
-            data = await _receive(self.sock)
-        except OSError as exc:
-            raise ConnectionLost(f"receiving failed: {exc.strerror or exc}") from exc
-        engine = self.engine
-        if data:
-            engine.receive_data(data)
-        else:
-            engine.receive_eof()
-        while True:
-            plaintext = engine.read(RECEIVE_BYTES)
-            if plaintext is WANT_READ:
-                break
-            if not plaintext:
-                raise ConnectionLost("the registrar closed the connection")
-            self.framer.receive_data(plaintext)
-        # Reading may have produced TLS output (a KeyUpdate answer); it must not linger.
-        pending = engine.data_to_send()
-        if pending:
-            await _send_all(self.sock, pending)
+            data = await self.raw.receive()
+            if data:
+                framer.receive_data(data)
 
     def close(self) -> None:
-        """Sends close_notify if the socket takes it at once, and closes the socket.
-
-        One non-blocking send: a close_notify (a few dozen bytes) fits any socket buffer that
-        is not clogged, and a clogged one means the registrar stopped reading, which no wait
-        at the end of a run would cure.
-        """
-        with contextlib.suppress(OSError):
-            self.engine.close()
-            outgoing = self.engine.data_to_send()
-            if outgoing:
-                self.sock.send(outgoing)
-        _close_socket(self.sock)
+        """Sends close_notify without waiting and closes the socket."""
+        self.raw.close()
 
 
 class _Waiter:

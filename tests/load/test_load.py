@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from sipua.errors import ConfigError
+from sipua.load.accounts import LoadAccount, csv_accounts, expand_users, pattern_accounts
+from sipua.load.engine import LoadPlan, LoadRun
+from sipua.load.stats import LoadReport, LoadStats, percentile, progress_line
 from sipua.settings.secret import Secret
 from sipua.tls.connection.context import TlsClientConfig
 from sipua.tls.trust.policy import TrustPolicy
-from sipua.ua.load import LoadPlan, LoadRun
-from sipua.ua.load_accounts import LoadAccount, csv_accounts, expand_users, pattern_accounts
-from sipua.ua.load_stats import LoadReport, LoadStats, percentile, progress_line
 from tests.support.registrar import Pki, TestRegistrar
 
 # -- accounts ------------------------------------------------------------------------------------
@@ -313,9 +313,9 @@ async def test_command_exit_code_says_why_registrations_failed(tmp_path: Path) -
 
 
 def test_client_tls_config_follows_the_settings_and_the_load_flags(tmp_path: Path) -> None:
+    from sipua.load.engine import client_tls_config
     from sipua.settings.model import Settings, TlsSettings
     from sipua.tls.trust.policy import TrustPolicy
-    from sipua.ua.load import client_tls_config
 
     legacy = Settings(
         tls=TlsSettings(
