@@ -148,9 +148,7 @@ def main() -> None:
         line = f"{name:>17}: {statistics.median(rates[name]):>10,.0f} msg/s"
         if name not in ("sipua", "sipua entry"):
             ours = "sipua entry" if name.endswith(" entry") else "sipua"
-            ratios = [
-                mine / theirs for mine, theirs in zip(rates[ours], rates[name], strict=True)
-            ]
+            ratios = [mine / theirs for mine, theirs in zip(rates[ours], rates[name], strict=True)]
             line += f"   {ours} is {statistics.median(ratios):.2f}x faster"
             line += f" (rounds: {min(ratios):.2f}-{max(ratios):.2f})"
         print(line)
