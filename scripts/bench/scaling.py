@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from _peers import BenchKamailio, spread, users, workdir
+from _peers import bench_kamailio, spread, users, workdir
 from register import median, run_sipua
 
 
@@ -39,13 +39,13 @@ def main() -> None:
              str(args.reuse_concurrency), "--tls-groups", args.tls_groups)  # fmt: skip
     for i in range(args.runs):
         for procs in modes:
-            with BenchKamailio(
+            with bench_kamailio(
                 work / f"kam-{i}-{procs}", users=accounts, max_connections=conns, shm_mb=512
             ) as kam:
                 modes[procs].append(run_sipua(kam, work, *reuse, "--processes", procs))
     own = ("--count", str(args.count), "--concurrency", str(args.concurrency),
            "--tls-groups", args.tls_groups)  # fmt: skip
-    with BenchKamailio(work / "kam-own", users=accounts, max_connections=conns, shm_mb=512) as kam:
+    with bench_kamailio(work / "kam-own", users=accounts, max_connections=conns, shm_mb=512) as kam:
         for _ in range(args.runs):
             for procs in fresh:
                 fresh[procs].append(run_sipua(kam, work, *own, "--processes", procs))

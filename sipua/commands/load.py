@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 _EXIT_BY_REASON = {
     "untrusted": 3,
     "tls-handshake": 3,
+    "tls-alert": 3,
     "auth": 4,
     "status-403": 4,
     "connect": 5,

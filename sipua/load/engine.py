@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from sipua.errors import ConnectFailed, ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    HandshakeFailed,
+    PeerNotTrusted,
+    SipuaError,
+    TlsAlertReceived,
+)
 from sipua.load.accounts import LoadAccount
 from sipua.load.raw_tls import RawTlsFlow
 from sipua.load.stats import LoadReport, LoadStats
@@ -329,7 +336,7 @@ class _SharedFlow:
                     outputs = entry.registration.receive_response(response, trio.current_time())
                     if outputs:
                         self._act(call_id, entry, outputs)
-        except (ConnectionLost, ProtocolError, OSError) as exc:
+        except (ConnectionLost, ProtocolError, OSError, TlsAlertReceived) as exc:
             self._break(f"the shared connection broke: {exc}")
 
     async def sweeper(self, period: float = 0.25) -> None:
@@ -571,10 +578,15 @@ class LoadRun:
             self._fail("tls-handshake", str(exc))
         except ConnectionLost as exc:
             self._fail("connection-lost", str(exc))
+        except TlsAlertReceived as exc:
+            # TLS 1.3: the server judges a client certificate after our handshake ended.
+            self._fail("tls-alert", str(exc))
         except ProtocolError as exc:
             self._fail("bad-response", str(exc))
         except OSError as exc:
             self._fail("connection-lost", str(exc))
+        except SipuaError as exc:
+            self._fail("error", str(exc))
         finally:
             self._finished(limiter)
         return flow, None
@@ -628,7 +640,7 @@ class LoadRun:
                     elif isinstance(output, RegistrationFailed):
                         self._fail("refresh-" + _failure_reason(output), output.reason)
                         return
-        except (ConnectionLost, ProtocolError, OSError) as exc:
+        except (ConnectionLost, ProtocolError, OSError, TlsAlertReceived) as exc:
             self._fail("hold-connection-lost", str(exc))
 
     # -- the shared connection ----------------------------------------------------------------

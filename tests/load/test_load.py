@@ -250,6 +250,27 @@ async def test_an_untrusted_registrar_gets_no_sip_byte() -> None:
         assert "not trusted" in run.examples["untrusted"]
 
 
+async def test_an_alert_from_the_registrar_is_a_counted_failure_not_a_crashed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TLS 1.3: the client's handshake ends before the server judges a client certificate; a
+    # registrar that refuses it sends an alert, which surfaces as TlsAlertReceived.
+    from sipua.errors import TlsAlertReceived
+    from sipua.load.raw_tls import RawTlsFlow
+
+    async def refused(*args: object, **kwargs: object) -> RawTlsFlow:
+        await trio.lowlevel.checkpoint()
+        raise TlsAlertReceived("the server ended TLS with the alert 'unknown ca'")
+
+    monkeypatch.setattr(RawTlsFlow, "open", refused)
+    async with TestRegistrar(users=dict(USERS)) as registrar:
+        run = LoadRun(_plan(registrar, count=3))
+        with trio.fail_after(30):
+            report = await run.run()
+    assert report.failures == {"tls-alert": 3}
+    assert "unknown ca" in run.examples["tls-alert"]
+
+
 async def test_a_closed_port_counts_connect_failures() -> None:
     async with TestRegistrar(users=dict(USERS)) as registrar:
         port = registrar.port
