@@ -39,14 +39,24 @@ class BenchKamailio(Kamailio):
 
 
 @contextlib.contextmanager
-def bench_kamailio(run_dir: Path, **options: Any) -> Iterator[BenchKamailio]:
+def bench_kamailio(
+    run_dir: Path, *, tcp_children: int = 1, **options: Any
+) -> Iterator[BenchKamailio]:
     """A started `BenchKamailio`, retried with fresh ports (three attempts): ports are picked
-    free but not held, and on a shared machine one can be taken before Kamailio binds it."""
+    free but not held, and on a shared machine one can be taken before Kamailio binds it.
+    `tcp_children`: Kamailio's TCP/TLS worker processes (the project's config has one)."""
     for attempt in range(3):
         ports = KamailioPorts.pick()
         while len({ports.tcp, ports.tls, ports.mtls}) < 3:  # picked free, one at a time
             ports = KamailioPorts.pick()
         kam = BenchKamailio(run_dir / f"try-{attempt}", ports=ports, **options)
+        if tcp_children != 1:
+            config = kam.config_path.read_text()
+            if "tcp_children=1" not in config:
+                raise RuntimeError("the Kamailio config no longer says tcp_children=1")
+            kam.config_path.write_text(
+                config.replace("tcp_children=1", f"tcp_children={tcp_children}")
+            )
         try:
             kam.start()
         except PeerError:

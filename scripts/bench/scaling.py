@@ -25,10 +25,17 @@ def main() -> None:
     parser.add_argument("--processes", default="2", help="N (or auto) against 1")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reuse-count", type=int, default=20000)
-    parser.add_argument("--reuse-concurrency", type=int, default=200)
+    parser.add_argument("--reuse-concurrency", type=int, default=800)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--tls-groups", default="X25519")
+    parser.add_argument(
+        "--tcp-children",
+        type=int,
+        default=2,
+        help="Kamailio TCP/TLS workers for the one-connection-per-worker runs (default 2: one "
+        "per sipua worker, so that one registrar process is not the limit)",
+    )
     args = parser.parse_args()
     work = workdir()
     accounts = users(args.count)
@@ -40,7 +47,11 @@ def main() -> None:
     for i in range(args.runs):
         for procs in modes:
             with bench_kamailio(
-                work / f"kam-{i}-{procs}", users=accounts, max_connections=conns, shm_mb=512
+                work / f"kam-{i}-{procs}",
+                users=accounts,
+                max_connections=conns,
+                shm_mb=512,
+                tcp_children=args.tcp_children,
             ) as kam:
                 modes[procs].append(run_sipua(kam, work, *reuse, "--processes", procs))
     own = ("--count", str(args.count), "--concurrency", str(args.concurrency),
@@ -51,7 +62,11 @@ def main() -> None:
                 fresh[procs].append(run_sipua(kam, work, *own, "--processes", procs))
     lines = []
     for title, table in (
-        (f"one TLS connection per worker, {args.reuse_count} registrations", modes),
+        (
+            f"one TLS connection per worker, {args.reuse_count} registrations, Kamailio with "
+            f"{args.tcp_children} TCP workers",
+            modes,
+        ),
         (f"a new TLS connection per registration, {args.count} registrations", fresh),
     ):
         lines.append(f"{title}, {args.runs} alternating runs (median (min-max)):")
