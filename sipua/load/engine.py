@@ -24,9 +24,13 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
 - No logging per message or per registration; the run keeps counters (`LoadStats`) and the
   command prints a progress line from them.
 
-With `--reuse-connection` all registrations share one TLS connection: a reader task routes
-each response to its registration by Call-ID, and a writer task coalesces whatever requests are
-queued into one TLS write and one send.
+With `--reuse-connection` all registrations share one TLS connection and have no task of their
+own: the reader hands each response to its registration (routed by Call-ID) and acts on what
+the registration outputs, a sweeper gives the registrations in flight their timers (every
+0.25 s), and a writer coalesces whatever requests are queued into one TLS write and one send.
+
+The dispatcher takes a free concurrency slot without a trip through the scheduler (waiting one
+round per start kept fewer registrations in flight than asked).
 
 With `hold` > 0, each connection stays open after its registration: the account's task keeps
 reading (answering the registrar's CRLF pings, taking TLS 1.3 tickets) and refreshes the
