@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 BUILD_PEERS = Path(__file__).resolve().parents[1] / "scripts" / "build-peers"
-TARBALLS = ("asterisk-22.10.1.tar.xz", "pjproject-2.17.tar.xz")
+TARBALLS = (
+    "asterisk-22.10.1.tar.xz",
+    "pjproject-2.17.tar.xz",
+    "sipp-3.7.7.tar.xz",
+    "sipp-tls-poll.patch",
+)
 
 
 def _sources(directory: Path, *, listed: bool = True, wrong: bool = False) -> Path:
@@ -43,7 +48,7 @@ def _run(*args: str, src: Path, cache: Path, **env: str) -> subprocess.Completed
     )
 
 
-@pytest.mark.parametrize("name", ["asterisk", "pjsua"])
+@pytest.mark.parametrize("name", ["asterisk", "pjsua", "sipp"])
 def test_not_built_says_how_to_build(tmp_path: Path, name: str) -> None:
     proc = _run("--path", name, src=_sources(tmp_path / "src"), cache=tmp_path / "cache")
     assert proc.returncode == 1
@@ -79,6 +84,23 @@ def test_a_cached_build_is_found_by_its_sources(tmp_path: Path) -> None:
     again = _run("--path", "pjsua", src=src, cache=cache)
     assert again.returncode == 1
     assert _expected_dir(again) != built
+
+
+def test_the_sipp_build_follows_its_tarball_and_its_patch(tmp_path: Path) -> None:
+    src = _sources(tmp_path / "src")
+    cache = tmp_path / "cache"
+    first = _expected_dir(_run("--path", "sipp", src=src, cache=cache))
+    assert first.name.startswith("sipp-3.7.7-")
+    # Another patch is another build; a patch the sums file does not vouch for is refused.
+    (src / "sipp-tls-poll.patch").write_bytes(b"another patch")
+    refused = _run("--path", "sipp", src=src, cache=cache)
+    assert refused.returncode == 1
+    assert "sipp-tls-poll.patch: SHA-256" in refused.stderr
+    lines = [
+        f"{hashlib.sha256((src / name).read_bytes()).hexdigest()}  {name}" for name in TARBALLS
+    ]
+    (src / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    assert _expected_dir(_run("--path", "sipp", src=src, cache=cache)) != first
 
 
 def test_a_tarball_with_another_digest_is_refused(tmp_path: Path) -> None:

@@ -7,18 +7,20 @@ about 2,600 htable users and a few thousand connections; beyond it Kamailio fail
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.interop.peers import Kamailio  # noqa: E402
+from tests.interop.peers import Kamailio, KamailioPorts, PeerError  # noqa: E402
 
 PASSWORD = "load-secret"
 #: Users the htable can be given at start with `BenchKamailio` (pkg memory bound).
@@ -34,6 +36,39 @@ class BenchKamailio(Kamailio):
         argv = super().argv()
         argv[argv.index("-M") + 1] = str(self.pkg_mb)
         return argv
+
+
+@contextlib.contextmanager
+def bench_kamailio(
+    run_dir: Path, *, tcp_children: int = 1, **options: Any
+) -> Iterator[BenchKamailio]:
+    """A started `BenchKamailio`, retried with fresh ports (three attempts): ports are picked
+    free but not held, and on a shared machine one can be taken before Kamailio binds it.
+    `tcp_children`: Kamailio's TCP/TLS worker processes (the project's config has one)."""
+    for attempt in range(3):
+        ports = KamailioPorts.pick()
+        while len({ports.tcp, ports.tls, ports.mtls}) < 3:  # picked free, one at a time
+            ports = KamailioPorts.pick()
+        kam = BenchKamailio(run_dir / f"try-{attempt}", ports=ports, **options)
+        if tcp_children != 1:
+            config = kam.config_path.read_text()
+            if "tcp_children=1" not in config:
+                raise RuntimeError("the Kamailio config no longer says tcp_children=1")
+            kam.config_path.write_text(
+                config.replace("tcp_children=1", f"tcp_children={tcp_children}")
+            )
+        try:
+            kam.start()
+        except PeerError:
+            kam.stop()
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield kam
+        finally:
+            kam.stop()
+        return
 
 
 def users(count: int) -> dict[str, str]:

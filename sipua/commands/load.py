@@ -1,10 +1,13 @@
-"""`sipua load`: register many accounts from one process, each over its own TLS connection.
+"""`sipua load`: register many accounts, each over its own TLS connection.
+
+With ``--processes N|auto`` the registrations are sharded over worker processes
+(`sipua.load.workers`); the progress line and the report are still one, merged.
 
 The accounts come from a user pattern (``--users 'load{0000..1999}' --domain example.test``,
 one password from ``--password-file``) or a CSV file (``--accounts FILE``); the connection
 and trust flags are those of `sipua register` (``--proxy``, ``--trusted-cert``, ``--ca-type``,
 ``--data-dir``...). A progress line goes to stderr while it runs, a summary to stdout at the
-end, and with ``--json FILE`` a report (`sipua.ua.load_stats.LoadReport.to_json`).
+end, and with ``--json FILE`` a report (`sipua.load.stats.LoadReport.to_json`).
 
 Exit code: 0 when every registration succeeded; otherwise the code of the most frequent
 failure (3 TLS or certificate, 4 refused, 5 network or timeout, 1 anything else).
@@ -19,14 +22,15 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sipua.load.accounts import LoadAccount
+    from sipua.load.engine import LoadPlan
+    from sipua.load.stats import LoadReport, LoadStats
     from sipua.settings.model import Settings
-    from sipua.ua.load import LoadPlan
-    from sipua.ua.load_accounts import LoadAccount
-    from sipua.ua.load_stats import LoadStats
 
 _EXIT_BY_REASON = {
     "untrusted": 3,
     "tls-handshake": 3,
+    "tls-alert": 3,
     "auth": 4,
     "status-403": 4,
     "connect": 5,
@@ -82,6 +86,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send every registration over one TLS connection",
     )
+    load.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        default=1,
+        help="worker processes the registrations are sharded over (auto: one per core; "
+        "default 1); one merged progress line and report",
+    )
     load.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
     load.add_argument(
         "--progress",
@@ -101,6 +113,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
+
+
+def _processes(text: str) -> int:
+    from sipua.load.workers import process_count
+
+    try:
+        return process_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -128,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         )
     settings, accounts = _accounts(args)
     configure_logging(settings.log_format, settings.log_level)
-    plan = trio.run(_plan, args, settings, accounts)
+    plan, tls_name = trio.run(_plan, args, settings, accounts)
+    if args.processes > 1:
+        return _run_sharded(args, plan, settings, tls_name)
     return trio.run(_run, args, plan)
 
 
@@ -137,8 +160,8 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
     from pathlib import Path
 
     from sipua.errors import ConfigError
+    from sipua.load.accounts import LoadAccount, csv_accounts, expand_users
     from sipua.settings.flags import settings_from_args
-    from sipua.ua.load_accounts import LoadAccount, csv_accounts, expand_users
 
     domain: str | None = args.domain
     if domain is None and args.aor:
@@ -190,10 +213,11 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
 
 async def _plan(
     args: argparse.Namespace, settings: Settings, accounts: list[LoadAccount]
-) -> LoadPlan:
+) -> tuple[LoadPlan, str | None]:
+    """The plan of the run and the TLS name of its target (workers rebuild the TLS settings)."""
     from sipua.errors import ConfigError
+    from sipua.load.engine import LoadPlan, client_tls_config
     from sipua.ua.agent import locate_targets
-    from sipua.ua.load import LoadPlan, client_tls_config
 
     template = settings.accounts[0]
     targets = await locate_targets(template)
@@ -202,7 +226,7 @@ async def _plan(
     target = targets[0]
     count = args.count if args.count is not None else len(accounts)
     concurrency = args.concurrency or (10_000 if args.rate else 50)
-    return LoadPlan(
+    plan = LoadPlan(
         accounts=accounts,
         host=target.host,
         port=target.port,
@@ -215,13 +239,12 @@ async def _plan(
         expires=template.expires,
         handshake_timeout=settings.tls.handshake_timeout,
     )
+    return plan, target.tls_name
 
 
 async def _run(args: argparse.Namespace, plan: LoadPlan) -> int:
-    import json
-
-    from sipua.ua.load import LoadRun
-    from sipua.ua.load_stats import progress_line
+    from sipua.load.engine import LoadRun
+    from sipua.load.stats import progress_line
 
     tty = sys.stderr.isatty()
     started: list[float] = []
@@ -249,13 +272,49 @@ async def _run(args: argparse.Namespace, plan: LoadPlan) -> int:
     report = await run.run()
     if tty and args.progress > 0:
         print(file=sys.stderr)
+    return _finish(args, report, run.examples)
+
+
+def _run_sharded(
+    args: argparse.Namespace, plan: LoadPlan, settings: Settings, tls_name: str | None
+) -> int:
+    from sipua.load.stats import progress_line
+    from sipua.load.workers import run_sharded
+
+    tty = sys.stderr.isatty()
+
+    def show(stats: LoadStats, rate: float, elapsed: float) -> None:
+        line = progress_line(stats, total=plan.count, elapsed=elapsed, window_rate=rate)
+        if tty:
+            print(f"\r\x1b[2K{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    report, examples = run_sharded(
+        plan,
+        settings=settings,
+        tls_name=tls_name,
+        processes=args.processes,
+        progress=show if args.progress > 0 else None,
+        progress_interval=args.progress if args.progress > 0 else 1.0,
+    )
+    if tty and args.progress > 0:
+        print(file=sys.stderr)
+    return _finish(args, report, examples)
+
+
+def _finish(args: argparse.Namespace, report: LoadReport, examples: dict[str, str]) -> int:
+    """Prints the summary and the failure examples, writes --json; returns the exit code."""
+    import json
+    from pathlib import Path
+
     print(report.summary(), flush=True)
-    for reason, example in sorted(run.examples.items()):
+    for reason, example in sorted(examples.items()):
         print(f"  {reason}: {example}", file=sys.stderr)
     if args.json:
         document = report.to_json()
-        document["failure_examples"] = dict(run.examples)
-        await trio.Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        document["failure_examples"] = dict(examples)
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     if not report.failures:
         return 0
     worst = max(report.failures.items(), key=lambda item: item[1])[0]

@@ -219,8 +219,49 @@ MAX_REALMS: Final = 4  # challenges answered at once (a proxy and a registrar, w
 MAX_PARAM_NAME_CHARS: Final = 64  # longest auth-param name we accept (RFC 7616 names are short)
 
 
+# One `name = value` parameter and what follows it (a comma, or the end), for the common case
+# of a challenge without backslash escapes. Groups: name, quoted value, token value.
+_PARAM_FAST = re.compile(
+    r"[ \t\r\n]*+([A-Za-z0-9\-.!%*_+`'~]++)[ \t\r\n]*+=[ \t\r\n]*+"
+    r"(?:\"([^\"\\]*+)\"|([A-Za-z0-9\-.!%*_+`'~]++))[ \t\r\n]*+(?:,|\Z)"
+)
+
+
+def _parse_params_fast(value: str, start: int) -> list[tuple[str, str]] | None:
+    """The parameters by one regex match each, or None where `_parse_params` must judge."""
+    params: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    pos, end = start, len(value)
+    if _skip_lws(value, pos) >= end:
+        return None  # no parameters: the general loop says so
+    while pos < end:
+        m = _PARAM_FAST.match(value, pos)
+        if m is None:
+            return None
+        name, quoted, token = m.groups()
+        name = name.lower()
+        if len(name) > MAX_PARAM_NAME_CHARS or name in seen:
+            return None
+        seen.add(name)
+        params.append((name, quoted if quoted is not None else token))
+        if len(params) > MAX_CHALLENGE_PARAMS:
+            return None
+        pos = m.end()
+        if value[pos - 1 : pos] == "," and _skip_lws(value, pos) >= end:
+            return None  # a trailing comma: the general loop decides
+    return params
+
+
 def _parse_params(value: str, start: int, header: str) -> list[tuple[str, str]]:
     """Parse `name=value` pairs separated by commas, starting at `start`."""
+    fast = _parse_params_fast(value, start)
+    if fast is not None:
+        return fast
+    return _parse_params_slow(value, start, header)
+
+
+def _parse_params_slow(value: str, start: int, header: str) -> list[tuple[str, str]]:
+    """The general parameter loop: every form RFC 7235 allows, and the error messages."""
     params: list[tuple[str, str]] = []
     seen: set[str] = set()
     pos = start

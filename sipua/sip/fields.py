@@ -122,6 +122,8 @@ _NAME_ADDR_CHECK: Final = _uncaptured(_NAME_ADDR_FAST)
 CONTACT_LIST_FAST_RE: Final = re.compile(
     rf"{_NAME_ADDR_CHECK}(?:[ \t]*+,[ \t]*+{_NAME_ADDR_CHECK})*+"
 )
+# One such element (From, To): a value it takes is one `_fast_name_address` builds.
+NAME_ADDR_CHECK_RE: Final = re.compile(_NAME_ADDR_CHECK)
 
 
 def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:

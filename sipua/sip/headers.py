@@ -296,9 +296,19 @@ class Headers:
 _REDACTED: Final = frozenset({"authorization", "proxy-authorization"})
 
 
+# Header names that passed the token check (a request built by sipua repeats the same dozen);
+# bounded, so odd names only take the regex again.
+_TOKEN_NAMES: set[str] = set()
+_TOKEN_NAMES_MAX: Final = 1024
+
+
 def _checked_name(name: str) -> str:
+    if name in _TOKEN_NAMES:
+        return name
     if not TOKEN_RE.fullmatch(name):
         raise ValueError(f"header name {name!r} is not a token (RFC 3261 §7.3.1)")
+    if len(_TOKEN_NAMES) < _TOKEN_NAMES_MAX:
+        _TOKEN_NAMES.add(name)
     return name
 
 

@@ -49,9 +49,8 @@ from sipua.sip.abnf import (
 from sipua.sip.errors import ParseError
 from sipua.sip.fields import (
     CONTACT_LIST_FAST_RE,
-    NameAddress,
+    NAME_ADDR_CHECK_RE,
     Via,
-    _fast_name_address,
     _fast_via,
     parse_contacts,
     parse_cseq,
@@ -180,12 +179,15 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         else:
             vias.append(via)
     cache["via"] = vias
-    cache["from"] = _fast_name_address(from_values[0], NameAddress) or parse_name_address(
-        from_values[0], "From"
-    )
-    cache["to"] = _fast_name_address(to_values[0], NameAddress) or parse_name_address(
-        to_values[0], "To"
-    )
+    # From and To are validated with one C-speed match each and built when read (a UA reads
+    # them for requests, rarely for responses); a value the fast grammar does not take is
+    # parsed for real here, raising if malformed, and the result is kept.
+    from_value = from_values[0]
+    if NAME_ADDR_CHECK_RE.fullmatch(from_value) is None:
+        cache["from"] = parse_name_address(from_value, "From")
+    to_value = to_values[0]
+    if NAME_ADDR_CHECK_RE.fullmatch(to_value) is None:
+        cache["to"] = parse_name_address(to_value, "To")
     contact_values = index.get("contact")
     if contact_values is not None:
         # Validate with one C-speed match per field; the Contact objects are built only if

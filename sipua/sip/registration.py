@@ -44,6 +44,8 @@ from sipua.sip.digest import (
     DigestSession,
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
+from sipua.sip.fields import parse_contacts
+from sipua.sip.headers import split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.methods import ALLOW
 from sipua.sip.uri import host_port
@@ -300,12 +302,8 @@ class Registration:
         self._refreshing = False
         # What every REGISTER of this binding repeats is formatted once (the hot path of
         # `sipua load`); `_build` only formats CSeq, branch, Expires and credentials.
-        self._registrar = SipUri.parse(f"sips:{host_port(aor.host, aor.port)}")
-        # From/To carry the address of record itself (§10.2): its URI parameters (a
-        # deprecated `transport=tls`, RFC 5630 §3.1.3) and headers are not part of it.
-        record = dataclasses.replace(aor, params={}, headers={}, password=None)
-        self._from = f"<{record}>;tag={self._from_tag}"
-        self._to = f"<{record}>"
+        self._registrar, self._to = _aor_parts(aor)
+        self._from = f"{self._to};tag={self._from_tag}"
         self._via_prefix = ""
         self._contact_value = ""
         self._contact_templates()
@@ -488,11 +486,13 @@ class Registration:
 
     def _granted_expires(self, response: Response) -> int:
         # RFC 3261 §10.2.4: the expires param of our Contact, else the Expires header.
-        try:
-            contacts = response.contacts
-        except ProtocolError:
-            contacts = []
-        ours = self._our_contact(contacts)
+        ours = self._our_contact_quickly(response)
+        if ours is None:
+            try:
+                contacts = response.contacts
+            except ProtocolError:
+                contacts = []
+            ours = self._our_contact(contacts)
         if ours is not None and ours.expires is not None:  # ParseError if malformed: the caller's
             return ours.expires
         try:
@@ -500,6 +500,29 @@ class Registration:
         except ProtocolError:
             header = None
         return header if header is not None else self._expires
+
+    def _our_contact_quickly(self, response: Response) -> Contact | None:
+        """Our Contact, found by parsing only the elements that carry our instance id.
+
+        A registrar lists every binding of the AOR (a load run's accounts have many); ours
+        echoes our ``+sip.instance``, so only elements whose text holds that id are parsed.
+        None when none of them is ours by URI: `_our_contact` then looks at every one.
+        """
+        instance = self.instance_id.lower()
+        for value in response.headers.get_fields("Contact"):
+            if instance not in value.lower():
+                continue
+            try:
+                elements = split_list(value, allow_empty=False)
+                for element in elements:
+                    if instance in element.lower():
+                        for contact in parse_contacts(element):
+                            uri = contact.uri
+                            if isinstance(uri, SipUri) and uri.matches(self.contact.uri):
+                                return contact
+            except ProtocolError:
+                return None
+        return None
 
     def _our_contact(self, contacts: list[Contact]) -> Contact | None:
         # Our binding is the Contact equal to ours by RFC 3261 §19.1.4 (not by text: hosts and
@@ -582,6 +605,26 @@ class Registration:
             for name, value in self._responder.preemptive(request):
                 headers.add(name, value)
         return request
+
+
+# (registrar URI, "<address of record>") by (scheme, user, host, port): every REGISTER of
+# every binding of an AOR repeats them. Bounded: past it, they are formatted per binding.
+_AOR_PARTS: dict[tuple[str, str | None, str, int | None], tuple[SipUri, str]] = {}
+_AOR_PARTS_MAX: Final = 16_384
+
+
+def _aor_parts(aor: SipUri) -> tuple[SipUri, str]:
+    key = (aor.scheme, aor.user, aor.host, aor.port)
+    parts = _AOR_PARTS.get(key)
+    if parts is None:
+        registrar = SipUri.parse(f"sips:{host_port(aor.host, aor.port)}")
+        # From/To carry the address of record itself (§10.2): its URI parameters (a
+        # deprecated `transport=tls`, RFC 5630 §3.1.3) and headers are not part of it.
+        record = dataclasses.replace(aor, params={}, headers={}, password=None)
+        parts = (registrar, f"<{record}>")
+        if len(_AOR_PARTS) < _AOR_PARTS_MAX:
+            _AOR_PARTS[key] = parts
+    return parts
 
 
 def refresh_delay(granted: int) -> float:

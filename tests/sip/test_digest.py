@@ -5,6 +5,8 @@ import random
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipua.sip.digest import (
     MAX_REALMS,
@@ -543,3 +545,34 @@ def test_realms_are_bounded() -> None:
     creds = session.credentials(method="REGISTER", uri="sips:example.test", password="pw")
     assert len(creds) == MAX_REALMS
     assert 'realm="r49"' in creds[-1].header_value()  # the newest are kept
+
+
+_CHALLENGE_PIECES = ["realm", "nonce", "qop", "=", ",", " ", "\t", "\r\n", '"', "\\", "x", "MD5"]
+
+
+@given(st.lists(st.sampled_from(_CHALLENGE_PIECES), max_size=30).map("".join))
+def test_fast_challenge_parameters_agree_with_the_general_loop(value: str) -> None:
+    from sipua.sip.digest import DigestChallengeError, _parse_params_fast, _parse_params_slow
+
+    fast = _parse_params_fast(value, 0)
+    if fast is None:
+        return  # the general loop judges it
+    try:
+        slow = _parse_params_slow(value, 0, "WWW-Authenticate")
+    except DigestChallengeError as exc:  # pragma: no cover - a disagreement is the failure
+        raise AssertionError(f"fast path took {value!r}, general loop refused: {exc}") from exc
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'realm="example.test", nonce="abc", qop="auth", algorithm=MD5',
+        'realm=x , nonce = "y" ,stale=TRUE',
+        'realm="x", nonce="y", opaque=""',
+    ],
+)
+def test_common_challenges_take_the_fast_path(value: str) -> None:
+    from sipua.sip.digest import _parse_params_fast, _parse_params_slow
+
+    assert _parse_params_fast(value, 0) == _parse_params_slow(value, 0, "WWW-Authenticate")

@@ -468,3 +468,35 @@ def test_from_and_to_carry_the_bare_address_of_record() -> None:
         value = request.headers.get(name) or ""
         assert value.startswith("<sips:alice@Example.COM>"), value
         assert "transport" not in value.lower()
+
+
+def test_our_contact_among_many_bindings_in_one_list() -> None:
+    # A registrar lists every binding of the AOR, here in one comma-separated field, ours
+    # among others of other devices; the expiry is ours, whichever position it has.
+    others = [
+        f'<sips:alice@127.0.0.1:{40001 + i}>;+sip.instance="<urn:uuid:other-{i}>";expires={900 + i}'
+        for i in range(8)
+    ]
+    mine = f'<sips:alice@127.0.0.1:40000>;+sip.instance="<urn:uuid:{INSTANCE.upper()}>";expires=450'
+    for position in (0, 4, 8):
+        listed = [*others[:position], mine, *others[position:]]
+        registration = make()
+        request = sent(registration.register(0.0))
+        field = "Contact: " + ", ".join(listed)
+        (registered,) = registration.receive_response(answer(request, 200, field), 0.0)
+        assert isinstance(registered, Registered)
+        assert registered.expires == 450
+
+
+def test_our_uri_without_our_instance_is_still_ours() -> None:
+    # A registrar that drops the +sip.instance parameter: our Contact is found by URI alone
+    # (the look at elements carrying our instance finds nothing and every element is read).
+    registration = make()
+    request = sent(registration.register(0.0))
+    decoy = (
+        f'Contact: <sips:alice@127.0.0.1:39999>;+sip.instance="<urn:uuid:{INSTANCE}>";expires=3400'
+    )
+    echoed = "Contact: <sips:alice@127.0.0.1:40000>;expires=300"
+    (registered,) = registration.receive_response(answer(request, 200, decoy, echoed), 0.0)
+    assert isinstance(registered, Registered)
+    assert registered.expires == 300

@@ -181,11 +181,16 @@ def sni_name(server_name: str | None) -> str | None:
     return None
 
 
-def client_context(config: TlsClientConfig) -> SSL.Context:
+def client_context(
+    config: TlsClientConfig, *, watch_certificate_request: bool = True
+) -> SSL.Context:
     """The (cached) client context for `config`.
 
     Args:
         config: Client settings. `server_name` and `policy` do not change the context.
+        watch_certificate_request: Notice a CertificateRequest from the server (an info
+            callback, ~23 calls into Python per handshake; the user agent's lock state needs
+            it). The load engine, which never reports it, passes False.
 
     Returns:
         A fully built context; do not modify it.
@@ -196,13 +201,18 @@ def client_context(config: TlsClientConfig) -> SSL.Context:
     """
     global _last_client
     last = _last_client
-    if last is not None and last[0] is config:
+    if last is not None and last[0] is config and last[1] is watch_certificate_request:
         # The same (frozen) configuration object again, e.g. every reconnect of one user
         # agent: the key costs a SHA-256 per trusted certificate, so skip computing it.
-        return last[1]
-    key = ("client", *_common_key(config), _identity_key(config.identity))
-    context = _CACHE.get(key, lambda: _build_client(config))
-    _last_client = (config, context)
+        return last[2]
+    key = (
+        "client",
+        *_common_key(config),
+        _identity_key(config.identity),
+        watch_certificate_request,
+    )
+    context = _CACHE.get(key, lambda: _build_client(config, watch_certificate_request))
+    _last_client = (config, watch_certificate_request, context)
     return context
 
 
@@ -294,7 +304,7 @@ class _Builder(Protocol):
 
 _CACHE: Final = _ContextCache(MAX_CACHED_CONTEXTS)
 #: The last client configuration object asked for and its context (see `client_context`).
-_last_client: tuple[TlsClientConfig, SSL.Context] | None = None
+_last_client: tuple[TlsClientConfig, bool, SSL.Context] | None = None
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
@@ -419,10 +429,11 @@ def _use_identity(context: SSL.Context, identity: Identity) -> None:
         ) from exc
 
 
-def _build_client(config: TlsClientConfig) -> SSL.Context:
+def _build_client(config: TlsClientConfig, watch_certificate_request: bool) -> SSL.Context:
     context = _base_context(config)
     context.set_verify(SSL.VERIFY_PEER, record_verdict)
-    context.set_info_callback(note_certificate_request)
+    if watch_certificate_request:
+        context.set_info_callback(note_certificate_request)
     if config.identity is not None:
         _use_identity(context, config.identity)
     return context

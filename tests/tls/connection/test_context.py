@@ -212,3 +212,15 @@ def test_unknown_groups_are_a_config_error(world: TlsWorld) -> None:
         client_context(world.client_config(groups="X25519:NOPE"))
     # The refused call left nothing on OpenSSL's error queue for the next one.
     client_context(world.client_config(groups="X25519"))
+
+
+def test_a_context_without_the_certificate_request_watch_is_its_own(world: TlsWorld) -> None:
+    # The load engine's contexts skip the info callback; they must not be handed to the user
+    # agent, whose lock state needs it (and the other way round).
+    config = world.client_config()
+    watched = client_context(config)
+    unwatched = client_context(config, watch_certificate_request=False)
+    assert unwatched is not watched
+    assert client_context(config, watch_certificate_request=False) is unwatched
+    assert client_context(config) is watched
+    assert client_context(world.client_config(), watch_certificate_request=False) is unwatched

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from sipua.errors import ConfigError
+from sipua.load.accounts import LoadAccount, csv_accounts, expand_users, pattern_accounts
+from sipua.load.engine import LoadPlan, LoadRun
+from sipua.load.stats import LoadReport, LoadStats, percentile, progress_line
 from sipua.settings.secret import Secret
 from sipua.tls.connection.context import TlsClientConfig
 from sipua.tls.trust.policy import TrustPolicy
-from sipua.ua.load import LoadPlan, LoadRun
-from sipua.ua.load_accounts import LoadAccount, csv_accounts, expand_users, pattern_accounts
-from sipua.ua.load_stats import LoadReport, LoadStats, percentile, progress_line
 from tests.support.registrar import Pki, TestRegistrar
 
 # -- accounts ------------------------------------------------------------------------------------
@@ -250,6 +250,27 @@ async def test_an_untrusted_registrar_gets_no_sip_byte() -> None:
         assert "not trusted" in run.examples["untrusted"]
 
 
+async def test_an_alert_from_the_registrar_is_a_counted_failure_not_a_crashed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TLS 1.3: the client's handshake ends before the server judges a client certificate; a
+    # registrar that refuses it sends an alert, which surfaces as TlsAlertReceived.
+    from sipua.errors import TlsAlertReceived
+    from sipua.load.raw_tls import RawTlsFlow
+
+    async def refused(*args: object, **kwargs: object) -> RawTlsFlow:
+        await trio.lowlevel.checkpoint()
+        raise TlsAlertReceived("the server ended TLS with the alert 'unknown ca'")
+
+    monkeypatch.setattr(RawTlsFlow, "open", refused)
+    async with TestRegistrar(users=dict(USERS)) as registrar:
+        run = LoadRun(_plan(registrar, count=3))
+        with trio.fail_after(30):
+            report = await run.run()
+    assert report.failures == {"tls-alert": 3}
+    assert "unknown ca" in run.examples["tls-alert"]
+
+
 async def test_a_closed_port_counts_connect_failures() -> None:
     async with TestRegistrar(users=dict(USERS)) as registrar:
         port = registrar.port
@@ -313,9 +334,9 @@ async def test_command_exit_code_says_why_registrations_failed(tmp_path: Path) -
 
 
 def test_client_tls_config_follows_the_settings_and_the_load_flags(tmp_path: Path) -> None:
+    from sipua.load.engine import client_tls_config
     from sipua.settings.model import Settings, TlsSettings
     from sipua.tls.trust.policy import TrustPolicy
-    from sipua.ua.load import client_tls_config
 
     legacy = Settings(
         tls=TlsSettings(

@@ -114,7 +114,10 @@ class LoadReport:
         refreshes: Successful refreshes during the hold.
         rss_kib: Resident memory at the end (while holding, if holding).
         rss_before_kib: Resident memory before the first connection.
-        nofile_limit: The open-file limit the run had (raised to the hard limit).
+        nofile_limit: The open-file limit the run had (raised to the hard limit; the lowest of
+            the workers').
+        processes: The processes that ran the registrations (`--processes`); with more than
+            one, counts, CPU and memory are sums over them and latencies their merged samples.
     """
 
     mode: str
@@ -134,6 +137,7 @@ class LoadReport:
     rss_kib: int = 0
     rss_before_kib: int = 0
     nofile_limit: int = 0
+    processes: int = 1
 
     @property
     def failed(self) -> int:
@@ -182,6 +186,7 @@ class LoadReport:
                 round(self.rss_per_held_kib, 1) if self.rss_per_held_kib is not None else None
             ),
             "nofile_limit": self.nofile_limit,
+            "processes": self.processes,
         }
 
     def summary(self) -> str:
@@ -190,10 +195,13 @@ class LoadReport:
         failures = ", ".join(f"{r} {n}" for r, n in sorted(self.failures.items())) or "none"
         lines = [
             f"{self.succeeded} of {self.attempted} registered in {self.elapsed_s:.2f} s "
-            f"({self.registrations_per_s:.0f}/s, {self.mode}, concurrency {self.concurrency})",
+            f"({self.registrations_per_s:.0f}/s, {self.mode}, concurrency {self.concurrency}"
+            + (f", {self.processes} processes" if self.processes > 1 else "")
+            + ")",
             f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
             f"max {lat['max']:.1f}",
-            f"client CPU: {self.cpu_s:.2f} s (user {self.cpu_user_s:.2f}, system "
+            f"client CPU{' (all processes)' if self.processes > 1 else ''}: {self.cpu_s:.2f} s "
+            f"(user {self.cpu_user_s:.2f}, system "
             f"{self.cpu_sys_s:.2f}), {self.cpu_ms_per_registration:.3f} ms per registration",
             f"failed: {failures}",
         ]

@@ -11,13 +11,11 @@ verdict (the same `TlsClientConfig` `sipua register` builds), the sans-IO `Regis
 The hot path is lean on purpose, because this is what the benchmarks measure:
 
 - One shared client `SSL.Context` (the cached one from `sipua.tls.connection.context`, with
-  `MODE_RELEASE_BUFFERS`), one `TlsEngine` per connection, driven straight over a non-blocking
-  stdlib socket with trio's readiness waits (`wait_readable`/`wait_writable`): a send or
-  receive the kernel can do at once costs one system call and no trip through the scheduler;
-  no stream wrapper, no per-connection task besides the account's own, no locks on a
-  connection only one task uses. Closing sends close_notify without waiting. `TCP_NODELAY`
-  is set: SIP messages are small and the exchange is request/response, so Nagle would add a
-  delayed-ACK wait per message.
+  `MODE_RELEASE_BUFFERS`); each connection is a `sipua.load.raw_tls.RawTlsFlow`, the engine's
+  one named way past the transport layer: a TLS engine on a non-blocking stdlib socket with
+  trio's readiness waits, so a send or receive the kernel can do at once costs one system call
+  and no trip through the scheduler. No stream wrapper, no per-connection task besides the
+  account's own, no locks on a connection only one task uses.
 - The client's TLS 1.3 Finished is sent in the same segment as the first REGISTER (one write,
   after the trust verdict: no SIP byte is produced before the peer is verified).
 - The trust verdict comes from `sipua.tls.trust.verify.client_verifier`, which computes it once per
@@ -26,9 +24,13 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
 - No logging per message or per registration; the run keeps counters (`LoadStats`) and the
   command prints a progress line from them.
 
-With `--reuse-connection` all registrations share one TLS connection: a reader task routes
-each response to its registration by Call-ID, and a writer task coalesces whatever requests are
-queued into one TLS write and one send.
+With `--reuse-connection` all registrations share one TLS connection and have no task of their
+own: the reader hands each response to its registration (routed by Call-ID) and acts on what
+the registration outputs, a sweeper gives the registrations in flight their timers (every
+0.25 s), and a writer coalesces whatever requests are queued into one TLS write and one send.
+
+The dispatcher takes a free concurrency slot without a trip through the scheduler (waiting one
+round per start kept fewer registrations in flight than asked).
 
 With `hold` > 0, each connection stays open after its registration: the account's task keeps
 reading (answering the registrar's CRLF pings, taking TLS 1.3 tickets) and refreshes the
@@ -45,7 +47,6 @@ import gc
 import math
 import os
 import random
-import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -54,7 +55,17 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from sipua.errors import ConnectFailed, ConnectionLost, HandshakeFailed, PeerNotTrusted
+from sipua.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    HandshakeFailed,
+    PeerNotTrusted,
+    SipuaError,
+    TlsAlertReceived,
+)
+from sipua.load.accounts import LoadAccount
+from sipua.load.raw_tls import RawTlsFlow
+from sipua.load.stats import LoadReport, LoadStats
 from sipua.sip import (
     NEED_DATA,
     KeepalivePing,
@@ -75,20 +86,14 @@ from sipua.sip.registration import (
     RegistrationOutput,
     SendRequest,
 )
-from sipua.sip.uri import host_port
 from sipua.tls.connection.context import TlsClientConfig, client_context
-from sipua.tls.connection.engine import WANT_READ, TlsEngine
-from sipua.tls.connection.events import Verifier
-from sipua.ua.load_accounts import LoadAccount
-from sipua.ua.load_stats import LoadReport, LoadStats
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
 
     from sipua.settings.model import Settings
+    from sipua.tls.connection.events import Verifier
 
-#: Bytes asked of the socket per receive (a TLS flight or many responses fit).
-RECEIVE_BYTES: Final = 65_536
 #: Upper bound on concurrency (each in-flight registration is a task and maybe a socket).
 MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
@@ -184,117 +189,31 @@ class _Failure(Exception):
         self.reason = reason
 
 
-# The flows drive plain non-blocking stdlib sockets with trio's readiness waits instead of
-# trio's socket wrappers: a wrapper call yields to the scheduler even when the kernel took the
-# bytes at once, and a registration makes ~10 such calls. Here a send or receive that can be
-# done at once is a plain system call, and only a real wait goes through trio.
-
-
-async def _connect(sock: socket.socket, address: tuple[str, int]) -> None:
-    try:
-        sock.connect(address)
-    except BlockingIOError:
-        await trio.lowlevel.wait_writable(sock)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error)) from None
-
-
-async def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while True:
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
-        if sent == len(view):
-            return
-        view = view[sent:]
-        await trio.lowlevel.wait_writable(sock)
-
-
-async def _receive(sock: socket.socket) -> bytes:
-    try:
-        data = sock.recv(RECEIVE_BYTES)
-    except BlockingIOError:
-        pass
-    else:
-        # Data was waiting: still let the other tasks run (a flood must not starve them).
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return sock.recv(RECEIVE_BYTES)
-        except BlockingIOError:
-            continue
-
-
-def _close_socket(sock: socket.socket) -> None:
-    trio.lowlevel.notify_closing(sock)
-    sock.close()
-
-
 class _Flow:
-    """One TLS connection to the registrar: socket, engine and framer, no tasks of its own."""
+    """One connection to the registrar as the engine reads it: the raw TLS flow and a framer."""
 
-    __slots__ = ("engine", "framer", "local", "sock")
+    __slots__ = ("framer", "local", "raw")
 
-    def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
-        self.sock = sock
-        self.engine = engine
+    def __init__(self, raw: RawTlsFlow) -> None:
+        self.raw = raw
         self.framer = StreamFramer()
-        self.local = local
+        self.local = raw.local
 
     @classmethod
     async def open(cls, plan: LoadPlan, context: SSL.Context, verifier: Verifier) -> _Flow:
-        """Connects, runs the handshake and the trust verdict (the Finished stays queued)."""
-        family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                await _connect(sock, (plan.host.strip("[]"), plan.port))
-            except OSError as exc:
-                raise ConnectFailed(
-                    f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
-                ) from exc
-            engine = TlsEngine(context, server_side=False, server_name=plan.tls.server_name)
-            while not engine.handshake():
-                outgoing = engine.data_to_send()
-                if outgoing:
-                    await _send_all(sock, outgoing)
-                try:
-                    data = await _receive(sock)
-                except OSError as exc:
-                    raise ConnectionLost(
-                        f"receiving failed during the TLS handshake: {exc.strerror or exc}"
-                    ) from exc
-                if not data:
-                    engine.receive_eof()
-                else:
-                    engine.receive_data(data)
-            verdict = verifier(engine.peer_chain())
-            if not verdict.ok:
-                raise PeerNotTrusted(
-                    f"the server {plan.tls.server_name or plan.host} is not trusted: "
-                    f"{verdict.reason}",
-                    code=verdict.code,
-                )
-            name = sock.getsockname()
-        except BaseException:
-            _close_socket(sock)
-            raise
-        return cls(sock, engine, host_port(name[0], name[1]))
+        """Connects, runs the handshake and the trust verdict (see `RawTlsFlow.open`)."""
+        raw = await RawTlsFlow.open(
+            plan.host,
+            plan.port,
+            server_name=plan.tls.server_name,
+            context=context,
+            verifier=verifier,
+        )
+        return cls(raw)
 
     async def send(self, plaintext: bytes) -> None:
-        """Encrypts and sends (with whatever the engine still had queued, e.g. Finished)."""
-        if self.engine.write(plaintext) is WANT_READ:
-            raise ConnectionLost("the TLS connection wants to renegotiate; sipua refuses that")
-        await _send_all(self.sock, self.engine.data_to_send())
+        """Encrypts and sends."""
+        await self.raw.send(plaintext)
 
     async def next_response(self) -> Response:
         """The next response on the connection (pings are answered, requests ignored)."""
@@ -307,73 +226,81 @@ class _Flow:
                     return message
                 continue  # a request to a load UA: nobody calls it, so it is not answered
             if isinstance(event, KeepalivePing):
-                await self.send(b"\r\n")
+                await self.raw.send(b"\r\n")
                 continue
             if event is not NEED_DATA:
                 continue  # a pong
-            await self._fill()
-
-    async def _fill(self) -> None:
-        try:
-            data = await _receive(self.sock)
-        except OSError as exc:
-            raise ConnectionLost(f"receiving failed: {exc.strerror or exc}") from exc
-        engine = self.engine
-        if data:
-            engine.receive_data(data)
-        else:
-            engine.receive_eof()
-        while True:
-            plaintext = engine.read(RECEIVE_BYTES)
-            if plaintext is WANT_READ:
-                break
-            if not plaintext:
-                raise ConnectionLost("the registrar closed the connection")
-            self.framer.receive_data(plaintext)
-        # Reading may have produced TLS output (a KeyUpdate answer); it must not linger.
-        pending = engine.data_to_send()
-        if pending:
-            await _send_all(self.sock, pending)
+            data = await self.raw.receive()
+            if data:
+                framer.receive_data(data)
 
     def close(self) -> None:
-        """Sends close_notify if the socket takes it at once, and closes the socket.
-
-        One non-blocking send: a close_notify (a few dozen bytes) fits any socket buffer that
-        is not clogged, and a clogged one means the registrar stopped reading, which no wait
-        at the end of a run would cure.
-        """
-        with contextlib.suppress(OSError):
-            self.engine.close()
-            outgoing = self.engine.data_to_send()
-            if outgoing:
-                self.sock.send(outgoing)
-        _close_socket(self.sock)
+        """Sends close_notify without waiting and closes the socket."""
+        self.raw.close()
 
 
-class _Waiter:
-    __slots__ = ("event", "responses")
+class _Pending:
+    """One registration in flight on the shared connection."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.responses: list[Response] = []
+    __slots__ = ("limiter", "registration", "started")
+
+    def __init__(self, registration: Registration, started: float, limiter: trio.Semaphore):
+        self.registration = registration
+        self.started = started
+        self.limiter = limiter
 
 
 class _SharedFlow:
-    """The one connection of `--reuse-connection`: a reader routes responses by Call-ID, a
-    writer coalesces queued requests into one TLS write."""
+    """The one connection of `--reuse-connection`, driven without a task per registration.
 
-    def __init__(self, flow: _Flow) -> None:
+    The reader hands each response straight to its registration (routed by Call-ID) and acts
+    on what the registration outputs; a sweeper gives the registrations their timers; a writer
+    coalesces queued requests into one TLS write. A registration costs no task, cancel scope or
+    event of its own.
+    """
+
+    def __init__(self, flow: _Flow, run: LoadRun) -> None:
         self.flow = flow
-        self.waiters: dict[str, _Waiter] = {}
+        self.run = run
+        self.pending: dict[str, _Pending] = {}
         self._outbox: deque[bytes] = deque()
         self._ready = trio.Event()
         self.broken: str | None = None
 
-    def queue(self, data: bytes) -> None:
-        if self.broken is not None:
-            raise ConnectionLost(self.broken)
-        self._outbox.append(data)
-        self._ready.set()
+    def start(self, registration: Registration, limiter: trio.Semaphore) -> None:
+        """Sends the first REGISTER of `registration` (the dispatcher holds a `limiter` slot)."""
+        now = trio.current_time()
+        outputs = registration.register(now)
+        # The Call-ID is the binding's routing key on the shared connection (one per
+        # registration for its whole life, RFC 3261 §10.2.4).
+        call_id = next(o.request.call_id for o in outputs if isinstance(o, SendRequest))
+        entry = _Pending(registration, now, limiter)
+        self.pending[call_id] = entry
+        self._act(call_id, entry, outputs)
+
+    def _act(self, call_id: str, entry: _Pending, outputs: list[RegistrationOutput]) -> None:
+        run = self.run
+        for output in outputs:
+            if isinstance(output, SendRequest):
+                if self.broken is not None:
+                    self._end(call_id, entry, "connection-lost", self.broken)
+                    return
+                self._outbox.append(serialize(output.request))
+                self._ready.set()
+            elif isinstance(output, Registered):
+                run.stats.success(trio.current_time() - entry.started)
+                self._end(call_id, entry)
+                return
+            elif isinstance(output, RegistrationFailed):
+                self._end(call_id, entry, _failure_reason(output), output.reason)
+                return
+
+    def _end(self, call_id: str, entry: _Pending, reason: str = "", detail: str = "") -> None:
+        if self.pending.pop(call_id, None) is None:
+            return
+        if reason:
+            self.run._fail(reason, detail)
+        self.run._finished(entry.limiter)
 
     async def writer(self) -> None:
         try:
@@ -399,19 +326,32 @@ class _SharedFlow:
     def _break(self, reason: str) -> None:
         if self.broken is None:
             self.broken = reason
-        for waiter in self.waiters.values():
-            waiter.event.set()
+        self._outbox.clear()
+        for call_id, entry in list(self.pending.items()):
+            self._end(call_id, entry, "connection-lost", reason)
 
     async def reader(self) -> None:
         try:
             while True:
                 response = await self.flow.next_response()
-                waiter = self.waiters.get(response.call_id)
-                if waiter is not None:
-                    waiter.responses.append(response)
-                    waiter.event.set()
-        except (ConnectionLost, ProtocolError, OSError) as exc:
+                call_id = response.call_id
+                entry = self.pending.get(call_id)
+                if entry is not None:
+                    outputs = entry.registration.receive_response(response, trio.current_time())
+                    if outputs:
+                        self._act(call_id, entry, outputs)
+        except (ConnectionLost, ProtocolError, OSError, TlsAlertReceived) as exc:
             self._break(f"the shared connection broke: {exc}")
+
+    async def sweeper(self, period: float = 0.25) -> None:
+        """Gives every registration in flight its timer (Timer F), `period` late at most."""
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for call_id, entry in list(self.pending.items()):
+                deadline = entry.registration.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self._act(call_id, entry, entry.registration.handle_timer(now))
 
 
 class LoadRun:
@@ -445,7 +385,9 @@ class LoadRun:
         self._verifier = client_verifier(plan.tls)
         # Built (or taken from the cache) once: computing the cache key per connection costs
         # a certificate fingerprint per trusted certificate.
-        self._context = client_context(plan.tls)
+        # No CertificateRequest watch: a load run never reports it, and the info callback is
+        # ~23 calls into Python per handshake.
+        self._context = client_context(plan.tls, watch_certificate_request=False)
         self._hold_over = trio.Event()
         self._attempts_done = trio.Event()
         self._outstanding = 0
@@ -465,11 +407,12 @@ class LoadRun:
         shared: _SharedFlow | None = None
         if plan.reuse_connection:
             # Opened outside the nursery, so that a refused connection is a plain SipuaError.
-            shared = _SharedFlow(await self._open_shared())
+            shared = _SharedFlow(await self._open_shared(), self)
         async with trio.open_nursery() as nursery:
             if shared is not None:
                 nursery.start_soon(shared.reader)
                 nursery.start_soon(shared.writer)
+                nursery.start_soon(shared.sweeper)
             started = trio.current_time()
             cpu_started = _cpu_times()
             progress_scope = trio.CancelScope()
@@ -496,7 +439,7 @@ class LoadRun:
                 # Held connections wait in a read until their refresh; end them now (each
                 # sends its close_notify without waiting, so cancellation cannot skip it).
                 accounts.cancel_scope.cancel()
-            nursery.cancel_scope.cancel()  # the shared connection's reader and writer
+            nursery.cancel_scope.cancel()  # the shared connection's reader, writer and sweeper
         if shared is not None:
             shared.flow.close()
         stats = self.stats
@@ -529,7 +472,14 @@ class LoadRun:
         next_start = trio.current_time()
         accounts = plan.accounts
         for index in range(plan.count):
-            await limiter.acquire()
+            # A free slot is taken without a trip through the scheduler: waiting one round per
+            # start capped the starts at one per round, so fewer registrations were in flight
+            # than the concurrency asked for (measured: ~11 of 50), and each round cost an
+            # epoll_wait.
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
             if interval:
                 next_start += interval
                 now = trio.current_time()
@@ -542,7 +492,11 @@ class LoadRun:
             if shared is None:
                 nursery.start_soon(self._own_connection, account, limiter)
             else:
-                nursery.start_soon(self._on_shared, account, shared, limiter)
+                try:
+                    shared.start(self._registration(account, shared.flow.local), limiter)
+                except (ConnectionLost, ProtocolError) as exc:
+                    self._fail("connection-lost", str(exc))
+                    self._finished(limiter)
 
     def _finished(self, limiter: trio.Semaphore) -> None:
         limiter.release()
@@ -630,10 +584,15 @@ class LoadRun:
             self._fail("tls-handshake", str(exc))
         except ConnectionLost as exc:
             self._fail("connection-lost", str(exc))
+        except TlsAlertReceived as exc:
+            # TLS 1.3: the server judges a client certificate after our handshake ended.
+            self._fail("tls-alert", str(exc))
         except ProtocolError as exc:
             self._fail("bad-response", str(exc))
         except OSError as exc:
             self._fail("connection-lost", str(exc))
+        except SipuaError as exc:
+            self._fail("error", str(exc))
         finally:
             self._finished(limiter)
         return flow, None
@@ -687,7 +646,7 @@ class LoadRun:
                     elif isinstance(output, RegistrationFailed):
                         self._fail("refresh-" + _failure_reason(output), output.reason)
                         return
-        except (ConnectionLost, ProtocolError, OSError) as exc:
+        except (ConnectionLost, ProtocolError, OSError, TlsAlertReceived) as exc:
             self._fail("hold-connection-lost", str(exc))
 
     # -- the shared connection ----------------------------------------------------------------
@@ -702,54 +661,6 @@ class LoadRun:
                 f"connect and TLS handshake to {plan.host}:{plan.port} took over "
                 f"{plan.handshake_timeout:g} s"
             ) from exc
-
-    async def _on_shared(
-        self, account: LoadAccount, shared: _SharedFlow, limiter: trio.Semaphore
-    ) -> None:
-        waiter = _Waiter()
-        call_id = ""
-        try:
-            started = trio.current_time()
-            registration = self._registration(account, shared.flow.local)
-            outputs = registration.register(started)
-            # The Call-ID is the binding's routing key on the shared connection (one per
-            # registration for its whole life, RFC 3261 §10.2.4).
-            call_id = next(o.request.call_id for o in outputs if isinstance(o, SendRequest))
-            shared.waiters[call_id] = waiter
-            done = False
-            while not done:
-                for output in outputs:
-                    if isinstance(output, SendRequest):
-                        shared.queue(serialize(output.request))
-                    elif isinstance(output, Registered):
-                        self.stats.success(trio.current_time() - started)
-                        done = True
-                    elif isinstance(output, RegistrationFailed):
-                        raise _Failure(_failure_reason(output), output.reason)
-                if done:
-                    break
-                deadline = registration.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else math.inf):
-                    while not waiter.responses:
-                        if shared.broken is not None:
-                            raise ConnectionLost(shared.broken)
-                        await waiter.event.wait()
-                        waiter.event = trio.Event()
-                now = trio.current_time()
-                if waiter.responses:
-                    outputs = []
-                    for response in waiter.responses:
-                        outputs += registration.receive_response(response, now)
-                    waiter.responses.clear()
-                else:
-                    outputs = registration.handle_timer(now)
-        except _Failure as exc:
-            self._fail(exc.reason, str(exc))
-        except ConnectionLost as exc:
-            self._fail("connection-lost", str(exc))
-        finally:
-            shared.waiters.pop(call_id, None)
-            self._finished(limiter)
 
 
 def _failure_reason(failed: RegistrationFailed) -> str:

@@ -1,0 +1,215 @@
+"""The load engine's one way past the transport layer: a TLS client on a raw non-blocking socket.
+
+`sipua register` and the listener reach the network through `sipua.transport` (trio streams,
+`TlsStream`). The load engine instead drives a plain non-blocking stdlib socket with trio's
+readiness waits (`wait_readable`/`wait_writable`), because a trio stream call yields to the
+scheduler even when the kernel took the bytes at once, and a registration makes ~10 such calls:
+here a send or receive the kernel can do at once is one system call, and only a real wait goes
+through trio (measured: client CPU 1.76 → 1.49 ms per registration, scripts/bench/README.md).
+
+This module is that fast path's whole surface, `RawTlsFlow`: open (connect, TLS handshake,
+sipua's trust verdict), send plaintext, receive plaintext, close. `tests/test_layers.py`
+checks that no other module of the UA or the load engine touches sockets or the TLS engine
+directly.
+
+- `TCP_NODELAY` is set: SIP messages are small and the exchange is request/response, so Nagle
+  would add a delayed-ACK wait per message.
+- The client's TLS 1.3 Finished stays queued after `open` and leaves in the same segment as the
+  first request (one write, after the trust verdict: no SIP byte before the peer is verified).
+- `close` sends close_notify with one non-blocking send and never waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from sipua.errors import ConnectFailed, ConnectionLost, PeerNotTrusted
+from sipua.sip.uri import host_port
+from sipua.tls.connection.engine import WANT_READ, TlsEngine
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from sipua.tls.connection.events import Verifier
+
+#: Bytes asked of the socket per receive (a TLS flight or many responses fit).
+RECEIVE_BYTES: Final = 65_536
+
+
+async def _connect(sock: socket.socket, address: tuple[str, int]) -> None:
+    try:
+        sock.connect(address)
+    except BlockingIOError:
+        await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error)) from None
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while True:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
+        if sent == len(view):
+            return
+        view = view[sent:]
+        await trio.lowlevel.wait_writable(sock)
+
+
+async def _receive(sock: socket.socket) -> bytes:
+    try:
+        data = sock.recv(RECEIVE_BYTES)
+    except BlockingIOError:
+        pass
+    else:
+        # Data was waiting: still let the other tasks run (a flood must not starve them).
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(RECEIVE_BYTES)
+        except BlockingIOError:
+            continue
+
+
+def _close_socket(sock: socket.socket) -> None:
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
+
+
+class RawTlsFlow:
+    """One client TLS connection on a raw non-blocking socket; no tasks, no locks.
+
+    Only one task may use a flow at a time (the load engine gives each flow one owner, or one
+    reader and one writer on the shared connection).
+
+    Attributes:
+        local: ``host:port`` of the local end (the Via sent-by and the Contact's host).
+    """
+
+    __slots__ = ("_engine", "_sock", "local")
+
+    def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
+        self._sock = sock
+        self._engine = engine
+        self.local = local
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        server_name: str | None,
+        context: SSL.Context,
+        verifier: Verifier,
+    ) -> RawTlsFlow:
+        """Connects, runs the handshake and the trust verdict (the Finished stays queued).
+
+        Raises:
+            ConnectFailed: The TCP connect failed.
+            ConnectionLost: The connection broke during the handshake.
+            HandshakeFailed: TLS failed.
+            PeerNotTrusted: The server's chain is not trusted for `server_name`.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await _connect(sock, (host.strip("[]"), port))
+            except OSError as exc:
+                raise ConnectFailed(
+                    f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+                ) from exc
+            engine = TlsEngine(context, server_side=False, server_name=server_name)
+            while not engine.handshake():
+                outgoing = engine.data_to_send()
+                if outgoing:
+                    await _send_all(sock, outgoing)
+                try:
+                    data = await _receive(sock)
+                except OSError as exc:
+                    raise ConnectionLost(
+                        f"receiving failed during the TLS handshake: {exc.strerror or exc}"
+                    ) from exc
+                if not data:
+                    engine.receive_eof()
+                else:
+                    engine.receive_data(data)
+            verdict = verifier(engine.peer_chain())
+            if not verdict.ok:
+                raise PeerNotTrusted(
+                    f"the server {server_name or host} is not trusted: {verdict.reason}",
+                    code=verdict.code,
+                )
+            name = sock.getsockname()
+        except BaseException:
+            _close_socket(sock)
+            raise
+        return cls(sock, engine, host_port(name[0], name[1]))
+
+    async def send(self, plaintext: bytes) -> None:
+        """Encrypts and sends (with whatever the engine still had queued, e.g. Finished).
+
+        Raises:
+            ConnectionLost: The send failed, or the peer asked to renegotiate.
+        """
+        if self._engine.write(plaintext) is WANT_READ:
+            raise ConnectionLost("the TLS connection wants to renegotiate; sipua refuses that")
+        await _send_all(self._sock, self._engine.data_to_send())
+
+    async def receive(self) -> bytes:
+        """The plaintext of the next read from the socket (b"" when a record is incomplete).
+
+        Raises:
+            ConnectionLost: The peer closed the connection, or the read failed.
+        """
+        try:
+            data = await _receive(self._sock)
+        except OSError as exc:
+            raise ConnectionLost(f"receiving failed: {exc.strerror or exc}") from exc
+        engine = self._engine
+        if data:
+            engine.receive_data(data)
+        else:
+            engine.receive_eof()
+        chunks: list[bytes] = []
+        while True:
+            plaintext = engine.read(RECEIVE_BYTES)
+            if plaintext is WANT_READ:
+                break
+            if not plaintext:
+                raise ConnectionLost("the registrar closed the connection")
+            chunks.append(plaintext)
+        # Reading may have produced TLS output (a KeyUpdate answer); it must not linger.
+        pending = engine.data_to_send()
+        if pending:
+            await _send_all(self._sock, pending)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def close(self) -> None:
+        """Sends close_notify if the socket takes it at once, and closes the socket.
+
+        One non-blocking send: a close_notify (a few dozen bytes) fits any socket buffer that
+        is not clogged, and a clogged one means the registrar stopped reading, which no wait
+        at the end of a run would cure.
+        """
+        with contextlib.suppress(OSError):
+            self._engine.close()
+            outgoing = self._engine.data_to_send()
+            if outgoing:
+                self._sock.send(outgoing)
+        _close_socket(self._sock)
