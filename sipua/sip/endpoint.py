@@ -221,9 +221,11 @@ class CallAnswered:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallConfirmed:
-    """The caller's ACK for our 2xx arrived."""
+    """The caller's ACK for our 2xx arrived; `sdp` is the answer when our 2xx had the offer."""
 
     call_id: str
+    tag: str = ""
+    sdp: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,6 +246,8 @@ class CallProgress:
     call_id: str
     status: int
     reason: str
+    tag: str = ""
+    sdp: bytes = b""  # the early media answer of a 183
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -779,7 +783,9 @@ class Endpoint(Generic[H]):
             elif isinstance(output, session_outputs.CallAnswered):
                 self._emit(CallAnswered(call_id=call_id, tag=call.session.local_tag))
             elif isinstance(output, session_outputs.CallConfirmed):
-                self._emit(CallConfirmed(call_id=call_id))
+                self._emit(
+                    CallConfirmed(call_id=call_id, tag=call.session.local_tag, sdp=output.sdp)
+                )
             elif isinstance(output, session_outputs.CallEnded):
                 self._end(key, call, output.reason, output.status)
 
@@ -837,7 +843,13 @@ class Endpoint(Generic[H]):
                 self._respond(request_key, output.response, out.link, now)
             elif isinstance(output, uac.Progress):
                 self._emit(
-                    CallProgress(call_id=call_id, status=output.status, reason=output.reason)
+                    CallProgress(
+                        call_id=call_id,
+                        status=output.status,
+                        reason=output.reason,
+                        tag=out.call.local_tag,
+                        sdp=output.sdp,
+                    )
                 )
             elif isinstance(output, uac.Established):
                 out.remote_origin = refresh.sdp_origin(output.sdp)

@@ -80,7 +80,9 @@ class CallAnswered:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallConfirmed:
-    """The caller's ACK arrived for our 200 OK."""
+    """The caller's ACK arrived for our 200 OK (with the answer when our 200 had the offer)."""
+
+    sdp: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,14 +243,14 @@ class InviteSession:
         return [ok, terminated, CallEnded(reason="cancelled", status=487)]
 
     def receive_ack(self, ack: Request) -> list[InviteOutput]:
-        """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are absorbed."""
-        del ack
+        """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are absorbed. Its body is the
+        answer when our 2xx carried the offer (an INVITE without one)."""
         if self._move(SessionInput.RECEIVE_ACK) is not InviteState.ANSWERED:
             return []
         self._stop_timers()
         if self.hangup_pending:
-            return [CallConfirmed(), *self.hangup()]
-        return [CallConfirmed()]
+            return [CallConfirmed(sdp=ack.body), *self.hangup()]
+        return [CallConfirmed(sdp=ack.body)]
 
     def receive_bye(self, bye: Request) -> list[InviteOutput]:
         """BYE from the peer (§15.1.2): 200 and the end; 481 before the dialog is confirmed."""

@@ -121,6 +121,7 @@ class Progress:
 
     status: int
     reason: str
+    sdp: bytes = b""  # the early media answer a 183 carries (RFC 3261 §13.2.1), if any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,7 +209,8 @@ class OutgoingCall:
             if self._cancel_wanted and self.state is OutgoingState.EARLY:
                 outputs += self.cancel()  # asked for before this first provisional (§9.1)
             if status > 100 and self.state is not OutgoingState.TERMINATED:
-                outputs.append(Progress(status=status, reason=response.reason))
+                early = response.body if response.content_type == "application/sdp" else b""
+                outputs.append(Progress(status=status, reason=response.reason, sdp=early))
             return outputs
         if status < 300:
             return self._success(response)

@@ -95,9 +95,17 @@ class MediaDescriber:
         return self._bind_and_answer(offer, address, session_id, tag, self.media)
 
     def offer(self, *, address: str, tag: str) -> bytes:
-        """Our offer for an INVITE that came without one (§13.3.1.4; no media runs for it)."""
-        del tag
-        return build_offer(address=address, port=MEDIA_PORT, session_id=self._rng.getrandbits(31))
+        """Our offer for an INVITE that came without one (§13.3.1.4): the answer comes in the
+        ACK (`accept`).
+
+        Raises:
+            Refusal: 503 when no media port pair is free.
+        """
+        try:
+            return self.offer_for_call(address=address, tag=tag)
+        except MediaError as exc:
+            _log.warning("media-port-unavailable", reason=str(exc))
+            raise Refusal(503, str(exc), ("Retry-After", "5")) from None
 
     def offer_for_call(self, *, address: str, tag: str) -> bytes:
         """Our offer for a call we place (`tag`: our From tag): with media, a session is bound
@@ -110,7 +118,11 @@ class MediaDescriber:
         """
         config = self.media
         if config is None:
-            return self.offer(address=address, tag=tag)
+            return build_offer(
+                address=address, port=MEDIA_PORT, session_id=self._rng.getrandbits(31)
+            )
+        if len(self._offered) >= MAX_WAITING_SESSIONS:
+            raise MediaError("too many offers wait for their answer")
         session = MediaSession.open(address, config.ports, symmetric=config.symmetric)
         try:
             local = make_offer(
@@ -128,8 +140,9 @@ class MediaDescriber:
         return local.body
 
     def accept(self, tag: str, answer: bytes) -> tuple[MediaSession, MediaPlan] | None:
-        """The session and plan the callee's `answer` sets up for our call `tag`, to run (the
-        caller closes it); None without media.
+        """The session and plan the `answer` to our offer sets up for the call `tag` (the
+        callee's 2xx or 183, or the ACK of our 2xx to an INVITE without an offer), to run (the
+        caller closes it); None without media or without our offer.
 
         Raises:
             MediaRefused: the answer is not acceptable (a plain answer under `compulsory`, keys

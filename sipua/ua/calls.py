@@ -268,10 +268,14 @@ class CallHandler:
                 self._start_media(event.call_id, event.tag)
             elif isinstance(event, CallConfirmed):
                 self._publish("call-confirmed", call_id=event.call_id)
+                if event.sdp:  # the answer to the offer of our 2xx (§13.3.1.4)
+                    self._start_answered_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallProgress):
                 self._publish(
                     "call-progress", call_id=event.call_id, status=event.status, reason=event.reason
                 )
+                if event.sdp:  # early media: the 183's answer starts it (RFC 3261 §13.2.1)
+                    self._start_placed_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallEstablished):
                 self.established.add(event.call_id)
                 self._publish("call-established", call_id=event.call_id)
@@ -301,6 +305,8 @@ class CallHandler:
     # -- media ----------------------------------------------------------------------------
 
     def _start_placed_media(self, call_id: str, tag: str, answer: bytes) -> None:
+        if tag in self._playing:
+            return  # early media already runs; the 2xx repeats the 183's answer
         self._media_done[call_id] = trio.Event()
         try:
             bound = self._describer.accept(tag, answer)
@@ -318,6 +324,14 @@ class CallHandler:
 
     def _start_media(self, call_id: str, tag: str) -> None:
         self._run_media(call_id, tag, self._describer.take(tag))
+
+    def _start_answered_media(self, call_id: str, tag: str, answer: bytes) -> None:
+        try:
+            bound = self._describer.accept(tag, answer)
+        except MediaRefused as exc:
+            _log.warning("call-media-refused", call_id=call_id, reason=str(exc))
+            return  # no media for this call; it goes on (the caller may still hang up)
+        self._run_media(call_id, tag, bound)
 
     def _run_media(
         self, call_id: str, tag: str, bound: tuple[MediaSession, MediaPlan] | None

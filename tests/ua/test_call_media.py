@@ -177,3 +177,92 @@ async def test_a_placed_call_whose_answer_is_plain_under_compulsory_is_hung_up()
             "BYE",
         ]
         nursery.cancel_scope.cancel()
+
+
+async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks_answer() -> None:
+    from sipua.media.negotiation import answer_offer
+
+    published: list[tuple[str, dict[str, object]]] = []
+    rng = random.Random(8)
+    caller = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published, media=CallMedia(srtp="optional", ports=PORTS))
+        connection = FakeConnection()
+        await handler.handle_message(connection, request("INVITE", "sips:alice@x", call_id="l1"))
+        ok = await _ok(connection)
+        assert b"a=crypto:" in ok.body  # optional SRTP: our offer carries SDES keys
+        answer, plan = answer_offer(
+            ok.body,
+            policy="optional",
+            signalling_secure=True,
+            address="127.0.0.1",
+            port=caller.port,
+            session_id=2,
+            random_bytes=rng.randbytes,
+        )
+        await nursery.start(caller.run, plan, make_source(MediaSpec("tone"), plan.codec))
+        ack = request("ACK", "sips:alice@x", call_id="l1", to_tag=ok.to.tag, body=answer)
+        await handler.handle_message(connection, ack)
+        await trio.sleep(1.2)
+        bye = request("BYE", "sips:alice@x", call_id="l1", cseq=2, to_tag=ok.to.tag)
+        await handler.handle_message(connection, bye)
+        await wait_until(lambda: any(event == "call-media" for event, _ in published), 2)
+        nursery.cancel_scope.cancel()
+    caller.close()
+    (report,) = [fields for event, fields in published if event == "call-media"]
+    assert report["encrypted"] is True
+    assert isinstance(report["packets_received"], int)
+    assert report["packets_received"] >= 45
+
+
+async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
+    from dataclasses import replace
+
+    from sipua.media.negotiation import answer_offer
+    from sipua.sip import make_response
+
+    published: list[tuple[str, dict[str, object]]] = []
+    rng = random.Random(9)
+    callee = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published, media=CallMedia(srtp="optional", ports=PORTS))
+        connection = FakeConnection()
+        call_id = handler.place_call(
+            connection,
+            target="sips:bob@example.test",
+            from_uri="sips:alice@example.test",
+            responder=None,
+            ring_timeout=None,
+            duration=None,
+        )
+        await wait_until(lambda: bool(connection.sent), 2)
+        invite = connection.sent[0]
+        assert isinstance(invite, Request)
+        answer, plan = answer_offer(
+            invite.body,
+            policy="optional",
+            signalling_secure=True,
+            address="127.0.0.1",
+            port=callee.port,
+            session_id=3,
+            random_bytes=rng.randbytes,
+        )
+        await nursery.start(callee.run, plan, make_source(MediaSpec("tone"), plan.codec))
+
+        def with_answer(status: int) -> Response:
+            response = make_response(invite, status, to_tag="bob9")
+            response.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
+            response.headers.add("Content-Type", "application/sdp")
+            return replace(response, body=answer)
+
+        await handler.handle_message(connection, with_answer(183))
+        await trio.sleep(1.0)  # ringing, with the callee's early media
+        await handler.handle_message(connection, with_answer(200))
+        handler.hangup(call_id)
+        await handler.wait_ended(call_id)
+        nursery.cancel_scope.cancel()
+    callee.close()
+    report = handler.media_reports[call_id]
+    assert isinstance(report["packets_received"], int)
+    assert report["packets_received"] >= 40  # all of it arrived before the 200
+    assert report["encrypted"] is True
