@@ -413,20 +413,27 @@ class MediaSession:
             return self._peer is not None and origin[0] == self._peer[0]
         return origin == expected
 
+    def _decrypt(self, data: bytes, *, rtcp_packet: bool) -> bytes | None:
+        """The packet in clear (SRTP/SRTCP removed), or None, counted, when it fails."""
+        if self._srtp is None:
+            return data
+        try:
+            return self._srtp.unprotect_rtcp(data) if rtcp_packet else self._srtp.unprotect(data)
+        except SrtpAuthFailed:
+            self._report.srtp_auth_failures += 1
+        except SrtpError:
+            self._report.malformed += 1
+        return None
+
     def _on_rtp(self, data: bytes, origin: tuple[str, int], arrival: float) -> None:
         report = self._report
         if not self._expected(origin, False):
             report.wrong_source += 1
             return
-        if self._srtp is not None:
-            try:
-                data = self._srtp.unprotect(data)
-            except SrtpAuthFailed:
-                report.srtp_auth_failures += 1
-                return
-            except SrtpError:
-                report.malformed += 1
-                return
+        clear = self._decrypt(data, rtcp_packet=False)
+        if clear is None:
+            return
+        data = clear
         try:
             packet = parse_rtp(data)
         except RtpError:
@@ -468,15 +475,10 @@ class MediaSession:
         if not self._expected(origin, True):
             report.wrong_source += 1
             return
-        if self._srtp is not None:
-            try:
-                data = self._srtp.unprotect_rtcp(data)
-            except SrtpAuthFailed:
-                report.srtp_auth_failures += 1
-                return
-            except SrtpError:
-                report.malformed += 1
-                return
+        clear = self._decrypt(data, rtcp_packet=True)
+        if clear is None:
+            return
+        data = clear
         try:
             parsed = rtcp.parse_compound(data)
         except RtpError:

@@ -4,13 +4,14 @@ refusals the SRTP policy and the port range give."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import trio
 
 from sipua.media.negotiation import accept_answer, make_offer
 from sipua.media.session import MediaSession, PortRange
 from sipua.media.sources import MediaSpec, make_source
-from sipua.sip import Request, Response
+from sipua.sip import Request, Response, make_response
 from sipua.ua.call_media import CallMedia
 from sipua.ua.calls import AnswerPolicy, CallHandler
 from tests.ua.test_agent import wait_until
@@ -47,6 +48,30 @@ def call_handler(
         users=frozenset({"alice"}),
         media=media,
     )
+
+
+async def place(handler: CallHandler, connection: FakeConnection) -> tuple[str, Request]:
+    """Places a call to bob on `connection`; returns its Call-ID and the INVITE sent."""
+    call_id = handler.place_call(
+        connection,
+        target="sips:bob@example.test",
+        from_uri="sips:alice@example.test",
+        responder=None,
+        ring_timeout=None,
+        duration=None,
+    )
+    await wait_until(lambda: bool(connection.sent), 2)
+    invite = connection.sent[0]
+    assert isinstance(invite, Request)
+    return call_id, invite
+
+
+def answered(invite: Request, status: int, sdp: bytes) -> Response:
+    """The callee's `status` response to our INVITE, carrying `sdp`."""
+    response = make_response(invite, status, to_tag="bob9")
+    response.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
+    response.headers.add("Content-Type", "application/sdp")
+    return replace(response, body=sdp)
 
 
 def _responses(connection: FakeConnection) -> list[Response]:
@@ -139,30 +164,13 @@ async def test_an_exhausted_port_range_answers_503() -> None:
 
 
 async def test_a_placed_call_whose_answer_is_plain_under_compulsory_is_hung_up() -> None:
-    from dataclasses import replace
-
-    from sipua.sip import make_response
-
     published: list[tuple[str, dict[str, object]]] = []
     async with trio.open_nursery() as nursery:
         handler = call_handler(nursery, published, media=CallMedia(srtp="compulsory", ports=PORTS))
         connection = FakeConnection()
-        call_id = handler.place_call(
-            connection,
-            target="sips:bob@example.test",
-            from_uri="sips:alice@example.test",
-            responder=None,
-            ring_timeout=None,
-            duration=None,
-        )
-        await wait_until(lambda: bool(connection.sent), 2)
-        invite = connection.sent[0]
-        assert isinstance(invite, Request)
+        call_id, invite = await place(handler, connection)
         assert b"RTP/SAVP" in invite.body  # compulsory offers SRTP only
-        ok = make_response(invite, 200, to_tag="bob9")
-        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
-        ok.headers.add("Content-Type", "application/sdp")
-        await handler.handle_message(connection, replace(ok, body=OFFER))
+        await handler.handle_message(connection, answered(invite, 200, OFFER))
         ended = await handler.wait_ended(call_id)
         assert ended.reason == "local-bye"
         assert "compulsory" in handler.media_refusals[call_id]
@@ -216,10 +224,7 @@ async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks
 
 
 async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
-    from dataclasses import replace
-
     from sipua.media.negotiation import answer_offer
-    from sipua.sip import make_response
 
     published: list[tuple[str, dict[str, object]]] = []
     rng = random.Random(9)
@@ -227,17 +232,7 @@ async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
     async with trio.open_nursery() as nursery:
         handler = call_handler(nursery, published, media=CallMedia(srtp="optional", ports=PORTS))
         connection = FakeConnection()
-        call_id = handler.place_call(
-            connection,
-            target="sips:bob@example.test",
-            from_uri="sips:alice@example.test",
-            responder=None,
-            ring_timeout=None,
-            duration=None,
-        )
-        await wait_until(lambda: bool(connection.sent), 2)
-        invite = connection.sent[0]
-        assert isinstance(invite, Request)
+        call_id, invite = await place(handler, connection)
         answer, plan = answer_offer(
             invite.body,
             policy="optional",
@@ -248,16 +243,9 @@ async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
             random_bytes=rng.randbytes,
         )
         await nursery.start(callee.run, plan, make_source(MediaSpec("tone"), plan.codec))
-
-        def with_answer(status: int) -> Response:
-            response = make_response(invite, status, to_tag="bob9")
-            response.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
-            response.headers.add("Content-Type", "application/sdp")
-            return replace(response, body=answer)
-
-        await handler.handle_message(connection, with_answer(183))
+        await handler.handle_message(connection, answered(invite, 183, answer))
         await trio.sleep(1.0)  # ringing, with the callee's early media
-        await handler.handle_message(connection, with_answer(200))
+        await handler.handle_message(connection, answered(invite, 200, answer))
         handler.hangup(call_id)
         await handler.wait_ended(call_id)
         nursery.cancel_scope.cancel()
