@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sipua.settings.model import Settings
     from sipua.sip.endpoint import CallEnded
     from sipua.ua.agent import UserAgent
+    from sipua.ua.calls import PlacedCall
 
 DEFAULT_RING_TIMEOUT: Final = 30.0
 DEFAULT_DURATION: Final = 5.0
@@ -176,7 +177,7 @@ async def _call(
         except MediaError as exc:
             await shutdown(ua)
             return failed(settings, ua, TransportError(f"no media for the call: {exc}"))
-        ended: list[CallEnded] = []
+        ended: list[PlacedCall] = []
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 
@@ -190,13 +191,14 @@ async def _call(
 
                 nursery.start_soon(wait)
                 nursery.start_soon(hang_up_on_signal)
-        established = call_id in ua.calls.established
         await shutdown(ua)
-    outcome = ended[0]
-    report = ua.calls.media_reports.get(call_id)
-    refusal = ua.calls.media_refusals.get(call_id)
-    if refusal is not None:
-        error: SipuaError = CallFailed(f"{target} answered media sipua refuses: {refusal}")
+    placed = ended[0]
+    outcome, report, established = placed.outcome, placed.media_report, placed.established
+    assert outcome is not None  # set before `ended` is
+    if placed.media_refusal is not None:
+        error: SipuaError = CallFailed(
+            f"{target} answered media sipua refuses: {placed.media_refusal}"
+        )
         return failed(settings, ua, error, result="call failed")
     if established and outcome.reason in ("local-bye", "remote-bye"):
         if report is not None and not report.get("packets_received"):

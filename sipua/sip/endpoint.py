@@ -866,6 +866,7 @@ class Endpoint(Generic[H]):
         if out is None:
             return
         tag = out.call.local_tag
+        self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))
 
     # -- sending --------------------------------------------------------------------------

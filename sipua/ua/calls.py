@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -64,7 +65,7 @@ Publish = Callable[..., None]
 
 _log = get_logger(component="calls")
 
-__all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler", "CallMedia"]
+__all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler", "CallMedia", "PlacedCall"]
 
 
 class _Outbox:
@@ -78,6 +79,29 @@ class _Outbox:
         self.pending = 0
         self.idle = trio.Event()
         self.idle.set()
+
+
+@dataclass(slots=True, eq=False)
+class PlacedCall:
+    """A call we placed, as its caller waits for it: how it ended and what its media did.
+
+    Attributes:
+        dtmf: digits to send once the media runs; record: where to record what it hears.
+        outcome: how the call ended (set when `ended` is).
+        established: the callee answered and we ACKed.
+        media_report: the call's media report (`call-media`), when media ran.
+        media_refusal: why our SRTP policy refused the callee's answer, if it did.
+    """
+
+    dtmf: str
+    record: Path | None
+    ended: trio.Event = field(default_factory=trio.Event)
+    outcome: CallEnded | None = None
+    established: bool = False
+    media_report: dict[str, object] | None = None
+    media_refusal: str | None = None
+    media_running: bool = False
+    media_done: trio.Event = field(default_factory=trio.Event)
 
 
 class CallHandler:
@@ -117,16 +141,7 @@ class CallHandler:
         self._is_server = is_server
         self._outboxes: dict[SipConnection, _Outbox] = {}
         self._playing: dict[str, trio.CancelScope] = {}  # answered calls' media, by our tag
-        #: The calls we placed that someone waits for, and how they ended.
-        self._placed: dict[str, trio.Event] = {}
-        self.outcomes: dict[str, CallEnded] = {}
-        self.established: set[str] = set()
-        #: Media reports of the calls we placed (published as call-media too), by Call-ID.
-        self.media_reports: dict[str, dict[str, object]] = {}
-        self._media_done: dict[str, trio.Event] = {}  # placed calls whose media still runs
-        self._placed_media: dict[str, tuple[str, Path | None]] = {}  # DTMF and recording
-        #: Calls we placed whose answer our SRTP policy refused, with why.
-        self.media_refusals: dict[str, str] = {}
+        self._placed: dict[str, PlacedCall] = {}  # the calls we placed, until waited for
         self._deadline_changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -181,23 +196,22 @@ class CallHandler:
             MediaError: no media port pair is free for the call's offer.
         """
         tag = new_tag(self._rng)
-        address = connection.local.rpartition(":")[0].strip("[]")
+        link = self._link(connection)
         call = OutgoingCall(
             target=target,
             from_uri=from_uri,
-            contact=self._contact_for(connection),
-            sent_by=connection.local,
-            offer=self._describer.offer_for_call(address=address, tag=tag),
+            contact=link.contact,
+            sent_by=link.local,
+            offer=self._describer.offer_for_call(address=link.local_address, tag=tag),
             responder=responder,
             rng=self._rng,
             local_tag=tag,
         )
-        self._placed[call.call_id] = trio.Event()
-        self._placed_media[call.call_id] = (dtmf, record)
+        self._placed[call.call_id] = PlacedCall(dtmf=dtmf, record=record)
         self._publish("call-placing", call_id=call.call_id, callee=target, peer=connection.peer)
         self.endpoint.place_call(
             call,
-            self._link(connection),
+            link,
             trio.current_time(),
             ring_timeout=ring_timeout,
             duration=duration,
@@ -205,15 +219,14 @@ class CallHandler:
         self._drain()
         return call.call_id
 
-    async def wait_ended(self, call_id: str) -> CallEnded:
-        """Waits until the call we placed is over (its media report too); returns how it ended."""
-        await self._placed[call_id].wait()
+    async def wait_ended(self, call_id: str) -> PlacedCall:
+        """Waits until the call we placed is over (its media report too); returns how it went."""
+        placed = self._placed[call_id]
+        await placed.ended.wait()
+        if placed.media_running:
+            await placed.media_done.wait()
         del self._placed[call_id]
-        self._placed_media.pop(call_id, None)
-        media = self._media_done.get(call_id)
-        if media is not None:
-            await media.wait()
-        return self.outcomes.pop(call_id)
+        return placed
 
     def hangup(self, call_id: str) -> None:
         """Ends a call we placed (BYE, or CANCEL before the answer)."""
@@ -277,21 +290,20 @@ class CallHandler:
                 if event.sdp:  # early media: the 183's answer starts it (RFC 3261 §13.2.1)
                     self._start_placed_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallEstablished):
-                self.established.add(event.call_id)
+                if (placed := self._placed.get(event.call_id)) is not None:
+                    placed.established = True
                 self._publish("call-established", call_id=event.call_id)
                 self._start_placed_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallEnded):
-                self._describer.release(event.tag)  # a call we placed that never got its answer
                 scope = self._playing.pop(event.tag, None)
                 if scope is not None:
                     scope.cancel()  # its task publishes the media report
                 self._publish(
                     "call-ended", call_id=event.call_id, reason=event.reason, status=event.status
                 )
-                placed = self._placed.get(event.call_id)
-                if placed is not None:
-                    self.outcomes[event.call_id] = event
-                    placed.set()
+                if (placed := self._placed.get(event.call_id)) is not None:
+                    placed.outcome = event
+                    placed.ended.set()
             elif isinstance(event, RequestRefused):
                 _log.info(
                     "request-refused" if event.status is not None else "request-dropped",
@@ -307,19 +319,16 @@ class CallHandler:
     def _start_placed_media(self, call_id: str, tag: str, answer: bytes) -> None:
         if tag in self._playing:
             return  # early media already runs; the 2xx repeats the 183's answer
-        self._media_done[call_id] = trio.Event()
         try:
             bound = self._describer.accept(tag, answer)
         except MediaRefused as exc:
             # The callee answered what our policy refuses (a plain answer under compulsory
             # SRTP): the call cannot go on.
             _log.warning("call-media-refused", call_id=call_id, reason=str(exc))
-            self.media_refusals[call_id] = str(exc)
-            self._media_done.pop(call_id).set()
+            if (placed := self._placed.get(call_id)) is not None:
+                placed.media_refusal = str(exc)
             self.hangup(call_id)
             return
-        if bound is None:
-            self._media_done.pop(call_id).set()  # no media configured
         self._run_media(call_id, tag, bound)
 
     def _start_media(self, call_id: str, tag: str) -> None:
@@ -342,7 +351,10 @@ class CallHandler:
         scope = trio.CancelScope()
         self._playing[tag] = scope
         session, plan = bound
-        self._nursery.start_soon(self._play, call_id, scope, session, plan, config)
+        placed = self._placed.get(call_id)
+        if placed is not None:
+            placed.media_running = True
+        self._nursery.start_soon(self._play, call_id, scope, session, plan, config, placed)
 
     async def _play(
         self,
@@ -351,27 +363,26 @@ class CallHandler:
         session: MediaSession,
         plan: MediaPlan,
         config: CallMedia,
+        placed: PlacedCall | None,
     ) -> None:
         """Runs one call's media until the call ends, then publishes its report."""
-        dtmf, record = self._placed_media.get(call_id, ("", None))
         recorder: WavRecorder | None = None
         try:
             with scope:
                 try:
-                    if record is not None:
-                        recorder = WavRecorder(record, plan.codec)
-                    if dtmf:
-                        session.send_digits(dtmf)
+                    if placed is not None and placed.record is not None:
+                        recorder = WavRecorder(placed.record, plan.codec)
+                    if placed is not None and placed.dtmf:
+                        session.send_digits(placed.dtmf)
                     await session.run(plan, make_source(config.play, plan.codec), recorder=recorder)
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
         finally:
             session.close()
             report = session.report().as_event()
-            done = self._media_done.pop(call_id, None)
-            if done is not None:
-                self.media_reports[call_id] = report
-                done.set()
+            if placed is not None:
+                placed.media_report = report
+                placed.media_done.set()
             self._publish("call-media", call_id=call_id, **report)
 
     # -- connections ----------------------------------------------------------------------

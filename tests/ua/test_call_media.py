@@ -171,9 +171,11 @@ async def test_a_placed_call_whose_answer_is_plain_under_compulsory_is_hung_up()
         call_id, invite = await place(handler, connection)
         assert b"RTP/SAVP" in invite.body  # compulsory offers SRTP only
         await handler.handle_message(connection, answered(invite, 200, OFFER))
-        ended = await handler.wait_ended(call_id)
-        assert ended.reason == "local-bye"
-        assert "compulsory" in handler.media_refusals[call_id]
+        placed = await handler.wait_ended(call_id)
+        assert placed.outcome is not None
+        assert placed.outcome.reason == "local-bye"
+        assert placed.media_refusal is not None
+        assert "compulsory" in placed.media_refusal
 
         def requests() -> list[str]:
             return [m.method for m in connection.sent if isinstance(m, Request)]
@@ -247,10 +249,11 @@ async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
         await trio.sleep(1.0)  # ringing, with the callee's early media
         await handler.handle_message(connection, answered(invite, 200, answer))
         handler.hangup(call_id)
-        await handler.wait_ended(call_id)
+        placed = await handler.wait_ended(call_id)
         nursery.cancel_scope.cancel()
     callee.close()
-    report = handler.media_reports[call_id]
+    report = placed.media_report
+    assert report is not None
     assert isinstance(report["packets_received"], int)
     assert report["packets_received"] >= 40  # all of it arrived before the 200
     assert report["encrypted"] is True
