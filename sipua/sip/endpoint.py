@@ -566,10 +566,7 @@ class Endpoint(Generic[H]):
             self._refuse(request, key, link, refusal, now)
         except ProtocolError as exc:
             # A header the parser read lazily is malformed where we need it.
-            response = error_response(
-                serialize(request), exc.status_hint, str(exc), to_tag=new_tag(self._rng)
-            )
-            self._report(request.method, exc.status_hint if response else None, str(exc), link)
+            response = self._raw_error(request, exc.status_hint, str(exc), link)
             if response is not None:
                 self._respond(key, response, link, now)
 
@@ -897,10 +894,18 @@ class Endpoint(Generic[H]):
 
     def _refuse_raw(self, request: Request, link: Link[H], status: int, reason: str) -> None:
         """Answers a request the transaction layer could not take, outside any transaction."""
+        response = self._raw_error(request, status, reason, link)
+        if response is not None:
+            self._emit(Send(handle=link.handle, message=response))
+
+    def _raw_error(
+        self, request: Request, status: int, reason: str, link: Link[H]
+    ) -> Response | None:
+        """The error response built from the request's raw fields (`sipua.sip.rejection`; None
+        for an ACK or when nothing can answer it), reported either way."""
         response = error_response(serialize(request), status, reason, to_tag=new_tag(self._rng))
         self._report(request.method, status if response else None, reason, link)
-        if response is not None and request.method != "ACK":
-            self._emit(Send(handle=link.handle, message=response))
+        return response
 
     def _report(self, method: str, status: int | None, reason: str, link: Link[H] | None) -> None:
         peer = link.peer if link is not None else ""

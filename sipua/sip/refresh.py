@@ -104,7 +104,7 @@ def answer_refresh(
 
 
 def _session_expires(request: Request) -> tuple[int | None, str | None]:
-    value = request.headers.get("Session-Expires") or request.headers.get("x")
+    value = request.headers.get("Session-Expires")  # the compact form "x" too (headers.py)
     if value is None:
         return None, None
     m = _SESSION_EXPIRES_RE.fullmatch(value)
