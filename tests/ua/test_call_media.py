@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import trio
 
-from sipua.media.negotiation import accept_answer, make_offer
+from sipua.media.negotiation import MediaPlan, accept_answer, answer_offer, make_offer
 from sipua.media.session import MediaSession, PortRange
 from sipua.media.sources import MediaSpec, make_source
 from sipua.sip import Request, Response, make_response
@@ -72,6 +72,19 @@ def answered(invite: Request, status: int, sdp: bytes) -> Response:
     response.headers.add("Contact", "<sips:bob@127.0.0.1:5061>")
     response.headers.add("Content-Type", "application/sdp")
     return replace(response, body=sdp)
+
+
+def peer_answer(offer: bytes, peer: MediaSession, rng: random.Random) -> tuple[bytes, MediaPlan]:
+    """The other side's answer to sipua's `offer` (optional SRTP), for media on `peer`."""
+    return answer_offer(
+        offer,
+        policy="optional",
+        signalling_secure=True,
+        address="127.0.0.1",
+        port=peer.port,
+        session_id=2,
+        random_bytes=rng.randbytes,
+    )
 
 
 def _responses(connection: FakeConnection) -> list[Response]:
@@ -190,8 +203,6 @@ async def test_a_placed_call_whose_answer_is_plain_under_compulsory_is_hung_up()
 
 
 async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks_answer() -> None:
-    from sipua.media.negotiation import answer_offer
-
     published: list[tuple[str, dict[str, object]]] = []
     rng = random.Random(8)
     caller = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
@@ -201,15 +212,7 @@ async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks
         await handler.handle_message(connection, request("INVITE", "sips:alice@x", call_id="l1"))
         ok = await _ok(connection)
         assert b"a=crypto:" in ok.body  # optional SRTP: our offer carries SDES keys
-        answer, plan = answer_offer(
-            ok.body,
-            policy="optional",
-            signalling_secure=True,
-            address="127.0.0.1",
-            port=caller.port,
-            session_id=2,
-            random_bytes=rng.randbytes,
-        )
+        answer, plan = peer_answer(ok.body, caller, rng)
         await nursery.start(caller.run, plan, make_source(MediaSpec("tone"), plan.codec))
         ack = request("ACK", "sips:alice@x", call_id="l1", to_tag=ok.to.tag, body=answer)
         await handler.handle_message(connection, ack)
@@ -226,8 +229,6 @@ async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks
 
 
 async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
-    from sipua.media.negotiation import answer_offer
-
     published: list[tuple[str, dict[str, object]]] = []
     rng = random.Random(9)
     callee = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
@@ -235,15 +236,7 @@ async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
         handler = call_handler(nursery, published, media=CallMedia(srtp="optional", ports=PORTS))
         connection = FakeConnection()
         call_id, invite = await place(handler, connection)
-        answer, plan = answer_offer(
-            invite.body,
-            policy="optional",
-            signalling_secure=True,
-            address="127.0.0.1",
-            port=callee.port,
-            session_id=3,
-            random_bytes=rng.randbytes,
-        )
+        answer, plan = peer_answer(invite.body, callee, rng)
         await nursery.start(callee.run, plan, make_source(MediaSpec("tone"), plan.codec))
         await handler.handle_message(connection, answered(invite, 183, answer))
         await trio.sleep(1.0)  # ringing, with the callee's early media
