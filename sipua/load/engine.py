@@ -6,7 +6,9 @@ A run registers `count` accounts (cycling through the list when `count` is large
 `concurrency` registrations in flight, started no faster than `rate` per second when a rate is
 given. Every registration is the real thing: TCP, a full TLS handshake with sipua's trust
 verdict (the same `TlsClientConfig` `sipua register` builds), the sans-IO `Registration` FSM of
-`sipua.sip.registration` with its digest responder, the `StreamFramer`, and the parser.
+`sipua.sip.registration` with its digest responder, run by a `RegisterClient` (each REGISTER in
+a client transaction of the core's transaction layer, which matches the responses and times
+them out with Timer F), the `StreamFramer`, and the parser.
 
 The hot path is lean on purpose, because this is what the benchmarks measure:
 
@@ -25,7 +27,8 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
   command prints a progress line from them.
 
 With `--reuse-connection` all registrations share one TLS connection and have no task of their
-own: the reader hands each response to its registration (routed by Call-ID) and acts on what
+own: the reader hands each response to its registration's client (routed by Call-ID; its
+transaction layer matches it by branch) and acts on what
 the registration outputs, a sweeper gives the registrations in flight their timers (every
 0.25 s), and a writer coalesces whatever requests are queued into one TLS write and one send.
 
@@ -80,12 +83,14 @@ from sipua.sip.errors import ProtocolError
 from sipua.sip.registration import (
     ContactAddress,
     DigestResponder,
+    RegisterClient,
     Registered,
     Registration,
     RegistrationFailed,
     RegistrationOutput,
     SendRequest,
 )
+from sipua.sip.timers import DEFAULT_T2, TimerConfig
 from sipua.tls.connection.context import TlsClientConfig, client_context
 
 if TYPE_CHECKING:
@@ -244,7 +249,7 @@ class _Pending:
 
     __slots__ = ("limiter", "registration", "started")
 
-    def __init__(self, registration: Registration, started: float, limiter: trio.Semaphore):
+    def __init__(self, registration: RegisterClient, started: float, limiter: trio.Semaphore):
         self.registration = registration
         self.started = started
         self.limiter = limiter
@@ -267,7 +272,7 @@ class _SharedFlow:
         self._ready = trio.Event()
         self.broken: str | None = None
 
-    def start(self, registration: Registration, limiter: trio.Semaphore) -> None:
+    def start(self, registration: RegisterClient, limiter: trio.Semaphore) -> None:
         """Sends the first REGISTER of `registration` (the dispatcher holds a `limiter` slot)."""
         now = trio.current_time()
         outputs = registration.register(now)
@@ -393,6 +398,8 @@ class LoadRun:
         self._outstanding = 0
         self._dispatched = False  # every registration has been started
         self._aors = {a.aor: SipUri.parse(a.aor) for a in plan.accounts[: plan.count]}
+        t1 = plan.response_timeout / 64
+        self._timers = TimerConfig(t1=t1, t2=max(DEFAULT_T2, t1))
 
     async def run(self) -> LoadReport:
         """Runs the plan and returns the report.
@@ -518,11 +525,11 @@ class LoadRun:
 
     # -- one registration ---------------------------------------------------------------------
 
-    def _registration(self, account: LoadAccount, local: str) -> Registration:
+    def _registration(self, account: LoadAccount, local: str) -> RegisterClient:
         rng = self._rng
         aor = self._aors.get(account.aor) or SipUri.parse(account.aor)
         user = aor.user
-        return Registration(
+        registration = Registration(
             aor=aor,
             contact=ContactAddress(
                 uri=SipUri.parse(f"sips:{user}@{local}" if user else f"sips:{local}"),
@@ -534,8 +541,9 @@ class LoadRun:
                 username=account.username, password=account.password, rng=rng
             ),
             expires=self.plan.expires,
-            response_timeout=self.plan.response_timeout,
         )
+        # Every REGISTER in a client transaction (Timer F = 64*T1 is the response timeout).
+        return RegisterClient(registration, timers=self._timers)
 
     def _fail(self, reason: str, detail: str) -> None:
         self.stats.failure(reason)
@@ -558,7 +566,7 @@ class LoadRun:
 
     async def _register_own(
         self, account: LoadAccount, limiter: trio.Semaphore
-    ) -> tuple[_Flow | None, Registration | None]:
+    ) -> tuple[_Flow | None, RegisterClient | None]:
         """One registration on its own connection: (the flow, the registration if it worked)."""
         plan = self.plan
         flow: _Flow | None = None
@@ -600,7 +608,7 @@ class LoadRun:
     async def _exchange(
         self,
         flow: _Flow,
-        registration: Registration,
+        registration: RegisterClient,
         outputs: list[RegistrationOutput],
         started: float,
     ) -> bool:
@@ -624,7 +632,7 @@ class LoadRun:
             else:
                 outputs = registration.receive_response(response, now)
 
-    async def _hold(self, flow: _Flow, registration: Registration) -> None:
+    async def _hold(self, flow: _Flow, registration: RegisterClient) -> None:
         """Keeps the binding until the hold ends: read, answer pings, refresh on time."""
         try:
             while not self._hold_over.is_set():

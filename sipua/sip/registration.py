@@ -19,22 +19,32 @@ time, executes the `SendRequest` outputs and sleeps until `next_deadline()`, the
   by ``+sip.instance``, else by URI), else the Expires header, else what we asked (§10.2.4).
   The refresh deadline is the midpoint of the granted time, or the expiry minus a margin when
   that is earlier, never earlier than a quarter of the granted time.
-- A request with no final response within `response_timeout` (Timer F, 64*T1, §17.1.2.2) fails
-  with status 408, as the transaction layer would report it.
+- Every REGISTER goes in a client non-INVITE transaction of the owner's `TransactionTable`
+  (the endpoint's, or `RegisterClient`'s own): the transaction layer alone matches responses to
+  requests (§17.1.3) and times them out (Timer F, §17.1.2.2), which fails the attempt with 408.
 - `unregister()` sends the same Contact with ``Expires: 0`` (§10.2.2) and ends in `Unregistered`.
 
-Failures are reported, not retried: back-off, reconnection and failover are the UA's job
-(`backoff_delay` computes the RFC 5626 §4.5 wait).
+The machine is one table, `TABLE` ((state, input) -> state, each transition with its RFC
+section), like the transaction machines of `sipua.sip.transaction`; a response is classified
+into an input first (a 401 that can be answered is `CHALLENGED`, one that cannot
+`CREDENTIALS_REFUSED`...), the effects of each input live in `_effects`.
+
+Failures are reported, not retried: back-off, reconnection and failover are decided by the
+endpoint's account flows (`sipua.sip.flows`; `backoff_delay` computes the RFC 5626 §4.5 wait).
+`RegisterClient` runs one registration in a transaction table of its own, for owners without an
+endpoint (the load engine).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from sipua.sip import Contact, Headers, Request, Response, SipUri
+from sipua.sip.dialog import MAX_FORWARDS
 from sipua.sip.digest import (
     AUTHORIZATION,
     PROXY_AUTHENTICATE,
@@ -44,17 +54,25 @@ from sipua.sip.digest import (
     DigestSession,
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
+from sipua.sip.events import (
+    ClientTxKey,
+    DeliverResponse,
+    SendMessage,
+    StrayResponse,
+    TransactionTerminated,
+    TransactionTimedOut,
+)
 from sipua.sip.fields import parse_contacts
 from sipua.sip.headers import split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.methods import ALLOW
+from sipua.sip.timers import TimerConfig
+from sipua.sip.transactions import TransactionTable
 from sipua.sip.uri import host_port
 
-DEFAULT_RESPONSE_TIMEOUT_SECONDS: Final = 32.0  # Timer F = 64 * T1, RFC 3261 §17.1.2.2
 REFRESH_MARGIN_SECONDS: Final = 32.0
 MAX_CHALLENGES_PER_ATTEMPT: Final = 3  # a stale nonce may be retried; loops end here
 MAX_INTERVAL_RETRIES: Final = 3  # 423 answers per attempt
-MAX_FORWARDS: Final = 70  # RFC 3261 §8.1.1.6
 _MAX_FORWARDS: Final = str(MAX_FORWARDS)
 USER_AGENT: Final = "sipua"
 
@@ -178,9 +196,81 @@ class RegistrationState(enum.Enum):
     FAILED = "failed"
 
 
+class RegistrationInput(enum.Enum):
+    """Everything that can happen to a registration.
+
+    Responses are classified before the table is consulted (the guards): a 401 whose challenge
+    can be answered is `CHALLENGED`, one that cannot is `CREDENTIALS_REFUSED`, and so on.
+    """
+
+    REGISTER = "register"
+    REFRESH_DUE = "refresh due"
+    UNREGISTER = "unregister"
+    ACCEPTED = "2xx"
+    ACCEPTED_UNUSABLE = "2xx without a usable binding"
+    CHALLENGED = "401/407 answered"
+    CREDENTIALS_REFUSED = "401/407 that cannot be answered"
+    INTERVAL_TOO_BRIEF = "423 with a higher Min-Expires"
+    INTERVAL_REFUSED = "423 not retried"
+    REFUSED = "other final response"
+    TIMED_OUT = "no final response (Timer F)"
+    FLOW_LOST = "flow lost"
+
+
+_S = RegistrationState
+_I = RegistrationInput
+
+#: The registration's one transition table: (state, input) -> next state. Anything not in it
+#: is a misuse by sipua's own code and raises `LocalProtocolError`.
+TABLE: Final[Mapping[tuple[RegistrationState, RegistrationInput], RegistrationState]] = {
+    # RFC 3261 §10.2: a binding is asked for from scratch, after a failure, or after removal.
+    (_S.IDLE, _I.REGISTER): _S.REGISTERING,
+    (_S.FAILED, _I.REGISTER): _S.REGISTERING,
+    (_S.UNREGISTERED, _I.REGISTER): _S.REGISTERING,
+    # §10.2.1, §10.2.4: a binding is refreshed before it expires (same Call-ID, CSeq + 1).
+    (_S.REGISTERED, _I.REGISTER): _S.REGISTERING,
+    (_S.REGISTERED, _I.REFRESH_DUE): _S.REGISTERING,
+    # §10.2.4 (§10.3 step 8): the 2xx lists the bindings; ours carries the granted expiry.
+    (_S.REGISTERING, _I.ACCEPTED): _S.REGISTERED,
+    (_S.REGISTERING, _I.ACCEPTED_UNUSABLE): _S.FAILED,
+    # §22.2, §22.3 (RFC 7616, RFC 8760): a 401/407 is answered by a retry with credentials,
+    # once per nonce unless stale=true; a second challenge of an answered nonce is a refusal.
+    (_S.REGISTERING, _I.CHALLENGED): _S.REGISTERING,
+    (_S.REGISTERING, _I.CREDENTIALS_REFUSED): _S.FAILED,
+    # §10.2.8: 423 Interval Too Brief: retry with an expiry no lower than Min-Expires.
+    (_S.REGISTERING, _I.INTERVAL_TOO_BRIEF): _S.REGISTERING,
+    (_S.REGISTERING, _I.INTERVAL_REFUSED): _S.FAILED,
+    # §8.1.3.5, §21: any other final response ends the attempt; a 5xx's Retry-After (§20.33)
+    # is reported for the back-off (RFC 5626 §4.5).
+    (_S.REGISTERING, _I.REFUSED): _S.FAILED,
+    # §17.1.2.2 (Timer F) and §8.1.3.1: no final response counts as a 408.
+    (_S.REGISTERING, _I.TIMED_OUT): _S.FAILED,
+    # §10.2.2: Expires 0 on our Contact removes our binding, whatever stood before.
+    (_S.IDLE, _I.UNREGISTER): _S.UNREGISTERING,
+    (_S.REGISTERING, _I.UNREGISTER): _S.UNREGISTERING,
+    (_S.REGISTERED, _I.UNREGISTER): _S.UNREGISTERING,
+    (_S.FAILED, _I.UNREGISTER): _S.UNREGISTERING,
+    (_S.UNREGISTERED, _I.UNREGISTER): _S.UNREGISTERING,
+    (_S.UNREGISTERING, _I.ACCEPTED): _S.UNREGISTERED,
+    (_S.UNREGISTERING, _I.CHALLENGED): _S.UNREGISTERING,  # §22.2, still Expires 0
+    (_S.UNREGISTERING, _I.CREDENTIALS_REFUSED): _S.UNREGISTERED,
+    (_S.UNREGISTERING, _I.INTERVAL_REFUSED): _S.UNREGISTERED,
+    (_S.UNREGISTERING, _I.REFUSED): _S.UNREGISTERED,
+    (_S.UNREGISTERING, _I.TIMED_OUT): _S.UNREGISTERED,
+    # RFC 5626 §4.4.1, §4.5: a binding is worth its flow; a lost flow leaves nothing in flight
+    # and nothing to refresh, and the next flow registers afresh.
+    (_S.IDLE, _I.FLOW_LOST): _S.IDLE,
+    (_S.REGISTERING, _I.FLOW_LOST): _S.IDLE,
+    (_S.REGISTERED, _I.FLOW_LOST): _S.IDLE,
+    (_S.UNREGISTERING, _I.FLOW_LOST): _S.IDLE,
+    (_S.FAILED, _I.FLOW_LOST): _S.IDLE,
+    (_S.UNREGISTERED, _I.FLOW_LOST): _S.UNREGISTERED,
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendRequest:
-    """Send this request on the registration connection."""
+    """Send this request in a new client non-INVITE transaction on the registration flow."""
 
     request: Request
 
@@ -246,19 +336,37 @@ class ContactAddress:
     sent_by: str
 
 
+@dataclass(slots=True, kw_only=True)
+class _Verdict:
+    """What a final response means, worked out before the table is consulted."""
+
+    event: RegistrationInput
+    status: int
+    reason: str
+    auth: bool = False
+    retry_after: int | None = None
+    credentials_sent: bool = False
+    credentials: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    granted: int = 0
+    flow_timer: int | None = None
+
+
 class Registration:
     """The REGISTER state machine for one account (one AOR, one Contact, one flow).
 
+    It is a transaction user: every request it asks to send goes in a client non-INVITE
+    transaction of its owner, which hands back the final response of the request in flight
+    (`receive_response`) or says that none came (`timed_out`, Timer F). It matches nothing and
+    times nothing itself but the refresh.
+
     Args:
         aor: the address of record, a `sips:` URI.
-        username: the authentication user name (for the responder; kept for logs).
         contact: our Contact URI and Via sent-by.
         instance_id: the stable per-device UUID for ``+sip.instance`` (RFC 5626 §4.1).
         rng: the randomness source for Call-ID, tags and branches.
         responder: answers digest challenges.
         expires: the requested expiry in seconds.
         reg_id: RFC 5626 ``reg-id`` of this flow.
-        response_timeout: seconds to wait for a final response.
 
     Raises:
         LocalProtocolError: the AOR is not a `sips:` URI (sipua registers over TLS only).
@@ -274,7 +382,6 @@ class Registration:
         responder: ChallengeResponder,
         expires: int = 600,
         reg_id: int = 1,
-        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS,
     ) -> None:
         if aor.scheme != "sips":
             raise LocalProtocolError(
@@ -290,12 +397,10 @@ class Registration:
         self.refresh_at: float | None = None
         self._rng = rng
         self._responder = responder
-        self._timeout = response_timeout
         self._call_id = new_call_id(rng)
         self._from_tag = new_tag(rng)
         self._cseq = 0
         self._pending: Request | None = None
-        self._response_deadline: float | None = None
         self._challenges = 0
         self._interval_retries = 0
         self._expires = expires
@@ -308,26 +413,29 @@ class Registration:
         self._contact_value = ""
         self._contact_templates()
 
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of every REGISTER of this binding (§10.2.4)."""
+        return self._call_id
+
+    @property
+    def pending(self) -> Request | None:
+        """The REGISTER waiting for its final response, if any."""
+        return self._pending
+
     # -- inputs ---------------------------------------------------------------------------------
 
     def register(self, now: float) -> list[RegistrationOutput]:
-        """Starts a registration (or a refresh) now."""
-        if self.state in (RegistrationState.REGISTERING, RegistrationState.UNREGISTERING):
-            raise LocalProtocolError(f"cannot register in state {self.state.value}")
-        self._refreshing = self.state is RegistrationState.REGISTERED
-        self.state = RegistrationState.REGISTERING
-        self._challenges = 0
-        self._interval_retries = 0
-        return [self._send(self._build(self._expires, []), now)]
+        """Starts a registration (or a refresh) now.
+
+        Raises:
+            LocalProtocolError: a REGISTER is already in flight.
+        """
+        return self._fire(_Verdict(event=_I.REGISTER, status=0, reason=""), now)
 
     def unregister(self, now: float) -> list[RegistrationOutput]:
         """Removes our binding (``Expires: 0``); ends in `Unregistered`."""
-        if self.state is RegistrationState.UNREGISTERING:
-            raise LocalProtocolError("already unregistering")
-        self.state = RegistrationState.UNREGISTERING
-        self.refresh_at = None
-        self._challenges = 0
-        return [self._send(self._build(0, []), now)]
+        return self._fire(_Verdict(event=_I.UNREGISTER, status=0, reason=""), now)
 
     def set_contact(self, contact: ContactAddress) -> None:
         """Changes our Contact and sent-by (after a reconnect the local port is new)."""
@@ -352,137 +460,189 @@ class Registration:
 
     def connection_lost(self) -> None:
         """The flow is gone: the binding can no longer be trusted and nothing is pending."""
-        # A new flow may reach a restarted registrar whose nonces are gone: answering its
-        # first challenge afresh beats replaying credentials it would refuse (403 for ever).
-        self._responder.forget()
-        self._pending = None
-        self._response_deadline = None
-        self.refresh_at = None
-        if self.state is not RegistrationState.UNREGISTERED:
-            self.state = RegistrationState.IDLE
-
-    def matches(self, response: Response) -> bool:
-        """Whether `response` answers the request in flight (§17.1.3: branch and method)."""
-        pending = self._pending
-        if pending is None:
-            return False
-        try:
-            return (
-                response.cseq.method == "REGISTER"
-                and response.cseq.seq == self._cseq
-                and response.call_id == self._call_id
-                and response.top_via.branch == pending.top_via.branch
-            )
-        except ProtocolError:
-            return False
+        self._fire(_Verdict(event=_I.FLOW_LOST, status=0, reason=""), 0.0)
 
     def receive_response(self, response: Response, now: float) -> list[RegistrationOutput]:
-        """Feeds a response; responses that do not match the request in flight are ignored."""
-        if not self.matches(response) or response.status < 200:
+        """Feeds a response to the REGISTER in flight, as its transaction delivered it.
+
+        Provisional responses change nothing.
+
+        Raises:
+            LocalProtocolError: no REGISTER is in flight (the owner's transaction layer routes
+                only the responses of the live transaction here).
+        """
+        if response.status < 200:
             return []
         request = self._pending
-        assert request is not None
-        self._pending = None
-        self._response_deadline = None
-        status = response.status
-        if status in (401, 407):
-            return self._on_challenge(response, request, now)
-        if status == 423:
-            return self._on_interval_too_brief(response, now)
-        if 200 <= status < 300:
-            return self._on_success(response, now)
-        return self._fail(
-            status,
-            response.reason,
-            retry_after=_retry_after(response),
-            credentials_sent=AUTHORIZATION in request.headers
-            or PROXY_AUTHORIZATION in request.headers,
-        )
+        if request is None:
+            raise LocalProtocolError(
+                f"a {response.status} response was given to a registration in state "
+                f"{self.state.value} with no REGISTER in flight"
+            )
+        return self._fire(self._classify(response, request), now)
+
+    def timed_out(self, now: float, reason: str) -> list[RegistrationOutput]:
+        """The REGISTER in flight got no final response (Timer F fired, or its transport failed)."""
+        return self._fire(_Verdict(event=_I.TIMED_OUT, status=408, reason=reason), now)
 
     def next_deadline(self) -> float | None:
-        """The next time `handle_timer` has work: a response timeout or the refresh."""
-        if self._response_deadline is not None:
-            return self._response_deadline
-        if self.state is RegistrationState.REGISTERED:
-            return self.refresh_at
-        return None
+        """When the binding must be refreshed, or None."""
+        return self.refresh_at if self.state is RegistrationState.REGISTERED else None
 
     def handle_timer(self, now: float) -> list[RegistrationOutput]:
-        """Acts on a passed deadline: fail a request that got no answer, or refresh."""
-        if self._response_deadline is not None:
-            if now < self._response_deadline:
-                return []
-            self._pending = None
-            self._response_deadline = None
-            return self._fail(408, f"no response from the registrar within {self._timeout:g} s")
+        """Refreshes the binding when its deadline has come."""
         if (
             self.state is RegistrationState.REGISTERED
             and self.refresh_at is not None
             and now >= self.refresh_at
         ):
-            return self.register(now)
+            return self._fire(_Verdict(event=_I.REFRESH_DUE, status=0, reason=""), now)
         return []
+
+    # -- the machine ----------------------------------------------------------------------------
+
+    def _fire(self, verdict: _Verdict, now: float) -> list[RegistrationOutput]:
+        old = self.state
+        new = TABLE.get((old, verdict.event))
+        if new is None:
+            raise LocalProtocolError(
+                f"registration of {self.aor}: {verdict.event.value} is not possible in state "
+                f"{old.value}"
+            )
+        self.state = new
+        return self._effects(old, verdict, now)
+
+    def _effects(
+        self, old: RegistrationState, verdict: _Verdict, now: float
+    ) -> list[RegistrationOutput]:
+        event = verdict.event
+        if event in (_I.REGISTER, _I.REFRESH_DUE):
+            self._refreshing = old is RegistrationState.REGISTERED
+            self._challenges = 0
+            self._interval_retries = 0
+            return [self._send(self._build(self._expires, []))]
+        if event is _I.UNREGISTER:
+            self.refresh_at = None
+            self._challenges = 0
+            return [self._send(self._build(0, []))]
+        if event is _I.FLOW_LOST:
+            # A new flow may reach a restarted registrar whose nonces are gone: answering its
+            # first challenge afresh beats replaying credentials it would refuse (403 for ever).
+            self._responder.forget()
+            self._pending = None
+            self.refresh_at = None
+            return []
+        self._pending = None
+        if event is _I.CHALLENGED:
+            expires = 0 if old is RegistrationState.UNREGISTERING else self._expires
+            return [self._send(self._build(expires, verdict.credentials))]
+        if event is _I.INTERVAL_TOO_BRIEF:
+            self._expires = verdict.granted
+            return [self._send(self._build(verdict.granted, []))]
+        if event is _I.ACCEPTED:
+            self._responder.accepted()
+            if old is RegistrationState.UNREGISTERING:
+                self.granted_expires = None
+                return [Unregistered(status=verdict.status, reason=verdict.reason)]
+            self.granted_expires = verdict.granted
+            self.refresh_at = now + refresh_delay(verdict.granted)
+            refreshed, self._refreshing = self._refreshing, False
+            return [
+                Registered(
+                    expires=verdict.granted,
+                    refresh_at=self.refresh_at,
+                    flow_timer=verdict.flow_timer,
+                    refreshed=refreshed,
+                )
+            ]
+        # A refusal, a timeout or an unusable 2xx.
+        if old is RegistrationState.UNREGISTERING:
+            return [Unregistered(status=verdict.status, reason=verdict.reason)]
+        self.refresh_at = None
+        self._refreshing = False
+        # Whatever went wrong, the next attempt starts from a fresh challenge.
+        self._responder.forget()
+        return [
+            RegistrationFailed(
+                status=verdict.status,
+                reason=verdict.reason,
+                auth=verdict.auth,
+                retry_after=verdict.retry_after,
+                credentials_sent=verdict.credentials_sent,
+            )
+        ]
 
     # -- responses ------------------------------------------------------------------------------
 
-    def _on_challenge(
-        self, response: Response, request: Request, now: float
-    ) -> list[RegistrationOutput]:
-        self._challenges += 1
-        if self._challenges > MAX_CHALLENGES_PER_ATTEMPT:
-            return self._fail(response.status, "too many authentication challenges", auth=True)
-        try:
-            auth = self._responder.authorize(response, request)
-        except CredentialsRejected as exc:
-            return self._fail(response.status, f"credentials rejected: {exc}", auth=True)
-        except ProtocolError as exc:
-            return self._fail(response.status, f"cannot answer the challenge: {exc}", auth=True)
-        expires = 0 if self.state is RegistrationState.UNREGISTERING else self._expires
-        return [self._send(self._build(expires, auth), now)]
-
-    def _on_interval_too_brief(self, response: Response, now: float) -> list[RegistrationOutput]:
-        # RFC 3261 §10.2.8: retry with an expiry no lower than Min-Expires.
-        try:
-            minimum = response.min_expires
-        except ProtocolError:
-            minimum = None
-        self._interval_retries += 1
-        if (
-            minimum is None
-            or minimum <= self._expires
-            or self._interval_retries > MAX_INTERVAL_RETRIES
-            or self.state is RegistrationState.UNREGISTERING
-        ):
-            return self._fail(423, f"registrar says interval too brief (Min-Expires {minimum})")
-        self._expires = minimum
-        return [self._send(self._build(minimum, []), now)]
-
-    def _on_success(self, response: Response, now: float) -> list[RegistrationOutput]:
-        self._responder.accepted()
-        if self.state is RegistrationState.UNREGISTERING:
-            self.state = RegistrationState.UNREGISTERED
-            self.granted_expires = None
-            return [Unregistered(status=response.status, reason=response.reason)]
-        try:
-            granted = self._granted_expires(response)
-        except ProtocolError as exc:
-            # The state machine never stays REGISTERING on a bad answer: it fails, and says why.
-            return self._fail(response.status, f"the registrar's answer is malformed: {exc}")
-        if granted <= 0:
-            return self._fail(response.status, "registrar accepted but did not keep our Contact")
-        self.granted_expires = granted
-        self.refresh_at = now + refresh_delay(granted)
-        self.state = RegistrationState.REGISTERED
-        refreshed = self._refreshing
-        self._refreshing = False
-        return [
-            Registered(
-                expires=granted,
-                refresh_at=self.refresh_at,
-                flow_timer=_int_header(response, "Flow-Timer"),
-                refreshed=refreshed,
+    def _classify(self, response: Response, request: Request) -> _Verdict:
+        status = response.status
+        unregistering = self.state is RegistrationState.UNREGISTERING
+        if status in (401, 407):
+            return self._challenge_verdict(response, request)
+        if status == 423:
+            # RFC 3261 §10.2.8: retry with an expiry no lower than Min-Expires.
+            try:
+                minimum = response.min_expires
+            except ProtocolError:
+                minimum = None
+            self._interval_retries += 1
+            if (
+                minimum is None
+                or minimum <= self._expires
+                or self._interval_retries > MAX_INTERVAL_RETRIES
+                or unregistering
+            ):
+                reason = f"registrar says interval too brief (Min-Expires {minimum})"
+                return _Verdict(event=_I.INTERVAL_REFUSED, status=423, reason=reason)
+            return _Verdict(
+                event=_I.INTERVAL_TOO_BRIEF, status=423, reason=response.reason, granted=minimum
             )
-        ]
+        if 200 <= status < 300:
+            if unregistering:
+                return _Verdict(event=_I.ACCEPTED, status=status, reason=response.reason)
+            try:
+                granted = self._granted_expires(response)
+            except ProtocolError as exc:
+                # The machine never stays REGISTERING on a bad answer: it fails, and says why.
+                reason = f"the registrar's answer is malformed: {exc}"
+                return _Verdict(event=_I.ACCEPTED_UNUSABLE, status=status, reason=reason)
+            if granted <= 0:
+                reason = "registrar accepted but did not keep our Contact"
+                return _Verdict(event=_I.ACCEPTED_UNUSABLE, status=status, reason=reason)
+            return _Verdict(
+                event=_I.ACCEPTED,
+                status=status,
+                reason=response.reason,
+                granted=granted,
+                flow_timer=_int_header(response, "Flow-Timer"),
+            )
+        return _Verdict(
+            event=_I.REFUSED,
+            status=status,
+            reason=response.reason,
+            retry_after=_retry_after(response),
+            credentials_sent=AUTHORIZATION in request.headers
+            or PROXY_AUTHORIZATION in request.headers,
+        )
+
+    def _challenge_verdict(self, response: Response, request: Request) -> _Verdict:
+        status = response.status
+        self._challenges += 1
+        refused = _I.CREDENTIALS_REFUSED
+        if self._challenges > MAX_CHALLENGES_PER_ATTEMPT:
+            reason = "too many authentication challenges"
+            return _Verdict(event=refused, status=status, reason=reason, auth=True)
+        try:
+            credentials = self._responder.authorize(response, request)
+        except CredentialsRejected as exc:
+            reason = f"credentials rejected: {exc}"
+            return _Verdict(event=refused, status=status, reason=reason, auth=True)
+        except ProtocolError as exc:
+            reason = f"cannot answer the challenge: {exc}"
+            return _Verdict(event=refused, status=status, reason=reason, auth=True)
+        return _Verdict(
+            event=_I.CHALLENGED, status=status, reason=response.reason, credentials=credentials
+        )
 
     def _granted_expires(self, response: Response) -> int:
         # RFC 3261 §10.2.4: the expires param of our Contact, else the Expires header.
@@ -545,38 +705,10 @@ class Registration:
                 fallback = contact
         return fallback
 
-    def _fail(
-        self,
-        status: int,
-        reason: str,
-        *,
-        auth: bool = False,
-        retry_after: int | None = None,
-        credentials_sent: bool = False,
-    ) -> list[RegistrationOutput]:
-        if self.state is RegistrationState.UNREGISTERING:
-            self.state = RegistrationState.UNREGISTERED
-            return [Unregistered(status=status, reason=reason)]
-        self.state = RegistrationState.FAILED
-        self.refresh_at = None
-        self._refreshing = False
-        # Whatever went wrong, the next attempt starts from a fresh challenge.
-        self._responder.forget()
-        return [
-            RegistrationFailed(
-                status=status,
-                reason=reason,
-                auth=auth,
-                retry_after=retry_after,
-                credentials_sent=credentials_sent,
-            )
-        ]
-
     # -- requests -------------------------------------------------------------------------------
 
-    def _send(self, request: Request, now: float) -> SendRequest:
+    def _send(self, request: Request) -> SendRequest:
         self._pending = request
-        self._response_deadline = now + self._timeout
         return SendRequest(request=request)
 
     def _build(self, expires: int, extra: list[tuple[str, str]]) -> Request:
@@ -677,3 +809,116 @@ def _int_header(message: Response, name: str) -> int | None:
 
 def _retry_after(message: Response) -> int | None:
     return _int_header(message, "Retry-After")
+
+
+#: Live transactions of one `RegisterClient`: the REGISTER in flight, and one that a new
+#: request (an unregister) overtook.
+REGISTER_CLIENT_TRANSACTIONS: Final = 4
+
+
+class RegisterClient:
+    """One `Registration` run in client non-INVITE transactions of a table of its own.
+
+    The small sans-IO path for owners that have no endpoint (the load engine, many
+    registrations each on its own raw connection): the same inputs and outputs as the
+    registration, plus any response read from the flow (`receive_response`), which the
+    transaction layer matches (§17.1.3; a response that matches no transaction, or not the
+    REGISTER in flight, is counted in `stray_responses` and dropped), and `handle_timer`, which
+    fires Timer F (§17.1.2.2) as well as the refresh.
+
+    Args:
+        registration: the registration to run.
+        timers: T1/T2/T4 (Timer F = 64*T1 is the REGISTER's timeout).
+    """
+
+    __slots__ = ("_key", "_table", "_timeout", "registration", "stray_responses")
+
+    def __init__(self, registration: Registration, *, timers: TimerConfig | None = None) -> None:
+        self.registration = registration
+        timers = timers if timers is not None else TimerConfig()
+        self._table = TransactionTable(timers=timers, max_transactions=REGISTER_CLIENT_TRANSACTIONS)
+        self._timeout = timers.for_transport(reliable=True).f
+        self._key: ClientTxKey | None = None
+        self.stray_responses = 0
+
+    @property
+    def state(self) -> RegistrationState:
+        """The registration's state."""
+        return self.registration.state
+
+    def register(self, now: float) -> list[RegistrationOutput]:
+        """Starts a registration (or a refresh) now."""
+        return self._run(self.registration.register(now), now)
+
+    def unregister(self, now: float) -> list[RegistrationOutput]:
+        """Removes the binding (``Expires: 0``)."""
+        return self._run(self.registration.unregister(now), now)
+
+    def receive_response(self, response: Response, now: float) -> list[RegistrationOutput]:
+        """Feeds a response read from the flow; the transaction layer matches it."""
+        try:
+            self._table.receive(response, now, reliable=True)
+        except ProtocolError:
+            # No usable Via or CSeq: it answers no transaction of ours (§17.1.3).
+            self.stray_responses += 1
+            return []
+        return self._run([], now)
+
+    def next_deadline(self) -> float | None:
+        """The earlier of Timer F of the REGISTER in flight and the refresh."""
+        table = self._table.next_deadline()
+        refresh = self.registration.next_deadline()
+        if table is None:
+            return refresh
+        return table if refresh is None else min(table, refresh)
+
+    def handle_timer(self, now: float) -> list[RegistrationOutput]:
+        """Fires what is due: Timer F (a 408 failure), or the refresh."""
+        self._table.handle_timer(now)
+        outputs = self._run([], now)
+        return outputs + self._run(self.registration.handle_timer(now), now)
+
+    def connection_lost(self, now: float) -> None:
+        """The flow is gone: its transactions fail, the registration starts afresh next time."""
+        if self._key is not None:
+            self._table.transport_error(self._key, now)
+            self._key = None
+        while self._table.next_action() is not None:
+            pass  # the registration is told below; nothing is sent on a lost flow
+        self.registration.connection_lost()
+
+    def _run(self, outputs: list[RegistrationOutput], now: float) -> list[RegistrationOutput]:
+        """Puts the registration's requests in transactions and feeds it what they deliver."""
+        table = self._table
+        result: list[RegistrationOutput] = []
+        pending = list(outputs)
+        while True:
+            for output in pending:
+                if isinstance(output, SendRequest):
+                    self._key = table.send_request(output.request, now, reliable=True)
+                else:
+                    result.append(output)
+            pending = []
+            action = table.next_action()
+            if action is None:
+                return result
+            if isinstance(action, SendMessage):
+                if action.key == self._key and isinstance(action.message, Request):
+                    result.append(SendRequest(request=action.message))
+            elif isinstance(action, DeliverResponse):
+                if action.key == self._key:
+                    response = action.response
+                    if response.status >= 200:
+                        self._key = None
+                    pending = self.registration.receive_response(response, now)
+                else:
+                    self.stray_responses += 1  # the answer to a request overtaken since
+            elif isinstance(action, TransactionTimedOut):
+                if action.key == self._key:
+                    self._key = None
+                    reason = f"no response from the registrar within {self._timeout:g} s"
+                    pending = self.registration.timed_out(now, reason)
+            elif isinstance(action, StrayResponse):
+                self.stray_responses += 1
+            elif isinstance(action, TransactionTerminated):
+                pass

@@ -53,6 +53,7 @@ from sipua.sip.errors import ProtocolError
 from sipua.sip.registration import (
     ContactAddress,
     DigestResponder,
+    RegisterClient,
     Registered,
     Registration,
     RegistrationFailed,
@@ -109,6 +110,8 @@ class _Lost:
 class _Received:
     connection: SipConnection
     response: Response
+    outputs: list[RegistrationOutput]
+    error: Exception | None = None
 
 
 _InboxItem = _Lost | _Received
@@ -153,7 +156,7 @@ class Account:
         ) = None
         self.registered: Registered | None = None
         self.last_failure: SipuaError | None = None
-        self.stray_responses = 0
+        self._strays = 0
         # The lock a connection earns once the registrar answers (client certificate asked).
         self._lock_on_answer: TlsEstablished | None = None
         self._locator = locator
@@ -167,7 +170,7 @@ class Account:
         self._send_inbox, self._inbox = trio.open_memory_channel[_InboxItem](INBOX_SIZE)
         try:
             self._aor = SipUri.parse(settings.aor)
-            self._registration = Registration(
+            self._binding = Registration(
                 aor=self._aor,
                 contact=ContactAddress(uri=self._aor, sent_by="0.0.0.0:0"),  # set on connect
                 instance_id=instance_id,
@@ -177,6 +180,7 @@ class Account:
                 ),
                 expires=settings.expires,
             )
+            self._registration = RegisterClient(self._binding)
         except ProtocolError as exc:
             raise ConfigError(f"account {settings.name!r}: aor {settings.aor!r}: {exc}") from exc
 
@@ -184,6 +188,11 @@ class Account:
     def name(self) -> str:
         """The account's label."""
         return self.settings.name
+
+    @property
+    def stray_responses(self) -> int:
+        """Responses that answered no request in flight (dropped, RFC 3261 §17.1.3)."""
+        return self._strays + self._registration.stray_responses
 
     @property
     def state(self) -> RegistrationState:
@@ -240,7 +249,7 @@ class Account:
         connection: SipConnection | None = None
         try:
             connection = await self._ensure_connection()
-            self._registration.set_contact(self._contact(connection))
+            self._binding.set_contact(self._contact(connection))
             await self._execute(self._registration.register(trio.current_time()))
             result = await self._pump(until_registered=True)
         except SipuaError as raised:
@@ -253,7 +262,7 @@ class Account:
                 RegistrationState.UNREGISTERING,
             ):
                 # The request in flight is lost with its connection; start clean next time.
-                self._registration.connection_lost()
+                self._registration.connection_lost(trio.current_time())
             self._publish(
                 "registration-failed",
                 account=self.name,
@@ -412,15 +421,23 @@ class Account:
             self.note_lock(self._lock_on_answer, connection.peer)
             self._lock_on_answer = None
         if isinstance(message, Response) and message.cseq.method == "REGISTER":
-            if connection is not self.connection or not self._registration.matches(message):
-                self.stray_responses += 1
+            if connection is not self.connection:
+                self._strays += 1
                 return
-            await self._send_inbox.send(_Received(connection, message))
+            # The registration's transaction layer matches it; what matches nothing is
+            # counted there and dropped, here in the reader, never queued.
+            try:
+                outputs = self._registration.receive_response(message, trio.current_time())
+            except (ProtocolError, ValueError) as exc:
+                await self._send_inbox.send(_Received(connection, message, [], exc))
+                return
+            if outputs:
+                await self._send_inbox.send(_Received(connection, message, outputs))
         elif self.request_handler is not None:
             # Requests, and answers to the requests of our calls (a BYE), go to the endpoint.
             await self.request_handler(connection, message)
         elif isinstance(message, Response):
-            self.stray_responses += 1
+            self._strays += 1
 
     def _contact(self, connection: SipConnection) -> ContactAddress:
         return ContactAddress(
@@ -448,7 +465,7 @@ class Account:
                 if item.connection is not self.connection:
                     continue  # an old connection's news
                 self.connection = None
-                registration.connection_lost()
+                registration.connection_lost(trio.current_time())
                 self.registered = None
                 if isinstance(item.error, TlsError):
                     raise item.error  # e.g. the registrar refused our client certificate
@@ -456,17 +473,17 @@ class Account:
             else:
                 if item.connection is not self.connection:
                     continue
-                try:
-                    outputs = registration.receive_response(item.response, trio.current_time())
-                except (ProtocolError, ValueError) as exc:
+                if item.error is not None:
                     # The registrar's answer is malformed in a header we need: its fault, a
                     # refusal (exit code 4), never a crash of the account.
-                    registration.connection_lost()
+                    registration.connection_lost(trio.current_time())
                     self.registered = None
                     raise RegistrationError(
-                        f"the registrar's {item.response.status} response is malformed: {exc}",
+                        f"the registrar's {item.response.status} response is malformed: "
+                        f"{item.error}",
                         status=item.response.status,
-                    ) from exc
+                    ) from item.error
+                outputs = item.outputs
             outcome = await self._execute(outputs)
             if outcome is not None and (until_registered or isinstance(outcome, Unregistered)):
                 return outcome

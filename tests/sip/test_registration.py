@@ -257,23 +257,27 @@ def test_403_to_our_credentials_says_they_were_sent() -> None:
     assert event == RegistrationFailed(status=403, reason="Forbidden", credentials_sent=True)
 
 
-def test_responses_that_do_not_match_are_ignored() -> None:
+def test_provisional_responses_change_nothing() -> None:
     registration = make()
     request = sent(registration.register(0.0))
     assert registration.receive_response(answer(request, 100, reason="Trying"), 0.0) == []
-    stale = sent(make(seed=99).register(0.0))  # another registration's request
-    assert registration.receive_response(answer(stale, 200), 0.0) == []
     assert registration.state is RegistrationState.REGISTERING
 
 
-def test_no_response_times_out_as_408() -> None:
+def test_a_response_with_nothing_in_flight_is_the_owners_bug() -> None:
+    # The transaction layer routes only the live transaction's responses here.
+    registration = make()
+    with pytest.raises(LocalProtocolError, match="no REGISTER in flight"):
+        registration.receive_response(answer(sent(make(seed=9).register(0.0)), 200), 0.0)
+
+
+def test_timed_out_fails_as_408_and_the_registration_keeps_no_timer() -> None:
     registration = make()
     sent(registration.register(0.0))
-    assert registration.next_deadline() == 32.0
-    assert registration.handle_timer(31.0) == []
-    [event] = registration.handle_timer(32.0)
-    assert isinstance(event, RegistrationFailed)
-    assert event.status == 408
+    assert registration.next_deadline() is None  # Timer F is the transaction's
+    [event] = registration.timed_out(32.0, "no response within 32 s")
+    assert event == RegistrationFailed(status=408, reason="no response within 32 s")
+    assert registration.state is RegistrationState.FAILED
 
 
 def test_unregister_sends_expires_zero_and_ends_unregistered() -> None:
@@ -283,7 +287,7 @@ def test_unregister_sends_expires_zero_and_ends_unregistered() -> None:
     bye = sent(registration.unregister(5.0))
     assert bye.expires == 0
     assert (bye.headers.get("Contact") or "").startswith("<sips:alice@127.0.0.1:40000>")
-    assert registration.next_deadline() == 5.0 + 32.0  # no refresh any more, only the timeout
+    assert registration.next_deadline() is None  # no refresh any more
     [event] = registration.receive_response(answer(bye, 200), 6.0)
     assert event == Unregistered(status=200, reason="Whatever")
     assert registration.state is RegistrationState.UNREGISTERED
