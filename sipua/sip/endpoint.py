@@ -1,4 +1,5 @@
-"""The SIP endpoint: one sans-IO object that answers requests and runs calls (the UAS core).
+"""The SIP endpoint: one sans-IO object that registers the accounts, answers requests and runs
+calls.
 
 Theory of operation (the shape of h11's and aioquic's connection objects). The user agent feeds
 the endpoint what arrives, with the connection it came on and the time, and commands; the
@@ -7,10 +8,21 @@ endpoint decides everything and queues events, which the user agent drains and c
     inputs:   receive(message, link, now)        a parsed request or response from a connection
               connection_closed(handle, reason, now)
               handle_timer(now)                   when `next_deadline()` has come
-              hangup_all(now) / abandon_unacknowledged(now)   on shutdown
+              place_call / hangup / hangup_all(now) / abandon_unacknowledged(now)
+              registrations.register / maintain / unregister / stop   (account commands)
+              registrations.targets_located / locate_failed / connection_opened /
+                  connection_failed / pong_received                   (what the UA did)
     outputs:  next_event() -> Send | CallIncoming | CallAnswered | CallConfirmed | CallEnded
-                              | RequestRefused | None
+                              | RequestRefused | LocateTargets | OpenConnection
+                              | SendKeepalive | CloseConnection | AccountRegistered
+                              | AccountRegistrationFailed | AccountUnregistered
+                              | RegistrationRetry | FlowLost | None
               next_deadline() -> float | None
+
+The accounts' part (`self.registrations`, `sipua.sip.registrations`) decides when to locate
+and connect a flow, fails over to the next target (RFC 3263 §4.3), backs off (RFC 5626 §4.5),
+refreshes, keeps flows alive (RFC 5626 §4.4.1) and sends each REGISTER in a client non-INVITE
+transaction of this endpoint's table, whose responses and Timer F come back to it.
 
 The endpoint does no I/O and reads no clock. A connection is an opaque, hashable `handle` the
 user agent chooses; a `Link` says what the endpoint needs to know of it (addresses, whether it
@@ -80,6 +92,7 @@ from sipua.sip.invite import (
 )
 from sipua.sip.message import Request, Response, make_response
 from sipua.sip.methods import ALLOW, KNOWN_METHODS, SERVED_METHODS
+from sipua.sip.registrations import AccountEvent, JitterSource, Registrations
 from sipua.sip.rejection import error_response
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig
@@ -271,6 +284,7 @@ class RequestRefused:
 
 EndpointEvent = (
     Send[H]
+    | AccountEvent[H]
     | CallIncoming
     | CallAnswered
     | CallConfirmed
@@ -315,13 +329,18 @@ class _Shutdown:
     pending: set[CallKey] = field(default_factory=set)
 
 
+class Randomness(RandomSource, JitterSource, Protocol):
+    """Bits for ids and uniform draws for jitter (`random.Random` fits)."""
+
+
 class Endpoint(Generic[H]):
-    """sipua's UAS core: the transaction table, the calls, and the rules for answering.
+    """sipua's SIP core: the transaction table, the accounts, the calls, the rules for answering.
 
     Args:
         policy: the answer policy.
         describer: makes our session descriptions.
-        rng: tags, branches and ids (inject a seeded `random.Random` in tests).
+        rng: tags, branches, ids and the jitter of back-off and keep-alive (inject a seeded
+            `random.Random` in tests).
         users: the Request-URI user parts we answer for (the AOR's).
         timers: T1/T2/T4.
         max_calls: calls at once.
@@ -333,7 +352,7 @@ class Endpoint(Generic[H]):
         *,
         policy: AnswerPolicy,
         describer: SessionDescriber,
-        rng: RandomSource,
+        rng: Randomness,
         users: frozenset[str] = frozenset(),
         timers: TimerConfig | None = None,
         max_calls: int = MAX_CALLS,
@@ -344,6 +363,11 @@ class Endpoint(Generic[H]):
         self._rng = rng
         self._users = users
         self._table = TransactionTable(timers=timers)
+        self._timer_f = (timers or TimerConfig()).for_transport(reliable=True).f
+        #: Every account's registration, flow, back-off and keep-alive.
+        self.registrations: Registrations[H] = Registrations(
+            send=self._send_register, emit=self._emit, rng=rng
+        )
         self._max_calls = max_calls
         self._max_per_source = max_calls_per_source
         self._calls: dict[CallKey, _Call[H]] = {}
@@ -377,7 +401,7 @@ class Endpoint(Generic[H]):
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` must next be called, or None."""
-        deadlines = [self._table.next_deadline()]
+        deadlines = [self._table.next_deadline(), self.registrations.next_deadline()]
         for call in self._calls.values():
             deadlines.append(call.session.next_deadline())
             if call.session.state is InviteState.RINGING:
@@ -408,7 +432,9 @@ class Endpoint(Generic[H]):
         self._drain(link, now)
 
     def connection_closed(self, handle: H, reason: str, now: float) -> None:
-        """The connection `handle` is gone: its calls end, its transactions fail (§17.2.4)."""
+        """The connection `handle` is gone: its calls end, its transactions fail (§17.2.4), an
+        account whose flow it was loses it."""
+        self.registrations.connection_closed(handle, reason, now)
         for key, call in list(self._calls.items()):
             if call.link.handle == handle:
                 self._end(key, call, f"connection-lost: {reason}", None)
@@ -424,6 +450,7 @@ class Endpoint(Generic[H]):
         """Fires what is due at `now`: transaction timers, rings, 2xx retransmissions, hang-ups."""
         self._table.handle_timer(now)
         self._drain(None, now)
+        self.registrations.handle_timer(now)
         self._outgoing_timers(now)
         for key, call in list(self._calls.items()):
             if self._calls.get(key) is not call:
@@ -542,6 +569,9 @@ class Endpoint(Generic[H]):
             elif isinstance(action, AckReceived):
                 self._ack(action.request, link, now)
             elif isinstance(action, DeliverResponse):
+                if self.registrations.owns(action.key):
+                    self.registrations.response(action.key, action.response, now)
+                    continue
                 call_id = self._uac_invites.get(action.key)
                 if call_id is not None:
                     self._answer_to_invite(call_id, action.response, now)
@@ -549,6 +579,10 @@ class Endpoint(Generic[H]):
             elif isinstance(action, StrayResponse):
                 self._stray(action.response, now)
             elif isinstance(action, TransactionTimedOut) and isinstance(action.key, ClientTxKey):
+                if self.registrations.owns(action.key):  # Timer F (§17.1.2.2)
+                    reason = f"no response from the registrar within {self._timer_f:g} s"
+                    self.registrations.timed_out(action.key, reason, now)
+                    continue
                 call_id = self._uac_invites.get(action.key)  # Timer B: no final answer
                 if call_id is not None and call_id in self._outgoing:
                     self._run_outgoing(call_id, self._outgoing[call_id].call.timed_out, None, now)
@@ -556,6 +590,7 @@ class Endpoint(Generic[H]):
                 self._tx_handles.pop(action.key, None)
                 if isinstance(action.key, ClientTxKey):
                     self._uac_invites.pop(action.key, None)
+                    self.registrations.terminated(action.key)
 
     # -- the transaction user: checks in §8.2's order -------------------------------------
 
@@ -877,6 +912,13 @@ class Endpoint(Generic[H]):
             self._emit(Send(handle=link.handle, message=response))
             return
         self._drain(None, now)
+
+    def _send_register(self, handle: H, request: Request, now: float) -> ClientTxKey:
+        """An account's REGISTER, in a client non-INVITE transaction on its flow."""
+        key = self._table.send_request(request, now, reliable=True)
+        self._tx_handles[key] = handle
+        self._drain(None, now)
+        return key
 
     def _send_request(self, request: Request, link: Link[H], now: float) -> None:
         key = self._table.send_request(request, now, reliable=True)

@@ -30,7 +30,7 @@ into an input first (a 401 that can be answered is `CHALLENGED`, one that cannot
 `CREDENTIALS_REFUSED`...), the effects of each input live in `_effects`.
 
 Failures are reported, not retried: back-off, reconnection and failover are decided by the
-endpoint's account flows (`sipua.sip.flows`; `backoff_delay` computes the RFC 5626 §4.5 wait).
+endpoint (`sipua.sip.registrations`; `backoff_delay` computes the RFC 5626 §4.5 wait).
 `RegisterClient` runs one registration in a transaction table of its own, for owners without an
 endpoint (the load engine).
 """

@@ -3,10 +3,10 @@
 Theory of operation: a `SipConnection` wraps a `trio.abc.Stream` that is already secured and
 verified (the TLS handshake and trust decision happen before, in `transport.client.open_tls` or the
 listener), plus the core's `StreamFramer`. `run()` is the reader task: it reads, frames, parses
-and hands each message to the handler, answers RFC 5626 CRLFCRLF pings with a CRLF pong, feeds
-pongs to the keep-alive schedule, and returns the reason when the connection ends. A reader
-runs for the whole life of every connection, even one we only write to, because TLS 1.3
-servers send session tickets after the handshake and a client that never reads can stall.
+and hands each message to the handler, answers RFC 5626 CRLFCRLF pings with a CRLF pong,
+tells `on_pong` of the pongs that answer our pings, and returns the reason when the connection
+ends. A reader runs for the whole life of every connection, even one we only write to, because
+TLS 1.3 servers send session tickets after the handshake and a client that never reads can stall.
 
 - Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
 - Messages from the peer are handled one at a time in arrival order; a handler that raises
@@ -28,8 +28,9 @@ servers send session tickets after the handshake and a client that never reads c
   closing a socket with unread bytes makes the kernel reset the connection, and a peer that is
   still sending its oversized message would then lose the answer unread.
 - The idle timeout closes a connection that received nothing for that long (inbound
-  connections); the keep-alive schedule pings on the registration flow and declares it dead when
-  a pong is missing (RFC 5626 §4.4.1).
+  connections). When to ping a registration flow and when a missing pong means it is dead
+  (RFC 5626 §4.4.1) is the endpoint's decision (`sipua.sip.registrations`); the connection only
+  sends the pings it is given (`send_ping`) and reports the pongs.
 - Foreign exceptions (trio's BrokenResourceError, ClosedResourceError, TLS errors) end the
   connection with a reason; they never escape `run()`. `send()` raises only `ConnectionLost`,
   also for a TLS alert; the sipua error that ended the connection (a `TlsError` for an alert)
@@ -67,7 +68,6 @@ from sipua.sip.errors import FramingError, ParseError, RemoteProtocolError
 from sipua.sip.ids import new_tag
 from sipua.sip.message import make_response
 from sipua.sip.rejection import MAX_HEAD_BYTES, error_response, warning
-from sipua.transport.keepalive import KeepaliveAction, KeepaliveSchedule
 
 RECEIVE_CHUNK_BYTES: Final = 16 * 1024
 MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
@@ -103,6 +103,7 @@ def report_internal_error(error: Exception, **fields: object) -> None:
 
 
 MessageHandler = Callable[["SipConnection", Message], Awaitable[None]]
+PongHook = Callable[["SipConnection"], None]
 TraceHook = Callable[[str, "SipConnection", bytes], None]
 
 
@@ -120,6 +121,7 @@ class SipConnection:
         max_message_bytes: the framer's cap for one message.
         certificate_requested: the server asked for our client certificate during the
             handshake (see `awaiting_acceptance`).
+        on_pong: called for every RFC 5626 pong received.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class SipConnection:
         idle_timeout: float | None = None,
         max_message_bytes: int | None = None,
         certificate_requested: bool = False,
+        on_pong: PongHook | None = None,
     ) -> None:
         self.stream = stream
         self.peer = peer
@@ -144,7 +147,6 @@ class SipConnection:
         # TLS alert (exit code 3) differently from a dropped socket (exit code 5).
         self.closed_error: SipuaError | None = None
         self.closed = trio.Event()
-        self.keepalive: KeepaliveSchedule | None = None
         self.dropped_messages = 0
         self.error_responses = 0
         self.discarded_bytes = 0  # read and thrown away while lingering after a framing error
@@ -159,7 +161,7 @@ class SipConnection:
             StreamFramer(max_message_bytes) if max_message_bytes is not None else StreamFramer()
         )
         self._send_lock = trio.Lock()
-        self._keepalive_changed = trio.Event()
+        self._on_pong = on_pong
         self._cancel = trio.CancelScope()
 
     def __repr__(self) -> str:
@@ -205,28 +207,16 @@ class SipConnection:
                 self.closed_error = exc
             self._note_refusal()
             self._mark_closed(reason)
+            self._cancel.cancel()  # the reader ends with the connection
             raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
-
-    # -- keep-alive -----------------------------------------------------------------------------
-
-    def start_keepalive(self, schedule: KeepaliveSchedule, now: float) -> None:
-        """Starts RFC 5626 pings on this flow (after the registration succeeded)."""
-        self.keepalive = schedule
-        schedule.start(now)
-        self._keepalive_changed.set()
 
     # -- the reader -----------------------------------------------------------------------------
 
     async def run(self) -> str:
         """Reads until the connection ends; returns why it ended. Never raises network errors."""
         with self._cancel:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keepalive_loop)
-                try:
-                    reason = await self._read_loop()
-                finally:
-                    nursery.cancel_scope.cancel()
-                self._mark_closed(reason)
+            reason = await self._read_loop()
+            self._mark_closed(reason)
             if self._linger:
                 await self._discard_incoming()
         if self.closed_reason is None:
@@ -278,8 +268,6 @@ class SipConnection:
     def _mark_closed(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-            if self.keepalive is not None:
-                self.keepalive.stop()
             self.closed.set()
 
     async def _read_loop(self) -> str:
@@ -322,8 +310,8 @@ class SipConnection:
             if isinstance(event, KeepalivePing):
                 await self._send_bytes(PONG)  # RFC 5626 §4.4.1: answer a ping with a pong
             elif isinstance(event, KeepalivePong):
-                if self.keepalive is not None:
-                    self.keepalive.pong_received(trio.current_time())
+                if self._on_pong is not None:
+                    self._on_pong(self)
             elif isinstance(event, MessageFramed):
                 await self._deliver(event.data)
         raise FramingError(f"more than {MAX_EVENTS_PER_CHUNK} events in one read")
@@ -383,27 +371,3 @@ class SipConnection:
             with contextlib.suppress(ConnectionLost):
                 await self.send(response)
                 self.error_responses += 1
-
-    async def _keepalive_loop(self) -> None:
-        while True:
-            schedule = self.keepalive
-            deadline = schedule.next_deadline() if schedule is not None else None
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._keepalive_changed.wait()
-                self._keepalive_changed = trio.Event()
-                continue
-            if schedule is None:
-                continue
-            action = schedule.handle_timer(trio.current_time())
-            if action is KeepaliveAction.SEND_PING:
-                try:
-                    await self.send_ping()
-                except ConnectionLost:
-                    self._cancel.cancel()
-                    return
-            elif action is KeepaliveAction.FLOW_DEAD:
-                self._mark_closed(
-                    f"flow dead: no pong within {schedule.pong_timeout:g} s (RFC 5626 §4.4.1)"
-                )
-                self._cancel.cancel()
-                return

@@ -1,36 +1,34 @@
-"""One account: locate the registrar, hold a verified TLS flow to it, keep the binding alive.
+"""One account: the trio side of its registration, which the endpoint runs.
 
-Theory of operation: `Account` drives the sans-IO `Registration` over a `SipConnection`. One
-task at a time owns the registration state machine: the caller of `register()`, `maintain()`
-or `unregister()`. The connection's reader task never touches it; it puts responses (and the
-news that the connection ended) into the account's inbox, a bounded memory channel, and the
-owner pumps: take from the inbox until the registration's next deadline, feed it the time
-(`trio.current_time()`), execute its outputs.
+Theory of operation: every decision about the account's registration is the endpoint's
+(`sipua.sip.registrations`: when to locate and connect, failover to the next target, back-off,
+refresh, keep-alive and dead flows, each REGISTER in a client transaction of the endpoint's
+table). `Account` carries out the two things that need I/O and reports back with the time:
 
-- Connecting (`_connect`): RFC 3263 targets from `sipua.locate.locate` (an outbound proxy skips
-  the lookups), tried in order; each one gets TCP, a TLS handshake verified for the target's
-  TLS name, and the lock moves negotiating -> locked / locked-unverified, or unlocked with the
-  precise reason. A refused or timed-out target fails over to the next (RFC 3263 §4.3). When the
-  registrar asked for our client certificate, the lock stays negotiating until its first answer
-  (it may still refuse the certificate by closing: `ClientCertificateRefused`, exit code 3).
-- A connection is only reused while it is open and was verified for the same TLS name; a new
-  one is opened otherwise (never reused for another domain because the address matches).
-- Requests the registrar sends on the flow (inbound INVITE through NAT) go to the call handler,
-  which answers on the same connection.
-- `maintain()` keeps the binding: refresh at the deadline, RFC 5626 keep-alive with pong
-  timeout, and on any failure or lost flow: drop the lock, back off (RFC 5626 §4.5 with jitter;
-  the first retry after a working flow is lost is immediate), reconnect, re-register.
+- `LocateTargets`: RFC 3263 targets from the locator (`sipua.locate.locate`; an outbound
+  proxy skips the lookups), reported with `targets_located` or `locate_failed`.
+- `OpenConnection`: TCP and a TLS handshake verified for the target's TLS name, the lock
+  moving negotiating -> locked / locked-unverified, or unlocked with the precise reason; the
+  connection's reader feeds every message to the endpoint through the one pump
+  (`sipua.ua.calls.CallHandler`), pongs included. Reported with `connection_opened` or
+  `connection_failed`. When the registrar asked for our client certificate, the lock stays
+  negotiating until its first answer (it may still refuse the certificate by closing:
+  `ClientCertificateRefused`, exit code 3).
+
+The endpoint's account events come back here from the pump (`on_event`): they are published
+(`registered`, `registration-failed`, `registration-retry`, `unregistered`), move the lock
+(`FlowLost`), and end the waits of `register()` and `unregister()`, which turn a failure into
+the error a user can act on. `maintain()` only tells the endpoint to keep the account
+registered, and to stop when it is cancelled.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -50,22 +48,29 @@ from sipua.errors import (
 from sipua.settings.model import AccountSettings
 from sipua.sip import Request, Response, SipUri
 from sipua.sip.errors import ProtocolError
+from sipua.sip.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.sip.registration import (
     ContactAddress,
     DigestResponder,
-    RegisterClient,
     Registered,
     Registration,
     RegistrationFailed,
-    RegistrationOutput,
     RegistrationState,
-    SendRequest,
-    Unregistered,
-    backoff_delay,
+)
+from sipua.sip.registrations import (
+    DEFAULT_BACKOFF_BASE_SECONDS,
+    AccountEvent,
+    AccountRegistered,
+    AccountRegistrationFailed,
+    AccountUnregistered,
+    FlowLost,
+    FlowTarget,
+    LocateTargets,
+    OpenConnection,
+    RegistrationRetry,
 )
 from sipua.sip.uri import host_port
 from sipua.transport.connection import SipConnection
-from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS, KeepaliveSchedule
 from sipua.ua.lock import (
     ConnectionDown,
     LockInput,
@@ -75,22 +80,14 @@ from sipua.ua.lock import (
     TlsRefused,
 )
 
-INBOX_SIZE: Final = 64
+if TYPE_CHECKING:
+    from sipua.ua.calls import CallHandler
+
 UNREGISTER_TIMEOUT_SECONDS: Final = 5.0
-DEFAULT_BACKOFF_BASE_SECONDS: Final = 30.0  # RFC 5626 §4.5, all flows failed
-DEFAULT_BACKOFF_MAX_SECONDS: Final = 1800.0
 
 Publish = Callable[..., None]
 
-
-@dataclass(frozen=True, slots=True)
-class FlowTarget:
-    """Where one registration flow goes: address and the TLS name it must be verified for."""
-
-    host: str
-    port: int
-    tls_name: str
-
+__all__ = ["Account", "Connector", "FlowTarget", "Locator", "contact_uri"]
 
 #: Opens a verified connection to a target (and says how the handshake went for the lock), or
 #: raises TlsError / TransportError.
@@ -98,23 +95,16 @@ Connector = Callable[[FlowTarget, "Account"], Awaitable[tuple[SipConnection, Tls
 #: Turns the account settings into the ordered list of targets (RFC 3263).
 Locator = Callable[[AccountSettings], Awaitable[list[FlowTarget]]]
 
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    connection: SipConnection
-    reason: str
-    error: SipuaError | None = None
+_Outcome = AccountRegistered[SipConnection] | AccountRegistrationFailed | AccountUnregistered
 
 
-@dataclass(frozen=True, slots=True)
-class _Received:
-    connection: SipConnection
-    response: Response
-    outputs: list[RegistrationOutput]
-    error: Exception | None = None
+@dataclass(slots=True, eq=False)
+class _Wait:
+    """A caller waiting for the next outcome of one kind."""
 
-
-_InboxItem = _Lost | _Received
+    kinds: tuple[type[object], ...]
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: _Outcome | None = None
 
 
 class Account:
@@ -127,7 +117,8 @@ class Account:
         connector: opens and verifies a connection to one target.
         publish: the UA's event sink, `publish(event, **fields)`.
         nursery: where connection reader tasks run.
-        rng: jitter, ids and digest cnonces.
+        pump: the user agent's one pump, which owns the endpoint.
+        rng: ids and digest cnonces of the registration.
         listen: our listener's (host, port) for the Contact, or None to use the flow's address.
         backoff_base: RFC 5626 §4.5 base time in seconds.
         pong_timeout: seconds a pong may take once the registrar answers pings (RFC 5626: 10).
@@ -142,6 +133,7 @@ class Account:
         connector: Connector,
         publish: Publish,
         nursery: trio.Nursery,
+        pump: CallHandler,
         rng: random.Random,
         listen: tuple[str, int] | None = None,
         backoff_base: float = DEFAULT_BACKOFF_BASE_SECONDS,
@@ -151,26 +143,22 @@ class Account:
         self.instance_id = instance_id
         self.lock = LockTracker()
         self.connection: SipConnection | None = None
-        self.request_handler: (
-            Callable[[SipConnection, Request | Response], Awaitable[None]] | None
-        ) = None
         self.registered: Registered | None = None
         self.last_failure: SipuaError | None = None
-        self._strays = 0
         # The lock a connection earns once the registrar answers (client certificate asked).
         self._lock_on_answer: TlsEstablished | None = None
+        # The error that ended the last flow (a TLS alert beats "connection lost").
+        self._lost_error: SipuaError | None = None
         self._locator = locator
         self._connector = connector
         self._publish = publish
         self._nursery = nursery
-        self._rng = rng
+        self._pump = pump
         self._listen = listen
-        self._backoff_base = backoff_base
-        self._pong_timeout = pong_timeout
-        self._send_inbox, self._inbox = trio.open_memory_channel[_InboxItem](INBOX_SIZE)
+        self._waits: list[_Wait] = []
         try:
             self._aor = SipUri.parse(settings.aor)
-            self._binding = Registration(
+            registration = Registration(
                 aor=self._aor,
                 contact=ContactAddress(uri=self._aor, sent_by="0.0.0.0:0"),  # set on connect
                 instance_id=instance_id,
@@ -180,9 +168,17 @@ class Account:
                 ),
                 expires=settings.expires,
             )
-            self._registration = RegisterClient(self._binding)
         except ProtocolError as exc:
             raise ConfigError(f"account {settings.name!r}: aor {settings.aor!r}: {exc}") from exc
+        self._registrations = pump.endpoint.registrations
+        self._registrations.add(
+            settings.name,
+            registration,
+            keepalive_interval=settings.keepalive_interval,
+            pong_timeout=pong_timeout,
+            backoff_base=backoff_base,
+        )
+        pump.attach(self)
 
     @property
     def name(self) -> str:
@@ -190,32 +186,18 @@ class Account:
         return self.settings.name
 
     @property
-    def stray_responses(self) -> int:
-        """Responses that answered no request in flight (dropped, RFC 3261 §17.1.3)."""
-        return self._strays + self._registration.stray_responses
-
-    @property
     def state(self) -> RegistrationState:
         """The registration state."""
-        return self._registration.state
+        return self._registrations.registration(self.name).state
+
+    @property
+    def stray_responses(self) -> int:
+        """Responses that answered no request of ours (dropped, RFC 3261 §17.1.3)."""
+        return self._pump.endpoint.stray_responses
 
     def contact_uri(self, connection: SipConnection) -> str:
-        """Our Contact URI on `connection`.
-
-        The host is the listener's when it names one reachable address, else (a wildcard or
-        loopback listener, or none) our address on `connection`, which is what the peer
-        reaches us at; the port is the listener's when there is one (inbound calls go there),
-        else the flow's.
-        """
-        user = self._aor.user
-        local_host, _, local_port = connection.local.rpartition(":")
-        if self._listen is not None and _names_one_reachable_host(self._listen[0]):
-            host, port = self._listen
-        else:
-            host = local_host.strip("[]")
-            port = self._listen[1] if self._listen is not None else int(local_port)
-        address = host_port(host, port)
-        return f"sips:{user}@{address}" if user else f"sips:{address}"
+        """Our Contact URI on `connection` (see `contact_uri`)."""
+        return contact_uri(self._aor.user, self._listen, connection.local)
 
     # -- lock -----------------------------------------------------------------------------------
 
@@ -246,157 +228,209 @@ class Account:
             AuthenticationFailed, RegistrationError: the registrar refused (exit code 4).
             TransportError: no target reachable, or no answer in time (exit code 5).
         """
-        connection: SipConnection | None = None
-        try:
-            connection = await self._ensure_connection()
-            self._binding.set_contact(self._contact(connection))
-            await self._execute(self._registration.register(trio.current_time()))
-            result = await self._pump(until_registered=True)
-        except SipuaError as raised:
-            exc = _telling_cause(raised, connection)
-            if isinstance(exc, ClientCertificateRefused) and connection is not None:
-                self._note_down(connection, str(exc))
-            self.last_failure = exc
-            if isinstance(raised, TransportError) and self._registration.state in (
-                RegistrationState.REGISTERING,
-                RegistrationState.UNREGISTERING,
-            ):
-                # The request in flight is lost with its connection; start clean next time.
-                self._registration.connection_lost(trio.current_time())
-            self._publish(
-                "registration-failed",
-                account=self.name,
-                error=type(exc).__name__,
-                reason=str(exc),
-                status=getattr(exc, "status", None),
-                lock=self.lock.state.value,
-            )
-            if exc is raised:
-                raise
-            raise exc from raised
-        assert isinstance(result, Registered)
-        return result
+        connection = self.connection
+        if connection is not None and not connection.is_open:
+            # Closed, and its reader has not said so yet: the endpoint must know before it
+            # chooses the flow to register on.
+            self._pump.connection_closed(connection, connection.closed_reason or "closed")
+        wait = self._wait(AccountRegistered, AccountRegistrationFailed)
+        self._pump.command(lambda now: self._registrations.register(self.name, now))
+        outcome = await self._outcome(wait)
+        if isinstance(outcome, AccountRegistered):
+            return _registered(outcome)
+        assert self.last_failure is not None  # set when the failure was published
+        raise self.last_failure
 
     async def maintain(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Keeps the account registered until cancelled (refresh, reconnect, back-off)."""
+        """Keeps the account registered until cancelled (the endpoint refreshes, reconnects
+        and backs off; this only says so, and stops it when cancelled)."""
+        self._pump.command(lambda now: self._registrations.maintain(self.name, now))
         task_status.started()
-        failures = 0
-        while True:
-            if self._registration.state is not RegistrationState.REGISTERED:
-                try:
-                    await self.register()
-                    failures = 0
-                except ConfigError:
-                    raise  # retrying cannot fix a wrong setting
-                except SipuaError:
-                    delay = backoff_delay(
-                        failures,
-                        self._rng,
-                        base=self._backoff_base,
-                        maximum=DEFAULT_BACKOFF_MAX_SECONDS,
-                    )
-                    failures += 1
-                    self._publish("registration-retry", account=self.name, delay=round(delay, 3))
-                    await trio.sleep(delay)
-                    continue
-            try:
-                await self._pump(until_registered=False)
-            except SipuaError as exc:
-                self.last_failure = exc
-                self._publish(
-                    "registration-failed",
-                    account=self.name,
-                    error=type(exc).__name__,
-                    reason=str(exc),
-                )
-                failures += 1
-                if isinstance(exc, ConnectionLost):
-                    failures = 0  # a working flow was lost: reconnect at once (RFC 5626 §4.4.1)
-                    continue
-                delay = backoff_delay(failures - 1, self._rng, base=self._backoff_base)
-                self._publish("registration-retry", account=self.name, delay=round(delay, 3))
-                await trio.sleep(delay)
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._registrations.stop(self.name)
 
     async def unregister(self) -> bool:
         """Removes the binding (``Expires: 0``), bounded in time; True when the registrar agreed."""
-        connection = self.connection
-        if (
-            self._registration.state
-            not in (RegistrationState.REGISTERED, RegistrationState.REGISTERING)
-            or connection is None
-            or not connection.is_open
-        ):
+        wait = self._wait(AccountUnregistered)
+        if not self._pump.command(lambda now: self._registrations.unregister(self.name, now)):
+            self._waits.remove(wait)
             return False  # nothing bound, or no flow to say so on
         with trio.move_on_after(UNREGISTER_TIMEOUT_SECONDS):
-            try:
-                await self._execute(self._registration.unregister(trio.current_time()))
-                result = await self._pump(until_registered=True)
-            except SipuaError as exc:
-                self._publish("unregister-failed", account=self.name, reason=str(exc))
-                return False
-            return isinstance(result, Unregistered) and 200 <= result.status < 300
+            outcome = await self._outcome(wait)
+            assert isinstance(outcome, AccountUnregistered)
+            if 200 <= outcome.status < 300:
+                return True
+            self._publish("unregister-failed", account=self.name, reason=outcome.reason)
+            return False
+        self._waits.remove(wait)
         self._publish("unregister-failed", account=self.name, reason="no answer in time")
         return False
 
     async def close(self) -> None:
-        """Closes the flow (close_notify) and reports the lock as closed."""
+        """Stops the account and closes the flow (close_notify); reports the lock as closed."""
+        self._registrations.stop(self.name)
         connection = self.connection
         self.connection = None
         if connection is not None:
             await connection.aclose("shutdown")
             self.note_lock(ConnectionDown(reason="shutdown", clean=True), connection.peer)
 
-    # -- connections ----------------------------------------------------------------------------
+    # -- the endpoint's account events (from the pump) ------------------------------------------
 
-    async def _ensure_connection(self) -> SipConnection:
-        connection = self.connection
-        if connection is not None and connection.is_open:
-            return connection
-        targets = await self._locator(self.settings)
-        errors: list[SipuaError] = []
-        for target in targets:
-            peer = host_port(target.host, target.port)
-            self.note_lock(TlsNegotiating(peer=peer), peer)
-            try:
-                connection, established = await self._connector(target, self)
-            except PeerNotTrusted as exc:
-                self.note_lock(
-                    TlsRefused(kind="verification-failed", code=exc.code, reason=str(exc)), peer
-                )
-                errors.append(exc)
-                continue
-            except HandshakeFailed as exc:
-                self.note_lock(
-                    TlsRefused(kind="handshake-failed", code="handshake", reason=str(exc)), peer
-                )
-                errors.append(exc)
-                continue
-            except TransportError as exc:
-                kind = "connect-failed" if isinstance(exc, ConnectFailed) else "connection-lost"
-                self.note_lock(ConnectionDown(reason=str(exc), kind=kind), peer)
-                errors.append(exc)
-                continue
-            if connection.awaiting_acceptance:
-                self._lock_on_answer = established  # not locked before the registrar answers
-            else:
-                self.note_lock(established, peer)
-            self._adopt(connection)
-            return connection
-        raise _most_telling(errors)
+    def on_event(self, event: AccountEvent[SipConnection]) -> None:
+        """Carries out or publishes one of the endpoint's events for this account; never waits."""
+        if isinstance(event, LocateTargets):
+            self._nursery.start_soon(self._locate)
+        elif isinstance(event, OpenConnection):
+            self._nursery.start_soon(self._open, event.target)
+        elif isinstance(event, AccountRegistered):
+            self.registered = _registered(event)
+            connection = event.handle
+            self._publish(
+                "registered",
+                account=self.name,
+                aor=self.settings.aor,
+                expires=event.expires,
+                refresh_in=round(event.refresh_at - trio.current_time(), 3),
+                refreshed=event.refreshed,
+                lock=self.lock.state.value,
+                peer=connection.peer,
+            )
+            self._settle(event)
+        elif isinstance(event, AccountRegistrationFailed):
+            self.registered = None
+            error = self._error(event)
+            self.last_failure = error
+            self._publish(
+                "registration-failed",
+                account=self.name,
+                error=type(error).__name__,
+                reason=str(error),
+                status=getattr(error, "status", None),
+                lock=self.lock.state.value,
+            )
+            self._settle(event)
+        elif isinstance(event, AccountUnregistered):
+            self.registered = None
+            self._publish(
+                "unregistered", account=self.name, status=event.status, reason=event.reason
+            )
+            self._settle(event)
+        elif isinstance(event, RegistrationRetry):
+            self._publish("registration-retry", account=self.name, delay=round(event.delay, 3))
+        elif isinstance(event, FlowLost):
+            self.registered = None
+            connection = event.handle
+            self._lost_error = connection.closed_error
+            if connection is self.connection:
+                self.connection = None
+                self._note_down(connection, event.reason)
 
-    def _adopt(self, connection: SipConnection) -> None:
+    def _error(self, event: AccountRegistrationFailed) -> SipuaError:
+        """The error a user can act on for a failed attempt."""
+        if event.failure is not None:
+            return _failure(event.failure, self.settings.username)
+        if isinstance(event.cause, SipuaError):
+            return event.cause  # the location or the connection error, the most telling
+        if isinstance(self._lost_error, TlsError):
+            # The reader saw the registrar's alert (our client certificate refused, TLS 1.3)
+            # before or while REGISTER was sent: the user must hear about TLS (exit code 3),
+            # not an unreachable registrar (exit code 5).
+            return self._lost_error
+        if event.cause is None and event.reason.startswith("connection lost"):
+            return ConnectionLost(event.reason)
+        return ConnectFailed(event.reason)
+
+    def _wait(self, *kinds: type[object]) -> _Wait:
+        wait = _Wait(kinds)
+        self._waits.append(wait)
+        return wait
+
+    async def _outcome(self, wait: _Wait) -> _Outcome:
+        try:
+            await wait.done.wait()
+        finally:
+            if wait in self._waits:
+                self._waits.remove(wait)
+        assert wait.outcome is not None
+        return wait.outcome
+
+    def _settle(self, outcome: _Outcome) -> None:
+        for wait in list(self._waits):
+            if isinstance(outcome, wait.kinds):
+                wait.outcome = outcome
+                wait.done.set()
+                self._waits.remove(wait)
+
+    # -- location and connections ---------------------------------------------------------------
+
+    async def _locate(self) -> None:
+        try:
+            targets = await self._locator(self.settings)
+        except SipuaError as exc:
+            error = exc
+        else:
+            self._pump.command(
+                lambda now: self._registrations.targets_located(self.name, targets, now)
+            )
+            return
+        self._pump.command(lambda now: self._registrations.locate_failed(self.name, error, now))
+
+    async def _open(self, target: FlowTarget) -> None:
+        peer = host_port(target.host, target.port)
+        self.note_lock(TlsNegotiating(peer=peer), peer)
+        tls = True
+        try:
+            connection = await self._connect_target(target)
+        except PeerNotTrusted as exc:
+            self.note_lock(
+                TlsRefused(kind="verification-failed", code=exc.code, reason=str(exc)), peer
+            )
+            error: SipuaError = exc
+        except HandshakeFailed as exc:
+            self.note_lock(
+                TlsRefused(kind="handshake-failed", code="handshake", reason=str(exc)), peer
+            )
+            error = exc
+        except TransportError as exc:
+            kind = "connect-failed" if isinstance(exc, ConnectFailed) else "connection-lost"
+            self.note_lock(ConnectionDown(reason=str(exc), kind=kind), peer)
+            error, tls = exc, False
+        except SipuaError as exc:
+            # Not the network: a store or setting the user must fix (a corrupt known-keys
+            # file...). It is reported like a TLS verdict, ahead of the network errors.
+            error = exc
+        else:
+            self._pump.command(
+                lambda now: self._registrations.connection_opened(
+                    self.name, connection, self.contact_uri(connection), connection.local, now
+                )
+            )
+            return
+        self._pump.command(
+            lambda now: self._registrations.connection_failed(self.name, error, now, tls=tls)
+        )
+
+    async def _connect_target(self, target: FlowTarget) -> SipConnection:
+        """Opens and verifies one connection and starts its reader."""
+        connection, established = await self._connector(target, self)
+        peer = connection.peer
+        if connection.awaiting_acceptance:
+            self._lock_on_answer = established  # not locked before the registrar answers
+        else:
+            self.note_lock(established, peer)
         self.connection = connection
+        self._lost_error = None
         self._nursery.start_soon(self._read, connection)
+        return connection
 
     async def _read(self, connection: SipConnection) -> None:
         reason = await connection.run()
-        if self.connection is connection:
-            self._note_down(connection, reason)
-        # If the owner is far behind, it sees the closed connection when it next sends.
-        with contextlib.suppress(trio.WouldBlock):
-            self._send_inbox.send_nowait(_Lost(connection, reason, connection.closed_error))
+        self._pump.connection_closed(connection, reason)
 
     def _note_down(self, connection: SipConnection, reason: str) -> None:
         """Drops the lock of a connection that ended, naming a refused client certificate."""
@@ -411,127 +445,45 @@ class Account:
         self.note_lock(event, connection.peer)
 
     async def on_message(self, connection: SipConnection, message: Request | Response) -> None:
-        """The connection's handler: responses to the inbox, requests to the call handler.
+        """The flow's handler: every message to the endpoint, through the pump.
 
-        A response that answers no request in flight is dropped and counted in
-        `stray_responses` here, in the reader (RFC 3261 §17.1.3, §18.1.2), so a peer sending
-        many of them can neither fill the inbox nor stall this connection's reader.
+        The first message on a flow that asked for our client certificate earns it its lock.
         """
         if connection is self.connection and self._lock_on_answer is not None:
             self.note_lock(self._lock_on_answer, connection.peer)
             self._lock_on_answer = None
-        if isinstance(message, Response) and message.cseq.method == "REGISTER":
-            if connection is not self.connection:
-                self._strays += 1
-                return
-            # The registration's transaction layer matches it; what matches nothing is
-            # counted there and dropped, here in the reader, never queued.
-            try:
-                outputs = self._registration.receive_response(message, trio.current_time())
-            except (ProtocolError, ValueError) as exc:
-                await self._send_inbox.send(_Received(connection, message, [], exc))
-                return
-            if outputs:
-                await self._send_inbox.send(_Received(connection, message, outputs))
-        elif self.request_handler is not None:
-            # Requests, and answers to the requests of our calls (a BYE), go to the endpoint.
-            await self.request_handler(connection, message)
-        elif isinstance(message, Response):
-            self._strays += 1
+        await self._pump.handle_message(connection, message)
 
-    def _contact(self, connection: SipConnection) -> ContactAddress:
-        return ContactAddress(
-            uri=SipUri.parse(self.contact_uri(connection)), sent_by=connection.local
-        )
+    def on_pong(self, connection: SipConnection) -> None:
+        """An RFC 5626 pong arrived on the flow."""
+        self._pump.command(lambda now: self._registrations.pong_received(connection, now))
 
-    # -- the pump -------------------------------------------------------------------------------
 
-    async def _pump(self, *, until_registered: bool) -> Registered | Unregistered:
-        """Feeds the registration until an outcome (or, with until_registered False, a failure).
+def contact_uri(user: str | None, listen: tuple[str, int] | None, local: str) -> str:
+    """Our Contact URI on a connection whose local end is `local` (``host:port``).
 
-        Raises:
-            RegistrationError / AuthenticationFailed: a final refusal.
-            TransportError: the flow was lost or nothing answered in time.
-        """
-        registration = self._registration
-        while True:
-            deadline = registration.next_deadline()
-            item: _InboxItem | None = None
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                item = await self._inbox.receive()
-            if item is None:
-                outputs = registration.handle_timer(trio.current_time())
-            elif isinstance(item, _Lost):
-                if item.connection is not self.connection:
-                    continue  # an old connection's news
-                self.connection = None
-                registration.connection_lost(trio.current_time())
-                self.registered = None
-                if isinstance(item.error, TlsError):
-                    raise item.error  # e.g. the registrar refused our client certificate
-                raise ConnectionLost(f"connection to {item.connection.peer} lost: {item.reason}")
-            else:
-                if item.connection is not self.connection:
-                    continue
-                if item.error is not None:
-                    # The registrar's answer is malformed in a header we need: its fault, a
-                    # refusal (exit code 4), never a crash of the account.
-                    registration.connection_lost(trio.current_time())
-                    self.registered = None
-                    raise RegistrationError(
-                        f"the registrar's {item.response.status} response is malformed: "
-                        f"{item.error}",
-                        status=item.response.status,
-                    ) from item.error
-                outputs = item.outputs
-            outcome = await self._execute(outputs)
-            if outcome is not None and (until_registered or isinstance(outcome, Unregistered)):
-                return outcome
+    The host is the listener's when it names one reachable address, else (a wildcard or
+    loopback listener, or none) our address on the connection, which is what the peer reaches
+    us at; the port is the listener's when there is one (inbound calls go there), else the
+    flow's.
+    """
+    local_host, _, local_port = local.rpartition(":")
+    if listen is not None and _names_one_reachable_host(listen[0]):
+        host, port = listen
+    else:
+        host = local_host.strip("[]")
+        port = listen[1] if listen is not None else int(local_port)
+    address = host_port(host, port)
+    return f"sips:{user}@{address}" if user else f"sips:{address}"
 
-    async def _execute(self, outputs: list[RegistrationOutput]) -> Registered | Unregistered | None:
-        outcome: Registered | Unregistered | None = None
-        for output in outputs:
-            if isinstance(output, SendRequest):
-                connection = self.connection
-                if connection is None:
-                    raise ConnectionLost("no connection to the registrar")
-                await connection.send(output.request)
-            elif isinstance(output, Registered):
-                self.registered = output
-                self._on_registered(output)
-                outcome = output
-            elif isinstance(output, Unregistered):
-                self.registered = None
-                self._publish(
-                    "unregistered", account=self.name, status=output.status, reason=output.reason
-                )
-                outcome = output
-            elif isinstance(output, RegistrationFailed):
-                self.registered = None
-                raise _failure(output, self.settings.username)
-        return outcome
 
-    def _on_registered(self, registered: Registered) -> None:
-        connection = self.connection
-        now = trio.current_time()
-        if connection is not None:
-            schedule = connection.keepalive
-            if schedule is None:
-                schedule = KeepaliveSchedule(
-                    self.settings.keepalive_interval, self._rng, pong_timeout=self._pong_timeout
-                )
-                connection.start_keepalive(schedule, now)
-            schedule.set_flow_timer(registered.flow_timer, now)
-        self._publish(
-            "registered",
-            account=self.name,
-            aor=self.settings.aor,
-            expires=registered.expires,
-            refresh_in=round(registered.refresh_at - now, 3),
-            refreshed=registered.refreshed,
-            lock=self.lock.state.value,
-            peer=connection.peer if connection is not None else None,
-        )
+def _registered(event: AccountRegistered[SipConnection]) -> Registered:
+    return Registered(
+        expires=event.expires,
+        refresh_at=event.refresh_at,
+        flow_timer=event.flow_timer,
+        refreshed=event.refreshed,
+    )
 
 
 def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
@@ -567,29 +519,3 @@ def _names_one_reachable_host(host: str) -> bool:
     except ValueError:
         return True  # a host name the user configured for the listener
     return not (address.is_unspecified or address.is_loopback)
-
-
-def _telling_cause(error: SipuaError, connection: SipConnection | None) -> SipuaError:
-    """The error to report for a failure on `connection`: its TLS cause beats a lost flow.
-
-    The reader may see the registrar's alert (our client certificate refused, TLS 1.3) before
-    the REGISTER is sent; the send then only says "closed", but the user must hear about TLS
-    (exit code 3), not an unreachable registrar (exit code 5).
-    """
-    if (
-        isinstance(error, ConnectionLost)
-        and connection is not None
-        and isinstance(connection.closed_error, TlsError)
-    ):
-        return connection.closed_error
-    return error
-
-
-def _most_telling(errors: list[SipuaError]) -> SipuaError:
-    """The error to report when every target failed: a TLS verdict beats a network one."""
-    if not errors:
-        return ConnectFailed("no target to connect to; check the AOR and --proxy")
-    for error in errors:
-        if isinstance(error, TlsError):
-            return error
-    return errors[-1]

@@ -4,8 +4,10 @@ Theory of operation: `UserAgent` is an async context manager that owns the one n
 which every task of sipua runs (connection readers, the listener, per-call tasks, the account's
 maintenance). Entering it prepares what the account needs and starts the listener (with
 `nursery.start`, so the Contact can carry the bound address); leaving it hangs up calls, closes
-the flow and cancels the rest. The protocol state machines are sans-IO (`sipua.sip`): the
-account and the call handler feed them `trio.current_time()` and execute what they return.
+the flow and cancels the rest. The protocol state machines are sans-IO (`sipua.sip`): one
+pump (`calls.CallHandler`) feeds the endpoint `trio.current_time()` and carries out what it
+decides, for the account's registration as for calls; the account performs the endpoint's
+"locate" and "connect" outputs.
 
 It also turns settings into TLS configurations (the trust policy, the custom trusted
 certificates of the store and `--trusted-cert`, the device identity), keeps the device's stable
@@ -34,10 +36,10 @@ from sipua.media.session import PortRange
 from sipua.settings.model import AccountSettings, Settings
 from sipua.sip import Request, Response
 from sipua.sip.digest import redact_credentials
+from sipua.sip.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.sip.uri import host_port
 from sipua.transport.client import open_tls
 from sipua.transport.connection import SipConnection
-from sipua.transport.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.transport.listener import ServerAddresses, serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
 from sipua.ua.calls import AnswerPolicy, CallHandler, CallMedia
@@ -252,6 +254,7 @@ class UserAgent:
                 connector=self._connect,
                 publish=self.publish,
                 nursery=nursery,
+                pump=self._calls,
                 rng=random.Random(self._rng.getrandbits(64)),
                 listen=self.listen_address,
                 backoff_base=self._backoff_base,
@@ -261,7 +264,6 @@ class UserAgent:
             nursery.cancel_scope.cancel()
             await self._stack.aclose()
             raise
-        self._account.request_handler = self._calls.handle_message
         return self
 
     async def __aexit__(
@@ -468,6 +470,7 @@ class UserAgent:
             local=opened.local,
             tls_name=target.tls_name,
             handler=account.on_message,
+            on_pong=account.on_pong,
             trace=self._trace if self.settings.trace else None,
             certificate_requested=opened.handshake.certificate_requested,
         )

@@ -1,12 +1,16 @@
-"""Inbound calls and requests: the trio side of the SIP endpoint (`sipua.sip.endpoint`).
+"""The trio side of the SIP endpoint (`sipua.sip.endpoint`): the user agent's one pump.
 
 Theory of operation: every decision is the endpoint's (sans-IO); this module only moves bytes
 and time. `CallHandler.handle_message(connection, message)` is called by the reader task of
-whichever connection a message arrived on (the listener's, or the registration flow for
-requests the registrar sends back through NAT, RFC 5626 §5.3); it feeds the endpoint and drains
-what the endpoint wants done, without waiting on any network: messages to send go to the
-connection's *outbox*, events go to the user agent's publisher. One pump task sleeps until the
-endpoint's next deadline (or until an input moved it earlier) and feeds it the time.
+whichever connection a message arrived on (the listener's, or an account's registration flow,
+which also carries the answers to our REGISTERs and the requests the registrar sends back
+through NAT, RFC 5626 §5.3); it feeds the endpoint and drains what the endpoint wants done,
+without waiting on any network: messages and keep-alive pings to send go to the connection's
+*outbox*, a dead flow is closed, an account's events (locate, connect, registered, failed...)
+go to its `Account`, the call events to the user agent's publisher. Commands and facts from the
+accounts come in through `command(fn)`. One pump task sleeps until the endpoint's next
+deadline (refreshes, retries, pings and pong timeouts, transaction timers, rings, hang-ups; or
+until an input moved it earlier) and feeds it the time: there is no other timer loop.
 
 An answered call's media (`call_media.py`) runs in one task from the answer (`CallAnswered`) to
 the end of the call (`CallEnded`), which cancels it; its report is published as `call-media`.
@@ -25,7 +29,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
@@ -51,9 +55,23 @@ from sipua.sip.endpoint import (
 )
 from sipua.sip.ids import new_tag
 from sipua.sip.registration import ChallengeResponder
+from sipua.sip.registrations import (
+    AccountRegistered,
+    AccountRegistrationFailed,
+    AccountUnregistered,
+    CloseConnection,
+    FlowLost,
+    LocateTargets,
+    OpenConnection,
+    RegistrationRetry,
+    SendKeepalive,
+)
 from sipua.sip.uac import OutgoingCall
 from sipua.transport.connection import SipConnection
 from sipua.ua.call_media import CallMedia, MediaDescriber
+
+if TYPE_CHECKING:
+    from sipua.ua.account import Account
 
 #: Messages waiting to go out on one connection; a peer that lets more pile up is not reading.
 OUTBOX_SIZE: Final = 64
@@ -62,6 +80,9 @@ OUTBOX_SIZE: Final = 64
 SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
 
 Publish = Callable[..., None]
+T = TypeVar("T")
+#: What an outbox carries: a message, or an RFC 5626 keep-alive ping.
+_Outgoing = Request | Response | None
 
 _log = get_logger(component="calls")
 
@@ -73,9 +94,7 @@ class _Outbox:
 
     def __init__(self, connection: SipConnection) -> None:
         self.connection = connection
-        self.send_channel, self.receive_channel = trio.open_memory_channel[Request | Response](
-            OUTBOX_SIZE
-        )
+        self.send_channel, self.receive_channel = trio.open_memory_channel[_Outgoing](OUTBOX_SIZE)
         self.pending = 0
         self.idle = trio.Event()
         self.idle.set()
@@ -142,6 +161,7 @@ class CallHandler:
         self._outboxes: dict[SipConnection, _Outbox] = {}
         self._playing: dict[str, trio.CancelScope] = {}  # answered calls' media, by our tag
         self._placed: dict[str, PlacedCall] = {}  # the calls we placed, until waited for
+        self._accounts: dict[str, Account] = {}
         self._deadline_changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -167,6 +187,20 @@ class CallHandler:
     def active_calls(self) -> int:
         """How many calls are ringing or up."""
         return self.endpoint.active_calls
+
+    def attach(self, account: Account) -> None:
+        """Routes the endpoint's events for `account` to it."""
+        self._accounts[account.name] = account
+
+    def command(self, step: Callable[[float], T]) -> T:
+        """Feeds the endpoint one command or fact, `step(now)`, and carries out what follows."""
+        result = step(trio.current_time())
+        self._drain()
+        return result
+
+    def connection_closed(self, connection: SipConnection, reason: str) -> None:
+        """A connection's reader ended: its calls end, its transactions fail, a flow is lost."""
+        self.command(lambda now: self.endpoint.connection_closed(connection, reason, now))
 
     async def handle_message(self, connection: SipConnection, message: Request | Response) -> None:
         """Feeds one message that arrived on `connection` to the endpoint."""
@@ -268,6 +302,23 @@ class CallHandler:
         while (event := self.endpoint.next_event()) is not None:
             if isinstance(event, Send):
                 self._post(event.handle, event.message)
+            elif isinstance(event, SendKeepalive):
+                self._post(event.handle, None)
+            elif isinstance(event, CloseConnection):
+                self._nursery.start_soon(event.handle.aclose, event.reason)
+            elif isinstance(
+                event,
+                LocateTargets
+                | OpenConnection
+                | AccountRegistered
+                | AccountRegistrationFailed
+                | AccountUnregistered
+                | RegistrationRetry
+                | FlowLost,
+            ):
+                account = self._accounts.get(event.account)
+                if account is not None:
+                    account.on_event(event)
             elif isinstance(event, CallIncoming):
                 self._publish(
                     "call-incoming",
@@ -398,7 +449,7 @@ class CallHandler:
             server=self._is_server(host),
         )
 
-    def _post(self, connection: SipConnection, message: Request | Response) -> None:
+    def _post(self, connection: SipConnection, message: _Outgoing) -> None:
         outbox = self._outboxes.get(connection)
         if outbox is None:
             if not connection.is_open:
@@ -438,7 +489,10 @@ class CallHandler:
     async def _send_loop(self, outbox: _Outbox) -> None:
         async for message in outbox.receive_channel:
             try:
-                await outbox.connection.send(message)
+                if message is None:
+                    await outbox.connection.send_ping()
+                else:
+                    await outbox.connection.send(message)
             except ConnectionLost:
                 return  # the connection is marked closed; _serve_outbox tells the endpoint
             finally:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from sipua.transport.keepalive import (
+from sipua.sip.keepalive import (
     DEFAULT_INTERVAL_SECONDS,
     KeepaliveAction,
     KeepaliveSchedule,
