@@ -398,8 +398,9 @@ class LoadRun:
         self._outstanding = 0
         self._dispatched = False  # every registration has been started
         self._aors = {a.aor: SipUri.parse(a.aor) for a in plan.accounts[: plan.count]}
-        t1 = plan.response_timeout / 64
-        self._timers = TimerConfig(t1=t1, t2=max(DEFAULT_T2, t1))
+        t1 = plan.response_timeout / 64  # Timer F = 64*T1 (RFC 3261 §17.1.2.2)
+        timers = TimerConfig(t1=t1, t2=max(DEFAULT_T2, t1))
+        self._timer_f = timers.for_transport(reliable=True).f
 
     async def run(self) -> LoadReport:
         """Runs the plan and returns the report.
@@ -543,7 +544,7 @@ class LoadRun:
             expires=self.plan.expires,
         )
         # Every REGISTER in a client transaction (Timer F = 64*T1 is the response timeout).
-        return RegisterClient(registration, timers=self._timers)
+        return RegisterClient(registration, timer_f=self._timer_f)
 
     def _fail(self, reason: str, detail: str) -> None:
         self.stats.failure(reason)

@@ -54,20 +54,12 @@ from sipua.sip.digest import (
     DigestSession,
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
-from sipua.sip.events import (
-    ClientTxKey,
-    DeliverResponse,
-    SendMessage,
-    StrayResponse,
-    TransactionTerminated,
-    TransactionTimedOut,
-)
+from sipua.sip.events import ClientTxKey
 from sipua.sip.fields import parse_contacts
 from sipua.sip.headers import split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.methods import ALLOW
-from sipua.sip.timers import TimerConfig
-from sipua.sip.transactions import TransactionTable
+from sipua.sip.transactions import DEFAULT_TIMER_F, ReliableClientTable
 from sipua.sip.uri import host_port
 
 REFRESH_MARGIN_SECONDS: Final = 32.0
@@ -195,6 +187,8 @@ class RegistrationState(enum.Enum):
     UNREGISTERED = "unregistered"
     FAILED = "failed"
 
+    __hash__ = object.__hash__  # see RegistrationInput
+
 
 class RegistrationInput(enum.Enum):
     """Everything that can happen to a registration.
@@ -215,6 +209,10 @@ class RegistrationInput(enum.Enum):
     REFUSED = "other final response"
     TIMED_OUT = "no final response (Timer F)"
     FLOW_LOST = "flow lost"
+
+    # Members are singletons: the identity hash (C) keys `TABLE` as well as Enum's by-name
+    # hash (Python), which every transition of the load engine's registrations would pay.
+    __hash__ = object.__hash__
 
 
 _S = RegistrationState
@@ -346,9 +344,16 @@ class _Verdict:
     auth: bool = False
     retry_after: int | None = None
     credentials_sent: bool = False
-    credentials: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    credentials: list[tuple[str, str]] | None = None
     granted: int = 0
     flow_timer: int | None = None
+
+
+# The commands' verdicts carry nothing but their input: made once (the load engine's hot path).
+_REGISTER: Final = _Verdict(event=_I.REGISTER, status=0, reason="")
+_UNREGISTER: Final = _Verdict(event=_I.UNREGISTER, status=0, reason="")
+_FLOW_LOST: Final = _Verdict(event=_I.FLOW_LOST, status=0, reason="")
+_REFRESH_DUE: Final = _Verdict(event=_I.REFRESH_DUE, status=0, reason="")
 
 
 class Registration:
@@ -401,6 +406,7 @@ class Registration:
         self._from_tag = new_tag(rng)
         self._cseq = 0
         self._pending: Request | None = None
+        self._branch = ""  # of the last REGISTER built
         self._challenges = 0
         self._interval_retries = 0
         self._expires = expires
@@ -423,6 +429,13 @@ class Registration:
         """The REGISTER waiting for its final response, if any."""
         return self._pending
 
+    @property
+    def pending_key(self) -> ClientTxKey | None:
+        """The client transaction key of the REGISTER in flight (§17.1.3), without parsing it."""
+        if self._pending is None:
+            return None
+        return ClientTxKey(branch=self._branch, method="REGISTER")
+
     # -- inputs ---------------------------------------------------------------------------------
 
     def register(self, now: float) -> list[RegistrationOutput]:
@@ -431,11 +444,11 @@ class Registration:
         Raises:
             LocalProtocolError: a REGISTER is already in flight.
         """
-        return self._fire(_Verdict(event=_I.REGISTER, status=0, reason=""), now)
+        return self._fire(_REGISTER, now)
 
     def unregister(self, now: float) -> list[RegistrationOutput]:
         """Removes our binding (``Expires: 0``); ends in `Unregistered`."""
-        return self._fire(_Verdict(event=_I.UNREGISTER, status=0, reason=""), now)
+        return self._fire(_UNREGISTER, now)
 
     def set_contact(self, contact: ContactAddress) -> None:
         """Changes our Contact and sent-by (after a reconnect the local port is new)."""
@@ -460,7 +473,7 @@ class Registration:
 
     def connection_lost(self) -> None:
         """The flow is gone: the binding can no longer be trusted and nothing is pending."""
-        self._fire(_Verdict(event=_I.FLOW_LOST, status=0, reason=""), 0.0)
+        self._fire(_FLOW_LOST, 0.0)
 
     def receive_response(self, response: Response, now: float) -> list[RegistrationOutput]:
         """Feeds a response to the REGISTER in flight, as its transaction delivered it.
@@ -496,7 +509,7 @@ class Registration:
             and self.refresh_at is not None
             and now >= self.refresh_at
         ):
-            return self._fire(_Verdict(event=_I.REFRESH_DUE, status=0, reason=""), now)
+            return self._fire(_REFRESH_DUE, now)
         return []
 
     # -- the machine ----------------------------------------------------------------------------
@@ -535,7 +548,7 @@ class Registration:
         self._pending = None
         if event is _I.CHALLENGED:
             expires = 0 if old is RegistrationState.UNREGISTERING else self._expires
-            return [self._send(self._build(expires, verdict.credentials))]
+            return [self._send(self._build(expires, verdict.credentials or []))]
         if event is _I.INTERVAL_TOO_BRIEF:
             self._expires = verdict.granted
             return [self._send(self._build(verdict.granted, []))]
@@ -713,9 +726,10 @@ class Registration:
 
     def _build(self, expires: int, extra: list[tuple[str, str]]) -> Request:
         self._cseq += 1
+        branch = self._branch = new_branch(self._rng)
         headers = Headers(
             [
-                ("Via", self._via_prefix + new_branch(self._rng)),
+                ("Via", self._via_prefix + branch),
                 ("Max-Forwards", _MAX_FORWARDS),
                 ("From", self._from),
                 ("To", self._to),
@@ -820,24 +834,25 @@ class RegisterClient:
     """One `Registration` run in client non-INVITE transactions of a table of its own.
 
     The small sans-IO path for owners that have no endpoint (the load engine, many
-    registrations each on its own raw connection): the same inputs and outputs as the
-    registration, plus any response read from the flow (`receive_response`), which the
-    transaction layer matches (§17.1.3; a response that matches no transaction, or not the
-    REGISTER in flight, is counted in `stray_responses` and dropped), and `handle_timer`, which
-    fires Timer F (§17.1.2.2) as well as the refresh.
+    registrations each on its own raw connection, where speed counts): the same inputs and
+    outputs as the registration, plus any response read from the flow (`receive_response`),
+    which the transaction layer's `ReliableClientTable` matches (§17.1.3; a response that
+    matches no live transaction, or not the REGISTER in flight, is counted in
+    `stray_responses` and dropped), and `handle_timer`, which fires Timer F (§17.1.2.2, a 408
+    failure) as well as the refresh.
 
     Args:
         registration: the registration to run.
-        timers: T1/T2/T4 (Timer F = 64*T1 is the REGISTER's timeout).
+        timer_f: Timer F in seconds (64*T1), the REGISTER's timeout.
     """
 
-    __slots__ = ("_key", "_table", "_timeout", "registration", "stray_responses")
+    __slots__ = ("_key", "_table", "registration", "stray_responses")
 
-    def __init__(self, registration: Registration, *, timers: TimerConfig | None = None) -> None:
+    def __init__(self, registration: Registration, *, timer_f: float = DEFAULT_TIMER_F) -> None:
         self.registration = registration
-        timers = timers if timers is not None else TimerConfig()
-        self._table = TransactionTable(timers=timers, max_transactions=REGISTER_CLIENT_TRANSACTIONS)
-        self._timeout = timers.for_transport(reliable=True).f
+        self._table = ReliableClientTable(
+            timer_f=timer_f, max_transactions=REGISTER_CLIENT_TRANSACTIONS
+        )
         self._key: ClientTxKey | None = None
         self.stray_responses = 0
 
@@ -848,77 +863,57 @@ class RegisterClient:
 
     def register(self, now: float) -> list[RegistrationOutput]:
         """Starts a registration (or a refresh) now."""
-        return self._run(self.registration.register(now), now)
+        return self._sent(self.registration.register(now), now)
 
     def unregister(self, now: float) -> list[RegistrationOutput]:
         """Removes the binding (``Expires: 0``)."""
-        return self._run(self.registration.unregister(now), now)
+        return self._sent(self.registration.unregister(now), now)
 
     def receive_response(self, response: Response, now: float) -> list[RegistrationOutput]:
         """Feeds a response read from the flow; the transaction layer matches it."""
         try:
-            self._table.receive(response, now, reliable=True)
+            key = self._table.match(response)
         except ProtocolError:
-            # No usable Via or CSeq: it answers no transaction of ours (§17.1.3).
+            key = None  # no usable Via or CSeq: it answers no transaction of ours
+        if key is None or key != self._key:
             self.stray_responses += 1
             return []
-        return self._run([], now)
+        if response.status >= 200:
+            self._key = None
+        return self._sent(self.registration.receive_response(response, now), now)
 
     def next_deadline(self) -> float | None:
         """The earlier of Timer F of the REGISTER in flight and the refresh."""
-        table = self._table.next_deadline()
+        timer_f = self._table.next_deadline()
         refresh = self.registration.next_deadline()
-        if table is None:
+        if timer_f is None:
             return refresh
-        return table if refresh is None else min(table, refresh)
+        return timer_f if refresh is None else min(timer_f, refresh)
 
     def handle_timer(self, now: float) -> list[RegistrationOutput]:
         """Fires what is due: Timer F (a 408 failure), or the refresh."""
-        self._table.handle_timer(now)
-        outputs = self._run([], now)
-        return outputs + self._run(self.registration.handle_timer(now), now)
+        outputs: list[RegistrationOutput] = []
+        for key in self._table.expired(now):
+            if key == self._key:
+                self._key = None
+                reason = f"no response from the registrar within {self._table.timeout:g} s"
+                outputs += self._sent(self.registration.timed_out(now, reason), now)
+        return outputs + self._sent(self.registration.handle_timer(now), now)
 
     def connection_lost(self, now: float) -> None:
-        """The flow is gone: its transactions fail, the registration starts afresh next time."""
+        """The flow is gone: its transaction fails, the registration starts afresh next time."""
+        del now
         if self._key is not None:
-            self._table.transport_error(self._key, now)
+            self._table.drop(self._key)
             self._key = None
-        while self._table.next_action() is not None:
-            pass  # the registration is told below; nothing is sent on a lost flow
         self.registration.connection_lost()
 
-    def _run(self, outputs: list[RegistrationOutput], now: float) -> list[RegistrationOutput]:
-        """Puts the registration's requests in transactions and feeds it what they deliver."""
-        table = self._table
-        result: list[RegistrationOutput] = []
-        pending = list(outputs)
-        while True:
-            for output in pending:
-                if isinstance(output, SendRequest):
-                    self._key = table.send_request(output.request, now, reliable=True)
-                else:
-                    result.append(output)
-            pending = []
-            action = table.next_action()
-            if action is None:
-                return result
-            if isinstance(action, SendMessage):
-                if action.key == self._key and isinstance(action.message, Request):
-                    result.append(SendRequest(request=action.message))
-            elif isinstance(action, DeliverResponse):
-                if action.key == self._key:
-                    response = action.response
-                    if response.status >= 200:
-                        self._key = None
-                    pending = self.registration.receive_response(response, now)
-                else:
-                    self.stray_responses += 1  # the answer to a request overtaken since
-            elif isinstance(action, TransactionTimedOut):
-                if action.key == self._key:
-                    self._key = None
-                    reason = f"no response from the registrar within {self._timeout:g} s"
-                    pending = self.registration.timed_out(now, reason)
-            elif isinstance(action, StrayResponse):
-                self.stray_responses += 1
-            elif isinstance(action, TransactionTerminated):
-                pass
+    def _sent(self, outputs: list[RegistrationOutput], now: float) -> list[RegistrationOutput]:
+        """Starts the transaction of each REGISTER the registration asks to send."""
+        for output in outputs:
+            if isinstance(output, SendRequest):
+                key = self.registration.pending_key
+                assert key is not None
+                self._table.send(key, now)
+                self._key = key
+        return outputs

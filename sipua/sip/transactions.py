@@ -58,6 +58,7 @@ from sipua.sip.transaction import (
 
 __all__ = [
     "MAX_TRANSACTIONS",
+    "ReliableClientTable",
     "TransactionTable",
     "client_key",
     "is_reliable_transport",
@@ -71,6 +72,8 @@ MAX_TRANSACTIONS: Final = 4096
 MAX_PENDING_ACTIONS: Final = 65536
 
 _UNRELIABLE_TRANSPORTS: Final = frozenset({"UDP"})
+#: Timer F of the default timers on a reliable transport (64*T1, RFC 3261 §17.1.2.2).
+DEFAULT_TIMER_F: Final = TimerConfig().for_transport(reliable=True).f
 
 
 def is_reliable_transport(via: Via) -> bool:
@@ -335,3 +338,86 @@ class TransactionTable:
                 f"the UA must drain next_action() after every input"
             )
         self._actions.append(action)
+
+
+class ReliableClientTable:
+    """Non-INVITE client transactions over a reliable transport, reduced to what they do there.
+
+    Over TCP and TLS a non-INVITE client transaction (RFC 3261 §17.1.2.2, Figure 6) sends its
+    request once (Timer E is off), passes the provisional responses and the first final one to
+    its user and ends at once (Timer K is zero), or times out when Timer F fires; a response
+    after that matches nothing. That is all this table keeps: the live keys and their Timer F
+    deadlines, matched with the same `client_key` as `TransactionTable` (§17.1.3). It is the
+    transaction layer of owners that run many such requests each on its own flow, where the
+    general table's per-message machinery costs measurably (the load engine's registrations).
+
+    Args:
+        timer_f: Timer F in seconds (`TimerConfig.for_transport(reliable=True).f`, 64*T1).
+        max_transactions: the most live transactions kept at once.
+    """
+
+    __slots__ = ("_f", "_live", "_max")
+
+    def __init__(
+        self, *, timer_f: float = DEFAULT_TIMER_F, max_transactions: int = MAX_TRANSACTIONS
+    ) -> None:
+        self._f = timer_f
+        self._max = max_transactions
+        self._live: dict[ClientTxKey, float] = {}
+
+    @property
+    def timeout(self) -> float:
+        """Timer F in seconds."""
+        return self._f
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def send(self, key: ClientTxKey, now: float) -> None:
+        """Starts the transaction of a request with key `key`, sent now.
+
+        Raises:
+            LocalProtocolError: an INVITE or an ACK, a branch without the magic cookie, a
+                duplicate key, or the table is full.
+        """
+        if key.method in ("INVITE", "ACK"):
+            raise LocalProtocolError(f"{key.method} does not run in a non-INVITE transaction")
+        if not key.branch.startswith(BRANCH_MAGIC_COOKIE):
+            raise LocalProtocolError(
+                f"branch {key.branch!r} lacks the {BRANCH_MAGIC_COOKIE} cookie (RFC 3261 §8.1.1.7)"
+            )
+        if len(self._live) >= self._max:
+            raise LocalProtocolError(f"{len(self._live)} transactions are live, the limit")
+        deadline = now + self._f
+        if self._live.setdefault(key, deadline) is not deadline:
+            raise LocalProtocolError(f"a client transaction for {key} already exists")
+
+    def match(self, response: Response) -> ClientTxKey | None:
+        """The live transaction `response` answers, or None (a stray, §17.1.3).
+
+        A final response ends its transaction (Timer K is zero on a reliable transport).
+
+        Raises:
+            ParseError: the response's Via or CSeq is missing or malformed.
+        """
+        key = client_key(response)
+        if key is None:
+            return None
+        if response.status >= 200:
+            return key if self._live.pop(key, None) is not None else None
+        return key if key in self._live else None
+
+    def drop(self, key: ClientTxKey) -> None:
+        """Ends a transaction whose transport failed (§17.1.4)."""
+        self._live.pop(key, None)
+
+    def next_deadline(self) -> float | None:
+        """The earliest Timer F, or None."""
+        return min(self._live.values(), default=None)
+
+    def expired(self, now: float) -> list[ClientTxKey]:
+        """The transactions whose Timer F fired by `now`; they are over."""
+        due = [key for key, deadline in self._live.items() if deadline <= now]
+        for key in due:
+            del self._live[key]
+        return due

@@ -27,7 +27,9 @@ from tests.sip.test_registration import answer, make, our_contact
 
 
 def client(timers: TimerConfig | None = None) -> RegisterClient:
-    return RegisterClient(make(), timers=timers)
+    if timers is None:
+        return RegisterClient(make())
+    return RegisterClient(make(), timer_f=timers.for_transport(reliable=True).f)
 
 
 def sent(outputs: list[RegistrationOutput]) -> Request:
