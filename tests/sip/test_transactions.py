@@ -4,7 +4,7 @@ from typing import TypeVar
 
 import pytest
 
-from sipua.sip import Request, Response, make_response, transactions
+from sipua.sip import Request, Response, make_response, parse_message, transactions
 from sipua.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from sipua.sip.events import (
     AckReceived,
@@ -21,7 +21,12 @@ from sipua.sip.events import (
     TransactionTimedOut,
 )
 from sipua.sip.transaction import ServerInviteTransaction, ServerNonInviteTransaction, State
-from sipua.sip.transactions import TransactionTable, client_key, server_key
+from sipua.sip.transactions import (
+    ReliableClientTable,
+    TransactionTable,
+    client_key,
+    server_key,
+)
 from tests.support.pairs import MAX_ROUNDS, CorePair, RoundLimitExceeded, make_request
 
 _T = TypeVar("_T")
@@ -438,3 +443,64 @@ def test_the_pair_round_cap_stops_a_ping_pong() -> None:
     pair.client.table.send_request(make_request("OPTIONS"), 0.0)
     with pytest.raises(RoundLimitExceeded, match=str(MAX_ROUNDS)):
         pair.pump()
+
+
+# -- the reduced table of reliable non-INVITE client transactions ----------------------------
+
+
+def _register_response(branch: str, status: int) -> Response:
+    raw = (
+        f"SIP/2.0 {status} X\r\nVia: SIP/2.0/TLS 127.0.0.1:40000;branch={branch}\r\n"
+        "From: <sips:a@example.test>;tag=1\r\nTo: <sips:a@example.test>\r\nCall-ID: c\r\n"
+        "CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    message = parse_message(raw)
+    assert isinstance(message, Response)
+    return message
+
+
+def test_reliable_client_table_matches_by_branch_and_method_and_ends_on_a_final() -> None:
+    table = ReliableClientTable(timer_f=32.0)
+    key = ClientTxKey(branch="z9hG4bKr1", method="REGISTER")
+    table.send(key, 10.0)
+    assert table.next_deadline() == 42.0
+    assert table.match(_register_response("z9hG4bKother", 200)) is None  # §17.1.3
+    assert table.match(_register_response("z9hG4bKr1", 100)) == key  # provisional: still live
+    assert table.match(_register_response("z9hG4bKr1", 200)) == key
+    assert len(table) == 0  # Timer K is zero over TLS: a retransmitted 200 matches nothing
+    assert table.match(_register_response("z9hG4bKr1", 200)) is None
+
+
+def test_reliable_client_table_times_out_with_timer_f() -> None:
+    table = ReliableClientTable(timer_f=32.0)
+    key = ClientTxKey(branch="z9hG4bKr2", method="REGISTER")
+    table.send(key, 0.0)
+    assert table.expired(31.9) == []
+    assert table.expired(32.0) == [key]
+    assert table.next_deadline() is None
+    assert table.match(_register_response("z9hG4bKr2", 200)) is None  # too late
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ClientTxKey(branch="z9hG4bKr3", method="INVITE"),
+        ClientTxKey(branch="z9hG4bKr3", method="ACK"),
+        ClientTxKey(branch="no-cookie", method="REGISTER"),
+    ],
+)
+def test_reliable_client_table_refuses_what_it_cannot_run(key: ClientTxKey) -> None:
+    with pytest.raises(LocalProtocolError):
+        ReliableClientTable().send(key, 0.0)
+
+
+def test_reliable_client_table_refuses_a_duplicate_and_is_bounded() -> None:
+    table = ReliableClientTable(max_transactions=2)
+    key = ClientTxKey(branch="z9hG4bKr4", method="REGISTER")
+    table.send(key, 0.0)
+    with pytest.raises(LocalProtocolError, match="already exists"):
+        table.send(key, 1.0)
+    assert table.next_deadline() == 32.0  # the first one's Timer F, untouched
+    table.send(ClientTxKey(branch="z9hG4bKr5", method="REGISTER"), 0.0)
+    with pytest.raises(LocalProtocolError, match="limit"):
+        table.send(ClientTxKey(branch="z9hG4bKr6", method="REGISTER"), 0.0)
