@@ -355,15 +355,24 @@ class Registrations(Generic[H]):
         if account.wanted and account.retry_at is None:
             self._attempt(account, now)
 
-    def connection_failed(self, name: str, cause: object, now: float, *, tls: bool) -> None:
+    def connection_failed(
+        self, name: str, cause: object, now: float, *, tls: bool, fatal: bool = False
+    ) -> None:
         """The connection to the target failed (`tls`: its TLS handshake or verdict did).
 
-        RFC 3263 §4.3: the next target is tried; after the last, the attempt fails.
+        RFC 3263 §4.3: the next target is tried; after the last, the attempt fails. A `fatal`
+        cause (a setting that retrying cannot fix) fails the attempt at once and ends the
+        account's maintenance.
         """
         account = self._account(name)
         if not account.connecting:
             return
         account.connecting = False
+        if fatal:
+            account.persistent = False
+            account.causes = [(cause, True)]
+            self._round_failed(account, str(cause), now)
+            return
         account.causes.append((cause, tls))
         account.next_target += 1
         if account.next_target < len(account.targets):

@@ -245,11 +245,18 @@ class Account:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Keeps the account registered until cancelled (the endpoint refreshes, reconnects
-        and backs off; this only says so, and stops it when cancelled)."""
+        and backs off; this only says so, and stops it when cancelled).
+
+        Raises:
+            ConfigError: a setting that retrying cannot fix.
+        """
         self._pump.command(lambda now: self._registrations.maintain(self.name, now))
         task_status.started()
         try:
-            await trio.sleep_forever()
+            while True:
+                await self._outcome(self._wait(AccountRegistrationFailed))
+                if isinstance(self.last_failure, ConfigError):
+                    raise self.last_failure
         finally:
             self._registrations.stop(self.name)
 
@@ -383,7 +390,7 @@ class Account:
     async def _open(self, target: FlowTarget) -> None:
         peer = host_port(target.host, target.port)
         self.note_lock(TlsNegotiating(peer=peer), peer)
-        tls = True
+        tls, fatal = True, False
         try:
             connection = await self._connect_target(target)
         except PeerNotTrusted as exc:
@@ -402,8 +409,9 @@ class Account:
             error, tls = exc, False
         except SipuaError as exc:
             # Not the network: a store or setting the user must fix (a corrupt known-keys
-            # file...). It is reported like a TLS verdict, ahead of the network errors.
-            error = exc
+            # file...). It is reported like a TLS verdict, ahead of the network errors; a
+            # wrong setting is not retried at all.
+            error, fatal = exc, isinstance(exc, ConfigError)
         else:
             self._pump.command(
                 lambda now: self._registrations.connection_opened(
@@ -412,7 +420,9 @@ class Account:
             )
             return
         self._pump.command(
-            lambda now: self._registrations.connection_failed(self.name, error, now, tls=tls)
+            lambda now: self._registrations.connection_failed(
+                self.name, error, now, tls=tls, fatal=fatal
+            )
         )
 
     async def _connect_target(self, target: FlowTarget) -> SipConnection:

@@ -403,3 +403,17 @@ def test_unregister_answered_by_nothing_ends_with_timer_f() -> None:
     assert w.events[-1] == AccountUnregistered(
         account="alice", status=408, reason="no response from the registrar within 32 s"
     )
+
+
+def test_a_fatal_cause_is_not_retried() -> None:
+    # A setting retrying cannot fix (the user agent says which) ends the maintenance.
+    w = accounts()
+    w.maintain(0.0)
+    w.located(0.0, A, B)
+    w.endpoint.registrations.connection_failed("alice", "bad setting", 0.1, tls=False, fatal=True)
+    w.drain()
+    [failed] = w.of(AccountRegistrationFailed)
+    assert isinstance(failed, AccountRegistrationFailed)
+    assert failed.cause == "bad setting"
+    assert not w.of(RegistrationRetry)
+    assert w.endpoint.next_deadline() is None
