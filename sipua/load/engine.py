@@ -278,7 +278,7 @@ class _SharedFlow:
         outputs = registration.register(now)
         # The Call-ID is the binding's routing key on the shared connection (one per
         # registration for its whole life, RFC 3261 §10.2.4).
-        call_id = next(o.request.call_id for o in outputs if isinstance(o, SendRequest))
+        call_id = registration.call_id
         entry = _Pending(registration, now, limiter)
         self.pending[call_id] = entry
         self._act(call_id, entry, outputs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sipua.sip.message import Request, Response
 
@@ -34,9 +35,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClientTxKey:
-    """A client transaction: top Via branch and CSeq method (RFC 3261 §17.1.3)."""
+class ClientTxKey(NamedTuple):
+    """A client transaction: top Via branch and CSeq method (RFC 3261 §17.1.3).
+
+    A named tuple, not a dataclass like the other keys: it is made, hashed and compared for
+    every request we send and every response we read (the load engine's hot path), and a
+    tuple does all three in C.
+    """
 
     branch: str
     method: str

@@ -406,7 +406,7 @@ class Registration:
         self._from_tag = new_tag(rng)
         self._cseq = 0
         self._pending: Request | None = None
-        self._branch = ""  # of the last REGISTER built
+        self._key = ClientTxKey(branch="", method="REGISTER")  # of the last REGISTER built
         self._challenges = 0
         self._interval_retries = 0
         self._expires = expires
@@ -432,9 +432,7 @@ class Registration:
     @property
     def pending_key(self) -> ClientTxKey | None:
         """The client transaction key of the REGISTER in flight (§17.1.3), without parsing it."""
-        if self._pending is None:
-            return None
-        return ClientTxKey(branch=self._branch, method="REGISTER")
+        return self._key if self._pending is not None else None
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -726,7 +724,8 @@ class Registration:
 
     def _build(self, expires: int, extra: list[tuple[str, str]]) -> Request:
         self._cseq += 1
-        branch = self._branch = new_branch(self._rng)
+        branch = new_branch(self._rng)
+        self._key = ClientTxKey(branch=branch, method="REGISTER")
         headers = Headers(
             [
                 ("Via", self._via_prefix + branch),
@@ -861,6 +860,11 @@ class RegisterClient:
         """The registration's state."""
         return self.registration.state
 
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of every REGISTER of the binding."""
+        return self.registration.call_id
+
     def register(self, now: float) -> list[RegistrationOutput]:
         """Starts a registration (or a refresh) now."""
         return self._sent(self.registration.register(now), now)
@@ -875,12 +879,15 @@ class RegisterClient:
             key = self._table.match(response)
         except ProtocolError:
             key = None  # no usable Via or CSeq: it answers no transaction of ours
-        if key is None or key != self._key:
-            self.stray_responses += 1
+        if key is None or key is not self._key:
+            self.stray_responses += 1  # a stray, or the answer to a request overtaken since
             return []
         if response.status >= 200:
             self._key = None
-        return self._sent(self.registration.receive_response(response, now), now)
+        outputs = self.registration.receive_response(response, now)
+        if outputs and type(outputs[0]) is SendRequest:  # a retry: a new transaction
+            self._sent(outputs, now)
+        return outputs
 
     def next_deadline(self) -> float | None:
         """The earlier of Timer F of the REGISTER in flight and the refresh."""

@@ -363,7 +363,9 @@ class ReliableClientTable:
     ) -> None:
         self._f = timer_f
         self._max = max_transactions
-        self._live: dict[ClientTxKey, float] = {}
+        # key -> (the key as sent, its Timer F deadline): `match` hands back the sent key
+        # itself, which its owner can then recognise by identity.
+        self._live: dict[ClientTxKey, tuple[ClientTxKey, float]] = {}
 
     @property
     def timeout(self) -> float:
@@ -388,12 +390,13 @@ class ReliableClientTable:
             )
         if len(self._live) >= self._max:
             raise LocalProtocolError(f"{len(self._live)} transactions are live, the limit")
-        deadline = now + self._f
-        if self._live.setdefault(key, deadline) is not deadline:
+        entry = (key, now + self._f)
+        if self._live.setdefault(key, entry) is not entry:
             raise LocalProtocolError(f"a client transaction for {key} already exists")
 
     def match(self, response: Response) -> ClientTxKey | None:
-        """The live transaction `response` answers, or None (a stray, §17.1.3).
+        """The live transaction `response` answers (the key given to `send`), or None (a stray,
+        §17.1.3).
 
         A final response ends its transaction (Timer K is zero on a reliable transport).
 
@@ -403,9 +406,8 @@ class ReliableClientTable:
         key = client_key(response)
         if key is None:
             return None
-        if response.status >= 200:
-            return key if self._live.pop(key, None) is not None else None
-        return key if key in self._live else None
+        entry = self._live.pop(key, None) if response.status >= 200 else self._live.get(key)
+        return entry[0] if entry is not None else None
 
     def drop(self, key: ClientTxKey) -> None:
         """Ends a transaction whose transport failed (§17.1.4)."""
@@ -413,11 +415,11 @@ class ReliableClientTable:
 
     def next_deadline(self) -> float | None:
         """The earliest Timer F, or None."""
-        return min(self._live.values(), default=None)
+        return min((deadline for _key, deadline in self._live.values()), default=None)
 
     def expired(self, now: float) -> list[ClientTxKey]:
         """The transactions whose Timer F fired by `now`; they are over."""
-        due = [key for key, deadline in self._live.items() if deadline <= now]
+        due = [key for key, (_sent, deadline) in self._live.items() if deadline <= now]
         for key in due:
             del self._live[key]
         return due
