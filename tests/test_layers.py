@@ -207,3 +207,43 @@ def test_the_checker_sees_a_raw_socket(tmp_path: Path) -> None:
         "    await trio.lowlevel.wait_readable(s)\n"
     )
     assert _past_transport(bad) == ["sipua.tls.connection.engine", "trio.lowlevel.wait_readable"]
+
+
+# What decides when a flow is pinged or dead, when to retry, refresh or give up on a request,
+# and which transaction a message belongs to: the core's alone. Nothing above it imports them
+# (the load engine runs its registrations through `RegisterClient`, which keeps them inside).
+CORE_DECISIONS = {
+    "sipua.sip.keepalive": {"KeepaliveSchedule", "KeepaliveAction"},
+    "sipua.sip.registration": {"backoff_delay", "refresh_delay"},
+    "sipua.sip.transactions": {"TransactionTable", "ReliableClientTable", "client_key"},
+}
+
+
+def _imported_names(path: Path) -> list[tuple[str, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        for alias in node.names
+    ]
+
+
+def test_no_sip_decision_is_made_above_the_core() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name} from {module}"
+        for layer in ("ua", "transport", "load", "commands")
+        for path in _modules(layer)
+        for module, name in _imported_names(path)
+        if name in CORE_DECISIONS.get(module, set())
+    ]
+    assert offenders == []
+
+
+def test_the_decision_checker_sees_an_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from sipua.sip.keepalive import KeepaliveSchedule, PONG_TIMEOUT_SECONDS\n")
+    assert _imported_names(bad) == [
+        ("sipua.sip.keepalive", "KeepaliveSchedule"),
+        ("sipua.sip.keepalive", "PONG_TIMEOUT_SECONDS"),
+    ]
