@@ -68,19 +68,29 @@ class _RefusePassword(argparse.Action):
         )
 
 
-def _flag_help(declared: Setting) -> str:
-    shown = declared.default_text()
-    if declared.kind == "off":
-        return f"do not {declared.help}"
-    return declared.help if shown is None else f"{declared.help} (default: {shown})"
+def _flag_help(declared: Setting, *, env: bool) -> str:
+    """The declared help, with the default and the environment variable that also sets it."""
+    shown = None if declared.kind == "off" else declared.default_text()
+    notes = [f"default: {shown}"] if shown is not None else []
+    if env and declared.env is not None:
+        notes.append(f"env {declared.env}")
+    text = f"do not {declared.help}" if declared.kind == "off" else declared.help
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def _add_flag(
-    container: argparse._ActionsContainer, declared: Setting, help_text: str | None = None
+    container: argparse._ActionsContainer,
+    declared: Setting,
+    help_text: str | None = None,
+    *,
+    env: bool = True,
 ) -> None:
     """Adds the flag of one declared setting (which must have one)."""
     assert declared.flag is not None
-    options: dict[str, Any] = {"dest": declared.dest, "help": help_text or _flag_help(declared)}
+    options: dict[str, Any] = {
+        "dest": declared.dest,
+        "help": help_text or _flag_help(declared, env=env),
+    }
     if declared.kind == "switch":
         options["action"] = argparse.BooleanOptionalAction
     elif declared.kind in ("on", "off"):
@@ -137,6 +147,7 @@ def add_setting_flags(
     keys: Iterable[str],
     *,
     help_texts: Mapping[str, str] | None = None,
+    env: bool = True,
 ) -> None:
     """Adds the flags of a few settings, for a command that takes only those.
 
@@ -144,10 +155,12 @@ def add_setting_flags(
         container: The parser or group.
         keys: The settings' dotted keys (`tls.only_trusted`), in the order to list them.
         help_texts: Help worded for this command, by key, instead of the declared help.
+        env: Whether the command also reads the settings' environment variables (the help
+            names them).
     """
     by_key = {declared.key: declared for declared in SETTINGS}
     for key in keys:
-        _add_flag(container, by_key[key], (help_texts or {}).get(key))
+        _add_flag(container, by_key[key], (help_texts or {}).get(key), env=env)
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[Override]:

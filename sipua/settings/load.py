@@ -445,6 +445,35 @@ def _check_certificates(certificates: CertificateSettings, merged: _Values) -> N
             )
 
 
+def setting_value(
+    key: str, overrides: Sequence[Override] = (), *, env: Mapping[str, str] | None = None
+) -> object:
+    """One setting, for a command that needs only it: flags, then environment, then default.
+
+    No configuration file is read (`sipua cert list --data-dir DIR` works without one).
+
+    Args:
+        key: The dotted setting name, e.g. `data_dir`.
+        overrides: Values from command-line flags.
+        env: The environment; `os.environ` if omitted.
+
+    Raises:
+        ConfigError: The flag or variable is wrong; the message names it.
+    """
+    environ = os.environ if env is None else env
+    declared = BY_KEY[key]
+    given = [o for o in overrides if o.key == key]
+    if not given and declared.env is not None and environ.get(declared.env):
+        given = [Override(key, environ[declared.env], declared.env)]
+    if given:
+        layer = _override_layer(given[-1:])
+        values = layer.account if declared.section == "account" else layer.general
+        return values.values[declared.name if declared.section == "account" else key]
+    if key == "data_dir":
+        return default_data_dir(environ)
+    return declared.default
+
+
 def load_settings(
     config: Path | str | None = None,
     *,
