@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sipua.cli import build_parser
+from sipua.cli import build_parser, main
 from sipua.errors import ConfigError
 from sipua.settings import model
 from sipua.settings.flags import add_common_flags, settings_from_args
@@ -331,3 +331,25 @@ def test_setting_value_reads_flag_then_environment_then_default(tmp_path: Path) 
     assert setting_value("tls.ca_type", env={}) == "all"
     with pytest.raises(ConfigError, match=r"^SIPUA_CA_TYPE: expected one of"):
         setting_value("tls.ca_type", env={"SIPUA_CA_TYPE": "some"})
+
+
+# --- the listing and the documentation ---------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+
+
+def test_config_settings_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "settings"]) == 0
+    out = capsys.readouterr().out
+    for declared_setting in SETTINGS:
+        for part in (declared_setting.env, declared_setting.flag, declared_setting.help):
+            if part is not None:
+                assert part in out, (declared_setting.key, part)
+
+
+def test_docs_settings_table_is_the_declarations(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "settings", "--markdown"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    documented = [line for line in DOCS.read_text().splitlines() if line.startswith("|")]
+    # Regenerate with: sipua config settings --markdown (below the page's introduction).
+    assert documented == table

@@ -127,7 +127,11 @@ class AccountSettings:
     """
 
     # `--account NAME` selects an account by this name (or names the account the flags define).
-    name: str = field(metadata=declare(v.account_name, help="a short label for logs and --account"))
+    name: str = field(
+        metadata=declare(
+            v.account_name, help="a short label for logs and --account", unset="the AOR's user"
+        )
+    )
     aor: str = field(
         metadata=declare(
             v.aor,
