@@ -84,7 +84,6 @@ _FILE_KEYS: Final[Mapping[str, Mapping[str, Setting]]] = {
 #: The file's tables: [tls], [listen], ... ([[accounts]] is an array of them).
 _TABLES: Final = tuple(section for section in SECTIONS if section not in ("", "account"))
 _TOP_LEVEL_KEYS: Final = (*_FILE_KEYS[""], *_TABLES, "accounts")
-_PASSWORD_KEYS: Final = ("password", "password_file", "password_env")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +158,7 @@ class _Layer:
     account: _Values = field(default_factory=_Values)  # account.* from env/flags, by name
     accounts: list[_Values] = field(default_factory=list)  # from the file
     warnings: list[str] = field(default_factory=list)
-    file: Path = Path()  # the configuration file, for the file layer
+    file: Path | None = None  # the configuration file, for the file layer
 
     def apply(self, declared: Setting, raw: object, source: Source, values: _Values) -> None:
         """Validates one raw value and puts it into `values` (this layer's or an account's).
@@ -197,7 +196,7 @@ class _Layer:
             return _PasswordSource("file", written, source.where, path=path)
         if declared.name == "password_env":
             return _PasswordSource("env", written, source.where)
-        if source.base is not None and _is_world_readable(self.file):
+        if self.file is not None and _is_world_readable(self.file):
             self.warnings.append(
                 f"{self.file} holds a password and other users can read it; "
                 f"run `chmod o-r {self.file}` or move the password to password_file"
@@ -285,7 +284,7 @@ def _override_layer(overrides: Iterable[Override]) -> _Layer:
 
 
 def overrides_from_env(env: Mapping[str, str]) -> tuple[list[Override], list[str]]:
-    """Reads the `SIPUA_*` variables (see the module docstring) as overrides.
+    """Reads the `SIPUA_*` variables the settings declare as overrides.
 
     Empty variables count as unset, as shells make it easy to export an empty one by mistake.
 
