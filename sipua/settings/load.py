@@ -447,13 +447,14 @@ def _check_certificates(certificates: CertificateSettings, merged: _Values) -> N
 def setting_value(
     key: str, overrides: Sequence[Override] = (), *, env: Mapping[str, str] | None = None
 ) -> object:
-    """One setting, for a command that needs only it: flags, then environment, then default.
+    """One setting, for a command that needs only it: its flag, then its variable, then default.
 
-    No configuration file is read (`sipua cert list --data-dir DIR` works without one).
+    No configuration file is read, and no other variable (`sipua cert list --data-dir DIR`
+    works whatever else the environment holds); the precedence is `load_settings`' own.
 
     Args:
-        key: The dotted setting name, e.g. `data_dir`.
-        overrides: Values from command-line flags.
+        key: A dotted setting name outside the accounts, e.g. `data_dir`.
+        overrides: Values from command-line flags (others than `key`'s are ignored).
         env: The environment; `os.environ` if omitted.
 
     Raises:
@@ -461,16 +462,16 @@ def setting_value(
     """
     environ = os.environ if env is None else env
     declared = BY_KEY[key]
-    given = [o for o in overrides if o.key == key]
-    if not given and declared.env is not None and environ.get(declared.env):
-        given = [Override(key, environ[declared.env], declared.env)]
-    if given:
-        layer = _override_layer(given[-1:])
-        values = layer.account if declared.section == "account" else layer.general
-        return values.values[declared.name if declared.section == "account" else key]
-    if key == "data_dir":
-        return default_data_dir(environ)
-    return declared.default
+    if declared.section == "account":
+        raise ValueError(f"{key} belongs to an account; use load_settings")
+    # The variables the defaults are computed from (`data_dir`'s XDG rule), and the setting's.
+    names = ("HOME", "XDG_DATA_HOME", declared.env)
+    own_env = {name: environ[name] for name in names if name is not None and name in environ}
+    settings = load_settings(
+        env=own_env, overrides=[override for override in overrides if override.key == key]
+    )
+    section = getattr(settings, declared.section) if declared.section else settings
+    return getattr(section, declared.name)
 
 
 def load_settings(
