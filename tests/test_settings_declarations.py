@@ -20,7 +20,7 @@ import pytest
 from sipua.cli import build_parser, main
 from sipua.errors import ConfigError
 from sipua.settings import model
-from sipua.settings.flags import add_common_flags, settings_from_args
+from sipua.settings.flags import add_common_flags, overrides_from_args, settings_from_args
 from sipua.settings.load import Override, load_settings, setting_value
 from sipua.settings.model import ALTERNATIVES, SECTIONS, SETTINGS, Settings
 from sipua.settings.schema import Setting, declared
@@ -353,3 +353,13 @@ def test_docs_settings_table_is_the_declarations(capsys: pytest.CaptureFixture[s
     documented = [line for line in DOCS.read_text().splitlines() if line.startswith("|")]
     # Regenerate with: sipua config settings --markdown (below the page's introduction).
     assert documented == table
+
+
+def test_a_command_argument_sharing_a_flag_name_is_not_a_setting(tmp_path: Path) -> None:
+    # `sipua cert accept-key NAME PIN` has a positional `pin`, as `--pin` has: only the flags the
+    # parser was given for settings are read back as settings.
+    args = build_parser("cert").parse_args(
+        ["cert", "accept-key", "reg.example.test", PIN, "--data-dir", str(tmp_path)]
+    )
+    assert args.pin == PIN
+    assert overrides_from_args(args) == [Override("data_dir", str(tmp_path), "--data-dir")]

@@ -50,6 +50,10 @@ _SECTION_GROUPS: Final[Mapping[str, str]] = {
 }
 #: Flags that cannot be given together (one says where to listen, the other not to).
 _EXCLUSIVE: Final = frozenset({"listen.address", "listen.enabled"})
+#: The namespace attribute listing the settings whose flags a parser has: only those are read
+#: back, so a command's own argument that happens to share a name (`accept-key NAME PIN`) is
+#: never taken for a setting.
+_ADDED: Final = "sipua_setting_flags"
 
 
 class _RefusePassword(argparse.Action):
@@ -87,6 +91,8 @@ def _add_flag(
 ) -> None:
     """Adds the flag of one declared setting (which must have one)."""
     assert declared.flag is not None
+    added: tuple[str, ...] = container.get_default(_ADDED) or ()
+    container.set_defaults(**{_ADDED: (*added, declared.key)})
     options: dict[str, Any] = {
         "dest": declared.dest,
         "help": help_text or _flag_help(declared, env=env),
@@ -172,9 +178,10 @@ def overrides_from_args(args: argparse.Namespace) -> list[Override]:
     """
     from sipua.settings.load import Override
 
+    added = frozenset(getattr(args, _ADDED, ()))
     overrides: list[Override] = []
     for declared in SETTINGS:
-        if declared.flag is None:
+        if declared.key not in added:
             continue
         value = getattr(args, declared.dest, None)
         if value is not None:
