@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 import operator
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -48,7 +49,7 @@ from typing import Final, TypeVar
 import trio
 
 from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted, TlsAlertReceived
-from sipua.tls.connection import events
+from sipua.tls.connection import events, sockio
 from sipua.tls.connection.context import (
     TlsClientConfig,
     TlsServerConfig,
@@ -115,12 +116,22 @@ class TlsStream(trio.abc.Stream):
         engine: A fresh `TlsEngine` for this connection.
         verifier: Decides on the peer's chain; for a server it is only used when the client
             presents a certificate.
+        raw_socket: The non-blocking stdlib socket under `transport_stream` (a
+            `trio.SocketStream` made with `trio.socket.from_stdlib_socket` on it), or None.
+            With it, sends and receives try the system call first and go through trio's
+            scheduler only to wait (`sockio`); the transport stream still closes it.
     """
 
     def __init__(
-        self, transport_stream: trio.abc.Stream, engine: TlsEngine, *, verifier: Verifier
+        self,
+        transport_stream: trio.abc.Stream,
+        engine: TlsEngine,
+        *,
+        verifier: Verifier,
+        raw_socket: socket.socket | None = None,
     ) -> None:
         self.transport_stream = transport_stream
+        self._raw = raw_socket
         self._engine = engine
         self._verifier = verifier
         self._state = _State.OK
@@ -143,6 +154,7 @@ class TlsStream(trio.abc.Stream):
         config: TlsClientConfig,
         *,
         verifier: Verifier | None = None,
+        raw_socket: socket.socket | None = None,
     ) -> TlsStream:
         """A client-side stream as `config` says.
 
@@ -150,6 +162,7 @@ class TlsStream(trio.abc.Stream):
             transport_stream: The connected transport.
             config: Client settings (TLS name, versions, trust, identity for mutual TLS).
             verifier: Overrides the verifier built from `config` (tests, special policies).
+            raw_socket: The stdlib socket under `transport_stream`, if any (see the class).
         """
         if verifier is None:
             from sipua.tls.trust.verify import client_verifier
@@ -158,7 +171,7 @@ class TlsStream(trio.abc.Stream):
         engine = TlsEngine(
             client_context(config), server_side=False, server_name=config.server_name
         )
-        return cls(transport_stream, engine, verifier=verifier)
+        return cls(transport_stream, engine, verifier=verifier, raw_socket=raw_socket)
 
     @classmethod
     def server(
@@ -236,23 +249,27 @@ class TlsStream(trio.abc.Stream):
                 self._delayed_outgoing = to_send
                 to_send = b""
             if to_send:
-                async with self._send_lock:
-                    yielded = True
-                    if self._delayed_outgoing is not None:
-                        to_send = self._delayed_outgoing + to_send
-                        self._delayed_outgoing = None
-                    await self._transport_send(to_send)
+                yielded |= await self._locked_send(to_send)
             elif want_read:
                 count = self._recv_count
-                async with self._recv_lock:
+                # A free lock is taken without a trip through the scheduler; the operation
+                # still ends with a checkpoint when nothing waited (below).
+                try:
+                    self._recv_lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._recv_lock.acquire()
                     yielded = True
+                try:
                     if count == self._recv_count:
-                        data = await self._transport_receive()
+                        data, waited = await self._transport_receive()
+                        yielded |= waited
                         if data:
                             self._engine.receive_data(data)
                         else:
                             self._engine.receive_eof()
                         self._recv_count += 1
+                finally:
+                    self._recv_lock.release()
             if not want_read:
                 break
         if not yielded:
@@ -271,15 +288,39 @@ class TlsStream(trio.abc.Stream):
                 with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.transport_stream.send_all(alert)
 
-    async def _transport_send(self, data: bytes) -> None:
+    async def _locked_send(self, to_send: bytes) -> bool:
+        # Under the FIFO send lock, with the held-back session tickets in front. Returns True
+        # when it went through the scheduler.
+        lock = self._send_lock
+        waited = False
         try:
-            await self.transport_stream.send_all(data)
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+            waited = True
+        try:
+            if self._delayed_outgoing is not None:
+                to_send = self._delayed_outgoing + to_send
+                self._delayed_outgoing = None
+            return await self._transport_send(to_send) or waited
+        finally:
+            lock.release()
+
+    async def _transport_send(self, data: bytes) -> bool:
+        # True when the send went through the scheduler (always, for a trio stream).
+        try:
+            if self._raw is None:
+                await self.transport_stream.send_all(data)
+                return True
+            if self._state is _State.CLOSED:
+                raise trio.ClosedResourceError("this TLS stream was closed")
+            return await sockio.send_all(self._raw, data)
         except trio.ClosedResourceError:
             self._mark_broken()
             if self._state is _State.CLOSED:
                 raise
             raise self._broken("the transport was closed under the TLS stream") from None
-        except trio.BrokenResourceError as exc:
+        except (trio.BrokenResourceError, OSError) as exc:
             self._mark_broken()
             raise self._broken(f"the peer's transport broke while sending ({exc})") from exc
         except BaseException:
@@ -287,15 +328,20 @@ class TlsStream(trio.abc.Stream):
             self._mark_broken()
             raise
 
-    async def _transport_receive(self) -> bytes:
+    async def _transport_receive(self) -> tuple[bytes, bool]:
+        # The bytes, and True when the receive went through the scheduler.
         try:
-            return bytes(await self.transport_stream.receive_some())
+            if self._raw is None:
+                return bytes(await self.transport_stream.receive_some()), True
+            if self._state is _State.CLOSED:
+                raise trio.ClosedResourceError("this TLS stream was closed")
+            return await sockio.receive(self._raw)
         except trio.ClosedResourceError:
             self._mark_broken()
             if self._state is _State.CLOSED:
                 raise
             raise self._broken("the transport was closed under the TLS stream") from None
-        except trio.BrokenResourceError as exc:
+        except (trio.BrokenResourceError, OSError) as exc:
             self._mark_broken()
             raise self._broken(f"the peer's transport broke while receiving ({exc})") from exc
 
@@ -550,9 +596,8 @@ class TlsStream(trio.abc.Stream):
                 outgoing = self._delayed_outgoing + outgoing
                 self._delayed_outgoing = None
             if outgoing:
-                async with self._send_lock:
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.transport_stream.send_all(outgoing)
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._locked_send(outgoing)
         except BaseException:
             self._state = _State.CLOSED
             await trio.aclose_forcefully(self.transport_stream)
