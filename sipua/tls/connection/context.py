@@ -269,6 +269,33 @@ def note_certificate_request(connection: SSL.Connection, where: int, _ret: int) 
             notes.certificate_requested = True
 
 
+def _watch_certificate_request(context: SSL.Context) -> None:
+    # OpenSSL calls a context's certificate callback (SSL_CTX_set_cert_cb(3)) on the client
+    # only when the server sent a CertificateRequest: one call into Python, and only then. The
+    # info callback (pyOpenSSL's public way) runs ~16 times per handshake, ~40 µs of client
+    # CPU. pyOpenSSL 26 has no call for the certificate callback, so its binding's function
+    # is used, as `_set_groups` does; without it, the info callback stays.
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    setter = getattr(_lib, "SSL_CTX_set_cert_cb", None)
+    if setter is None:
+        context.set_info_callback(note_certificate_request)
+        return
+
+    def on_request(ssl: object, _arg: object) -> int:
+        connection = SSL.Connection._reverse_mapping.get(ssl)
+        notes = connection.get_app_data() if connection is not None else None
+        if isinstance(notes, HandshakeNotes):
+            notes.certificate_requested = True
+        return 1  # go on: OpenSSL sends the context's certificate, if it has one
+
+    callback = _ffi.callback("int (*)(SSL *, void *)", on_request, error=1)
+    setter(context._context, callback, _ffi.NULL)
+    # The context must keep the C callback alive as long as it lives.
+    context._sipua_certificate_request_callback = callback  # type: ignore[attr-defined]
+
+
 class _ContextCache:
     """A small LRU of built contexts, safe to use from worker threads too."""
 
@@ -433,7 +460,7 @@ def _build_client(config: TlsClientConfig, watch_certificate_request: bool) -> S
     context = _base_context(config)
     context.set_verify(SSL.VERIFY_PEER, record_verdict)
     if watch_certificate_request:
-        context.set_info_callback(note_certificate_request)
+        _watch_certificate_request(context)
     if config.identity is not None:
         _use_identity(context, config.identity)
     return context
