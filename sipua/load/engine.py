@@ -208,6 +208,7 @@ class _Flow:
             server_name=plan.tls.server_name,
             context=context,
             verifier=verifier,
+            learn_key_share=plan.tls.groups is None,
         )
         return cls(raw)
 

@@ -82,8 +82,11 @@ class RawTlsFlow:
         server_name: str | None,
         context: SSL.Context,
         verifier: Verifier,
+        learn_key_share: bool = False,
     ) -> RawTlsFlow:
         """Connects, runs the handshake and the trust verdict (the Finished stays queued).
+
+        `learn_key_share`: the context is on OpenSSL's default groups; see `TlsEngine`.
 
         Raises:
             ConnectFailed: The TCP connect failed.
@@ -99,7 +102,12 @@ class RawTlsFlow:
                 raise ConnectFailed(
                     f"cannot connect to {host}:{port}: {exc.strerror or exc}"
                 ) from exc
-            engine = TlsEngine(context, server_side=False, server_name=server_name)
+            engine = TlsEngine(
+                context,
+                server_side=False,
+                server_name=server_name,
+                learn_key_share=learn_key_share,
+            )
             while not engine.handshake():
                 outgoing = engine.data_to_send()
                 if outgoing:
@@ -120,6 +128,7 @@ class RawTlsFlow:
                     f"the server {server_name or host} is not trusted: {verdict.reason}",
                     code=verdict.code,
                 )
+            engine.remember_key_share()
             name = sock.getsockname()
         except BaseException:
             sockio.close(sock)

@@ -188,9 +188,9 @@ def client_context(
 
     Args:
         config: Client settings. `server_name` and `policy` do not change the context.
-        watch_certificate_request: Notice a CertificateRequest from the server (an info
-            callback, ~23 calls into Python per handshake; the user agent's lock state needs
-            it). The load engine, which never reports it, passes False.
+        watch_certificate_request: Notice a CertificateRequest from the server (OpenSSL's
+            certificate callback, one call into Python when the server asks; the user agent's
+            lock state needs it). The load engine, which never reports it, passes False.
 
     Returns:
         A fully built context; do not modify it.
@@ -405,6 +405,48 @@ def _base_context(config: _Common) -> SSL.Context:
     if config.keylog_path is not None:
         context.set_keylog_callback(KeyLogWriter(config.keylog_path))
     return context
+
+
+# -- key shares learned per server --------------------------------------------------------
+#
+# OpenSSL 3.5+ sends two TLS 1.3 key shares by default, the hybrid post-quantum X25519MLKEM768
+# and X25519 (RFC 8446 §4.2.8): ~0.1 ms of client CPU per handshake for the hybrid one, wasted
+# on a server that takes X25519 (any OpenSSL before 3.5, the usual registrar today). Once a
+# server was verified with a classical group, sipua's next ClientHello to that TLS name carries
+# only that group's share, while still listing every default group with the hybrid first: a
+# server that prefers the hybrid answers with a HelloRetryRequest (one more round trip) and gets
+# it, so the post-quantum protection is never given up, and sipua then remembers the hybrid
+# again. Only for contexts on OpenSSL's default groups (`groups` unset): a user's choice stays.
+
+#: The default groups' preference order (OpenSSL 3.5+'s, hybrid first), one marked "*" gets
+#: the only key share. Names as `Connection.get_group_name()` reports them.
+_CLASSICAL_SHARES: Final = ("x25519", "secp256r1", "x448", "secp384r1", "secp521r1")
+_DEFAULT_ORDER: Final = ("X25519MLKEM768", *_CLASSICAL_SHARES, "ffdhe2048", "ffdhe3072")
+#: How many TLS names' learned groups are kept (the oldest is forgotten first).
+MAX_LEARNED_KEY_SHARES: Final = 1024
+_learned_shares: OrderedDict[str, bytes] = OrderedDict()
+_learned_lock: Final = threading.Lock()
+
+
+def learned_key_share_groups(server_name: str) -> bytes | None:
+    """The groups list (with its one key share marked) for a server verified before, or None."""
+    return _learned_shares.get(server_name)
+
+
+def learn_key_share(server_name: str, group: str | None) -> None:
+    """Remembers the group a verified handshake with `server_name` used (see above)."""
+    group = (group or "").lower()
+    if group not in _CLASSICAL_SHARES:
+        # The hybrid (or an unknown group): the default key shares are what it needs.
+        with _learned_lock:
+            _learned_shares.pop(server_name, None)
+        return
+    listed = ":".join(f"*{name}" if name == group else name for name in _DEFAULT_ORDER)
+    with _learned_lock:
+        _learned_shares[server_name] = listed.encode("ascii")
+        _learned_shares.move_to_end(server_name)
+        while len(_learned_shares) > MAX_LEARNED_KEY_SHARES:
+            _learned_shares.popitem(last=False)
 
 
 def _set_list(setter: Callable[[bytes], object], value: str, error: str) -> None:

@@ -169,7 +169,10 @@ class TlsStream(trio.abc.Stream):
 
             verifier = client_verifier(config)
         engine = TlsEngine(
-            client_context(config), server_side=False, server_name=config.server_name
+            client_context(config),
+            server_side=False,
+            server_name=config.server_name,
+            learn_key_share=config.groups is None,
         )
         return cls(transport_stream, engine, verifier=verifier, raw_socket=raw_socket)
 
@@ -451,6 +454,7 @@ class TlsStream(trio.abc.Stream):
             await self._refuse("the server presented no certificate", code="invalid-chain")
         if verification is not None and not verification.ok:
             await self._refuse(verification.reason, code=verification.code, result=verification)
+        self._engine.remember_key_share()
         self._handshake_event = HandshakeCompleted(
             version=self._engine.version,
             cipher=self._engine.cipher,
