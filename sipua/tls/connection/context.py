@@ -422,6 +422,10 @@ def _base_context(config: _Common) -> SSL.Context:
 #: the only key share. Names as `Connection.get_group_name()` reports them.
 _CLASSICAL_SHARES: Final = ("x25519", "secp256r1", "x448", "secp384r1", "secp521r1")
 _DEFAULT_ORDER: Final = ("X25519MLKEM768", *_CLASSICAL_SHARES, "ffdhe2048", "ffdhe3072")
+_LISTS_BY_SHARE: Final = {
+    share: ":".join(f"*{name}" if name == share else name for name in _DEFAULT_ORDER).encode()
+    for share in _CLASSICAL_SHARES
+}
 #: How many TLS names' learned groups are kept (the oldest is forgotten first).
 MAX_LEARNED_KEY_SHARES: Final = 1024
 _learned_shares: OrderedDict[str, bytes] = OrderedDict()
@@ -441,9 +445,11 @@ def learn_key_share(server_name: str, group: str | None) -> None:
         with _learned_lock:
             _learned_shares.pop(server_name, None)
         return
-    listed = ":".join(f"*{name}" if name == group else name for name in _DEFAULT_ORDER)
+    listed = _LISTS_BY_SHARE[group]
+    if _learned_shares.get(server_name) is listed:
+        return  # known already (the usual case: the same registrar again)
     with _learned_lock:
-        _learned_shares[server_name] = listed.encode("ascii")
+        _learned_shares[server_name] = listed
         _learned_shares.move_to_end(server_name)
         while len(_learned_shares) > MAX_LEARNED_KEY_SHARES:
             _learned_shares.popitem(last=False)
