@@ -49,7 +49,7 @@ import os
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -99,7 +99,29 @@ MAX_CONCURRENCY: Final = 100_000
 #: Bytes of plaintext one coalesced write of the shared connection takes at most.
 MAX_COALESCED_BYTES: Final = 15 * 1024
 
+#: Allocations between young-generation garbage collections during a run (CPython's default
+#: is 700). A registration allocates a few hundred objects and leaves few cycles: with the
+#: default, a one-connection run spent ~12 µs per registration in ~700 collections per 20,000
+#: registrations; with this, ~1.5 µs in ~11. Bounded, so memory stays bounded.
+RUN_GC_THRESHOLD: Final = 10_000
+
 ProgressSink = Callable[[LoadStats, float], None]
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect less often during a run: the objects alive at its start (modules, contexts,
+    accounts) are frozen out of later full collections and the young generation is larger;
+    both are restored afterwards."""
+    before = gc.get_threshold()
+    gc.collect()  # garbage frozen now would stay until the end
+    gc.freeze()
+    gc.set_threshold(RUN_GC_THRESHOLD, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,6 +423,10 @@ class LoadRun:
         Raises:
             ConfigError: An AOR of the plan is not a usable `sips:` URI.
         """
+        with _fewer_collections():
+            return await self._run()
+
+    async def _run(self) -> LoadReport:
         plan = self.plan
         nofile = raise_nofile_limit()
         gc.collect()
