@@ -23,6 +23,8 @@ The hot path is lean on purpose, because this is what the benchmarks measure:
   does.
 - No logging per message or per registration; the run keeps counters (`LoadStats`) and the
   command prints a progress line from them.
+- Garbage is collected less often while a run lasts (`RUN_GC_THRESHOLD`, and the objects alive
+  at its start frozen out of full collections); the collector's settings are restored after.
 
 With `--reuse-connection` all registrations share one TLS connection and have no task of their
 own: the reader hands each response to its registration (routed by Call-ID) and acts on what
