@@ -412,7 +412,9 @@ class LoadRun:
         # a certificate fingerprint per trusted certificate.
         # No CertificateRequest watch: a load run never reports it, and the info callback is
         # ~23 calls into Python per handshake.
-        self._context = client_context(plan.tls, watch_certificate_request=False)
+        self._context = client_context(
+            plan.tls, watch_certificate_request=False, record_verdicts=False
+        )
         self._hold_over = trio.Event()
         self._attempts_done = trio.Event()
         self._outstanding = 0
