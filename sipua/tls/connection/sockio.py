@@ -67,9 +67,7 @@ async def connect(
     try:
         sock.connect(address)
     except BlockingIOError:
-        ready = select.poll()
-        ready.register(sock, select.POLLOUT)
-        if not ready.poll(0):
+        if not _writable_now(sock):
             if limit_seconds is None:
                 await trio.lowlevel.wait_writable(sock)
             else:
@@ -78,6 +76,14 @@ async def connect(
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             raise OSError(error, os.strerror(error)) from None
+
+
+def _writable_now(sock: socket.socket) -> bool:
+    if not hasattr(select, "poll"):  # Windows: ask trio
+        return False
+    ready = select.poll()
+    ready.register(sock, select.POLLOUT)
+    return bool(ready.poll(0))
 
 
 async def send_all(sock: socket.socket, data: bytes | memoryview) -> bool:
