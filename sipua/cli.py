@@ -34,7 +34,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "call": ("sipua.commands.call", "place a call over TLS through the registrar"),
     "cert": ("sipua.commands.cert", "manage trusted and device certificates"),
     "load": ("sipua.commands.load", "register many accounts at once and measure"),
-    "config": ("sipua.commands.config", "import a desk phone's provisioning file (.cfg)"),
+    "config": (
+        "sipua.commands.config",
+        "import a desk phone's provisioning file (.cfg), list the settings",
+    ),
 }
 
 

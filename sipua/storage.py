@@ -1,4 +1,4 @@
-"""User state on disk: where it lives and how it is written.
+"""User state on disk: how it is written, read and locked.
 
 Theory of operation: this module is the only code in sipua that writes user state (the
 certificate store today, settings updates later). Every write goes through `atomic_write`, which
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Final
 
 from sipua.errors import StoreError
-from sipua.settings import model as settings_model
 
 #: The largest file sipua reads as user state or imports (certificates, keys): 5 MB, the limit
 #: desk phones document for certificate uploads.
@@ -54,19 +53,6 @@ LOCK_FILE_NAME: Final = ".lock"
 #: How long `exclusive_lock` waits for another process (a writer holds it for milliseconds).
 LOCK_TIMEOUT_SECONDS: Final = 30.0
 _LOCK_POLL_SECONDS: Final = 0.01
-
-
-def default_data_dir() -> Path:
-    """Returns the directory sipua keeps its state in.
-
-    `$SIPUA_DATA_DIR` if set, else `$XDG_DATA_HOME/sipua`, else `~/.local/share/sipua` (the XDG
-    base directory specification's default).
-    """
-    explicit = os.environ.get("SIPUA_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    # One XDG rule for the whole program: the settings model's default.
-    return settings_model.default_data_dir()
 
 
 def ensure_private_dir(path: Path) -> Path:

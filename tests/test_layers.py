@@ -43,6 +43,9 @@ LAYER_FORBIDDEN = {
         "sipua.load",
     ),
     "tls": (
+        # The TLS layer knows no SIP, not even the core's URI and address helpers: callers
+        # name their peers (`open_tls_stream(peer=...)`).
+        "sipua.sip",
         "sipua.transport",
         "sipua.locate",
         "sipua.ua",

@@ -16,29 +16,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_default_data_dir_prefers_sipua_data_dir(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("SIPUA_DATA_DIR", str(tmp_path / "explicit"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert storage.default_data_dir() == tmp_path / "explicit"
-
-
-def test_default_data_dir_uses_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("SIPUA_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert storage.default_data_dir() == tmp_path / "xdg" / "sipua"
-
-
-def test_default_data_dir_falls_back_to_home(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.delenv("SIPUA_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert storage.default_data_dir() == tmp_path / ".local" / "share" / "sipua"
-
-
 def test_atomic_write_replaces_and_sets_mode(tmp_path: Path) -> None:
     target = tmp_path / "file"
     storage.atomic_write(target, b"old")

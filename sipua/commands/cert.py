@@ -1,8 +1,10 @@
 """`sipua cert`: manage trusted and device certificates, and verify a chain offline.
 
 Subcommands: list, show, import-trusted, remove-trusted, import-device, remove-device,
-export-ca, verify, accept-key, forget-key, provision. Each takes `--data-dir DIR` (default:
-`sipua.storage.default_data_dir()`).
+export-ca, verify, accept-key, forget-key, provision. Each takes `--data-dir DIR` (or
+`SIPUA_DATA_DIR`); `verify` and `provision` take the flags of the settings they use, declared
+with those settings (`sipua.settings.flags.add_setting_flags`), so each means what it means for
+`sipua register`.
 
 Exit codes: 0 done (for `verify`: the policy accepts the chain); 1 `verify` rejected the chain;
 2 an operational error (unreadable file, refused import...), printed as one line by the CLI.
@@ -16,7 +18,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, cast
 
 if TYPE_CHECKING:
     from sipua.tls.certs import CertSummary
@@ -26,20 +28,32 @@ if TYPE_CHECKING:
 EXIT_REJECTED = 1
 
 
+#: The settings `sipua cert verify` judges a chain with, as `sipua register` would apply them.
+VERIFY_SETTINGS: Final = (
+    "tls.trusted_certs",
+    "tls.only_trusted",
+    "tls.ca_type",
+    "tls.cn_validation",
+    "tls.allow_wildcards",
+    "tls.min_version",
+)
+#: The settings `sipua cert provision` takes as flags (the rest come from `--config`).
+PROVISION_SETTINGS: Final = (
+    "certificates.trusted_certificates_url",
+    "certificates.server_certificates_url",
+    "certificates.allow_http",
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the `cert` subcommands and their flags."""
+    from sipua.settings.flags import add_selector_flags, add_setting_flags
+
     sub = parser.add_subparsers(dest="cert_command", metavar="SUBCOMMAND", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument(
-            "--data-dir",
-            type=Path,
-            default=None,
-            metavar="DIR",
-            help="sipua's data directory (default: $SIPUA_DATA_DIR, $XDG_DATA_HOME/sipua, "
-            "~/.local/share/sipua)",
-        )
+        add_setting_flags(command, ("data_dir",))
         return command
 
     listing = add("list", "list trusted and device certificates, with the days each has left")
@@ -84,12 +98,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "fetch the provisioning URLs once (trusted certificates, device certificate) and store "
         "what they serve; one outcome line per URL",
     )
-    prov.add_argument("--config", metavar="FILE", help="TOML configuration ([certificates] URLs)")
-    prov.add_argument("--trusted-certificates-url", metavar="URL")
-    prov.add_argument("--server-certificates-url", metavar="URL")
-    prov.add_argument(
-        "--allow-http-provisioning", action="store_true", help="allow plain http:// URLs"
-    )
+    add_selector_flags(prov, account=False)
+    add_setting_flags(prov, PROVISION_SETTINGS)
     prov.add_argument("--json", action="store_true", help="print JSON lines")
     export = add("export-ca", "print the device CA certificate (PEM) for registrars to trust")
     export.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE")
@@ -97,54 +107,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("chain", type=Path, metavar="CHAIN", help="PEM/DER file, leaf first")
     verify.add_argument("--name", required=True, metavar="DOMAIN", help="the SIP domain")
     verify.add_argument("--at", default=None, metavar="TIME", help="ISO 8601 time (default now)")
-    verify.add_argument(
-        "--trusted-cert",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="also trust this certificate, a CA or a server's own (counts as custom; repeatable)",
-    )
-    verify.add_argument(
-        "--only-trusted",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="reject chains that fail verification (default: on)",
-    )
-    verify.add_argument(
-        "--ca-type",
-        choices=("default", "custom", "all"),
-        default="all",
-        help="which trusted certificates count (default: all)",
-    )
-    verify.add_argument(
-        "--cn-validation",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="check the certificate's SIP domain identity, RFC 5922 (default: on)",
-    )
-    verify.add_argument(
-        "--allow-wildcards",
-        action="store_true",
-        help="let *.domain identities match one label (off by default, RFC 5922)",
-    )
-    verify.add_argument(
-        "--tls-min-version",
-        choices=("1.0", "1.1", "1.2", "1.3"),
-        default="1.2",
-        help="judge the chain as `sipua register` with this --tls-min-version would: 1.0 or "
-        "1.1 also accept the weak keys and signatures of old peers (default: 1.2)",
+    add_setting_flags(
+        verify,
+        VERIFY_SETTINGS,
+        help_texts={
+            "tls.trusted_certs": "also trust this certificate, a CA or a server's own (counts "
+            "as custom; repeatable)",
+            "tls.min_version": "judge the chain as `sipua register` with this --tls-min-version "
+            "would: 1.0 or 1.1 also accept the weak keys and signatures of old peers "
+            "(default: 1.2)",
+        },
+        env=False,
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs one `sipua cert` subcommand and returns the exit code."""
-    from sipua.storage import default_data_dir
+    from sipua.settings.flags import overrides_from_args
+    from sipua.settings.load import setting_value
     from sipua.tls.stores.store import CertStore
 
-    data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
-    store = CertStore(data_dir)
+    store = CertStore(cast(Path, setting_value("data_dir", overrides_from_args(args))))
     handlers = {
         "list": _list,
         "show": _show,
@@ -273,29 +257,9 @@ def _provision(store: CertStore, args: argparse.Namespace) -> int:
 
     from sipua.errors import ConfigError
     from sipua.provision.run import provision
-    from sipua.settings.load import Override, load_settings
+    from sipua.settings.flags import settings_from_args
 
-    overrides = []
-    if args.data_dir is not None:
-        overrides.append(Override("data_dir", str(store.data_dir), "--data-dir"))
-    for dest, key, flag in (
-        (
-            "trusted_certificates_url",
-            "certificates.trusted_certificates_url",
-            "--trusted-certificates-url",
-        ),
-        (
-            "server_certificates_url",
-            "certificates.server_certificates_url",
-            "--server-certificates-url",
-        ),
-    ):
-        value = getattr(args, dest)
-        if value is not None:
-            overrides.append(Override(key, value, flag))
-    if args.allow_http_provisioning:
-        overrides.append(Override("certificates.allow_http", True, "--allow-http-provisioning"))
-    settings = load_settings(args.config, overrides=overrides)
+    settings = settings_from_args(args, require_account=False)
     if not settings.certificates.provisioning:
         raise ConfigError(
             "nothing to provision: give --trusted-certificates-url or --server-certificates-url, "
@@ -409,25 +373,21 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:
-    from sipua.settings.model import TlsSettings
+    from sipua.settings.flags import overrides_from_args
+    from sipua.settings.load import load_settings
     from sipua.tls.certs import load_certificate_file, load_certificates, read_input_file
     from sipua.tls.trust.policy import TrustPolicy, verify_chain
 
+    # The flags (and the defaults) alone: a chain is judged offline, whatever this shell's
+    # SIPUA_* variables say.
+    tls = load_settings(env={}, overrides=overrides_from_args(args)).tls
     at = _parse_time(args.at) if args.at is not None else None
     chain = load_certificates(read_input_file(args.chain), source=str(args.chain))
     trusted = store.trusted.anchors("custom")
-    for path in args.trusted_cert:
+    for path in tls.trusted_certs:
         trusted.extend(load_certificate_file(path))
     # The policy `sipua register` would apply with the same settings (one builder of it).
-    policy = TrustPolicy.from_settings(
-        TlsSettings(
-            only_trusted=args.only_trusted,
-            ca_type=args.ca_type,
-            cn_validation=args.cn_validation,
-            allow_wildcards=args.allow_wildcards,
-            min_version=args.tls_min_version,
-        )
-    )
+    policy = TrustPolicy.from_settings(tls)
     result = verify_chain(chain, name=args.name, trusted=trusted, at=at, policy=policy)
     if args.json:
         print(

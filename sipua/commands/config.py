@@ -1,4 +1,6 @@
-"""`sipua config import FILE.cfg --out FILE.toml`: a desk phone's provisioning file as sipua's TOML.
+"""`sipua config`: import a desk phone's provisioning file, list the settings.
+
+`sipua config import FILE.cfg --out FILE.toml`: a desk phone's provisioning file as sipua's TOML.
 
 The security keys (only accept trusted certificates, CN validation, the certificate URLs and
 their delete counterparts) and the account keys (server address, port, transport, user and
@@ -7,7 +9,11 @@ owner-only file next to the TOML (`password_file`), never into it. Keys sipua do
 are listed, and keys whose value map is not confirmed are refused with what to set instead.
 The result is loaded back before anything is written, and each file is written atomically.
 
-Exit codes: 0 written; 2 the phone file, or the configuration it makes, is refused.
+`sipua config settings [--markdown]`: every setting with its configuration file key,
+environment variable, flag, default and help, from the settings' declarations
+(`sipua.settings.model.SETTINGS`); `docs/settings.md` is its Markdown output.
+
+Exit codes: 0 written (or listed); 2 the phone file, or the configuration it makes, is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("file", type=Path, metavar="FILE.cfg")
     imp.add_argument("--out", type=Path, required=True, metavar="FILE.toml")
     imp.add_argument("--force", action="store_true", help="replace an existing --out file")
+    listing = sub.add_parser(
+        "settings",
+        help="list every setting: file key, environment variable, flag, default",
+        description="list every setting: file key, environment variable, flag, default",
+    )
+    listing.add_argument(
+        "--markdown", action="store_true", help="as a Markdown table (docs/settings.md)"
+    )
 
 
 def _toml(value: object) -> str:
@@ -40,8 +54,50 @@ def _toml(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=True)
 
 
+def settings_table(*, markdown: bool) -> list[str]:
+    """The lines of `sipua config settings`: one entry per declared setting."""
+    from sipua.settings.model import SETTINGS
+
+    lines = (
+        [
+            "| setting | environment | flag | default | what it does |",
+            "|---|---|---|---|---|",
+        ]
+        if markdown
+        else []
+    )
+    for declared in SETTINGS:
+        if not declared.file:
+            name = f"{declared.key} (not in the file)"
+        elif declared.section == "account":
+            name = f"accounts[].{declared.name}"
+        else:
+            name = declared.key
+        flag = declared.where_flag.replace("/", " / ") if declared.flag else ""
+        default = "required" if declared.required and declared.unset is None else ""
+        default = declared.default_text() or default
+        if markdown:
+            cells = [f"`{name}`" if declared.file else f"`{declared.key}` (not in the file)"]
+            cells += [f"`{cell}`" if cell else "" for cell in (declared.env, flag)]
+            cells += [default, declared.help]
+            lines.append("| " + " | ".join(cells) + " |")
+        else:
+            where = "  ".join(part for part in (declared.env, flag) if part)
+            shown = f"  (default: {default})" if default else ""
+            lines.append(f"{name}  {where}{shown}")
+            lines.append(f"    {declared.help}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs `sipua config import`."""
+    """Runs `sipua config import` or `sipua config settings`."""
+    if args.config_command == "settings":
+        print("\n".join(settings_table(markdown=args.markdown)))
+        return 0
+    return _import(args)
+
+
+def _import(args: argparse.Namespace) -> int:
     import tempfile
 
     from sipua import storage
@@ -59,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
     lines = [f"# Imported by `sipua config import` from {args.file.name}.", ""]
-    for section, values in (("tls", imported.tls), ("certificates", imported.certificates)):
+    for section, values in imported.sections.items():
         if values:
             lines.append(f"[{section}]")
             lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())

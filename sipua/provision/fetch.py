@@ -61,6 +61,7 @@ class Target:
     scheme: str
     host: str
     port: int
+    authority: str  # host[:port] as the URL wrote it: the Host header, and the peer in messages
     target: str  # path and query, as sent in the request line
     path: Path | None  # file:// only
 
@@ -78,11 +79,12 @@ def parse_url(url: str) -> Target:
     except ValueError as exc:
         raise FetchError(f"{url[:200]}: {exc}") from None
     if scheme == "file":
-        return Target(scheme, "", 0, "", Path(unquote(parts.path)))
+        return Target(scheme, "", 0, "", "", Path(unquote(parts.path)))
     host = parts.hostname or ""
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     default = 443 if scheme == "https" else 80
-    return Target(scheme, host, port if port is not None else default, target, None)
+    authority = parts.netloc.rpartition("@")[2]
+    return Target(scheme, host, port if port is not None else default, authority, target, None)
 
 
 class ResponseReader:
@@ -229,13 +231,11 @@ async def _get(url: str, where: Target, client: TlsClientConfig | None, limit: i
     if where.scheme == "https":
         if client is None or client.server_name != where.host:
             raise ValueError("an https:// fetch needs the TLS configuration of its host")
-        stream = await open_tls_stream(where.host, where.port, client)
+        stream = await open_tls_stream(where.host, where.port, client, peer=where.authority)
     else:
         stream = await trio.open_tcp_stream(where.host, where.port)
     async with stream:
-        name = f"[{where.host}]" if ":" in where.host else where.host
-        host = name if where.port in (80, 443) else f"{name}:{where.port}"
-        await stream.send_all(reader.request(host, where.target))
+        await stream.send_all(reader.request(where.authority, where.target))
         while True:
             data = await stream.receive_some(_RECEIVE_BYTES)
             body = reader.feed(data)

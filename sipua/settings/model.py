@@ -1,9 +1,11 @@
 """The settings model: what sipua can be told, and every default, in one place.
 
 These are frozen, slotted dataclasses: once loaded (`sipua.settings.load`), settings do not
-change under a running user agent. Defaults live here and only here; the example configuration
-(`config/sipua.example.toml`) and the command-line help describe them, and a test checks the
-example against this module.
+change under a running user agent. Each field is declared here once, with its type, default,
+parser, help, environment variable, flag and phone key (`declare`, `sipua.settings.schema`);
+`SETTINGS` lists them all, and the loader, the flags and the phone import are derived from it.
+Defaults live here and only here; the example configuration (`config/sipua.example.toml`) and
+the command-line help describe them, and a test checks the example against this module.
 
 Values here are already validated by the loader; code that builds settings by hand (tests, the
 load generator) is trusted to pass sensible values.
@@ -11,15 +13,51 @@ load generator) is trusted to pass sensible values.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from sipua.settings import values as v
+from sipua.settings.schema import PHONE_SWITCH, PhoneKey, Setting, declare, declared
 from sipua.settings.secret import Secret
+from sipua.settings.values import (
+    PIN_PREFIX,
+    PROVISIONING_SCHEMES,
+    aor_parts,
+    is_valid_host,
+    parse_pin,
+    provisioning_url_scheme,
+    split_host_port,
+)
+
+__all__ = [
+    "ANSWER_POLICIES",
+    "ANSWER_STATUS",
+    "CA_TYPES",
+    "DEVICE_CERTS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "PIN_PREFIX",
+    "PROVISIONING_SCHEMES",
+    "SETTINGS",
+    "SRTP_POLICIES",
+    "TLS_VERSIONS",
+    "VERIFY_CLIENT_MODES",
+    "AccountSettings",
+    "CertificateSettings",
+    "ListenSettings",
+    "MediaSettings",
+    "Settings",
+    "TlsSettings",
+    "aor_parts",
+    "default_data_dir",
+    "is_valid_host",
+    "parse_pin",
+    "provisioning_url_scheme",
+    "split_host_port",
+]
 
 LogFormat = Literal["console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -39,6 +77,11 @@ TLS_VERSIONS: Final[tuple[TlsVersion, ...]] = ("1.0", "1.1", "1.2", "1.3")
 VERIFY_CLIENT_MODES: Final[tuple[VerifyClient, ...]] = ("none", "request", "require")
 SRTP_POLICIES: Final[tuple[SrtpPolicy, ...]] = ("disabled", "optional", "compulsory")
 
+
+#: The `--help` group of the certificate-life flags (key continuity, expiry, provisioning).
+CERTIFICATES_GROUP: Final = "certificates through their life"
+#: The value a phone's `.delete` provisioning keys take to delete every custom certificate.
+PHONE_DELETE_ALL: Final[Mapping[str, object]] = {"http://localhost/all": True}
 
 #: The response code each answer policy sends to an inbound INVITE (accept answers with 200).
 ANSWER_STATUS: Final[Mapping[AnswerPolicy, int]] = {"accept": 200, "busy": 486, "decline": 603}
@@ -83,23 +126,162 @@ class AccountSettings:
             that fails only for want of a trusted issuer is then accepted on that basis.
     """
 
-    name: str
-    aor: str
-    username: str
-    password: Secret | None = None
-    proxy: str | None = None
-    tls_name: str | None = None
-    expires: int = 600
-    register: bool = True
-    keepalive_interval: float | None = None
-    instance_id: str | None = None
-    auto_answer_delay: float = 1.0
-    answer: AnswerPolicy = "accept"
-    srtp: SrtpPolicy = "optional"
-    symmetric_rtp: bool = True
+    # `--account NAME` selects an account by this name (or names the account the flags define).
+    name: str = field(
+        metadata=declare(
+            v.account_name, help="a short label for logs and --account", unset="the AOR's user"
+        )
+    )
+    aor: str = field(
+        metadata=declare(
+            v.aor,
+            help="address of record, e.g. sips:alice@example.test",
+            env="SIPUA_AOR",
+            flag="--aor",
+            metavar="URI",
+        )
+    )
+    username: str = field(
+        metadata=declare(
+            v.text,
+            help="digest user name",
+            unset="the AOR's user",
+            env="SIPUA_USERNAME",
+            flag="--username",
+        )
+    )
+    # The file takes a literal password here (warned about when others can read the file);
+    # `ALTERNATIVES` below has the file and variable it may come from instead.
+    password: Secret | None = field(
+        default=None,
+        metadata=declare(
+            v.secret_text, help="the digest password itself", unset="none", env="SIPUA_PASSWORD"
+        ),
+    )
+    proxy: str | None = field(
+        default=None,
+        metadata=declare(
+            v.proxy,
+            help="registrar/outbound proxy, IPv6 as [addr]:port",
+            unset="RFC 3263 lookup of the AOR's domain",
+            env="SIPUA_PROXY",
+            flag="--proxy",
+            metavar="HOST:PORT",
+        ),
+    )
+    tls_name: str | None = field(
+        default=None,
+        metadata=declare(
+            v.tls_name,
+            help="name the registrar's certificate must carry",
+            unset="the AOR's domain",
+            env="SIPUA_TLS_NAME",
+            flag="--tls-name",
+            metavar="NAME",
+        ),
+    )
+    # RFC 3261 §20.19: Expires is a delta-seconds, at most 2**32 - 1.
+    expires: int = field(
+        default=600,
+        metadata=declare(
+            v.integer(0, 2**32 - 1),
+            help="registration lifetime in seconds",
+            env="SIPUA_EXPIRES",
+            flag="--expires",
+            metavar="SECONDS",
+        ),
+    )
+    register: bool = field(
+        default=True,
+        metadata=declare(
+            v.boolean,
+            help="register at all (off: listen and place calls only)",
+            env="SIPUA_REGISTER",
+        ),
+    )
+    keepalive_interval: float | None = field(
+        default=None,
+        metadata=declare(
+            v.seconds(86_400),
+            help="RFC 5626 keep-alive interval in seconds",
+            unset="random 95-120 s",
+            env="SIPUA_KEEPALIVE",
+            flag="--keepalive",
+            metavar="SECONDS",
+        ),
+    )
+    instance_id: str | None = field(
+        default=None,
+        metadata=declare(
+            v.instance_id,
+            help="RFC 5626 +sip.instance URN, urn:uuid:...",
+            unset="one made and kept in the data directory",
+            env="SIPUA_INSTANCE_ID",
+        ),
+    )
+    auto_answer_delay: float = field(
+        default=1.0,
+        metadata=declare(
+            v.seconds(3600, zero=True),
+            help="seconds an inbound call rings before it is answered",
+            env="SIPUA_AUTO_ANSWER_DELAY",
+        ),
+    )
+    answer: AnswerPolicy = field(
+        default="accept",
+        metadata=declare(
+            v.Choice(ANSWER_POLICIES),
+            help="what inbound calls get: accept (200), busy (486) or decline (603)",
+            env="SIPUA_ANSWER",
+        ),
+    )
+    srtp: SrtpPolicy = field(
+        default="optional",
+        metadata=declare(
+            v.Choice(SRTP_POLICIES),
+            help="RTP encryption (SRTP, SDES keys over TLS): optional offers it and accepts "
+            "plain RTP, compulsory refuses plain RTP, disabled never offers it",
+            env="SIPUA_SRTP",
+            flag="--srtp",
+            group="media",
+        ),
+    )
+    symmetric_rtp: bool = field(
+        default=True,
+        metadata=declare(
+            v.boolean,
+            help="send RTP to where the peer's RTP comes from",
+            env="SIPUA_SYMMETRIC_RTP",
+            flag="--symmetric-rtp",
+            kind="switch",
+            group="media",
+        ),
+    )
     # Key continuity: pinning and trust on first use.
-    pins: tuple[str, ...] = ()
-    trust_on_first_use: bool = False
+    pins: tuple[str, ...] = field(
+        default=(),
+        metadata=declare(
+            v.pins,
+            help="accept the registrar only if its chain holds this SPKI key (RFC 7469 form; "
+            "repeatable; checked after the chain and the name)",
+            env="SIPUA_PINS",
+            flag="--pin",
+            kind="append",
+            metavar="sha256/BASE64",
+            group=CERTIFICATES_GROUP,
+        ),
+    )
+    trust_on_first_use: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="record the registrar's key on first contact and refuse a changed key (like SSH)",
+            env="SIPUA_TRUST_ON_FIRST_USE",
+            flag="--trust-on-first-use",
+            kind="switch",
+            group=CERTIFICATES_GROUP,
+        ),
+    )
 
     @property
     def domain(self) -> str:
@@ -146,21 +328,160 @@ class TlsSettings:
             `request` (verify one if sent) or `require`.
     """
 
-    trusted_certs: tuple[Path, ...] = ()
-    only_trusted: bool = True
-    ca_type: CaType = "all"
-    cn_validation: bool = True
-    allow_wildcards: bool = False
-    device_cert: DeviceCert = "default"
-    mac: str | None = None
-    min_version: TlsVersion = "1.2"
-    max_version: TlsVersion | None = None
-    ciphers: str | None = None
-    tls13_ciphers: str | None = None
-    groups: str | None = None
-    keylog_file: Path | None = None
-    handshake_timeout: float = 10.0
-    verify_client: VerifyClient = "none"
+    trusted_certs: tuple[Path, ...] = field(
+        default=(),
+        metadata=declare(
+            v.certificate_files,
+            help="trusted certificate, PEM or DER: a CA, or a server's own (e.g. self-signed) "
+            "certificate, trusted as itself (repeatable; replaces the file's list)",
+            env="SIPUA_TRUSTED_CERTS",
+            flag="--trusted-cert",
+            kind="append",
+            metavar="FILE",
+        ),
+    )
+    only_trusted: bool = field(
+        default=True,
+        metadata=declare(
+            v.boolean,
+            help="refuse peers whose certificate does not verify",
+            env="SIPUA_ONLY_TRUSTED",
+            flag="--only-trusted",
+            kind="switch",
+            phone=(PhoneKey(key="static.security.trust_certificates", values=PHONE_SWITCH),),
+        ),
+    )
+    ca_type: CaType = field(
+        default="all",
+        metadata=declare(
+            v.Choice(CA_TYPES),
+            help="which trusted CAs count",
+            env="SIPUA_CA_TYPE",
+            flag="--ca-type",
+            phone=(PhoneKey(key="static.security.ca_cert", confirmed=False),),
+        ),
+    )
+    cn_validation: bool = field(
+        default=True,
+        metadata=declare(
+            v.boolean,
+            help="check the peer's name, RFC 5922",
+            env="SIPUA_CN_VALIDATION",
+            flag="--cn-validation",
+            kind="switch",
+            phone=(PhoneKey(key="static.security.cn_validation", values=PHONE_SWITCH),),
+        ),
+    )
+    allow_wildcards: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="accept *.domain certificates, which RFC 5922 §7.2 forbids for SIP",
+            env="SIPUA_ALLOW_WILDCARDS",
+            flag="--allow-wildcards",
+            kind="switch",
+        ),
+    )
+    device_cert: DeviceCert = field(
+        default="default",
+        metadata=declare(
+            v.Choice(DEVICE_CERTS),
+            help="our certificate for the listener and mutual TLS: default (unique for the MAC, "
+            "else generic), generic, or custom, the imported one",
+            env="SIPUA_DEVICE_CERT",
+            flag="--device-cert",
+            phone=(PhoneKey(key="static.security.dev_cert", confirmed=False),),
+        ),
+    )
+    mac: str | None = field(
+        default=None,
+        metadata=declare(
+            v.mac,
+            help="device MAC address selecting the unique device certificate",
+            unset="this machine's",
+            env="SIPUA_MAC",
+            flag="--mac",
+        ),
+    )
+    min_version: TlsVersion = field(
+        default="1.2",
+        metadata=declare(
+            v.TlsVersion(TLS_VERSIONS),
+            help="lowest TLS version",
+            env="SIPUA_TLS_MIN_VERSION",
+            flag="--tls-min-version",
+            phone=(PhoneKey(key="static.security.default_ssl_method", confirmed=False),),
+        ),
+    )
+    max_version: TlsVersion | None = field(
+        default=None,
+        metadata=declare(
+            v.TlsVersion(TLS_VERSIONS),
+            help="highest TLS version",
+            unset="the newest",
+            env="SIPUA_TLS_MAX_VERSION",
+            flag="--tls-max-version",
+        ),
+    )
+    ciphers: str | None = field(
+        default=None,
+        metadata=declare(
+            v.ciphers,
+            help="OpenSSL cipher list for TLS <= 1.2",
+            unset="OpenSSL's",
+            env="SIPUA_CIPHERS",
+            flag="--ciphers",
+            metavar="LIST",
+        ),
+    )
+    tls13_ciphers: str | None = field(
+        default=None,
+        metadata=declare(
+            v.ciphers,
+            help="TLS 1.3 cipher suites, e.g. TLS_AES_128_GCM_SHA256",
+            unset="OpenSSL's",
+            env="SIPUA_TLS13_CIPHERS",
+            flag="--tls13-ciphers",
+            metavar="SUITES",
+        ),
+    )
+    groups: str | None = field(
+        default=None,
+        metadata=declare(
+            v.groups,
+            help="key-exchange groups, e.g. X25519",
+            unset="OpenSSL's, post-quantum hybrid first",
+            env="SIPUA_TLS_GROUPS",
+            flag="--tls-groups",
+            metavar="GROUPS",
+        ),
+    )
+    keylog_file: Path | None = field(
+        default=None,
+        metadata=declare(
+            v.path,
+            help="append TLS keys for Wireshark (secret material!)",
+            env="SIPUA_KEYLOG_FILE",
+            flag="--keylog-file",
+            metavar="FILE",
+        ),
+    )
+    handshake_timeout: float = field(
+        default=10.0,
+        metadata=declare(
+            v.seconds(600),
+            help="seconds a TLS handshake sipua starts may take",
+            env="SIPUA_HANDSHAKE_TIMEOUT",
+        ),
+    )
+    verify_client: VerifyClient = field(
+        default="none",
+        metadata=declare(
+            v.Choice(VERIFY_CLIENT_MODES),
+            help="ask inbound peers for a certificate: none, request or require",
+            env="SIPUA_VERIFY_CLIENT",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,14 +514,66 @@ class ListenSettings:
             SIP Trust Server Only"; every other source is refused and logged.
     """
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 0
-    max_connections: int = 256
-    max_connections_per_address: int = 8
-    handshake_timeout: float = 3.0
-    idle_timeout: float = 300.0
-    servers_only: bool = False
+    enabled: bool = field(
+        default=True,
+        metadata=declare(
+            v.boolean,
+            help="open the inbound TLS listener",
+            env="SIPUA_LISTEN_ENABLED",
+            flag="--no-listen",
+            kind="off",
+        ),
+    )
+    # The environment and the command line give host and port together: `ALTERNATIVES`.
+    host: str = field(
+        default="127.0.0.1", metadata=declare(v.listen_host, help="local address to bind")
+    )
+    port: int = field(
+        default=0,
+        metadata=declare(v.integer(0, 65535), help="local port; 0 for a free one the system picks"),
+    )
+    max_connections: int = field(
+        default=256,
+        metadata=declare(
+            v.integer(1, 1_000_000),
+            help="inbound connections held at once",
+            env="SIPUA_MAX_CONNECTIONS",
+        ),
+    )
+    max_connections_per_address: int = field(
+        default=8,
+        metadata=declare(
+            v.integer(1, 1_000_000),
+            help="inbound connections one source address (an IPv6 /64) may hold at once",
+            env="SIPUA_MAX_CONNECTIONS_PER_ADDRESS",
+        ),
+    )
+    handshake_timeout: float = field(
+        default=3.0,
+        metadata=declare(
+            v.seconds(600),
+            help="seconds an inbound client has for its TLS handshake",
+            env="SIPUA_LISTEN_HANDSHAKE_TIMEOUT",
+        ),
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=declare(
+            v.seconds(86_400),
+            help="seconds an inbound connection may stay silent",
+            env="SIPUA_IDLE_TIMEOUT",
+        ),
+    )
+    servers_only: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="accept inbound connections only from the registrar/proxy's addresses",
+            env="SIPUA_SERVERS_ONLY",
+            flag="--servers-only",
+            kind="switch",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,7 +587,16 @@ class MediaSettings:
             inbound call 503.
     """
 
-    port_range: tuple[int, int] = (16384, 32767)
+    port_range: tuple[int, int] = field(
+        default=(16384, 32767),
+        metadata=declare(
+            v.port_range,
+            help="UDP ports for RTP/RTCP, an even/odd pair per call",
+            env="SIPUA_MEDIA_PORTS",
+            flag="--media-ports",
+            metavar="LOW-HIGH",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,14 +625,85 @@ class CertificateSettings:
             path can change what sipua trusts).
     """
 
-    expiry_warning_days: int = 30
-    check_interval: float = 3600.0
-    trusted_certificates_url: str | None = None
-    trusted_certificates_delete: bool = False
-    server_certificates_url: str | None = None
-    server_certificates_delete: bool = False
-    provision_interval: float | None = None
-    allow_http: bool = False
+    expiry_warning_days: int = field(
+        default=30,
+        metadata=declare(
+            v.integer(0, 3650),
+            help="warn when a trusted or device certificate expires within DAYS",
+            env="SIPUA_EXPIRY_WARNING_DAYS",
+            flag="--expiry-warning-days",
+            metavar="DAYS",
+        ),
+    )
+    check_interval: float = field(
+        default=3600.0,
+        metadata=declare(
+            v.seconds(86_400),
+            help="seconds between expiry and renewal checks",
+            env="SIPUA_CERT_CHECK_INTERVAL",
+        ),
+    )
+    trusted_certificates_url: str | None = field(
+        default=None,
+        metadata=declare(
+            v.url,
+            help="fetch custom trusted certificates from URL (https://, file://)",
+            env="SIPUA_TRUSTED_CERTIFICATES_URL",
+            flag="--trusted-certificates-url",
+            metavar="URL",
+            phone=(PhoneKey(key="static.trusted_certificates.url"),),
+        ),
+    )
+    trusted_certificates_delete: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="delete the custom trusted certificates at each provisioning run",
+            env="SIPUA_TRUSTED_CERTIFICATES_DELETE",
+            phone=(PhoneKey(key="static.trusted_certificates.delete", values=PHONE_DELETE_ALL),),
+        ),
+    )
+    server_certificates_url: str | None = field(
+        default=None,
+        metadata=declare(
+            v.url,
+            help="fetch the custom device certificate and its key from URL (https://, file://)",
+            env="SIPUA_SERVER_CERTIFICATES_URL",
+            flag="--server-certificates-url",
+            metavar="URL",
+            phone=(PhoneKey(key="static.server_certificates.url"),),
+        ),
+    )
+    server_certificates_delete: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="remove the custom device certificate at each provisioning run",
+            env="SIPUA_SERVER_CERTIFICATES_DELETE",
+            phone=(PhoneKey(key="static.server_certificates.delete", values=PHONE_DELETE_ALL),),
+        ),
+    )
+    provision_interval: float | None = field(
+        default=None,
+        metadata=declare(
+            v.seconds(30 * 86_400),
+            help="fetch the provisioning URLs again this often",
+            unset="at start only",
+            env="SIPUA_PROVISION_INTERVAL",
+            flag="--provision-interval",
+            metavar="SECONDS",
+        ),
+    )
+    allow_http: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="allow plain http:// provisioning URLs (no integrity; only on a network you own)",
+            env="SIPUA_PROVISION_ALLOW_HTTP",
+            flag="--allow-http-provisioning",
+            kind="on",
+        ),
+    )
 
     @property
     def provisioning(self) -> bool:
@@ -303,10 +756,46 @@ class Settings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
-    data_dir: Path = field(default_factory=default_data_dir)
-    log_format: LogFormat = "console"
-    log_level: LogLevel = "info"
-    trace: bool = False
+    data_dir: Path = field(
+        default_factory=default_data_dir,
+        metadata=declare(
+            v.path,
+            help="state directory",
+            unset="$XDG_DATA_HOME/sipua, else ~/.local/share/sipua",
+            env="SIPUA_DATA_DIR",
+            flag="--data-dir",
+            metavar="DIR",
+            group="configuration",
+        ),
+    )
+    log_format: LogFormat = field(
+        default="console",
+        metadata=declare(
+            v.Choice(LOG_FORMATS),
+            help="console (a readable line per event) or json lines",
+            env="SIPUA_LOG_FORMAT",
+            flag="--log-format",
+        ),
+    )
+    log_level: LogLevel = field(
+        default="info",
+        metadata=declare(
+            v.Choice(LOG_LEVELS),
+            help="lowest level logged",
+            env="SIPUA_LOG_LEVEL",
+            flag="--log-level",
+        ),
+    )
+    trace: bool = field(
+        default=False,
+        metadata=declare(
+            v.boolean,
+            help="log every SIP message (credentials redacted)",
+            env="SIPUA_TRACE",
+            flag="--trace",
+            kind="on",
+        ),
+    )
     config_warnings: tuple[str, ...] = ()
 
     def account(self, name: str) -> AccountSettings:
@@ -321,133 +810,47 @@ class Settings:
         raise KeyError(name)
 
 
-# --- small parsers shared by the loader and by code that consumes settings ---------------------
-
-#: The one hash RFC 7469 pins sipua takes (`sha256/BASE64` of the SubjectPublicKeyInfo).
-PIN_PREFIX: Final = "sha256/"
-_PIN_BASE64 = re.compile(r"[A-Za-z0-9+/]{43}=\Z")
-#: URL schemes a provisioning URL may use (`http` only with `certificates.allow_http`).
-PROVISIONING_SCHEMES: Final = ("https", "http", "file")
-
-
-def parse_pin(text: str) -> bytes:
-    """The SHA-256 digest an RFC 7469 pin (`sha256/BASE64`) names.
-
-    Raises:
-        ValueError: `text` is not `sha256/` followed by the base64 of 32 bytes.
-    """
-    import base64
-    import binascii
-
-    body = text.strip()
-    if not body.startswith(PIN_PREFIX) or not _PIN_BASE64.match(body[len(PIN_PREFIX) :]):
-        raise ValueError(
-            "expected an SPKI pin like sha256/AAAA...= (RFC 7469: 'sha256/' and 44 base64 "
-            "characters); `sipua cert show ID` prints a certificate's pin"
-        )
-    try:
-        return base64.b64decode(body[len(PIN_PREFIX) :], validate=True)
-    except binascii.Error:
-        raise ValueError("the pin's base64 does not decode") from None
-
-
-def provisioning_url_scheme(url: str) -> str:
-    """The scheme of a provisioning URL, lower-cased.
-
-    Raises:
-        ValueError: not an `https://`, `http://` or `file://` URL with a host (or a file path).
-    """
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(f"not a URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in PROVISIONING_SCHEMES:
-        raise ValueError("an https://, file:// or (when allowed) http:// URL")
-    if scheme == "file":
-        if not parts.path.startswith("/") or parts.netloc not in ("", "localhost"):
-            raise ValueError("a file:// URL with an absolute path, like file:///etc/ca.pem")
-    elif not parts.hostname:
-        raise ValueError(f"a {scheme}:// URL with a host")
-    return scheme
-
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?\Z"
+#: Ways of giving a setting that are not one field: the password from a file or from a variable
+#: the file names, and the listener's address as one `HOST:PORT` (host, port, and on).
+ALTERNATIVES: Final[tuple[Setting, ...]] = (
+    Setting(
+        key="account.password_file",
+        parse=v.path,
+        help="file holding the password (no --password flag: arguments are visible to others; "
+        "or set SIPUA_PASSWORD)",
+        env="SIPUA_PASSWORD_FILE",
+        flag="--password-file",
+        metavar="FILE",
+    ),
+    Setting(
+        key="account.password_env",
+        parse=v.secret_text,
+        help="environment variable holding the password",
+    ),
+    Setting(
+        key="listen.address",
+        parse=v.address,
+        help="accept inbound TLS here (default 127.0.0.1 on a free port, which the Contact "
+        "tells the registrar; e.g. 0.0.0.0:5061, [::]:5061)",
+        env="SIPUA_LISTEN",
+        flag="--listen",
+        metavar="HOST:PORT",
+        file=False,
+    ),
 )
-# RFC 3261 §19.1.1 SIP-URI = "sip:"/"sips:" [userinfo "@"] hostport ... ; an AOR needs the user.
-_AOR = re.compile(r"(?P<scheme>sips?):(?P<user>[^@\s:;?]+)@(?P<hostport>[^;?>\s]+)\Z", re.I)
 
+#: The sections of the model: the section name in setting keys, and its class.
+SECTIONS: Final[Mapping[str, type]] = {
+    "": Settings,
+    "account": AccountSettings,
+    "tls": TlsSettings,
+    "listen": ListenSettings,
+    "media": MediaSettings,
+    "certificates": CertificateSettings,
+}
 
-def is_valid_host(host: str) -> bool:
-    """Tells whether `host` is an IP literal (IPv6 without brackets) or a DNS name."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
-    return True
-
-
-def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, int | None]:
-    """Splits `host[:port]` (IPv6 in brackets: `[::1]:5061`) into host and port.
-
-    Args:
-        text: The address as written by the user.
-        allow_port_zero: Accept port 0 (a listener asking the OS for a free port).
-
-    Returns:
-        The host (IPv6 without brackets) and the port, or None when no port was given.
-
-    Raises:
-        ValueError: The text is not a valid `host[:port]`; the message says what is wrong.
-    """
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError("missing ']' after the IPv6 address")
-        host, rest = text[1:close], text[close + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
-        if rest and not rest.startswith(":"):
-            raise ValueError("expected ':PORT' after ']'")
-        port_text = rest[1:] if rest else None
-    else:
-        if text.count(":") > 1:
-            raise ValueError("put an IPv6 address in brackets, e.g. [2001:db8::1]:5061")
-        host, sep, tail = text.partition(":")
-        port_text = tail if sep else None
-        if not is_valid_host(host):
-            raise ValueError(f"{host!r} is not an IP address or a host name")
-    if port_text is None:
-        return host, None
-    if not port_text.isdigit() or len(port_text) > 5:
-        raise ValueError(f"port {port_text!r} is not a number")
-    port = int(port_text)
-    lowest = 0 if allow_port_zero else 1
-    if not lowest <= port <= 65535:
-        raise ValueError(f"port {port} is out of range {lowest}-65535")
-    return host, port
-
-
-def aor_parts(aor: str) -> tuple[str, str, str, int | None]:
-    """Splits an address of record into scheme, user, host and port.
-
-    Args:
-        aor: e.g. `sips:alice@example.test` or `sip:alice@[2001:db8::1]:5061`.
-
-    Returns:
-        `(scheme, user, host, port)`, the scheme lower-cased, port None when not given.
-
-    Raises:
-        ValueError: `aor` is not a `sip:`/`sips:` URI with a user and a host.
-    """
-    match = _AOR.match(aor)
-    if match is None:
-        raise ValueError("expected a SIP address of record like sips:alice@example.test")
-    host, port = split_host_port(match["hostport"])
-    return match["scheme"].lower(), match["user"], host, port
+#: Every setting, declared once: the model's fields, section by section, then `ALTERNATIVES`.
+SETTINGS: Final[tuple[Setting, ...]] = (
+    *(declaration for section, cls in SECTIONS.items() for declaration in declared(cls, section)),
+    *ALTERNATIVES,
+)

@@ -6,8 +6,11 @@ peer input: `parse_phone_config` raises only `PhoneConfigError`, naming the file
 bounds the file (1 MiB), a line (4 KiB) and the number of lines.
 
 `translate` maps the keys sipua has a meaning for; every other key is listed back, never
-silently dropped. The value maps used are the ones confirmed in the public admin guides and
-templates (the README's "Phone config import" says what was checked):
+silently dropped. The phone keys of the settings are declared with the settings themselves
+(`PhoneKey` in `sipua.settings.model`: `static.security.trust_certificates` on
+`tls.only_trusted`, with its value map), so a setting and its phone key cannot drift apart. The
+value maps used are the ones confirmed in the public admin guides and templates (the README's
+"Phone config import" says what was checked):
 
 - `account.N.sip_server.M.transport_type`: 0 UDP, 1 TCP, 2 TLS, 3 DNS-NAPTR. sipua speaks only
   TLS: 2 (with the server's port as the proxy) and 3 (RFC 3263 location of the domain) are
@@ -16,9 +19,10 @@ templates (the README's "Phone config import" says what was checked):
 - `static.trusted_certificates.url`, `static.server_certificates.url`: the provisioning URLs;
   their `.delete` counterparts take `http://localhost/all` (delete everything).
 
-Keys whose value map could not be confirmed are refused with a message saying what to set in
-sipua instead: `static.security.ca_cert` (which CA certificates count) and
-`static.security.dev_cert` (which device certificate), and `static.security.default_ssl_method`.
+Keys whose value map could not be confirmed (declared `confirmed=False`) are refused with a
+message saying what to set in sipua instead: `static.security.ca_cert` (which CA certificates
+count), `static.security.dev_cert` (which device certificate) and
+`static.security.default_ssl_method` (the TLS version).
 """
 
 from __future__ import annotations
@@ -29,21 +33,20 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sipua.errors import ConfigError
+from sipua.settings.model import SETTINGS
+from sipua.settings.schema import PhoneKey, Setting
+from sipua.settings.values import choices_of
 
 MAX_CFG_BYTES: Final = 1024 * 1024
 MAX_LINE_CHARS: Final = 4096
 MAX_LINES: Final = 100_000
 VERSION_LINE: Final = "#!version:1.0.0.1"
-#: The `.delete` value the phone's templates give to delete every custom certificate.
-DELETE_ALL: Final = "http://localhost/all"
 
 _KEY = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
 _ACCOUNT_KEY = re.compile(r"account\.(\d{1,3})\.(.+)\Z")
-#: Value maps refused because no public admin guide read confirmed them.
-UNCONFIRMED: Final[Mapping[str, str]] = {
-    "static.security.ca_cert": "set [tls] ca_type to 'default', 'custom' or 'all'",
-    "static.security.dev_cert": "set [tls] device_cert to 'default', 'generic' or 'custom'",
-    "static.security.default_ssl_method": "set [tls] min_version / max_version",
+#: The phone keys the settings declare, with the setting each carries.
+PHONE_KEYS: Final[Mapping[str, tuple[Setting, PhoneKey]]] = {
+    phone.key: (declared, phone) for declared in SETTINGS for phone in declared.phone
 }
 
 
@@ -111,17 +114,36 @@ class ImportedAccount:
 class Imported:
     """What a phone file says, in sipua's terms, and what it says that sipua does not use."""
 
-    tls: dict[str, object] = field(default_factory=dict)
-    certificates: dict[str, object] = field(default_factory=dict)
+    #: Section (`tls`, `certificates`) -> key -> value, for the file's tables.
+    sections: dict[str, dict[str, object]] = field(default_factory=dict)
     accounts: list[ImportedAccount] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
 
-def _flag(key: str, value: str, source: str) -> bool:
-    if value in ("0", "1"):
-        return value == "1"
-    raise PhoneConfigError(f"{source}: {key} = {value[:40]!r}: expected 0 or 1")
+def _value(phone: PhoneKey, value: str, source: str) -> object:
+    """The setting's value for the phone's `value`, through the declared value map."""
+    if phone.values is None:
+        return value
+    if value in phone.values:
+        return phone.values[value]
+    if len(phone.values) == 1:
+        raise PhoneConfigError(
+            f"{source}: {phone.key} = {value[:60]!r}: sipua knows only {next(iter(phone.values))!r}"
+        )
+    raise PhoneConfigError(
+        f"{source}: {phone.key} = {value[:40]!r}: expected {' or '.join(phone.values)}"
+    )
+
+
+def _instead(declared: Setting) -> str:
+    """What to set in sipua instead of a refused phone key."""
+    choices = choices_of(declared.parse)
+    where = f"set [{declared.section}] {declared.name}"
+    if choices is None:
+        return where
+    words = [repr(choice) for choice in choices]
+    return f"{where} to {', '.join(words[:-1])} or {words[-1]}"
 
 
 def translate(entries: Mapping[str, str], *, source: str) -> Imported:
@@ -133,25 +155,16 @@ def translate(entries: Mapping[str, str], *, source: str) -> Imported:
     result = Imported()
     accounts: dict[int, dict[str, str]] = {}
     for key, value in entries.items():
-        if key == "static.security.trust_certificates":
-            result.tls["only_trusted"] = _flag(key, value, source)
-        elif key == "static.security.cn_validation":
-            result.tls["cn_validation"] = _flag(key, value, source)
-        elif key in ("static.trusted_certificates.url", "static.server_certificates.url"):
-            name = key.split(".")[1] + "_url"
-            result.certificates[name] = value
-        elif key in ("static.trusted_certificates.delete", "static.server_certificates.delete"):
-            if value != DELETE_ALL:
-                raise PhoneConfigError(
-                    f"{source}: {key} = {value[:60]!r}: sipua knows only {DELETE_ALL!r} "
-                    "(delete every custom certificate)"
+        if key in PHONE_KEYS:
+            declared, phone = PHONE_KEYS[key]
+            if not phone.confirmed:
+                result.refused.append(
+                    f"{key} = {value[:40]}: its value map is not confirmed by the public admin "
+                    f"guides, so it is not imported; {_instead(declared)}"
                 )
-            result.certificates[key.split(".")[1] + "_delete"] = True
-        elif key in UNCONFIRMED:
-            result.refused.append(
-                f"{key} = {value[:40]}: its value map is not confirmed by the public admin "
-                f"guides, so it is not imported; {UNCONFIRMED[key]}"
-            )
+                continue
+            section = result.sections.setdefault(declared.section, {})
+            section[declared.name] = _value(phone, value, source)
         elif (match := _ACCOUNT_KEY.match(key)) is not None:
             accounts.setdefault(int(match[1]), {})[match[2]] = value
         else:

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, final
 
-from sipua.errors import ConfigError
-
 #: What `str()`, `repr()` and `format()` show instead of the value.
 MASK: Final = "***"
 
@@ -86,6 +84,10 @@ class Secret:
         Raises:
             ConfigError: The file is missing, unreadable, not UTF-8, too large, or empty.
         """
+        # Imported here: the settings model (and so `--help`) imports this module, and
+        # `sipua.errors` brings the SIP core with it.
+        from sipua.errors import ConfigError
+
         path = Path(path)
         try:
             with path.open("rb") as handle:
@@ -125,6 +127,8 @@ class Secret:
         Raises:
             ConfigError: The variable is not set or is empty.
         """
+        from sipua.errors import ConfigError
+
         environ = os.environ if env is None else env
         value = environ.get(name)
         if value is None:

@@ -57,10 +57,12 @@ async def open_tls(
         HandshakeFailed: the TLS handshake failed or timed out.
         PeerNotTrusted: the trust policy refused the peer's certificate.
     """
+    peer = host_port(host.strip("[]"), port)
     stream = await open_tls_stream(
         host,
         port,
         config,
+        peer=peer,
         connect_timeout=connect_timeout,
         handshake_timeout=handshake_timeout,
     )
@@ -73,5 +75,5 @@ async def open_tls(
         stream=stream,
         handshake=handshake,
         local=host_port(str(sockname[0]), int(sockname[1])),
-        peer=host_port(host.strip("[]"), port),
+        peer=peer,
     )

@@ -247,8 +247,18 @@ class CallHandler:
                 await trio.sleep(0.05)
         self.endpoint.abandon_unacknowledged()
         self._drain()
-        for outbox in list(self._outboxes.values()):
-            await outbox.idle.wait()
+        try:
+            for outbox in list(self._outboxes.values()):
+                await outbox.idle.wait()
+        except trio.Cancelled:
+            # The caller's shutdown budget ran out: a peer that has not taken our messages by
+            # now loses its connection instead of holding sipua's exit a second time.
+            for outbox in self._outboxes.values():
+                if not outbox.idle.is_set():
+                    self._nursery.start_soon(
+                        outbox.connection.aclose, "did not take our messages before shutdown"
+                    )
+            raise
 
     # -- the pump -------------------------------------------------------------------------
 

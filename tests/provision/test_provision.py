@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sipua.provision.fetch import MAX_BODY_BYTES, FetchError, ResponseReader, fetch
+from sipua.provision.fetch import MAX_BODY_BYTES, FetchError, ResponseReader, fetch, parse_url
 from sipua.provision.run import provision
 from sipua.settings.model import CertificateSettings, Settings, TlsSettings
 from sipua.tls.stores.store import CertStore
@@ -183,6 +183,22 @@ async def test_unreachable_url(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match=rf"https://localhost:{port}/ca.pem: .*connect") as caught:
         await fetch(f"https://localhost:{port}/ca.pem", client=client)
     assert caught.value.exit_code == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "authority"),
+    [
+        ("https://prov.example/certs/ca.pem", "prov.example", 443, "prov.example"),
+        ("https://[2001:db8::1]:8443/ca.pem", "2001:db8::1", 8443, "[2001:db8::1]:8443"),
+        ("http://admin@127.0.0.1:8080/ca.pem?x=1", "127.0.0.1", 8080, "127.0.0.1:8080"),
+    ],
+)
+def test_the_host_header_and_messages_use_the_urls_authority(
+    url: str, host: str, port: int, authority: str
+) -> None:
+    target = parse_url(url)
+    # The Host header is the URL's authority without user info (RFC 9110 §7.2).
+    assert (target.host, target.port, target.authority) == (host, port, authority)
 
 
 def test_response_reader_limits_and_errors() -> None:

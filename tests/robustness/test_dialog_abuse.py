@@ -61,6 +61,8 @@ async def test_second_invite_while_in_a_call_is_answered_per_policy(tmp_path: Pa
         await flow.send(request("OPTIONS", uri, call_id="probe"))
         await registrar.response(flow, method="OPTIONS")
         assert len(events(ua, "call-incoming")) == 2
+        # Acknowledged, so that leaving hangs up at once instead of waiting for the ACK.
+        await flow.send(request("ACK", uri, call_id="call-2", to_tag=second.to.tag))
 
 
 async def test_responses_that_match_nothing_are_dropped_and_counted(tmp_path: Path) -> None:

@@ -11,19 +11,18 @@ identity whose key matches, and nothing may be reported as corrupt.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from pathlib import Path
 
-import trio
-
 from sipua.tls.stores.store import CertStore
 from tests.support.certs import Issued, make_ca, make_leaf, pem_bundle
+from tests.support.forkserver import ForkServer
 
 KILLS = 25
 WORKER = """
 import sys
 from pathlib import Path
+
 from sipua.tls.stores.store import CertStore
 
 data, bundle, device1, device2 = (Path(arg) for arg in sys.argv[1:5])
@@ -41,10 +40,14 @@ def cycle() -> None:
     store.devices.import_files(device2)
 
 
-cycle()  # warm up (the first import indexes the OS bundle), so kills land in the writes
-print("ready", flush=True)
-while True:
-    cycle()
+def victim() -> None:
+    print("ready", flush=True)
+    while True:
+        cycle()
+
+
+cycle()  # warm up once (the first import indexes the OS bundle), so kills land in the writes
+serve(victim)
 """
 
 
@@ -64,27 +67,15 @@ async def test_kill_9_never_leaves_a_mixture(tmp_path: Path) -> None:
         path = tmp_path / f"device{i}.pem"
         path.write_bytes(device.pem + device.key_pem)
         device_files.append(path)
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
     data = tmp_path / "data"
     a, b, c = (fingerprint(ca) for ca in cas)
     valid_trusted = [set(), {a, b, c}, {b, c}, {c}]
     valid_devices = {fingerprint(d) for d in devices}
     rng = random.Random(7)
     seen_trusted: set[frozenset[str]] = set()
-    argv = [sys.executable, str(script), str(data), str(bundle), *map(str, device_files)]
+    server = await ForkServer.start(WORKER, str(data), str(bundle), *map(str, device_files))
     for _ in range(KILLS):
-        process = await trio.lowlevel.open_process(argv, stdout=-1)
-        assert process.stdout is not None
-        try:
-            with trio.fail_after(20):
-                assert (await process.stdout.receive_some(100)).startswith(b"ready")
-                await trio.sleep(rng.uniform(0.0, 0.05))
-        finally:
-            process.kill()  # SIGKILL: no cleanup, no atexit, no flush
-            with trio.fail_after(10):
-                await process.wait()
-            await process.stdout.aclose()
+        await server.kill_one(after=rng.uniform(0.0, 0.05))
         store = CertStore(data)
         trusted = {s.fingerprint for s in store.trusted.custom()}
         assert trusted in valid_trusted, f"a mixture: {len(trusted)} of the bundle"
@@ -95,6 +86,7 @@ async def test_kill_9_never_leaves_a_mixture(tmp_path: Path) -> None:
                 valid_devices
             )
         assert store.problems == []
+    await server.aclose()
     # The kills landed at different points of the loop, not always at the same one.
     assert len(seen_trusted) >= 2
 
@@ -155,7 +147,7 @@ async def main() -> None:
             first = False
 
 
-trio.run(main)
+serve(lambda: trio.run(main))
 """
 
 
@@ -174,26 +166,14 @@ async def test_kill_9_during_provisioning_leaves_the_old_store_or_the_new(
     for i, device in enumerate(devices):
         (tmp_path / f"dev{i}.pem").write_bytes(device.key_pem + device.pem)
         files.append(tmp_path / f"dev{i}.pem")
-    script = tmp_path / "provision_worker.py"
-    script.write_text(PROVISION_WORKER)
     data = tmp_path / "data"
     valid_trusted = [{fingerprint(c) for c in bundle_a}, {fingerprint(c) for c in bundle_b}]
     valid_devices = {fingerprint(d) for d in devices}
     rng = random.Random(11)
     seen: set[frozenset[str]] = set()
-    argv = [sys.executable, str(script), str(data), *map(str, files)]
+    server = await ForkServer.start(PROVISION_WORKER, str(data), *map(str, files))
     for _ in range(12):
-        process = await trio.lowlevel.open_process(argv, stdout=-1)
-        assert process.stdout is not None
-        try:
-            with trio.fail_after(30):
-                assert (await process.stdout.receive_some(100)).startswith(b"ready")
-                await trio.sleep(rng.uniform(0.0, 0.05))
-        finally:
-            process.kill()
-            with trio.fail_after(10):
-                await process.wait()
-            await process.stdout.aclose()
+        await server.kill_one(after=rng.uniform(0.0, 0.05), within=30)
         store = CertStore(data)
         trusted = {s.fingerprint for s in store.trusted.custom()}
         assert trusted in valid_trusted, f"a mixture of {len(trusted)} certificates"
@@ -201,4 +181,5 @@ async def test_kill_9_during_provisioning_leaves_the_old_store_or_the_new(
         identity = store.devices.identity("custom", None)
         assert fingerprint(Issued(identity.certificate, identity.private_key)) in valid_devices
         assert store.problems == []
+    await server.aclose()
     assert len(seen) == 2

@@ -30,6 +30,7 @@ def settings(
     listen: bool = False,
     keepalive: float | None = None,
     answer: str = "accept",
+    answer_delay: float = 0.05,
 ) -> Settings:
     ca = tmp_path / "ca.pem"
     ca.write_bytes(registrar.pki.ca.pem)
@@ -43,7 +44,8 @@ def settings(
                 proxy=f"127.0.0.1:{registrar.port}",
                 expires=expires,
                 keepalive_interval=keepalive,
-                auto_answer_delay=0.5,
+                # The 180 comes before the answer; tests that CANCEL a ringing call ring longer.
+                auto_answer_delay=answer_delay,
                 answer=answer,  # type: ignore[arg-type]
             ),
         ),

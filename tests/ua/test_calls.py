@@ -63,11 +63,11 @@ def request(
 
 @asynccontextmanager
 async def registered_ua(
-    tmp_path: Path, answer: str = "accept"
+    tmp_path: Path, answer: str = "accept", answer_delay: float = 0.05
 ) -> AsyncIterator[tuple[TestRegistrar, UserAgent, str]]:
     async with (
         TestRegistrar() as registrar,
-        UserAgent(settings(tmp_path, registrar, answer=answer)) as ua,
+        UserAgent(settings(tmp_path, registrar, answer=answer, answer_delay=answer_delay)) as ua,
     ):
         await ua.account.register()
         _, contact, _ = registrar.bindings["alice"]
@@ -124,7 +124,7 @@ async def test_invite_is_rung_answered_and_torn_down(tmp_path: Path) -> None:
 
 
 async def test_cancel_before_answer_gives_487(tmp_path: Path) -> None:
-    async with registered_ua(tmp_path) as (registrar, ua, uri):
+    async with registered_ua(tmp_path, answer_delay=30) as (registrar, ua, uri):
         invite = request("INVITE", uri, body=OFFER, branch="z9hG4bKinvite2")
         flow = await registrar.send_request("alice", invite)
         await registrar.response(flow, status=180)
@@ -299,7 +299,8 @@ async def test_confirmed_call_ends_when_the_callers_connection_goes(tmp_path: Pa
 async def test_invites_reset_by_their_callers_leave_no_calls(tmp_path: Path) -> None:
     async with (
         TestRegistrar() as registrar,
-        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+        # Long enough that every reset reaches a ringing call.
+        UserAgent(settings(tmp_path, registrar, listen=True, answer_delay=0.5)) as ua,
     ):
         for i in range(8):
             stream, uri = await open_caller(ua)
@@ -324,7 +325,7 @@ async def test_cancel_on_another_connection_gets_its_200_there_and_487_on_the_in
     # RFC 3261 §18.2.2: each response goes back on its own request's connection.
     async with (
         TestRegistrar() as registrar,
-        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+        UserAgent(settings(tmp_path, registrar, listen=True, answer_delay=30)) as ua,
     ):
         invite_stream, uri = await open_caller(ua)
         cancel_stream, _ = await open_caller(ua)

@@ -18,7 +18,6 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectFailed, os_error_reason
-from sipua.sip.uri import host_port
 from sipua.tls.connection import sockio
 from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig, server_context
 from sipua.tls.connection.events import Verifier
@@ -105,6 +104,7 @@ async def open_tls_stream(
     port: int,
     config: TlsClientConfig,
     *,
+    peer: str,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     verifier: Verifier | None = None,
@@ -115,6 +115,9 @@ async def open_tls_stream(
         host: Address or name to connect to (IPv6 literals with or without brackets).
         port: TCP port.
         config: Client settings; `config.server_name` is the SNI and the name verified.
+        peer: The address as the caller's users know it, for error messages (a SIP target's
+            ``host:port``, a provisioning URL's authority); the TLS layer does not format
+            addresses of other protocols.
         connect_timeout: Seconds for the TCP connect.
         handshake_timeout: Seconds for the handshake and verification.
         verifier: Overrides the verifier built from `config`.
@@ -128,7 +131,6 @@ async def open_tls_stream(
         PeerNotTrusted: The trust policy refused the server.
     """
     bare = host.strip("[]")
-    peer = host_port(bare, port)
     try:
         connected = await _connect_tcp(bare, port, connect_timeout)
     except trio.TooSlowError as exc:

@@ -27,7 +27,7 @@ class CertStore:
     """Trusted and device certificates persisted under `data_dir`.
 
     Args:
-        data_dir: sipua's data directory (`storage.default_data_dir()` in production).
+        data_dir: sipua's data directory (the `data_dir` setting in production).
         system: The default trusted certificates; None means the OS bundle (tests inject one).
 
     Attributes:

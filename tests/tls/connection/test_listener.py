@@ -88,7 +88,11 @@ async def test_serves_a_verified_client(world: TlsWorld) -> None:
     async with trio.open_nursery() as nursery:
         port = await start_server(nursery, world, served)
         stream = await open_tls_stream(
-            "127.0.0.1", port, world.client_config(), verifier=world.verifier(name="example.com")
+            "127.0.0.1",
+            port,
+            world.client_config(),
+            peer="the listener",
+            verifier=world.verifier(name="example.com"),
         )
         await stream.send_all(b"register")
         with trio.fail_after(5):
@@ -128,7 +132,7 @@ async def test_silent_client_times_out_without_blocking_others(
         silent = await trio.open_tcp_stream("127.0.0.1", port)
         # While the silent client holds its connection, another one is served.
         stream = await open_tls_stream(
-            "127.0.0.1", port, world.client_config(), verifier=world.verifier()
+            "127.0.0.1", port, world.client_config(), peer="the listener", verifier=world.verifier()
         )
         await stream.send_all(b"x")
         assert await stream.receive_some() == b"X"
@@ -145,8 +149,15 @@ async def test_connect_refused_is_connect_failed(world: TlsWorld) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(ConnectFailed, match=f"127.0.0.1:{port}"):
-        await open_tls_stream("127.0.0.1", port, world.client_config(), connect_timeout=5)
+    # The error names the peer as the caller labelled it.
+    with pytest.raises(ConnectFailed, match=f"cannot connect to registrar.test:{port}: "):
+        await open_tls_stream(
+            "127.0.0.1",
+            port,
+            world.client_config(),
+            peer=f"registrar.test:{port}",
+            connect_timeout=5,
+        )
 
 
 async def test_a_connect_that_does_not_complete_times_out(world: TlsWorld) -> None:
@@ -158,9 +169,17 @@ async def test_a_connect_that_does_not_complete_times_out(world: TlsWorld) -> No
         port = full.getsockname()[1]
         with (
             socket.create_connection(("127.0.0.1", port)),
-            pytest.raises(ConnectFailed, match=r"timed out after 0\.3 s"),
+            pytest.raises(
+                ConnectFailed, match=rf"connecting to 127\.0\.0\.1:{port} timed out after 0\.3 s"
+            ),
         ):
-            await open_tls_stream("127.0.0.1", port, world.client_config(), connect_timeout=0.3)
+            await open_tls_stream(
+                "127.0.0.1",
+                port,
+                world.client_config(),
+                peer=f"127.0.0.1:{port}",
+                connect_timeout=0.3,
+            )
 
 
 async def test_accept_does_not_handshake(world: TlsWorld) -> None:

@@ -44,6 +44,7 @@ async def test_client_against_s_server_data_both_ways_and_close_notify(
             "127.0.0.1",
             server.port,
             world.client_config(),
+            peer="openssl s_server",
             verifier=world.verifier(name="example.com"),
             connect_timeout=5,
             handshake_timeout=5,
@@ -76,6 +77,7 @@ async def test_sni_reaches_s_server(world: TlsWorld, pki: dict[str, str], tmp_pa
             "127.0.0.1",
             server.port,
             world.client_config(),
+            peer="openssl s_server",
             verifier=world.verifier(),
             handshake_timeout=5,
         )
@@ -96,6 +98,7 @@ async def test_ip_literal_sends_no_sni(
             "127.0.0.1",
             server.port,
             world.client_config(server_name="127.0.0.1"),
+            peer="openssl s_server",
             verifier=world.verifier(),
             handshake_timeout=5,
         )
@@ -114,6 +117,7 @@ async def test_min_version_refuses_an_older_server(world: TlsWorld, pki: dict[st
                 "127.0.0.1",
                 server.port,
                 world.client_config(min_version="1.3"),
+                peer="openssl s_server",
                 verifier=world.verifier(),
                 handshake_timeout=5,
             )
@@ -128,6 +132,7 @@ async def test_cipher_choice_is_honoured(world: TlsWorld, pki: dict[str, str]) -
             "127.0.0.1",
             server.port,
             world.client_config(max_version="1.2", ciphers=cipher),
+            peer="openssl s_server",
             verifier=world.verifier(),
             handshake_timeout=5,
         )
@@ -145,6 +150,7 @@ async def test_no_shared_cipher_names_the_reason(world: TlsWorld, pki: dict[str,
                 "127.0.0.1",
                 server.port,
                 world.client_config(max_version="1.2", ciphers="ECDHE-RSA-AES128-GCM-SHA256"),
+                peer="openssl s_server",
                 verifier=world.verifier(),
                 handshake_timeout=5,
             )
@@ -161,6 +167,7 @@ async def test_mutual_tls_s_server_gets_the_device_certificate(
             "127.0.0.1",
             server.port,
             world.client_config(identity=device, max_version=version),
+            peer="openssl s_server",
             verifier=world.verifier(),
             handshake_timeout=5,
         )
