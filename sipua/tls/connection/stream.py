@@ -261,6 +261,14 @@ class TlsStream(trio.abc.Stream):
             if to_send:
                 yielded |= await self._locked_send(to_send)
             elif want_read:
+                if self._raw is not None and not yielded and not is_handshake:
+                    # Let the other tasks run before reading, as taking a trio stream's lock
+                    # did: a task that is about to send (a request right after the handshake)
+                    # goes first, and what the peer sent meanwhile (an alert refusing our
+                    # certificate) is read after it, in the order the user agent reports.
+                    # Still one trip per receive, as reading first and yielding after would be.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    yielded = True
                 count = self._recv_count
                 # A free lock is taken without a trip through the scheduler; the operation
                 # still ends with a checkpoint when nothing waited (below).
