@@ -22,7 +22,6 @@ directly.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from typing import TYPE_CHECKING, Final
 
@@ -30,6 +29,7 @@ import trio
 
 from sipua.errors import ConnectFailed, ConnectionLost, PeerNotTrusted
 from sipua.sip.uri import host_port
+from sipua.tls.connection import sockio
 from sipua.tls.connection.engine import WANT_READ, TlsEngine
 
 if TYPE_CHECKING:
@@ -38,54 +38,22 @@ if TYPE_CHECKING:
     from sipua.tls.connection.events import Verifier
 
 #: Bytes asked of the socket per receive (a TLS flight or many responses fit).
-RECEIVE_BYTES: Final = 65_536
-
-
-async def _connect(sock: socket.socket, address: tuple[str, int]) -> None:
-    try:
-        sock.connect(address)
-    except BlockingIOError:
-        await trio.lowlevel.wait_writable(sock)
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error)) from None
+RECEIVE_BYTES: Final = sockio.RECEIVE_BYTES
 
 
 async def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while True:
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
-        if sent == len(view):
-            return
-        view = view[sent:]
-        await trio.lowlevel.wait_writable(sock)
+    try:
+        await sockio.send_all(sock, data)
+    except OSError as exc:
+        raise ConnectionLost(f"sending failed: {exc.strerror or exc}") from exc
 
 
 async def _receive(sock: socket.socket) -> bytes:
-    try:
-        data = sock.recv(RECEIVE_BYTES)
-    except BlockingIOError:
-        pass
-    else:
+    data, waited = await sockio.receive(sock, RECEIVE_BYTES)
+    if not waited:
         # Data was waiting: still let the other tasks run (a flood must not starve them).
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return sock.recv(RECEIVE_BYTES)
-        except BlockingIOError:
-            continue
-
-
-def _close_socket(sock: socket.socket) -> None:
-    trio.lowlevel.notify_closing(sock)
-    sock.close()
+    return data
 
 
 class RawTlsFlow:
@@ -114,8 +82,11 @@ class RawTlsFlow:
         server_name: str | None,
         context: SSL.Context,
         verifier: Verifier,
+        learn_key_share: bool = False,
     ) -> RawTlsFlow:
         """Connects, runs the handshake and the trust verdict (the Finished stays queued).
+
+        `learn_key_share`: the context is on OpenSSL's default groups; see `TlsEngine`.
 
         Raises:
             ConnectFailed: The TCP connect failed.
@@ -123,18 +94,20 @@ class RawTlsFlow:
             HandshakeFailed: TLS failed.
             PeerNotTrusted: The server's chain is not trusted for `server_name`.
         """
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = sockio.client_socket(host)
         try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                await _connect(sock, (host.strip("[]"), port))
+                await sockio.connect(sock, (host.strip("[]"), port))
             except OSError as exc:
                 raise ConnectFailed(
                     f"cannot connect to {host}:{port}: {exc.strerror or exc}"
                 ) from exc
-            engine = TlsEngine(context, server_side=False, server_name=server_name)
+            engine = TlsEngine(
+                context,
+                server_side=False,
+                server_name=server_name,
+                learn_key_share=learn_key_share,
+            )
             while not engine.handshake():
                 outgoing = engine.data_to_send()
                 if outgoing:
@@ -155,9 +128,10 @@ class RawTlsFlow:
                     f"the server {server_name or host} is not trusted: {verdict.reason}",
                     code=verdict.code,
                 )
+            engine.remember_key_share()
             name = sock.getsockname()
         except BaseException:
-            _close_socket(sock)
+            sockio.close(sock)
             raise
         return cls(sock, engine, host_port(name[0], name[1]))
 
@@ -212,4 +186,4 @@ class RawTlsFlow:
             outgoing = self._engine.data_to_send()
             if outgoing:
                 self._sock.send(outgoing)
-        _close_socket(self._sock)
+        sockio.close(self._sock)

@@ -278,6 +278,19 @@ def _fast_via(value: str) -> Via | None:
     m = _VIA_FAST_RE.fullmatch(value)
     if m is None:
         return None
+    return via_of_match(m)
+
+
+def via_fast_match(value: str) -> re.Match[str] | None:
+    """`value` matched by the fast single-via pattern (build it with `via_of_match`), or None.
+
+    A None means only that the general parser must judge the value, not that it is malformed.
+    """
+    return _VIA_FAST_RE.fullmatch(value)
+
+
+def via_of_match(m: re.Match[str]) -> Via:
+    """The `Via` of a `via_fast_match` match."""
     transport, host, port, params, n1, v1, n2, v2, n3, v3, rest = m.groups()
     via: Any = _new(_VIA_TWIN)
     via.transport = transport

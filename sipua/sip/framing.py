@@ -38,6 +38,10 @@ from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
 _CONTENT_LENGTH_RE: Final = re.compile(
     rb"\r\n(?:content-length|l)[ \t]*+:[ \t]*+((?:[^\r\n]|\r\n[ \t])*+)", re.IGNORECASE
 )
+_CONTENT_LENGTH_FIRST_RE: Final = re.compile(
+    rb"(?:content-length|l)[ \t]*+:[ \t]*+((?:[^\r\n]|\r\n[ \t])*+)", re.IGNORECASE
+)
+_WHITESPACE_RE: Final = re.compile(rb"\s+")
 
 
 @final
@@ -152,7 +156,7 @@ class StreamFramer:
                     f"connection closed in the middle of a message ({len(buf)} bytes)"
                 )
             return NEED_DATA
-        total = end + 4 + self._content_length(bytes(buf[: end + 2]))
+        total = end + 4 + self._content_length(buf, end + 2)
         if total > self._max:
             raise FramingError(
                 f"message of {total} bytes exceeds the {self._max}-byte limit", status_hint=513
@@ -175,8 +179,18 @@ class StreamFramer:
         self._total = None
         return MessageFramed(data)
 
-    def _content_length(self, head: bytes) -> int:
-        values = {re.sub(rb"\s+", b"", m) for m in _CONTENT_LENGTH_RE.findall(b"\r\n" + head)}
+    def _content_length(self, buf: bytearray, head_end: int) -> int:
+        # Searched in place (no copy of the header block); the start line is checked too, as
+        # if a CRLF preceded it.
+        found: list[bytes] = _CONTENT_LENGTH_RE.findall(buf, 0, head_end)
+        first = _CONTENT_LENGTH_FIRST_RE.match(buf, 0, head_end)
+        if first is not None:
+            found.insert(0, first.group(1))
+        if len(found) == 1:
+            value = found[0]
+            if value.isdigit() and len(value) <= 12:
+                return int(value)  # the usual case, without the general rules below
+        values = {_WHITESPACE_RE.sub(b"", m) for m in found}
         if not values:
             raise FramingError("message on a stream has no Content-Length (RFC 3261 §18.3)")
         if len(values) > 1:

@@ -152,10 +152,26 @@ class Headers:
     __slots__ = ("_cache", "_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
+        # The index is built in the same pass: a message built to be sent is read (Call-ID,
+        # Via) and serialized right away.
+        checked: list[tuple[str, str]] = []
+        index: dict[str, list[str]] = {}
         for name, value in items:
-            self._items.append((_checked_name(name), _checked_value(value)))
-        self._index: dict[str, list[str]] | None = None
+            if name not in _TOKEN_NAMES:
+                _checked_name(name)
+            if "\r" in value or "\n" in value:
+                _checked_value(value)  # raises
+            if value[:1] in _BLANKS or value[-1:] in _BLANKS:
+                value = value.strip(" \t")
+            checked.append((name, value))
+            key = _KEY_CACHE.get(name) or header_key(name)
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        self._items = checked
+        self._index: dict[str, list[str]] | None = index
         self._cache: dict[str, object] = {}
 
     @classmethod
@@ -294,6 +310,7 @@ class Headers:
 
 
 _REDACTED: Final = frozenset({"authorization", "proxy-authorization"})
+_BLANKS: Final = frozenset({" ", "\t"})
 
 
 # Header names that passed the token check (a request built by sipua repeats the same dozen);

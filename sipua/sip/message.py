@@ -18,6 +18,7 @@ the body by `serialize`, so a message built without one equals its own parsed se
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +35,7 @@ from sipua.sip.fields import (
     parse_name_address_list,
     parse_uint,
     parse_via,
+    via_of_match,
 )
 from sipua.sip.headers import Headers
 from sipua.sip.uri import Uri, slot_setters
@@ -210,9 +212,16 @@ class _Accessors:
         Raises:
             ParseError: missing or malformed.
         """
-        value: list[Via] | None = self.headers._cache.get("via")  # type: ignore[assignment]
+        cache = self.headers._cache
+        value: list[Via] | None = cache.get("via")  # type: ignore[assignment]
         if value is None:
-            return self.headers.cached("via", _vias)
+            # The parser validated every Via and kept the matches; build from them (the
+            # headers' cache is cleared on any change, so they are never stale).
+            matches: list[re.Match[str]] | None = cache.get("via-matches")  # type: ignore[assignment]
+            if matches is None:
+                return self.headers.cached("via", _vias)
+            value = [via_of_match(m) for m in matches]
+            cache["via"] = value
         return value
 
     @property

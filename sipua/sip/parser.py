@@ -33,6 +33,7 @@ Only `ParseError` escapes.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from sipua.sip.abnf import (
@@ -57,6 +58,7 @@ from sipua.sip.fields import (
     parse_name_address,
     parse_uint,
     parse_via,
+    via_fast_match,
 )
 from sipua.sip.headers import Headers, header_key
 from sipua.sip.message import SIP_VERSION, Request, Response, new_request, new_response
@@ -171,14 +173,17 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
 
     cache = headers._cache
     cache["cseq"] = cseq
-    vias: list[Via] = []
+    # Every Via is validated here; on the usual spelling by one match, kept so that the Via
+    # objects are built from it when read (a UA reads the top one of a response only).
+    matches: list[re.Match[str]] = []
     for value in via_values:
-        via = _fast_via(value)
-        if via is None:
-            vias += parse_via(value)
-        else:
-            vias.append(via)
-    cache["via"] = vias
+        match = via_fast_match(value)
+        if match is None:
+            cache["via"] = _all_vias(via_values)  # raises if one is malformed
+            break
+        matches.append(match)
+    else:
+        cache["via-matches"] = matches
     # From and To are validated with one C-speed match each and built when read (a UA reads
     # them for requests, rarely for responses); a value the fast grammar does not take is
     # parsed for real here, raising if malformed, and the result is kept.
@@ -221,6 +226,17 @@ def parse_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             f"{method!r} (RFC 3261 §8.1.1.5)"
         )
     return new_request(method, uri, headers, body)
+
+
+def _all_vias(values: list[str]) -> list[Via]:
+    vias: list[Via] = []
+    for value in values:
+        via = _fast_via(value)
+        if via is None:
+            vias += parse_via(value)
+        else:
+            vias.append(via)
+    return vias
 
 
 def _header_fields(block: str) -> tuple[list[tuple[str, str]], dict[str, list[str]], bool]:

@@ -27,15 +27,19 @@ def serialize(msg: Request | Response) -> bytes:
     else:
         lines = [f"{SIP_VERSION} {msg.status} {msg.reason}"]
     length = str(len(msg.body))
+    headers = msg.headers
+    if "content-length" not in headers._get_index():
+        # The usual case for a message sipua built: no key to compute per field.
+        lines += [f"{name}: {value}" for name, value in headers._items]
+        lines.append(f"Content-Length: {length}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + msg.body
     wrote_length = False
-    for name, value in msg.headers:
+    for name, value in headers._items:
         if header_key(name) == "content-length":
             if wrote_length:
                 continue
             value = length
             wrote_length = True
         lines.append(f"{name}: {value}")
-    if not wrote_length:
-        lines.append(f"Content-Length: {length}")
     lines.append("\r\n")
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + msg.body

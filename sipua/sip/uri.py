@@ -44,6 +44,8 @@ _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
 _USER_SAFE: Final = "-_.!~*'()&=+$,;?/"
 _USER: Final = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]++|%[0-9A-Fa-f]{2})++"
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+#: A user that `quote(user, safe=_USER_SAFE)` leaves as it is (ASCII letters, digits, safe).
+_PLAIN_USER_RE: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]*+")
 _PASSWORD_SAFE: Final = "-_.!~*'()&=+$,"  # noqa: S105 - a character class, not a secret
 _PASSWORD: Final = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]++|%[0-9A-Fa-f]{2})*+"  # noqa: S105 - a grammar rule, not a secret
 # pname / pvalue = 1*paramchar ; paramchar = param-unreserved / unreserved / escaped
@@ -166,15 +168,20 @@ class SipUri:
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(quote(self.user, safe=_USER_SAFE, errors="surrogateescape"))
+        user = self.user
+        if user is not None:
+            # A user of unreserved characters only (the usual case) needs no escaping.
+            if _PLAIN_USER_RE.fullmatch(user) is None:
+                user = quote(user, safe=_USER_SAFE, errors="surrogateescape")
+            out.append(user)
             if self.password is not None:
                 out += [":", quote(self.password, safe=_PASSWORD_SAFE, errors="surrogateescape")]
             out.append("@")
         out.append(self.host)
         if self.port is not None:
             out += [":", str(self.port)]
-        out.append(_format_params(self.params))
+        if self.params:
+            out.append(_format_params(self.params))
         if self.headers:
             out += ["?", "&".join(f"{k}={v}" for k, v in self.headers.items())]
         return "".join(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import trio
 
 from sipua.errors import ConfigError
 from sipua.load.accounts import LoadAccount, csv_accounts, expand_users, pattern_accounts
-from sipua.load.engine import LoadPlan, LoadRun
+from sipua.load.engine import RUN_GC_THRESHOLD, LoadPlan, LoadRun
 from sipua.load.stats import LoadReport, LoadStats, percentile, progress_line
 from sipua.settings.secret import Secret
 from sipua.tls.connection.context import TlsClientConfig
@@ -209,6 +210,24 @@ async def test_reuse_connection_sends_everything_over_one_connection() -> None:
         assert report.mode == "reuse-connection"
         assert report.succeeded == 12
         assert registrar.connections == 1
+
+
+async def test_a_run_collects_garbage_less_often_and_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    def note(stats: LoadStats, rate: float) -> None:
+        seen.append(gc.get_threshold())
+
+    async with TestRegistrar(users=dict(USERS)) as registrar:
+        with trio.fail_after(30):
+            run = LoadRun(_plan(registrar, count=3), progress=note, progress_interval=0.01)
+            report = await run.run()
+    assert report.succeeded == 3
+    assert seen
+    assert seen[0][0] == RUN_GC_THRESHOLD
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 async def test_hold_keeps_every_binding_and_refreshes_it() -> None:

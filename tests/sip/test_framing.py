@@ -93,9 +93,9 @@ def test_body_in_one_byte_pieces_reads_the_header_block_once(
     calls = []
     original = framer._content_length
 
-    def counting(head: bytes) -> int:
-        calls.append(len(head))
-        return original(head)
+    def counting(buffer: bytearray, head_end: int) -> int:
+        calls.append(head_end)
+        return original(buffer, head_end)
 
     monkeypatch.setattr(framer, "_content_length", counting)
     body = b"x" * 300

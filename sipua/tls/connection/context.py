@@ -20,6 +20,7 @@ likely refused it, and the transport reports it so (`sipua.errors.ClientCertific
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import threading
 from collections import OrderedDict
@@ -162,6 +163,9 @@ class TlsServerConfig(_Common):
     client_certs: ClientCertMode = "none"
 
 
+# Pure and asked on every new client connection (ipaddress's two failing parses of a host
+# name cost ~8 us); bounded.
+@functools.lru_cache(maxsize=1024)
 def sni_name(server_name: str | None) -> str | None:
     """The name to send as SNI: none for IP literals (RFC 6066 §3 forbids them).
 
@@ -182,15 +186,22 @@ def sni_name(server_name: str | None) -> str | None:
 
 
 def client_context(
-    config: TlsClientConfig, *, watch_certificate_request: bool = True
+    config: TlsClientConfig,
+    *,
+    watch_certificate_request: bool = True,
+    record_verdicts: bool = True,
 ) -> SSL.Context:
     """The (cached) client context for `config`.
 
     Args:
         config: Client settings. `server_name` and `policy` do not change the context.
-        watch_certificate_request: Notice a CertificateRequest from the server (an info
-            callback, ~23 calls into Python per handshake; the user agent's lock state needs
-            it). The load engine, which never reports it, passes False.
+        watch_certificate_request: Notice a CertificateRequest from the server (OpenSSL's
+            certificate callback, one call into Python when the server asks; the user agent's
+            lock state needs it). The load engine, which never reports it, passes False.
+        record_verdicts: Have OpenSSL check the chain too and record its per-certificate
+            verdicts (`HandshakeCompleted.openssl_verdicts`, advisory: sipua's verifier
+            decides either way). The load engine, which reports no handshake, passes False and
+            saves OpenSSL's chain check and the callbacks (~65 µs of client CPU per handshake).
 
     Returns:
         A fully built context; do not modify it.
@@ -201,18 +212,16 @@ def client_context(
     """
     global _last_client
     last = _last_client
-    if last is not None and last[0] is config and last[1] is watch_certificate_request:
+    flags = (watch_certificate_request, record_verdicts)
+    if last is not None and last[0] is config and last[1] == flags:
         # The same (frozen) configuration object again, e.g. every reconnect of one user
         # agent: the key costs a SHA-256 per trusted certificate, so skip computing it.
         return last[2]
-    key = (
-        "client",
-        *_common_key(config),
-        _identity_key(config.identity),
-        watch_certificate_request,
+    key = ("client", *_common_key(config), _identity_key(config.identity), *flags)
+    context = _CACHE.get(
+        key, lambda: _build_client(config, watch_certificate_request, record_verdicts)
     )
-    context = _CACHE.get(key, lambda: _build_client(config, watch_certificate_request))
-    _last_client = (config, watch_certificate_request, context)
+    _last_client = (config, flags, context)
     return context
 
 
@@ -269,6 +278,33 @@ def note_certificate_request(connection: SSL.Connection, where: int, _ret: int) 
             notes.certificate_requested = True
 
 
+def _watch_certificate_request(context: SSL.Context) -> None:
+    # OpenSSL calls a context's certificate callback (SSL_CTX_set_cert_cb(3)) on the client
+    # only when the server sent a CertificateRequest: one call into Python, and only then. The
+    # info callback (pyOpenSSL's public way) runs ~16 times per handshake, ~40 µs of client
+    # CPU. pyOpenSSL 26 has no call for the certificate callback, so its binding's function
+    # is used, as `_set_groups` does; without it, the info callback stays.
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    setter = getattr(_lib, "SSL_CTX_set_cert_cb", None)
+    if setter is None:
+        context.set_info_callback(note_certificate_request)
+        return
+
+    def on_request(ssl: object, _arg: object) -> int:
+        connection = SSL.Connection._reverse_mapping.get(ssl)
+        notes = connection.get_app_data() if connection is not None else None
+        if isinstance(notes, HandshakeNotes):
+            notes.certificate_requested = True
+        return 1  # go on: OpenSSL sends the context's certificate, if it has one
+
+    callback = _ffi.callback("int (*)(SSL *, void *)", on_request, error=1)
+    setter(context._context, callback, _ffi.NULL)
+    # The context must keep the C callback alive as long as it lives.
+    context._sipua_certificate_request_callback = callback  # type: ignore[attr-defined]
+
+
 class _ContextCache:
     """A small LRU of built contexts, safe to use from worker threads too."""
 
@@ -304,7 +340,7 @@ class _Builder(Protocol):
 
 _CACHE: Final = _ContextCache(MAX_CACHED_CONTEXTS)
 #: The last client configuration object asked for and its context (see `client_context`).
-_last_client: tuple[TlsClientConfig, bool, SSL.Context] | None = None
+_last_client: tuple[TlsClientConfig, tuple[bool, bool], SSL.Context] | None = None
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
@@ -380,6 +416,54 @@ def _base_context(config: _Common) -> SSL.Context:
     return context
 
 
+# -- key shares learned per server --------------------------------------------------------
+#
+# OpenSSL 3.5+ sends two TLS 1.3 key shares by default, the hybrid post-quantum X25519MLKEM768
+# and X25519 (RFC 8446 §4.2.8): ~0.1 ms of client CPU per handshake for the hybrid one, wasted
+# on a server that takes X25519 (any OpenSSL before 3.5, the usual registrar today). Once a
+# server was verified with a classical group, sipua's next ClientHello to that TLS name carries
+# only that group's share, while still listing every default group with the hybrid first: a
+# server that prefers the hybrid answers with a HelloRetryRequest (one more round trip) and gets
+# it, so the post-quantum protection is never given up, and sipua then remembers the hybrid
+# again. Only for contexts on OpenSSL's default groups (`groups` unset): a user's choice stays.
+
+#: The default groups' preference order (OpenSSL 3.5+'s, hybrid first), one marked "*" gets
+#: the only key share. Names as `Connection.get_group_name()` reports them.
+_CLASSICAL_SHARES: Final = ("x25519", "secp256r1", "x448", "secp384r1", "secp521r1")
+_DEFAULT_ORDER: Final = ("X25519MLKEM768", *_CLASSICAL_SHARES, "ffdhe2048", "ffdhe3072")
+_LISTS_BY_SHARE: Final = {
+    share: ":".join(f"*{name}" if name == share else name for name in _DEFAULT_ORDER).encode()
+    for share in _CLASSICAL_SHARES
+}
+#: How many TLS names' learned groups are kept (the oldest is forgotten first).
+MAX_LEARNED_KEY_SHARES: Final = 1024
+_learned_shares: OrderedDict[str, bytes] = OrderedDict()
+_learned_lock: Final = threading.Lock()
+
+
+def learned_key_share_groups(server_name: str) -> bytes | None:
+    """The groups list (with its one key share marked) for a server verified before, or None."""
+    return _learned_shares.get(server_name)
+
+
+def learn_key_share(server_name: str, group: str | None) -> None:
+    """Remembers the group a verified handshake with `server_name` used (see above)."""
+    group = (group or "").lower()
+    if group not in _CLASSICAL_SHARES:
+        # The hybrid (or an unknown group): the default key shares are what it needs.
+        with _learned_lock:
+            _learned_shares.pop(server_name, None)
+        return
+    listed = _LISTS_BY_SHARE[group]
+    if _learned_shares.get(server_name) is listed:
+        return  # known already (the usual case: the same registrar again)
+    with _learned_lock:
+        _learned_shares[server_name] = listed
+        _learned_shares.move_to_end(server_name)
+        while len(_learned_shares) > MAX_LEARNED_KEY_SHARES:
+            _learned_shares.popitem(last=False)
+
+
 def _set_list(setter: Callable[[bytes], object], value: str, error: str) -> None:
     try:
         setter(value.encode("ascii"))
@@ -429,11 +513,19 @@ def _use_identity(context: SSL.Context, identity: Identity) -> None:
         ) from exc
 
 
-def _build_client(config: TlsClientConfig, watch_certificate_request: bool) -> SSL.Context:
+def _build_client(
+    config: TlsClientConfig, watch_certificate_request: bool, record_verdicts: bool
+) -> SSL.Context:
     context = _base_context(config)
-    context.set_verify(SSL.VERIFY_PEER, record_verdict)
+    if record_verdicts:
+        context.set_verify(SSL.VERIFY_PEER, record_verdict)
+    else:
+        # The server's chain still arrives and is judged by sipua's verifier; OpenSSL's own
+        # (advisory) check is skipped. Never a weaker check: with VERIFY_PEER the callback
+        # lets every chain through to the verifier as well.
+        context.set_verify(SSL.VERIFY_NONE)
     if watch_certificate_request:
-        context.set_info_callback(note_certificate_request)
+        _watch_certificate_request(context)
     if config.identity is not None:
         _use_identity(context, config.identity)
     return context

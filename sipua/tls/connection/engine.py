@@ -30,7 +30,13 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from sipua.errors import ConnectionLost, HandshakeFailed, TlsAlertReceived
-from sipua.tls.connection.context import HandshakeNotes, openssl_reason, sni_name
+from sipua.tls.connection.context import (
+    HandshakeNotes,
+    learn_key_share,
+    learned_key_share_groups,
+    openssl_reason,
+    sni_name,
+)
 from sipua.tls.connection.events import OpenSslVerdict
 from sipua.tls.trust.identity import ascii_host
 
@@ -60,6 +66,17 @@ MAX_PENDING_CIPHERTEXT_BYTES: Final = 64 * 1024 * 1024
 _BIO_READ_CHUNK: Final = 64 * 1024
 
 
+def _set_connection_groups(conn: SSL.Connection, groups: bytes) -> None:
+    # pyOpenSSL 26 has no call for a connection's groups (SSL_set1_groups_list; its alias
+    # SSL_set1_curves_list is in the binding, as for `context._set_groups`). Without it, or if
+    # OpenSSL refuses the list, the context's default key shares stay: only speed is lost.
+    from OpenSSL._util import lib as _lib
+
+    setter = getattr(_lib, "SSL_set1_curves_list", None)
+    if setter is not None and setter(conn._ssl, groups) != 1:
+        _lib.ERR_clear_error()
+
+
 class Want(enum.Enum):
     """The engine needs more ciphertext from the peer before this operation can finish."""
 
@@ -76,10 +93,18 @@ class TlsEngine:
         context: A fully built context (`client_context`/`server_context` in `context.py`).
         server_side: True to accept, False to connect.
         server_name: Client side: the TLS name; sent as SNI unless it is an IP literal.
+        learn_key_share: Client side, a context on OpenSSL's default groups: offer only the
+            key share `server_name` used when it was last verified (`remember_key_share`;
+            see `context.learn_key_share`).
     """
 
     def __init__(
-        self, context: SSL.Context, *, server_side: bool, server_name: str | None = None
+        self,
+        context: SSL.Context,
+        *,
+        server_side: bool,
+        server_name: str | None = None,
+        learn_key_share: bool = False,
     ) -> None:
         self.server_side = server_side
         self.server_name = server_name
@@ -101,6 +126,11 @@ class TlsEngine:
             host = ascii_host(sni) if sni is not None else None
             if host:
                 self._conn.set_tlsext_host_name(host.encode("ascii"))
+            self._learn_key_share = learn_key_share and bool(server_name)
+            if self._learn_key_share:
+                groups = learned_key_share_groups(server_name or "")
+                if groups is not None:
+                    _set_connection_groups(self._conn, groups)
 
     # -- ciphertext in and out --------------------------------------------------------------
 
@@ -232,6 +262,11 @@ class TlsEngine:
         """
         with contextlib.suppress(SSL.Error):
             self._conn.shutdown()
+
+    def remember_key_share(self) -> None:
+        """After the peer was verified: remember its group for the next handshake with it."""
+        if not self.server_side and self._learn_key_share:
+            learn_key_share(self.server_name or "", self._conn.get_group_name())
 
     # -- what was negotiated ----------------------------------------------------------------
 

@@ -11,7 +11,6 @@ handshake runs in the connection's own task, bounded by `handshake_timeout`: the
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Callable
 from typing import Final
@@ -19,6 +18,7 @@ from typing import Final
 import trio
 
 from sipua.errors import ConnectFailed, os_error_reason
+from sipua.tls.connection import sockio
 from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig, server_context
 from sipua.tls.connection.events import Verifier
 from sipua.tls.connection.stream import TlsStream
@@ -132,8 +132,7 @@ async def open_tls_stream(
     """
     bare = host.strip("[]")
     try:
-        with trio.fail_after(connect_timeout):
-            tcp = await _connect_tcp(bare, port)
+        connected = await _connect_tcp(bare, port, connect_timeout)
     except trio.TooSlowError as exc:
         raise ConnectFailed(
             f"connecting to {peer} timed out after {connect_timeout:g} s; "
@@ -144,7 +143,8 @@ async def open_tls_stream(
             f"cannot connect to {peer}: {os_error_reason(exc)}; check the address and that the "
             "server runs"
         ) from exc
-    stream = TlsStream.client(tcp, config, verifier=verifier)
+    tcp, raw = connected
+    stream = TlsStream.client(tcp, config, verifier=verifier, raw_socket=raw)
     try:
         await stream.do_handshake(timeout=handshake_timeout)
     except BaseException:
@@ -153,19 +153,33 @@ async def open_tls_stream(
     return stream
 
 
-async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
+def _is_ip_literal(host: str) -> bool:
+    # The C parsers of the socket module: ipaddress.ip_address costs ~13 Python calls.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+async def _connect_tcp(
+    host: str, port: int, limit_seconds: float
+) -> tuple[trio.SocketStream, socket.socket | None]:
     # RFC 3263 location hands us IP addresses: connect directly. `trio.open_tcp_stream` would
     # run its resolver and happy-eyeballs machinery for a single known address, which costs
-    # several scheduler rounds per connection (visible in `sipua load` profiles).
+    # several scheduler rounds per connection (visible in `sipua load` profiles). The stdlib
+    # socket is kept beside its trio stream, so that `TlsStream` can try each send and
+    # receive at once and wait through trio only when the kernel says so (`sockio`).
+    if not _is_ip_literal(host):
+        with trio.fail_after(limit_seconds):
+            return await trio.open_tcp_stream(host, port), None
+    sock = sockio.client_socket(host)
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return await trio.open_tcp_stream(host, port)
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((host, port))
+        await sockio.connect(sock, (host, port), limit_seconds=limit_seconds)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     except BaseException:
-        sock.close()
+        sockio.close(sock)
         raise
-    return trio.SocketStream(sock)
+    return stream, sock

@@ -40,15 +40,16 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+import socket
+from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from typing import Final, TypeVar
 
 import trio
 
 from sipua.errors import ConnectionLost, HandshakeFailed, PeerNotTrusted, TlsAlertReceived
-from sipua.tls.connection import events
+from sipua.tls.connection import events, sockio
 from sipua.tls.connection.context import (
     TlsClientConfig,
     TlsServerConfig,
@@ -87,21 +88,28 @@ class _State(enum.Enum):
 
 
 class _ConflictDetector:
-    """Raises `trio.BusyResourceError` when two tasks use one direction at once."""
+    """Raises `trio.BusyResourceError` when two tasks use one direction at once.
+
+    A plain context manager (`with detector():`), not a generator-based one: it wraps every
+    send and receive, and contextlib's machinery cost ~8 Python calls each time.
+    """
+
+    __slots__ = ("_held", "_what")
 
     def __init__(self, what: str) -> None:
         self._what = what
         self._held = False
 
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self) -> _ConflictDetector:
+        return self
+
+    def __enter__(self) -> None:
         if self._held:
             raise trio.BusyResourceError(f"another task is already {self._what} this TLS stream")
         self._held = True
-        try:
-            yield
-        finally:
-            self._held = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held = False
 
 
 class TlsStream(trio.abc.Stream):
@@ -115,12 +123,22 @@ class TlsStream(trio.abc.Stream):
         engine: A fresh `TlsEngine` for this connection.
         verifier: Decides on the peer's chain; for a server it is only used when the client
             presents a certificate.
+        raw_socket: The non-blocking stdlib socket under `transport_stream` (a
+            `trio.SocketStream` made with `trio.socket.from_stdlib_socket` on it), or None.
+            With it, sends and receives try the system call first and go through trio's
+            scheduler only to wait (`sockio`); the transport stream still closes it.
     """
 
     def __init__(
-        self, transport_stream: trio.abc.Stream, engine: TlsEngine, *, verifier: Verifier
+        self,
+        transport_stream: trio.abc.Stream,
+        engine: TlsEngine,
+        *,
+        verifier: Verifier,
+        raw_socket: socket.socket | None = None,
     ) -> None:
         self.transport_stream = transport_stream
+        self._raw = raw_socket
         self._engine = engine
         self._verifier = verifier
         self._state = _State.OK
@@ -143,6 +161,7 @@ class TlsStream(trio.abc.Stream):
         config: TlsClientConfig,
         *,
         verifier: Verifier | None = None,
+        raw_socket: socket.socket | None = None,
     ) -> TlsStream:
         """A client-side stream as `config` says.
 
@@ -150,15 +169,19 @@ class TlsStream(trio.abc.Stream):
             transport_stream: The connected transport.
             config: Client settings (TLS name, versions, trust, identity for mutual TLS).
             verifier: Overrides the verifier built from `config` (tests, special policies).
+            raw_socket: The stdlib socket under `transport_stream`, if any (see the class).
         """
         if verifier is None:
             from sipua.tls.trust.verify import client_verifier
 
             verifier = client_verifier(config)
         engine = TlsEngine(
-            client_context(config), server_side=False, server_name=config.server_name
+            client_context(config),
+            server_side=False,
+            server_name=config.server_name,
+            learn_key_share=config.groups is None,
         )
-        return cls(transport_stream, engine, verifier=verifier)
+        return cls(transport_stream, engine, verifier=verifier, raw_socket=raw_socket)
 
     @classmethod
     def server(
@@ -236,23 +259,35 @@ class TlsStream(trio.abc.Stream):
                 self._delayed_outgoing = to_send
                 to_send = b""
             if to_send:
-                async with self._send_lock:
-                    yielded = True
-                    if self._delayed_outgoing is not None:
-                        to_send = self._delayed_outgoing + to_send
-                        self._delayed_outgoing = None
-                    await self._transport_send(to_send)
+                yielded |= await self._locked_send(to_send)
             elif want_read:
-                count = self._recv_count
-                async with self._recv_lock:
+                if self._raw is not None and not yielded and not is_handshake:
+                    # Let the other tasks run before reading, as taking a trio stream's lock
+                    # did: a task that is about to send (a request right after the handshake)
+                    # goes first, and what the peer sent meanwhile (an alert refusing our
+                    # certificate) is read after it, in the order the user agent reports.
+                    # Still one trip per receive, as reading first and yielding after would be.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                     yielded = True
+                count = self._recv_count
+                # A free lock is taken without a trip through the scheduler; the operation
+                # still ends with a checkpoint when nothing waited (below).
+                try:
+                    self._recv_lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._recv_lock.acquire()
+                    yielded = True
+                try:
                     if count == self._recv_count:
-                        data = await self._transport_receive()
+                        data, waited = await self._transport_receive()
+                        yielded |= waited
                         if data:
                             self._engine.receive_data(data)
                         else:
                             self._engine.receive_eof()
                         self._recv_count += 1
+                finally:
+                    self._recv_lock.release()
             if not want_read:
                 break
         if not yielded:
@@ -271,15 +306,39 @@ class TlsStream(trio.abc.Stream):
                 with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.transport_stream.send_all(alert)
 
-    async def _transport_send(self, data: bytes) -> None:
+    async def _locked_send(self, to_send: bytes) -> bool:
+        # Under the FIFO send lock, with the held-back session tickets in front. Returns True
+        # when it went through the scheduler.
+        lock = self._send_lock
+        waited = False
         try:
-            await self.transport_stream.send_all(data)
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+            waited = True
+        try:
+            if self._delayed_outgoing is not None:
+                to_send = self._delayed_outgoing + to_send
+                self._delayed_outgoing = None
+            return await self._transport_send(to_send) or waited
+        finally:
+            lock.release()
+
+    async def _transport_send(self, data: bytes) -> bool:
+        # True when the send went through the scheduler (always, for a trio stream).
+        try:
+            if self._raw is None:
+                await self.transport_stream.send_all(data)
+                return True
+            if self._state is _State.CLOSED:
+                raise trio.ClosedResourceError("this TLS stream was closed")
+            return await sockio.send_all(self._raw, data)
         except trio.ClosedResourceError:
             self._mark_broken()
             if self._state is _State.CLOSED:
                 raise
             raise self._broken("the transport was closed under the TLS stream") from None
-        except trio.BrokenResourceError as exc:
+        except (trio.BrokenResourceError, OSError) as exc:
             self._mark_broken()
             raise self._broken(f"the peer's transport broke while sending ({exc})") from exc
         except BaseException:
@@ -287,15 +346,20 @@ class TlsStream(trio.abc.Stream):
             self._mark_broken()
             raise
 
-    async def _transport_receive(self) -> bytes:
+    async def _transport_receive(self) -> tuple[bytes, bool]:
+        # The bytes, and True when the receive went through the scheduler.
         try:
-            return bytes(await self.transport_stream.receive_some())
+            if self._raw is None:
+                return bytes(await self.transport_stream.receive_some()), True
+            if self._state is _State.CLOSED:
+                raise trio.ClosedResourceError("this TLS stream was closed")
+            return await sockio.receive(self._raw)
         except trio.ClosedResourceError:
             self._mark_broken()
             if self._state is _State.CLOSED:
                 raise
             raise self._broken("the transport was closed under the TLS stream") from None
-        except trio.BrokenResourceError as exc:
+        except (trio.BrokenResourceError, OSError) as exc:
             self._mark_broken()
             raise self._broken(f"the peer's transport broke while receiving ({exc})") from exc
 
@@ -405,6 +469,7 @@ class TlsStream(trio.abc.Stream):
             await self._refuse("the server presented no certificate", code="invalid-chain")
         if verification is not None and not verification.ok:
             await self._refuse(verification.reason, code=verification.code, result=verification)
+        self._engine.remember_key_share()
         self._handshake_event = HandshakeCompleted(
             version=self._engine.version,
             cipher=self._engine.cipher,
@@ -550,9 +615,8 @@ class TlsStream(trio.abc.Stream):
                 outgoing = self._delayed_outgoing + outgoing
                 self._delayed_outgoing = None
             if outgoing:
-                async with self._send_lock:
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.transport_stream.send_all(outgoing)
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._locked_send(outgoing)
         except BaseException:
             self._state = _State.CLOSED
             await trio.aclose_forcefully(self.transport_stream)

@@ -21,6 +21,7 @@ from sipua.tls.connection.context import (
     server_context,
     sni_name,
 )
+from sipua.tls.connection.engine import TlsEngine
 from sipua.tls.connection.keylog import KeyLogWriter
 from tests.support.tls_pair import TestIdentity, TlsWorld, handshake_both, identity, tls_memory_pair
 
@@ -215,8 +216,8 @@ def test_unknown_groups_are_a_config_error(world: TlsWorld) -> None:
 
 
 def test_a_context_without_the_certificate_request_watch_is_its_own(world: TlsWorld) -> None:
-    # The load engine's contexts skip the info callback; they must not be handed to the user
-    # agent, whose lock state needs it (and the other way round).
+    # The load engine's contexts skip the CertificateRequest watch; they must not be handed to
+    # the user agent, whose lock state needs it (and the other way round).
     config = world.client_config()
     watched = client_context(config)
     unwatched = client_context(config, watch_certificate_request=False)
@@ -224,3 +225,25 @@ def test_a_context_without_the_certificate_request_watch_is_its_own(world: TlsWo
     assert client_context(config, watch_certificate_request=False) is unwatched
     assert client_context(config) is watched
     assert client_context(world.client_config(), watch_certificate_request=False) is unwatched
+
+
+def test_a_context_without_openssl_verdicts_still_gets_the_chain(world: TlsWorld) -> None:
+    config = world.client_config()
+    quiet = client_context(config, watch_certificate_request=False, record_verdicts=False)
+    assert quiet is not client_context(config, watch_certificate_request=False)
+    assert quiet is client_context(config, watch_certificate_request=False, record_verdicts=False)
+    client = TlsEngine(quiet, server_side=False, server_name="example.com")
+    server = TlsEngine(server_context(world.server_config()), server_side=True)
+    client.handshake()
+    for _ in range(10):
+        for src, dst in ((client, server), (server, client)):
+            data = src.data_to_send()
+            if data:
+                dst.receive_data(data)
+        done = [engine.handshake() for engine in (server, client)]
+        if all(done) and not client.data_to_send() and not server.data_to_send():
+            break
+    assert client.handshake_done
+    # OpenSSL recorded nothing, and the chain is there for sipua's verifier to judge.
+    assert client.openssl_verdicts == ()
+    assert client.peer_chain()[0] == world.server_identity.certificate

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import trio.testing
 
 from sipua.errors import ConnectionLost, HandshakeFailed
 from sipua.tls.connection.context import client_context, server_context
 from sipua.tls.connection.engine import WANT_READ, TlsEngine
+from sipua.tls.connection.stream import TlsStream
 from tests.support.tls_pair import TlsWorld
 
 MAX_ROUNDS = 20
@@ -116,3 +118,64 @@ def test_sni_is_the_idna_2008_a_label(world: TlsWorld, server_name: str, sent: s
     server.receive_data(client.data_to_send())
     server.handshake()
     assert server.received_sni == sent
+
+
+def _learning_handshake(world: TlsWorld, server_groups: str | None) -> tuple[int, int, str]:
+    """(ClientHello bytes, client flights, group) of one handshake with key-share memory."""
+    client = TlsEngine(
+        client_context(world.client_config()),
+        server_side=False,
+        server_name="shares.example",
+        learn_key_share=True,
+    )
+    server = TlsEngine(server_context(world.server_config(groups=server_groups)), server_side=True)
+    client.handshake()
+    hello = client.data_to_send()
+    server.receive_data(hello)
+    flights = 1
+    for _ in range(MAX_ROUNDS):
+        server.handshake()
+        client.receive_data(server.data_to_send())
+        done = client.handshake()
+        outgoing = client.data_to_send()
+        if outgoing:
+            flights += 1
+            server.receive_data(outgoing)
+        if done:
+            break
+    assert client.handshake_done
+    client.remember_key_share()
+    return len(hello), flights, client._conn.get_group_name() or ""
+
+
+def test_a_classical_server_gets_only_its_key_share_the_next_time() -> None:
+    world = TlsWorld(server_name="shares.example")
+    first_hello, _, group = _learning_handshake(world, "X25519:P-256")
+    assert group == "x25519"
+    # OpenSSL's default: the hybrid post-quantum share (~1.2 KB) beside X25519's.
+    assert first_hello > 1_000
+    second_hello, flights, group = _learning_handshake(world, "X25519:P-256")
+    assert group == "x25519"
+    assert flights == 2  # ClientHello, Finished: no HelloRetryRequest
+    assert second_hello < first_hello - 1_000
+
+
+def test_a_server_that_prefers_the_hybrid_still_gets_it_and_is_remembered() -> None:
+    world = TlsWorld(server_name="shares.example")
+    _learning_handshake(world, "X25519:P-256")  # learned: X25519 only
+    # The server now prefers the post-quantum hybrid: a HelloRetryRequest asks for its share.
+    _, flights, group = _learning_handshake(world, None)
+    assert group == "X25519MLKEM768"
+    assert flights == 3
+    # Remembered: the next ClientHello carries the hybrid share again, no retry.
+    hello, flights, group = _learning_handshake(world, None)
+    assert (group, flights) == ("X25519MLKEM768", 2)
+    assert hello > 1_000
+
+
+def test_only_streams_on_the_default_groups_learn_key_shares(world: TlsWorld) -> None:
+    transport, _ = trio.testing.memory_stream_pair()
+    default = TlsStream.client(transport, world.client_config())
+    chosen = TlsStream.client(transport, world.client_config(groups="P-256"))
+    assert default._engine._learn_key_share
+    assert not chosen._engine._learn_key_share

@@ -160,6 +160,28 @@ async def test_connect_refused_is_connect_failed(world: TlsWorld) -> None:
         )
 
 
+async def test_a_connect_that_does_not_complete_times_out(world: TlsWorld) -> None:
+    # A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+    # stays in progress (the first connection fills the queue of a listen(0) socket).
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with (
+            socket.create_connection(("127.0.0.1", port)),
+            pytest.raises(
+                ConnectFailed, match=rf"connecting to 127\.0\.0\.1:{port} timed out after 0\.3 s"
+            ),
+        ):
+            await open_tls_stream(
+                "127.0.0.1",
+                port,
+                world.client_config(),
+                peer=f"127.0.0.1:{port}",
+                connect_timeout=0.3,
+            )
+
+
 async def test_accept_does_not_handshake(world: TlsWorld) -> None:
     listeners = await open_tls_listeners(0, world.server_config(), host="127.0.0.1")
     listener = listeners[0]

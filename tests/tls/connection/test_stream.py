@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -20,7 +21,9 @@ from sipua.errors import (
     PeerNotTrusted,
     TlsAlertReceived,
 )
-from sipua.tls.connection import events
+from sipua.tls.connection import events, sockio
+from sipua.tls.connection.context import server_context
+from sipua.tls.connection.engine import TlsEngine
 from sipua.tls.connection.stream import BrokenByTlsAlert, BrokenTlsStream, TlsStream
 from tests.support.tls_pair import (
     TlsWorld,
@@ -373,6 +376,79 @@ async def _loopback_pair(world: TlsWorld, version: str) -> tuple[TlsStream, TlsS
     return client, server
 
 
+async def _raw_loopback_pair(
+    world: TlsWorld, version: str, *, handshake: bool = True
+) -> tuple[TlsStream, TlsStream]:
+    """As `_loopback_pair`, both sides on non-blocking stdlib sockets (`raw_socket`)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client_sock = sockio.client_socket("127.0.0.1")
+        await sockio.connect(client_sock, listener.getsockname())
+        server_sock, _ = listener.accept()
+    server_sock.setblocking(False)
+    client = TlsStream.client(
+        trio.SocketStream(trio.socket.from_stdlib_socket(client_sock)),
+        world.client_config(max_version=version),
+        verifier=world.verifier(name="example.com"),
+        raw_socket=client_sock,
+    )
+    server = TlsStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(server_sock)),
+        TlsEngine(server_context(world.server_config()), server_side=True),
+        verifier=world.verifier(),
+        raw_socket=server_sock,
+    )
+    if handshake:
+        await handshake_both(client, server)
+    return client, server
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_check_two_way_stream_on_raw_sockets(world: TlsWorld, version: str) -> None:
+    async def raw() -> tuple[TlsStream, TlsStream]:
+        return await _raw_loopback_pair(world, version, handshake=False)
+
+    await trio.testing.check_two_way_stream(raw, None)
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler's steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+# The client's real waits: TLS 1.3 one round trip (the server's flight), TLS 1.2 two.
+@pytest.mark.parametrize(("version", "waits"), [("1.3", 1), ("1.2", 2)])
+async def test_a_raw_socket_handshake_goes_through_the_scheduler_only_to_wait(
+    world: TlsWorld, version: str, waits: int
+) -> None:
+    client, server = await _raw_loopback_pair(world, version, handshake=False)
+    counter: _StepCounter | None = None
+
+    async def client_side() -> None:
+        nonlocal counter
+        counter = _StepCounter(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await client.do_handshake()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client_side)
+    assert counter is not None
+    # One step to run after each real wait; no trip for a send the kernel took at once.
+    assert counter.steps == waits
+    await client.aclose()
+    await server.aclose()
+
+
 async def _receive_exactly(stream: TlsStream, size: int) -> bytes:
     received = bytearray()
     with trio.fail_after(10):
@@ -383,11 +459,13 @@ async def _receive_exactly(stream: TlsStream, size: int) -> bytes:
     return bytes(received)
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["trio-streams", "raw-sockets"])
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_large_sends_arrive_whole_both_ways_over_loopback(
-    world: TlsWorld, version: str
+    world: TlsWorld, version: str, raw: bool
 ) -> None:
-    client, server = await _loopback_pair(world, version)
+    pair = _raw_loopback_pair if raw else _loopback_pair
+    client, server = await pair(world, version)
     for size in LARGE_SIZES:
         for sender, receiver in ((client, server), (server, client)):
             # A pattern that shows a cut or a repeated record, not just a wrong length.
