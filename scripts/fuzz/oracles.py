@@ -122,14 +122,16 @@ def _require(condition: bool, message: str) -> None:
         raise PropertyViolation(message)
 
 
-def _check_error(exc: BaseException) -> None:
+def _check_error(exc: BaseException, peer_input: bytes) -> None:
     text = str(exc)
     _require(
         len(text) <= MAX_ERROR_CHARS,
         f"{type(exc).__name__} message is {len(text)} characters (limit {MAX_ERROR_CHARS}); "
         f"it echoes the input without bound: {text[:160]!r}...",
     )
-    _require(FUZZ_PASSWORD not in text, f"{type(exc).__name__} message contains the password")
+    # Our password must never show; quoting what the peer itself sent leaks nothing of ours.
+    if FUZZ_PASSWORD.encode() not in peer_input:
+        _require(FUZZ_PASSWORD not in text, f"{type(exc).__name__} message contains the password")
     if isinstance(exc, ProtocolError):
         _require(
             100 <= exc.status_hint <= 699, f"status_hint {exc.status_hint} is not a SIP status"
@@ -162,13 +164,14 @@ _ACCESSORS: Final = (
 )
 
 
-def _typed_values(msg: Request | Response) -> Iterator[object]:
-    """Every typed header value of `msg` that parses; a malformed one may raise ParseError."""
+def _typed_values(msg: Request | Response, data: bytes) -> Iterator[object]:
+    """Every typed header value of `msg` (parsed from `data`) that parses; a malformed one may
+    raise ParseError."""
     for name in _ACCESSORS:
         try:
             value = getattr(msg, name)
         except ParseError as exc:
-            _check_error(exc)
+            _check_error(exc, data)
             continue
         if isinstance(value, list):
             yield from value
@@ -207,9 +210,9 @@ def check_parse_message(data: bytes) -> None:
     try:
         msg = parse_message(data)
     except ParseError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
-    for value in _typed_values(msg):
+    for value in _typed_values(msg, data):
         _check_field_round_trip(value)
     wire = serialize(msg)
     if len(wire) > DEFAULT_MAX_MESSAGE_BYTES:
@@ -253,7 +256,7 @@ def _check_framed(data: bytes, cap: int) -> None:
     try:
         msg = parse_message(data, max_bytes=max(cap, DEFAULT_MAX_MESSAGE_BYTES))
     except ParseError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     # The framer and the parser must agree on where the message ends (RFC 3261 §18.3):
     # if they did not, a body could smuggle a second message past one of them.
@@ -314,7 +317,7 @@ def check_stream_framer(data: bytes) -> None:
         framer.receive_data(None)
         _drain(framer, cap, out)
     except FramingError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     _require(framer.buffered == 0, f"{framer.buffered} bytes left unreported at EOF")
     _require(bytes(out) == stream, "framer events do not reproduce the stream byte for byte")
@@ -333,7 +336,7 @@ def check_sip_uri(data: bytes) -> None:
     try:
         uri = parse_uri(text)
     except ParseError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
     else:
         written = str(uri)
         try:
@@ -353,7 +356,7 @@ def check_sip_uri(data: bytes) -> None:
         try:
             parsed: object = parse(text)
         except ParseError as exc:
-            _check_error(exc)
+            _check_error(exc, data)
             continue
         for value in parsed if isinstance(parsed, list) else [parsed]:
             _check_field_round_trip(value)
@@ -374,7 +377,7 @@ def check_digest_challenge(data: bytes) -> None:
     try:
         challenge = parse_challenge(value)
     except DigestChallengeError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     if "\r" in value or "\n" in value:
         return  # a parsed header value never holds CR or LF; the rest needs one
@@ -382,7 +385,7 @@ def check_digest_challenge(data: bytes) -> None:
     try:
         session.handle_challenges([value])
     except (DigestChallengeError, NoUsableChallenge) as exc:
-        _check_error(exc)
+        _check_error(exc, data)
     if not challenge.usable:
         return
     try:
@@ -435,7 +438,7 @@ def check_certificates(data: bytes) -> None:
     try:
         certs = load_certificates(data, source="fuzz.pem")
     except CertificateError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         certs = []
     for cert in certs:
         # The handshake path first (a peer's certificate), then what `sipua cert` prints.
@@ -445,7 +448,7 @@ def check_certificates(data: bytes) -> None:
         try:
             load_private_key(data, source="fuzz.key", passphrase=passphrase)
         except CertificateError as exc:
-            _check_error(exc)
+            _check_error(exc, data)
     if data[:1] == b"\x00":
         # Through a real file now and then (the path `sipua cert import` takes).
         with tempfile.TemporaryDirectory() as tmp:
@@ -454,7 +457,7 @@ def check_certificates(data: bytes) -> None:
             try:
                 load_certificate_file(path)
             except CertificateError as exc:
-                _check_error(exc)
+                _check_error(exc, data)
 
 
 def check_sdp_offer(data: bytes) -> None:
@@ -468,7 +471,7 @@ def check_sdp_offer(data: bytes) -> None:
         streams = parse_offer(data)
         answer = build_answer(data, address="192.0.2.1", port=4000, session_id=7)
     except SdpError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     if answer is None:
         return
@@ -596,11 +599,11 @@ def check_rtp_packet(data: bytes) -> None:
         try:
             context.unprotect_rtcp(datagram) if is_rtcp(datagram) else context.unprotect(datagram)
         except SrtpError as exc:
-            _check_error(exc)
+            _check_error(exc, data)
     try:
         packet = parse_rtp(datagram)
     except RtpError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
     else:
         again = parse_rtp(build_rtp(packet))
         _require(again == packet, f"RTP packet does not survive a round trip: {packet!r:.200}")
@@ -609,7 +612,7 @@ def check_rtp_packet(data: bytes) -> None:
     try:
         rtcp.parse_compound(datagram)
     except RtpError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
 
 
 # --- sdp_crypto ---------------------------------------------------------------------------------
@@ -659,7 +662,7 @@ def check_sdp_crypto(data: bytes) -> None:
             crypto = [line for s in streams for line in s.crypto]
             _require(bool(crypto) == (plan.srtp is not None), "answer crypto and plan disagree")
     except MediaRefused as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         _require(exc.status == 488, f"refusal status {exc.status}")
         _require(_SDES_KEY_SHOWN.search(str(exc)) is None, "a refusal quotes an SDES key")
         return
@@ -694,7 +697,7 @@ def check_http_response(data: bytes) -> None:
                 return
             _require(bool(chunk), "the reader asked for more after the end of the stream")
     except FetchError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
 
 
 def check_provisioned_files(data: bytes) -> None:
@@ -717,7 +720,7 @@ def check_provisioned_files(data: bytes) -> None:
             key, leaf, _chain = parse_device_bundle(body, source="https://fuzz.test/dev.pem")
             _require(key_matches(leaf, key), "a device bundle passed with a foreign key")
     except CertificateError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
 
 
 def check_known_keys(data: bytes) -> None:
@@ -725,7 +728,7 @@ def check_known_keys(data: bytes) -> None:
     try:
         records = parse_known_keys(data, source="known-keys")
     except KnownKeysError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     again = parse_known_keys(format_known_keys(records), source="rewritten")
     _require(again == records, "the known keys changed through a rewrite")
@@ -741,7 +744,7 @@ def check_phone_config(data: bytes) -> None:
         entries = parse_phone_config(data, source="phone.cfg")
         imported = translate(entries, source="phone.cfg")
     except PhoneConfigError as exc:
-        _check_error(exc)
+        _check_error(exc, data)
         return
     # A password that is also part of a key or another value (a host "example.test" and the
     # password "test") is not a leak when that key or value is shown.

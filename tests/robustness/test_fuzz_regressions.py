@@ -86,7 +86,12 @@ def test_oracles_detect_a_broken_property() -> None:
     with pytest.raises(oracles.PropertyViolation):
         oracles._require(False, "demonstration")
     with pytest.raises(oracles.PropertyViolation, match="characters"):
-        oracles._check_error(ValueError("x" * (oracles.MAX_ERROR_CHARS + 1)))
+        oracles._check_error(ValueError("x" * (oracles.MAX_ERROR_CHARS + 1)), b"")
+    # Our password in an error is a leak, unless the peer sent it and the error quotes it.
+    leaked = ValueError(f"bad line {oracles.FUZZ_PASSWORD!r}")
+    with pytest.raises(oracles.PropertyViolation, match="password"):
+        oracles._check_error(leaked, b"v=0\r\n")
+    oracles._check_error(leaked, f"{oracles.FUZZ_PASSWORD}\r\n".encode())
 
 
 # --- hypothesis: the same properties on structured inputs ---------------------------------------
