@@ -176,7 +176,8 @@ class Headers:
 
     @classmethod
     def _trusted(cls, items: list[tuple[str, str]], index: dict[str, list[str]]) -> Headers:
-        """Build from the parser's already-validated items and index, without copying."""
+        """Build from already-validated items and index (the parser's, or a registration's
+        header block checked once), without copying."""
         self = cls.__new__(cls)
         self._items = items
         self._index = index
