@@ -26,9 +26,10 @@ The password arrives as a plain `str` argument of the call that needs it (the ca
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -81,6 +82,10 @@ class DigestAlgorithm(enum.Enum):
     SHA_512_256 = "SHA-512-256"
     SHA_512_256_SESS = "SHA-512-256-sess"
 
+    # Members are singletons: the identity hash (C) keys `_HASH_OF` as well as Enum's by-name
+    # hash (Python), which every digest would pay.
+    __hash__ = object.__hash__
+
     @property
     def is_session(self) -> bool:
         """Whether A1 includes the nonce and cnonce (the `-sess` variants, RFC 7616 §3.4.2)."""
@@ -97,7 +102,7 @@ class DigestAlgorithm(enum.Enum):
         SHA-512-256 is the real SHA-512/256 of FIPS 180-4 (its own initial values), not SHA-512
         truncated to 256 bits; RFC 8760 §2.1 and RFC 7616 §3.2 name it that way.
         """
-        return hashlib.new(_HASHLIB_NAME[self.value.removesuffix("-sess")], data).hexdigest()
+        return _HASH_OF[self](data).hexdigest()
 
     @classmethod
     def from_token(cls, token: str) -> DigestAlgorithm | None:
@@ -107,6 +112,21 @@ class DigestAlgorithm(enum.Enum):
 
 _STRENGTH: Final = {"MD5": 0, "SHA-256": 1, "SHA-512-256": 2}
 _HASHLIB_NAME: Final = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+
+
+def _hash_function(name: str) -> Callable[[bytes], hashlib._Hash]:
+    # hashlib's named constructors skip `hashlib.new`'s lookup by name (a third of an MD5 of
+    # a short string); SHA-512/256 has none.
+    constructor = getattr(hashlib, name, None)
+    if constructor is not None:
+        return constructor  # type: ignore[no-any-return]
+    return functools.partial(hashlib.new, name)
+
+
+#: Each algorithm's hash function (keyed by the member: enum members hash by identity here).
+_HASH_OF: Final = {
+    alg: _hash_function(_HASHLIB_NAME[alg.value.removesuffix("-sess")]) for alg in DigestAlgorithm
+}
 _BY_LOWER_TOKEN: Final = {alg.value.lower(): alg for alg in DigestAlgorithm}
 
 QOP_AUTH: Final = "auth"
