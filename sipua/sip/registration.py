@@ -56,7 +56,7 @@ from sipua.sip.digest import (
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.events import ClientTxKey
 from sipua.sip.fields import parse_contacts
-from sipua.sip.headers import split_list
+from sipua.sip.headers import checked_value, split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import new_request
 from sipua.sip.methods import ALLOW
@@ -469,10 +469,12 @@ class Registration:
             f'<{self.contact.uri}>;+sip.instance="<urn:uuid:{self.instance_id}>"'
             f";reg-id={self.reg_id}"
         )
-        # The header block every REGISTER of the binding repeats is checked here, once (names
-        # and values, as `Headers` checks them); `_build` splices in what changes per request
-        # (branch, CSeq and Expires, all made of digits and hex) and checks only credentials.
-        Headers(self._fields(self._via_prefix + "z9hG4bK", "1 REGISTER", "0"))
+        # The header block every REGISTER of the binding repeats is checked here, once, as
+        # `Headers` checks values (the names are constants); `_build` splices in what changes
+        # per request (branch, CSeq and Expires, all made of digits and hex) and checks only
+        # credentials. Max-Forwards, Supported, Allow and User-Agent are constants.
+        for value in (self._via_prefix, self._from, self._to, self._call_id, self._contact_value):
+            checked_value(value)  # none of them has blanks at an end to strip
 
     def _fields(self, via: str, cseq: str, expires: str) -> list[tuple[str, str]]:
         return [
@@ -731,7 +733,7 @@ class Registration:
         """
         start = value.rfind(",", 0, at) + 1
         end = value.find(",", at)
-        element = value[start : end if end >= 0 else len(value)]
+        element = value[start : end if end >= 0 else len(value)].strip(" \t")
         try:
             contacts = parse_contacts(element)
         except ProtocolError:
