@@ -132,6 +132,7 @@ _BY_LOWER_TOKEN: Final = {alg.value.lower(): alg for alg in DigestAlgorithm}
 QOP_AUTH: Final = "auth"
 QOP_AUTH_INT: Final = "auth-int"
 _SUPPORTED_QOP: Final = (QOP_AUTH, QOP_AUTH_INT)
+_SUPPORTED_QOP_SET: Final = frozenset(_SUPPORTED_QOP)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,7 +173,7 @@ class Challenge:
         """Whether sipua can answer this challenge (Digest, known algorithm, known qop)."""
         if self.scheme.lower() != "digest" or self.algorithm is None:
             return False
-        return not self.qop or any(q in _SUPPORTED_QOP for q in self.qop)
+        return not self.qop or not _SUPPORTED_QOP_SET.isdisjoint(self.qop)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -221,6 +222,14 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
             if required not in names:
                 raise DigestChallengeError(f"{header}: Digest challenge has no {required}")
     qop_raw = names.get("qop")
+    qop: tuple[str, ...] = ()
+    if qop_raw is None:
+        pass
+    elif "," in qop_raw:
+        qop = tuple(q.strip().lower() for q in qop_raw.split(",") if q.strip())
+    elif one := qop_raw.strip().lower():  # the usual single value
+        qop = (one,)
+    domain = names.get("domain")
     return Challenge(
         scheme=scheme,
         realm=names.get("realm", ""),
@@ -228,11 +237,14 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
         opaque=names.get("opaque"),
         stale=names.get("stale", "").lower() == "true",
         algorithm_name=names.get("algorithm", "MD5"),
-        qop=tuple(q.strip().lower() for q in qop_raw.split(",") if q.strip()) if qop_raw else (),
-        domain=tuple(names.get("domain", "").split()),
+        qop=qop,
+        domain=tuple(domain.split()) if domain else (),
         params=tuple(params),
-        proxy=header.lower() == PROXY_AUTHENTICATE.lower(),
+        proxy=header == PROXY_AUTHENTICATE or header.lower() == _PROXY_AUTHENTICATE_KEY,
     )
+
+
+_PROXY_AUTHENTICATE_KEY: Final = PROXY_AUTHENTICATE.lower()
 
 
 MAX_REALMS: Final = 4  # challenges answered at once (a proxy and a registrar, with room to spare)
