@@ -55,7 +55,7 @@ from sipua.sip.digest import (
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.events import ClientTxKey
-from sipua.sip.fields import parse_contacts
+from sipua.sip.fields import parse_contact, parse_contacts
 from sipua.sip.headers import checked_value, split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import new_request
@@ -734,15 +734,15 @@ class Registration:
         start = value.rfind(",", 0, at) + 1
         end = value.find(",", at)
         element = value[start : end if end >= 0 else len(value)].strip(" \t")
+        if not element or element == "*":
+            return None
         try:
-            contacts = parse_contacts(element)
+            contact = parse_contact(element)
         except ProtocolError:
             return None
-        if len(contacts) == 1:
-            contact = contacts[0]
-            uri = contact.uri
-            if isinstance(uri, SipUri) and uri.matches(self.contact.uri):
-                return contact
+        uri = contact.uri
+        if isinstance(uri, SipUri) and uri.matches(self.contact.uri):
+            return contact
         return None
 
     def _our_contact(self, contacts: list[Contact]) -> Contact | None:
