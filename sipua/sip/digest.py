@@ -26,9 +26,10 @@ The password arrives as a plain `str` argument of the call that needs it (the ca
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -81,6 +82,10 @@ class DigestAlgorithm(enum.Enum):
     SHA_512_256 = "SHA-512-256"
     SHA_512_256_SESS = "SHA-512-256-sess"
 
+    # Members are singletons: the identity hash (C) keys `_HASH_OF` as well as Enum's by-name
+    # hash (Python), which every digest would pay.
+    __hash__ = object.__hash__
+
     @property
     def is_session(self) -> bool:
         """Whether A1 includes the nonce and cnonce (the `-sess` variants, RFC 7616 §3.4.2)."""
@@ -97,7 +102,7 @@ class DigestAlgorithm(enum.Enum):
         SHA-512-256 is the real SHA-512/256 of FIPS 180-4 (its own initial values), not SHA-512
         truncated to 256 bits; RFC 8760 §2.1 and RFC 7616 §3.2 name it that way.
         """
-        return hashlib.new(_HASHLIB_NAME[self.value.removesuffix("-sess")], data).hexdigest()
+        return _HASH_OF[self](data).hexdigest()
 
     @classmethod
     def from_token(cls, token: str) -> DigestAlgorithm | None:
@@ -107,11 +112,27 @@ class DigestAlgorithm(enum.Enum):
 
 _STRENGTH: Final = {"MD5": 0, "SHA-256": 1, "SHA-512-256": 2}
 _HASHLIB_NAME: Final = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+
+
+def _hash_function(name: str) -> Callable[[bytes], hashlib._Hash]:
+    # hashlib's named constructors skip `hashlib.new`'s lookup by name (a third of an MD5 of
+    # a short string); SHA-512/256 has none.
+    constructor = getattr(hashlib, name, None)
+    if constructor is not None:
+        return constructor  # type: ignore[no-any-return]
+    return functools.partial(hashlib.new, name)
+
+
+#: Each algorithm's hash function (keyed by the member: enum members hash by identity here).
+_HASH_OF: Final = {
+    alg: _hash_function(_HASHLIB_NAME[alg.value.removesuffix("-sess")]) for alg in DigestAlgorithm
+}
 _BY_LOWER_TOKEN: Final = {alg.value.lower(): alg for alg in DigestAlgorithm}
 
 QOP_AUTH: Final = "auth"
 QOP_AUTH_INT: Final = "auth-int"
 _SUPPORTED_QOP: Final = (QOP_AUTH, QOP_AUTH_INT)
+_SUPPORTED_QOP_SET: Final = frozenset(_SUPPORTED_QOP)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +173,7 @@ class Challenge:
         """Whether sipua can answer this challenge (Digest, known algorithm, known qop)."""
         if self.scheme.lower() != "digest" or self.algorithm is None:
             return False
-        return not self.qop or any(q in _SUPPORTED_QOP for q in self.qop)
+        return not self.qop or not _SUPPORTED_QOP_SET.isdisjoint(self.qop)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -201,6 +222,14 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
             if required not in names:
                 raise DigestChallengeError(f"{header}: Digest challenge has no {required}")
     qop_raw = names.get("qop")
+    qop: tuple[str, ...] = ()
+    if qop_raw is None:
+        pass
+    elif "," in qop_raw:
+        qop = tuple(q.strip().lower() for q in qop_raw.split(",") if q.strip())
+    elif one := qop_raw.strip().lower():  # the usual single value
+        qop = (one,)
+    domain = names.get("domain")
     return Challenge(
         scheme=scheme,
         realm=names.get("realm", ""),
@@ -208,11 +237,14 @@ def parse_challenge(value: str, *, header: str = WWW_AUTHENTICATE) -> Challenge:
         opaque=names.get("opaque"),
         stale=names.get("stale", "").lower() == "true",
         algorithm_name=names.get("algorithm", "MD5"),
-        qop=tuple(q.strip().lower() for q in qop_raw.split(",") if q.strip()) if qop_raw else (),
-        domain=tuple(names.get("domain", "").split()),
+        qop=qop,
+        domain=tuple(domain.split()) if domain else (),
         params=tuple(params),
-        proxy=header.lower() == PROXY_AUTHENTICATE.lower(),
+        proxy=header == PROXY_AUTHENTICATE or header.lower() == _PROXY_AUTHENTICATE_KEY,
     )
+
+
+_PROXY_AUTHENTICATE_KEY: Final = PROXY_AUTHENTICATE.lower()
 
 
 MAX_REALMS: Final = 4  # challenges answered at once (a proxy and a registrar, with room to spare)

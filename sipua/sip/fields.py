@@ -480,12 +480,17 @@ def parse_contacts(value: str) -> list[Contact]:
     """
     if value == "*":
         return [Contact.star()]
-    contacts: list[Contact] = []
-    for element in split_list(value, allow_empty=False):
-        fast = _fast_name_address(element, Contact)
-        if isinstance(fast, Contact):
-            contacts.append(fast)
-            continue
-        display, uri, params = _split_name_address(element, "Contact")
-        contacts.append(Contact(display, uri, params))
-    return contacts
+    return [parse_contact(element) for element in split_list(value, allow_empty=False)]
+
+
+def parse_contact(element: str) -> Contact:
+    """Parse one element of a Contact list (not "*"), without blanks at its ends.
+
+    Raises:
+        ParseError: the element is not a name-addr or addr-spec with parameters.
+    """
+    fast = _fast_name_address(element, Contact)
+    if isinstance(fast, Contact):
+        return fast
+    display, uri, params = _split_name_address(element, "Contact")
+    return Contact(display, uri, params)

@@ -160,7 +160,7 @@ class Headers:
             if name not in _TOKEN_NAMES:
                 _checked_name(name)
             if "\r" in value or "\n" in value:
-                _checked_value(value)  # raises
+                checked_value(value)  # raises
             if value[:1] in _BLANKS or value[-1:] in _BLANKS:
                 value = value.strip(" \t")
             checked.append((name, value))
@@ -176,7 +176,8 @@ class Headers:
 
     @classmethod
     def _trusted(cls, items: list[tuple[str, str]], index: dict[str, list[str]]) -> Headers:
-        """Build from the parser's already-validated items and index, without copying."""
+        """Build from already-validated items and index (the parser's, or a registration's
+        header block checked once), without copying."""
         self = cls.__new__(cls)
         self._items = items
         self._index = index
@@ -229,13 +230,13 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
-        self._items.append((_checked_name(name), _checked_value(value)))
+        self._items.append((_checked_name(name), checked_value(value)))
         self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field with this name by one field, at the position of the first."""
         key = header_key(name)
-        new = (_checked_name(name), _checked_value(value))
+        new = (_checked_name(name), checked_value(value))
         out: list[tuple[str, str]] = []
         placed = False
         for item in self._items:
@@ -329,7 +330,12 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _checked_value(value: str) -> str:
+def checked_value(value: str) -> str:
+    """`value` without blanks at its ends.
+
+    Raises:
+        ValueError: it holds a CR or LF (a field value is one line).
+    """
     if "\r" in value or "\n" in value:
         # A CR or LF in a value would let a caller inject header lines; fold-free values only.
         raise ValueError(f"header value {value[:200]!r} contains CR or LF")

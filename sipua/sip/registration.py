@@ -55,9 +55,10 @@ from sipua.sip.digest import (
 )
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.events import ClientTxKey
-from sipua.sip.fields import parse_contacts
-from sipua.sip.headers import split_list
+from sipua.sip.fields import parse_contact, parse_contacts
+from sipua.sip.headers import checked_value, split_list
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
+from sipua.sip.message import new_request
 from sipua.sip.methods import ALLOW
 from sipua.sip.transactions import DEFAULT_TIMER_F, ReliableClientTable
 from sipua.sip.uri import host_port
@@ -468,6 +469,27 @@ class Registration:
             f'<{self.contact.uri}>;+sip.instance="<urn:uuid:{self.instance_id}>"'
             f";reg-id={self.reg_id}"
         )
+        # The header block every REGISTER of the binding repeats is checked here, once, as
+        # `Headers` checks values (the names are constants); `_build` splices in what changes
+        # per request (branch, CSeq and Expires, all made of digits and hex) and checks only
+        # credentials. Max-Forwards, Supported, Allow and User-Agent are constants.
+        for value in (self._via_prefix, self._from, self._to, self._call_id, self._contact_value):
+            checked_value(value)  # none of them has blanks at an end to strip
+
+    def _fields(self, via: str, cseq: str, expires: str) -> list[tuple[str, str]]:
+        return [
+            ("Via", via),
+            ("Max-Forwards", _MAX_FORWARDS),
+            ("From", self._from),
+            ("To", self._to),
+            ("Call-ID", self._call_id),
+            ("CSeq", cseq),
+            ("Contact", self._contact_value),
+            ("Expires", expires),
+            ("Supported", "outbound, path"),
+            ("Allow", ALLOW),
+            ("User-Agent", USER_AGENT),
+        ]
 
     def connection_lost(self) -> None:
         """The flow is gone: the binding can no longer be trusted and nothing is pending."""
@@ -681,8 +703,14 @@ class Registration:
         """
         instance = self.instance_id.lower()
         for value in response.headers.get_fields("Contact"):
-            if instance not in value.lower():
+            lowered = value.lower()
+            at = lowered.find(instance)
+            if at < 0:
                 continue
+            if len(lowered) == len(value):
+                ours = self._first_with_instance(value, at)
+                if ours is not None:
+                    return ours
             try:
                 elements = split_list(value, allow_empty=False)
                 for element in elements:
@@ -693,6 +721,28 @@ class Registration:
                                 return contact
             except ProtocolError:
                 return None
+        return None
+
+    def _first_with_instance(self, value: str, at: int) -> Contact | None:
+        """The element around `at` (our instance id) by its commas, if it parses and is ours.
+
+        A registrar lists its bindings in one Contact field; cutting out the one element that
+        holds our id saves splitting the whole list. A comma inside a quoted string or a URI
+        cuts the element short, which then does not parse or is not ours by URI: None, and the
+        caller splits the list properly.
+        """
+        start = value.rfind(",", 0, at) + 1
+        end = value.find(",", at)
+        element = value[start : end if end >= 0 else len(value)].strip(" \t")
+        if not element or element == "*":
+            return None
+        try:
+            contact = parse_contact(element)
+        except ProtocolError:
+            return None
+        uri = contact.uri
+        if isinstance(uri, SipUri) and uri.matches(self.contact.uri):
+            return contact
         return None
 
     def _our_contact(self, contacts: list[Contact]) -> Contact | None:
@@ -726,23 +776,30 @@ class Registration:
         self._cseq += 1
         branch = new_branch(self._rng)
         self._key = ClientTxKey(branch=branch, method="REGISTER")
-        headers = Headers(
-            [
-                ("Via", self._via_prefix + branch),
-                ("Max-Forwards", _MAX_FORWARDS),
-                ("From", self._from),
-                ("To", self._to),
-                ("Call-ID", self._call_id),
-                ("CSeq", f"{self._cseq} REGISTER"),
-                ("Contact", self._contact_value),
-                ("Expires", str(expires)),
-                ("Supported", "outbound, path"),
-                ("Allow", ALLOW),
-                ("User-Agent", USER_AGENT),
-                *extra,
-            ]
-        )
-        request = Request("REGISTER", self._registrar, headers)
+        via = self._via_prefix + branch
+        cseq = f"{self._cseq} REGISTER"
+        expires_value = str(expires)
+        items = self._fields(via, cseq, expires_value)
+        index = {
+            "via": [via],
+            "max-forwards": [_MAX_FORWARDS],
+            "from": [self._from],
+            "to": [self._to],
+            "call-id": [self._call_id],
+            "cseq": [cseq],
+            "contact": [self._contact_value],
+            "expires": [expires_value],
+            "supported": ["outbound, path"],
+            "allow": [ALLOW],
+            "user-agent": [USER_AGENT],
+        }
+        if extra:
+            checked = Headers(extra)  # credentials carry the user name: checked as any field
+            items += checked
+            for key, values in checked._get_index().items():
+                index.setdefault(key, []).extend(values)
+        headers = Headers._trusted(items, index)
+        request = new_request("REGISTER", self._registrar, headers, b"")
         if not extra:
             # Later REGISTERs (refresh, 423 retry, unregister) answer the last challenge at
             # once, with the nonce count advanced (RFC 7616 §3.4), saving a round trip; a
