@@ -160,7 +160,7 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
     from pathlib import Path
 
     from sipua.errors import ConfigError
-    from sipua.load.accounts import LoadAccount, csv_accounts, expand_users
+    from sipua.load.accounts import LoadAccount, csv_accounts, pattern_accounts
     from sipua.settings.flags import settings_from_args
 
     domain: str | None = args.domain
@@ -168,12 +168,11 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
         domain = args.aor.partition("@")[2].split(";")[0].split(":")[0] or None
     first: str | None = None
     rows: list[LoadAccount] = []
-    users: list[str] = []
     if args.users is not None:
         if domain is None:
             raise ConfigError("--users needs --domain (e.g. --domain example.test)")
-        users = expand_users(args.users)
-        first = users[0]
+        rows = pattern_accounts(args.users, domain=domain, password=None)
+        first = rows[0].username
     elif args.accounts is not None:
         rows = csv_accounts(Path(args.accounts), domain=domain, password=None)
         first = rows[0].username
@@ -190,19 +189,13 @@ def _accounts(args: argparse.Namespace) -> tuple[Settings, list[LoadAccount]]:
     settings = settings_from_args(template_args)
     template = settings.accounts[0]
     if template.pins or template.trust_on_first_use:
-        from sipua.errors import ConfigError
-
         # Not silently ignored: a load run that claimed to check keys and did not would lie.
         raise ConfigError(
             "sipua load does not check pins or first-use keys; drop --pin and "
             "--trust-on-first-use (or pins / trust_on_first_use in the file) for load runs"
         )
-    if users:
-        accounts = [
-            LoadAccount(aor=f"sips:{u}@{domain}", username=u, password=template.password)
-            for u in users
-        ]
-    elif rows:
+    if rows:
+        # Accounts without a password of their own (all of a pattern's) take the template's.
         accounts = [r if r.password else replace(r, password=template.password) for r in rows]
     else:
         accounts = [
