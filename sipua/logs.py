@@ -42,7 +42,6 @@ from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 from sipua.media.sdp import redact_sdes_keys
 from sipua.settings.secret import Secret
 from sipua.sip.digest import redact_digest_proofs
-from sipua.sip.uri import host_port
 
 LogFormat = Literal["console", "json"]
 
@@ -327,8 +326,3 @@ def configure_logging(
 def get_logger(**initial_values: object) -> FilteringBoundLogger:
     """Returns a logger, with `initial_values` bound (e.g. `component="transport"`)."""
     return cast(FilteringBoundLogger, structlog.get_logger(**initial_values))
-
-
-def format_peer(host: str, port: int | None) -> str:
-    """Formats a peer address for the `peer` field: `host:port`, `[v6]:port`."""
-    return host_port(host, port)

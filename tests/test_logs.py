@@ -15,7 +15,6 @@ from sipua.logs import (
     LOCK_STATES,
     REDACTED,
     configure_logging,
-    format_peer,
     get_logger,
     is_secret_key,
     redact_text,
@@ -319,12 +318,6 @@ def test_console_other_events_use_structlog_lines() -> None:
 
 
 # --- context helpers -----------------------------------------------------------------------------
-
-
-def test_format_peer() -> None:
-    assert format_peer("127.0.0.1", 5061) == "127.0.0.1:5061"
-    assert format_peer("2001:db8::1", None) == "[2001:db8::1]"
-    assert format_peer("example.test", 5061) == "example.test:5061"
 
 
 @pytest.mark.parametrize(
