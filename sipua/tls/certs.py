@@ -238,20 +238,6 @@ def load_certificate_file(
     return load_certificates(read_input_file(path), source=str(path))
 
 
-def as_certificate(value: CertificateInput, *, source: str = "certificate") -> x509.Certificate:
-    """Accepts a `Certificate`, or PEM/DER bytes holding exactly one certificate.
-
-    Raises:
-        CertificateError: the bytes are not exactly one certificate.
-    """
-    if isinstance(value, x509.Certificate):
-        return value
-    certs = load_certificates(value, source=source)
-    if len(certs) != 1:
-        raise CertificateError(f"{source} holds {len(certs)} certificates; expected one")
-    return certs[0]
-
-
 def as_certificates(values: Iterable[CertificateInput], *, source: str) -> list[x509.Certificate]:
     """Flattens certificates and PEM/DER bytes (a PEM item may hold several) into one list."""
     result: list[x509.Certificate] = []

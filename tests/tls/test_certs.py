@@ -9,7 +9,6 @@ import pytest
 from sipua.errors import CertificateError
 from sipua.tls.certs import (
     CertSummary,
-    as_certificate,
     key_matches,
     load_certificate_file,
     load_certificates,
@@ -81,13 +80,6 @@ def test_file_extension_refused(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CertificateError, match="no such file"):
         load_certificate_file(tmp_path / "nope.pem")
-
-
-def test_as_certificate_wants_exactly_one() -> None:
-    assert as_certificate(LEAF.cert) is LEAF.cert
-    assert as_certificate(LEAF.der) == LEAF.cert
-    with pytest.raises(CertificateError, match="expected one"):
-        as_certificate(pem_bundle(LEAF, ROOT))
 
 
 def test_private_key_plain_and_encrypted() -> None:
