@@ -96,6 +96,24 @@ async def _ok(connection: FakeConnection) -> Response:
     return next(r for r in _responses(connection) if r.status == 200)
 
 
+async def _talk_then_hang_up(
+    handler: CallHandler,
+    connection: FakeConnection,
+    published: list[tuple[str, dict[str, object]]],
+    *,
+    call_id: str,
+    to_tag: str | None,
+) -> dict[str, object]:
+    """Lets the call's media run 1.2 s, hangs up with the caller's BYE, and returns the
+    call's media report."""
+    await trio.sleep(1.2)
+    bye = request("BYE", "sips:alice@x", call_id=call_id, cseq=2, to_tag=to_tag)
+    await handler.handle_message(connection, bye)
+    await wait_until(lambda: any(event == "call-media" for event, _ in published), 2)
+    (report,) = [fields for event, fields in published if event == "call-media"]
+    return report
+
+
 async def test_an_answered_call_echoes_srtp_back_to_the_caller() -> None:
     published: list[tuple[str, dict[str, object]]] = []
     rng = random.Random(5)
@@ -122,13 +140,11 @@ async def test_an_answered_call_echoes_srtp_back_to_the_caller() -> None:
         await handler.handle_message(
             connection, request("ACK", "sips:alice@x", call_id="m1", to_tag=ok.to.tag)
         )
-        await trio.sleep(1.2)
-        bye = request("BYE", "sips:alice@x", call_id="m1", cseq=2, to_tag=ok.to.tag)
-        await handler.handle_message(connection, bye)
-        await wait_until(lambda: any(event == "call-media" for event, _ in published), 2)
+        report = await _talk_then_hang_up(
+            handler, connection, published, call_id="m1", to_tag=ok.to.tag
+        )
         nursery.cancel_scope.cancel()
     caller.close()
-    (report,) = [fields for event, fields in published if event == "call-media"]
     assert report["encrypted"] is True
     assert report["srtp"] == "AES_CM_128_HMAC_SHA1_80"
     assert isinstance(report["packets_received"], int)
@@ -216,13 +232,11 @@ async def test_an_invite_without_offer_gets_our_offer_and_media_runs_on_the_acks
         await nursery.start(caller.run, plan, make_source(MediaSpec("tone"), plan.codec))
         ack = request("ACK", "sips:alice@x", call_id="l1", to_tag=ok.to.tag, body=answer)
         await handler.handle_message(connection, ack)
-        await trio.sleep(1.2)
-        bye = request("BYE", "sips:alice@x", call_id="l1", cseq=2, to_tag=ok.to.tag)
-        await handler.handle_message(connection, bye)
-        await wait_until(lambda: any(event == "call-media" for event, _ in published), 2)
+        report = await _talk_then_hang_up(
+            handler, connection, published, call_id="l1", to_tag=ok.to.tag
+        )
         nursery.cancel_scope.cancel()
     caller.close()
-    (report,) = [fields for event, fields in published if event == "call-media"]
     assert report["encrypted"] is True
     assert isinstance(report["packets_received"], int)
     assert report["packets_received"] >= 45
