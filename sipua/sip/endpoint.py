@@ -92,7 +92,8 @@ from sipua.sip.invite import (
 )
 from sipua.sip.message import Request, Response, make_response
 from sipua.sip.methods import ALLOW, KNOWN_METHODS, SERVED_METHODS
-from sipua.sip.registrations import AccountEvent, JitterSource, Registrations
+from sipua.sip.registration import JitterSource
+from sipua.sip.registrations import AccountEvent, Registrations
 from sipua.sip.rejection import error_response
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig

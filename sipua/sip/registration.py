@@ -838,14 +838,23 @@ def refresh_delay(granted: int) -> float:
     return max(granted * 0.25, min(granted * 0.5, granted - REFRESH_MARGIN_SECONDS))
 
 
-class UniformSource(Protocol):
-    """A random source with `uniform` (`random.Random` has it)."""
+#: RFC 5626 §4.5: the base time when every flow failed, and the upper bound of the wait.
+DEFAULT_BACKOFF_BASE_SECONDS: Final = 30.0
+DEFAULT_BACKOFF_MAX_SECONDS: Final = 1800.0
+
+
+class JitterSource(Protocol):
+    """The random source of back-off and keep-alive jitter (`random.Random` fits)."""
 
     def uniform(self, a: float, b: float) -> float: ...
 
 
 def backoff_delay(
-    failures: int, rng: UniformSource, *, base: float = 30.0, maximum: float = 1800.0
+    failures: int,
+    rng: JitterSource,
+    *,
+    base: float = DEFAULT_BACKOFF_BASE_SECONDS,
+    maximum: float = DEFAULT_BACKOFF_MAX_SECONDS,
 ) -> float:
     """RFC 5626 §4.5 back-off before the next registration attempt.
 

@@ -40,14 +40,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, TypeVar
 
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.events import ClientTxKey
 from sipua.sip.keepalive import PONG_TIMEOUT_SECONDS, KeepaliveAction, KeepaliveSchedule
 from sipua.sip.message import Request, Response
 from sipua.sip.registration import (
+    DEFAULT_BACKOFF_BASE_SECONDS,
+    DEFAULT_BACKOFF_MAX_SECONDS,
     ContactAddress,
+    JitterSource,
     Registered,
     Registration,
     RegistrationFailed,
@@ -61,17 +64,8 @@ from sipua.sip.uri import SipUri
 
 H = TypeVar("H", bound=Hashable)
 
-#: RFC 5626 §4.5: the base time when every flow failed, and the upper bound of the wait.
-DEFAULT_BACKOFF_BASE_SECONDS: Final = 30.0
-DEFAULT_BACKOFF_MAX_SECONDS: Final = 1800.0
 #: Accounts one endpoint keeps.
 MAX_ACCOUNTS: Final = 64
-
-
-class JitterSource(Protocol):
-    """The random source of back-off and keep-alive jitter (`random.Random` fits)."""
-
-    def uniform(self, a: float, b: float) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

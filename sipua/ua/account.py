@@ -50,6 +50,7 @@ from sipua.sip import Request, Response, SipUri
 from sipua.sip.errors import ProtocolError
 from sipua.sip.keepalive import PONG_TIMEOUT_SECONDS
 from sipua.sip.registration import (
+    DEFAULT_BACKOFF_BASE_SECONDS,
     ContactAddress,
     DigestResponder,
     Registered,
@@ -58,7 +59,6 @@ from sipua.sip.registration import (
     RegistrationState,
 )
 from sipua.sip.registrations import (
-    DEFAULT_BACKOFF_BASE_SECONDS,
     AccountEvent,
     AccountRegistered,
     AccountRegistrationFailed,
