@@ -23,13 +23,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from sipua.media.g711 import PAYLOAD_TYPES
+
 MAX_SDP_BYTES: Final = 16 * 1024
 MAX_SDP_LINES: Final = 512
 MAX_MEDIA_LINES: Final = 16
 MAX_FORMATS: Final = 64
 MAX_CRYPTO_LINES: Final = 16
 MAX_PORT: Final = 65535
-SUPPORTED_CODECS: Final = {"pcmu": 0, "pcma": 8}  # RFC 3551 static payload types
+#: The codecs sipua plays, by their RFC 3551 static payload type as SDP writes it.
+STATIC_CODECS: Final = {str(pt): codec for codec, pt in PAYLOAD_TYPES.items()}
+SUPPORTED_CODECS: Final = frozenset(PAYLOAD_TYPES)
 ACCEPTED_PROFILES: Final = ("RTP/AVP",)
 SRTP_PROFILE: Final = "RTP/SAVP"
 #: Characters of an offending line quoted in an error.
@@ -238,7 +242,7 @@ def _codec_name(offer: MediaOffer, pt: str) -> str:
     mapped = offer.rtpmap.get(pt)
     if mapped:
         return mapped.split("/")[0].lower()
-    return {"0": "pcmu", "8": "pcma"}.get(pt, "")
+    return STATIC_CODECS.get(pt, "")
 
 
 def _session_lines(address: str, session_id: int, version: int) -> list[str]:
@@ -337,7 +341,7 @@ def answer_streams(
         formats = [codec] if event is None else [codec, event]
         lines.append(f"m=audio {port} {stream.proto} {' '.join(formats)}")
         for pt in formats:
-            name = stream.rtpmap.get(pt) or ("PCMU/8000" if pt == "0" else "PCMA/8000")
+            name = stream.rtpmap.get(pt) or f"{_codec_name(stream, pt).upper()}/8000"
             lines.append(f"a=rtpmap:{pt} {name}")
             if pt in stream.fmtp:
                 lines.append(f"a=fmtp:{pt} {stream.fmtp[pt]}")
