@@ -78,19 +78,20 @@ CSEQ_RE: Final = re.compile(rf"([0-9]++){LWS}({TOKEN})")
 # DIGITS for Max-Forwards, Expires, Min-Expires, Content-Length.
 DIGITS_RE: Final = re.compile(r"[0-9]++")
 
+# hostname = *( domainlabel "." ) toplabel [ "." ] ; IPv4address ; IPv6reference = "[" IPv6 "]"
+# Read liberally as letters, digits, "-", "." and "_" (seen in the wild in SRV-style names);
+# IPv6 references are checked with the ipaddress module by the URI code.
+HOST_NAME: Final = r"[A-Za-z0-9\-._]++"
+HOST: Final = rf"\[[0-9A-Fa-f:.]++\]|{HOST_NAME}"
+
 # via-parm = sent-protocol LWS sent-by *( SEMI via-params )
 # sent-protocol = protocol-name SLASH protocol-version SLASH transport ; SLASH = SWS "/" SWS
 # sent-by = host [ COLON port ]
 VIA_HEAD_RE: Final = re.compile(
     rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN}){LWS}"
-    r"(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    rf"({HOST})"
     rf"(?:{SWS}:{SWS}([0-9]++))?"
 )
-
-# hostname = *( domainlabel "." ) toplabel [ "." ] ; IPv4address ; IPv6reference = "[" IPv6 "]"
-# Read liberally as letters, digits, "-", "." and "_" (seen in the wild in SRV-style names);
-# IPv6 references are checked with the ipaddress module by the URI code.
-HOST_RE: Final = re.compile(r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++")
 
 # rfc1123-date = wkday "," SP date1 SP time SP "GMT" (RFC 3261 §20.17)
 DATE_RE: Final = re.compile(

@@ -27,6 +27,8 @@ from sipua.sip.abnf import (
     DIGITS_RE,
     GENERIC_PARAM_RE,
     GENERIC_PARAMS_RE,
+    HOST,
+    HOST_NAME,
     QUOTED_STRING_RE,
     TOKEN,
     VIA_HEAD_RE,
@@ -76,7 +78,7 @@ def _params_group(captured: int) -> str:
 # via-parm: "SIP/2.0/" transport SP host [":" port] params. Groups: transport, host, port,
 # then `_params_group(3)`. One via only (a comma outside a quoted value makes it fail).
 _VIA_FAST_RE: Final = re.compile(
-    r"SIP/2\.0/([A-Z]++) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    rf"SIP/2\.0/([A-Z]++) ({HOST})"
     rf"(?::({PORT_0_65535}))?(?![0-9]){_params_group(3)}"
 )
 # name-addr with a SIP URI, or an addr-spec SIP URI without "?" "," ";" in it. Groups:
@@ -87,7 +89,7 @@ _NAME_ADDR_FAST: Final = (
     rf"(?:(?:\"([^\"\\\r\n]*+)\"[ \t]*+|({TOKEN}(?:[ \t]++{TOKEN})*+)[ \t]*+)?"
     rf"<{SIP_URI_FAST}>{_params_group(1)}"
     r"|(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$/]++)(?::([A-Za-z0-9\-_.!~*'()&=+$]*+))?@)?"
-    rf"([A-Za-z0-9\-._]++)(?::({PORT_0_65535}))?(?![0-9])"
+    rf"({HOST_NAME})(?::({PORT_0_65535}))?(?![0-9])"
     rf"{_params_group(1)})"
 )
 _NAME_ADDR_FAST_RE: Final = re.compile(_NAME_ADDR_FAST)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+from sipua.sip.abnf import HOST, HOST_NAME
 from sipua.sip.errors import ParseError
 
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1)
@@ -62,7 +63,7 @@ _HEADER: Final = rf"{_HCHAR}++={_HCHAR}*+"
 # "@" follows; otherwise the text starts with the host. One regex validates the whole URI.
 _SIP_URI_RE: Final = re.compile(
     rf"(?:({_USER})(?::({_PASSWORD}))?@)?"
-    r"(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)"
+    rf"({HOST})"
     r"(?::([0-9]{1,5}))?"
     rf"((?:;{_PCHAR}(?:={_PCHAR})?)*+)"
     rf"(?:\?({_HEADER}(?:&{_HEADER})*+))?"
@@ -86,7 +87,7 @@ PORT_0_65535: Final = (
 # with "%" is unescaped by the caller, as on the general path.
 SIP_URI_FAST: Final = (
     rf"(sips?):(?:({_USER})(?::({_PASSWORD}))?@)?"
-    rf"({IPV6_REFERENCE}|[A-Za-z0-9\-._]++)"
+    rf"({IPV6_REFERENCE}|{HOST_NAME})"
     rf"(?::({PORT_0_65535}))?(?![0-9])"
     rf"((?:;{_PCHAR}(?:={_PCHAR})?)*+)"
     rf"(?:\?({_HEADER}(?:&{_HEADER})*+))?"
