@@ -41,7 +41,7 @@ def cycle() -> None:
 
 
 def victim() -> None:
-    print("ready", flush=True)
+    say("ready")
     while True:
         cycle()
 
@@ -73,20 +73,21 @@ async def test_kill_9_never_leaves_a_mixture(tmp_path: Path) -> None:
     valid_devices = {fingerprint(d) for d in devices}
     rng = random.Random(7)
     seen_trusted: set[frozenset[str]] = set()
-    server = await ForkServer.start(WORKER, str(data), str(bundle), *map(str, device_files))
-    for _ in range(KILLS):
-        await server.kill_one(after=rng.uniform(0.0, 0.05))
-        store = CertStore(data)
-        trusted = {s.fingerprint for s in store.trusted.custom()}
-        assert trusted in valid_trusted, f"a mixture: {len(trusted)} of the bundle"
-        seen_trusted.add(frozenset(trusted))
-        if (store.directory / "device-custom.pem").exists():
-            identity = store.devices.identity("custom", None)
-            assert fingerprint(Issued(identity.certificate, identity.private_key)) in (
-                valid_devices
-            )
-        assert store.problems == []
-    await server.aclose()
+    async with await ForkServer.start(
+        WORKER, str(data), str(bundle), *map(str, device_files)
+    ) as server:
+        for _ in range(KILLS):
+            await server.kill_one(after=rng.uniform(0.0, 0.05))
+            store = CertStore(data)
+            trusted = {s.fingerprint for s in store.trusted.custom()}
+            assert trusted in valid_trusted, f"a mixture: {len(trusted)} of the bundle"
+            seen_trusted.add(frozenset(trusted))
+            if (store.directory / "device-custom.pem").exists():
+                identity = store.devices.identity("custom", None)
+                assert fingerprint(Issued(identity.certificate, identity.private_key)) in (
+                    valid_devices
+                )
+            assert store.problems == []
     # The kills landed at different points of the loop, not always at the same one.
     assert len(seen_trusted) >= 2
 
@@ -143,7 +144,7 @@ async def main() -> None:
         for outcome in await provision(settings(bundle_b, device_b)):
             assert outcome.ok, outcome.detail
         if first:
-            print("ready", flush=True)
+            say("ready")
             first = False
 
 
@@ -171,15 +172,14 @@ async def test_kill_9_during_provisioning_leaves_the_old_store_or_the_new(
     valid_devices = {fingerprint(d) for d in devices}
     rng = random.Random(11)
     seen: set[frozenset[str]] = set()
-    server = await ForkServer.start(PROVISION_WORKER, str(data), *map(str, files))
-    for _ in range(12):
-        await server.kill_one(after=rng.uniform(0.0, 0.05), within=30)
-        store = CertStore(data)
-        trusted = {s.fingerprint for s in store.trusted.custom()}
-        assert trusted in valid_trusted, f"a mixture of {len(trusted)} certificates"
-        seen.add(frozenset(trusted))
-        identity = store.devices.identity("custom", None)
-        assert fingerprint(Issued(identity.certificate, identity.private_key)) in valid_devices
-        assert store.problems == []
-    await server.aclose()
+    async with await ForkServer.start(PROVISION_WORKER, str(data), *map(str, files)) as server:
+        for _ in range(12):
+            await server.kill_one(after=rng.uniform(0.0, 0.05), within=30)
+            store = CertStore(data)
+            trusted = {s.fingerprint for s in store.trusted.custom()}
+            assert trusted in valid_trusted, f"a mixture of {len(trusted)} certificates"
+            seen.add(frozenset(trusted))
+            identity = store.devices.identity("custom", None)
+            assert fingerprint(Issued(identity.certificate, identity.private_key)) in valid_devices
+            assert store.problems == []
     assert len(seen) == 2

@@ -6,6 +6,10 @@ once costs a millisecond. The worker script ends with `serve(victim)`: for each 
 writes, the parent forks a child that runs `victim()` (which prints ``ready`` once it is in
 the part worth killing, then loops), says ``pid N``, and says ``dead`` once the child is
 reaped, so the test inspects the files only after the writer is gone.
+
+Parent and child share one pipe, so each line goes out in one ``write`` (`say`): ``print``
+writes the text and the newline apart when Python runs unbuffered (``PYTHONUNBUFFERED``, as CI
+runners often set), and the two processes' lines could then interleave mid-line.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Self
 
 import trio
 
@@ -20,6 +25,11 @@ import trio
 SERVE = """
 import os as _os
 import sys as _sys
+
+
+def say(line):
+    # One write of under PIPE_BUF bytes: atomic against the other process's lines.
+    _os.write(1, (line + "\\n").encode())
 
 
 def serve(victim):
@@ -30,9 +40,9 @@ def serve(victim):
                 victim()
             finally:
                 _os._exit(0)
-        print(f"pid {pid}", flush=True)
+        say(f"pid {pid}")
         _os.waitpid(pid, 0)
-        print("dead", flush=True)
+        say("dead")
 """
 
 
@@ -68,9 +78,18 @@ class ForkServer:
 
     async def aclose(self) -> None:
         await self._stdin.aclose()
-        with trio.fail_after(10):
+        with trio.move_on_after(10):
+            await self._process.wait()
+        if self._process.returncode is None:  # a failed test left a child mid-loop
+            self._process.kill()
             await self._process.wait()
         await self._stdout.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def _line(self) -> str:
         while b"\n" not in self._buffer:
