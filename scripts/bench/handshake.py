@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from sipua.tls.connection.context import TlsClientConfig  # noqa: E402
+from sipua.tls.connection.context import TlsClientConfig, TlsProtocol  # noqa: E402
 from sipua.tls.trust.policy import TrustPolicy  # noqa: E402
 from sipua.transport.client import open_tls  # noqa: E402
 
@@ -218,14 +218,15 @@ def main() -> None:
     ]
     try:
         for version in args.versions:
-            extra = {"groups": args.groups} if args.groups else {}
             config = TlsClientConfig(
                 server_name=SERVER_NAME,
                 policy=TrustPolicy(accepted_ca="custom"),
                 trusted=(ca,),
-                min_version=version,  # type: ignore[arg-type]
-                max_version=version,  # type: ignore[arg-type]
-                **extra,  # type: ignore[arg-type]
+                protocol=TlsProtocol(
+                    min_version=version,  # type: ignore[arg-type]
+                    max_version=version,  # type: ignore[arg-type]
+                    groups=args.groups or None,
+                ),
             )
             run_sipua(config, port, 0.5)  # warm-up: context, imports, caches
             sipua_runs: list[dict[str, float]] = []

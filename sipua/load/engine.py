@@ -237,7 +237,7 @@ class _Flow:
             server_name=plan.tls.server_name,
             context=context,
             verifier=verifier,
-            learn_key_share=plan.tls.groups is None,
+            learn_key_share=plan.tls.protocol.groups is None,
         )
         return cls(raw)
 

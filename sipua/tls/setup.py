@@ -19,7 +19,7 @@ from functools import cached_property
 from sipua.errors import SipuaError
 from sipua.settings.model import Settings
 from sipua.tls.certs import load_certificate_file
-from sipua.tls.connection.context import TlsClientConfig, TlsServerConfig
+from sipua.tls.connection.context import TlsClientConfig, TlsProtocol, TlsServerConfig
 from sipua.tls.expiry import Expiring, expiring
 from sipua.tls.stores.device import DeviceIdentity
 from sipua.tls.stores.files import StoredCertificate, StoredKind
@@ -76,6 +76,15 @@ class TlsSetup:
         self.tls = settings.tls
         self.store = CertStore(settings.data_dir)
         self.policy = TrustPolicy.from_settings(self.tls)
+        tls = self.tls
+        self.protocol = TlsProtocol(
+            min_version=tls.min_version,
+            max_version=tls.max_version,
+            ciphers=tls.ciphers,
+            tls13_ciphersuites=tls.tls13_ciphers,
+            groups=tls.groups,
+            keylog_path=tls.keylog_file,
+        )
         custom = self.store.trusted.custom()
         for path in self.tls.trusted_certs:
             custom.extend(
@@ -154,7 +163,6 @@ class TlsSetup:
                 accept it on the recorded key; every other check of the policy still applies.
             identity: Present the device certificate when the server asks (mutual TLS).
         """
-        tls = self.tls
         policy = self.policy
         if first_use and policy.only_trusted:
             policy = dataclasses.replace(policy, only_trusted=False)
@@ -164,28 +172,17 @@ class TlsSetup:
             trusted=self.trusted,
             # The device certificate doubles as the client certificate for mutual TLS.
             identity=self.identity if identity else None,
-            min_version=tls.min_version,
-            max_version=tls.max_version,
-            ciphers=tls.ciphers,
-            tls13_ciphersuites=tls.tls13_ciphers,
-            groups=tls.groups,
-            keylog_path=tls.keylog_file,
+            protocol=self.protocol,
         )
 
     def server(self) -> TlsServerConfig:
         """The listener's configuration: the device certificate, and how callers are checked."""
-        tls = self.tls
         return TlsServerConfig(
             identity=self.identity,
-            client_certs=tls.verify_client,
+            client_certs=self.tls.verify_client,
             policy=self.policy,
             trusted=self.trusted,
-            min_version=tls.min_version,
-            max_version=tls.max_version,
-            ciphers=tls.ciphers,
-            tls13_ciphersuites=tls.tls13_ciphers,
-            groups=tls.groups,
-            keylog_path=tls.keylog_file,
+            protocol=self.protocol,
         )
 
 

@@ -371,10 +371,10 @@ def test_client_tls_config_follows_the_settings_and_the_load_flags(tmp_path: Pat
     assert config.policy == TrustPolicy.from_settings(legacy.tls)
     assert config.policy is not None
     assert config.policy.allow_weak_crypto
-    assert config.groups == "X25519"
-    assert config.tls13_ciphersuites == "TLS_AES_128_GCM_SHA256"
+    assert config.protocol.groups == "X25519"
+    assert config.protocol.tls13_ciphersuites == "TLS_AES_128_GCM_SHA256"
     default = client_tls_config(Settings(data_dir=tmp_path), "example.com")
-    assert default.groups is None
-    assert default.tls13_ciphersuites is None
+    assert default.protocol.groups is None
+    assert default.protocol.tls13_ciphersuites is None
     assert default.policy is not None
     assert not default.policy.allow_weak_crypto

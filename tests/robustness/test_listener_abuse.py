@@ -295,9 +295,10 @@ async def test_lying_content_length_only_costs_the_liar() -> None:
 
 
 async def test_tls_below_the_configured_minimum_is_refused() -> None:
-    from dataclasses import replace
 
-    async with listening(config=replace(server_config(), min_version="1.3")) as server:
+    from tests.support.tls_pair import with_changes
+
+    async with listening(config=with_changes(server_config(), {"min_version": "1.3"})) as server:
         context = client_context()
         context.maximum_version = ssl.TLSVersion.TLSv1_2
         tcp = await trio.open_tcp_stream(server.host, server.port)

@@ -8,9 +8,10 @@ trio's in-memory streams (buffered, and "clogged" with no buffering), the pairs 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 import trio.testing
@@ -19,9 +20,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sipua.tls.connection.context import PrivateKey, TlsClientConfig, TlsServerConfig
+from sipua.tls.connection.context import (
+    PrivateKey,
+    TlsClientConfig,
+    TlsProtocol,
+    TlsServerConfig,
+)
 from sipua.tls.connection.events import Verification, Verifier
 from sipua.tls.connection.stream import TlsStream
+
+_Config = TypeVar("_Config", TlsClientConfig, TlsServerConfig)
+_PROTOCOL_FIELDS = frozenset(f.name for f in fields(TlsProtocol))
+
+
+def with_changes(config: _Config, changes: dict[str, object]) -> _Config:
+    """`config` with `changes`, given as a test's flat keywords: the `TlsProtocol` ones
+    (versions, ciphers, groups, key log) go into its `protocol`."""
+    protocol = {k: v for k, v in changes.items() if k in _PROTOCOL_FIELDS}
+    own = {k: v for k, v in changes.items() if k not in _PROTOCOL_FIELDS}
+    return replace(  # type: ignore[arg-type]  # test convenience
+        config, protocol=replace(config.protocol, **protocol), **own
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,11 +141,11 @@ class TlsWorld:
 
     def client_config(self, **changes: object) -> TlsClientConfig:
         base = TlsClientConfig(server_name=self.server_name, trusted=(ca_certificate(self.ca),))
-        return replace(base, **changes)  # type: ignore[arg-type]  # test convenience
+        return with_changes(base, changes)
 
     def server_config(self, **changes: object) -> TlsServerConfig:
         base = TlsServerConfig(identity=self.server_identity, trusted=(ca_certificate(self.ca),))
-        return replace(base, **changes)  # type: ignore[arg-type]  # test convenience
+        return with_changes(base, changes)
 
     def verifier(self, *, name: str | None = None, only_trusted: bool = True) -> RecordingVerifier:
         return RecordingVerifier(ca_certificate(self.ca), name=name, only_trusted=only_trusted)

@@ -106,17 +106,37 @@ class Identity(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Common:
-    """Settings shared by both sides (see the subclasses for the meaning of each)."""
+class TlsProtocol:
+    """What a context negotiates with, the same for the client and the server side.
 
-    policy: TrustPolicy | None = None
-    trusted: tuple[x509.Certificate, ...] = ()
+    Attributes:
+        min_version: Lowest protocol version; "1.0"/"1.1" only when the user asks (they lower
+            OpenSSL's security level to 0, which they need).
+        max_version: Highest protocol version, None = the newest OpenSSL offers.
+        ciphers: OpenSSL cipher string for TLS ≤ 1.2 (None = OpenSSL's DEFAULT).
+        tls13_ciphersuites: TLS 1.3 suites, colon-separated IANA names such as
+            "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256" (None = OpenSSL's default).
+        groups: Key-exchange groups offered and accepted, in preference order, colon-separated
+            OpenSSL names such as "X25519:P-256" (None = OpenSSL's default, which with OpenSSL
+            3.5+ includes the hybrid post-quantum X25519MLKEM768).
+        keylog_path: Append NSS key-log lines here (debugging; file created 0600).
+    """
+
     min_version: TlsVersion = "1.2"
     max_version: TlsVersion | None = None
     ciphers: str | None = None
     tls13_ciphersuites: str | None = None
     groups: str | None = None
     keylog_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Common:
+    """Settings shared by both sides (see the subclasses for the meaning of each)."""
+
+    policy: TrustPolicy | None = None
+    trusted: tuple[x509.Certificate, ...] = ()
+    protocol: TlsProtocol = TlsProtocol()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,16 +150,7 @@ class TlsClientConfig(_Common):
         trusted: Custom trusted certificates, passed to the verifier and added to OpenSSL's
             advisory store.
         identity: The device certificate to present for mutual TLS, or None.
-        min_version: Lowest protocol version; "1.0"/"1.1" only when the user asks (they lower
-            OpenSSL's security level to 0, which they need).
-        max_version: Highest protocol version, None = the newest OpenSSL offers.
-        ciphers: OpenSSL cipher string for TLS ≤ 1.2 (None = OpenSSL's DEFAULT).
-        tls13_ciphersuites: TLS 1.3 suites, colon-separated IANA names such as
-            "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256" (None = OpenSSL's default).
-        groups: Key-exchange groups offered and accepted, in preference order, colon-separated
-            OpenSSL names such as "X25519:P-256" (None = OpenSSL's default, which with OpenSSL
-            3.5+ includes the hybrid post-quantum X25519MLKEM768).
-        keylog_path: Append NSS key-log lines here (debugging; file created 0600).
+        protocol: Versions, cipher lists, groups and key log (`TlsProtocol`).
     """
 
     server_name: str | None = None
@@ -155,8 +166,7 @@ class TlsServerConfig(_Common):
         client_certs: "none" (do not ask), "request" (ask, allow none) or "require"
             (handshake fails without one). A presented client certificate is always checked
             by the verifier with purpose "client" and no name.
-        policy, trusted, min_version, max_version, ciphers, tls13_ciphersuites, groups,
-            keylog_path: As for the client.
+        policy, trusted, protocol: As for the client.
     """
 
     identity: Identity = field(repr=False)
@@ -348,15 +358,7 @@ def _fingerprint(cert: x509.Certificate) -> bytes:
 
 
 def _common_key(config: _Common) -> tuple[Hashable, ...]:
-    return (
-        config.min_version,
-        config.max_version,
-        config.ciphers,
-        config.tls13_ciphersuites,
-        config.groups,
-        config.keylog_path,
-        tuple(_fingerprint(c) for c in config.trusted),
-    )
+    return (config.protocol, tuple(_fingerprint(c) for c in config.trusted))
 
 
 def _identity_key(identity: Identity | None) -> Hashable:
@@ -369,17 +371,19 @@ def _identity_key(identity: Identity | None) -> Hashable:
 
 def _base_context(config: _Common) -> SSL.Context:
     context = SSL.Context(SSL.TLS_METHOD)
-    minimum = _VERSIONS[config.min_version]
-    maximum = _VERSIONS[config.max_version] if config.max_version is not None else None
+    protocol = config.protocol
+    minimum = _VERSIONS[protocol.min_version]
+    maximum = _VERSIONS[protocol.max_version] if protocol.max_version is not None else None
     if maximum is not None and maximum < minimum:
         raise ConfigError(
-            f"TLS max version {config.max_version} is below min version {config.min_version}; "
+            f"TLS max version {protocol.max_version} is below min version "
+            f"{protocol.min_version}; "
             "raise the max version or lower the min version"
         )
     context.set_min_proto_version(minimum)
     if maximum is not None:
         context.set_max_proto_version(maximum)
-    ciphers = config.ciphers or DEFAULT_CIPHERS
+    ciphers = protocol.ciphers or DEFAULT_CIPHERS
     if minimum < SSL.TLS1_2_VERSION and "@SECLEVEL" not in ciphers:
         # OpenSSL's default security level 1+ refuses TLS < 1.2 outright (its SHA-1 based
         # PRF); the user asked for these versions, so lower the level for this context only.
@@ -390,15 +394,15 @@ def _base_context(config: _Common) -> SSL.Context:
         f"TLS cipher list {ciphers!r} selects no usable cipher; "
         "use an OpenSSL cipher string such as 'ECDHE+AESGCM'",
     )
-    if config.tls13_ciphersuites is not None:
+    if protocol.tls13_ciphersuites is not None:
         _set_list(
             context.set_tls13_ciphersuites,
-            config.tls13_ciphersuites,
-            f"TLS 1.3 cipher suites {config.tls13_ciphersuites!r} select no usable suite; "
+            protocol.tls13_ciphersuites,
+            f"TLS 1.3 cipher suites {protocol.tls13_ciphersuites!r} select no usable suite; "
             "use IANA names such as 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384'",
         )
-    if config.groups is not None:
-        _set_groups(context, config.groups)
+    if protocol.groups is not None:
+        _set_groups(context, protocol.groups)
     # Renegotiation is gone in TLS 1.3 and a liability in 1.2 (RFC 5746 history); SIP never
     # needs it. Compression invites CRIME-style attacks.
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
@@ -411,8 +415,8 @@ def _base_context(config: _Common) -> SSL.Context:
             with contextlib.suppress(crypto.Error):
                 store.add_cert(crypto.X509.from_cryptography(cert))
     context.set_default_verify_paths()
-    if config.keylog_path is not None:
-        context.set_keylog_callback(KeyLogWriter(config.keylog_path))
+    if protocol.keylog_path is not None:
+        context.set_keylog_callback(KeyLogWriter(protocol.keylog_path))
     return context
 
 

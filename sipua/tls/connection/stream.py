@@ -179,7 +179,7 @@ class TlsStream(trio.abc.Stream):
             client_context(config),
             server_side=False,
             server_name=config.server_name,
-            learn_key_share=config.groups is None,
+            learn_key_share=config.protocol.groups is None,
         )
         return cls(transport_stream, engine, verifier=verifier, raw_socket=raw_socket)
 

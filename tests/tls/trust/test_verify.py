@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from sipua.tls.connection.context import TlsClientConfig
+from sipua.tls.connection.context import TlsClientConfig, TlsProtocol
 from sipua.tls.connection.events import Verification
 from sipua.tls.trust.policy import TrustPolicy
 from sipua.tls.trust.verify import (
@@ -99,7 +99,11 @@ def test_connections_with_one_configuration_share_a_verifier() -> None:
     clear_verdict_cache()
     root = make_ca()
     base = TlsClientConfig(server_name="example.com", trusted=(root.cert,))
-    same = TlsClientConfig(server_name="example.com", trusted=(root.cert,), min_version="1.3")
+    same = TlsClientConfig(
+        server_name="example.com",
+        trusted=(root.cert,),
+        protocol=TlsProtocol(min_version="1.3"),
+    )
     assert client_verifier(base) is client_verifier(same)
     other_name = TlsClientConfig(server_name="example.org", trusted=(root.cert,))
     other_policy = TlsClientConfig(
