@@ -18,7 +18,6 @@ from sipua.settings.model import (
     TlsSettings,
     aor_parts,
     default_data_dir,
-    split_host_port,
 )
 from sipua.settings.secret import Secret
 
@@ -71,45 +70,6 @@ def test_account_helpers() -> None:
     assert account.domain == "Example.test"
     assert account.proxy_address() == ("2001:db8::1", 5062)
     assert dataclasses.replace(account, proxy=None).proxy_address() is None
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:5061", ("127.0.0.1", 5061)),
-        ("registrar.example.test", ("registrar.example.test", None)),
-        ("registrar.example.test.:5061", ("registrar.example.test.", 5061)),
-        ("[::1]:5061", ("::1", 5061)),
-        ("[2001:db8::1]", ("2001:db8::1", None)),
-        ("localhost:65535", ("localhost", 65535)),
-    ],
-)
-def test_split_host_port(text: str, expected: tuple[str, int | None]) -> None:
-    assert split_host_port(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("::1", "brackets"),
-        ("[::1", r"missing '\]'"),
-        ("[example.test]:1", "not an IPv6"),
-        ("[::1]5061", "expected ':PORT'"),
-        ("host:port", "not a number"),
-        ("host:0", "out of range 1-65535"),
-        ("host:70000", "out of range"),
-        ("bad_host:1", "not an IP address or a host name"),
-        ("", "not an IP address or a host name"),
-        ("1.2.3:5", "not an IP address or a host name"),
-    ],
-)
-def test_split_host_port_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        split_host_port(text)
-
-
-def test_port_zero_only_when_allowed() -> None:
-    assert split_host_port("0.0.0.0:0", allow_port_zero=True) == ("0.0.0.0", 0)
 
 
 def test_aor_parts() -> None:

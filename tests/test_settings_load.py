@@ -125,7 +125,7 @@ def test_error_names_file_key_expectation_and_value(tmp_path: Path) -> None:
         ("[listen]\nport = true\n", r"listen.port: expected an integer from 0 to 65535, got true"),
         (
             ALICE + "proxy = '::1'\n",
-            r"proxy: expected HOST\[:PORT\] \(put an IPv6 address in brackets",
+            r"proxy: expected HOST\[:PORT\] \(put the IPv6 address in brackets: \[::1\]",
         ),
         (ALICE + "tls_name = 'a.test:5061'\n", r"tls_name: expected a host name"),
         (ALICE + "answer = 'maybe'\n", r"answer: expected one of 'accept', 'busy', 'decline'"),

@@ -24,13 +24,13 @@ injected source so ordering is reproducible in tests.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal, Protocol
 
 from sipua.errors import ConfigError, LocateError
+from sipua.hostport import is_host_name, is_ip, split_host_port
 from sipua.sip.errors import ProtocolError
 from sipua.sip.uri import SipUri
 
@@ -58,8 +58,6 @@ MAX_TARGETS: Final = 32
 MAX_QUERIES: Final = 2 + MAX_SRV_NAMES + 2 * MAX_SRV_RECORDS
 """Upper bound on DNS queries for one location (NAPTR, SRV names, A+AAAA per SRV target)."""
 
-_MAX_NAME_LENGTH: Final = 253  # RFC 1035 §2.3.4, presentation form without the final dot
-_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")  # "_" allowed: SRV owner names carry it
 
 Transport = Literal["tls"]
 RecordType = Literal["NAPTR", "SRV", "A", "AAAA"]
@@ -157,64 +155,28 @@ class _HostPort:
     numeric: bool
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _normalise_name(name: str, what: str) -> str:
     # DNS names are case-insensitive (RFC 4343); one absolute form keeps comparisons simple.
-    host = name.lower().removesuffix(".")
-    if (
-        not host
-        or len(host) > _MAX_NAME_LENGTH
-        or not all(_LABEL.fullmatch(label) for label in host.split("."))
-    ):
+    if not is_host_name(name):
         raise ConfigError(
             f"{what}: {name!r} is not a valid host name; give a DNS name such as "
             "'sip.example.com' or an IP address"
         )
-    return host
-
-
-def _parse_port(text: str, what: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
-        raise ConfigError(f"{what}: port {text!r} is not a number from 1 to 65535")
-    return int(text)
+    return name.lower().removesuffix(".")
 
 
 def _parse_hostport(text: str, what: str) -> _HostPort:
-    """Split RFC 3261 §25.1 ``hostport``: name, IPv4, ``[IPv6]``, each with an optional port."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"{what}: {text!r} opens '[' for an IPv6 address but never closes it")
-        host, rest = text[1:end], text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"{what}: {host!r} in brackets is not an IPv6 address") from None
-        if rest and not rest.startswith(":"):
-            raise ConfigError(f"{what}: unexpected {rest!r} after the IPv6 address")
-        port = _parse_port(rest[1:], what) if rest else None
+    """Split RFC 3261 §25.1 ``hostport``: name, IPv4, ``[IPv6]`` or a bare IPv6 address, each
+    but the last with an optional port."""
+    try:
+        host, port = split_host_port(text, bare_ipv6=True)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    if ":" in host:
         return _HostPort(str(ipaddress.IPv6Address(host)), port, numeric=True)
-    if text.count(":") > 1:
-        # A bare IPv6 address has no room for a port (RFC 5118 §4.1 brackets it in URIs).
-        try:
-            return _HostPort(str(ipaddress.IPv6Address(text)), None, numeric=True)
-        except ValueError:
-            raise ConfigError(
-                f"{what}: {text!r} is neither a host nor an IPv6 address; "
-                "write IPv6 addresses with a port as [2001:db8::1]:5061"
-            ) from None
-    host, sep, port_text = text.partition(":")
-    port = _parse_port(port_text, what) if sep else None
-    if _is_ip(host):
+    if is_ip(host):
         return _HostPort(host, port, numeric=True)
-    return _HostPort(_normalise_name(host, what), port, numeric=False)
+    return _HostPort(host.lower().removesuffix("."), port, numeric=False)
 
 
 def _strip_uri(text: str) -> str:
@@ -303,7 +265,7 @@ def plan_targets(aor: str, proxy: str | None = None, tls_name: str | None = None
         where = _HostPort(aor_host, aor_port, aor_numeric)
 
     if tls_name is not None:
-        if _is_ip(tls_name.strip("[]")):
+        if is_ip(tls_name.strip("[]")):
             raise ConfigError(
                 f"TLS name {tls_name!r} is an IP address; RFC 5922 identities are DNS names, "
                 "give the domain in the server's certificate"
@@ -600,7 +562,7 @@ class Locator:
         for host, _ in self._pairs:
             if host in self._lookups:
                 continue  # one A/AAAA lookup per host, reused for each of its ports
-            if _is_ip(host):  # not in RFC 2782, but harmless to accept: no lookup needed
+            if is_ip(host):  # not in RFC 2782, but harmless to accept: no lookup needed
                 job = _AddressJob(host, addresses=[host], pending=[])
             else:
                 job = _AddressJob(host)

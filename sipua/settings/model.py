@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from sipua.hostport import is_valid_host, split_host_port
 from sipua.settings import values as v
 from sipua.settings.schema import PHONE_SWITCH, PhoneKey, Setting, declare, declared
 from sipua.settings.secret import Secret
@@ -26,10 +27,8 @@ from sipua.settings.values import (
     PIN_PREFIX,
     PROVISIONING_SCHEMES,
     aor_parts,
-    is_valid_host,
     parse_pin,
     provisioning_url_scheme,
-    split_host_port,
 )
 
 __all__ = [

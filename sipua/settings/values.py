@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from sipua.hostport import split_host_port
+
 
 class Invalid(Exception):
     """A value is not what its setting takes.
@@ -432,64 +434,8 @@ def provisioning_url_scheme(written: str) -> str:
     return scheme
 
 
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?\Z"
-)
 # RFC 3261 §19.1.1 SIP-URI = "sip:"/"sips:" [userinfo "@"] hostport ... ; an AOR needs the user.
 _AOR = re.compile(r"(?P<scheme>sips?):(?P<user>[^@\s:;?]+)@(?P<hostport>[^;?>\s]+)\Z", re.I)
-
-
-def is_valid_host(host: str) -> bool:
-    """Tells whether `host` is an IP literal (IPv6 without brackets) or a DNS name."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
-    return True
-
-
-def split_host_port(written: str, *, allow_port_zero: bool = False) -> tuple[str, int | None]:
-    """Splits `host[:port]` (IPv6 in brackets: `[::1]:5061`) into host and port.
-
-    Args:
-        written: The address as written by the user.
-        allow_port_zero: Accept port 0 (a listener asking the OS for a free port).
-
-    Returns:
-        The host (IPv6 without brackets) and the port, or None when no port was given.
-
-    Raises:
-        ValueError: The text is not a valid `host[:port]`; the message says what is wrong.
-    """
-    if written.startswith("["):
-        close = written.find("]")
-        if close < 0:
-            raise ValueError("missing ']' after the IPv6 address")
-        host, rest = written[1:close], written[close + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
-        if rest and not rest.startswith(":"):
-            raise ValueError("expected ':PORT' after ']'")
-        port_text = rest[1:] if rest else None
-    else:
-        if written.count(":") > 1:
-            raise ValueError("put an IPv6 address in brackets, e.g. [2001:db8::1]:5061")
-        host, sep, tail = written.partition(":")
-        port_text = tail if sep else None
-        if not is_valid_host(host):
-            raise ValueError(f"{host!r} is not an IP address or a host name")
-    if port_text is None:
-        return host, None
-    if not port_text.isdigit() or len(port_text) > 5:
-        raise ValueError(f"port {port_text!r} is not a number")
-    port = int(port_text)
-    lowest = 0 if allow_port_zero else 1
-    if not lowest <= port <= 65535:
-        raise ValueError(f"port {port} is out of range {lowest}-65535")
-    return host, port
 
 
 def aor_parts(written: str) -> tuple[str, str, str, int | None]:

@@ -87,8 +87,8 @@ PLAN_ERRORS: list[tuple[str, str | None, str | None, str]] = [
     ("alice@example.com", None, None, "is not a URI"),
     ("sips:alice@", None, None, "not a valid SIP URI"),
     ("sips:alice@exa mple.com", None, None, "not a valid SIP URI"),
-    (AOR, "exa mple.com", None, "not a valid host name"),
-    ("sips:alice@-bad-.example.com", None, None, "not a valid host name"),
+    (AOR, "exa mple.com", None, "not an IP address or a valid host name"),
+    ("sips:alice@-bad-.example.com", None, None, "not an IP address or a valid host name"),
     ("sips:alice@example.com:0", None, None, "port '0'"),
     ("sips:alice@example.com:65536", None, None, "port 65536 out of range"),
     ("sips:alice@example.com:50x", None, None, "not a valid SIP URI"),
@@ -108,7 +108,7 @@ PLAN_ERRORS: list[tuple[str, str | None, str | None, str]] = [
     ("sips:alice@example.com", None, "192.0.2.1", "is an IP address"),
     ("sips:alice@example.com", None, "[::1]", "is an IP address"),
     ("sips:alice@example.com", None, "bad name!", "TLS name"),
-    ("sips:alice@" + "a" * 64 + ".com", None, None, "not a valid host name"),
+    ("sips:alice@" + "a" * 64 + ".com", None, None, "not an IP address or a valid host name"),
 ]
 
 
