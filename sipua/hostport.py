@@ -90,11 +90,7 @@ def split_host_port(
 
 
 def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+    return ":" in text and is_ip(text)
 
 
 def _port(text: str, *, allow_zero: bool) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipua.errors import ConfigError, LocateError
+from sipua.hostport import is_ip
 from sipua.locate.rfc3263 import (
     MAX_QUERIES,
     MAX_TARGETS,
@@ -463,16 +463,8 @@ def test_plan_raises_only_config_error(aor: str, proxy: str | None, tls_name: st
     except ConfigError:
         return
     assert plan.tls_name == plan.tls_name.lower()
-    assert not _is_ip(plan.tls_name)  # RFC 5922: never an IP address as the identity
+    assert not is_ip(plan.tls_name)  # RFC 5922: never an IP address as the identity
     assert plan.port is None or 0 < plan.port < 65536
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 SRV_RECORDS = st.lists(
