@@ -133,6 +133,10 @@ def test_error_names_file_key_expectation_and_value(tmp_path: Path) -> None:
         (ALICE + "name = 'has space'\n", r"name: expected a name of letters"),
         ('[[accounts]]\naor = "alice@example.test"\n', r"aor: expected a SIP address of record"),
         ('[[accounts]]\naor = "sips:a@bad_host"\n', r"aor: expected .* valid host \('bad_host'"),
+        # The core's URI grammar: what the settings take, every message sipua builds can carry.
+        ("[[accounts]]\naor = 'sips:\"alice@example.test'\n", r"aor: .*user part '\"alice'"),
+        ('[[accounts]]\naor = "sips:al%zzice@example.test"\n', r"aor: .*only %-escaped"),
+        ('[[accounts]]\naor = "sips:alicé@example.test"\n', r"aor: .*only %-escaped"),
         ("[[accounts]]\nexpires = 5\n", r"accounts\[0\]: set name or aor"),
         (ALICE + ALICE, r"accounts\[1\]: another account is also called 'alice'"),
         ("[tls]\nmin_version = '1.3'\nmax_version = '1.2'\n", r"max_version: TLS 1.2 is below"),

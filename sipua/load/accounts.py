@@ -17,6 +17,7 @@ from typing import Final
 
 from sipua.errors import ConfigError
 from sipua.settings.secret import Secret
+from sipua.settings.values import aor_parts
 
 #: The most accounts one `sipua load` process takes (each is a TLS connection at most).
 MAX_ACCOUNTS: Final = 100_000
@@ -152,6 +153,14 @@ def csv_accounts(path: Path, *, domain: str | None, password: Secret | None) -> 
             raise ConfigError(
                 f"accounts file {path}, line {line}: aor {aor[:80]!r} is not a sips: URI"
             )
+        else:
+            try:
+                aor_parts(aor)
+            except ValueError as exc:
+                detail = str(exc).removeprefix("expected ")
+                raise ConfigError(
+                    f"accounts file {path}, line {line}: aor {aor[:80]!r}: expected {detail}"
+                ) from None
         secret = Secret(values["password"]) if values.get("password") else password
         accounts.append(LoadAccount(aor=aor, username=user, password=secret))
         if len(accounts) > MAX_ACCOUNTS:

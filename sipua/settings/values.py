@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Final
 
 from sipua.hostport import split_host_port
+from sipua.sip.errors import ProtocolError
+from sipua.sip.uri import SipUri
 
 
 class Invalid(Exception):
@@ -454,6 +456,15 @@ def aor_parts(written: str) -> tuple[str, str, str, int | None]:
     if match is None:
         raise ValueError("expected a SIP address of record like sips:alice@example.test")
     host, port = split_host_port(match["hostport"])
+    try:
+        # The core's RFC 3261 grammar, which every message sipua sends is held to.
+        SipUri.parse(written)
+    except ProtocolError:
+        raise ValueError(
+            f"expected a SIP address of record like sips:alice@example.test; the user part "
+            f"{match['user'][:64]!r} holds characters a SIP URI allows only %-escaped "
+            "(RFC 3261 §25.1: letters, digits and -_.!~*'()&=+$,/ or %HH)"
+        ) from None
     return match["scheme"].lower(), match["user"], host, port
 
 

@@ -219,30 +219,30 @@ class UserAgent:
         self._prepare_tls()
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._nursery = nursery
-        nursery.start_soon(self._watch_certificates)
-        if (
-            self.settings.certificates.provisioning
-            and self.settings.certificates.provision_interval
-        ):
-            nursery.start_soon(self._provision_periodically)
-        account_settings = self.account_settings
-        self._calls = CallHandler(
-            policy=AnswerPolicy(
-                action=account_settings.answer, delay=account_settings.auto_answer_delay
-            ),
-            media=CallMedia(
-                srtp=account_settings.srtp,
-                ports=PortRange(*self.settings.media.port_range),
-                symmetric=account_settings.symmetric_rtp,
-            ),
-            publish=self.publish,
-            contact_for=self._contact_for,
-            nursery=nursery,
-            rng=random.Random(self._rng.getrandbits(64)),
-            users=_served_users(account_settings),
-            is_server=self.servers,
-        )
-        try:
+        try:  # whatever fails from here on, the nursery opened above is closed
+            nursery.start_soon(self._watch_certificates)
+            if (
+                self.settings.certificates.provisioning
+                and self.settings.certificates.provision_interval
+            ):
+                nursery.start_soon(self._provision_periodically)
+            account_settings = self.account_settings
+            self._calls = CallHandler(
+                policy=AnswerPolicy(
+                    action=account_settings.answer, delay=account_settings.auto_answer_delay
+                ),
+                media=CallMedia(
+                    srtp=account_settings.srtp,
+                    ports=PortRange(*self.settings.media.port_range),
+                    symmetric=account_settings.symmetric_rtp,
+                ),
+                publish=self.publish,
+                contact_for=self._contact_for,
+                nursery=nursery,
+                rng=random.Random(self._rng.getrandbits(64)),
+                users=_served_users(account_settings),
+                is_server=self.servers,
+            )
             if self._listen:
                 self.listen_address = await nursery.start(self._serve)
                 # The port is often one the system picked: say where calls can arrive.

@@ -70,6 +70,8 @@ def test_csv_accounts_fill_password_and_aor(tmp_path: Path) -> None:
         ("user,password\nann,x\n", "username"),
         ("username\n", "no account rows"),
         ("username,aor\nann,sip:ann@example.test\n", "not a sips: URI"),
+        ("username,aor\nann,sips:a%zzn@example.test\n", "line 2: aor .*only %-escaped"),
+        ('username,aor\nann,"sips:""ann@example.test"\n', "line 2: aor .*only %-escaped"),
         ("username,password\n,secret-value\n", "line 2: empty username"),
     ],
 )

@@ -15,6 +15,7 @@ import trio
 from sipua.errors import AuthenticationFailed, ConnectFailed, PeerNotTrusted, RegistrationError
 from sipua.settings.model import AccountSettings, ListenSettings, Settings, TlsSettings
 from sipua.settings.secret import Secret
+from sipua.sip.errors import ParseError
 from sipua.ua.agent import UserAgent
 from tests.support.registrar import Pki, TestRegistrar
 
@@ -177,6 +178,17 @@ async def test_423_then_registered_with_min_expires(tmp_path: Path) -> None:
     ):
         registered = await ua.account.register()
         assert registered.expires == 1200
+
+
+async def test_a_failure_while_starting_closes_what_was_opened(tmp_path: Path) -> None:
+    # An AOR that bypassed the settings' parser fails when the call handler is built, after
+    # the agent's nursery is open: the error itself comes out, not trio's internal error.
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar)
+        bad = replace(base.accounts[0], aor='sips:"alice@example.test')
+        with pytest.raises(ParseError, match="malformed URI"):
+            async with UserAgent(replace(base, accounts=(bad,))):
+                pass
 
 
 async def test_untrusted_registrar_unlocks_with_reason_and_exit_3(tmp_path: Path) -> None:
