@@ -82,3 +82,43 @@ def test_load_refuses_key_continuity_it_would_not_check(
     argv = ["load", "--aor", "sips:a@example.test", "--proxy", "127.0.0.1:9"]
     assert main([*argv, "--pin", pin, "--data-dir", str(tmp_path)]) == 2
     assert "does not check pins" in capsys.readouterr().err
+
+
+CALL = ["call", "--aor", "sips:alice@example.test", "--proxy", "127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # Refused before anything registers: a typo must not cost a TLS round trip.
+        ([*CALL, "not a uri"], "malformed URI 'not a uri'"),
+        ([*CALL, "tel:+15551234"], "give a sip: or sips: URI"),
+        ([*CALL, "sips:bob@example.test", "--record", "{tmp}/nope/x.wav"], "does not exist"),
+        ([*CALL, "sips:bob@example.test", "--record", "{tmp}"], "is a directory"),
+        (["load", "--aor", "sips:a@example.test", "--json", "{tmp}/nope/r.json"], "not exist"),
+    ],
+)
+def test_files_and_targets_are_checked_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([arg.format(tmp=tmp_path) for arg in argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_an_output_file_that_is_not_writable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import os
+
+    from sipua.commands.register import output_file_argument
+
+    assert output_file_argument(str(tmp_path / "r.json")) == tmp_path / "r.json"
+    # The suite runs as root in CI, which may write anywhere: the permission answer is given.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(argparse.ArgumentTypeError, match="not writable by this user"):
+        output_file_argument(str(tmp_path / "r.json"))

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from sipua.commands.register import media_argument, seconds_argument
+from sipua.commands.register import media_argument, output_file_argument, seconds_argument
 
 if TYPE_CHECKING:
     from sipua.media.sources import MediaSpec
@@ -44,7 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the flags of `sipua call`."""
     from sipua.settings.flags import add_common_flags
 
-    parser.add_argument("target", metavar="URI", help="whom to call, e.g. sips:bob@example.test")
+    parser.add_argument(
+        "target",
+        metavar="URI",
+        type=_target,
+        help="whom to call, e.g. sips:bob@example.test",
+    )
     parser.add_argument(
         "--ring-timeout",
         metavar="SECONDS",
@@ -70,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record",
         metavar="PATH.wav",
-        type=Path,
+        type=output_file_argument,
         help="record the audio the callee sends (8 kHz mono 16-bit WAV)",
     )
     parser.add_argument(
@@ -81,6 +86,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(8 kHz mono 16-bit)",
     )
     add_common_flags(parser)
+
+
+def _target(text: str) -> str:
+    # The grammar the call's INVITE is built with (`SipUri.parse`), checked before registering.
+    from sipua.sip.errors import ProtocolError
+    from sipua.sip.uri import SipUri
+
+    try:
+        SipUri.parse(text)
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; give a sip: or sips: URI") from None
+    return text
 
 
 def _digits(text: str) -> str:

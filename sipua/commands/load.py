@@ -21,6 +21,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from sipua.commands.register import output_file_argument
+
 if TYPE_CHECKING:
     from sipua.load.accounts import LoadAccount
     from sipua.load.engine import LoadPlan
@@ -94,7 +96,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="worker processes the registrations are sharded over (auto: one per core; "
         "default 1); one merged progress line and report",
     )
-    load.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
+    load.add_argument(
+        "--json",
+        metavar="FILE",
+        type=output_file_argument,
+        help="write the report as JSON to FILE",
+    )
     load.add_argument(
         "--progress",
         type=float,
@@ -299,7 +306,9 @@ def _run_sharded(
 def _finish(args: argparse.Namespace, report: LoadReport, examples: dict[str, str]) -> int:
     """Prints the summary and the failure examples, writes --json; returns the exit code."""
     import json
-    from pathlib import Path
+
+    from sipua.errors import ConfigError, StoreError
+    from sipua.storage import atomic_write
 
     print(report.summary(), flush=True)
     for reason, example in sorted(examples.items()):
@@ -307,7 +316,11 @@ def _finish(args: argparse.Namespace, report: LoadReport, examples: dict[str, st
     if args.json:
         document = report.to_json()
         document["failure_examples"] = dict(examples)
-        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        try:
+            atomic_write(args.json, (json.dumps(document, indent=2) + "\n").encode())
+        except StoreError as exc:
+            print(f"sipua: error: the JSON report was not written: {exc}", file=sys.stderr)
+            return ConfigError.exit_code
     if not report.failures:
         return 0
     worst = max(report.failures.items(), key=lambda item: item[1])[0]

@@ -24,6 +24,8 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sipua.errors import SipuaError
     from sipua.media.sources import MediaSpec
     from sipua.settings.model import Settings
@@ -83,6 +85,24 @@ def seconds_argument(text: str) -> float:
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"expected 0 to 86400 seconds, got {text}")
     return value
+
+
+def output_file_argument(text: str) -> Path:
+    """An argparse type: a file the command writes once it has run (a recording, a report),
+    checked now so that a typo does not cost the run: its directory exists and is writable,
+    and it is not a directory itself."""
+    import os
+    from pathlib import Path
+
+    path = Path(text)
+    parent = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name in it")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: not writable by this user")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -167,9 +167,12 @@ class WavRecorder:
         self._codec = codec
         self._samples = 0
         try:
-            self._wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close()
+            # Opened here, not by wave: a wave.open that fails half-way leaves an object
+            # whose finaliser raises.
+            self._file = path.open("wb")
         except OSError as exc:
             raise MediaSourceError(f"cannot record to {path}: {exc}") from None
+        self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed by close()
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
@@ -186,6 +189,8 @@ class WavRecorder:
 
     def close(self) -> None:
         try:
-            self._wav.close()
+            self._wav.close()  # writes the header's sizes; the file is ours to close
         except OSError as exc:
             raise MediaSourceError(f"cannot finish the recording {self.path}: {exc}") from None
+        finally:
+            self._file.close()

@@ -84,3 +84,21 @@ def test_recording_decodes_what_was_received(tmp_path: Path) -> None:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
         data = wav.readframes(wav.getnframes())
     assert struct.unpack("<320h", data) == (8,) * 160 + (32256,) * 160
+
+
+def test_a_recording_that_cannot_start_is_one_clear_error(tmp_path: Path) -> None:
+    # wave.open on a path that fails half-way used to leave an object whose finaliser
+    # raised later ("Exception ignored in: Wave_write.__del__").
+    import gc
+    import sys
+
+    unraisable: list[object] = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        for path in (tmp_path / "nope" / "r.wav", tmp_path):
+            with pytest.raises(MediaSourceError, match=f"cannot record to {path}"):
+                WavRecorder(path, "pcmu")
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
