@@ -87,9 +87,19 @@ def test_error_names_file_key_expectation_and_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config, env=ENV)
     assert str(info.value) == (
-        f"{config}: accounts[0].expires: expected an integer from 0 to 4294967295, got 'soon'"
+        f"{config}: accounts[0].expires: expected an integer from 1 to 4294967295 "
+        "(0 would remove the registration at once; sipua unregisters by itself when it stops), "
+        "got 'soon'"
     )
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("written", ["expires = 0\n", "expires = -5\n", "expires = 4294967296\n"])
+def test_a_registration_lifetime_of_0_is_refused_not_sent(tmp_path: Path, written: str) -> None:
+    # Expires: 0 in a REGISTER asks the registrar to remove the binding (RFC 3261 §10.2.2).
+    with pytest.raises(ConfigError, match=r"expires: expected an integer from 1 .*0 would remove"):
+        load_settings(write(tmp_path, ALICE + written), env=ENV)
+    assert load_settings(write(tmp_path, ALICE + "expires = 1\n"), env=ENV).accounts[0].expires == 1
 
 
 @pytest.mark.parametrize(

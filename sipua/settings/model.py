@@ -179,11 +179,16 @@ class AccountSettings:
             metavar="NAME",
         ),
     )
-    # RFC 3261 §20.19: Expires is a delta-seconds, at most 2**32 - 1.
     expires: int = field(
         default=600,
         metadata=declare(
-            v.integer(0, 2**32 - 1),
+            # RFC 3261 §20.19 delta-seconds; Expires: 0 asks for removal (§10.2.2).
+            v.integer(
+                1,
+                2**32 - 1,
+                note="0 would remove the registration at once; sipua unregisters by itself "
+                "when it stops",
+            ),
             help="registration lifetime in seconds",
             env="SIPUA_EXPIRES",
             flag="--expires",

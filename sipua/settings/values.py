@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Final
 
 from sipua.hostport import split_host_port
-from sipua.sip.errors import ProtocolError
-from sipua.sip.uri import SipUri
 
 
 class Invalid(Exception):
@@ -79,9 +77,11 @@ def boolean(value: object, source: Source) -> bool:
     raise Invalid("true or false" if not source.text else "one of true/false, yes/no, on/off, 1/0")
 
 
-def integer(low: int, high: int | None = None) -> Parser:
-    """A whole number from `low` (to `high`)."""
+def integer(low: int, high: int | None = None, *, note: str = "") -> Parser:
+    """A whole number from `low` (to `high`); `note` says why the range is what it is."""
     expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    if note:
+        expected += f" ({note})"
 
     def parse(value: object, source: Source) -> int:
         number: int | None = None
@@ -456,8 +456,12 @@ def aor_parts(written: str) -> tuple[str, str, str, int | None]:
     if match is None:
         raise ValueError("expected a SIP address of record like sips:alice@example.test")
     host, port = split_host_port(match["hostport"])
+    # The core's RFC 3261 grammar, which every message sipua sends is held to (imported here:
+    # the flags that import this module stay light for `sipua --help`).
+    from sipua.sip.errors import ProtocolError
+    from sipua.sip.uri import SipUri
+
     try:
-        # The core's RFC 3261 grammar, which every message sipua sends is held to.
         SipUri.parse(written)
     except ProtocolError:
         raise ValueError(

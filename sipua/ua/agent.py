@@ -144,6 +144,14 @@ class UserAgent:
     ) -> None:
         if not settings.accounts:
             raise ConfigError("no account configured; pass --aor or a config with [[accounts]]")
+        if len(settings.accounts) > 1:
+            # One account per user agent: refused rather than running the first one silently.
+            names = ", ".join(account.name for account in settings.accounts)
+            raise ConfigError(
+                f"the configuration has {len(settings.accounts)} accounts ({names}); sipua "
+                "runs one account per process: choose it with --account NAME (run one process "
+                "per account to register them all)"
+            )
         self.settings = settings
         self.account_settings = settings.accounts[0]
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_KEPT_EVENTS)

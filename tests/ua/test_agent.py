@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 import trio
 
-from sipua.errors import AuthenticationFailed, ConnectFailed, PeerNotTrusted, RegistrationError
+from sipua.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectFailed,
+    PeerNotTrusted,
+    RegistrationError,
+)
 from sipua.settings.model import AccountSettings, ListenSettings, Settings, TlsSettings
 from sipua.settings.secret import Secret
 from sipua.sip.errors import ParseError
@@ -189,6 +195,15 @@ async def test_a_failure_while_starting_closes_what_was_opened(tmp_path: Path) -
         with pytest.raises(ParseError, match="malformed URI"):
             async with UserAgent(replace(base, accounts=(bad,))):
                 pass
+
+
+async def test_several_accounts_are_refused_not_cut_to_the_first(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar)
+        carol = replace(base.accounts[0], name="carol", aor="sips:carol@example.test")
+        with pytest.raises(ConfigError, match=r"2 accounts \(alice, carol\).*--account NAME"):
+            UserAgent(replace(base, accounts=(base.accounts[0], carol)))
+        assert registrar.registers == []
 
 
 async def test_untrusted_registrar_unlocks_with_reason_and_exit_3(tmp_path: Path) -> None:
