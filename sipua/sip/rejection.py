@@ -11,15 +11,16 @@ mismatch01/02: 400; badvers: 505; insuf: 400).
 `error_response` therefore builds the response from the raw head, without parsing the fields
 it copies (§8.2.6.2): every Via, From, To, Call-ID and CSeq line is copied verbatim, in order,
 unfolded, whatever it holds; a To without a tag gets ours. What a field lacks is left out
-rather than invented. There is no response only when the message is a response, an ACK (never
-answered, §17.2.3, judged by the request line or the CSeq method) or has no Via at all (a
-response without Via is discarded by whoever receives it, §18.1.2). A ``Warning: 399``
-(§20.43) carries the reason, reduced to printable ASCII and bounded, so the peer's operator can
-see what was wrong.
+rather than invented. There is no response when the message is a response, an ACK (never
+answered, §17.2.3, judged by the request line or the CSeq method), or lacks Via or CSeq: a
+response without Via is discarded by whoever receives it (§18.1.2), and one without CSeq
+matches no client transaction (§17.1.3 matches on the branch and the CSeq method). A
+``Warning: 399`` (§20.43) carries the reason, reduced to printable ASCII and bounded, so the
+peer's operator can see what was wrong.
 
 Everything is bounded: only the first `MAX_HEAD_BYTES` are looked at, at most
-`MAX_RECOVERED_FIELDS` header lines are kept and each copied value is cut at
-`MAX_COPIED_VALUE_CHARS`.
+`MAX_RECOVERED_VIAS` Via lines and one of each other copied field are kept, and each copied
+value is cut at `MAX_COPIED_VALUE_CHARS`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from sipua.sip.message import Response, reason_phrase
 
 #: Bytes of a refused message's head that are examined.
 MAX_HEAD_BYTES: Final = 16 * 1024
-#: Header lines kept from the head (Via may repeat; the rest appear once).
-MAX_RECOVERED_FIELDS: Final = 32
+#: Via lines kept from the head; From, To, Call-ID and CSeq are kept once each besides, so a
+#: flood of Vias cannot crowd them out.
+MAX_RECOVERED_VIAS: Final = 28
 #: Characters of one copied header value.
 MAX_COPIED_VALUE_CHARS: Final = 2048
 #: Characters of the reason copied into the Warning header.
@@ -70,8 +72,8 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
         to_tag: our To tag (a UAS adds one to a final response, §8.2.6.2).
 
     Returns:
-        The response, or None: the message is a response or an ACK, or it has neither Via
-        nor CSeq (then no peer could match an answer to its request).
+        The response, or None: the message is a response or an ACK, or it lacks Via or CSeq
+        (then no peer could match an answer to its request).
     """
     head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
     # surrogateescape: copied values go back byte for byte (the serializer's inverse).
@@ -83,6 +85,7 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
         return None
     kept: list[tuple[str, str]] = []
     seen: set[str] = set()
+    vias = 0
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         canonical = _COPIED.get(name.strip().lower())
@@ -90,6 +93,10 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
             continue
         if canonical in _SINGLE:
             seen.add(canonical)
+        else:
+            vias += 1
+            if vias > MAX_RECOVERED_VIAS:
+                continue
         # A bare CR or LF inside a line would end the copied field early: make it a space.
         value = _LINE_BREAK_RE.sub(" ", value.strip()[:MAX_COPIED_VALUE_CHARS])
         if canonical == "To" and _TAG_RE.search(value) is None:
@@ -97,10 +104,8 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
         if canonical == "CSeq" and _cseq_method(value) == "ACK":
             return None
         kept.append((canonical, value))
-        if len(kept) >= MAX_RECOVERED_FIELDS:
-            break
-    if not any(name == "Via" for name, _ in kept):
-        return None  # a response without Via is discarded by its receiver (§18.1.2)
+    if not vias or "CSeq" not in seen:
+        return None  # discarded without Via (§18.1.2), unmatched without CSeq (§17.1.3)
     response = Response(status, reason_phrase(status), Headers(kept))
     response.headers.add("Warning", warning(reason))
     return response

@@ -14,7 +14,13 @@ import trio.testing
 
 from sipua.sip import Request, Response, make_response, parse_message, serialize
 from sipua.sip.errors import ParseError
-from sipua.sip.rejection import MAX_WARNING_CHARS, error_response, warning
+from sipua.sip.rejection import (
+    MAX_HEAD_BYTES,
+    MAX_RECOVERED_VIAS,
+    MAX_WARNING_CHARS,
+    error_response,
+    warning,
+)
 from sipua.transport.connection import SipConnection
 
 OPTIONS = (
@@ -108,11 +114,34 @@ def test_a_bare_line_break_in_a_copied_field_cannot_start_a_new_one() -> None:
         OPTIONS.replace(b"1 OPTIONS", b"1 ACK"),
         b"\x00\xff\xfe binary junk\r\nContent-Length: 0\r\n\r\n",
         b"SIP/2.0 999 Nonsense\r\n" + OPTIONS.split(b"\r\n", 1)[1],
+        OPTIONS.replace(b"CSeq: 1 OPTIONS\r\n", b""),
     ],
-    ids=["ack", "ack-by-cseq", "junk", "bad-response"],
+    ids=["ack", "ack-by-cseq", "junk", "bad-response", "no-cseq"],
 )
 def test_no_response_when_nothing_valid_can_answer(bad: bytes) -> None:
     assert error_response(bad, 400, "x", to_tag="t") is None
+
+
+def test_a_flood_of_vias_cannot_crowd_out_the_fields_that_match_the_answer() -> None:
+    # RFC 3261 §8.2.6.2: From, To, Call-ID and CSeq are copied whatever the Vias before them.
+    def flood(count: int) -> bytes:
+        vias = b"".join(
+            b"Via: SIP/2.0/TLS 127.0.0.%d;branch=z9hG4bK%d\r\n" % (i % 250, i) for i in range(count)
+        )
+        return OPTIONS.replace(b"Via: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK1\r\n", vias)
+
+    # Past the examined head, CSeq is out of sight: no answer rather than an unmatched one.
+    assert len(flood(5000)) > MAX_HEAD_BYTES
+    assert error_response(flood(5000), 513, "too large", to_tag="t") is None
+    assert len(flood(300)) < MAX_HEAD_BYTES
+    response = error_response(flood(300), 400, "too many Vias", to_tag="t")
+    assert response is not None
+    names = [name for name, _ in response.headers]
+    assert names.count("Via") == MAX_RECOVERED_VIAS
+    assert response.headers.get("Via") == "SIP/2.0/TLS 127.0.0.0;branch=z9hG4bK0"
+    for single in ("From", "To", "Call-ID", "CSeq"):
+        assert names.count(single) == 1, single
+    assert response.headers.get("To") == "<sips:alice@example.test>;tag=t"
 
 
 def test_warning_is_printable_quoted_and_bounded() -> None:
