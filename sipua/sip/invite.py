@@ -309,8 +309,9 @@ class InviteSession:
     def _response(self, status: int) -> Response:
         response = make_response(self.invite, status, to_tag=self.local_tag)
         if 100 < status < 300:
-            # §12.1.1: the UAS copies Record-Route into responses that create the dialog.
-            for value in self.invite.headers.get_all("Record-Route"):
+            # §12.1.1: the UAS copies Record-Route into responses that create the dialog, field
+            # by field as received (one field listing 500 routes stays one field).
+            for value in self.invite.headers.get_fields("Record-Route"):
                 response.headers.add("Record-Route", value)
         return response
 

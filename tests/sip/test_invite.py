@@ -87,6 +87,24 @@ def test_start_sends_trying_and_ringing_with_tag_and_record_route() -> None:
     assert call.state is InviteState.RINGING
 
 
+def test_record_route_is_copied_field_by_field_as_received() -> None:
+    # One field listing 300 routes is one field in our 180 and 200, not 300 header lines
+    # (more than a message may carry, MAX_HEADER_COUNT).
+    routes = ", ".join(f"<sips:p{i}.example.test;lr>" for i in range(300))
+    invite = request("INVITE", body=SDP)
+    invite.headers.set("Record-Route", routes)
+    call = InviteSession(
+        invite,
+        local_tag="alicetag",
+        contact="sips:alice@127.0.0.1:5062",
+        sent_by="127.0.0.1:5062",
+        rng=random.Random(1),
+    )
+    _, ringing = replies(call.start())
+    assert ringing.headers.get_fields("Record-Route") == [routes]
+    assert len(ringing.record_routes) == 300
+
+
 def test_answer_ack_bye() -> None:
     call = session()
     call.start()
