@@ -190,10 +190,12 @@ async def _call(
             )
         except LocalProtocolError as exc:
             await shutdown(ua)
-            return failed(settings, ua, ConfigError(f"{exc}; give a sip: or sips: URI"))
+            refused = ConfigError(f"{exc}; give a sip: or sips: URI")
+            return failed(settings, ua, refused, result="call failed")
         except MediaError as exc:
             await shutdown(ua)
-            return failed(settings, ua, TransportError(f"no media for the call: {exc}"))
+            no_media = TransportError(f"no media for the call: {exc}")
+            return failed(settings, ua, no_media, result="call failed")
         ended: list[PlacedCall] = []
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
