@@ -208,6 +208,29 @@ def test_verify_at_and_wildcards(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
 
 
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_verify_at_beyond_the_calendar_in_utc_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    # Exit 1 means "chain rejected": a time that cannot be judged must not look like one.
+    chain = _write(tmp_path, "root.pem", ROOT.pem)
+    assert cli(tmp_path / "data", "verify", str(chain), "--name", "x", "--at", at) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sipua: error: --at {at!r} is out of range")
+    assert "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z" in err
+
+
+def test_verify_at_the_ends_of_the_calendar_in_utc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = str(_write(tmp_path, "root.pem", ROOT.pem))
+    for at in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59", "0001-01-01T00:00:00-01:00"):
+        args = ("verify", chain, "--name", "x", "--trusted-cert", chain, "--at", at)
+        assert cli(tmp_path / "data", *args) == 1
+        out = capsys.readouterr().out
+        assert out.startswith(("rejected (expired)", "rejected (not-yet-valid)"))
+
+
 def test_subprocess_round_trip(tmp_path: Path) -> None:
     env = {**os.environ, "SIPUA_DATA_DIR": str(tmp_path / "data")}
     root = _write(tmp_path, "root.pem", ROOT.pem)

@@ -368,8 +368,18 @@ def _parse_time(text: str) -> dt.datetime:
         raise ConfigError(
             f"--at {text!r} is not an ISO 8601 time; use e.g. 2030-01-31T12:00:00Z"
         ) from exc
-    # A time without a zone is taken as UTC: certificate validity is defined in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    if moment.tzinfo is None:
+        # A time without a zone is taken as UTC: certificate validity is defined in UTC.
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        # In UTC here, so a time whose offset moves it past year 1 or 9999 is refused now,
+        # not when the verifier converts it.
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(
+            f"--at {text!r} is out of range: in UTC it must lie between "
+            "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None
 
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:
