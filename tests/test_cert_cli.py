@@ -326,3 +326,20 @@ def test_show_prints_the_pin_and_accept_forget_key(
     assert cli(data, "forget-key", "registrar.example.test") == 2
     assert "no key is recorded" in capsys.readouterr().err
     assert cli(data, "accept-key", "registrar.example.test", "sha256/bad") == 2
+
+
+@pytest.mark.parametrize("name", ["", "a b", "pbx.example.test\nevil.test"])
+def test_accept_key_refuses_a_name_that_is_no_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    from sipua.tls.trust.pins import spki_pin
+
+    data = tmp_path / "data"
+    pin = spki_pin(ROOT.cert)
+    assert cli(data, "accept-key", name, pin) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sipua: error: {name!r} is not a host name or IP address")
+    assert "e.g. sip.example.com" in err
+    # Nothing broken was written: the next change works.
+    assert cli(data, "accept-key", "pbx.example.test", pin) == 0
+    assert cli(data, "forget-key", "pbx.example.test") == 0
