@@ -12,7 +12,7 @@ Private material (keys) is written with mode 0600 in directories with mode 0700,
 copied is no longer a secret, and the message says how to fix it.
 
 Reads are bounded (`MAX_FILE_BYTES`) so a wrong path (a disk image, /dev/zero) cannot exhaust
-memory.
+memory, and only regular files are read: a FIFO or a device is refused at once, never waited on.
 
 Atomic writes keep each file whole, but two processes that both read, modify and write the same
 file (two `sipua cert import-trusted` at once) would still lose one change. `exclusive_lock`
@@ -204,9 +204,17 @@ def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
         StoreError: the file is missing, unreadable, not a regular file, or too large.
     """
     try:
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a
+        # writer forever; the type is then checked on what was opened, so a file swapped in
+        # between cannot slip past. Reads of a regular file ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StoreError(f"cannot read {path}: not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read(limit + 1)
     except FileNotFoundError as exc:
         raise StoreError(f"cannot read {path}: no such file") from exc

@@ -343,3 +343,18 @@ def test_accept_key_refuses_a_name_that_is_no_host(
     # Nothing broken was written: the next change works.
     assert cli(data, "accept-key", "pbx.example.test", pin) == 0
     assert cli(data, "forget-key", "pbx.example.test") == 0
+
+
+def test_import_trusted_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    env = {**os.environ, "SIPUA_DATA_DIR": str(tmp_path / "data")}
+    imported = subprocess.run(
+        [sys.executable, "-m", "sipua", "cert", "import-trusted", str(fifo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert imported.returncode == 2
+    assert imported.stderr == f"sipua: error: cannot read {fifo}: not a regular file\n"

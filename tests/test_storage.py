@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +88,29 @@ def test_read_bounded_missing_and_directory(tmp_path: Path) -> None:
         storage.read_bounded(tmp_path / "nope")
     with pytest.raises(StoreError, match="cannot read"):
         storage.read_bounded(tmp_path)
+
+
+def test_read_bounded_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def unblock() -> None:
+        # Only if the read waits: a writer lets a blocked open return, so the test ends.
+        if not done.wait(5.0):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    rescuer = threading.Thread(target=unblock, daemon=True)
+    rescuer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="not a regular file"):
+            storage.read_bounded(fifo)
+    finally:
+        done.set()
+        rescuer.join()
+    assert time.monotonic() - started < 4.0
 
 
 def test_remove_file(tmp_path: Path) -> None:
