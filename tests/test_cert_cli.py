@@ -110,6 +110,24 @@ def test_import_device_with_passphrase_file(
     assert cli(data, *args) == 0
 
 
+def test_import_device_refuses_an_empty_passphrase_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    leaf = make_leaf(None)
+    cert = _write(tmp_path, "d.cer", leaf.pem)
+    key = _write(tmp_path, "d.key", leaf.encrypted_key_pem(b"pw"))
+    for content in (b"", b"\n"):
+        secret = _write(tmp_path, "pass.txt", content)
+        secret.chmod(0o600)
+        args = ["import-device", str(cert), "--key", str(key), "--passphrase-file", str(secret)]
+        assert cli(data, *args) == 2
+        assert capsys.readouterr().err == (
+            f"sipua: error: the passphrase file {secret} is empty; put the key's passphrase in it\n"
+        )
+    assert not (data / "certs" / "device-custom.pem").exists()
+
+
 def test_export_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert cli(data, "export-ca") == 0

@@ -324,12 +324,21 @@ def _remove_trusted(store: CertStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_device(store: CertStore, args: argparse.Namespace) -> int:
+def _read_passphrase(path: Path) -> bytes:
+    """The passphrase in `path` (its first line's end trimmed), refusing an empty one."""
+    from sipua.errors import ConfigError
     from sipua.storage import read_private
 
+    passphrase = read_private(path).strip(b"\r\n")
+    if not passphrase:
+        raise ConfigError(f"the passphrase file {path} is empty; put the key's passphrase in it")
+    return passphrase
+
+
+def _import_device(store: CertStore, args: argparse.Namespace) -> int:
     passphrase = None
     if args.passphrase_file is not None:
-        passphrase = read_private(args.passphrase_file).strip(b"\r\n")
+        passphrase = _read_passphrase(args.passphrase_file)
     stored = store.devices.import_files(args.cert, args.key, passphrase=passphrase)
     print(f"device certificate: {stored.name} (sha256 {stored.fingerprint})")
     print("select it with the device certificate setting 'custom'")
