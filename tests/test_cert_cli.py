@@ -376,3 +376,18 @@ def test_import_trusted_refuses_a_fifo_at_once(tmp_path: Path) -> None:
     )
     assert imported.returncode == 2
     assert imported.stderr == f"sipua: error: cannot read {fifo}: not a regular file\n"
+
+
+def test_import_trusted_imports_a_repeated_certificate_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    bundle = _write(tmp_path, "dup2.pem", ROOT.pem + ROOT.pem)
+    assert cli(data, "import-trusted", str(bundle)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("trusted: CLI Test Root") == 1
+    assert captured.err == (
+        f"sipua: warning: {bundle} holds certificate 'CLI Test Root' (SHA-256 "
+        f"{ROOT.fingerprint[:16]}...) more than once; it is imported once\n"
+    )
+    assert [s.fingerprint for s in CertStore(data).trusted.custom()] == [ROOT.fingerprint]
