@@ -8,8 +8,8 @@ the new one, never a torn mixture. A logical change that spans several facts is 
 one file (for example a certificate and its private key), so that one rename commits it.
 
 Private material (keys) is written with mode 0600 in directories with mode 0700, and
-`read_private` refuses a file that its group or others can read: a key that others could have
-copied is no longer a secret, and the message says how to fix it.
+`read_private` refuses a file (a key, a passphrase) that its group or others can read: a secret
+that others could have copied is no longer a secret, and the message says how to fix it.
 
 Reads are bounded (`MAX_FILE_BYTES`) so a wrong path (a disk image, /dev/zero) cannot exhaust
 memory, and only regular files are read: a FIFO or a device is refused at once, never waited on.
@@ -225,8 +225,15 @@ def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def read_private(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
-    """Reads a file holding a private key, refusing one that others can read.
+def read_private(
+    path: Path, *, limit: int = MAX_FILE_BYTES, what: str = "private key file"
+) -> bytes:
+    """Reads a file holding a secret (a private key, a passphrase), refusing one others can read.
+
+    Args:
+        path: The file.
+        limit: The largest size read.
+        what: What the file is, for the message ("private key file", "passphrase file").
 
     Raises:
         StoreError: the file cannot be read, or its group or others have any access to it.
@@ -239,8 +246,9 @@ def read_private(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if mode & 0o077:
         raise StoreError(
-            f"refusing to use private key file {path}: its mode is {mode:04o}, so other users "
-            f"can read it; run `chmod 600 {path}` (and replace the key if it may have leaked)"
+            f"refusing to use {what} {path}: its mode is {mode:04o}, so other users can read "
+            f"it; run `chmod 600 {path}` (and replace the {what.removesuffix(' file')} if it "
+            "may have leaked)"
         )
     return read_bounded(path, limit=limit)
 

@@ -128,6 +128,24 @@ def test_import_device_refuses_an_empty_passphrase_file(
     assert not (data / "certs" / "device-custom.pem").exists()
 
 
+def test_import_device_names_a_readable_passphrase_file_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leaf = make_leaf(None)
+    cert = _write(tmp_path, "d.cer", leaf.pem)
+    key = _write(tmp_path, "d.key", leaf.encrypted_key_pem(b"pw"))
+    key.chmod(0o600)
+    secret = _write(tmp_path, "pass.txt", b"pw\n")
+    secret.chmod(0o644)
+    args = ["import-device", str(cert), "--key", str(key), "--passphrase-file", str(secret)]
+    assert cli(tmp_path / "data", *args) == 2
+    assert capsys.readouterr().err == (
+        f"sipua: error: refusing to use passphrase file {secret}: its mode is 0644, so other "
+        f"users can read it; run `chmod 600 {secret}` (and replace the passphrase if it may "
+        "have leaked)\n"
+    )
+
+
 def test_export_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert cli(data, "export-ca") == 0

@@ -71,6 +71,8 @@ def test_read_private_refuses_readable_key(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="chmod 600") as info:
         storage.read_private(key)
     assert "secret" not in str(info.value)
+    assert str(info.value).startswith(f"refusing to use private key file {key}: its mode is 0644")
+    assert str(info.value).endswith("(and replace the private key if it may have leaked)")
     key.chmod(0o600)
     assert storage.read_private(key) == b"secret"
 

@@ -329,7 +329,7 @@ def _read_passphrase(path: Path) -> bytes:
     from sipua.errors import ConfigError
     from sipua.storage import read_private
 
-    passphrase = read_private(path).strip(b"\r\n")
+    passphrase = read_private(path, what="passphrase file").strip(b"\r\n")
     if not passphrase:
         raise ConfigError(f"the passphrase file {path} is empty; put the key's passphrase in it")
     return passphrase
