@@ -146,6 +146,17 @@ def test_import_device_names_a_readable_passphrase_file_as_one(
     )
 
 
+def test_import_device_with_an_empty_key_file_expects_a_private_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = _write(tmp_path, "d.pem", make_leaf(None).pem)
+    empty = _write(tmp_path, "empty.pem", b"")
+    assert cli(tmp_path / "data", "import-device", str(cert), "--key", str(empty)) == 2
+    assert capsys.readouterr().err == f"sipua: error: {empty} is empty; expected a private key\n"
+    assert cli(tmp_path / "data", "import-device", str(empty), "--key", str(cert)) == 2
+    assert capsys.readouterr().err == f"sipua: error: {empty} is empty; expected a certificate\n"
+
+
 def test_export_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert cli(data, "export-ca") == 0

@@ -211,8 +211,12 @@ def check_extension(path: Path, allowed: Sequence[str]) -> None:
         )
 
 
-def read_input_file(path: Path) -> bytes:
+def read_input_file(path: Path, *, expected: str = "a certificate") -> bytes:
     """Reads a user-supplied certificate or key file (at most `MAX_FILE_BYTES`).
+
+    Args:
+        path: The file.
+        expected: What it should hold, for the message about an empty file ("a private key").
 
     Raises:
         CertificateError: the file is missing, unreadable, empty or too large.
@@ -222,7 +226,7 @@ def read_input_file(path: Path) -> bytes:
     except StoreError as exc:
         raise CertificateError(str(exc)) from exc
     if not data.strip():
-        raise CertificateError(f"{path} is empty; expected a certificate")
+        raise CertificateError(f"{path} is empty; expected {expected}")
     return data
 
 

@@ -217,7 +217,7 @@ class DeviceStore:
         key_data = None
         if key_path is not None:
             check_extension(key_path, KEY_EXTENSIONS)
-            key_data = read_input_file(key_path)
+            key_data = read_input_file(key_path, expected="a private key")
         return self.import_data(
             read_input_file(cert_path),
             source=str(cert_path),
