@@ -420,3 +420,22 @@ def test_import_trusted_imports_a_repeated_certificate_once(
         f"{ROOT.fingerprint[:16]}...) more than once; it is imported once\n"
     )
     assert [s.fingerprint for s in CertStore(data).trusted.custom()] == [ROOT.fingerprint]
+
+
+def test_list_reports_a_truncated_device_ca_as_corrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "export-ca") == 0
+    ca = data / "certs" / "device-ca.pem"
+    text = ca.read_bytes()
+    ca.write_bytes(text[: text.index(b"-----BEGIN CERTIFICATE-----") + 40])
+    capsys.readouterr()
+    corrupt = (
+        f"the device CA file {ca} is corrupt; remove it to create a new device CA (registrars "
+        "that trust the old one must then trust the new one: `sipua cert export-ca`)"
+    )
+    assert cli(data, "list") == 0
+    assert capsys.readouterr().err == f"sipua: warning: {corrupt}\n"
+    assert cli(data, "export-ca") == 2
+    assert capsys.readouterr().err == f"sipua: error: {corrupt}\n"
