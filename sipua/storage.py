@@ -8,11 +8,11 @@ the new one, never a torn mixture. A logical change that spans several facts is 
 one file (for example a certificate and its private key), so that one rename commits it.
 
 Private material (keys) is written with mode 0600 in directories with mode 0700, and
-`read_private` refuses a file that its group or others can read: a key that others could have
-copied is no longer a secret, and the message says how to fix it.
+`read_private` refuses a file (a key, a passphrase) that its group or others can read: a secret
+that others could have copied is no longer a secret, and the message says how to fix it.
 
 Reads are bounded (`MAX_FILE_BYTES`) so a wrong path (a disk image, /dev/zero) cannot exhaust
-memory.
+memory, and only regular files are read: a FIFO or a device is refused at once, never waited on.
 
 Atomic writes keep each file whole, but two processes that both read, modify and write the same
 file (two `sipua cert import-trusted` at once) would still lose one change. `exclusive_lock`
@@ -204,9 +204,17 @@ def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
         StoreError: the file is missing, unreadable, not a regular file, or too large.
     """
     try:
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a
+        # writer forever; the type is then checked on what was opened, so a file swapped in
+        # between cannot slip past. Reads of a regular file ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StoreError(f"cannot read {path}: not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read(limit + 1)
     except FileNotFoundError as exc:
         raise StoreError(f"cannot read {path}: no such file") from exc
@@ -217,8 +225,15 @@ def read_bounded(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def read_private(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
-    """Reads a file holding a private key, refusing one that others can read.
+def read_private(
+    path: Path, *, limit: int = MAX_FILE_BYTES, what: str = "private key file"
+) -> bytes:
+    """Reads a file holding a secret (a private key, a passphrase), refusing one others can read.
+
+    Args:
+        path: The file.
+        limit: The largest size read.
+        what: What the file is, for the message ("private key file", "passphrase file").
 
     Raises:
         StoreError: the file cannot be read, or its group or others have any access to it.
@@ -231,8 +246,9 @@ def read_private(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if mode & 0o077:
         raise StoreError(
-            f"refusing to use private key file {path}: its mode is {mode:04o}, so other users "
-            f"can read it; run `chmod 600 {path}` (and replace the key if it may have leaked)"
+            f"refusing to use {what} {path}: its mode is {mode:04o}, so other users can read "
+            f"it; run `chmod 600 {path}` (and replace the {what.removesuffix(' file')} if it "
+            "may have leaked)"
         )
     return read_bounded(path, limit=limit)
 

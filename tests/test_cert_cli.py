@@ -110,6 +110,53 @@ def test_import_device_with_passphrase_file(
     assert cli(data, *args) == 0
 
 
+def test_import_device_refuses_an_empty_passphrase_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    leaf = make_leaf(None)
+    cert = _write(tmp_path, "d.cer", leaf.pem)
+    key = _write(tmp_path, "d.key", leaf.encrypted_key_pem(b"pw"))
+    for content in (b"", b"\n"):
+        secret = _write(tmp_path, "pass.txt", content)
+        secret.chmod(0o600)
+        args = ["import-device", str(cert), "--key", str(key), "--passphrase-file", str(secret)]
+        assert cli(data, *args) == 2
+        assert capsys.readouterr().err == (
+            f"sipua: error: the passphrase file {secret} is empty; put the key's passphrase in it\n"
+        )
+    assert not (data / "certs" / "device-custom.pem").exists()
+
+
+def test_import_device_names_a_readable_passphrase_file_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leaf = make_leaf(None)
+    cert = _write(tmp_path, "d.cer", leaf.pem)
+    key = _write(tmp_path, "d.key", leaf.encrypted_key_pem(b"pw"))
+    key.chmod(0o600)
+    secret = _write(tmp_path, "pass.txt", b"pw\n")
+    secret.chmod(0o644)
+    args = ["import-device", str(cert), "--key", str(key), "--passphrase-file", str(secret)]
+    assert cli(tmp_path / "data", *args) == 2
+    assert capsys.readouterr().err == (
+        f"sipua: error: refusing to use passphrase file {secret}: its mode is 0644, so other "
+        f"users can read it; run `chmod 600 {secret}` (and replace the passphrase if it may "
+        "have leaked)\n"
+    )
+
+
+def test_import_device_with_an_empty_key_file_expects_a_private_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = _write(tmp_path, "d.pem", make_leaf(None).pem)
+    empty = _write(tmp_path, "empty.pem", b"")
+    assert cli(tmp_path / "data", "import-device", str(cert), "--key", str(empty)) == 2
+    assert capsys.readouterr().err == f"sipua: error: {empty} is empty; expected a private key\n"
+    assert cli(tmp_path / "data", "import-device", str(empty), "--key", str(cert)) == 2
+    assert capsys.readouterr().err == f"sipua: error: {empty} is empty; expected a certificate\n"
+
+
 def test_export_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert cli(data, "export-ca") == 0
@@ -208,6 +255,29 @@ def test_verify_at_and_wildcards(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
 
 
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_verify_at_beyond_the_calendar_in_utc_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    # Exit 1 means "chain rejected": a time that cannot be judged must not look like one.
+    chain = _write(tmp_path, "root.pem", ROOT.pem)
+    assert cli(tmp_path / "data", "verify", str(chain), "--name", "x", "--at", at) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sipua: error: --at {at!r} is out of range")
+    assert "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z" in err
+
+
+def test_verify_at_the_ends_of_the_calendar_in_utc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = str(_write(tmp_path, "root.pem", ROOT.pem))
+    for at in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59", "0001-01-01T00:00:00-01:00"):
+        args = ("verify", chain, "--name", "x", "--trusted-cert", chain, "--at", at)
+        assert cli(tmp_path / "data", *args) == 1
+        out = capsys.readouterr().out
+        assert out.startswith(("rejected (expired)", "rejected (not-yet-valid)"))
+
+
 def test_subprocess_round_trip(tmp_path: Path) -> None:
     env = {**os.environ, "SIPUA_DATA_DIR": str(tmp_path / "data")}
     root = _write(tmp_path, "root.pem", ROOT.pem)
@@ -303,3 +373,69 @@ def test_show_prints_the_pin_and_accept_forget_key(
     assert cli(data, "forget-key", "registrar.example.test") == 2
     assert "no key is recorded" in capsys.readouterr().err
     assert cli(data, "accept-key", "registrar.example.test", "sha256/bad") == 2
+
+
+@pytest.mark.parametrize("name", ["", "a b", "pbx.example.test\nevil.test"])
+def test_accept_key_refuses_a_name_that_is_no_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    from sipua.tls.trust.pins import spki_pin
+
+    data = tmp_path / "data"
+    pin = spki_pin(ROOT.cert)
+    assert cli(data, "accept-key", name, pin) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sipua: error: {name!r} is not a host name or IP address")
+    assert "e.g. sip.example.com" in err
+    # Nothing broken was written: the next change works.
+    assert cli(data, "accept-key", "pbx.example.test", pin) == 0
+    assert cli(data, "forget-key", "pbx.example.test") == 0
+
+
+def test_import_trusted_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    env = {**os.environ, "SIPUA_DATA_DIR": str(tmp_path / "data")}
+    imported = subprocess.run(
+        [sys.executable, "-m", "sipua", "cert", "import-trusted", str(fifo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert imported.returncode == 2
+    assert imported.stderr == f"sipua: error: cannot read {fifo}: not a regular file\n"
+
+
+def test_import_trusted_imports_a_repeated_certificate_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    bundle = _write(tmp_path, "dup2.pem", ROOT.pem + ROOT.pem)
+    assert cli(data, "import-trusted", str(bundle)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("trusted: CLI Test Root") == 1
+    assert captured.err == (
+        f"sipua: warning: {bundle} holds certificate 'CLI Test Root' (SHA-256 "
+        f"{ROOT.fingerprint[:16]}...) more than once; it is imported once\n"
+    )
+    assert [s.fingerprint for s in CertStore(data).trusted.custom()] == [ROOT.fingerprint]
+
+
+def test_list_reports_a_truncated_device_ca_as_corrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "export-ca") == 0
+    ca = data / "certs" / "device-ca.pem"
+    text = ca.read_bytes()
+    ca.write_bytes(text[: text.index(b"-----BEGIN CERTIFICATE-----") + 40])
+    capsys.readouterr()
+    corrupt = (
+        f"the device CA file {ca} is corrupt; remove it to create a new device CA (registrars "
+        "that trust the old one must then trust the new one: `sipua cert export-ca`)"
+    )
+    assert cli(data, "list") == 0
+    assert capsys.readouterr().err == f"sipua: warning: {corrupt}\n"
+    assert cli(data, "export-ca") == 2
+    assert capsys.readouterr().err == f"sipua: error: {corrupt}\n"

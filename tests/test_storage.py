@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,8 @@ def test_read_private_refuses_readable_key(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="chmod 600") as info:
         storage.read_private(key)
     assert "secret" not in str(info.value)
+    assert str(info.value).startswith(f"refusing to use private key file {key}: its mode is 0644")
+    assert str(info.value).endswith("(and replace the private key if it may have leaked)")
     key.chmod(0o600)
     assert storage.read_private(key) == b"secret"
 
@@ -85,6 +90,29 @@ def test_read_bounded_missing_and_directory(tmp_path: Path) -> None:
         storage.read_bounded(tmp_path / "nope")
     with pytest.raises(StoreError, match="cannot read"):
         storage.read_bounded(tmp_path)
+
+
+def test_read_bounded_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def unblock() -> None:
+        # Only if the read waits: a writer lets a blocked open return, so the test ends.
+        if not done.wait(5.0):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    rescuer = threading.Thread(target=unblock, daemon=True)
+    rescuer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="not a regular file"):
+            storage.read_bounded(fifo)
+    finally:
+        done.set()
+        rescuer.join()
+    assert time.monotonic() - started < 4.0
 
 
 def test_remove_file(tmp_path: Path) -> None:

@@ -324,12 +324,21 @@ def _remove_trusted(store: CertStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_device(store: CertStore, args: argparse.Namespace) -> int:
+def _read_passphrase(path: Path) -> bytes:
+    """The passphrase in `path` (its first line's end trimmed), refusing an empty one."""
+    from sipua.errors import ConfigError
     from sipua.storage import read_private
 
+    passphrase = read_private(path, what="passphrase file").strip(b"\r\n")
+    if not passphrase:
+        raise ConfigError(f"the passphrase file {path} is empty; put the key's passphrase in it")
+    return passphrase
+
+
+def _import_device(store: CertStore, args: argparse.Namespace) -> int:
     passphrase = None
     if args.passphrase_file is not None:
-        passphrase = read_private(args.passphrase_file).strip(b"\r\n")
+        passphrase = _read_passphrase(args.passphrase_file)
     stored = store.devices.import_files(args.cert, args.key, passphrase=passphrase)
     print(f"device certificate: {stored.name} (sha256 {stored.fingerprint})")
     print("select it with the device certificate setting 'custom'")
@@ -368,8 +377,18 @@ def _parse_time(text: str) -> dt.datetime:
         raise ConfigError(
             f"--at {text!r} is not an ISO 8601 time; use e.g. 2030-01-31T12:00:00Z"
         ) from exc
-    # A time without a zone is taken as UTC: certificate validity is defined in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    if moment.tzinfo is None:
+        # A time without a zone is taken as UTC: certificate validity is defined in UTC.
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        # In UTC here, so a time whose offset moves it past year 1 or 9999 is refused now,
+        # not when the verifier converts it.
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(
+            f"--at {text!r} is out of range: in UTC it must lie between "
+            "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None
 
 
 def _verify(store: CertStore, args: argparse.Namespace) -> int:

@@ -211,8 +211,12 @@ def check_extension(path: Path, allowed: Sequence[str]) -> None:
         )
 
 
-def read_input_file(path: Path) -> bytes:
+def read_input_file(path: Path, *, expected: str = "a certificate") -> bytes:
     """Reads a user-supplied certificate or key file (at most `MAX_FILE_BYTES`).
+
+    Args:
+        path: The file.
+        expected: What it should hold, for the message about an empty file ("a private key").
 
     Raises:
         CertificateError: the file is missing, unreadable, empty or too large.
@@ -222,7 +226,7 @@ def read_input_file(path: Path) -> bytes:
     except StoreError as exc:
         raise CertificateError(str(exc)) from exc
     if not data.strip():
-        raise CertificateError(f"{path} is empty; expected a certificate")
+        raise CertificateError(f"{path} is empty; expected {expected}")
     return data
 
 
@@ -265,22 +269,20 @@ def load_private_key(data: bytes, *, source: str, passphrase: bytes | None = Non
         loader = serialization.load_pem_private_key
     else:
         encoded, encrypted, loader = data, False, serialization.load_der_private_key
-    if encrypted and passphrase is None:
-        raise CertificateError(
-            f"{source}: the private key is encrypted; give its passphrase, or decrypt it first "
-            "(`openssl pkey -in KEY -out KEY.plain`)"
-        )
+    # An empty passphrase decrypts nothing (cryptography takes it as none given): it is no
+    # passphrase, and a message about it must not call an encrypted key unencrypted.
+    given = passphrase or None
+    if encrypted and given is None:
+        raise CertificateError(_needs_passphrase(source, passphrase))
     try:
-        key = loader(encoded, password=passphrase)
+        key = loader(encoded, password=given)
     except TypeError as exc:
         # cryptography raises TypeError for "encrypted but no password" and the reverse.
-        if passphrase is None:
-            raise CertificateError(
-                f"{source}: the private key is encrypted; give its passphrase"
-            ) from exc
+        if given is None:
+            raise CertificateError(_needs_passphrase(source, passphrase)) from exc
         raise CertificateError(f"{source}: the private key is not encrypted") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
-        hint = "wrong passphrase or " if passphrase is not None else ""
+        hint = "wrong passphrase or " if given is not None else ""
         raise CertificateError(
             f"{source}: cannot read the private key ({hint}not a valid key)"
         ) from exc
@@ -294,6 +296,15 @@ def load_private_key(data: bytes, *, source: str, passphrase: bytes | None = Non
     ):
         raise CertificateError(f"{source}: unsupported private key type {type(key).__name__}")
     return key
+
+
+def _needs_passphrase(source: str, passphrase: bytes | None) -> str:
+    if passphrase is not None:
+        return f"{source}: the private key is encrypted, and the passphrase given is empty"
+    return (
+        f"{source}: the private key is encrypted; give its passphrase, or decrypt it first "
+        "(`openssl pkey -in KEY -out KEY.plain`)"
+    )
 
 
 def public_key_der(key: CertificatePublicKeyTypes) -> bytes:

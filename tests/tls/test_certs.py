@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from sipua.errors import CertificateError
 from sipua.tls.certs import (
@@ -91,6 +92,26 @@ def test_private_key_plain_and_encrypted() -> None:
         load_private_key(encrypted, source="k", passphrase=b"nope")
     assert key_matches(LEAF.cert, load_private_key(encrypted, source="k", passphrase=b"pw"))
     assert not key_matches(ROOT.cert, load_private_key(LEAF.key_pem, source="k"))
+
+
+def test_an_empty_passphrase_is_no_passphrase() -> None:
+    encrypted_der = LEAF.key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    for encrypted in (LEAF.encrypted_key_pem(b"pw"), encrypted_der):
+        with pytest.raises(CertificateError) as refused:
+            load_private_key(encrypted, source="k", passphrase=b"")
+        assert (
+            str(refused.value)
+            == "k: the private key is encrypted, and the passphrase given is empty"
+        )
+    # An unencrypted key with an empty passphrase loads: there is nothing to decrypt.
+    plain = load_private_key(LEAF.key_pem, source="k", passphrase=b"")
+    assert key_matches(LEAF.cert, plain)
+    with pytest.raises(CertificateError, match="k: the private key is not encrypted"):
+        load_private_key(LEAF.key_pem, source="k", passphrase=b"pw")
 
 
 def test_private_key_missing() -> None:

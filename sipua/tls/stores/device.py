@@ -110,11 +110,7 @@ class DeviceStore:
         if path.exists():
             stored = self._read_keyed(path)
             if stored is None:
-                raise StoreError(
-                    f"the device CA file {path} is corrupt; remove it to create a new device CA "
-                    "(registrars that trust the old one must then trust the new one: "
-                    "`sipua cert export-ca`)"
-                )
+                raise StoreError(_corrupt(path))
             key = stored.key
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise StoreError(f"the device CA file {path} does not hold an EC key; remove it")
@@ -189,9 +185,7 @@ class DeviceStore:
             )
         stored = self._read_keyed(path)
         if stored is None:
-            raise StoreError(
-                f"the custom device certificate file {path} is corrupt; import it again"
-            )
+            raise StoreError(_corrupt(path))
         return DeviceIdentity(
             kind="custom",
             certificate=stored.certs[0],
@@ -217,7 +211,7 @@ class DeviceStore:
         key_data = None
         if key_path is not None:
             check_extension(key_path, KEY_EXTENSIONS)
-            key_data = read_input_file(key_path)
+            key_data = read_input_file(key_path, expected="a private key")
         return self.import_data(
             read_input_file(cert_path),
             source=str(cert_path),
@@ -321,6 +315,10 @@ class DeviceStore:
     def _read_keyed(self, path: Path) -> _KeyedFile | None:
         """Reads a key + certificates file; None (and a problem) if it is corrupt.
 
+        sipua wrote the file, so whatever is wrong with it (truncated, edited, a key that does
+        not match) is reported as the store file being corrupt, with what to do about it, never
+        with the advice meant for a file a user imports.
+
         Raises:
             StoreError: the file is readable by others (that is not "corrupt": the user must act).
         """
@@ -328,13 +326,11 @@ class DeviceStore:
         try:
             key = load_private_key(data, source=str(path))
             certs = load_certificates(data, source=str(path))
-        except CertificateError as exc:
-            self._dir.problem(f"{exc}; the file is skipped")
+        except CertificateError:
+            self._dir.problem(_corrupt(path))
             return None
         if not key_matches(certs[0], key):
-            self._dir.problem(
-                f"{path}: the key does not match the certificate; the file is skipped"
-            )
+            self._dir.problem(_corrupt(path, "its key does not match its certificate"))
             return None
         return _KeyedFile(key, certs)
 
@@ -373,6 +369,26 @@ def parse_device_bundle(
         )
     chain = [c for c in certs if c is not leaf]
     return key, leaf, chain
+
+
+def _corrupt(path: Path, why: str | None = None) -> str:
+    """The message for a corrupt device store file: which file, and what the user can do."""
+    detail = f" ({why})" if why else ""
+    if path.name == _CA_FILE:
+        return (
+            f"the device CA file {path} is corrupt{detail}; remove it to create a new device CA "
+            "(registrars that trust the old one must then trust the new one: "
+            "`sipua cert export-ca`)"
+        )
+    if path.name == _CUSTOM_FILE:
+        return (
+            f"the custom device certificate file {path} is corrupt{detail}; import the "
+            "certificate again, or remove it with `sipua cert remove-device`"
+        )
+    return (
+        f"the device certificate file {path} is corrupt{detail}; sipua issues a new one when "
+        "it is next used"
+    )
 
 
 def _certificate_of(path: Path) -> x509.Certificate | None:

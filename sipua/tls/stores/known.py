@@ -14,12 +14,12 @@ connection is refused until the user repairs or removes the line.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Final
 
 from sipua import storage
 from sipua.errors import StoreError
+from sipua.hostport import is_valid_host
 from sipua.settings.model import parse_pin
 from sipua.tls.stores.files import StoreDirectory, check_not_writable_by_others
 
@@ -28,11 +28,31 @@ KNOWN_KEYS_FILE: Final = "known-keys"
 MAX_KNOWN_KEYS: Final = 10_000
 #: Longest line read (a DNS name of 253 characters, a pin of 51, and room for a comment).
 MAX_LINE_CHARS: Final = 1024
-_NAME: Final = re.compile(r"[A-Za-z0-9._:\[\]-]{1,253}\Z")
 
 
 class KnownKeysError(StoreError):
     """The known-keys file cannot be read as sipua writes it; the message names file and line."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a known-keys name, or None when it can.
+
+    A name is a TLS name as sipua connects to it: a DNS host name or an IP address (IPv6
+    without brackets), read by `sipua.hostport`, the one reader of hosts.
+    """
+    if is_valid_host(name):
+        return None
+    return (
+        f"{name[:60]!r} is not a host name or IP address; give the registrar's TLS name, "
+        "e.g. sip.example.com, 192.0.2.1 or 2001:db8::1 (IPv6 without brackets)"
+    )
+
+
+def _checked_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise StoreError(problem)
+    return name.lower()
 
 
 def parse_known_keys(data: bytes, *, source: str) -> dict[str, str]:
@@ -62,8 +82,9 @@ def parse_known_keys(data: bytes, *, source: str) -> dict[str, str]:
                 "delete the line"
             )
         name, pin = parts
-        if not _NAME.match(name):
-            raise KnownKeysError(f"{where}: {name[:60]!r} is not a host name; fix or delete it")
+        problem = name_problem(name)
+        if problem is not None:
+            raise KnownKeysError(f"{where}: {problem}; fix or delete the line")
         try:
             parse_pin(pin)
         except ValueError as exc:
@@ -123,10 +144,12 @@ class KnownKeys:
 
         Raises:
             KnownKeysError: the file is corrupt.
+            StoreError: `name` is not a host name or IP address.
         """
+        key = _checked_name(name)
         with self._dir.locked():
             records = self.records()
-            records.setdefault(name.lower(), pin)
+            records.setdefault(key, pin)
             self._write(records)
 
     def accept(self, name: str, pin: str) -> str | None:
@@ -134,13 +157,15 @@ class KnownKeys:
 
         Raises:
             KnownKeysError: the file is corrupt.
+            StoreError: `name` is not a host name or IP address.
             ValueError: `pin` is not an RFC 7469 pin.
         """
+        key = _checked_name(name)
         parse_pin(pin)
         with self._dir.locked():
             records = self.records()
-            before = records.get(name.lower())
-            records[name.lower()] = pin.strip()
+            before = records.get(key)
+            records[key] = pin.strip()
             self._write(records)
         return before
 

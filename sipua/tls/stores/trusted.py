@@ -141,10 +141,11 @@ class TrustedStore:
     def import_file(self, path: Path) -> list[StoredCertificate]:
         """Imports the certificate(s) of a .pem/.cer/.crt/.der file as custom trusted ones.
 
-        All or nothing: if any certificate of the file is refused, none is imported.
+        All or nothing: if any certificate of the file is refused, none is imported. A
+        certificate the file holds more than once is imported once (and noted in `problems`).
 
         Returns:
-            The imported certificates.
+            The imported certificates, each once.
 
         Raises:
             CertificateError: the file is unreadable, empty, of the wrong type, a private key, or
@@ -169,14 +170,23 @@ class TrustedStore:
             )
         existing = [e.stored for e in entries if e.stored is not None]
         known = {s.fingerprint: s for s in existing}
+        distinct: dict[str, x509.Certificate] = {}
         for cert in new:
             fp = fingerprint(cert)
+            if fp in distinct:
+                # A bundle that repeats a certificate (two files concatenated) means it once.
+                self._dir.problem(
+                    f"{path} holds certificate {CertSummary.of(cert).name!r} (SHA-256 "
+                    f"{fp[:16]}...) more than once; it is imported once"
+                )
+                continue
             if fp in known:
                 raise StoreError(
                     f"{path}: certificate {known[fp].name!r} (SHA-256 {fp[:16]}...) is already "
                     "trusted; nothing was imported"
                 )
-            known[fp] = StoredCertificate.of(cert, role="trusted", kind="custom")
+            distinct[fp] = cert
+        new = list(distinct.values())
         if len(existing) + len(new) > MAX_CUSTOM_TRUSTED:
             raise StoreError(
                 f"{path}: importing {len(new)} certificate(s) would make "

@@ -130,6 +130,54 @@ def test_corrupt_device_ca_is_an_error(tmp_path: Path) -> None:
         store.devices.ca()
 
 
+def _truncated_in_the_certificate(path: Path) -> None:
+    # What a crash of a non-atomic copy or a full disk leaves: the key whole, the certificate cut.
+    data = path.read_bytes()
+    cut = data.index(b"-----BEGIN CERTIFICATE-----") + 40
+    path.write_bytes(data[:cut])
+
+
+def test_a_truncated_device_file_is_reported_as_the_corrupt_store_file_it_is(
+    tmp_path: Path,
+) -> None:
+    store = store_at(tmp_path)
+    store.devices.identity("generic")
+    store.devices.import_files(_device_files(tmp_path, make_leaf(None, cn="cut.example.com")))
+    for name in ("device-ca.pem", "device-generic.pem", "device-custom.pem"):
+        _truncated_in_the_certificate(store.directory / name)
+    fresh = store_at(tmp_path)
+    assert fresh.devices.certificates() == []
+    ca, custom, generic = (
+        fresh.directory / n for n in ("device-ca.pem", "device-custom.pem", "device-generic.pem")
+    )
+    assert fresh.problems == [
+        f"the device CA file {ca} is corrupt; remove it to create a new device CA (registrars "
+        "that trust the old one must then trust the new one: `sipua cert export-ca`)",
+        f"the custom device certificate file {custom} is corrupt; import the certificate "
+        "again, or remove it with `sipua cert remove-device`",
+        f"the device certificate file {generic} is corrupt; sipua issues a new one when it is "
+        "next used",
+    ]
+    assert not any("private key" in p for p in fresh.problems)
+    with pytest.raises(StoreError) as refused:
+        fresh.devices.identity("custom")
+    assert str(refused.value) == fresh.problems[1]
+
+
+def test_a_device_file_whose_key_is_not_its_certificates_is_corrupt(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.devices.identity("generic")
+    path = store.directory / "device-generic.pem"
+    other = make_leaf(None)
+    data = path.read_bytes()
+    path.write_bytes(other.key_pem + data[data.index(b"-----BEGIN CERTIFICATE-----") :])
+    assert store.devices.certificates()[0].kind == "device-ca"
+    assert store.problems == [
+        f"the device certificate file {path} is corrupt (its key does not match its "
+        "certificate); sipua issues a new one when it is next used"
+    ]
+
+
 def _device_files(tmp_path: Path, leaf: Issued, *, chain: Issued | None = None) -> Path:
     return write_file(
         tmp_path, "device.pem", leaf.key_pem + pem_bundle(leaf, *([chain] if chain else []))

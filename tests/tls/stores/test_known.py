@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sipua.errors import StoreError
 from sipua.settings.model import parse_pin
 from sipua.tls.expiry import days_left, describe_days
 from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
@@ -27,13 +28,14 @@ def test_pin_grammar() -> None:
 
 
 def test_known_keys_round_trip_and_errors() -> None:
-    records = {"example.test": PIN, "[2001:db8::1]": OTHER}
+    records = {"example.test": PIN, "2001:db8::1": OTHER, "192.0.2.1": PIN}
     assert parse_known_keys(format_known_keys(records), source="f") == records
     cases = {
         b"example.test\n": "line 1: expected 'NAME sha256/BASE64', found 1",
         b"# c\n\nexample.test sha256/xx\n": "line 3: expected an SPKI pin",
         b"a.test " + PIN.encode() + b"\nA.TEST " + OTHER.encode() + b"\n": "listed twice",
         b"bad/name " + PIN.encode() + b"\n": "is not a host name",
+        b"[2001:db8::1] " + PIN.encode() + b"\n": "IPv6 without brackets",
         b"\xff\xfe": "not UTF-8",
     }
     for data, message in cases.items():
@@ -52,6 +54,22 @@ def test_record_keeps_the_first_key_accept_replaces_forget_removes(tmp_path: Pat
     assert known.records() == {}
     with pytest.raises(ValueError):
         known.accept("example.test", "sha256/nope")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a\nb", "bad/name", "[2001:db8::1]", "x" * 254])
+def test_a_name_that_is_no_host_is_refused_and_the_file_stays_readable(
+    tmp_path: Path, name: str
+) -> None:
+    known = CertStore(tmp_path).known
+    known.record("example.test", PIN)
+    with pytest.raises(StoreError, match="is not a host name or IP address") as refused:
+        known.accept(name, OTHER)
+    assert not isinstance(refused.value, KnownKeysError)  # the file is not what is wrong
+    with pytest.raises(StoreError, match="is not a host name or IP address"):
+        known.record(name, OTHER)
+    assert known.records() == {"example.test": PIN}
+    assert known.accept("registrar.example.test", OTHER) is None
+    assert known.forget("example.test") == PIN
 
 
 def test_known_keys_writable_by_others_is_refused(tmp_path: Path) -> None:

@@ -67,6 +67,26 @@ def test_duplicate_is_refused(tmp_path: Path) -> None:
     assert len(store.trusted.custom()) == 1
 
 
+def test_a_certificate_repeated_in_one_file_is_imported_once(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    ca = make_ca("Twice CA")
+    imported = store.trusted.import_file(write_file(tmp_path, "dup.pem", pem_bundle(ca, ca)))
+    assert [s.fingerprint for s in imported] == [ca.fingerprint]
+    assert [s.fingerprint for s in store.trusted.custom()] == [ca.fingerprint]
+    assert store.problems == [
+        f"{tmp_path / 'dup.pem'} holds certificate 'Twice CA' (SHA-256 {ca.fingerprint[:16]}...) "
+        "more than once; it is imported once"
+    ]
+
+
+def test_the_limit_counts_distinct_certificates(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    cas = [make_ca(f"Distinct CA {i}") for i in range(MAX_CUSTOM_TRUSTED)]
+    bundle = pem_bundle(*cas, cas[0], cas[-1])
+    assert len(store.trusted.import_file(write_file(tmp_path, "ten.pem", bundle))) == 10
+    assert len(store.trusted.custom()) == MAX_CUSTOM_TRUSTED
+
+
 @pytest.mark.parametrize(
     ("name", "data", "error", "message"),
     [
