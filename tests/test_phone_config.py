@@ -113,3 +113,53 @@ def test_nothing_is_written_when_the_result_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "sipua.toml"
     assert main(["config", "import", str(cfg), "--out", str(out)]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phone.cfg"]
+
+
+def _one_account(changes: dict[str, str] | None = None) -> str:
+    """A phone file with account 1 over TLS; `changes` adds or replaces `account.1.` keys."""
+    keys = {
+        "label": "Reception",
+        "user_name": "alice",
+        "password": "pw",
+        "sip_server.1.address": "pbx.example.test",
+        "sip_server.1.port": "5061",
+        "sip_server.1.transport_type": "2",
+    }
+    keys.update(changes or {})
+    return "#!version:1.0.0.1\n" + "".join(f"account.1.{k} = {v}\n" for k, v in keys.items())
+
+
+@pytest.mark.parametrize("address", ["::1", "[::1]"])
+def test_an_ipv6_server_is_bracketed_once_in_the_aor_and_the_proxy(
+    tmp_path: Path, address: str
+) -> None:
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(_one_account({"sip_server.1.address": address}))
+    out = tmp_path / "sipua.toml"
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 0
+    (account,) = load_settings(out, env={}).accounts
+    assert account.aor == "sips:alice@[::1]"
+    assert account.proxy == "[::1]:5061"
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("pbx.example.test:5060", "give the port in account.1.sip_server.1.port"),
+        ("[::1]:5060", "give the port in account.1.sip_server.1.port"),
+        ("pbx_example", "'pbx_example' is not an IP address or a valid host name"),
+        ("[pbx.example.test]", "'pbx.example.test' in brackets is not an IPv6 address"),
+    ],
+)
+def test_a_server_address_that_is_not_a_host_is_refused_naming_the_key(
+    address: str, message: str
+) -> None:
+    entries = parse_phone_config(
+        _one_account({"sip_server.1.address": address}).encode(), source="phone.cfg"
+    )
+    with pytest.raises(PhoneConfigError) as caught:
+        translate(entries, source="phone.cfg")
+    assert str(caught.value).startswith(
+        f"phone.cfg: account.1.sip_server.1.address = {address!r}: "
+    )
+    assert message in str(caught.value)

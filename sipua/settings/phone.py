@@ -15,6 +15,8 @@ value maps used are the ones confirmed in the public admin guides and templates 
 - `account.N.sip_server.M.transport_type`: 0 UDP, 1 TCP, 2 TLS, 3 DNS-NAPTR. sipua speaks only
   TLS: 2 (with the server's port as the proxy) and 3 (RFC 3263 location of the domain) are
   imported, 0 and 1 refused for that account.
+- `account.N.sip_server.1.address`: the AOR's domain (and the proxy's host), a host name or an
+  IP address; an IPv6 address is read with or without brackets and written in brackets once.
 - `static.security.trust_certificates`, `static.security.cn_validation`: 0 off, 1 on.
 - `static.trusted_certificates.url`, `static.server_certificates.url`: the provisioning URLs;
   their `.delete` counterparts take `http://localhost/all` (delete everything).
@@ -33,9 +35,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sipua.errors import ConfigError
+from sipua.hostport import split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
 from sipua.settings.values import choices_of
+from sipua.sip.uri import host_port
 
 MAX_CFG_BYTES: Final = 1024 * 1024
 MAX_LINE_CHARS: Final = 4096
@@ -189,6 +193,27 @@ _ACCOUNT_USED: Final = frozenset(
 )
 
 
+def _server_host(index: int, address: str, source: str) -> str:
+    """The host of `account.N.sip_server.1.address` (an IPv6 address without brackets).
+
+    Phones write an IPv6 server with or without brackets (`::1`, `[::1]`); either is read.
+
+    Raises:
+        PhoneConfigError: not an IP address or host name, or a port in it.
+    """
+    key = f"account.{index}.sip_server.1.address = {address[:60]!r}"
+    try:
+        host, port = split_host_port(address, bare_ipv6=True)
+    except ValueError as exc:
+        raise PhoneConfigError(f"{source}: {key}: {exc}") from None
+    if port is not None:
+        raise PhoneConfigError(
+            f"{source}: {key}: give the port in account.{index}.sip_server.1.port, "
+            "the address is the host alone"
+        )
+    return host
+
+
 def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
     for sub in sorted(keys):
         if sub not in _ACCOUNT_USED:
@@ -209,13 +234,14 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
             "(transport_type 2, or 3 for DNS-NAPTR): not imported"
         )
         return
+    # The AOR's domain and the proxy's host: one address, bracketed once when it is IPv6.
+    server = host_port(_server_host(index, host, source))
     port = keys.get("sip_server.1.port")
     if port is not None and not (port.isdigit() and 0 <= int(port) <= 65535):
         raise PhoneConfigError(f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}")
     proxy = None
     if transport == "2" and port not in (None, "0"):
-        bracketed = f"[{host}]" if ":" in host else host
-        proxy = f"{bracketed}:{port}"
+        proxy = f"{server}:{port}"
     expires_text = keys.get("sip_server.1.expires")
     expires = int(expires_text) if expires_text and expires_text.isdigit() else None
     enable = keys.get("enable", "1")
@@ -225,7 +251,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
         ImportedAccount(
             index=index,
             name=name,
-            aor=f"sips:{user}@{host}",
+            aor=f"sips:{user}@{server}",
             username=keys.get("auth_name") or user,
             proxy=proxy,
             expires=expires,
