@@ -163,3 +163,16 @@ def test_a_server_address_that_is_not_a_host_is_refused_naming_the_key(
         f"phone.cfg: account.1.sip_server.1.address = {address!r}: "
     )
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "5061x", "5²"])
+def test_a_port_out_of_range_is_refused_saying_what_is_expected(port: str) -> None:
+    entries = parse_phone_config(
+        _one_account({"sip_server.1.port": port}).encode(), source="phone.cfg"
+    )
+    with pytest.raises(PhoneConfigError) as caught:
+        translate(entries, source="phone.cfg")
+    assert str(caught.value) == (
+        f"phone.cfg: account.1.sip_server.1.port = {port!r}: "
+        "expected a port from 1 to 65535, or 0 for none"
+    )

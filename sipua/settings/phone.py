@@ -214,6 +214,23 @@ def _server_host(index: int, address: str, source: str) -> str:
     return host
 
 
+def _server_port(index: int, server: str, port: str | None, source: str) -> int | None:
+    """The port of `account.N.sip_server.1.port`; None when not set or 0 (none).
+
+    Raises:
+        PhoneConfigError: not a port from 0 to 65535.
+    """
+    if port is None or port == "0":
+        return None
+    try:
+        return split_host_port(f"{server}:{port}")[1]
+    except ValueError:
+        raise PhoneConfigError(
+            f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}: "
+            "expected a port from 1 to 65535, or 0 for none"
+        ) from None
+
+
 def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
     for sub in sorted(keys):
         if sub not in _ACCOUNT_USED:
@@ -236,12 +253,8 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
         return
     # The AOR's domain and the proxy's host: one address, bracketed once when it is IPv6.
     server = host_port(_server_host(index, host, source))
-    port = keys.get("sip_server.1.port")
-    if port is not None and not (port.isdigit() and 0 <= int(port) <= 65535):
-        raise PhoneConfigError(f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}")
-    proxy = None
-    if transport == "2" and port not in (None, "0"):
-        proxy = f"{server}:{port}"
+    port = _server_port(index, server, keys.get("sip_server.1.port"), source)
+    proxy = f"{server}:{port}" if transport == "2" and port is not None else None
     expires_text = keys.get("sip_server.1.expires")
     expires = int(expires_text) if expires_text and expires_text.isdigit() else None
     enable = keys.get("enable", "1")
