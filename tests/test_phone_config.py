@@ -176,3 +176,18 @@ def test_a_port_out_of_range_is_refused_saying_what_is_expected(port: str) -> No
         f"phone.cfg: account.1.sip_server.1.port = {port!r}: "
         "expected a port from 1 to 65535, or 0 for none"
     )
+
+
+@pytest.mark.parametrize("expires", ["abc", "-5", "99999999999"])
+def test_an_expiry_sipua_cannot_take_is_listed_not_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], expires: str
+) -> None:
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(_one_account({"sip_server.1.expires": expires}))
+    out = tmp_path / "sipua.toml"
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"not imported: account.1.sip_server.1.expires = {expires!r}: expected an integer" in err
+    assert "registers for sipua's default, 600 s" in err
+    (account,) = load_settings(out, env={}).accounts
+    assert account.expires == 600

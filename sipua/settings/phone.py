@@ -6,11 +6,15 @@ peer input: `parse_phone_config` raises only `PhoneConfigError`, naming the file
 bounds the file (1 MiB), a line (4 KiB) and the number of lines.
 
 `translate` maps the keys sipua has a meaning for; every other key is listed back, never
-silently dropped. The phone keys of the settings are declared with the settings themselves
-(`PhoneKey` in `sipua.settings.model`: `static.security.trust_certificates` on
-`tls.only_trusted`, with its value map), so a setting and its phone key cannot drift apart. The
-value maps used are the ones confirmed in the public admin guides and templates (the README's
-"Phone config import" says what was checked):
+silently dropped. A value sipua cannot take is refused naming its key and what is expected:
+an account's expiry is listed (the account keeps sipua's default, read by the setting's own
+parser), any other value fails the import.
+
+The phone keys of the settings are declared with the settings themselves (`PhoneKey` in
+`sipua.settings.model`: `static.security.trust_certificates` on `tls.only_trusted`, with its
+value map), so a setting and its phone key cannot drift apart. The value maps used are the
+ones confirmed in the public admin guides and templates (the README's "Phone config import"
+says what was checked):
 
 - `account.N.sip_server.M.transport_type`: 0 UDP, 1 TCP, 2 TLS, 3 DNS-NAPTR. sipua speaks only
   TLS: 2 (with the server's port as the proxy) and 3 (RFC 3263 location of the domain) are
@@ -32,13 +36,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from sipua.errors import ConfigError
 from sipua.hostport import split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
-from sipua.settings.values import choices_of
+from sipua.settings.values import Invalid, Source, choices_of
 from sipua.sip.uri import host_port
 
 MAX_CFG_BYTES: Final = 1024 * 1024
@@ -52,6 +56,9 @@ _ACCOUNT_KEY = re.compile(r"account\.(\d{1,3})\.(.+)\Z")
 PHONE_KEYS: Final[Mapping[str, tuple[Setting, PhoneKey]]] = {
     phone.key: (declared, phone) for declared in SETTINGS for phone in declared.phone
 }
+
+#: The setting `account.N.sip_server.1.expires` carries.
+_EXPIRES: Final = next(declared for declared in SETTINGS if declared.key == "account.expires")
 
 
 class PhoneConfigError(ConfigError):
@@ -231,6 +238,27 @@ def _server_port(index: int, server: str, port: str | None, source: str) -> int 
         ) from None
 
 
+def _expires(index: int, written: str | None, result: Imported, source: str) -> int | None:
+    """The account's `expires` from `account.N.sip_server.1.expires`, read by the setting's parser.
+
+    A value the setting does not take is listed in `result.refused` with what it expects, and
+    the account keeps sipua's default.
+    """
+    if written is None:
+        return None
+    key = f"account.{index}.sip_server.1.expires"
+    try:
+        value = _EXPIRES.parse(written, Source(where=f"{source}: {key}", text=True, base=None))
+    except Invalid as exc:
+        reason = f"expected {exc.expected}" if exc.expected is not None else str(exc)
+        result.refused.append(
+            f"{key} = {written[:40]!r}: {reason}, so it is not imported; the account registers "
+            f"for sipua's default, {_EXPIRES.default_text()} s"
+        )
+        return None
+    return cast("int", value)
+
+
 def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
     for sub in sorted(keys):
         if sub not in _ACCOUNT_USED:
@@ -255,8 +283,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
     server = host_port(_server_host(index, host, source))
     port = _server_port(index, server, keys.get("sip_server.1.port"), source)
     proxy = f"{server}:{port}" if transport == "2" and port is not None else None
-    expires_text = keys.get("sip_server.1.expires")
-    expires = int(expires_text) if expires_text and expires_text.isdigit() else None
+    expires = _expires(index, keys.get("sip_server.1.expires"), result, source)
     enable = keys.get("enable", "1")
     label = keys.get("label") or user
     name = re.sub(r"[^A-Za-z0-9._@+-]", "-", label)[:64].lstrip("._@+-") or f"account{index}"
