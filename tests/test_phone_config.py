@@ -191,3 +191,20 @@ def test_an_expiry_sipua_cannot_take_is_listed_not_dropped(
     assert "registers for sipua's default, 600 s" in err
     (account,) = load_settings(out, env={}).accounts
     assert account.expires == 600
+
+
+@pytest.mark.parametrize("user", ['"unterminated', "a b", "100:secret", "100@pbx", "100%", "é"])
+def test_a_user_name_that_is_not_a_sip_user_part_is_refused_naming_the_key(user: str) -> None:
+    entries = parse_phone_config(_one_account({"user_name": user}).encode(), source="phone.cfg")
+    with pytest.raises(PhoneConfigError) as caught:
+        translate(entries, source="phone.cfg")
+    assert str(caught.value).startswith(
+        f"phone.cfg: account.1.user_name = {user!r}: not a SIP user name; "
+    )
+
+
+@pytest.mark.parametrize("user", ["100", "alice.smith", "+4930123456", "a%41b", "o'neil"])
+def test_a_sip_user_part_is_kept_as_written(user: str) -> None:
+    entries = parse_phone_config(_one_account({"user_name": user}).encode(), source="phone.cfg")
+    (account,) = translate(entries, source="phone.cfg").accounts
+    assert account.aor == f"sips:{user}@pbx.example.test"

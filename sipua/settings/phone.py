@@ -43,7 +43,8 @@ from sipua.hostport import split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
 from sipua.settings.values import Invalid, Source, choices_of
-from sipua.sip.uri import host_port
+from sipua.sip.errors import ParseError
+from sipua.sip.uri import SipUri, host_port
 
 MAX_CFG_BYTES: Final = 1024 * 1024
 MAX_LINE_CHARS: Final = 4096
@@ -259,6 +260,26 @@ def _expires(index: int, written: str | None, result: Imported, source: str) -> 
     return cast("int", value)
 
 
+def _aor(index: int, user: str, server: str, source: str) -> str:
+    """`sips:USER@SERVER`, once the SIP URI reader finds the user part whole in it.
+
+    Raises:
+        PhoneConfigError: `account.N.user_name` is not a SIP user part (RFC 3261 §25.1 `user`).
+    """
+    aor = f"sips:{user}@{server}"
+    try:
+        uri: SipUri | None = SipUri.parse(aor)
+    except ParseError:
+        uri = None
+    # "100:pw" would read as user and password, so the host must come back as it went in.
+    if uri is None or uri.password is not None or uri.host != server:
+        raise PhoneConfigError(
+            f"{source}: account.{index}.user_name = {user[:60]!r}: not a SIP user name; use "
+            "ASCII letters, digits and -_.!~*'()&=+$,;?/ (other characters as %XX escapes)"
+        )
+    return aor
+
+
 def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
     for sub in sorted(keys):
         if sub not in _ACCOUNT_USED:
@@ -283,6 +304,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
     server = host_port(_server_host(index, host, source))
     port = _server_port(index, server, keys.get("sip_server.1.port"), source)
     proxy = f"{server}:{port}" if transport == "2" and port is not None else None
+    aor = _aor(index, user, server, source)
     expires = _expires(index, keys.get("sip_server.1.expires"), result, source)
     enable = keys.get("enable", "1")
     label = keys.get("label") or user
@@ -291,7 +313,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
         ImportedAccount(
             index=index,
             name=name,
-            aor=f"sips:{user}@{server}",
+            aor=aor,
             username=keys.get("auth_name") or user,
             proxy=proxy,
             expires=expires,
