@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,27 @@ def test_a_sip_user_part_is_kept_as_written(user: str) -> None:
     entries = parse_phone_config(_one_account({"user_name": user}).encode(), source="phone.cfg")
     (account,) = translate(entries, source="phone.cfg").accounts
     assert account.aor == f"sips:{user}@pbx.example.test"
+
+
+def test_a_refused_result_is_named_by_the_phone_file_and_account_not_a_scratch_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(
+        "#!version:1.0.0.1\n"
+        + "".join(
+            f"account.{n}.user_name = {n}00\naccount.{n}.label = desk\n"
+            f"account.{n}.sip_server.1.address = pbx.example.test\n"
+            f"account.{n}.sip_server.1.transport_type = 3\n"
+            for n in (1, 2)
+        )
+    )
+    assert main(["config", "import", str(cfg), "--out", str(tmp_path / "sipua.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sipua: error: {cfg}: account.2 makes a configuration sipua refuses: ")
+    assert "accounts[1]" in err
+    assert "desk" in err
+    assert str(scratch) not in err

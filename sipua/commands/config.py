@@ -20,8 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipua.settings.phone import Imported
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +103,20 @@ def run(args: argparse.Namespace) -> int:
     return _import(args)
 
 
+def _refusal(message: str, trial: Path, source: str, imported: Imported) -> str:
+    """A load-back error in the phone file's terms.
+
+    It names the `.cfg` and its account (`account.N`) instead of the scratch copy of the TOML,
+    which the user never sees; the TOML's own place (`accounts[0].proxy`) is kept after it.
+    """
+    detail = message.removeprefix(f"{trial}: ").replace(f"{trial.parent}{os.sep}", "")
+    match = re.match(r"accounts\[(\d{1,4})\]", detail)
+    if match is not None and int(match[1]) < len(imported.accounts):
+        account = imported.accounts[int(match[1])]
+        return f"{source}: account.{account.index} makes a configuration sipua refuses: {detail}"
+    return f"{source}: the configuration it makes is refused: {detail}"
+
+
 def _import(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -147,7 +167,7 @@ def _import(args: argparse.Namespace) -> int:
         try:
             load_settings(trial, env={})
         except ConfigError as exc:
-            raise ConfigError(f"{source}: the configuration it makes is refused: {exc}") from None
+            raise ConfigError(_refusal(str(exc), trial, source, imported)) from None
     for name, secret in secrets.items():
         storage.atomic_write(out.parent / name, secret, mode=storage.PRIVATE_FILE_MODE)
     storage.atomic_write(out, text)
