@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sipua import storage
 from sipua.cli import main
+from sipua.errors import StoreError
 from sipua.settings.load import load_settings
 from sipua.settings.phone import PhoneConfigError, parse_phone_config, translate
 
@@ -233,3 +235,92 @@ def test_a_refused_result_is_named_by_the_phone_file_and_account_not_a_scratch_f
     assert "accounts[1]" in err
     assert "desk" in err
     assert str(scratch) not in err
+
+
+def _two_passwords(tmp_path: Path) -> Path:
+    """A phone file of two TLS accounts with passwords, `Reception` and `Office`."""
+    cfg = tmp_path / "phone.cfg"
+    cfg.write_text(
+        _one_account()
+        + "account.2.label = Office\naccount.2.user_name = bob\naccount.2.password = pw2\n"
+        "account.2.sip_server.1.address = pbx.example.test\n"
+        "account.2.sip_server.1.transport_type = 3\n"
+    )
+    return cfg
+
+
+def _files(directory: Path) -> dict[str, str]:
+    return {path.name: path.read_text() for path in sorted(directory.iterdir()) if path.is_file()}
+
+
+def test_an_existing_password_file_is_not_replaced_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _two_passwords(tmp_path)
+    (tmp_path / "z.Office.password").write_text("IMPORTANT DATA\n")
+    before = _files(tmp_path)
+    assert main(["config", "import", str(cfg), "--out", str(tmp_path / "z.toml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'z.Office.password'} exists; pass --force to replace it" in err
+    assert _files(tmp_path) == before
+    assert main(["config", "import", str(cfg), "--out", str(tmp_path / "z.toml"), "--force"]) == 0
+    assert (tmp_path / "z.Office.password").read_text() == "pw2\n"
+
+
+def test_an_out_path_that_is_a_directory_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _two_passwords(tmp_path)
+    out = tmp_path / "dir.pem"
+    out.mkdir()
+    before = _files(tmp_path)
+    assert main(["config", "import", str(cfg), "--out", str(out), "--force"]) == 2
+    assert f"cannot write {out}: it is a directory" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+
+
+def test_a_failed_write_puts_back_what_the_import_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _two_passwords(tmp_path)
+    out = tmp_path / "z.toml"
+    kept = tmp_path / "z.Office.password"
+    kept.write_text("old\n")
+    kept.chmod(0o600)
+    before = _files(tmp_path)
+    real_write = storage.atomic_write
+
+    def full_disk(path: Path, data: bytes, *, mode: int = storage.PUBLIC_FILE_MODE) -> None:
+        if path == out:
+            raise StoreError(f"cannot write {path}: No space left on device")
+        real_write(path, data, mode=mode)
+
+    monkeypatch.setattr(storage, "atomic_write", full_disk)
+    assert main(["config", "import", str(cfg), "--out", str(out), "--force"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert _files(tmp_path) == before  # the new password file removed, the replaced one back
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_a_file_that_cannot_be_put_back_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _two_passwords(tmp_path)
+    out = tmp_path / "z.toml"
+    real_write = storage.atomic_write
+
+    def full_disk(path: Path, data: bytes, *, mode: int = storage.PUBLIC_FILE_MODE) -> None:
+        if path == out:
+            raise StoreError(f"cannot write {path}: No space left on device")
+        real_write(path, data, mode=mode)
+
+    def stuck(path: Path) -> None:
+        raise StoreError(f"cannot remove {path}: Read-only file system")
+
+    monkeypatch.setattr(storage, "atomic_write", full_disk)
+    monkeypatch.setattr(storage, "remove_file", stuck)
+    assert main(["config", "import", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device; the files written before it could not all be put back" in err
+    assert f"cannot remove {tmp_path / 'z.Office.password'}: Read-only file system" in err
+    assert f"cannot remove {tmp_path / 'z.Reception.password'}: Read-only file system" in err
