@@ -6,15 +6,21 @@ peer input: `parse_phone_config` raises only `PhoneConfigError`, naming the file
 bounds the file (1 MiB), a line (4 KiB) and the number of lines.
 
 `translate` maps the keys sipua has a meaning for; every other key is listed back, never
-silently dropped. The phone keys of the settings are declared with the settings themselves
-(`PhoneKey` in `sipua.settings.model`: `static.security.trust_certificates` on
-`tls.only_trusted`, with its value map), so a setting and its phone key cannot drift apart. The
-value maps used are the ones confirmed in the public admin guides and templates (the README's
-"Phone config import" says what was checked):
+silently dropped. A value sipua cannot take is refused naming its key and what is expected:
+an account's expiry is listed (the account keeps sipua's default, read by the setting's own
+parser), any other value fails the import.
+
+The phone keys of the settings are declared with the settings themselves (`PhoneKey` in
+`sipua.settings.model`: `static.security.trust_certificates` on `tls.only_trusted`, with its
+value map), so a setting and its phone key cannot drift apart. The value maps used are the
+ones confirmed in the public admin guides and templates (the README's "Phone config import"
+says what was checked):
 
 - `account.N.sip_server.M.transport_type`: 0 UDP, 1 TCP, 2 TLS, 3 DNS-NAPTR. sipua speaks only
   TLS: 2 (with the server's port as the proxy) and 3 (RFC 3263 location of the domain) are
   imported, 0 and 1 refused for that account.
+- `account.N.sip_server.1.address`: the AOR's domain (and the proxy's host), a host name or an
+  IP address; an IPv6 address is read with or without brackets and written in brackets once.
 - `static.security.trust_certificates`, `static.security.cn_validation`: 0 off, 1 on.
 - `static.trusted_certificates.url`, `static.server_certificates.url`: the provisioning URLs;
   their `.delete` counterparts take `http://localhost/all` (delete everything).
@@ -30,12 +36,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from sipua.errors import ConfigError
+from sipua.hostport import split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
-from sipua.settings.values import choices_of
+from sipua.settings.values import Invalid, Source, choices_of
+from sipua.sip.errors import ParseError
+from sipua.sip.uri import SipUri, host_port
 
 MAX_CFG_BYTES: Final = 1024 * 1024
 MAX_LINE_CHARS: Final = 4096
@@ -48,6 +57,9 @@ _ACCOUNT_KEY = re.compile(r"account\.(\d{1,3})\.(.+)\Z")
 PHONE_KEYS: Final[Mapping[str, tuple[Setting, PhoneKey]]] = {
     phone.key: (declared, phone) for declared in SETTINGS for phone in declared.phone
 }
+
+#: The setting `account.N.sip_server.1.expires` carries.
+_EXPIRES: Final = next(declared for declared in SETTINGS if declared.key == "account.expires")
 
 
 class PhoneConfigError(ConfigError):
@@ -189,6 +201,85 @@ _ACCOUNT_USED: Final = frozenset(
 )
 
 
+def _server_host(index: int, address: str, source: str) -> str:
+    """The host of `account.N.sip_server.1.address` (an IPv6 address without brackets).
+
+    Phones write an IPv6 server with or without brackets (`::1`, `[::1]`); either is read.
+
+    Raises:
+        PhoneConfigError: not an IP address or host name, or a port in it.
+    """
+    key = f"account.{index}.sip_server.1.address = {address[:60]!r}"
+    try:
+        host, port = split_host_port(address, bare_ipv6=True)
+    except ValueError as exc:
+        raise PhoneConfigError(f"{source}: {key}: {exc}") from None
+    if port is not None:
+        raise PhoneConfigError(
+            f"{source}: {key}: give the port in account.{index}.sip_server.1.port, "
+            "the address is the host alone"
+        )
+    return host
+
+
+def _server_port(index: int, server: str, port: str | None, source: str) -> int | None:
+    """The port of `account.N.sip_server.1.port`; None when not set or 0 (none).
+
+    Raises:
+        PhoneConfigError: not a port from 0 to 65535.
+    """
+    if port is None or port == "0":
+        return None
+    try:
+        return split_host_port(f"{server}:{port}")[1]
+    except ValueError:
+        raise PhoneConfigError(
+            f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}: "
+            "expected a port from 1 to 65535, or 0 for none"
+        ) from None
+
+
+def _expires(index: int, written: str | None, result: Imported, source: str) -> int | None:
+    """The account's `expires` from `account.N.sip_server.1.expires`, read by the setting's parser.
+
+    A value the setting does not take is listed in `result.refused` with what it expects, and
+    the account keeps sipua's default.
+    """
+    if written is None:
+        return None
+    key = f"account.{index}.sip_server.1.expires"
+    try:
+        value = _EXPIRES.parse(written, Source(where=f"{source}: {key}", text=True, base=None))
+    except Invalid as exc:
+        reason = f"expected {exc.expected}" if exc.expected is not None else str(exc)
+        result.refused.append(
+            f"{key} = {written[:40]!r}: {reason}, so it is not imported; the account registers "
+            f"for sipua's default, {_EXPIRES.default_text()} s"
+        )
+        return None
+    return cast("int", value)
+
+
+def _aor(index: int, user: str, server: str, source: str) -> str:
+    """`sips:USER@SERVER`, once the SIP URI reader finds the user part whole in it.
+
+    Raises:
+        PhoneConfigError: `account.N.user_name` is not a SIP user part (RFC 3261 §25.1 `user`).
+    """
+    aor = f"sips:{user}@{server}"
+    try:
+        uri: SipUri | None = SipUri.parse(aor)
+    except ParseError:
+        uri = None
+    # "100:pw" would read as user and password, so the host must come back as it went in.
+    if uri is None or uri.password is not None or uri.host != server:
+        raise PhoneConfigError(
+            f"{source}: account.{index}.user_name = {user[:60]!r}: not a SIP user name; use "
+            "ASCII letters, digits and -_.!~*'()&=+$,;?/ (other characters as %XX escapes)"
+        )
+    return aor
+
+
 def _account(index: int, keys: dict[str, str], result: Imported, source: str) -> None:
     for sub in sorted(keys):
         if sub not in _ACCOUNT_USED:
@@ -209,15 +300,12 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
             "(transport_type 2, or 3 for DNS-NAPTR): not imported"
         )
         return
-    port = keys.get("sip_server.1.port")
-    if port is not None and not (port.isdigit() and 0 <= int(port) <= 65535):
-        raise PhoneConfigError(f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}")
-    proxy = None
-    if transport == "2" and port not in (None, "0"):
-        bracketed = f"[{host}]" if ":" in host else host
-        proxy = f"{bracketed}:{port}"
-    expires_text = keys.get("sip_server.1.expires")
-    expires = int(expires_text) if expires_text and expires_text.isdigit() else None
+    # The AOR's domain and the proxy's host: one address, bracketed once when it is IPv6.
+    server = host_port(_server_host(index, host, source))
+    port = _server_port(index, server, keys.get("sip_server.1.port"), source)
+    proxy = f"{server}:{port}" if transport == "2" and port is not None else None
+    aor = _aor(index, user, server, source)
+    expires = _expires(index, keys.get("sip_server.1.expires"), result, source)
     enable = keys.get("enable", "1")
     label = keys.get("label") or user
     name = re.sub(r"[^A-Za-z0-9._@+-]", "-", label)[:64].lstrip("._@+-") or f"account{index}"
@@ -225,7 +313,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
         ImportedAccount(
             index=index,
             name=name,
-            aor=f"sips:{user}@{host}",
+            aor=aor,
             username=keys.get("auth_name") or user,
             proxy=proxy,
             expires=expires,
