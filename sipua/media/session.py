@@ -10,7 +10,9 @@ Receiving never ends the call: a datagram from a source other than the peer's (t
 and port, or with symmetric RTP the first source that sent a valid packet, RFC 4961), one that
 is not RTP, and an SRTP packet that fails authentication are each counted in the report and
 dropped. Sending uses the same socket (symmetric RTP); with `symmetric` it goes to where the
-peer's packets come from once one has arrived.
+peer's packets come from once one has arrived. RTCP goes where the plan says (rtcp-mux, a=rtcp
+or the port above). A send the network refuses (an ICMP error reported on the socket) is
+skipped; a destination no datagram can go to raises `MediaError` out of `run`.
 """
 
 from __future__ import annotations
@@ -158,6 +160,31 @@ def bind_pair(
     )
 
 
+async def _send(
+    sock: trio.socket.SocketType, data: bytes, destination: tuple[str, int], what: str
+) -> bool:
+    """Sends one datagram; False when the network refused it (an ICMP error reported on the
+    socket, no route: the peer may not be there yet, and the pace goes on).
+
+    Raises:
+        MediaError: the destination is not one a datagram can go to (a port over 65535, an
+            address the socket cannot take): every later packet would fail the same way.
+    """
+    try:
+        await sock.sendto(data, destination)
+    except OSError:
+        return False
+    except (OverflowError, ValueError) as exc:
+        host, port = destination
+        raise MediaError(f"cannot send {what} to {host}:{port}: {exc}") from None
+    return True
+
+
+def _first_error(group: BaseExceptionGroup[MediaError]) -> MediaError:
+    leaf = group.exceptions[0]
+    return leaf if isinstance(leaf, MediaError) else _first_error(leaf)
+
+
 class MediaSession:
     """The RTP/RTCP (or SRTP/SRTCP) of one call.
 
@@ -270,12 +297,14 @@ class MediaSession:
 
         Raises:
             SrtpError: libsrtp refused the negotiated keys.
+            MediaError: the media cannot go on: a destination no datagram can go to, a media
+                file that became unreadable (the first such error, never an exception group).
         """
         self._plan = plan
         self._source = source
         self._recorder = recorder
         self._peer = (plan.remote_address, plan.remote_port)
-        self._peer_rtcp = (plan.remote_address, plan.remote_port + (0 if plan.rtcp_mux else 1))
+        self._peer_rtcp = plan.remote_rtcp
         if plan.srtp is not None:
             keys = plan.srtp
             self._srtp = SrtpContext(
@@ -287,14 +316,17 @@ class MediaSession:
         report.srtp_suite = plan.srtp.suite.name if plan.srtp else None
         report.security = plan.security
         self._started = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive, self._rtp)
-            if not plan.rtcp_mux:
-                nursery.start_soon(self._receive, self._rtcp)
-            if plan.direction in ("sendrecv", "sendonly"):
-                nursery.start_soon(self._send_loop)
-            nursery.start_soon(self._rtcp_loop)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive, self._rtp)
+                if not plan.rtcp_mux:
+                    nursery.start_soon(self._receive, self._rtcp)
+                if plan.direction in ("sendrecv", "sendonly"):
+                    nursery.start_soon(self._send_loop)
+                nursery.start_soon(self._rtcp_loop)
+                task_status.started()
+        except* MediaError as group:
+            raise _first_error(group) from None
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -339,10 +371,8 @@ class MediaSession:
         if self._srtp is not None:
             data = self._srtp.protect(data)
         assert self._peer is not None
-        try:
-            await self._rtp.sendto(data, self._peer)
-        except OSError:
-            return  # ICMP unreachable and the like: the peer is not there yet; keep the pace
+        if not await _send(self._rtp, data, self._peer, "RTP"):
+            return
         self._report.packets_sent += 1
         self._report.bytes_sent += len(packet.payload)
 
@@ -382,10 +412,7 @@ class MediaSession:
         assert plan is not None
         assert self._peer_rtcp is not None
         sock = self._rtp if plan.rtcp_mux else self._rtcp
-        try:
-            await sock.sendto(data, self._peer_rtcp)
-        except OSError:
-            return
+        await _send(sock, data, self._peer_rtcp, "RTCP")
 
     # --- receiving -------------------------------------------------------------------------
 
