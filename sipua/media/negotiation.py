@@ -25,6 +25,7 @@ from sipua.media.errors import MediaRefused, SrtpError
 from sipua.media.g711 import Codec
 from sipua.media.sdp import (
     ACCEPTED_PROFILES,
+    MAX_PORT,
     SRTP_PROFILE,
     CryptoLine,
     MediaOffer,
@@ -74,6 +75,8 @@ class MediaPlan:
 
     remote_address: str
     remote_port: int
+    #: Where RTCP goes: the RTP address and port with rtcp-mux, a=rtcp's, or the port above.
+    remote_rtcp: tuple[str, int]
     codec: Codec
     payload_type: int
     event_payload_type: int | None
@@ -139,14 +142,39 @@ def _usable_crypto(stream: MediaOffer) -> tuple[CryptoLine, SrtpSuite, bytes] | 
     return None
 
 
-def _remote(stream: MediaOffer) -> tuple[str, int]:
+def _ip(address: str, what: str) -> str:
+    """`address` as the socket layer writes it (datagram sources are compared with it)."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise MediaRefused(f"the SDP's {what} address is not an IP address") from None
+
+
+def _remote(stream: MediaOffer, rtcp_mux: bool) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Where the stream's RTP and RTCP go.
+
+    RTCP shares the RTP port with rtcp-mux (RFC 5761), goes where a=rtcp says (RFC 3605), and
+    otherwise to the RTP port + 1 (RFC 3550 §11). An RTP port of 65535 with neither has no RTCP
+    port at all (65536 does not exist): the stream is refused rather than half used.
+    """
     if stream.address is None:
         raise MediaRefused("the SDP has no c= connection address for its audio stream")
-    try:
-        ipaddress.ip_address(stream.address)
-    except ValueError:
-        raise MediaRefused("the SDP's c= address is not an IP address") from None
-    return stream.address, stream.port
+    address = _ip(stream.address, "c=")
+    rtp = (address, stream.port)
+    if rtcp_mux:
+        return rtp, rtp
+    if stream.rtcp_port is not None:
+        rtcp_address = (
+            address if stream.rtcp_address is None else _ip(stream.rtcp_address, "a=rtcp")
+        )
+        return rtp, (rtcp_address, stream.rtcp_port)
+    if stream.port >= MAX_PORT:
+        # The Warning's text is ASCII and at most 160 characters.
+        raise MediaRefused(
+            f"RTP port {stream.port} without a=rtcp-mux or a=rtcp leaves no RTCP port "
+            f"({stream.port + 1}); use an even RTP port, rtcp-mux or a=rtcp"
+        )
+    return rtp, (address, stream.port + 1)
 
 
 def _read(body: bytes, what: str) -> list[MediaOffer]:
@@ -206,7 +234,11 @@ def answer_offer(
                 f"(suites offered: {_offered_suites(stream)})"
             )
             continue
-        remote_address, remote_port = _remote(stream)
+        try:
+            (remote_address, remote_port), remote_rtcp = _remote(stream, stream.rtcp_mux)
+        except MediaRefused as exc:
+            refusal = str(exc)
+            continue
         keys = None
         answer_crypto = None
         if crypto is not None:
@@ -235,6 +267,7 @@ def answer_offer(
         plan = MediaPlan(
             remote_address=remote_address,
             remote_port=remote_port,
+            remote_rtcp=remote_rtcp,
             codec="pcmu" if codec_of(stream, codec_pt) == "pcmu" else "pcma",
             payload_type=int(codec_pt),
             event_payload_type=None if event_pt is None else int(event_pt),
@@ -264,7 +297,8 @@ def accept_answer(
         codec_pt, event_pt = chosen_formats(stream)
     except SdpError as exc:
         raise MediaRefused(f"the answer's codec is not one we offered: {exc}") from None
-    remote_address, remote_port = _remote(stream)
+    rtcp_mux = local.rtcp_mux and stream.rtcp_mux
+    (remote_address, remote_port), remote_rtcp = _remote(stream, rtcp_mux)
     keys = None
     if stream.crypto:
         line = stream.crypto[0]
@@ -291,10 +325,11 @@ def accept_answer(
     return MediaPlan(
         remote_address=remote_address,
         remote_port=remote_port,
+        remote_rtcp=remote_rtcp,
         codec="pcmu" if codec_of(stream, codec_pt) == "pcmu" else "pcma",
         payload_type=int(codec_pt),
         event_payload_type=None if event_pt is None else int(event_pt),
-        rtcp_mux=local.rtcp_mux and stream.rtcp_mux,
+        rtcp_mux=rtcp_mux,
         srtp=keys,
         security=security,
         direction=_ANSWER_DIRECTION[stream.direction],

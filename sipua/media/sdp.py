@@ -2,11 +2,11 @@
 
 `parse_offer` reads an offer or an answer: per m= section the media, port, profile, formats,
 rtpmap/fmtp, direction, connection address (the stream's c= or the session's), ptime, rtcp-mux
-(RFC 5761) and SDES a=crypto lines (RFC 4568 §9.1, kept as written: the SRTP module decodes the
-keys). It checks the structure it relies on (every line ``<letter>=<value>``, ``v=0`` first, m=,
-rtpmap and crypto fields well formed, numbers as ASCII digits in range, c= with three fields)
-and raises only `SdpError`, naming the line that is wrong. Sizes, lines, streams, formats and
-crypto lines are bounded.
+(RFC 5761), a=rtcp's port and address (RFC 3605) and SDES a=crypto lines (RFC 4568 §9.1, kept
+as written: the SRTP module decodes the keys). It checks the structure it relies on (every
+line ``<letter>=<value>``, ``v=0`` first, m=, rtpmap, rtcp and crypto fields well formed,
+numbers as ASCII digits in range, c= with three fields) and raises only `SdpError`, naming the
+line that is wrong. Sizes, lines, streams, formats and crypto lines are bounded.
 
 `answer_streams` answers one audio stream (the first acceptable plain RTP/AVP one, or the one
 the caller chose, e.g. an RTP/SAVP stream with the crypto line it picked) with PCMU or PCMA
@@ -113,6 +113,9 @@ class MediaOffer:
     address: str | None = None
     crypto: list[CryptoLine] = field(default_factory=list)
     rtcp_mux: bool = False
+    #: a=rtcp (RFC 3605): the RTCP port when it is not the RTP port + 1, and its own address.
+    rtcp_port: int | None = None
+    rtcp_address: str | None = None
     ptime: int | None = None
 
 
@@ -148,10 +151,10 @@ def _media_line(value: str, line: str) -> MediaOffer:
     return MediaOffer(media, port, proto, formats)
 
 
-def _connection_line(value: str, line: str) -> str:
+def _connection_line(value: str, line: str, what: str = "c= line") -> str:
     parts = value.split(" ")
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6") or not parts[2]:
-        raise SdpError(f"c= line {_quote(line)} is not 'IN IP4|IP6 <address>'")
+        raise SdpError(f"{what} {_quote(line)} is not 'IN IP4|IP6 <address>'")
     return parts[2].split("/")[0]  # a multicast TTL/count suffix is not part of the address
 
 
@@ -162,6 +165,14 @@ def _attribute(stream: MediaOffer, value: str, line: str) -> None:
         return
     if name == "rtcp-mux":
         stream.rtcp_mux = True
+        return
+    if name == "rtcp":
+        port, _, connection = attr.partition(" ")
+        if _DIGITS_RE.fullmatch(port) is None or not 1 <= int(port) <= MAX_PORT:
+            raise SdpError(f"a=rtcp line {_quote(line)} has port {port[:12]!r}, not 1-{MAX_PORT}")
+        stream.rtcp_port = int(port)
+        if connection:
+            stream.rtcp_address = _connection_line(connection, line, "a=rtcp address in")
         return
     if name == "ptime":
         if _DIGITS_RE.fullmatch(attr) is None or not 1 <= int(attr) <= 1000:

@@ -6,11 +6,15 @@ the configured range, on the address the SDP announces, before the offer or answ
 with rtcp-mux (RFC 5761) negotiated the odd one is simply not used. Trying every pair is bounded
 by the range, and a range with none free raises `PortRangeExhausted` (a call answers 503).
 
-Receiving never ends the call: a datagram from a source other than the peer's (the SDP's address
-and port, or with symmetric RTP the first source that sent a valid packet, RFC 4961), one that
-is not RTP, and an SRTP packet that fails authentication are each counted in the report and
-dropped. Sending uses the same socket (symmetric RTP); with `symmetric` it goes to where the
-peer's packets come from once one has arrived.
+Receiving never ends the call: a datagram from a source other than the peer's, one that is not
+RTP, one of a payload type the call did not negotiate, and an SRTP packet that fails
+authentication are each counted in the report and dropped. The peer is the SDP's address and
+port, or with symmetric RTP (RFC 4961) the source its packets really come from, learnt in the
+first seconds of the call as `sipua.media.latching` describes (one stray packet does not take
+the call's media over). Sending uses the same socket, to the peer; the report's `remote` is
+where the media goes. RTCP goes where the plan says (rtcp-mux, a=rtcp
+or the port above). A send the network refuses (an ICMP error reported on the socket) is
+skipped; a destination no datagram can go to raises `MediaError` out of `run`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import trio
 from sipua.media import dtmf, rtcp
 from sipua.media.dtmf import DtmfReceiver, EventPayload
 from sipua.media.errors import MediaError, PortRangeExhausted, RtpError, SrtpAuthFailed, SrtpError
+from sipua.media.latching import SourceLatch
 from sipua.media.negotiation import MediaPlan, MediaSecurity
 from sipua.media.rtp import MAX_PACKET_BYTES, RtpPacket, build_rtp, is_rtcp, parse_rtp
 from sipua.media.sources import FRAME_SAMPLES, MediaSource, WavRecorder
@@ -70,7 +75,9 @@ class PortRange:
 @dataclass(slots=True)
 class MediaReport:
     """What one call's media did (the `call-media` event). Bytes are RTP payload octets (as
-    RTCP's octet count); packets received and lost count the agreed codec's stream."""
+    RTCP's octet count); packets received and lost count the agreed codec's stream. `remote`
+    is the peer's address and port the media is sent to and taken from (the SDP's, or the
+    source symmetric RTP learnt); `wrong_source` counts datagrams dropped for their source."""
 
     local_port: int
     remote: str | None = None
@@ -158,6 +165,35 @@ def bind_pair(
     )
 
 
+async def _send(
+    sock: trio.socket.SocketType, data: bytes, destination: tuple[str, int], what: str
+) -> bool:
+    """Sends one datagram; False when the network refused it (an ICMP error reported on the
+    socket, no route: the peer may not be there yet, and the pace goes on).
+
+    Raises:
+        MediaError: the destination is not one a datagram can go to (a port over 65535, an
+            address the socket cannot take): every later packet would fail the same way.
+    """
+    try:
+        await sock.sendto(data, destination)
+    except OSError:
+        return False
+    except (OverflowError, ValueError) as exc:
+        host, port = destination
+        raise MediaError(f"cannot send {what} to {host}:{port}: {exc}") from None
+    return True
+
+
+def _address(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _first_error(group: BaseExceptionGroup[MediaError]) -> MediaError:
+    leaf = group.exceptions[0]
+    return leaf if isinstance(leaf, MediaError) else _first_error(leaf)
+
+
 class MediaSession:
     """The RTP/RTCP (or SRTP/SRTCP) of one call.
 
@@ -193,9 +229,9 @@ class MediaSession:
         self._plan: MediaPlan | None = None
         self._source: MediaSource | None = None
         self._recorder: WavRecorder | None = None
-        self._peer: tuple[str, int] | None = None
+        self._latch: SourceLatch | None = None
         self._peer_rtcp: tuple[str, int] | None = None
-        self._latched = False
+        self._wrong_source = 0
         self._started: float | None = None
         self._first_packet: float | None = None
         self._last_sr = 0
@@ -254,6 +290,10 @@ class MediaSession:
         report.bytes_received = self._stats.octets
         report.packets_lost = self._stats.lost
         report.jitter_ms = self._stats.jitter_ms
+        report.wrong_source = self._wrong_source
+        if self._latch is not None:
+            report.wrong_source += self._latch.refused
+            report.remote = _address(self._latch.peer)
         if self._first_packet is not None and self._started is not None:
             report.first_packet_after = self._first_packet - self._started
         return report
@@ -270,31 +310,38 @@ class MediaSession:
 
         Raises:
             SrtpError: libsrtp refused the negotiated keys.
+            MediaError: the media cannot go on: a destination no datagram can go to, a media
+                file that became unreadable (the first such error, never an exception group).
         """
         self._plan = plan
         self._source = source
         self._recorder = recorder
-        self._peer = (plan.remote_address, plan.remote_port)
-        self._peer_rtcp = (plan.remote_address, plan.remote_port + (0 if plan.rtcp_mux else 1))
+        self._started = trio.current_time()
+        self._latch = SourceLatch(
+            (plan.remote_address, plan.remote_port), symmetric=self.symmetric, started=self._started
+        )
+        self._peer_rtcp = plan.remote_rtcp
         if plan.srtp is not None:
             keys = plan.srtp
             self._srtp = SrtpContext(
                 keys.suite, local_key=keys.local_key, remote_key=keys.remote_key
             )
         report = self._report
-        report.remote = f"{plan.remote_address}:{plan.remote_port}"
+        report.remote = _address(self._latch.peer)
         report.codec = plan.codec
         report.srtp_suite = plan.srtp.suite.name if plan.srtp else None
         report.security = plan.security
-        self._started = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive, self._rtp)
-            if not plan.rtcp_mux:
-                nursery.start_soon(self._receive, self._rtcp)
-            if plan.direction in ("sendrecv", "sendonly"):
-                nursery.start_soon(self._send_loop)
-            nursery.start_soon(self._rtcp_loop)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive, self._rtp)
+                if not plan.rtcp_mux:
+                    nursery.start_soon(self._receive, self._rtcp)
+                if plan.direction in ("sendrecv", "sendonly"):
+                    nursery.start_soon(self._send_loop)
+                nursery.start_soon(self._rtcp_loop)
+                task_status.started()
+        except* MediaError as group:
+            raise _first_error(group) from None
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -338,11 +385,9 @@ class MediaSession:
         data = build_rtp(packet)
         if self._srtp is not None:
             data = self._srtp.protect(data)
-        assert self._peer is not None
-        try:
-            await self._rtp.sendto(data, self._peer)
-        except OSError:
-            return  # ICMP unreachable and the like: the peer is not there yet; keep the pace
+        assert self._latch is not None
+        if not await _send(self._rtp, data, self._latch.peer, "RTP"):
+            return
         self._report.packets_sent += 1
         self._report.bytes_sent += len(packet.payload)
 
@@ -382,10 +427,7 @@ class MediaSession:
         assert plan is not None
         assert self._peer_rtcp is not None
         sock = self._rtp if plan.rtcp_mux else self._rtcp
-        try:
-            await sock.sendto(data, self._peer_rtcp)
-        except OSError:
-            return
+        await _send(sock, data, self._peer_rtcp, "RTCP")
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -405,13 +447,10 @@ class MediaSession:
             else:
                 self._on_rtp(data, origin, trio.current_time())
 
-    def _expected(self, origin: tuple[str, int], rtcp_packet: bool) -> bool:
-        expected = self._peer_rtcp if rtcp_packet else self._peer
-        if self.symmetric and not self._latched and not rtcp_packet:
-            return True  # latched below, once the packet proves valid
-        if self.symmetric and rtcp_packet:
-            return self._peer is not None and origin[0] == self._peer[0]
-        return origin == expected
+    def _rtcp_expected(self, origin: tuple[str, int]) -> bool:
+        if self.symmetric:  # from the peer's host, whatever port its NAT gave RTCP
+            return self._latch is not None and origin[0] == self._latch.peer[0]
+        return origin == self._peer_rtcp
 
     def _decrypt(self, data: bytes, *, rtcp_packet: bool) -> bytes | None:
         """The packet in clear (SRTP/SRTCP removed), or None, counted, when it fails."""
@@ -427,8 +466,11 @@ class MediaSession:
 
     def _on_rtp(self, data: bytes, origin: tuple[str, int], arrival: float) -> None:
         report = self._report
-        if not self._expected(origin, False):
-            report.wrong_source += 1
+        latch = self._latch
+        assert latch is not None
+        settled = latch.settled(arrival)
+        if settled and origin != latch.peer:
+            self._wrong_source += 1
             return
         clear = self._decrypt(data, rtcp_packet=False)
         if clear is None:
@@ -441,12 +483,14 @@ class MediaSession:
             return
         plan = self._plan
         assert plan is not None
+        if packet.payload_type not in (plan.payload_type, plan.event_payload_type):
+            report.malformed += 1  # comfort noise and other formats we did not agree on
+            return
+        if not settled and not latch.learn(origin, packet.sequence, arrival):
+            return  # a source on probation, counted by the latch if it never becomes the peer
         if self._first_packet is None:
             self._first_packet = arrival
-        if self.symmetric and not self._latched:
-            self._latched = True
-            self._peer = origin
-        if packet.payload_type == plan.event_payload_type and plan.event_payload_type is not None:
+        if packet.payload_type == plan.event_payload_type:
             try:
                 digit = self._dtmf_in.feed(packet.timestamp, packet.payload)
             except RtpError:
@@ -454,9 +498,6 @@ class MediaSession:
                 return
             if digit and len(report.digits_received) < MAX_REPORTED_DIGITS:
                 report.digits_received += digit
-            return
-        if packet.payload_type != plan.payload_type:
-            report.malformed += 1  # comfort noise and other formats we did not agree on
             return
         self._remote_ssrc = packet.ssrc
         self._stats.on_packet(
@@ -472,8 +513,8 @@ class MediaSession:
 
     def _on_rtcp(self, data: bytes, origin: tuple[str, int]) -> None:
         report = self._report
-        if not self._expected(origin, True):
-            report.wrong_source += 1
+        if not self._rtcp_expected(origin):
+            self._wrong_source += 1
             return
         clear = self._decrypt(data, rtcp_packet=True)
         if clear is None:
@@ -491,5 +532,5 @@ class MediaSession:
         for block in parsed.blocks:
             if block.ssrc == self._ssrc:
                 report.peer_reported_lost = block.cumulative_lost
-        if self.symmetric and self._latched:
+        if self.symmetric and self._latch is not None and self._latch.latched:
             self._peer_rtcp = origin
