@@ -115,9 +115,10 @@ class AccountSettings:
             because they also signal over UDP, where SDES keys would travel in the clear;
             sipua signals only over TLS, and an optional offer (RTP/AVP with a=crypto) is
             taken as plain RTP by a peer without SRTP, so it costs nothing.
-        symmetric_rtp: Send RTP to where the peer's RTP comes from, once it has arrived (RFC
-            4961, and the way through a NAT); off, only the SDP's address and port are used
-            and packets from elsewhere are counted and dropped.
+        symmetric_rtp: Send RTP to where the peer's RTP comes from (RFC 4961, and the way
+            through a NAT), learnt once per call: at once from the SDP's address, else after a
+            few in-sequence packets of an agreed format from one source; off, only the SDP's
+            address and port are used. Packets from elsewhere are counted and dropped.
         pins: SPKI pins of the registrar, `sha256/BASE64` (RFC 7469 §2.4), checked after the
             chain and the name: one of the verified path's keys must match one pin.
         trust_on_first_use: Record the registrar's key on first contact (in the data
@@ -254,7 +255,7 @@ class AccountSettings:
         default=True,
         metadata=declare(
             v.boolean,
-            help="send RTP to where the peer's RTP comes from",
+            help="send RTP to where the peer's RTP comes from (learnt once per call)",
             env="SIPUA_SYMMETRIC_RTP",
             flag="--symmetric-rtp",
             kind="switch",
