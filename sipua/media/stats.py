@@ -4,7 +4,11 @@ Sequence numbers are extended across wraps and packets lost are counted as RFC 3
 (expected minus received, so duplicates can make it negative and it is reported as at least 0).
 A jump of more than `MAX_DROPOUT` is taken as a restart of the peer's sequence only when the
 next packet confirms it (A.1). Interarrival jitter follows A.8, in timestamp units; arrival
-times are passed in (seconds from any fixed origin), so the module reads no clock.
+times are passed in (seconds from any fixed origin), so the module reads no clock. A restart,
+or a timestamp that jumps by more than `MAX_TRANSIT_JUMP_SECONDS` against the arrival clock (a
+new timestamp base, as after a peer's restart or a switch of source), starts the transit
+anew instead of adding the jump to the jitter: one such packet would otherwise show hours of
+"jitter" for the rest of the call.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Final
 SEQ_MOD: Final = 1 << 16
 MAX_DROPOUT: Final = 3000
 MAX_MISORDER: Final = 100
+#: A transit difference above this is a discontinuity of the peer's timestamps, not jitter.
+MAX_TRANSIT_JUMP_SECONDS: Final = 3.0
 
 
 @dataclass(slots=True)
@@ -59,11 +65,13 @@ class ReceiveStats:
         if self._transit is not None:
             # The timestamp is modulo 2^32: take the transit difference modulo it too.
             d = abs((transit - self._transit + 2**31) % 2**32 - 2**31)
-            self.jitter += (d - self.jitter) / 16
+            if d <= MAX_TRANSIT_JUMP_SECONDS * self.clock_rate:
+                self.jitter += (d - self.jitter) / 16
         self._transit = transit
         return True
 
     def _restart(self, sequence: int) -> None:
+        self._transit = None  # a restarted sender has a new timestamp base too
         self._base_seq = sequence
         self._max_seq = sequence
         self._cycles = 0

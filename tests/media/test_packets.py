@@ -155,6 +155,25 @@ def test_jitter_follows_rfc3550_a8() -> None:
     assert stats.jitter == pytest.approx(7.041015625)  # 2.5, 4.84375, 7.041015625
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["timestamp-jump", "sequence-restart"])
+def test_a_new_timestamp_base_is_not_taken_for_jitter(restart: bool) -> None:
+    # A peer that restarts (or a forged packet) jumps its timestamps by hours of samples: A.8
+    # as written would carry that jump in the jitter for the rest of the call.
+    stats = ReceiveStats()
+    for index in range(5):
+        stats.on_packet(sequence=index, timestamp=index * 160, arrival=index * 0.02, octets=1)
+    base = 30000 if restart else 5
+    for index in range(5, 10):
+        stats.on_packet(
+            sequence=base + index,
+            timestamp=3_000_000_000 + index * 160,
+            arrival=index * 0.02,
+            octets=1,
+        )
+    assert stats.jitter == 0.0
+    assert stats.jitter_ms < 1.0
+
+
 # Digests of audioop's lin2ulaw/lin2alaw over every 16-bit sample and ulaw2lin/alaw2lin over
 # every byte, taken with Python 3.11's audioop: the tables give its results byte for byte.
 _ENCODE_DIGESTS = {
