@@ -8,7 +8,12 @@ tells `on_pong` of the pongs that answer our pings, and returns the reason when 
 ends. A reader runs for the whole life of every connection, even one we only write to, because
 TLS 1.3 servers send session tickets after the handshake and a client that never reads can stall.
 
-- Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
+- Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once), and every
+  send (a message, a ping, the reader's pongs and error responses) is bounded: one that stays
+  blocked for `SEND_STALL_SECONDS` (the peer's receive window full) means the peer does not
+  read, and closes the connection (`connection-not-reading`, logged once). So a peer that
+  writes without reading, pings included, holds neither the reader nor a sender for ever, and
+  the idle timeout and the admission bounds keep working.
 - Messages from the peer are handled one at a time in arrival order; a handler that raises
   `ConnectionLost` ends the connection. Any other exception from the handler is a bug in
   sipua: it is logged with its traceback (`internal-error`, through `report_internal_error`,
@@ -73,9 +78,10 @@ RECEIVE_CHUNK_BYTES: Final = 16 * 1024
 MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
 PING: Final = b"\r\n\r\n"  # RFC 5626 §4.4.1
 PONG: Final = b"\r\n"
-#: How long an error response to a bad message may take to send; a peer that sends garbage
-#: and does not read must not hold the reader up.
-ERROR_RESPONSE_SEND_SECONDS: Final = 2.0
+#: How long one send may stay blocked before the peer is judged not to read and the connection
+#: is closed: a peer that writes (pings, garbage, requests) without reading must not hold the
+#: reader or a sender up, nor keep its connection past the idle timeout.
+SEND_STALL_SECONDS: Final = 5.0
 #: After a framing error: how long, and how many bytes, the rest of what the peer sends is read
 #: and discarded before the connection closes (a lingering close, so our answer is not lost to
 #: a reset).
@@ -194,21 +200,34 @@ class SipConnection:
         # Every failure is a ConnectionLost, the one error the reader, the keep-alive and the
         # call handler catch; a TLS cause (an alert, e.g. our client certificate refused under
         # TLS 1.3) is kept in `closed_error` and chained, for callers that report it (exit 3).
-        if self.closed_reason is not None:
-            raise ConnectionLost(
-                f"connection to {self.peer} is closed ({self.closed_reason})"
-            ) from self.closed_error
-        try:
-            async with self._send_lock:
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
-            reason = f"send failed: {exc}" if str(exc) else "send failed"
-            if isinstance(exc, SipuaError) and self.closed_error is None:
-                self.closed_error = exc
-            self._note_refusal()
-            self._mark_closed(reason)
-            self._cancel.cancel()  # the reader ends with the connection
-            raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
+        async with self._send_lock:
+            if self.closed_reason is not None:  # also when it closed while this send waited
+                raise ConnectionLost(
+                    f"connection to {self.peer} is closed ({self.closed_reason})"
+                ) from self.closed_error
+            try:
+                with trio.move_on_after(SEND_STALL_SECONDS) as stall:
+                    await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
+                reason = f"send failed: {exc}" if str(exc) else "send failed"
+                if isinstance(exc, SipuaError) and self.closed_error is None:
+                    self.closed_error = exc
+                self._note_refusal()
+                self._close_now(reason)
+                raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
+            if stall.cancelled_caught:
+                # The peer's receive window stayed full; part of a record may have gone out,
+                # so the stream cannot carry another byte anyway.
+                reason = f"peer does not read: a send stayed blocked for {SEND_STALL_SECONDS:g} s"
+                if self.closed_reason is None:
+                    _log.info("connection-not-reading", peer=self.peer, reason=reason)
+                self._close_now(reason)
+                raise ConnectionLost(f"connection to {self.peer} closed: {reason}")
+
+    def _close_now(self, reason: str) -> None:
+        """Marks the connection closed; the reader ends with it and closes the stream."""
+        self._mark_closed(reason)
+        self._cancel.cancel()
 
     # -- the reader -----------------------------------------------------------------------------
 
@@ -308,7 +327,9 @@ class SipConnection:
             if event is NEED_DATA:
                 return
             if isinstance(event, KeepalivePing):
-                await self._send_bytes(PONG)  # RFC 5626 §4.4.1: answer a ping with a pong
+                # RFC 5626 §4.4.1: answer a ping with a pong; a peer that pings and does not
+                # read gets its connection closed (the send is bounded), not a stuck reader.
+                await self._send_bytes(PONG)
             elif isinstance(event, KeepalivePong):
                 if self._on_pong is not None:
                     self._on_pong(self)
@@ -351,9 +372,8 @@ class SipConnection:
         except (RemoteProtocolError, ValueError):
             return
         response.headers.add("Warning", warning("internal error; see the log of sipua"))
-        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
-            with contextlib.suppress(ConnectionLost):
-                await self.send(response)
+        with contextlib.suppress(ConnectionLost):  # the send is bounded (SEND_STALL_SECONDS)
+            await self.send(response)
 
     async def _reject(self, data: bytes, error: RemoteProtocolError) -> None:
         """Answers a message that could not be parsed or framed, when that is possible."""
@@ -367,7 +387,6 @@ class SipConnection:
         )
         if response is None or not self.is_open:
             return
-        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
-            with contextlib.suppress(ConnectionLost):
-                await self.send(response)
-                self.error_responses += 1
+        with contextlib.suppress(ConnectionLost):  # the send is bounded (SEND_STALL_SECONDS)
+            await self.send(response)
+            self.error_responses += 1
