@@ -17,9 +17,15 @@ the end of the call (`CallEnded`), which cancels it; its report is published as 
 
 Each connection that carries our messages gets one outbox: a bounded channel and one task that
 sends in order and, when the connection closes, tells the endpoint (its calls end at once, its
-transactions fail). A peer that does not read its connection fills only its own outbox; when it
-is full the connection is closed, so one stalled peer can neither hold the others' answers up
-nor grow memory. Nothing here is per call: a ringing call is a deadline in the endpoint.
+transactions fail). The outbox holds the connection's reader back: once `OUTBOX_SIZE` messages
+wait, `handle_message` waits for room before the reader reads on, so a burst of requests in one
+read (a registrar delivering many calls at once) is answered at the pace the peer reads, never
+refused. Whether a peer reads is judged by time, not by the queue: a send that stays blocked for
+the connection's `SEND_STALL_SECONDS` closes it (`sipua.transport.connection`). What is posted
+without a reader to hold back (timers, requests that arrived on another connection) is bounded
+by the endpoint's own bounds; `OUTBOX_LIMIT` is the backstop that keeps memory bounded whatever
+happens. One stalled peer fills only its own outbox and holds no one else's answers up. Nothing
+here is per call: a ringing call is a deadline in the endpoint.
 """
 
 from __future__ import annotations
@@ -73,8 +79,13 @@ from sipua.ua.call_media import CallMedia, MediaDescriber
 if TYPE_CHECKING:
     from sipua.ua.account import Account
 
-#: Messages waiting to go out on one connection; a peer that lets more pile up is not reading.
+#: Messages waiting to go out on one connection before its reader waits for room (the
+#: backpressure that paces a peer's burst of requests to the rate it reads our answers).
 OUTBOX_SIZE: Final = 64
+#: Messages one outbox holds at most. Beyond `OUTBOX_SIZE` only what no reader holds back is
+#: posted (timers: answers, 2xx retransmissions and BYEs of at most MAX_CALLS calls; requests
+#: from other connections): a connection this far behind is closed, so memory stays bounded.
+OUTBOX_LIMIT: Final = 16 * OUTBOX_SIZE
 #: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
 #: for that ACK, RFC 3261 §15); less than the 5 s budget, which unregistering needs too.
 SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
@@ -90,14 +101,39 @@ __all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler", "CallMedi
 
 
 class _Outbox:
-    """One connection's queue of messages to send, and the task that sends them."""
+    """One connection's queue of messages to send, and the task that sends them.
+
+    `idle` is set while nothing waits to be sent, `room` while fewer than `OUTBOX_SIZE` do.
+    """
 
     def __init__(self, connection: SipConnection) -> None:
         self.connection = connection
-        self.send_channel, self.receive_channel = trio.open_memory_channel[_Outgoing](OUTBOX_SIZE)
+        self.send_channel, self.receive_channel = trio.open_memory_channel[_Outgoing](OUTBOX_LIMIT)
         self.pending = 0
         self.idle = trio.Event()
         self.idle.set()
+        self.room = trio.Event()
+        self.room.set()
+        self.overflowed = False
+
+    def posted(self) -> None:
+        self.pending += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+        if self.pending >= OUTBOX_SIZE and self.room.is_set():
+            self.room = trio.Event()
+
+    def taken(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.idle.set()
+        if self.pending < OUTBOX_SIZE:
+            self.room.set()
+
+    def release(self) -> None:
+        """The connection closed: nothing waits for this outbox any more."""
+        self.idle.set()
+        self.room.set()
 
 
 @dataclass(slots=True, eq=False)
@@ -203,10 +239,19 @@ class CallHandler:
         self.command(lambda now: self.endpoint.connection_closed(connection, reason, now))
 
     async def handle_message(self, connection: SipConnection, message: Request | Response) -> None:
-        """Feeds one message that arrived on `connection` to the endpoint."""
+        """Feeds one message that arrived on `connection` to the endpoint.
+
+        Returns when the connection's outbox has room again: the reader reads the next message
+        only as fast as the peer takes our answers (each send is bounded in time, so a peer
+        that does not read loses the connection instead of holding the reader).
+        """
         self.endpoint.receive(message, self._link(connection), trio.current_time())
         self._drain()
-        await trio.lowlevel.checkpoint()
+        outbox = self._outboxes.get(connection)
+        if outbox is not None and not outbox.room.is_set():
+            await outbox.room.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def place_call(
         self,
@@ -473,15 +518,13 @@ class CallHandler:
         try:
             outbox.send_channel.send_nowait(message)
         except trio.WouldBlock:
-            _log.info(
-                "connection-not-reading",
-                peer=connection.peer,
-                reason=f"{OUTBOX_SIZE} messages wait to be sent; closing the connection",
-            )
-            self._nursery.start_soon(connection.aclose, "peer does not read")
+            if not outbox.overflowed:  # one line and one close, however much more comes
+                outbox.overflowed = True
+                reason = f"{OUTBOX_LIMIT} messages wait to be sent; closing the connection"
+                _log.warning("connection-overloaded", peer=connection.peer, reason=reason)
+                self._nursery.start_soon(connection.aclose, reason)
             return
-        outbox.pending += 1
-        outbox.idle = trio.Event() if outbox.idle.is_set() else outbox.idle
+        outbox.posted()
 
     async def _serve_outbox(self, outbox: _Outbox) -> None:
         connection = outbox.connection
@@ -490,7 +533,7 @@ class CallHandler:
             await connection.closed.wait()
             nursery.cancel_scope.cancel()
         del self._outboxes[connection]
-        outbox.idle.set()
+        outbox.release()
         self.endpoint.connection_closed(
             connection, connection.closed_reason or "closed", trio.current_time()
         )
@@ -506,6 +549,4 @@ class CallHandler:
             except ConnectionLost:
                 return  # the connection is marked closed; _serve_outbox tells the endpoint
             finally:
-                outbox.pending -= 1
-                if outbox.pending == 0:
-                    outbox.idle.set()
+                outbox.taken()
