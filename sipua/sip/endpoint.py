@@ -8,7 +8,7 @@ endpoint decides everything and queues events, which the user agent drains and c
     inputs:   receive(message, link, now)        a parsed request or response from a connection
               connection_closed(handle, reason, now)
               handle_timer(now)                   when `next_deadline()` has come
-              place_call / hangup / hangup_all(now) / abandon_unacknowledged(now)
+              place_call / hangup / end_call / hangup_all(now) / abandon_unacknowledged(now)
               registrations.register / maintain / unregister / stop   (account commands)
               registrations.targets_located / locate_failed / connection_opened /
                   connection_failed / pong_received                   (what the UA did)
@@ -503,6 +503,20 @@ class Endpoint(Generic[H]):
         """Ends a call we placed: BYE once answered, CANCEL before."""
         if call_id in self._outgoing:
             self._run_outgoing(call_id, self._outgoing[call_id].call.hangup, None, now)
+
+    def end_call(self, tag: str, reason: str, now: float) -> None:
+        """Ends the call whose tag (ours) is `tag`, either way, from our side, for `reason`
+        (its `CallEnded` says it): BYE once up (after the ACK of our 2xx, §15), 480 while it
+        rings, CANCEL for one we placed before its answer. The user agent's media failed."""
+        for key, call in list(self._calls.items()):
+            if call.session.local_tag == tag:
+                if call.session.state is not InviteState.TERMINATED:
+                    self._step(key, call, partial(call.session.hangup, reason), None, now)
+                return
+        for call_id, out in list(self._outgoing.items()):
+            if out.call.local_tag == tag:
+                self._run_outgoing(call_id, partial(out.call.hangup, reason), None, now)
+                return
 
     def _outgoing_timers(self, now: float) -> None:
         for call_id, out in list(self._outgoing.items()):

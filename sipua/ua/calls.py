@@ -14,6 +14,9 @@ until an input moved it earlier) and feeds it the time: there is no other timer 
 
 An answered call's media (`call_media.py`) runs in one task from the answer (`CallAnswered`) to
 the end of the call (`CallEnded`), which cancels it; its report is published as `call-media`.
+A `MediaError` (a file that became unreadable, keys libsrtp refused) ends the media only; any
+other exception from it is a bug, reported as an internal error (`report_internal_error`), and
+ends that call (a BYE, reason `media-failed`), never the user agent or the other calls.
 
 Each connection that carries our messages gets one outbox: a bounded channel and one task that
 sends in order and, when the connection closes, tells the endpoint (its calls end at once, its
@@ -73,6 +76,7 @@ from sipua.sip.registrations import (
     SendKeepalive,
 )
 from sipua.sip.uac import OutgoingCall
+from sipua.transport import connection as transport_connection
 from sipua.transport.connection import SipConnection
 from sipua.ua.call_media import CallMedia, MediaDescriber
 
@@ -89,6 +93,8 @@ OUTBOX_LIMIT: Final = 16 * OUTBOX_SIZE
 #: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
 #: for that ACK, RFC 3261 §15); less than the 5 s budget, which unregistering needs too.
 SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
+#: Characters of an unexpected media error's message in the call's end reason.
+MAX_FAILURE_CHARS: Final = 200
 
 Publish = Callable[..., None]
 T = TypeVar("T")
@@ -460,19 +466,24 @@ class CallHandler:
         placed = self._placed.get(call_id)
         if placed is not None:
             placed.media_running = True
-        self._nursery.start_soon(self._play, call_id, scope, session, plan, config, placed)
+        self._nursery.start_soon(self._play, call_id, tag, scope, session, plan, config, placed)
 
     async def _play(
         self,
         call_id: str,
+        tag: str,
         scope: trio.CancelScope,
         session: MediaSession,
         plan: MediaPlan,
         config: CallMedia,
         placed: PlacedCall | None,
     ) -> None:
-        """Runs one call's media until the call ends, then publishes its report."""
+        """Runs one call's media until the call ends, then publishes its report.
+
+        It runs in the user agent's nursery: nothing but cancellation may leave it.
+        """
         recorder: WavRecorder | None = None
+        failure: str | None = None
         try:
             with scope:
                 try:
@@ -483,6 +494,10 @@ class CallHandler:
                     await session.run(plan, make_source(config.play, plan.codec), recorder=recorder)
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
+                except Exception as exc:  # noqa: BLE001 - one call's media must not end the UA
+                    text = str(exc)[:MAX_FAILURE_CHARS]
+                    transport_connection.report_internal_error(exc, call_id=call_id, reason=text)
+                    failure = f"media-failed: {type(exc).__name__}" + (f": {text}" if text else "")
         finally:
             session.close()
             report = session.report().as_event()
@@ -490,6 +505,8 @@ class CallHandler:
                 placed.media_report = report
                 placed.media_done.set()
             self._publish("call-media", call_id=call_id, **report)
+        if failure is not None:
+            self.command(lambda now: self.endpoint.end_call(tag, failure, now))
 
     # -- connections ----------------------------------------------------------------------
 

@@ -161,6 +161,36 @@ def test_invite_rings_then_is_answered_confirmed_and_ended_by_bye() -> None:
     assert w.endpoint.active_calls == 0
 
 
+def test_end_call_ends_a_call_from_our_side_as_its_state_allows_with_the_reason() -> None:
+    # The user agent ends a call whose media failed: 480 while it rings, a BYE once it is up,
+    # and a BYE only after the ACK when our 2xx is not acknowledged yet (§15); the reason is
+    # the call's end reason every time.
+    w = world(delay=1.0)
+    w.receive(request("INVITE", body=OFFER, call_id="ringing"), link(), now=0.0)
+    (ringing,) = w.of(CallIncoming)
+    assert isinstance(ringing, CallIncoming)
+    w.endpoint.end_call(ringing.tag, "media-failed: X", now=0.5)
+    w.drain()
+    assert w.statuses(method="INVITE")[-1] == 480
+    w.receive(request("INVITE", body=OFFER, call_id="up"), link(), now=1.0)
+    w.timer(2.0)
+    ok = w.last(200)
+    assert ok.call_id == "up"
+    assert ok.to.tag is not None
+    w.endpoint.end_call(ok.to.tag, "media-failed: Y", now=2.1)
+    w.drain()
+    assert w.requests("BYE") == []  # not before the caller's ACK (§15)
+    w.receive(ack_for(ok, call_id="up"), link(), now=2.2)
+    assert [m.call_id for _h, m in w.requests("BYE")] == ["up"]
+    reasons = [(e.call_id, e.reason) for e in w.of(CallEnded) if isinstance(e, CallEnded)]
+    assert reasons == [("ringing", "media-failed: X"), ("up", "media-failed: Y")]
+    w.endpoint.end_call(ok.to.tag, "again", now=3.0)  # an ended call: nothing more
+    w.endpoint.end_call("no-such-tag", "again", now=3.0)
+    w.drain()
+    assert len(w.requests("BYE")) == 1
+    assert w.endpoint.active_calls == 0
+
+
 def test_retransmitted_invite_gets_the_last_provisional_from_its_transaction() -> None:
     w = world()
     invite = request("INVITE", branch="z9hG4bKsame", body=OFFER)
