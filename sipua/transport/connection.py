@@ -33,7 +33,11 @@ TLS 1.3 servers send session tickets after the handshake and a client that never
   closing a socket with unread bytes makes the kernel reset the connection, and a peer that is
   still sending its oversized message would then lose the answer unread.
 - The idle timeout closes a connection that received nothing for that long (inbound
-  connections). When to ping a registration flow and when a missing pong means it is dead
+  connections), unless it is `in_use`: the owner (the endpoint, through the user agent's pump)
+  says so while the connection carries a call or an open transaction, since a call without
+  session timers sends no SIP for as long as it lasts. While in use the idle timeout does not
+  run; it starts anew, a full period, when the connection is no longer in use. When to ping
+  a registration flow and when a missing pong means it is dead
   (RFC 5626 §4.4.1) is the endpoint's decision (`sipua.sip.registrations`); the connection only
   sends the pings it is given (`send_ping`) and reports the pongs.
 - Foreign exceptions (trio's BrokenResourceError, ClosedResourceError, TLS errors) end the
@@ -169,6 +173,8 @@ class SipConnection:
         self._send_lock = trio.Lock()
         self._on_pong = on_pong
         self._cancel = trio.CancelScope()
+        self._in_use = False
+        self._idle_scope: trio.CancelScope | None = None  # around the receive being awaited
 
     def __repr__(self) -> str:
         return f"SipConnection(peer={self.peer!r}, local={self.local!r}, name={self.tls_name!r})"
@@ -177,6 +183,22 @@ class SipConnection:
     def is_open(self) -> bool:
         """Whether the connection can still carry messages."""
         return self.closed_reason is None
+
+    @property
+    def in_use(self) -> bool:
+        """Whether the connection carries a call or a transaction (no idle timeout then)."""
+        return self._in_use
+
+    def set_in_use(self, in_use: bool) -> None:
+        """Suspends the idle timeout (`in_use`), or restarts it with a full period."""
+        self._in_use = in_use
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = self._idle_deadline()
+
+    def _idle_deadline(self) -> float:
+        if self._idle_timeout is None or self._in_use:
+            return math.inf
+        return trio.current_time() + self._idle_timeout
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -290,14 +312,12 @@ class SipConnection:
             self.closed.set()
 
     async def _read_loop(self) -> str:
-        deadline = math.inf
         while True:
-            if self._idle_timeout is not None:
-                deadline = trio.current_time() + self._idle_timeout
             data: bytes | bytearray | None = None
             # The idle timeout bounds the wait for bytes only: a handler that is answering a
             # message (sending 100/180 for a new call) must never be cancelled half-way.
-            with trio.move_on_at(deadline):
+            # `set_in_use` moves the deadline while the receive waits.
+            with trio.CancelScope(deadline=self._idle_deadline()) as self._idle_scope:
                 try:
                     data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
@@ -305,6 +325,8 @@ class SipConnection:
                         self.closed_error = exc
                     self._note_refusal()
                     return f"receive failed: {exc}" if str(exc) else "receive failed"
+                finally:
+                    self._idle_scope = None
             if data is None:
                 return f"idle for {self._idle_timeout:g} s"
             if not data:

@@ -14,6 +14,9 @@ until an input moved it earlier) and feeds it the time: there is no other timer 
 
 An answered call's media (`call_media.py`) runs in one task from the answer (`CallAnswered`) to
 the end of the call (`CallEnded`), which cancels it; its report is published as `call-media`.
+A connection that carries a call or an open transaction is in use (the endpoint's
+`ConnectionInUse`): its idle timeout does not run then, so a call on an inbound connection
+lasts as long as its parties want, although no SIP crosses it.
 A `MediaError` (a file that became unreadable, keys libsrtp refused) ends the media only; any
 other exception from it is a bug, reported as an internal error (`report_internal_error`), and
 ends that call (a BYE, reason `media-failed`), never the user agent or the other calls.
@@ -57,6 +60,7 @@ from sipua.sip.endpoint import (
     CallEstablished,
     CallIncoming,
     CallProgress,
+    ConnectionInUse,
     Endpoint,
     Link,
     RequestRefused,
@@ -365,6 +369,8 @@ class CallHandler:
                 self._post(event.handle, event.message)
             elif isinstance(event, SendKeepalive):
                 self._post(event.handle, None)
+            elif isinstance(event, ConnectionInUse):
+                event.handle.set_in_use(event.in_use)  # no idle timeout while a call needs it
             elif isinstance(event, CloseConnection):
                 self._nursery.start_soon(event.handle.aclose, event.reason)
             elif isinstance(

@@ -20,6 +20,7 @@ from sipua.sip.endpoint import (
     CallConfirmed,
     CallEnded,
     CallIncoming,
+    ConnectionInUse,
     Endpoint,
     EndpointEvent,
     Link,
@@ -90,11 +91,14 @@ class World:
     endpoint: Endpoint[str]
     sent: list[tuple[str, Request | Response]] = field(default_factory=list)
     events: list[EndpointEvent[str]] = field(default_factory=list)
+    in_use: list[tuple[str, bool]] = field(default_factory=list)  # ConnectionInUse, in order
 
     def drain(self) -> None:
         while (event := self.endpoint.next_event()) is not None:
             if isinstance(event, Send):
                 self.sent.append((event.handle, event.message))
+            elif isinstance(event, ConnectionInUse):
+                self.in_use.append((event.handle, event.in_use))
             else:
                 self.events.append(event)
 
@@ -188,6 +192,34 @@ def test_end_call_ends_a_call_from_our_side_as_its_state_allows_with_the_reason(
     w.endpoint.end_call("no-such-tag", "again", now=3.0)
     w.drain()
     assert len(w.requests("BYE")) == 1
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_connection_is_in_use_while_it_carries_a_call_or_a_transaction() -> None:
+    # The user agent suspends the idle timeout of a connection in use: a call without session
+    # timers sends nothing on it for as long as it lasts.
+    w = world(delay=0.0)
+    w.receive(request("OPTIONS", call_id="o"), link("c2"), now=0.0)
+    assert w.in_use == [("c2", True), ("c2", False)]  # its transaction ended with the 200
+    ok = confirmed_call(w)
+    assert w.in_use[2:] == [("c1", True)]
+    w.run_until(600.0, start=0.1)  # a long call: no SIP at all
+    assert w.in_use[2:] == [("c1", True)]
+    w.receive(request("BYE", cseq=2, to_tag=ok.to.tag), link(), now=600.0)
+    assert w.in_use[2:] == [("c1", True), ("c1", False)]
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_closed_connection_is_no_longer_in_use() -> None:
+    w = world(delay=0.0)
+    confirmed_call(w)
+    w.receive(request("INVITE", body=OFFER, call_id="other"), link("c2"), now=0.2)
+    w.endpoint.connection_closed("c1", "reset", now=1.0)
+    w.drain()
+    assert w.in_use == [("c1", True), ("c2", True), ("c1", False)]
+    w.endpoint.connection_closed("c2", "reset", now=1.0)
+    w.drain()
+    assert w.in_use[-1] == ("c2", False)
     assert w.endpoint.active_calls == 0
 
 

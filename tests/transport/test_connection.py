@@ -360,3 +360,24 @@ async def test_a_send_the_peer_does_not_take_closes_the_connection_once(
     assert connection.closed_reason is not None
     assert connection.closed_reason.startswith("peer does not read")
     assert [log["event"] for log in logs].count("connection-not-reading") == 1
+
+
+async def test_no_idle_timeout_while_the_connection_is_in_use(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A call without session timers sends no SIP: while the endpoint says the connection
+    # carries one, the idle timeout does not run; once it no longer does, a full period starts.
+    connection, _peer, _ = pair([], idle_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await trio.sleep(0.5)
+        connection.set_in_use(True)  # while the reader waits for bytes
+        assert connection.in_use
+        await trio.sleep(600.0)
+        assert connection.is_open
+        connection.set_in_use(False)
+        released = trio.current_time()
+        with trio.fail_after(10):
+            await connection.closed.wait()
+        assert trio.current_time() == pytest.approx(released + 1.0)
+    assert connection.closed_reason == "idle for 1 s"

@@ -33,9 +33,13 @@ class FakeConnection:
         self.closed_reason: str | None = None
         self.is_open = True
         self.tls_name: str | None = None
+        self.in_use = False
 
     async def send(self, message: Request | Response) -> None:
         self.sent.append(message)
+
+    def set_in_use(self, in_use: bool) -> None:
+        self.in_use = in_use
 
 
 def call_handler(

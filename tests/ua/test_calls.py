@@ -8,6 +8,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,28 @@ async def burst_of_options(stream: trio.abc.Stream, uri: str, count: int) -> Non
                 answered += 1
     await stream.send_all(serialize(request("OPTIONS", uri, call_id="after")))
     assert [r.status for r in await read_responses(stream, framer, 200)] == [200]
+
+
+async def test_a_call_on_an_inbound_connection_outlives_the_idle_timeout(tmp_path: Path) -> None:
+    # A call without session timers sends no SIP while it is up: its connection is not idle.
+    # The listener's idle timeout used to close it, ending the call with no BYE possible.
+    idle = 1.0
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar, listen=True)
+        base = replace(base, listen=replace(base.listen, idle_timeout=idle))
+        async with UserAgent(base) as ua:
+            stream, uri = await open_caller(ua)
+            async with stream:
+                await stream.send_all(serialize(request("INVITE", uri, body=OFFER)))
+                framer = StreamFramer()
+                [ok] = [r for r in await read_responses(stream, framer, 200) if r.status == 200]
+                await stream.send_all(serialize(request("ACK", uri, to_tag=ok.to.tag)))
+                await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+                await trio.sleep(3 * idle)  # no SIP at all on the connection
+                assert ua.calls.active_calls == 1
+                assert events(ua, "call-ended") == []
+                bye = request("BYE", uri, cseq=2, to_tag=ok.to.tag)
+                await stream.send_all(serialize(bye))
+                [done] = await read_responses(stream, framer, 200)
+                assert done.cseq.method == "BYE"
+                assert [e["reason"] for e in events(ua, "call-ended")] == ["remote-bye"]
