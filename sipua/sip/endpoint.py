@@ -8,11 +8,12 @@ endpoint decides everything and queues events, which the user agent drains and c
     inputs:   receive(message, link, now)        a parsed request or response from a connection
               connection_closed(handle, reason, now)
               handle_timer(now)                   when `next_deadline()` has come
-              place_call / hangup / hangup_all(now) / abandon_unacknowledged(now)
+              place_call / hangup / end_call / hangup_all(now) / abandon_unacknowledged(now)
               registrations.register / maintain / unregister / stop   (account commands)
               registrations.targets_located / locate_failed / connection_opened /
                   connection_failed / pong_received                   (what the UA did)
-    outputs:  next_event() -> Send | CallIncoming | CallAnswered | CallConfirmed | CallEnded
+    outputs:  next_event() -> Send | ConnectionInUse | CallIncoming | CallAnswered
+                              | CallConfirmed | CallEnded
                               | RequestRefused | LocateTargets | OpenConnection
                               | SendKeepalive | CloseConnection | AccountRegistered
                               | AccountRegistrationFailed | AccountUnregistered
@@ -28,7 +29,10 @@ The endpoint does no I/O and reads no clock. A connection is an opaque, hashable
 user agent chooses; a `Link` says what the endpoint needs to know of it (addresses, whether it
 is our own flow to a server, the Contact to put in our answers). `Send` names the handle a
 message goes out on: a response always on the connection its request came in on (RFC 3261
-§18.2.2), updated when a retransmission arrives on another one.
+§18.2.2), updated when a retransmission arrives on another one. `ConnectionInUse` says when a
+connection starts and stops carrying a call (a dialog, ringing or up, either way) or an open
+transaction: while it does, the user agent must not close it for being idle, since a call
+without session timers sends no SIP for as long as it lasts.
 
 Every request and every response goes through the `TransactionTable` (§17): it matches server
 transactions by branch, sent-by and method (§17.2.3, with the RFC 2543 fallback), answers a
@@ -215,6 +219,15 @@ class Send(Generic[H]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionInUse(Generic[H]):
+    """The connection `handle` now carries (`in_use`) or no longer carries a call or an open
+    transaction: no idle timeout may close it while it does."""
+
+    handle: H
+    in_use: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallIncoming:
     """A new call is ringing."""
 
@@ -285,6 +298,7 @@ class RequestRefused:
 
 EndpointEvent = (
     Send[H]
+    | ConnectionInUse[H]
     | AccountEvent[H]
     | CallIncoming
     | CallAnswered
@@ -377,6 +391,8 @@ class Endpoint(Generic[H]):
         self._by_invite: dict[ServerKey, CallKey] = {}
         # The connection each live transaction answers on (§18.2.2) or sends on.
         self._tx_handles: dict[TransactionKey, H] = {}
+        # What each connection carries (calls and live transactions), while it carries any.
+        self._uses: dict[H, int] = {}
         self._events: deque[EndpointEvent[H]] = deque()
         self._shutdown: _Shutdown | None = None
         #: Responses that matched none of our transactions (dropped, §17.1.3).
@@ -446,6 +462,8 @@ class Endpoint(Generic[H]):
             if owner == handle:
                 self._table.transport_error(tx_key, now)
         self._drain(None, now)
+        if self._uses.pop(handle, None) is not None:  # what it still carried is gone with it
+            self._emit(ConnectionInUse(handle=handle, in_use=False))
 
     def handle_timer(self, now: float) -> None:
         """Fires what is due at `now`: transaction timers, rings, 2xx retransmissions, hang-ups."""
@@ -497,12 +515,27 @@ class Endpoint(Generic[H]):
         """
         cancel_at = now + ring_timeout if ring_timeout is not None else None
         self._outgoing[call.call_id] = _Outgoing(call, link, cancel_at, duration)
+        self._use(link.handle)
         self._run_outgoing(call.call_id, call.start, None, now)
 
     def hangup(self, call_id: str, now: float) -> None:
         """Ends a call we placed: BYE once answered, CANCEL before."""
         if call_id in self._outgoing:
             self._run_outgoing(call_id, self._outgoing[call_id].call.hangup, None, now)
+
+    def end_call(self, tag: str, reason: str, now: float) -> None:
+        """Ends the call whose tag (ours) is `tag`, either way, from our side, for `reason`
+        (its `CallEnded` says it): BYE once up (after the ACK of our 2xx, §15), 480 while it
+        rings, CANCEL for one we placed before its answer. The user agent's media failed."""
+        for key, call in list(self._calls.items()):
+            if call.session.local_tag == tag:
+                if call.session.state is not InviteState.TERMINATED:
+                    self._step(key, call, partial(call.session.hangup, reason), None, now)
+                return
+        for call_id, out in list(self._outgoing.items()):
+            if out.call.local_tag == tag:
+                self._run_outgoing(call_id, partial(out.call.hangup, reason), None, now)
+                return
 
     def _outgoing_timers(self, now: float) -> None:
         for call_id, out in list(self._outgoing.items()):
@@ -559,13 +592,13 @@ class Endpoint(Generic[H]):
             if isinstance(action, SendMessage):
                 if action.retransmission and link is not None:
                     # The request came again on `link`: answer there from now on (§18.2.2).
-                    self._tx_handles[action.key] = link.handle
+                    self._bind(action.key, link.handle)
                 handle = self._tx_handles.get(action.key)
                 if handle is not None:
                     self._emit(Send(handle=handle, message=action.message))
             elif isinstance(action, DeliverRequest):
                 assert link is not None  # only `receive` creates server transactions
-                self._tx_handles[action.key] = link.handle
+                self._bind(action.key, link.handle)
                 self._serve(action.request, action.key, link, now)
             elif isinstance(action, AckReceived):
                 self._ack(action.request, link, now)
@@ -588,7 +621,7 @@ class Endpoint(Generic[H]):
                 if call_id is not None and call_id in self._outgoing:
                     self._run_outgoing(call_id, self._outgoing[call_id].call.timed_out, None, now)
             elif isinstance(action, TransactionTerminated):
-                self._tx_handles.pop(action.key, None)
+                self._unbind(action.key)
                 if isinstance(action.key, ClientTxKey):
                     self._uac_invites.pop(action.key, None)
                     self.registrations.terminated(action.key)
@@ -677,6 +710,7 @@ class Endpoint(Generic[H]):
             remote_origin=refresh.sdp_origin(invite.body) if invite.body else None,
         )
         self._calls[call_key] = call
+        self._use(link.handle)
         self._by_invite[key] = call_key
         self._emit(
             CallIncoming(
@@ -826,6 +860,7 @@ class Endpoint(Generic[H]):
         if self._calls.get(key) is not call:
             return
         del self._calls[key]
+        self._unuse(call.link.handle)
         self._by_invite.pop(call.invite_key, None)
         tag = call.session.local_tag
         self._describer.release(tag)
@@ -866,7 +901,7 @@ class Endpoint(Generic[H]):
             if isinstance(output, uac.SendInTransaction):
                 request = output.request
                 key = self._table.send_request(request, now, reliable=True)
-                self._tx_handles[key] = out.link.handle
+                self._bind(key, out.link.handle)
                 if request.method == "INVITE":
                     self._uac_invites[key] = call_id
                 self._drain(None, now)
@@ -898,6 +933,7 @@ class Endpoint(Generic[H]):
         out = self._outgoing.pop(call_id, None)
         if out is None:
             return
+        self._unuse(out.link.handle)
         tag = out.call.local_tag
         self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))
@@ -917,14 +953,47 @@ class Endpoint(Generic[H]):
     def _send_register(self, handle: H, request: Request, now: float) -> ClientTxKey:
         """An account's REGISTER, in a client non-INVITE transaction on its flow."""
         key = self._table.send_request(request, now, reliable=True)
-        self._tx_handles[key] = handle
+        self._bind(key, handle)
         self._drain(None, now)
         return key
 
     def _send_request(self, request: Request, link: Link[H], now: float) -> None:
         key = self._table.send_request(request, now, reliable=True)
-        self._tx_handles[key] = link.handle
+        self._bind(key, link.handle)
         self._drain(None, now)
+
+    # -- what each connection carries ------------------------------------------------------
+
+    def _bind(self, key: TransactionKey, handle: H) -> None:
+        """The transaction `key` answers or sends on `handle` from now on."""
+        old = self._tx_handles.get(key)
+        if old == handle:
+            return
+        self._tx_handles[key] = handle
+        self._use(handle)
+        if old is not None:
+            self._unuse(old)
+
+    def _unbind(self, key: TransactionKey) -> None:
+        old = self._tx_handles.pop(key, None)
+        if old is not None:
+            self._unuse(old)
+
+    def _use(self, handle: H) -> None:
+        count = self._uses.get(handle, 0)
+        self._uses[handle] = count + 1
+        if count == 0:
+            self._emit(ConnectionInUse(handle=handle, in_use=True))
+
+    def _unuse(self, handle: H) -> None:
+        count = self._uses.get(handle)
+        if count is None:
+            return  # the connection closed; its release was said then
+        if count > 1:
+            self._uses[handle] = count - 1
+            return
+        del self._uses[handle]
+        self._emit(ConnectionInUse(handle=handle, in_use=False))
 
     def _refuse(
         self, request: Request, key: ServerKey, link: Link[H], refusal: Refusal, now: float
@@ -975,6 +1044,7 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallIncoming",
+    "ConnectionInUse",
     "Endpoint",
     "EndpointEvent",
     "Link",

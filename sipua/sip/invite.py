@@ -179,6 +179,7 @@ class InviteSession:
         self._ack_deadline: float | None = None
         #: We hung up after the 2xx but before its ACK; the BYE goes out when the ACK comes.
         self.hangup_pending = False
+        self._hangup_reason = "local-bye"  # the pending hang-up's reason, for its CallEnded
 
     @property
     def call_id(self) -> str:
@@ -230,6 +231,7 @@ class InviteSession:
             return [Reply(response=self._response(480)), CallEnded(reason=reason, status=480)]
         if old is InviteState.ANSWERED:
             self.hangup_pending = True
+            self._hangup_reason = reason
             return []
         return self._bye(reason)
 
@@ -249,7 +251,7 @@ class InviteSession:
             return []
         self._stop_timers()
         if self.hangup_pending:
-            return [CallConfirmed(sdp=ack.body), *self.hangup()]
+            return [CallConfirmed(sdp=ack.body), *self.hangup(self._hangup_reason)]
         return [CallConfirmed(sdp=ack.body)]
 
     def receive_bye(self, bye: Request) -> list[InviteOutput]:

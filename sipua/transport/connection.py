@@ -8,7 +8,12 @@ tells `on_pong` of the pongs that answer our pings, and returns the reason when 
 ends. A reader runs for the whole life of every connection, even one we only write to, because
 TLS 1.3 servers send session tickets after the handshake and a client that never reads can stall.
 
-- Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once).
+- Sends go through one lock (`trio.abc.Stream.send_all` must not run twice at once), and every
+  send (a message, a ping, the reader's pongs and error responses) is bounded: one that stays
+  blocked for `SEND_STALL_SECONDS` (the peer's receive window full) means the peer does not
+  read, and closes the connection (`connection-not-reading`, logged once). So a peer that
+  writes without reading, pings included, holds neither the reader nor a sender for ever, and
+  the idle timeout and the admission bounds keep working.
 - Messages from the peer are handled one at a time in arrival order; a handler that raises
   `ConnectionLost` ends the connection. Any other exception from the handler is a bug in
   sipua: it is logged with its traceback (`internal-error`, through `report_internal_error`,
@@ -28,7 +33,11 @@ TLS 1.3 servers send session tickets after the handshake and a client that never
   closing a socket with unread bytes makes the kernel reset the connection, and a peer that is
   still sending its oversized message would then lose the answer unread.
 - The idle timeout closes a connection that received nothing for that long (inbound
-  connections). When to ping a registration flow and when a missing pong means it is dead
+  connections), unless it is `in_use`: the owner (the endpoint, through the user agent's pump)
+  says so while the connection carries a call or an open transaction, since a call without
+  session timers sends no SIP for as long as it lasts. While in use the idle timeout does not
+  run; it starts anew, a full period, when the connection is no longer in use. When to ping
+  a registration flow and when a missing pong means it is dead
   (RFC 5626 §4.4.1) is the endpoint's decision (`sipua.sip.registrations`); the connection only
   sends the pings it is given (`send_ping`) and reports the pongs.
 - Foreign exceptions (trio's BrokenResourceError, ClosedResourceError, TLS errors) end the
@@ -73,9 +82,10 @@ RECEIVE_CHUNK_BYTES: Final = 16 * 1024
 MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
 PING: Final = b"\r\n\r\n"  # RFC 5626 §4.4.1
 PONG: Final = b"\r\n"
-#: How long an error response to a bad message may take to send; a peer that sends garbage
-#: and does not read must not hold the reader up.
-ERROR_RESPONSE_SEND_SECONDS: Final = 2.0
+#: How long one send may stay blocked before the peer is judged not to read and the connection
+#: is closed: a peer that writes (pings, garbage, requests) without reading must not hold the
+#: reader or a sender up, nor keep its connection past the idle timeout.
+SEND_STALL_SECONDS: Final = 5.0
 #: After a framing error: how long, and how many bytes, the rest of what the peer sends is read
 #: and discarded before the connection closes (a lingering close, so our answer is not lost to
 #: a reset).
@@ -163,6 +173,8 @@ class SipConnection:
         self._send_lock = trio.Lock()
         self._on_pong = on_pong
         self._cancel = trio.CancelScope()
+        self._in_use = False
+        self._idle_scope: trio.CancelScope | None = None  # around the receive being awaited
 
     def __repr__(self) -> str:
         return f"SipConnection(peer={self.peer!r}, local={self.local!r}, name={self.tls_name!r})"
@@ -171,6 +183,22 @@ class SipConnection:
     def is_open(self) -> bool:
         """Whether the connection can still carry messages."""
         return self.closed_reason is None
+
+    @property
+    def in_use(self) -> bool:
+        """Whether the connection carries a call or a transaction (no idle timeout then)."""
+        return self._in_use
+
+    def set_in_use(self, in_use: bool) -> None:
+        """Suspends the idle timeout (`in_use`), or restarts it with a full period."""
+        self._in_use = in_use
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = self._idle_deadline()
+
+    def _idle_deadline(self) -> float:
+        if self._idle_timeout is None or self._in_use:
+            return math.inf
+        return trio.current_time() + self._idle_timeout
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -194,21 +222,34 @@ class SipConnection:
         # Every failure is a ConnectionLost, the one error the reader, the keep-alive and the
         # call handler catch; a TLS cause (an alert, e.g. our client certificate refused under
         # TLS 1.3) is kept in `closed_error` and chained, for callers that report it (exit 3).
-        if self.closed_reason is not None:
-            raise ConnectionLost(
-                f"connection to {self.peer} is closed ({self.closed_reason})"
-            ) from self.closed_error
-        try:
-            async with self._send_lock:
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
-            reason = f"send failed: {exc}" if str(exc) else "send failed"
-            if isinstance(exc, SipuaError) and self.closed_error is None:
-                self.closed_error = exc
-            self._note_refusal()
-            self._mark_closed(reason)
-            self._cancel.cancel()  # the reader ends with the connection
-            raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
+        async with self._send_lock:
+            if self.closed_reason is not None:  # also when it closed while this send waited
+                raise ConnectionLost(
+                    f"connection to {self.peer} is closed ({self.closed_reason})"
+                ) from self.closed_error
+            try:
+                with trio.move_on_after(SEND_STALL_SECONDS) as stall:
+                    await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
+                reason = f"send failed: {exc}" if str(exc) else "send failed"
+                if isinstance(exc, SipuaError) and self.closed_error is None:
+                    self.closed_error = exc
+                self._note_refusal()
+                self._close_now(reason)
+                raise ConnectionLost(f"connection to {self.peer} lost: {reason}") from exc
+            if stall.cancelled_caught:
+                # The peer's receive window stayed full; part of a record may have gone out,
+                # so the stream cannot carry another byte anyway.
+                reason = f"peer does not read: a send stayed blocked for {SEND_STALL_SECONDS:g} s"
+                if self.closed_reason is None:
+                    _log.info("connection-not-reading", peer=self.peer, reason=reason)
+                self._close_now(reason)
+                raise ConnectionLost(f"connection to {self.peer} closed: {reason}")
+
+    def _close_now(self, reason: str) -> None:
+        """Marks the connection closed; the reader ends with it and closes the stream."""
+        self._mark_closed(reason)
+        self._cancel.cancel()
 
     # -- the reader -----------------------------------------------------------------------------
 
@@ -271,14 +312,12 @@ class SipConnection:
             self.closed.set()
 
     async def _read_loop(self) -> str:
-        deadline = math.inf
         while True:
-            if self._idle_timeout is not None:
-                deadline = trio.current_time() + self._idle_timeout
             data: bytes | bytearray | None = None
             # The idle timeout bounds the wait for bytes only: a handler that is answering a
             # message (sending 100/180 for a new call) must never be cancelled half-way.
-            with trio.move_on_at(deadline):
+            # `set_in_use` moves the deadline while the receive waits.
+            with trio.CancelScope(deadline=self._idle_deadline()) as self._idle_scope:
                 try:
                     data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, SipuaError) as exc:
@@ -286,6 +325,8 @@ class SipConnection:
                         self.closed_error = exc
                     self._note_refusal()
                     return f"receive failed: {exc}" if str(exc) else "receive failed"
+                finally:
+                    self._idle_scope = None
             if data is None:
                 return f"idle for {self._idle_timeout:g} s"
             if not data:
@@ -308,7 +349,9 @@ class SipConnection:
             if event is NEED_DATA:
                 return
             if isinstance(event, KeepalivePing):
-                await self._send_bytes(PONG)  # RFC 5626 §4.4.1: answer a ping with a pong
+                # RFC 5626 §4.4.1: answer a ping with a pong; a peer that pings and does not
+                # read gets its connection closed (the send is bounded), not a stuck reader.
+                await self._send_bytes(PONG)
             elif isinstance(event, KeepalivePong):
                 if self._on_pong is not None:
                     self._on_pong(self)
@@ -351,9 +394,8 @@ class SipConnection:
         except (RemoteProtocolError, ValueError):
             return
         response.headers.add("Warning", warning("internal error; see the log of sipua"))
-        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
-            with contextlib.suppress(ConnectionLost):
-                await self.send(response)
+        with contextlib.suppress(ConnectionLost):  # the send is bounded (SEND_STALL_SECONDS)
+            await self.send(response)
 
     async def _reject(self, data: bytes, error: RemoteProtocolError) -> None:
         """Answers a message that could not be parsed or framed, when that is possible."""
@@ -367,7 +409,6 @@ class SipConnection:
         )
         if response is None or not self.is_open:
             return
-        with trio.move_on_after(ERROR_RESPONSE_SEND_SECONDS):
-            with contextlib.suppress(ConnectionLost):
-                await self.send(response)
-                self.error_responses += 1
+        with contextlib.suppress(ConnectionLost):  # the send is bounded (SEND_STALL_SECONDS)
+            await self.send(response)
+            self.error_responses += 1

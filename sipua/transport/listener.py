@@ -268,7 +268,8 @@ async def serve_tls(
         config: the server configuration, or a function giving the current one: asked for
             every accepted connection, so a reload applies to new handshakes only.
         handshake_timeout: seconds an inbound client has for its TLS handshake.
-        idle_timeout: seconds an inbound connection may stay silent (None: forever).
+        idle_timeout: seconds an inbound connection may stay silent (None: forever) while it
+            is not in use (`SipConnection.set_in_use`: it carries no call or transaction).
         max_connections, max_per_address, is_server, servers_only: see `Admission`.
 
     Raises:

@@ -14,12 +14,24 @@ until an input moved it earlier) and feeds it the time: there is no other timer 
 
 An answered call's media (`call_media.py`) runs in one task from the answer (`CallAnswered`) to
 the end of the call (`CallEnded`), which cancels it; its report is published as `call-media`.
+A connection that carries a call or an open transaction is in use (the endpoint's
+`ConnectionInUse`): its idle timeout does not run then, so a call on an inbound connection
+lasts as long as its parties want, although no SIP crosses it.
+A `MediaError` (a file that became unreadable, keys libsrtp refused) ends the media only; any
+other exception from it is a bug, reported as an internal error (`report_internal_error`), and
+ends that call (a BYE, reason `media-failed`), never the user agent or the other calls.
 
 Each connection that carries our messages gets one outbox: a bounded channel and one task that
 sends in order and, when the connection closes, tells the endpoint (its calls end at once, its
-transactions fail). A peer that does not read its connection fills only its own outbox; when it
-is full the connection is closed, so one stalled peer can neither hold the others' answers up
-nor grow memory. Nothing here is per call: a ringing call is a deadline in the endpoint.
+transactions fail). The outbox holds the connection's reader back: once `OUTBOX_SIZE` messages
+wait, `handle_message` waits for room before the reader reads on, so a burst of requests in one
+read (a registrar delivering many calls at once) is answered at the pace the peer reads, never
+refused. Whether a peer reads is judged by time, not by the queue: a send that stays blocked for
+the connection's `SEND_STALL_SECONDS` closes it (`sipua.transport.connection`). What is posted
+without a reader to hold back (timers, requests that arrived on another connection) is bounded
+by the endpoint's own bounds; `OUTBOX_LIMIT` is the backstop that keeps memory bounded whatever
+happens. One stalled peer fills only its own outbox and holds no one else's answers up. Nothing
+here is per call: a ringing call is a deadline in the endpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from sipua.sip.endpoint import (
     CallEstablished,
     CallIncoming,
     CallProgress,
+    ConnectionInUse,
     Endpoint,
     Link,
     RequestRefused,
@@ -67,17 +80,25 @@ from sipua.sip.registrations import (
     SendKeepalive,
 )
 from sipua.sip.uac import OutgoingCall
+from sipua.transport import connection as transport_connection
 from sipua.transport.connection import SipConnection
 from sipua.ua.call_media import CallMedia, MediaDescriber
 
 if TYPE_CHECKING:
     from sipua.ua.account import Account
 
-#: Messages waiting to go out on one connection; a peer that lets more pile up is not reading.
+#: Messages waiting to go out on one connection before its reader waits for room (the
+#: backpressure that paces a peer's burst of requests to the rate it reads our answers).
 OUTBOX_SIZE: Final = 64
+#: Messages one outbox holds at most. Beyond `OUTBOX_SIZE` only what no reader holds back is
+#: posted (timers: answers, 2xx retransmissions and BYEs of at most MAX_CALLS calls; requests
+#: from other connections): a connection this far behind is closed, so memory stays bounded.
+OUTBOX_LIMIT: Final = 16 * OUTBOX_SIZE
 #: How long shutdown waits for the ACK of a call answered just before it (its BYE must wait
 #: for that ACK, RFC 3261 §15); less than the 5 s budget, which unregistering needs too.
 SHUTDOWN_ACK_WAIT_SECONDS: Final = 2.0
+#: Characters of an unexpected media error's message in the call's end reason.
+MAX_FAILURE_CHARS: Final = 200
 
 Publish = Callable[..., None]
 T = TypeVar("T")
@@ -90,14 +111,39 @@ __all__ = ["SHUTDOWN_ACK_WAIT_SECONDS", "AnswerPolicy", "CallHandler", "CallMedi
 
 
 class _Outbox:
-    """One connection's queue of messages to send, and the task that sends them."""
+    """One connection's queue of messages to send, and the task that sends them.
+
+    `idle` is set while nothing waits to be sent, `room` while fewer than `OUTBOX_SIZE` do.
+    """
 
     def __init__(self, connection: SipConnection) -> None:
         self.connection = connection
-        self.send_channel, self.receive_channel = trio.open_memory_channel[_Outgoing](OUTBOX_SIZE)
+        self.send_channel, self.receive_channel = trio.open_memory_channel[_Outgoing](OUTBOX_LIMIT)
         self.pending = 0
         self.idle = trio.Event()
         self.idle.set()
+        self.room = trio.Event()
+        self.room.set()
+        self.overflowed = False
+
+    def posted(self) -> None:
+        self.pending += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+        if self.pending >= OUTBOX_SIZE and self.room.is_set():
+            self.room = trio.Event()
+
+    def taken(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.idle.set()
+        if self.pending < OUTBOX_SIZE:
+            self.room.set()
+
+    def release(self) -> None:
+        """The connection closed: nothing waits for this outbox any more."""
+        self.idle.set()
+        self.room.set()
 
 
 @dataclass(slots=True, eq=False)
@@ -203,10 +249,19 @@ class CallHandler:
         self.command(lambda now: self.endpoint.connection_closed(connection, reason, now))
 
     async def handle_message(self, connection: SipConnection, message: Request | Response) -> None:
-        """Feeds one message that arrived on `connection` to the endpoint."""
+        """Feeds one message that arrived on `connection` to the endpoint.
+
+        Returns when the connection's outbox has room again: the reader reads the next message
+        only as fast as the peer takes our answers (each send is bounded in time, so a peer
+        that does not read loses the connection instead of holding the reader).
+        """
         self.endpoint.receive(message, self._link(connection), trio.current_time())
         self._drain()
-        await trio.lowlevel.checkpoint()
+        outbox = self._outboxes.get(connection)
+        if outbox is not None and not outbox.room.is_set():
+            await outbox.room.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def place_call(
         self,
@@ -314,6 +369,8 @@ class CallHandler:
                 self._post(event.handle, event.message)
             elif isinstance(event, SendKeepalive):
                 self._post(event.handle, None)
+            elif isinstance(event, ConnectionInUse):
+                event.handle.set_in_use(event.in_use)  # no idle timeout while a call needs it
             elif isinstance(event, CloseConnection):
                 self._nursery.start_soon(event.handle.aclose, event.reason)
             elif isinstance(
@@ -415,19 +472,24 @@ class CallHandler:
         placed = self._placed.get(call_id)
         if placed is not None:
             placed.media_running = True
-        self._nursery.start_soon(self._play, call_id, scope, session, plan, config, placed)
+        self._nursery.start_soon(self._play, call_id, tag, scope, session, plan, config, placed)
 
     async def _play(
         self,
         call_id: str,
+        tag: str,
         scope: trio.CancelScope,
         session: MediaSession,
         plan: MediaPlan,
         config: CallMedia,
         placed: PlacedCall | None,
     ) -> None:
-        """Runs one call's media until the call ends, then publishes its report."""
+        """Runs one call's media until the call ends, then publishes its report.
+
+        It runs in the user agent's nursery: nothing but cancellation may leave it.
+        """
         recorder: WavRecorder | None = None
+        failure: str | None = None
         try:
             with scope:
                 try:
@@ -438,6 +500,10 @@ class CallHandler:
                     await session.run(plan, make_source(config.play, plan.codec), recorder=recorder)
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
+                except Exception as exc:  # noqa: BLE001 - one call's media must not end the UA
+                    text = str(exc)[:MAX_FAILURE_CHARS]
+                    transport_connection.report_internal_error(exc, call_id=call_id, reason=text)
+                    failure = f"media-failed: {type(exc).__name__}" + (f": {text}" if text else "")
         finally:
             session.close()
             report = session.report().as_event()
@@ -445,6 +511,8 @@ class CallHandler:
                 placed.media_report = report
                 placed.media_done.set()
             self._publish("call-media", call_id=call_id, **report)
+        if failure is not None:
+            self.command(lambda now: self.endpoint.end_call(tag, failure, now))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -473,15 +541,13 @@ class CallHandler:
         try:
             outbox.send_channel.send_nowait(message)
         except trio.WouldBlock:
-            _log.info(
-                "connection-not-reading",
-                peer=connection.peer,
-                reason=f"{OUTBOX_SIZE} messages wait to be sent; closing the connection",
-            )
-            self._nursery.start_soon(connection.aclose, "peer does not read")
+            if not outbox.overflowed:  # one line and one close, however much more comes
+                outbox.overflowed = True
+                reason = f"{OUTBOX_LIMIT} messages wait to be sent; closing the connection"
+                _log.warning("connection-overloaded", peer=connection.peer, reason=reason)
+                self._nursery.start_soon(connection.aclose, reason)
             return
-        outbox.pending += 1
-        outbox.idle = trio.Event() if outbox.idle.is_set() else outbox.idle
+        outbox.posted()
 
     async def _serve_outbox(self, outbox: _Outbox) -> None:
         connection = outbox.connection
@@ -490,7 +556,7 @@ class CallHandler:
             await connection.closed.wait()
             nursery.cancel_scope.cancel()
         del self._outboxes[connection]
-        outbox.idle.set()
+        outbox.release()
         self.endpoint.connection_closed(
             connection, connection.closed_reason or "closed", trio.current_time()
         )
@@ -506,6 +572,4 @@ class CallHandler:
             except ConnectionLost:
                 return  # the connection is marked closed; _serve_outbox tells the endpoint
             finally:
-                outbox.pending -= 1
-                if outbox.pending == 0:
-                    outbox.idle.set()
+                outbox.taken()

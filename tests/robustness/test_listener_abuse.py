@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
 from structlog.testing import capture_logs
 
@@ -33,6 +34,7 @@ from sipua.sip import (
     parse_message,
 )
 from sipua.tls.connection.context import TlsServerConfig
+from sipua.transport import connection as connection_module
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import LOG_LINES_PER_WINDOW, ServerAddresses, serve_tls
 from tests.transport.test_listener import OPTIONS, client_context, server_config
@@ -480,3 +482,31 @@ async def test_a_peer_still_sending_an_oversized_message_reads_the_513() -> None
     assert "exceeds the 65536-byte limit" in dropped["reason"]
     assert dropped["error_responses"] == 1
     assert 0 < dropped["discarded_bytes"] <= size
+
+
+async def test_client_that_pings_and_never_reads_loses_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 5626 pings are answered with pongs; a client that pings without reading fills its
+    # window, and the pong it does not take closes its connection (it used to block the reader
+    # for ever, past the idle timeout, keeping the address's only place).
+    monkeypatch.setattr(connection_module, "SEND_STALL_SECONDS", 0.5)
+    async with listening(idle_timeout=IDLE_TIMEOUT, max_per_address=1) as server:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        await sock.bind(("127.0.0.2", 0))
+        await sock.connect((server.host, server.port))
+        pinger = trio.SSLStream(
+            trio.SocketStream(sock), client_context(), server_hostname="device.test"
+        )
+        with trio.fail_after(5):
+            await pinger.do_handshake()
+        # Until sipua stops taking our pings (or, soon after, closes the connection).
+        with trio.move_on_after(3 * IDLE_TIMEOUT), suppress(trio.BrokenResourceError):
+            while True:
+                await pinger.send_all(b"\r\n\r\n" * 4096)
+        await trio.sleep(1.0)  # more than the send bound: the pinger has been closed
+        again = await Peer.connect(server, "127.0.0.2")  # the address's place is free
+        assert (await again.request()).status == 200
+        await again.aclose()
+        await trio.aclose_forcefully(pinger)

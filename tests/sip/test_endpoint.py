@@ -20,6 +20,7 @@ from sipua.sip.endpoint import (
     CallConfirmed,
     CallEnded,
     CallIncoming,
+    ConnectionInUse,
     Endpoint,
     EndpointEvent,
     Link,
@@ -90,11 +91,14 @@ class World:
     endpoint: Endpoint[str]
     sent: list[tuple[str, Request | Response]] = field(default_factory=list)
     events: list[EndpointEvent[str]] = field(default_factory=list)
+    in_use: list[tuple[str, bool]] = field(default_factory=list)  # ConnectionInUse, in order
 
     def drain(self) -> None:
         while (event := self.endpoint.next_event()) is not None:
             if isinstance(event, Send):
                 self.sent.append((event.handle, event.message))
+            elif isinstance(event, ConnectionInUse):
+                self.in_use.append((event.handle, event.in_use))
             else:
                 self.events.append(event)
 
@@ -158,6 +162,64 @@ def test_invite_rings_then_is_answered_confirmed_and_ended_by_bye() -> None:
     w.receive(request("BYE", cseq=2, to_tag=ok.to.tag), link(), now=5.0)
     assert w.statuses(method="BYE") == [200]
     assert [type(e) for e in w.events] == [CallIncoming, CallAnswered, CallConfirmed, CallEnded]
+    assert w.endpoint.active_calls == 0
+
+
+def test_end_call_ends_a_call_from_our_side_as_its_state_allows_with_the_reason() -> None:
+    # The user agent ends a call whose media failed: 480 while it rings, a BYE once it is up,
+    # and a BYE only after the ACK when our 2xx is not acknowledged yet (§15); the reason is
+    # the call's end reason every time.
+    w = world(delay=1.0)
+    w.receive(request("INVITE", body=OFFER, call_id="ringing"), link(), now=0.0)
+    (ringing,) = w.of(CallIncoming)
+    assert isinstance(ringing, CallIncoming)
+    w.endpoint.end_call(ringing.tag, "media-failed: X", now=0.5)
+    w.drain()
+    assert w.statuses(method="INVITE")[-1] == 480
+    w.receive(request("INVITE", body=OFFER, call_id="up"), link(), now=1.0)
+    w.timer(2.0)
+    ok = w.last(200)
+    assert ok.call_id == "up"
+    assert ok.to.tag is not None
+    w.endpoint.end_call(ok.to.tag, "media-failed: Y", now=2.1)
+    w.drain()
+    assert w.requests("BYE") == []  # not before the caller's ACK (§15)
+    w.receive(ack_for(ok, call_id="up"), link(), now=2.2)
+    assert [m.call_id for _h, m in w.requests("BYE")] == ["up"]
+    reasons = [(e.call_id, e.reason) for e in w.of(CallEnded) if isinstance(e, CallEnded)]
+    assert reasons == [("ringing", "media-failed: X"), ("up", "media-failed: Y")]
+    w.endpoint.end_call(ok.to.tag, "again", now=3.0)  # an ended call: nothing more
+    w.endpoint.end_call("no-such-tag", "again", now=3.0)
+    w.drain()
+    assert len(w.requests("BYE")) == 1
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_connection_is_in_use_while_it_carries_a_call_or_a_transaction() -> None:
+    # The user agent suspends the idle timeout of a connection in use: a call without session
+    # timers sends nothing on it for as long as it lasts.
+    w = world(delay=0.0)
+    w.receive(request("OPTIONS", call_id="o"), link("c2"), now=0.0)
+    assert w.in_use == [("c2", True), ("c2", False)]  # its transaction ended with the 200
+    ok = confirmed_call(w)
+    assert w.in_use[2:] == [("c1", True)]
+    w.run_until(600.0, start=0.1)  # a long call: no SIP at all
+    assert w.in_use[2:] == [("c1", True)]
+    w.receive(request("BYE", cseq=2, to_tag=ok.to.tag), link(), now=600.0)
+    assert w.in_use[2:] == [("c1", True), ("c1", False)]
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_closed_connection_is_no_longer_in_use() -> None:
+    w = world(delay=0.0)
+    confirmed_call(w)
+    w.receive(request("INVITE", body=OFFER, call_id="other"), link("c2"), now=0.2)
+    w.endpoint.connection_closed("c1", "reset", now=1.0)
+    w.drain()
+    assert w.in_use == [("c1", True), ("c2", True), ("c1", False)]
+    w.endpoint.connection_closed("c2", "reset", now=1.0)
+    w.drain()
+    assert w.in_use[-1] == ("c2", False)
     assert w.endpoint.active_calls == 0
 
 

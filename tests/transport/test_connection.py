@@ -3,17 +3,19 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from structlog.testing import capture_logs
 
 from sipua.errors import EXIT_TLS, ClientCertificateRefused, ConnectionLost, TlsAlertReceived
 from sipua.sip import Request, Response
 from sipua.tls.connection.stream import BrokenByTlsAlert
-from sipua.transport.connection import SipConnection
+from sipua.transport.connection import SEND_STALL_SECONDS, SipConnection
 
 OPTIONS = (
     b"OPTIONS sips:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK1\r\n"
     b"From: <sips:bob@example.test>;tag=1\r\nTo: <sips:alice@example.test>\r\nCall-ID: c\r\n"
     b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 )
+PING_BYTES = b"\r\n\r\n"
 
 
 def pair(
@@ -303,3 +305,79 @@ async def test_no_certificate_request_means_a_close_is_only_a_lost_connection() 
     with trio.fail_after(5):
         await connection.run()
     assert connection.closed_error is None
+
+
+async def test_a_peer_that_pings_and_never_reads_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Regression: the pong was sent inline without a bound, so once the peer's window was full
+    # the reader blocked in send_all for ever and the idle timeout (around the receive only)
+    # never fired: the peer kept its connection and its admission slot.
+    ours, theirs = trio.testing.lockstep_stream_pair()  # a send waits for the peer to read
+    connection = SipConnection(
+        ours,
+        peer="p:1",
+        local="l:2",
+        tls_name=None,
+        handler=pair([])[0]._handler,
+        idle_timeout=30.0,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(theirs.send_all, PING_BYTES)  # then never reads
+        with trio.fail_after(60):
+            reason = await connection.run()
+        nursery.cancel_scope.cancel()
+    assert reason == f"peer does not read: a send stayed blocked for {SEND_STALL_SECONDS:g} s"
+    assert trio.current_time() == pytest.approx(SEND_STALL_SECONDS)
+    with pytest.raises(ConnectionLost, match="peer does not read"):
+        await connection.send_ping()
+
+
+async def test_a_send_the_peer_does_not_take_closes_the_connection_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, _theirs = trio.testing.lockstep_stream_pair()
+    connection = SipConnection(
+        ours, peer="p:1", local="l:2", tls_name=None, handler=pair([])[0]._handler
+    )
+    failures: list[str] = []
+
+    async def ping() -> None:
+        try:
+            await connection.send_ping()
+        except ConnectionLost as exc:
+            failures.append(str(exc))
+
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            for _ in range(3):  # the second and third wait behind the first
+                nursery.start_soon(ping)
+            with trio.fail_after(60):
+                await connection.closed.wait()
+    assert len(failures) == 3
+    assert trio.current_time() == pytest.approx(SEND_STALL_SECONDS)
+    assert connection.closed_reason is not None
+    assert connection.closed_reason.startswith("peer does not read")
+    assert [log["event"] for log in logs].count("connection-not-reading") == 1
+
+
+async def test_no_idle_timeout_while_the_connection_is_in_use(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A call without session timers sends no SIP: while the endpoint says the connection
+    # carries one, the idle timeout does not run; once it no longer does, a full period starts.
+    connection, _peer, _ = pair([], idle_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        await trio.sleep(0.5)
+        connection.set_in_use(True)  # while the reader waits for bytes
+        assert connection.in_use
+        await trio.sleep(600.0)
+        assert connection.is_open
+        connection.set_in_use(False)
+        released = trio.current_time()
+        with trio.fail_after(10):
+            await connection.closed.wait()
+        assert trio.current_time() == pytest.approx(released + 1.0)
+    assert connection.closed_reason == "idle for 1 s"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 import trio
 
 from sipua.media.negotiation import MediaPlan, accept_answer, answer_offer, make_offer
 from sipua.media.session import MediaSession, PortRange
 from sipua.media.sources import MediaSpec, make_source
 from sipua.sip import Request, Response, make_response
+from sipua.ua import call_media
 from sipua.ua.call_media import CallMedia
 from sipua.ua.calls import AnswerPolicy, CallHandler
 from tests.ua.test_agent import wait_until
@@ -31,9 +33,13 @@ class FakeConnection:
         self.closed_reason: str | None = None
         self.is_open = True
         self.tls_name: str | None = None
+        self.in_use = False
 
     async def send(self, message: Request | Response) -> None:
         self.sent.append(message)
+
+    def set_in_use(self, in_use: bool) -> None:
+        self.in_use = in_use
 
 
 def call_handler(
@@ -264,3 +270,78 @@ async def test_a_183_with_sdp_starts_early_media_before_the_answer() -> None:
     assert isinstance(report["packets_received"], int)
     assert report["packets_received"] >= 40  # all of it arrived before the 200
     assert report["encrypted"] is True
+
+
+class BrokenMedia(MediaSession):
+    """A media session with a bug: its run fails with an error that is no MediaError."""
+
+    async def run(self, *args: object, **kwargs: object) -> None:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("the sample buffer went missing")
+
+
+def _requests(connection: FakeConnection) -> list[Request]:
+    return [m for m in connection.sent if isinstance(m, Request)]
+
+
+async def test_a_bug_in_an_answered_calls_media_ends_that_call_with_a_bye(
+    monkeypatch: pytest.MonkeyPatch, internal_errors: list[Exception]
+) -> None:
+    # Regression: an exception other than MediaError left the media task and ended the user
+    # agent's nursery, so one call's media bug ended every call and the process.
+    monkeypatch.setattr(call_media, "MediaSession", BrokenMedia)
+    published: list[tuple[str, dict[str, object]]] = []
+    async with trio.open_nursery() as nursery:
+        handler = call_handler(nursery, published, media=CallMedia(ports=PORTS))
+        connection = FakeConnection()
+        invite = request("INVITE", "sips:alice@x", call_id="b1", body=OFFER)
+        await handler.handle_message(connection, invite)
+        ok = await _ok(connection)
+        # The media fails at once, before the caller's ACK: the BYE waits for it (§15).
+        await wait_until(lambda: bool(internal_errors), 2)
+        assert [type(error) for error in internal_errors] == [RuntimeError]
+        internal_errors.clear()
+        assert _requests(connection) == []
+        ack = request("ACK", "sips:alice@x", call_id="b1", to_tag=ok.to.tag)
+        await handler.handle_message(connection, ack)
+        await wait_until(lambda: [r.method for r in _requests(connection)] == ["BYE"], 2)
+        (ended,) = [fields for event, fields in published if event == "call-ended"]
+        assert ended["reason"] == "media-failed: RuntimeError: the sample buffer went missing"
+        assert any(event == "call-media" for event, _ in published)
+        assert handler.active_calls == 0
+        # The user agent goes on: the next call is answered.
+        monkeypatch.setattr(call_media, "MediaSession", MediaSession)
+        await handler.handle_message(
+            connection, request("INVITE", "sips:alice@x", call_id="b2", body=OFFER)
+        )
+        await wait_until(
+            lambda: any(e == "call-answered" and f["call_id"] == "b2" for e, f in published), 3
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_bug_in_a_placed_calls_media_ends_that_call_with_a_bye(
+    monkeypatch: pytest.MonkeyPatch, internal_errors: list[Exception]
+) -> None:
+    monkeypatch.setattr(call_media, "MediaSession", BrokenMedia)
+    published: list[tuple[str, dict[str, object]]] = []
+    rng = random.Random(3)
+    callee = MediaSession.open("127.0.0.1", PORTS, random_bytes=rng.randbytes)
+    try:
+        async with trio.open_nursery() as nursery:
+            handler = call_handler(nursery, published, media=CallMedia(ports=PORTS))
+            connection = FakeConnection()
+            call_id, invite = await place(handler, connection)
+            answer, _plan = peer_answer(invite.body, callee, rng)
+            await handler.handle_message(connection, answered(invite, 200, answer))
+            with trio.fail_after(3):
+                placed = await handler.wait_ended(call_id)
+            assert placed.outcome is not None
+            assert placed.outcome.reason.startswith("media-failed: RuntimeError")
+            assert placed.media_report is not None
+            assert [type(error) for error in internal_errors] == [RuntimeError]
+            internal_errors.clear()
+            await wait_until(lambda: [r.method for r in _requests(connection)][-1] == "BYE", 2)
+            nursery.cancel_scope.cancel()
+    finally:
+        callee.close()

@@ -8,6 +8,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,82 @@ async def test_shutdown_gives_up_a_call_whose_ack_never_comes_without_a_bye(
         [ended] = events(ua, "call-ended")
         assert ended["reason"] == "shutdown-before-ack"
         assert ua.calls.active_calls == 0
+
+
+async def test_a_burst_of_invites_on_the_flow_is_answered_at_the_pace_the_registrar_reads(
+    tmp_path: Path,
+) -> None:
+    # Forty calls delivered at once (RFC 5626 §5.3) in one write: 80 answers (100 and 180) are
+    # more than the flow's outbox holds, so the reader waits for room instead of sipua closing
+    # its own registration flow as "not reading" and dropping every call.
+    calls = 40
+    async with registered_ua(tmp_path, answer_delay=30.0) as (registrar, ua, uri):
+        flow, _, _ = registrar.bindings["alice"]
+        burst = b"".join(
+            serialize(request("INVITE", uri, call_id=f"burst-{i}", body=OFFER))
+            for i in range(calls)
+        )
+        await flow.send(burst)
+        await wait_until(lambda: sum(r.status == 180 for r in flow.responses) == calls, 10)
+        assert sum(r.status == 100 for r in flow.responses) == calls
+        assert ua.account.state.value == "registered"
+        assert ua.calls.active_calls == calls
+        assert events(ua, "call-ended") == []
+
+
+async def test_a_burst_of_requests_on_the_listener_is_answered_in_full(tmp_path: Path) -> None:
+    count = 3 * 64  # three outboxes' worth, in one write
+    async with (
+        TestRegistrar() as registrar,
+        UserAgent(settings(tmp_path, registrar, listen=True)) as ua,
+    ):
+        stream, uri = await open_caller(ua)
+        async with stream:
+            await burst_of_options(stream, uri, count)
+
+
+async def burst_of_options(stream: trio.abc.Stream, uri: str, count: int) -> None:
+    """Sends `count` OPTIONS in one write, reads every answer, then asks once more."""
+    burst = b"".join(
+        serialize(request("OPTIONS", uri, call_id=f"options-{i}")) for i in range(count)
+    )
+    await stream.send_all(burst)
+    framer = StreamFramer()
+    answered = 0
+    with trio.fail_after(10):
+        while answered < count:
+            data = await stream.receive_some(65536)
+            assert data, "sipua closed the connection of a caller that reads"
+            framer.receive_data(bytes(data))
+            while isinstance(event := framer.next_event(), MessageFramed):
+                response = parse_message(event.data)
+                assert isinstance(response, Response)
+                assert response.status == 200
+                answered += 1
+    await stream.send_all(serialize(request("OPTIONS", uri, call_id="after")))
+    assert [r.status for r in await read_responses(stream, framer, 200)] == [200]
+
+
+async def test_a_call_on_an_inbound_connection_outlives_the_idle_timeout(tmp_path: Path) -> None:
+    # A call without session timers sends no SIP while it is up: its connection is not idle.
+    # The listener's idle timeout used to close it, ending the call with no BYE possible.
+    idle = 1.0
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar, listen=True)
+        base = replace(base, listen=replace(base.listen, idle_timeout=idle))
+        async with UserAgent(base) as ua:
+            stream, uri = await open_caller(ua)
+            async with stream:
+                await stream.send_all(serialize(request("INVITE", uri, body=OFFER)))
+                framer = StreamFramer()
+                [ok] = [r for r in await read_responses(stream, framer, 200) if r.status == 200]
+                await stream.send_all(serialize(request("ACK", uri, to_tag=ok.to.tag)))
+                await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+                await trio.sleep(3 * idle)  # no SIP at all on the connection
+                assert ua.calls.active_calls == 1
+                assert events(ua, "call-ended") == []
+                bye = request("BYE", uri, cseq=2, to_tag=ok.to.tag)
+                await stream.send_all(serialize(bye))
+                [done] = await read_responses(stream, framer, 200)
+                assert done.cseq.method == "BYE"
+                assert [e["reason"] for e in events(ua, "call-ended")] == ["remote-bye"]
