@@ -513,7 +513,8 @@ class ListenSettings:
         handshake_timeout: Seconds an inbound client has for its TLS handshake; shorter than
             `tls.handshake_timeout` for our own connections, because a client that connects and
             stays silent holds a place until then.
-        idle_timeout: Seconds an inbound connection may stay silent before it is closed.
+        idle_timeout: Seconds an inbound connection may stay silent before it is closed; a
+            connection that carries a call or an open transaction is never idle.
         servers_only: Accept inbound connections only from the servers sipua registers with
             (the addresses its registrar or outbound proxy resolved to), as desk phones' "Accept
             SIP Trust Server Only"; every other source is refused and logged.
@@ -565,7 +566,7 @@ class ListenSettings:
         default=300.0,
         metadata=declare(
             v.seconds(86_400),
-            help="seconds an inbound connection may stay silent",
+            help="seconds an inbound connection may stay silent while it carries no call",
             env="SIPUA_IDLE_TIMEOUT",
         ),
     )
