@@ -21,6 +21,12 @@ out the registrar delivering a call. With `servers_only` (the "accept SIP from t
 only" of desk phones), every other source is refused. A refused connection is closed at once,
 before any TLS byte.
 
+A peer that vanishes without closing (a crash, a pulled cable, a NAT that forgot the mapping)
+sends no FIN, and a connection that carries a call is never closed as idle: TCP keep-alive
+(`DEAD_PEER_IDLE_SECONDS`, then `DEAD_PEER_PROBES` probes `DEAD_PEER_INTERVAL_SECONDS` apart,
+and a send unacknowledged for as long) makes the kernel report it, and the connection closes
+with its calls, within about two minutes.
+
 Logging: every inbound connection that ends is logged at info level (`inbound-connection-closed`,
 with the reason `SipConnection.run()` returned, or why the handshake failed), and every refused
 one (`inbound-connection-refused`, with the reason). What an attacker can cause for free (a
@@ -62,6 +68,11 @@ IPV6_SOURCE_PREFIX: Final = 64
 MAX_LOGGED_ERROR_CHARS: Final = 512
 #: Refusals and failed handshakes logged per window and kind; the rest are counted.
 LOG_LINES_PER_WINDOW: Final = 20
+#: TCP keep-alive of inbound connections: silence before the first probe, the probes' spacing
+#: and count; a peer that answers none is gone (see the module notes).
+DEAD_PEER_IDLE_SECONDS: Final = 60
+DEAD_PEER_INTERVAL_SECONDS: Final = 15
+DEAD_PEER_PROBES: Final = 4
 LOG_WINDOW_SECONDS: Final = 10.0
 
 #: Told about each inbound handshake: (peer, completed) or (peer, the error).
@@ -321,6 +332,7 @@ async def serve_tls(
             await _close_quietly(tcp)  # refuse by closing, before any TLS byte
             refused(trio.current_time(), peer=peer, reason=refusal)
             return
+        detect_dead_peer(_socket(tcp))
         try:
             await _serve_connection(tls, peer, local)
         except Exception as exc:  # noqa: BLE001 - one connection's fault must not end the rest
@@ -388,6 +400,29 @@ async def serve_tls(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flush_logs)
         await trio.serve_listeners(serve_one, listeners)
+
+
+def detect_dead_peer(sock: trio.socket.SocketType) -> None:
+    """Turns on TCP keep-alive with the `DEAD_PEER_*` timing (and the same bound on
+    unacknowledged sends, where the platform has it), so that a vanished peer is reported by
+    the kernel as an error on the connection."""
+    options = [(trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE, 1)]
+    tcp = trio.socket.IPPROTO_TCP
+    for name, value in (
+        ("TCP_KEEPIDLE", DEAD_PEER_IDLE_SECONDS),
+        ("TCP_KEEPINTVL", DEAD_PEER_INTERVAL_SECONDS),
+        ("TCP_KEEPCNT", DEAD_PEER_PROBES),
+        (
+            "TCP_USER_TIMEOUT",
+            1000 * (DEAD_PEER_IDLE_SECONDS + DEAD_PEER_PROBES * DEAD_PEER_INTERVAL_SECONDS),
+        ),
+    ):
+        option = getattr(trio.socket, name, None)  # Linux has all four
+        if option is not None:
+            options.append((tcp, option, value))
+    with contextlib.suppress(OSError):  # a peer already gone: the first read will say so
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
 
 
 def _socket(resource: object) -> trio.socket.SocketType:

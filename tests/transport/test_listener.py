@@ -20,8 +20,14 @@ from sipua.sip import (
     serialize,
 )
 from sipua.tls.connection.context import TlsServerConfig
+from sipua.tls.connection.stream import TlsStream
 from sipua.transport.connection import SipConnection
-from sipua.transport.listener import serve_tls
+from sipua.transport.listener import (
+    DEAD_PEER_IDLE_SECONDS,
+    DEAD_PEER_INTERVAL_SECONDS,
+    DEAD_PEER_PROBES,
+    serve_tls,
+)
 from tests.support.certs import make_ca, make_leaf
 
 OPTIONS = (
@@ -97,6 +103,61 @@ async def test_serves_sip_after_handshake_and_survives_garbage() -> None:
         nursery.cancel_scope.cancel()
     assert "HandshakeCompleted" in outcomes
     assert any(name != "HandshakeCompleted" for name in outcomes)
+
+
+async def test_inbound_connections_ask_the_kernel_to_detect_a_vanished_peer() -> None:
+    # A connection that carries a call is never idle-closed; a peer gone without a FIN is
+    # found by TCP keep-alive (and a bound on unacknowledged sends) instead.
+    seen: list[dict[str, int]] = []
+
+    async def inspect(connection: SipConnection, message: Request | Response) -> None:
+        tls = connection.stream
+        assert isinstance(tls, TlsStream)
+        tcp = tls.transport_stream
+        assert isinstance(tcp, trio.SocketStream)
+        sock = tcp.socket
+        seen.append(
+            {
+                name: sock.getsockopt(level, getattr(socket, name))
+                for level, name in (
+                    (socket.SOL_SOCKET, "SO_KEEPALIVE"),
+                    (socket.IPPROTO_TCP, "TCP_KEEPIDLE"),
+                    (socket.IPPROTO_TCP, "TCP_KEEPINTVL"),
+                    (socket.IPPROTO_TCP, "TCP_KEEPCNT"),
+                    (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT"),
+                )
+            }
+        )
+        await handler(connection, message)
+
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_tls(
+                "127.0.0.1",
+                0,
+                server_config(),
+                inspect,
+                handshake_timeout=2.0,
+                task_status=task_status,
+            )
+        )
+        tcp = await trio.open_tcp_stream(host, port)
+        stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
+        await stream.send_all(OPTIONS)
+        with trio.fail_after(5):
+            assert (await stream.receive_some(65536)).startswith(b"SIP/2.0 200")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert seen == [
+        {
+            "SO_KEEPALIVE": 1,
+            "TCP_KEEPIDLE": DEAD_PEER_IDLE_SECONDS,
+            "TCP_KEEPINTVL": DEAD_PEER_INTERVAL_SECONDS,
+            "TCP_KEEPCNT": DEAD_PEER_PROBES,
+            "TCP_USER_TIMEOUT": 1000
+            * (DEAD_PEER_IDLE_SECONDS + DEAD_PEER_PROBES * DEAD_PEER_INTERVAL_SECONDS),
+        }
+    ]
 
 
 async def test_busy_address_is_a_config_error() -> None:
