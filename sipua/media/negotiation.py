@@ -94,6 +94,7 @@ class LocalOffer:
     body: bytes = field(repr=False)
     keys: dict[int, tuple[SrtpSuite, bytes]] = field(repr=False)
     rtcp_mux: bool
+    address: str  # our media address, which the answer's must be reachable from
 
 
 def make_offer(
@@ -113,7 +114,7 @@ def make_offer(
     """
     if policy == "disabled" or (policy == "optional" and not signalling_secure):
         body = build_offer(address=address, port=port, session_id=session_id, rtcp_mux=rtcp_mux)
-        return LocalOffer(body, {}, rtcp_mux)
+        return LocalOffer(body, {}, rtcp_mux, address)
     if not signalling_secure:
         raise MediaRefused(f"SRTP is compulsory but {_NOT_TLS}")
     keys = {tag: (s, new_master_key(s, random_bytes)) for tag, s in enumerate(SUITES, 1)}
@@ -127,7 +128,7 @@ def make_offer(
         crypto=lines,
         rtcp_mux=rtcp_mux,
     )
-    return LocalOffer(body, keys, rtcp_mux)
+    return LocalOffer(body, keys, rtcp_mux, address)
 
 
 def _usable_crypto(stream: MediaOffer) -> tuple[CryptoLine, SrtpSuite, bytes] | None:
@@ -150,16 +151,25 @@ def _ip(address: str, what: str) -> str:
         raise MediaRefused(f"the SDP's {what} address is not an IP address") from None
 
 
-def _remote(stream: MediaOffer, rtcp_mux: bool) -> tuple[tuple[str, int], tuple[str, int]]:
-    """Where the stream's RTP and RTCP go.
+def _remote(
+    stream: MediaOffer, rtcp_mux: bool, local: str
+) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Where the stream's RTP and RTCP go, from our media address `local`.
 
     RTCP shares the RTP port with rtcp-mux (RFC 5761), goes where a=rtcp says (RFC 3605), and
     otherwise to the RTP port + 1 (RFC 3550 §11). An RTP port of 65535 with neither has no RTCP
-    port at all (65536 does not exist): the stream is refused rather than half used.
+    port at all (65536 does not exist): the stream is refused rather than half used, and so is
+    an address of the other IP family than ours (no datagram of our socket could reach it).
     """
     if stream.address is None:
         raise MediaRefused("the SDP has no c= connection address for its audio stream")
     address = _ip(stream.address, "c=")
+    if (":" in address) != (":" in local):
+        theirs, ours = ("IPv6", "IPv4") if ":" in address else ("IPv4", "IPv6")
+        raise MediaRefused(
+            f"the SDP's c= address {address[:60]} is {theirs} and this call's media is "
+            f"{ours}; offer an {ours} address"
+        )
     rtp = (address, stream.port)
     if rtcp_mux:
         return rtp, rtp
@@ -235,7 +245,7 @@ def answer_offer(
             )
             continue
         try:
-            (remote_address, remote_port), remote_rtcp = _remote(stream, stream.rtcp_mux)
+            (remote_address, remote_port), remote_rtcp = _remote(stream, stream.rtcp_mux, address)
         except MediaRefused as exc:
             refusal = str(exc)
             continue
@@ -298,7 +308,7 @@ def accept_answer(
     except SdpError as exc:
         raise MediaRefused(f"the answer's codec is not one we offered: {exc}") from None
     rtcp_mux = local.rtcp_mux and stream.rtcp_mux
-    (remote_address, remote_port), remote_rtcp = _remote(stream, rtcp_mux)
+    (remote_address, remote_port), remote_rtcp = _remote(stream, rtcp_mux, local.address)
     keys = None
     if stream.crypto:
         line = stream.crypto[0]
