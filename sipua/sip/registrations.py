@@ -26,7 +26,10 @@ The decisions:
   a failed attempt (30 s base, doubling up to 30 min, drawn between 50% and 100% from the
   injected random source), then tries again, on the same flow when it is still open. The first
   retry after a working (registered) flow is lost is immediate (RFC 5626 §4.4.1: a new flow at
-  once), and a success resets the count.
+  once), but only for a flow that stayed up `STABLE_FLOW_SECONDS` after it registered, and only
+  such a flow resets the count: a registrar that accepts the REGISTER and then drops the
+  connection (or renegotiates, or answers pings with garbage) would otherwise be reconnected
+  to in a tight loop, hundreds of handshakes a second, each success clearing the count.
 - Refresh (RFC 3261 §10.2.4): the registration's own deadline.
 - Keep-alive (RFC 5626 §4.4.1): once registered, each flow gets a `KeepaliveSchedule`; its
   pings are `SendKeepalive` outputs, and a pong missing after the registrar has shown that it
@@ -66,6 +69,9 @@ H = TypeVar("H", bound=Hashable)
 
 #: Accounts one endpoint keeps.
 MAX_ACCOUNTS: Final = 64
+#: How long a flow must stay up after registering to count as one that worked: replaced at once
+#: when lost, and clearing the back-off count (one base period of RFC 5626 §4.5's back-off).
+STABLE_FLOW_SECONDS: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +212,7 @@ class _Account(Generic[H]):
     retry_at: float | None = None
     failures: int = 0
     tx: ClientTxKey | None = None
+    registered_since: float | None = None  # when the open flow first registered
 
 
 class Registrations(Generic[H]):
@@ -515,6 +522,8 @@ class Registrations(Generic[H]):
         state = account.registration.state
         working = state is RegistrationState.REGISTERED
         in_flight = state is RegistrationState.REGISTERING
+        stable = _stable(account, now)
+        account.registered_since = None
         account.handle = None
         if account.keepalive is not None:
             account.keepalive.stop()
@@ -540,13 +549,14 @@ class Registrations(Generic[H]):
             )
         if not account.persistent:
             return
-        if working:
+        if working and stable:
             # RFC 5626 §4.4.1, §4.5: a flow that worked is replaced at once.
             account.failures = 0
             account.retry_at = None
             account.wanted = True
             self._attempt(account, now)
-        elif account.retry_at is None:
+        elif working or account.retry_at is None:
+            # A flow lost soon after registering failed, as far as back-off goes.
             self._back_off(account, now)
 
     def _apply(self, account: _Account[H], outputs: list[RegistrationOutput], now: float) -> None:
@@ -581,7 +591,10 @@ class Registrations(Generic[H]):
         handle = account.handle
         assert handle is not None
         account.wanted = False
-        account.failures = 0
+        if account.registered_since is None:
+            account.registered_since = now
+        if _stable(account, now):
+            account.failures = 0
         account.retry_at = None
         schedule = account.keepalive
         if schedule is None:
@@ -609,3 +622,9 @@ class Registrations(Generic[H]):
             if tls:
                 return cause
         return account.causes[-1][0] if account.causes else None
+
+
+def _stable(account: _Account[H], now: float) -> bool:
+    """Whether the account's open flow has been registered for `STABLE_FLOW_SECONDS`."""
+    since = account.registered_since
+    return since is not None and now - since >= STABLE_FLOW_SECONDS

@@ -15,6 +15,7 @@ from sipua.sip import Request, SipUri
 from sipua.sip.endpoint import AnswerPolicy, Endpoint, Link
 from sipua.sip.registration import ContactAddress, DigestResponder, Registration
 from sipua.sip.registrations import (
+    STABLE_FLOW_SECONDS,
     AccountRegistered,
     AccountRegistrationFailed,
     AccountUnregistered,
@@ -329,6 +330,39 @@ def test_a_working_flow_lost_is_replaced_at_once() -> None:
     assert w.sent[-1][0] == "f2"
     # The old flow's binding is not refreshed any more: only the new one's REGISTER went.
     assert w.last_register().call_id == w.registers()[0].call_id
+
+
+def test_a_flow_lost_soon_after_registering_backs_off_and_keeps_counting() -> None:
+    # A registrar that answers 200 and drops the connection: without this, a new handshake
+    # and REGISTER followed at once, hundreds of times a second, each 200 clearing the count.
+    w = accounts()
+    w.maintain(0.0)
+    now = 0.0
+    delays = []
+    for n, handle in enumerate(("f1", "f2", "f3")):
+        w.located(now, A)
+        w.opened(handle, now)
+        w.answer(200, our_contact(600), on=handle, now=now)
+        assert isinstance(w.events[-1], AccountRegistered)
+        w.closed(handle, now + STABLE_FLOW_SECONDS - 1)
+        lost, retry = w.events[-2:]
+        assert isinstance(lost, FlowLost)
+        assert lost.working
+        assert isinstance(retry, RegistrationRetry), n
+        delays.append(retry.delay)
+        now = now + STABLE_FLOW_SECONDS - 1 + retry.delay
+        w.run_until(now)
+        assert isinstance(w.events[-1], LocateTargets)
+    assert delays == [30.0, 60.0, 120.0]  # RFC 5626 §4.5, doubling: the 200s did not reset it
+    # A flow that then stays up clears the count: its loss is replaced at once.
+    w.located(now, A)
+    w.opened("f4", now)
+    w.answer(200, our_contact(600), on="f4", now=now)
+    w.closed("f4", now + STABLE_FLOW_SECONDS)
+    assert kinds(w)[-2:] == [FlowLost, LocateTargets]
+    w.located(now + STABLE_FLOW_SECONDS, A)
+    w.failed("connection refused", now + STABLE_FLOW_SECONDS)
+    assert w.events[-1] == RegistrationRetry(account="alice", delay=30.0)
 
 
 def test_flow_lost_while_registering_fails_and_backs_off() -> None:
