@@ -66,12 +66,13 @@ class RawTlsFlow:
         local: ``host:port`` of the local end (the Via sent-by and the Contact's host).
     """
 
-    __slots__ = ("_engine", "_sock", "local")
+    __slots__ = ("_engine", "_ended", "_sock", "local")
 
     def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
         self._sock = sock
         self._engine = engine
         self.local = local
+        self._ended = False  # the peer closed after plaintext that was handed out first
 
     @classmethod
     async def open(
@@ -149,8 +150,12 @@ class RawTlsFlow:
         """The plaintext of the next read from the socket (b"" when a record is incomplete).
 
         Raises:
-            ConnectionLost: The peer closed the connection, or the read failed.
+            ConnectionLost: The peer closed the connection, or the read failed. Plaintext that
+                arrived in the same read as the close is returned first, and the close is
+                raised by the next call.
         """
+        if self._ended:
+            raise ConnectionLost("the registrar closed the connection")
         try:
             data = await _receive(self._sock)
         except OSError as exc:
@@ -166,7 +171,11 @@ class RawTlsFlow:
             if plaintext is WANT_READ:
                 break
             if not plaintext:
-                raise ConnectionLost("the registrar closed the connection")
+                if not chunks:
+                    raise ConnectionLost("the registrar closed the connection")
+                # A 200 and the close_notify after it in one read: the 200 counts.
+                self._ended = True
+                break
             chunks.append(plaintext)
         # Reading may have produced TLS output (a KeyUpdate answer); it must not linger.
         pending = engine.data_to_send()

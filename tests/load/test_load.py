@@ -242,6 +242,16 @@ async def test_hold_keeps_every_binding_and_refreshes_it() -> None:
         assert report.rss_kib > 0
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+async def test_a_200_that_comes_with_the_close_counts(reuse: bool) -> None:
+    # The registrar's 200 and its close_notify in one read: the 200 was thrown away and the
+    # registration counted as connection-lost.
+    async with TestRegistrar(users=dict(USERS), close_after_200=True) as registrar:
+        with trio.fail_after(30):
+            report = await LoadRun(_plan(registrar, count=1, reuse_connection=reuse)).run()
+        assert report.succeeded == 1, report.failures
+
+
 async def test_failures_are_counted_by_reason() -> None:
     users = dict(USERS)
     users["load0"] = "another password"

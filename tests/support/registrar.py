@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,8 +105,12 @@ class TestRegistrar:
         wrong_password_status: int | None = None,
         flow_timer: int | None = None,
         client_ca: bytes | None = None,
+        close_after_200: bool = False,
     ) -> None:
         self.pki = pki or Pki.make()
+        # Close each connection right after a 200 to a REGISTER (the 200 and the close_notify
+        # leave together).
+        self.close_after_200 = close_after_200
         self.users = users if users is not None else {"alice": "s3cret"}
         self.min_expires = min_expires
         self.max_expires = max_expires
@@ -246,7 +251,16 @@ class TestRegistrar:
         if self.on_request is not None:
             self.on_request(message)
         if message.method == "REGISTER":
-            await flow.send(self._register(flow, message))
+            response = self._register(flow, message)
+            closing = self.close_after_200 and response.status == 200
+            if closing:  # corked: the 200's record and the close_notify leave as one segment
+                flow.stream.transport_stream.socket.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_CORK, 1
+                )
+            await flow.send(response)
+            if closing:
+                await flow.stream.aclose()
+                raise trio.ClosedResourceError
         elif message.method == "ACK":
             flow.requests.append(message)
             flow.got.set()
