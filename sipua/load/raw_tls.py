@@ -66,7 +66,7 @@ class RawTlsFlow:
         local: ``host:port`` of the local end (the Via sent-by and the Contact's host).
     """
 
-    __slots__ = ("_engine", "_ended", "_sock", "local")
+    __slots__ = ("_ended", "_engine", "_sock", "local")
 
     def __init__(self, sock: socket.socket, engine: TlsEngine, local: str) -> None:
         self._sock = sock
