@@ -12,6 +12,10 @@ non-2xx final response.
 
 - A 401/407 is answered once per challenge with a new INVITE (CSeq + 1, a new branch) carrying
   the credentials (§22.2); a second challenge to the same nonce means the credentials are wrong.
+  At most `MAX_CHALLENGES_PER_ATTEMPT` challenges are answered per call (a stale nonce or a
+  fresh realm every time would loop for ever): the next one ends the call as refused, with the
+  401/407 and a phrase saying the credentials were refused. A challenge after the call was
+  cancelled (or hung up) before any provisional response ends it as cancelled, no new INVITE.
 - CANCEL goes out only after a provisional response (§9.1); asked earlier, it waits for one.
   A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1).
 - A retransmitted 2xx gets the same ACK again (§13.2.2.4).
@@ -31,7 +35,11 @@ from sipua.sip.headers import Headers
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import Request, Response, make_response
 from sipua.sip.methods import ALLOW
-from sipua.sip.registration import ChallengeResponder, CredentialsRejected
+from sipua.sip.registration import (
+    MAX_CHALLENGES_PER_ATTEMPT,
+    ChallengeResponder,
+    CredentialsRejected,
+)
 from sipua.sip.uri import SipUri
 
 
@@ -192,6 +200,7 @@ class OutgoingCall:
         self._cseq = 0
         self._ack: Request | None = None
         self._cancel_wanted = False
+        self._challenges = 0  # 401/407s answered in this call
         self.invite = self._new_invite([])
 
     # -- inputs ---------------------------------------------------------------------------
@@ -214,15 +223,26 @@ class OutgoingCall:
             return outputs
         if status < 300:
             return self._success(response)
+        phrase = response.reason
+        cancelled = False
         if status in (401, 407) and self.state in (OutgoingState.CALLING, OutgoingState.EARLY):
-            retry = self._challenge(response)
-            if retry is not None:
-                return retry
+            if self._cancel_wanted:
+                cancelled = True  # given up before any 1xx: no INVITE again (§9.1)
+            else:
+                retry = self._challenge(response)
+                if retry is not None:
+                    return retry
+                if self._responder is not None:
+                    phrase = (
+                        f"{response.reason}; the credentials were refused after "
+                        f"{self._challenges} challenge(s): check the account's username and "
+                        "password"
+                    )
         old = self._move(OutgoingInput.FAILURE)
         if old is OutgoingState.TERMINATED:
             return []
-        reason = "cancelled" if old is OutgoingState.CANCELLING else "refused"
-        return [Ended(reason=reason, status=status, phrase=response.reason)]
+        reason = "cancelled" if cancelled or old is OutgoingState.CANCELLING else "refused"
+        return [Ended(reason=reason, status=status, phrase=phrase)]
 
     def timed_out(self) -> list[OutgoingOutput]:
         """Our INVITE's transaction timed out (Timer B) or its connection failed."""
@@ -278,8 +298,9 @@ class OutgoingCall:
         return [*outputs, Established(sdp=response.body)]
 
     def _challenge(self, response: Response) -> list[OutgoingOutput] | None:
-        if self._responder is None:
-            return None
+        if self._responder is None or self._challenges >= MAX_CHALLENGES_PER_ATTEMPT:
+            return None  # §22.2 needs no endless retries: a bound ends a challenge loop
+        self._challenges += 1
         try:
             credentials = self._responder.authorize(response, self.invite)
         except (CredentialsRejected, ProtocolError):

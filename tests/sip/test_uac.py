@@ -8,7 +8,7 @@ from dataclasses import replace
 from sipua.sip import Headers, Request, Response, make_response
 from sipua.sip.endpoint import CallEnded, CallEstablished, CallProgress
 from sipua.sip.invite import T1_SECONDS
-from sipua.sip.registration import DigestResponder
+from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT, DigestResponder
 from sipua.sip.uac import OutgoingCall
 from tests.sip.test_endpoint import OFFER, World, link, world
 
@@ -228,3 +228,44 @@ def test_the_callees_refresh_is_answered_with_our_offer_as_it_was() -> None:
     [ok] = [m for _h, m in w.sent if isinstance(m, Response) and m.cseq.method == "UPDATE"]
     assert ok.status == 200
     assert ok.body == OFFER  # our side of the session, unchanged
+
+
+def challenge(request: Request, nonce: str, *, realm: str = "example.test") -> Response:
+    response = answer(request, 407, tag="px")
+    response.headers.add(
+        "Proxy-Authenticate",
+        f'Digest realm="{realm}", nonce="{nonce}", algorithm=MD5, qop="auth", stale=true',
+    )
+    return response
+
+
+def test_a_challenge_loop_ends_after_the_bound_as_refused_credentials() -> None:
+    # A proxy answering every INVITE with a fresh stale nonce (or a fresh realm) would be
+    # retried for ever; the call answers MAX_CHALLENGES_PER_ATTEMPT challenges, then ends.
+    w = world()
+    call(w)
+    for n in range(10):
+        latest = invites(w)[-1]
+        if [e for e in w.events if isinstance(e, CallEnded)]:
+            break
+        realm = f"r{n}" if n % 2 else "example.test"
+        w.receive(challenge(latest, f"n{n}", realm=realm), link("flow", outbound=True), 0.1 * n)
+    assert len(invites(w)) == 1 + MAX_CHALLENGES_PER_ATTEMPT
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("refused", 407)
+    assert "credentials were refused" in ended.phrase
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_challenge_after_a_cancel_before_any_provisional_ends_the_call() -> None:
+    # The ring timeout (or SIGINT) came while the INVITE had no 1xx: no CANCEL could go out,
+    # and the challenge must not start a new INVITE (§9.1).
+    w = world()
+    call(w, ring_timeout=1.0)
+    w.run_until(1.0)
+    [invite] = invites(w)
+    w.receive(challenge(invite, "n1"), link("flow", outbound=True), 1.1)
+    assert len(invites(w)) == 1
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("cancelled", 407)
+    assert w.endpoint.active_calls == 0
