@@ -101,6 +101,7 @@ from sipua.sip.registrations import AccountEvent, Registrations
 from sipua.sip.rejection import error_response
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig
+from sipua.sip.transaction import State as TxState
 from sipua.sip.transactions import TransactionTable
 from sipua.sip.uri import SipUri
 
@@ -117,6 +118,9 @@ MAX_PENDING_EVENTS: Final = 65536
 REJECT_STATUS: Final = {"busy": 486, "decline": 603}
 
 H = TypeVar("H", bound=Hashable)
+
+#: States of an INVITE client transaction still waiting for its final response.
+_WAITING: Final = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
 # -- what the user agent tells the endpoint ------------------------------------------------
@@ -335,6 +339,7 @@ class _Outgoing(Generic[H]):
     hangup_at: float | None = None
     remote_origin: bytes | None = None  # the o= line of the callee's last SDP
     expires_at: float | None = None
+    give_up_at: float | None = None  # 64·T1 after our CANCEL: no 487 by then ends the call
 
 
 @dataclass(slots=True)
@@ -378,7 +383,9 @@ class Endpoint(Generic[H]):
         self._rng = rng
         self._users = users
         self._table = TransactionTable(timers=timers)
-        self._timer_f = (timers or TimerConfig()).for_transport(reliable=True).f
+        reliable_timers = (timers or TimerConfig()).for_transport(reliable=True)
+        self._timer_f = reliable_timers.f
+        self._cancel_wait = reliable_timers.b  # 64·T1: how long a CANCEL waits for the 487
         #: Every account's registration, flow, back-off and keep-alive.
         self.registrations: Registrations[H] = Registrations(
             send=self._send_register, emit=self._emit, rng=rng
@@ -429,6 +436,8 @@ class Endpoint(Generic[H]):
             state = out.call.state
             if state in (uac.OutgoingState.CALLING, uac.OutgoingState.EARLY):
                 deadlines.append(out.cancel_at)
+            elif state is uac.OutgoingState.CANCELLING:
+                deadlines.append(out.give_up_at)
             elif state is uac.OutgoingState.CONFIRMED:
                 deadlines += [out.hangup_at, out.expires_at]
         return min((d for d in deadlines if d is not None), default=None)
@@ -457,7 +466,7 @@ class Endpoint(Generic[H]):
                 self._end(key, call, f"connection-lost: {reason}", None)
         for call_id, out in list(self._outgoing.items()):
             if out.link.handle == handle:
-                self._end_outgoing(call_id, f"connection-lost: {reason}", None)
+                self._end_outgoing(call_id, f"connection-lost: {reason}", None, now)
         for tx_key, owner in list(self._tx_handles.items()):
             if owner == handle:
                 self._table.transport_error(tx_key, now)
@@ -544,6 +553,13 @@ class Endpoint(Generic[H]):
             if early and out.cancel_at is not None and out.cancel_at <= now:
                 out.cancel_at = None
                 self._run_outgoing(call_id, out.call.cancel, None, now)
+            elif (
+                state is uac.OutgoingState.CANCELLING
+                and out.give_up_at is not None
+                and out.give_up_at <= now
+            ):
+                out.give_up_at = None  # §9.1: no final response 64·T1 after our CANCEL
+                self._run_outgoing(call_id, out.call.timed_out, None, now)
             elif (
                 state is uac.OutgoingState.CONFIRMED
                 and out.hangup_at is not None
@@ -895,7 +911,7 @@ class Endpoint(Generic[H]):
         try:
             outputs = step()
         except ProtocolError as exc:
-            self._end_outgoing(call_id, f"protocol-error: {exc}", None)
+            self._end_outgoing(call_id, f"protocol-error: {exc}", None, now)
             return
         for output in outputs:
             if isinstance(output, uac.SendInTransaction):
@@ -904,6 +920,8 @@ class Endpoint(Generic[H]):
                 self._bind(key, out.link.handle)
                 if request.method == "INVITE":
                     self._uac_invites[key] = call_id
+                elif request.method == "CANCEL":
+                    out.give_up_at = now + self._cancel_wait
                 self._drain(None, now)
             elif isinstance(output, uac.SendDirect):
                 self._emit(Send(handle=out.link.handle, message=output.request))
@@ -925,15 +943,22 @@ class Endpoint(Generic[H]):
                     out.hangup_at = now + out.duration
                 self._emit(CallEstablished(call_id=call_id, sdp=output.sdp, tag=out.call.local_tag))
             elif isinstance(output, uac.Ended):
-                self._end_outgoing(call_id, output.reason, output.status, output.phrase)
+                self._end_outgoing(call_id, output.reason, output.status, now, output.phrase)
 
     def _end_outgoing(
-        self, call_id: str, reason: str, status: int | None, phrase: str = ""
+        self, call_id: str, reason: str, status: int | None, now: float, phrase: str = ""
     ) -> None:
         out = self._outgoing.pop(call_id, None)
         if out is None:
             return
         self._unuse(out.link.handle)
+        for tx_key, owner in list(self._uac_invites.items()):
+            tx = self._table.get(tx_key)
+            if owner == call_id and tx is not None and tx.state in _WAITING:
+                # The call is over without a final response (our CANCEL got no 487): its
+                # INVITE transaction has no timer left in Proceeding, so it is released here.
+                self._table.transport_error(tx_key, now)
+                self._drain(None, now)
         tag = out.call.local_tag
         self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))

@@ -17,7 +17,9 @@ non-2xx final response.
   401/407 and a phrase saying the credentials were refused. A challenge after the call was
   cancelled (or hung up) before any provisional response ends it as cancelled, no new INVITE.
 - CANCEL goes out only after a provisional response (§9.1); asked earlier, it waits for one.
-  A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1).
+  A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1). A callee
+  that never sends the 487 does not hold the call: the endpoint times CANCELLING (64·T1 after
+  the CANCEL, §9.1), and a hang-up while cancelling ends the call at once.
 - A retransmitted 2xx gets the same ACK again (§13.2.2.4).
 - The transitions are one table, `TABLE`, as for the transactions and the UAS session.
 """
@@ -245,9 +247,13 @@ class OutgoingCall:
         return [Ended(reason=reason, status=status, phrase=phrase)]
 
     def timed_out(self) -> list[OutgoingOutput]:
-        """Our INVITE's transaction timed out (Timer B) or its connection failed."""
-        if self._move(OutgoingInput.TIMEOUT) is OutgoingState.TERMINATED:
+        """Our INVITE's transaction timed out (Timer B), its connection failed, or no final
+        response came within 64·T1 of our CANCEL (§9.1, Timer C of §16.6 in spirit)."""
+        old = self._move(OutgoingInput.TIMEOUT)
+        if old is OutgoingState.TERMINATED:
             return []
+        if old is OutgoingState.CANCELLING:
+            return [Ended(reason="cancelled", phrase="no final response to the cancelled INVITE")]
         return [Ended(reason="no-answer", status=408)]
 
     def cancel(self) -> list[OutgoingOutput]:
@@ -262,8 +268,12 @@ class OutgoingCall:
         return [SendInTransaction(request=self._new_cancel())]
 
     def hangup(self, reason: str = "local-bye") -> list[OutgoingOutput]:
-        """Ends the call: BYE once up, CANCEL before."""
-        if self.state in (OutgoingState.CALLING, OutgoingState.EARLY, OutgoingState.CANCELLING):
+        """Ends the call: BYE once up, CANCEL before; asked again while our CANCEL waits for
+        its 487, the call ends at once (the endpoint releases the INVITE's transaction)."""
+        if self.state is OutgoingState.CANCELLING:
+            self._move(OutgoingInput.TIMEOUT)
+            return [Ended(reason="cancelled", phrase="hung up while the CANCEL was pending")]
+        if self.state in (OutgoingState.CALLING, OutgoingState.EARLY):
             return self.cancel()
         if self.state is OutgoingState.TERMINATED:
             return []

@@ -269,3 +269,39 @@ def test_a_challenge_after_a_cancel_before_any_provisional_ends_the_call() -> No
     [ended] = [e for e in w.events if isinstance(e, CallEnded)]
     assert (ended.reason, ended.status) == ("cancelled", 407)
     assert w.endpoint.active_calls == 0
+
+
+def test_a_cancel_without_its_487_ends_the_call_after_64_t1_and_frees_the_flow() -> None:
+    # §9.1: a callee that never answers the cancelled INVITE must not hold the call for ever.
+    w = world()
+    call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(1.0, start=0.1)
+    [(_h, cancel)] = w.requests("CANCEL")
+    w.receive(answer(cancel, 200), link("flow", outbound=True), now=1.1)
+    w.run_until(1.0 + 64 * T1_SECONDS - 0.1, start=1.1)
+    assert not [e for e in w.events if isinstance(e, CallEnded)]
+    w.run_until(1.0 + 64 * T1_SECONDS, start=1.1)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "cancelled"
+    assert w.endpoint.active_calls == 0
+    assert w.endpoint.next_deadline() is None  # nothing left: the INVITE transaction is gone
+    assert w.in_use[-1] == ("flow", False)
+    # A late 487 matches nothing now.
+    w.receive(answer(invite, 487), link("flow", outbound=True), now=40.0)
+    assert w.endpoint.stray_responses == 1
+
+
+def test_a_hangup_while_the_cancel_waits_ends_the_call_at_once() -> None:
+    w = world()
+    placed = call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(1.0, start=0.1)
+    w.endpoint.hangup(placed.call_id, now=2.0)
+    w.drain()
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "cancelled"
+    assert w.endpoint.active_calls == 0
+    assert len(w.requests("CANCEL")) == 1
