@@ -20,7 +20,9 @@ non-2xx final response.
   A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1). A callee
   that never sends the 487 does not hold the call: the endpoint times CANCELLING (64·T1 after
   the CANCEL, §9.1), and a hang-up while cancelling ends the call at once.
-- A retransmitted 2xx gets the same ACK again (§13.2.2.4).
+- A retransmitted 2xx gets the same ACK again (§13.2.2.4). A 2xx from another fork (another
+  To tag) after the first one is ACKed in its own dialog and ended with a BYE (§13.2.2.4), in
+  CONFIRMED as in TERMINATED; the first answer stays the call.
 - The transitions are one table, `TABLE`, as for the transactions and the UAS session.
 """
 
@@ -43,6 +45,10 @@ from sipua.sip.registration import (
     CredentialsRejected,
 )
 from sipua.sip.uri import SipUri
+
+#: Other forks' answers (2xx) whose ACK a call keeps for their retransmissions; one beyond
+#: gets a new ACK and BYE each time it comes.
+MAX_FORKED_ANSWERS: Final = 16
 
 
 class OutgoingState(enum.Enum):
@@ -203,6 +209,7 @@ class OutgoingCall:
         self._ack: Request | None = None
         self._cancel_wanted = False
         self._challenges = 0  # 401/407s answered in this call
+        self._fork_acks: dict[str, Request] = {}  # other forks' 2xx ACKs, by their To tag
         self.invite = self._new_invite([])
 
     # -- inputs ---------------------------------------------------------------------------
@@ -293,7 +300,10 @@ class OutgoingCall:
     def _success(self, response: Response) -> list[OutgoingOutput]:
         old = self._move(OutgoingInput.SUCCESS)
         if old in (OutgoingState.CONFIRMED, OutgoingState.TERMINATED) and self._ack is not None:
-            return [SendDirect(request=self._ack)]  # the 2xx again: the same ACK (§13.2.2.4)
+            tag = response.to.tag
+            if self.dialog is not None and tag == self.dialog.remote_tag:
+                return [SendDirect(request=self._ack)]  # the 2xx again: the same ACK (§13.2.2.4)
+            return self._other_fork(response)
         try:
             self.dialog = Dialog.from_uac(self.invite, response)
         except ProtocolError as exc:
@@ -306,6 +316,23 @@ class OutgoingCall:
             # The 2xx crossed our CANCEL (or came late): the call must still be ended (§9.1).
             return [*outputs, *self._bye(), Ended(reason="cancelled-after-answer")]
         return [*outputs, Established(sdp=response.body)]
+
+    def _other_fork(self, response: Response) -> list[OutgoingOutput]:
+        """A 2xx from another fork after the call was answered (or ended): its own dialog,
+        ACKed and ended with a BYE (§13.2.2.4); its retransmissions get the same ACK again."""
+        tag = response.to.tag or ""
+        ack = self._fork_acks.get(tag)
+        if ack is not None:
+            return [SendDirect(request=ack)]
+        try:
+            dialog = Dialog.from_uac(self.invite, response)
+        except ProtocolError:
+            return []  # nothing could reach that callee
+        ack = dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
+        if len(self._fork_acks) < MAX_FORKED_ANSWERS:
+            self._fork_acks[tag] = ack
+        bye = dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
+        return [SendDirect(request=ack), SendInTransaction(request=bye)]
 
     def _challenge(self, response: Response) -> list[OutgoingOutput] | None:
         if self._responder is None or self._challenges >= MAX_CHALLENGES_PER_ATTEMPT:

@@ -305,3 +305,35 @@ def test_a_hangup_while_the_cancel_waits_ends_the_call_at_once() -> None:
     assert ended.reason == "cancelled"
     assert w.endpoint.active_calls == 0
     assert len(w.requests("CANCEL")) == 1
+
+
+def forked(request: Request, tag: str, contact: str) -> Response:
+    response = make_response(request, 200, to_tag=tag)
+    response.headers.add("Contact", f"<{contact}>")
+    response.headers.add("Content-Type", "application/sdp")
+    return replace(response, body=ANSWER)
+
+
+def test_a_2xx_from_another_fork_gets_its_own_ack_and_a_bye() -> None:
+    # §13.2.2.4: each 2xx with another To tag is its own dialog; sipua keeps the first.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(forked(invite, "b1", "sips:bob1@127.0.0.3:5061"), flow, now=0.1)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=0.2)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=0.7)  # again
+    acks = [m for _h, m in w.requests("ACK")]
+    assert [(a.to.tag, str(a.uri)) for a in acks] == [
+        ("b1", "sips:bob1@127.0.0.3:5061"),
+        ("b2", "sips:bob2@127.0.0.4:5061"),
+        ("b2", "sips:bob2@127.0.0.4:5061"),
+    ]
+    assert acks[1].top_via.branch == acks[2].top_via.branch  # the same ACK again
+    [(_h, bye)] = w.requests("BYE")
+    assert (bye.to.tag, str(bye.uri)) == ("b2", "sips:bob2@127.0.0.4:5061")
+    assert bye.cseq.seq > invite.cseq.seq
+    assert len([e for e in w.events if isinstance(e, CallEstablished)]) == 1
+    assert placed.dialog is not None
+    assert placed.dialog.remote_tag == "b1"
+    assert w.endpoint.active_calls == 1
