@@ -23,6 +23,9 @@ non-2xx final response.
 - A retransmitted 2xx gets the same ACK again (§13.2.2.4). A 2xx from another fork (another
   To tag) after the first one is ACKed in its own dialog and ended with a BYE (§13.2.2.4), in
   CONFIRMED as in TERMINATED; the first answer stays the call.
+- A 2xx whose dialog cannot be used (no To tag, no SIP or SIPS Contact) is still ACKed, with
+  the INVITE's Request-URI and Route and the 2xx's To, and the call ends as a protocol error
+  (no BYE could reach the callee). A strict router in the route set is routed as §12.2.1.1 says.
 - The transitions are one table, `TABLE`, as for the transactions and the UAS session.
 """
 
@@ -33,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sipua.sip.dialog import MAX_FORWARDS, Dialog
+from sipua.sip.dialog import MAX_FORWARDS, Dialog, credentials_of
 from sipua.sip.errors import LocalProtocolError, ProtocolError
 from sipua.sip.headers import Headers
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
@@ -301,15 +304,20 @@ class OutgoingCall:
         old = self._move(OutgoingInput.SUCCESS)
         if old in (OutgoingState.CONFIRMED, OutgoingState.TERMINATED) and self._ack is not None:
             tag = response.to.tag
-            if self.dialog is not None and tag == self.dialog.remote_tag:
+            if self.dialog is None or tag == self.dialog.remote_tag:
                 return [SendDirect(request=self._ack)]  # the 2xx again: the same ACK (§13.2.2.4)
             return self._other_fork(response)
         try:
             self.dialog = Dialog.from_uac(self.invite, response)
         except ProtocolError as exc:
-            # No usable dialog: nothing can be ACKed or ended in it. The call failed.
+            # No usable dialog (no To tag, no SIP Contact): no BYE can reach the callee. The
+            # 2xx still gets an ACK, so that the callee stops retransmitting; the call failed.
             self.state = OutgoingState.TERMINATED
-            return [Ended(reason=f"protocol-error: {exc}", status=response.status)]
+            self._ack = self._ack_without_dialog(response)
+            reason = (
+                f"protocol-error: {exc}; the answer was acknowledged but cannot be ended with a BYE"
+            )
+            return [SendDirect(request=self._ack), Ended(reason=reason, status=response.status)]
         self._ack = self.dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
         outputs: list[OutgoingOutput] = [SendDirect(request=self._ack)]
         if old is OutgoingState.CANCELLING or old is OutgoingState.TERMINATED:
@@ -327,12 +335,35 @@ class OutgoingCall:
         try:
             dialog = Dialog.from_uac(self.invite, response)
         except ProtocolError:
-            return []  # nothing could reach that callee
-        ack = dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
+            dialog = None  # no BYE could reach that callee; the ACK still goes
+        if dialog is None:
+            ack = self._ack_without_dialog(response)
+            outputs: list[OutgoingOutput] = [SendDirect(request=ack)]
+        else:
+            ack = dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
+            bye = dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
+            outputs = [SendDirect(request=ack), SendInTransaction(request=bye)]
         if len(self._fork_acks) < MAX_FORKED_ANSWERS:
             self._fork_acks[tag] = ack
-        bye = dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
-        return [SendDirect(request=ack), SendInTransaction(request=bye)]
+        return outputs
+
+    def _ack_without_dialog(self, response: Response) -> Request:
+        """The ACK for a 2xx that makes no usable dialog: the INVITE's Request-URI and Route,
+        the 2xx's To (§13.2.2.4, §17.1.1.3), a new branch; it goes out on the call's flow."""
+        invite = self.invite
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/TLS {self.sent_by};branch={new_branch(self._rng)}"),
+                ("Max-Forwards", str(MAX_FORWARDS)),
+                *[("Route", route) for route in invite.headers.get_all("Route")],
+                ("From", invite.headers.get("From") or ""),
+                ("To", response.headers.get("To") or ""),
+                ("Call-ID", invite.call_id),
+                ("CSeq", f"{invite.cseq.seq} ACK"),
+                *credentials_of(invite),
+            ]
+        )
+        return Request("ACK", invite.uri, headers)
 
     def _challenge(self, response: Response) -> list[OutgoingOutput] | None:
         if self._responder is None or self._challenges >= MAX_CHALLENGES_PER_ATTEMPT:

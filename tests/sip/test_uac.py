@@ -337,3 +337,43 @@ def test_a_2xx_from_another_fork_gets_its_own_ack_and_a_bye() -> None:
     assert placed.dialog is not None
     assert placed.dialog.remote_tag == "b1"
     assert w.endpoint.active_calls == 1
+
+
+def test_a_2xx_through_a_strict_router_is_acked_and_byed_as_12_2_1_1_says() -> None:
+    w = world()
+    placed = call(w, duration=1.0)
+    [invite] = invites(w)
+    ok = make_response(invite, 200, to_tag="b1")
+    ok.headers.add("Contact", "<sips:bob@127.0.0.3:5061>")
+    ok.headers.add("Record-Route", "<sips:127.0.0.2:5061>")  # RFC 2543 proxy: no ;lr
+    w.receive(ok, link("flow", outbound=True), now=0.1)
+    w.run_until(1.2, start=0.1)
+    [(_h, ack)] = w.requests("ACK")
+    [(_h, bye)] = w.requests("BYE")
+    for request in (ack, bye):
+        assert str(request.uri) == "sips:127.0.0.2:5061"
+        assert request.headers.get_all("Route") == ["<sips:bob@127.0.0.3:5061>"]
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.call_id, ended.reason) == (placed.call_id, "local-bye")
+
+
+def test_a_2xx_without_a_usable_dialog_is_still_acked_and_the_call_fails() -> None:
+    for to_tag, contact in ((None, "<sips:bob@127.0.0.3:5061>"), ("b1", None), ("b1", "<tel:1>")):
+        w = world()
+        call(w)
+        [invite] = invites(w)
+        ok = make_response(invite, 200, to_tag=to_tag)
+        if contact is not None:
+            ok.headers.add("Contact", contact)
+        w.receive(ok, link("flow", outbound=True), now=0.1)
+        [(handle, ack)] = w.requests("ACK")
+        assert handle == "flow"
+        assert ack.uri == invite.uri
+        assert ack.headers.get_all("Route") == invite.headers.get_all("Route")
+        assert ack.to.tag == to_tag
+        assert ack.cseq.seq == invite.cseq.seq
+        assert ack.top_via.branch != invite.top_via.branch
+        [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+        assert ended.reason.startswith("protocol-error")
+        assert "cannot be ended with a BYE" in ended.reason
+        assert not w.requests("BYE")
