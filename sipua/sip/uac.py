@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sipua.sip.dialog import MAX_FORWARDS, Dialog, credentials_of
-from sipua.sip.errors import LocalProtocolError, ProtocolError
+from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from sipua.sip.headers import Headers
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import Request, Response, make_response
@@ -294,7 +294,12 @@ class OutgoingCall:
         """The callee's BYE (§15.1.2)."""
         if self.state is not OutgoingState.CONFIRMED or self.dialog is None:
             return [Answer(response=make_response(bye, 481, to_tag=self.local_tag))]
-        self.dialog.receive_request(bye)  # §12.2.2: 500 for an old CSeq, no state change
+        try:
+            self.dialog.receive_request(bye)
+        except RemoteProtocolError as exc:
+            # §12.2.2: a CSeq that went backwards gets 500; the call goes on unchanged.
+            refusal = make_response(bye, exc.status_hint, reason="CSeq Out of Order")
+            return [Answer(response=refusal)]
         self._move(OutgoingInput.RECEIVE_BYE)
         return [Answer(response=make_response(bye, 200)), Ended(reason="remote-bye")]
 

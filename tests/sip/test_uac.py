@@ -377,3 +377,37 @@ def test_a_2xx_without_a_usable_dialog_is_still_acked_and_the_call_fails() -> No
         assert ended.reason.startswith("protocol-error")
         assert "cannot be ended with a BYE" in ended.reason
         assert not w.requests("BYE")
+
+
+def callee_request(placed: OutgoingCall, method: str, cseq: int, body: bytes = b"") -> Request:
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/TLS 127.0.0.3:5061;branch=z9hG4bK{method}{cseq}"),
+            ("From", "<sips:bob@example.test>;tag=bob9"),
+            ("To", f"<sips:alice@example.test>;tag={placed.local_tag}"),
+            ("Call-ID", placed.call_id),
+            ("CSeq", f"{cseq} {method}"),
+            ("Max-Forwards", "70"),
+        ]
+    )
+    if body:
+        headers.add("Content-Type", "application/sdp")
+    return Request(method, placed.invite.from_.uri, headers, body)
+
+
+def test_a_bye_whose_cseq_went_backwards_gets_500_and_the_call_goes_on() -> None:
+    # RFC 3261 §12.2.2: a request with a lower CSeq than the dialog's is answered 500.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 200, body=ANSWER), flow, now=0.1)
+    w.receive(callee_request(placed, "UPDATE", 10, ANSWER), flow, now=1.0)
+    w.receive(callee_request(placed, "BYE", 5), flow, now=2.0)
+    assert w.statuses("flow", "BYE") == [500]
+    assert not [e for e in w.events if isinstance(e, CallEnded)]
+    assert w.endpoint.active_calls == 1
+    w.receive(callee_request(placed, "BYE", 11), flow, now=3.0)
+    assert w.statuses("flow", "BYE") == [500, 200]
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "remote-bye"
