@@ -411,3 +411,38 @@ def test_a_bye_whose_cseq_went_backwards_gets_500_and_the_call_goes_on() -> None
     assert w.statuses("flow", "BYE") == [500, 200]
     [ended] = [e for e in w.events if isinstance(e, CallEnded)]
     assert ended.reason == "remote-bye"
+
+
+def test_a_2xx_from_another_fork_after_a_crossed_cancel_is_ended_too() -> None:
+    w = world()
+    call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 180), flow, now=0.1)
+    w.run_until(1.0, start=0.1)
+    w.receive(forked(invite, "b1", "sips:bob1@127.0.0.3:5061"), flow, now=1.1)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=1.2)
+    assert [m.to.tag for _h, m in w.requests("ACK")] == ["b1", "b2"]
+    assert [m.to.tag for _h, m in w.requests("BYE")] == ["b1", "b2"]
+
+
+def test_a_2xx_retransmitted_after_our_bye_still_gets_its_ack_until_64_t1() -> None:
+    # RFC 6026 Timer M: the callee retransmits its 2xx until our ACK reaches it, even after
+    # we hung up; each gets the same ACK, for 64·T1 after the end.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    ok = answer(invite, 200, body=ANSWER)
+    w.receive(ok, flow, now=0.1)
+    w.endpoint.hangup(placed.call_id, now=0.2)
+    w.drain()
+    assert len(w.requests("BYE")) == 1
+    w.receive(ok, flow, now=0.6)
+    w.receive(ok, flow, now=1.6)
+    acks = [m for _h, m in w.requests("ACK")]
+    assert len(acks) == 3
+    assert {a.top_via.branch for a in acks} == {acks[0].top_via.branch}
+    assert len(w.requests("BYE")) == 1  # the retransmissions end nothing more
+    w.receive(ok, flow, now=0.2 + 64 * T1_SECONDS + 1)
+    assert len(w.requests("ACK")) == 3  # forgotten after 64·T1

@@ -23,12 +23,13 @@ Script = Callable[["Callee", _Flow, Request], Awaitable[None]]
 
 
 class Callee(TestRegistrar):
-    """A registrar whose INVITEs (and CANCELs) are answered by `on_invite` (`on_cancel`)."""
+    """A registrar whose INVITEs are answered by `on_invite`, and other requests by `on`'s
+    script for their method (else 200)."""
 
-    def __init__(self, on_invite: Script, on_cancel: Script | None = None) -> None:
+    def __init__(self, on_invite: Script, **on: Script) -> None:
         super().__init__()
         self.on_invite = on_invite
-        self.on_cancel = on_cancel
+        self.on = on
         self.seen: list[Request] = []
 
     def of(self, method: str) -> list[Request]:
@@ -41,8 +42,9 @@ class Callee(TestRegistrar):
             if message.method == "INVITE" and message.to.tag is None:
                 self._nursery.start_soon(self.on_invite, self, flow, message)
                 return
-            if message.method == "CANCEL" and self.on_cancel is not None:
-                await self.on_cancel(self, flow, message)
+            script = self.on.get(message.method)
+            if script is not None:
+                self._nursery.start_soon(script, self, flow, message)
                 return
             if message.method == "ACK":
                 return
@@ -77,7 +79,7 @@ async def test_a_hangup_after_a_cancel_that_gets_no_487_ends_the_call_at_once(
     async def no_487(callee: Callee, flow: _Flow, cancel: Request) -> None:
         await flow.send(make_response(cancel, 200, to_tag="b1"))  # and never a 487
 
-    async with Callee(ring, no_487) as callee, UserAgent(settings(tmp_path, callee)) as ua:
+    async with Callee(ring, CANCEL=no_487) as callee, UserAgent(settings(tmp_path, callee)) as ua:
         await ua.account.register()
         connection = ua.account.connection
         assert connection is not None
@@ -95,3 +97,25 @@ async def test_a_hangup_after_a_cancel_that_gets_no_487_ends_the_call_at_once(
             placed = await ua.calls.wait_ended(call_id)
     assert placed.outcome is not None
     assert placed.outcome.reason == "cancelled"
+
+
+async def test_a_2xx_retransmitted_after_our_bye_gets_its_ack_again(tmp_path: Path) -> None:
+    # RFC 6026: the callee's 2xx retransmissions outlive the call when our ACK was lost.
+    ok: list[Response] = []
+
+    async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
+        ok.append(make_response(invite, 200, to_tag="b1"))
+        ok[0].headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
+        await flow.send(ok[0])
+
+    async def repeat_then_answer(callee: Callee, flow: _Flow, bye: Request) -> None:
+        await flow.send(ok[0])  # after the BYE: sipua must still ACK it
+        await wait_until(lambda: len(callee.of("ACK")) == 2, 3)
+        await flow.send(make_response(bye, 200))
+
+    async with Callee(answer, BYE=repeat_then_answer) as callee:
+        with trio.fail_after(10):
+            await _call(settings(tmp_path, callee), "sips:bob@example.test", 5.0, 0.2)
+    first, second = callee.of("ACK")
+    assert first.top_via.branch == second.top_via.branch
+    assert len(callee.of("BYE")) == 1
