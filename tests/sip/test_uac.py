@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from sipua.sip import Headers, Request, Response, make_response
+from sipua.sip import endpoint as endpoint_module
 from sipua.sip.endpoint import CallEnded, CallEstablished, CallProgress
 from sipua.sip.invite import T1_SECONDS
 from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT, DigestResponder
@@ -446,3 +449,33 @@ def test_a_2xx_retransmitted_after_our_bye_still_gets_its_ack_until_64_t1() -> N
     assert len(w.requests("BYE")) == 1  # the retransmissions end nothing more
     w.receive(ok, flow, now=0.2 + 64 * T1_SECONDS + 1)
     assert len(w.requests("ACK")) == 3  # forgotten after 64·T1
+
+
+def test_ended_calls_kept_for_their_2xx_are_bounded_the_oldest_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoint_module, "MAX_ANSWERED_KEPT", 2)
+    w = world()
+    flow = link("flow", outbound=True)
+    oks = []
+    for seed in range(3):
+        placed = OutgoingCall(
+            target="sips:bob@example.test",
+            from_uri="sips:alice@example.test",
+            contact="sips:alice@127.0.0.1:5061",
+            sent_by="127.0.0.1:5061",
+            offer=OFFER,
+            rng=random.Random(100 + seed),
+        )
+        w.endpoint.place_call(placed, flow, 0.0)
+        w.drain()
+        ok = answer(placed.invite, 200, body=ANSWER)
+        w.receive(ok, flow, now=0.1)
+        w.endpoint.hangup(placed.call_id, now=0.2)
+        w.drain()
+        oks.append(ok)
+    assert len(w.requests("ACK")) == 3
+    for ok in oks:
+        w.receive(ok, flow, now=1.0)
+    acked = [m.call_id for _h, m in w.requests("ACK")[3:]]
+    assert acked == [oks[1].call_id, oks[2].call_id]  # the first call was forgotten
