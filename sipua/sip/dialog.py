@@ -5,24 +5,36 @@ INVITE it answers (§12.1.1): the route set is the INVITE's Record-Route values 
 remote target is the INVITE's Contact, the remote sequence number is the INVITE's CSeq, and the
 dialog is secure when the Request-URI was `sips:`. In-dialog requests from the peer must carry a
 higher CSeq than the last one (§12.2.2, else 500); ACK and CANCEL reuse the INVITE's number.
-Requests we send in the dialog (a BYE) go to the remote target through the route set, with our
-own CSeq counting up (§12.2.1.1). sipua is a UAS here, so only loose routing (``;lr``) is
-supported for the requests it sends. Everything a later in-dialog request needs is checked when
-the dialog is created, so a bad INVITE is refused up front (400) instead of failing when we
-build our BYE: the remote target must be a SIP or SIPS URI (§8.1.1.8, §12.1.1), every
-route a SIP or SIPS URI and the first one a loose router.
+Requests we send in the dialog (a BYE, the ACK of a 2xx) go to the remote target through the
+route set, with our own CSeq counting up (§12.2.1.1): when the first route is a loose router
+(``;lr``) the Request-URI is the remote target and the route set the Route header fields; when
+it is a strict router (RFC 2543), its URI is the Request-URI and the rest of the route set,
+then the remote target, are the Route header fields. Everything a later in-dialog request needs
+is checked when the dialog is created, so a bad INVITE is refused up front (400) instead of
+failing when we build our BYE: the remote target must be a SIP or SIPS URI (§8.1.1.8, §12.1.1),
+and every route a SIP or SIPS URI.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from sipua.sip import Headers, Request, Response, SipUri
-from sipua.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from sipua.sip.fields import parse_name_address
 from sipua.sip.ids import RandomSource, new_branch
 
 MAX_FORWARDS: Final = 70
+
+
+def credentials_of(invite: Request) -> list[tuple[str, str]]:
+    """The INVITE's credentials, which the ACK of its 2xx carries too (§22.1)."""
+    return [
+        (name, value)
+        for name in ("Authorization", "Proxy-Authorization")
+        for value in invite.headers.get_all(name)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +80,7 @@ class Dialog:
 
         Raises:
             RemoteProtocolError: the request has no From tag or no Contact, its Contact is not a
-                SIP(S) URI, or its route set is not usable (a non-SIP route, a strict router
-                first); status_hint 400.
+                SIP(S) URI, or its route set is not usable (a non-SIP route); status_hint 400.
         """
         remote_tag = request.from_.tag
         if not remote_tag:
@@ -97,12 +108,6 @@ class Dialog:
                 raise RemoteProtocolError(
                     f"the INVITE's Record-Route {str(route_uri)[:200]!r} is not a SIP or SIPS URI"
                 )
-        first = route_uris[0] if route_uris else None
-        if isinstance(first, SipUri) and "lr" not in first.params:
-            raise RemoteProtocolError(
-                "the INVITE's first Record-Route is a strict router (no ;lr); sipua only "
-                "supports loose routing (RFC 3261 §16.12.1.1)"
-            )
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -142,11 +147,6 @@ class Dialog:
                 raise RemoteProtocolError(
                     f"the 2xx's Record-Route {str(route.uri)[:200]!r} is not a SIP or SIPS URI"
                 )
-        if routes and isinstance(routes[0].uri, SipUri) and "lr" not in routes[0].uri.params:
-            raise RemoteProtocolError(
-                "the 2xx's last Record-Route is a strict router (no ;lr); sipua only supports "
-                "loose routing (RFC 3261 §16.12.1.1)"
-            )
         uri = invite.uri
         return cls(
             call_id=invite.call_id,
@@ -197,12 +197,11 @@ class Dialog:
             rng: the branch source.
 
         Raises:
-            LocalProtocolError: for ACK or CANCEL, or a strict-routing first hop.
+            LocalProtocolError: for ACK or CANCEL, or a route or target that is not a SIP URI.
         """
         if method in ("ACK", "CANCEL"):
             raise LocalProtocolError(f"{method} is not built by Dialog.new_request")
-        if self.route_set and ";lr" not in self.route_set[0].lower():
-            raise LocalProtocolError("the dialog's first route is a strict router (no ;lr)")
+        uri, routes = self._routing()
         self.local_seq = max(self.local_seq, 0) + 1
         transport = "TLS"
         headers = Headers(
@@ -213,14 +212,19 @@ class Dialog:
                 ("To", f"<{self.remote_uri}>;tag={self.remote_tag}"),
                 ("Call-ID", self.call_id),
                 ("CSeq", f"{self.local_seq} {method}"),
-                *[("Route", route) for route in self.route_set],
+                *[("Route", route) for route in routes],
             ]
         )
-        return Request(method, SipUri.parse(self.remote_target), headers)
+        return Request(method, uri, headers)
 
     def new_ack(self, invite: Request, *, sent_by: str, rng: RandomSource) -> Request:
         """The ACK for the 2xx to our `invite` (§13.2.2.4): a new branch, the INVITE's CSeq
-        number, the dialog's route set and target, and the INVITE's credentials."""
+        number, the dialog's route set and target, and the INVITE's credentials.
+
+        Raises:
+            LocalProtocolError: a route or the target is not a SIP URI.
+        """
+        uri, routes = self._routing()
         headers = Headers(
             [
                 ("Via", f"SIP/2.0/TLS {sent_by};branch={new_branch(rng)}"),
@@ -229,12 +233,29 @@ class Dialog:
                 ("To", f"<{self.remote_uri}>;tag={self.remote_tag}"),
                 ("Call-ID", self.call_id),
                 ("CSeq", f"{invite.cseq.seq} ACK"),
-                *[("Route", route) for route in self.route_set],
-                *[
-                    (name, value)
-                    for name in ("Authorization", "Proxy-Authorization")
-                    for value in invite.headers.get_all(name)
-                ],
+                *[("Route", route) for route in routes],
+                *credentials_of(invite),
             ]
         )
-        return Request("ACK", SipUri.parse(self.remote_target), headers)
+        return Request("ACK", uri, headers)
+
+    def _routing(self) -> tuple[SipUri, list[str]]:
+        """The Request-URI and the Route values of a request in the dialog (§12.2.1.1).
+
+        Raises:
+            LocalProtocolError: a route or the target is not a SIP URI.
+        """
+        try:
+            target = SipUri.parse(self.remote_target)
+            first = parse_name_address(self.route_set[0], "Route").uri if self.route_set else None
+        except ProtocolError as exc:
+            raise LocalProtocolError(f"the dialog's target or route is unusable: {exc}") from None
+        if first is None:
+            return target, []
+        if not isinstance(first, SipUri):
+            raise LocalProtocolError(f"the dialog's first route {str(first)[:200]!r} is not SIP")
+        if "lr" in first.params:
+            return target, list(self.route_set)
+        # A strict router (RFC 2543): it takes the Request-URI, the target goes last (§12.2.1.1);
+        # URI headers are not allowed in a Request-URI (§19.1.1).
+        return replace(first, headers={}), [*self.route_set[1:], f"<{self.remote_target}>"]

@@ -101,6 +101,7 @@ from sipua.sip.registrations import AccountEvent, Registrations
 from sipua.sip.rejection import error_response
 from sipua.sip.serializer import serialize
 from sipua.sip.timers import TimerConfig
+from sipua.sip.transaction import State as TxState
 from sipua.sip.transactions import TransactionTable
 from sipua.sip.uri import SipUri
 
@@ -111,12 +112,17 @@ MAX_CALLS: Final = 64
 MAX_CALLS_PER_SOURCE: Final = 8
 #: Extensions (option tags, RFC 3261 §19.2) a request may require of sipua.
 SUPPORTED_EXTENSIONS: Final = frozenset({"timer"})
+#: Answered calls we placed kept after their end for their 2xx retransmissions (RFC 6026).
+MAX_ANSWERED_KEPT: Final = MAX_CALLS
 #: Events waiting to be drained; more means the user agent stopped draining, which is a bug.
 MAX_PENDING_EVENTS: Final = 65536
 #: Final statuses of the answer policy's refusals.
 REJECT_STATUS: Final = {"busy": 486, "decline": 603}
 
 H = TypeVar("H", bound=Hashable)
+
+#: States of an INVITE client transaction still waiting for its final response.
+_WAITING: Final = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
 # -- what the user agent tells the endpoint ------------------------------------------------
@@ -335,6 +341,16 @@ class _Outgoing(Generic[H]):
     hangup_at: float | None = None
     remote_origin: bytes | None = None  # the o= line of the callee's last SDP
     expires_at: float | None = None
+    give_up_at: float | None = None  # 64·T1 after our CANCEL: no 487 by then ends the call
+
+
+@dataclass(slots=True)
+class _Answered(Generic[H]):
+    """A placed call that was answered and is over: its 2xx may still come again (RFC 6026)."""
+
+    call: uac.OutgoingCall
+    link: Link[H]
+    until: float  # 64·T1 after the end, as Timer M
 
 
 @dataclass(slots=True)
@@ -378,7 +394,11 @@ class Endpoint(Generic[H]):
         self._rng = rng
         self._users = users
         self._table = TransactionTable(timers=timers)
-        self._timer_f = (timers or TimerConfig()).for_transport(reliable=True).f
+        reliable_timers = (timers or TimerConfig()).for_transport(reliable=True)
+        self._timer_f = reliable_timers.f
+        # 64·T1 (Timer B): how long a CANCEL waits for its 487, and an ended call we placed
+        # for its 2xx retransmissions (RFC 6026 Timer M).
+        self._sixty_four_t1 = reliable_timers.b
         #: Every account's registration, flow, back-off and keep-alive.
         self.registrations: Registrations[H] = Registrations(
             send=self._send_register, emit=self._emit, rng=rng
@@ -387,6 +407,9 @@ class Endpoint(Generic[H]):
         self._max_per_source = max_calls_per_source
         self._calls: dict[CallKey, _Call[H]] = {}
         self._outgoing: dict[str, _Outgoing[H]] = {}  # calls we placed, by Call-ID
+        # Answered calls we placed that are over, whose 2xx retransmissions still get their
+        # ACK (and another fork's 2xx its ACK and BYE), oldest first.
+        self._answered: dict[str, _Answered[H]] = {}
         self._uac_invites: dict[ClientTxKey, str] = {}  # their INVITE transactions
         self._by_invite: dict[ServerKey, CallKey] = {}
         # The connection each live transaction answers on (§18.2.2) or sends on.
@@ -429,6 +452,8 @@ class Endpoint(Generic[H]):
             state = out.call.state
             if state in (uac.OutgoingState.CALLING, uac.OutgoingState.EARLY):
                 deadlines.append(out.cancel_at)
+            elif state is uac.OutgoingState.CANCELLING:
+                deadlines.append(out.give_up_at)
             elif state is uac.OutgoingState.CONFIRMED:
                 deadlines += [out.hangup_at, out.expires_at]
         return min((d for d in deadlines if d is not None), default=None)
@@ -457,7 +482,7 @@ class Endpoint(Generic[H]):
                 self._end(key, call, f"connection-lost: {reason}", None)
         for call_id, out in list(self._outgoing.items()):
             if out.link.handle == handle:
-                self._end_outgoing(call_id, f"connection-lost: {reason}", None)
+                self._end_outgoing(call_id, f"connection-lost: {reason}", None, now)
         for tx_key, owner in list(self._tx_handles.items()):
             if owner == handle:
                 self._table.transport_error(tx_key, now)
@@ -544,6 +569,13 @@ class Endpoint(Generic[H]):
             if early and out.cancel_at is not None and out.cancel_at <= now:
                 out.cancel_at = None
                 self._run_outgoing(call_id, out.call.cancel, None, now)
+            elif (
+                state is uac.OutgoingState.CANCELLING
+                and out.give_up_at is not None
+                and out.give_up_at <= now
+            ):
+                out.give_up_at = None  # §9.1: no final response 64·T1 after our CANCEL
+                self._run_outgoing(call_id, out.call.timed_out, None, now)
             elif (
                 state is uac.OutgoingState.CONFIRMED
                 and out.hangup_at is not None
@@ -872,12 +904,26 @@ class Endpoint(Generic[H]):
         out = self._outgoing.get(call_id)
         if out is not None:
             self._run_outgoing(call_id, partial(out.call.receive_response, response), None, now)
+            return
+        answered = self._answered.get(call_id)
+        if answered is None or not 200 <= response.status < 300:
+            return
+        if answered.until <= now:
+            del self._answered[call_id]
+            return
+        # The 2xx again after the call ended (our ACK was lost, RFC 6026 Timer M): the same
+        # ACK; another fork's 2xx: its ACK and BYE.
+        for output in answered.call.receive_response(response):
+            if isinstance(output, uac.SendDirect):
+                self._emit(Send(handle=answered.link.handle, message=output.request))
+            elif isinstance(output, uac.SendInTransaction):
+                self._send_request(output.request, answered.link, now)
 
     def _stray(self, response: Response, now: float) -> None:
         # A 2xx retransmitted after its INVITE transaction ended still needs its ACK (§13.2.2.4).
         call_id = response.call_id
         is_2xx = response.cseq.method == "INVITE" and 200 <= response.status < 300
-        if is_2xx and call_id in self._outgoing:
+        if is_2xx and (call_id in self._outgoing or call_id in self._answered):
             self._answer_to_invite(call_id, response, now)
             return
         self.stray_responses += 1  # dropped (§17.1.3)
@@ -895,7 +941,7 @@ class Endpoint(Generic[H]):
         try:
             outputs = step()
         except ProtocolError as exc:
-            self._end_outgoing(call_id, f"protocol-error: {exc}", None)
+            self._end_outgoing(call_id, f"protocol-error: {exc}", None, now)
             return
         for output in outputs:
             if isinstance(output, uac.SendInTransaction):
@@ -904,6 +950,8 @@ class Endpoint(Generic[H]):
                 self._bind(key, out.link.handle)
                 if request.method == "INVITE":
                     self._uac_invites[key] = call_id
+                elif request.method == "CANCEL":
+                    out.give_up_at = now + self._sixty_four_t1
                 self._drain(None, now)
             elif isinstance(output, uac.SendDirect):
                 self._emit(Send(handle=out.link.handle, message=output.request))
@@ -925,18 +973,35 @@ class Endpoint(Generic[H]):
                     out.hangup_at = now + out.duration
                 self._emit(CallEstablished(call_id=call_id, sdp=output.sdp, tag=out.call.local_tag))
             elif isinstance(output, uac.Ended):
-                self._end_outgoing(call_id, output.reason, output.status, output.phrase)
+                self._end_outgoing(call_id, output.reason, output.status, now, output.phrase)
 
     def _end_outgoing(
-        self, call_id: str, reason: str, status: int | None, phrase: str = ""
+        self, call_id: str, reason: str, status: int | None, now: float, phrase: str = ""
     ) -> None:
         out = self._outgoing.pop(call_id, None)
         if out is None:
             return
         self._unuse(out.link.handle)
+        for tx_key, owner in list(self._uac_invites.items()):
+            tx = self._table.get(tx_key)
+            if owner == call_id and tx is not None and tx.state in _WAITING:
+                # The call is over without a final response (our CANCEL got no 487): its
+                # INVITE transaction has no timer left in Proceeding, so it is released here.
+                self._table.transport_error(tx_key, now)
+                self._drain(None, now)
+        if out.call.dialog is not None:
+            self._remember_answered(call_id, out, now)
         tag = out.call.local_tag
         self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))
+
+    def _remember_answered(self, call_id: str, out: _Outgoing[H], now: float) -> None:
+        for old_id, old in list(self._answered.items()):
+            if old.until <= now:
+                del self._answered[old_id]
+        while len(self._answered) >= MAX_ANSWERED_KEPT:
+            del self._answered[next(iter(self._answered))]  # the oldest
+        self._answered[call_id] = _Answered(out.call, out.link, now + self._sixty_four_t1)
 
     # -- sending --------------------------------------------------------------------------
 

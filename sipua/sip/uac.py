@@ -12,9 +12,20 @@ non-2xx final response.
 
 - A 401/407 is answered once per challenge with a new INVITE (CSeq + 1, a new branch) carrying
   the credentials (§22.2); a second challenge to the same nonce means the credentials are wrong.
+  At most `MAX_CHALLENGES_PER_ATTEMPT` challenges are answered per call (a stale nonce or a
+  fresh realm every time would loop for ever): the next one ends the call as refused, with the
+  401/407 and a phrase saying the credentials were refused. A challenge after the call was
+  cancelled (or hung up) before any provisional response ends it as cancelled, no new INVITE.
 - CANCEL goes out only after a provisional response (§9.1); asked earlier, it waits for one.
-  A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1).
-- A retransmitted 2xx gets the same ACK again (§13.2.2.4).
+  A 2xx that crosses our CANCEL is ACKed and the call is ended with a BYE (§9.1). A callee
+  that never sends the 487 does not hold the call: the endpoint times CANCELLING (64·T1 after
+  the CANCEL, §9.1), and a hang-up while cancelling ends the call at once.
+- A retransmitted 2xx gets the same ACK again (§13.2.2.4). A 2xx from another fork (another
+  To tag) after the first one is ACKed in its own dialog and ended with a BYE (§13.2.2.4), in
+  CONFIRMED as in TERMINATED; the first answer stays the call.
+- A 2xx whose dialog cannot be used (no To tag, no SIP or SIPS Contact) is still ACKed, with
+  the INVITE's Request-URI and Route and the 2xx's To, and the call ends as a protocol error
+  (no BYE could reach the callee). A strict router in the route set is routed as §12.2.1.1 says.
 - The transitions are one table, `TABLE`, as for the transactions and the UAS session.
 """
 
@@ -25,14 +36,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sipua.sip.dialog import MAX_FORWARDS, Dialog
-from sipua.sip.errors import LocalProtocolError, ProtocolError
+from sipua.sip.dialog import MAX_FORWARDS, Dialog, credentials_of
+from sipua.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from sipua.sip.headers import Headers
 from sipua.sip.ids import RandomSource, new_branch, new_call_id, new_tag
 from sipua.sip.message import Request, Response, make_response
 from sipua.sip.methods import ALLOW
-from sipua.sip.registration import ChallengeResponder, CredentialsRejected
+from sipua.sip.registration import (
+    MAX_CHALLENGES_PER_ATTEMPT,
+    ChallengeResponder,
+    CredentialsRejected,
+)
 from sipua.sip.uri import SipUri
+
+#: Other forks' answers (2xx) whose ACK a call keeps for their retransmissions; one beyond
+#: gets a new ACK and BYE each time it comes.
+MAX_FORKED_ANSWERS: Final = 16
 
 
 class OutgoingState(enum.Enum):
@@ -192,6 +211,8 @@ class OutgoingCall:
         self._cseq = 0
         self._ack: Request | None = None
         self._cancel_wanted = False
+        self._challenges = 0  # 401/407s answered in this call
+        self._fork_acks: dict[str, Request] = {}  # other forks' 2xx ACKs, by their To tag
         self.invite = self._new_invite([])
 
     # -- inputs ---------------------------------------------------------------------------
@@ -214,20 +235,35 @@ class OutgoingCall:
             return outputs
         if status < 300:
             return self._success(response)
+        phrase = response.reason
+        cancelled = False
         if status in (401, 407) and self.state in (OutgoingState.CALLING, OutgoingState.EARLY):
-            retry = self._challenge(response)
-            if retry is not None:
-                return retry
+            if self._cancel_wanted:
+                cancelled = True  # given up before any 1xx: no INVITE again (§9.1)
+            else:
+                retry = self._challenge(response)
+                if retry is not None:
+                    return retry
+                if self._responder is not None:
+                    phrase = (
+                        f"{response.reason}; the credentials were refused after "
+                        f"{self._challenges} challenge(s): check the account's username and "
+                        "password"
+                    )
         old = self._move(OutgoingInput.FAILURE)
         if old is OutgoingState.TERMINATED:
             return []
-        reason = "cancelled" if old is OutgoingState.CANCELLING else "refused"
-        return [Ended(reason=reason, status=status, phrase=response.reason)]
+        reason = "cancelled" if cancelled or old is OutgoingState.CANCELLING else "refused"
+        return [Ended(reason=reason, status=status, phrase=phrase)]
 
     def timed_out(self) -> list[OutgoingOutput]:
-        """Our INVITE's transaction timed out (Timer B) or its connection failed."""
-        if self._move(OutgoingInput.TIMEOUT) is OutgoingState.TERMINATED:
+        """Our INVITE's transaction timed out (Timer B), its connection failed, or no final
+        response came within 64·T1 of our CANCEL (§9.1, Timer C of §16.6 in spirit)."""
+        old = self._move(OutgoingInput.TIMEOUT)
+        if old is OutgoingState.TERMINATED:
             return []
+        if old is OutgoingState.CANCELLING:
+            return [Ended(reason="cancelled", phrase="no final response to the cancelled INVITE")]
         return [Ended(reason="no-answer", status=408)]
 
     def cancel(self) -> list[OutgoingOutput]:
@@ -242,8 +278,12 @@ class OutgoingCall:
         return [SendInTransaction(request=self._new_cancel())]
 
     def hangup(self, reason: str = "local-bye") -> list[OutgoingOutput]:
-        """Ends the call: BYE once up, CANCEL before."""
-        if self.state in (OutgoingState.CALLING, OutgoingState.EARLY, OutgoingState.CANCELLING):
+        """Ends the call: BYE once up, CANCEL before; asked again while our CANCEL waits for
+        its 487, the call ends at once (the endpoint releases the INVITE's transaction)."""
+        if self.state is OutgoingState.CANCELLING:
+            self._move(OutgoingInput.TIMEOUT)
+            return [Ended(reason="cancelled", phrase="hung up while the CANCEL was pending")]
+        if self.state in (OutgoingState.CALLING, OutgoingState.EARLY):
             return self.cancel()
         if self.state is OutgoingState.TERMINATED:
             return []
@@ -254,7 +294,12 @@ class OutgoingCall:
         """The callee's BYE (§15.1.2)."""
         if self.state is not OutgoingState.CONFIRMED or self.dialog is None:
             return [Answer(response=make_response(bye, 481, to_tag=self.local_tag))]
-        self.dialog.receive_request(bye)  # §12.2.2: 500 for an old CSeq, no state change
+        try:
+            self.dialog.receive_request(bye)
+        except RemoteProtocolError as exc:
+            # §12.2.2: a CSeq that went backwards gets 500; the call goes on unchanged.
+            refusal = make_response(bye, exc.status_hint, reason="CSeq Out of Order")
+            return [Answer(response=refusal)]
         self._move(OutgoingInput.RECEIVE_BYE)
         return [Answer(response=make_response(bye, 200)), Ended(reason="remote-bye")]
 
@@ -263,13 +308,21 @@ class OutgoingCall:
     def _success(self, response: Response) -> list[OutgoingOutput]:
         old = self._move(OutgoingInput.SUCCESS)
         if old in (OutgoingState.CONFIRMED, OutgoingState.TERMINATED) and self._ack is not None:
-            return [SendDirect(request=self._ack)]  # the 2xx again: the same ACK (§13.2.2.4)
+            tag = response.to.tag
+            if self.dialog is None or tag == self.dialog.remote_tag:
+                return [SendDirect(request=self._ack)]  # the 2xx again: the same ACK (§13.2.2.4)
+            return self._other_fork(response)
         try:
             self.dialog = Dialog.from_uac(self.invite, response)
         except ProtocolError as exc:
-            # No usable dialog: nothing can be ACKed or ended in it. The call failed.
+            # No usable dialog (no To tag, no SIP Contact): no BYE can reach the callee. The
+            # 2xx still gets an ACK, so that the callee stops retransmitting; the call failed.
             self.state = OutgoingState.TERMINATED
-            return [Ended(reason=f"protocol-error: {exc}", status=response.status)]
+            self._ack = self._ack_without_dialog(response)
+            reason = (
+                f"protocol-error: {exc}; the answer was acknowledged but cannot be ended with a BYE"
+            )
+            return [SendDirect(request=self._ack), Ended(reason=reason, status=response.status)]
         self._ack = self.dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
         outputs: list[OutgoingOutput] = [SendDirect(request=self._ack)]
         if old is OutgoingState.CANCELLING or old is OutgoingState.TERMINATED:
@@ -277,9 +330,50 @@ class OutgoingCall:
             return [*outputs, *self._bye(), Ended(reason="cancelled-after-answer")]
         return [*outputs, Established(sdp=response.body)]
 
+    def _other_fork(self, response: Response) -> list[OutgoingOutput]:
+        """A 2xx from another fork after the call was answered (or ended): its own dialog,
+        ACKed and ended with a BYE (§13.2.2.4); its retransmissions get the same ACK again."""
+        tag = response.to.tag or ""
+        ack = self._fork_acks.get(tag)
+        if ack is not None:
+            return [SendDirect(request=ack)]
+        try:
+            dialog = Dialog.from_uac(self.invite, response)
+        except ProtocolError:
+            dialog = None  # no BYE could reach that callee; the ACK still goes
+        if dialog is None:
+            ack = self._ack_without_dialog(response)
+            outputs: list[OutgoingOutput] = [SendDirect(request=ack)]
+        else:
+            ack = dialog.new_ack(self.invite, sent_by=self.sent_by, rng=self._rng)
+            bye = dialog.new_request("BYE", sent_by=self.sent_by, rng=self._rng)
+            outputs = [SendDirect(request=ack), SendInTransaction(request=bye)]
+        if len(self._fork_acks) < MAX_FORKED_ANSWERS:
+            self._fork_acks[tag] = ack
+        return outputs
+
+    def _ack_without_dialog(self, response: Response) -> Request:
+        """The ACK for a 2xx that makes no usable dialog: the INVITE's Request-URI and Route,
+        the 2xx's To (§13.2.2.4, §17.1.1.3), a new branch; it goes out on the call's flow."""
+        invite = self.invite
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/TLS {self.sent_by};branch={new_branch(self._rng)}"),
+                ("Max-Forwards", str(MAX_FORWARDS)),
+                *[("Route", route) for route in invite.headers.get_all("Route")],
+                ("From", invite.headers.get("From") or ""),
+                ("To", response.headers.get("To") or ""),
+                ("Call-ID", invite.call_id),
+                ("CSeq", f"{invite.cseq.seq} ACK"),
+                *credentials_of(invite),
+            ]
+        )
+        return Request("ACK", invite.uri, headers)
+
     def _challenge(self, response: Response) -> list[OutgoingOutput] | None:
-        if self._responder is None:
-            return None
+        if self._responder is None or self._challenges >= MAX_CHALLENGES_PER_ATTEMPT:
+            return None  # §22.2 needs no endless retries: a bound ends a challenge loop
+        self._challenges += 1
         try:
             credentials = self._responder.authorize(response, self.invite)
         except (CredentialsRejected, ProtocolError):

@@ -76,18 +76,21 @@ def test_new_request_uses_route_set_and_counts_cseq() -> None:
         dialog.new_request("ACK", sent_by="x:1", rng=random.Random(1))
 
 
-def test_strict_router_is_refused_when_the_dialog_is_created() -> None:
-    # Regression: the dialog was created and the BYE built later (ACK timeout, hang-up) raised
-    # out of the call task. Now the INVITE itself is refused with 400.
-    with pytest.raises(RemoteProtocolError, match="strict") as info:
-        Dialog.from_uas(invite(record_route=["<sips:strict.test>"]), "at")
-    assert info.value.status_hint == 400
+def test_a_strict_router_first_takes_the_request_uri_and_the_target_goes_last() -> None:
+    # RFC 3261 §12.2.1.1: an RFC 2543 proxy (no ;lr) gets the Request-URI; the remote target
+    # becomes the last Route. The route set is the INVITE's Record-Route in order (UAS side).
+    dialog = Dialog.from_uas(
+        invite(record_route=["<sips:strict.test;maddr=192.0.2.9?x=y>", "<sips:p2.test;lr>"]), "at"
+    )
+    bye = dialog.new_request("BYE", sent_by="127.0.0.1:5062", rng=random.Random(1))
+    assert str(bye.uri) == "sips:strict.test;maddr=192.0.2.9"  # URI headers stripped (§19.1.1)
+    assert bye.headers.get_all("Route") == ["<sips:p2.test;lr>", "<sips:bob@192.0.2.1:5061>"]
 
 
-def test_strict_router_in_an_existing_dialog_is_still_reported() -> None:
+def test_a_route_that_is_not_sip_in_an_existing_dialog_is_reported() -> None:
     dialog = Dialog.from_uas(invite(record_route=["<sips:p1.test;lr>"]), "at")
-    dialog.route_set = ["<sips:strict.test>"]
-    with pytest.raises(LocalProtocolError, match="strict"):
+    dialog.route_set = ["<tel:+1234>"]
+    with pytest.raises(LocalProtocolError, match="not SIP"):
         dialog.new_request("BYE", sent_by="x:1", rng=random.Random(1))
 
 

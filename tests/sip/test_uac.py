@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from sipua.sip import Headers, Request, Response, make_response
+from sipua.sip import endpoint as endpoint_module
 from sipua.sip.endpoint import CallEnded, CallEstablished, CallProgress
 from sipua.sip.invite import T1_SECONDS
-from sipua.sip.registration import DigestResponder
+from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT, DigestResponder
 from sipua.sip.uac import OutgoingCall
 from tests.sip.test_endpoint import OFFER, World, link, world
 
@@ -228,3 +231,251 @@ def test_the_callees_refresh_is_answered_with_our_offer_as_it_was() -> None:
     [ok] = [m for _h, m in w.sent if isinstance(m, Response) and m.cseq.method == "UPDATE"]
     assert ok.status == 200
     assert ok.body == OFFER  # our side of the session, unchanged
+
+
+def challenge(request: Request, nonce: str, *, realm: str = "example.test") -> Response:
+    response = answer(request, 407, tag="px")
+    response.headers.add(
+        "Proxy-Authenticate",
+        f'Digest realm="{realm}", nonce="{nonce}", algorithm=MD5, qop="auth", stale=true',
+    )
+    return response
+
+
+def test_a_challenge_loop_ends_after_the_bound_as_refused_credentials() -> None:
+    # A proxy answering every INVITE with a fresh stale nonce (or a fresh realm) would be
+    # retried for ever; the call answers MAX_CHALLENGES_PER_ATTEMPT challenges, then ends.
+    w = world()
+    call(w)
+    for n in range(10):
+        latest = invites(w)[-1]
+        if [e for e in w.events if isinstance(e, CallEnded)]:
+            break
+        realm = f"r{n}" if n % 2 else "example.test"
+        w.receive(challenge(latest, f"n{n}", realm=realm), link("flow", outbound=True), 0.1 * n)
+    assert len(invites(w)) == 1 + MAX_CHALLENGES_PER_ATTEMPT
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("refused", 407)
+    assert "credentials were refused" in ended.phrase
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_challenge_after_a_cancel_before_any_provisional_ends_the_call() -> None:
+    # The ring timeout (or SIGINT) came while the INVITE had no 1xx: no CANCEL could go out,
+    # and the challenge must not start a new INVITE (§9.1).
+    w = world()
+    call(w, ring_timeout=1.0)
+    w.run_until(1.0)
+    [invite] = invites(w)
+    w.receive(challenge(invite, "n1"), link("flow", outbound=True), 1.1)
+    assert len(invites(w)) == 1
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.reason, ended.status) == ("cancelled", 407)
+    assert w.endpoint.active_calls == 0
+
+
+def test_a_cancel_without_its_487_ends_the_call_after_64_t1_and_frees_the_flow() -> None:
+    # §9.1: a callee that never answers the cancelled INVITE must not hold the call for ever.
+    w = world()
+    call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(1.0, start=0.1)
+    [(_h, cancel)] = w.requests("CANCEL")
+    w.receive(answer(cancel, 200), link("flow", outbound=True), now=1.1)
+    w.run_until(1.0 + 64 * T1_SECONDS - 0.1, start=1.1)
+    assert not [e for e in w.events if isinstance(e, CallEnded)]
+    w.run_until(1.0 + 64 * T1_SECONDS, start=1.1)
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "cancelled"
+    assert w.endpoint.active_calls == 0
+    assert w.endpoint.next_deadline() is None  # nothing left: the INVITE transaction is gone
+    assert w.in_use[-1] == ("flow", False)
+    # A late 487 matches nothing now.
+    w.receive(answer(invite, 487), link("flow", outbound=True), now=40.0)
+    assert w.endpoint.stray_responses == 1
+
+
+def test_a_hangup_while_the_cancel_waits_ends_the_call_at_once() -> None:
+    w = world()
+    placed = call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    w.receive(answer(invite, 180), link("flow", outbound=True), now=0.1)
+    w.run_until(1.0, start=0.1)
+    w.endpoint.hangup(placed.call_id, now=2.0)
+    w.drain()
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "cancelled"
+    assert w.endpoint.active_calls == 0
+    assert len(w.requests("CANCEL")) == 1
+
+
+def forked(request: Request, tag: str, contact: str) -> Response:
+    response = make_response(request, 200, to_tag=tag)
+    response.headers.add("Contact", f"<{contact}>")
+    response.headers.add("Content-Type", "application/sdp")
+    return replace(response, body=ANSWER)
+
+
+def test_a_2xx_from_another_fork_gets_its_own_ack_and_a_bye() -> None:
+    # §13.2.2.4: each 2xx with another To tag is its own dialog; sipua keeps the first.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(forked(invite, "b1", "sips:bob1@127.0.0.3:5061"), flow, now=0.1)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=0.2)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=0.7)  # again
+    acks = [m for _h, m in w.requests("ACK")]
+    assert [(a.to.tag, str(a.uri)) for a in acks] == [
+        ("b1", "sips:bob1@127.0.0.3:5061"),
+        ("b2", "sips:bob2@127.0.0.4:5061"),
+        ("b2", "sips:bob2@127.0.0.4:5061"),
+    ]
+    assert acks[1].top_via.branch == acks[2].top_via.branch  # the same ACK again
+    [(_h, bye)] = w.requests("BYE")
+    assert (bye.to.tag, str(bye.uri)) == ("b2", "sips:bob2@127.0.0.4:5061")
+    assert bye.cseq.seq > invite.cseq.seq
+    assert len([e for e in w.events if isinstance(e, CallEstablished)]) == 1
+    assert placed.dialog is not None
+    assert placed.dialog.remote_tag == "b1"
+    assert w.endpoint.active_calls == 1
+
+
+def test_a_2xx_through_a_strict_router_is_acked_and_byed_as_12_2_1_1_says() -> None:
+    w = world()
+    placed = call(w, duration=1.0)
+    [invite] = invites(w)
+    ok = make_response(invite, 200, to_tag="b1")
+    ok.headers.add("Contact", "<sips:bob@127.0.0.3:5061>")
+    ok.headers.add("Record-Route", "<sips:127.0.0.2:5061>")  # RFC 2543 proxy: no ;lr
+    w.receive(ok, link("flow", outbound=True), now=0.1)
+    w.run_until(1.2, start=0.1)
+    [(_h, ack)] = w.requests("ACK")
+    [(_h, bye)] = w.requests("BYE")
+    for request in (ack, bye):
+        assert str(request.uri) == "sips:127.0.0.2:5061"
+        assert request.headers.get_all("Route") == ["<sips:bob@127.0.0.3:5061>"]
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert (ended.call_id, ended.reason) == (placed.call_id, "local-bye")
+
+
+def test_a_2xx_without_a_usable_dialog_is_still_acked_and_the_call_fails() -> None:
+    for to_tag, contact in ((None, "<sips:bob@127.0.0.3:5061>"), ("b1", None), ("b1", "<tel:1>")):
+        w = world()
+        call(w)
+        [invite] = invites(w)
+        ok = make_response(invite, 200, to_tag=to_tag)
+        if contact is not None:
+            ok.headers.add("Contact", contact)
+        w.receive(ok, link("flow", outbound=True), now=0.1)
+        [(handle, ack)] = w.requests("ACK")
+        assert handle == "flow"
+        assert ack.uri == invite.uri
+        assert ack.headers.get_all("Route") == invite.headers.get_all("Route")
+        assert ack.to.tag == to_tag
+        assert ack.cseq.seq == invite.cseq.seq
+        assert ack.top_via.branch != invite.top_via.branch
+        [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+        assert ended.reason.startswith("protocol-error")
+        assert "cannot be ended with a BYE" in ended.reason
+        assert not w.requests("BYE")
+
+
+def callee_request(placed: OutgoingCall, method: str, cseq: int, body: bytes = b"") -> Request:
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/TLS 127.0.0.3:5061;branch=z9hG4bK{method}{cseq}"),
+            ("From", "<sips:bob@example.test>;tag=bob9"),
+            ("To", f"<sips:alice@example.test>;tag={placed.local_tag}"),
+            ("Call-ID", placed.call_id),
+            ("CSeq", f"{cseq} {method}"),
+            ("Max-Forwards", "70"),
+        ]
+    )
+    if body:
+        headers.add("Content-Type", "application/sdp")
+    return Request(method, placed.invite.from_.uri, headers, body)
+
+
+def test_a_bye_whose_cseq_went_backwards_gets_500_and_the_call_goes_on() -> None:
+    # RFC 3261 §12.2.2: a request with a lower CSeq than the dialog's is answered 500.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 200, body=ANSWER), flow, now=0.1)
+    w.receive(callee_request(placed, "UPDATE", 10, ANSWER), flow, now=1.0)
+    w.receive(callee_request(placed, "BYE", 5), flow, now=2.0)
+    assert w.statuses("flow", "BYE") == [500]
+    assert not [e for e in w.events if isinstance(e, CallEnded)]
+    assert w.endpoint.active_calls == 1
+    w.receive(callee_request(placed, "BYE", 11), flow, now=3.0)
+    assert w.statuses("flow", "BYE") == [500, 200]
+    [ended] = [e for e in w.events if isinstance(e, CallEnded)]
+    assert ended.reason == "remote-bye"
+
+
+def test_a_2xx_from_another_fork_after_a_crossed_cancel_is_ended_too() -> None:
+    w = world()
+    call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 180), flow, now=0.1)
+    w.run_until(1.0, start=0.1)
+    w.receive(forked(invite, "b1", "sips:bob1@127.0.0.3:5061"), flow, now=1.1)
+    w.receive(forked(invite, "b2", "sips:bob2@127.0.0.4:5061"), flow, now=1.2)
+    assert [m.to.tag for _h, m in w.requests("ACK")] == ["b1", "b2"]
+    assert [m.to.tag for _h, m in w.requests("BYE")] == ["b1", "b2"]
+
+
+def test_a_2xx_retransmitted_after_our_bye_still_gets_its_ack_until_64_t1() -> None:
+    # RFC 6026 Timer M: the callee retransmits its 2xx until our ACK reaches it, even after
+    # we hung up; each gets the same ACK, for 64·T1 after the end.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    ok = answer(invite, 200, body=ANSWER)
+    w.receive(ok, flow, now=0.1)
+    w.endpoint.hangup(placed.call_id, now=0.2)
+    w.drain()
+    assert len(w.requests("BYE")) == 1
+    w.receive(ok, flow, now=0.6)
+    w.receive(ok, flow, now=1.6)
+    acks = [m for _h, m in w.requests("ACK")]
+    assert len(acks) == 3
+    assert {a.top_via.branch for a in acks} == {acks[0].top_via.branch}
+    assert len(w.requests("BYE")) == 1  # the retransmissions end nothing more
+    w.receive(ok, flow, now=0.2 + 64 * T1_SECONDS + 1)
+    assert len(w.requests("ACK")) == 3  # forgotten after 64·T1
+
+
+def test_ended_calls_kept_for_their_2xx_are_bounded_the_oldest_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoint_module, "MAX_ANSWERED_KEPT", 2)
+    w = world()
+    flow = link("flow", outbound=True)
+    oks = []
+    for seed in range(3):
+        placed = OutgoingCall(
+            target="sips:bob@example.test",
+            from_uri="sips:alice@example.test",
+            contact="sips:alice@127.0.0.1:5061",
+            sent_by="127.0.0.1:5061",
+            offer=OFFER,
+            rng=random.Random(100 + seed),
+        )
+        w.endpoint.place_call(placed, flow, 0.0)
+        w.drain()
+        ok = answer(placed.invite, 200, body=ANSWER)
+        w.receive(ok, flow, now=0.1)
+        w.endpoint.hangup(placed.call_id, now=0.2)
+        w.drain()
+        oks.append(ok)
+    assert len(w.requests("ACK")) == 3
+    for ok in oks:
+        w.receive(ok, flow, now=1.0)
+    acked = [m.call_id for _h, m in w.requests("ACK")[3:]]
+    assert acked == [oks[1].call_id, oks[2].call_id]  # the first call was forgotten

@@ -223,12 +223,28 @@ async def test_reinvite_refresh_is_200_a_change_488_and_shutdown_hangs_up_with_b
     assert byes[0].headers.get_all("Route") == ["<sips:127.0.0.1:5061;lr>"]
 
 
+async def test_a_call_through_a_strict_router_is_answered_and_its_bye_routed_strictly(
+    tmp_path: Path,
+) -> None:
+    # RFC 3261 §12.2.1.1: the strict router's URI is the BYE's Request-URI, the caller's
+    # Contact its last Route.
+    async with registered_ua(tmp_path) as (registrar, ua, uri):
+        strict = request("INVITE", uri, body=OFFER, record_route="<sips:127.0.0.1:5061>")
+        flow = await registrar.send_request("alice", strict)
+        ok = await registrar.response(flow, status=200)
+        await flow.send(request("ACK", uri, to_tag=ok.to.tag))
+        await wait_until(lambda: bool(events(ua, "call-confirmed")), 5)
+    [bye] = [r for r in flow.requests if r.method == "BYE"]
+    assert str(bye.uri) == "sips:127.0.0.1:5061"
+    assert bye.headers.get_all("Route") == [f"<{strict.contacts[0].uri}>"]
+
+
 @pytest.mark.parametrize(
     ("contact", "record_route"),
     [
         ("<tel:+1234>", "<sips:127.0.0.1:5061;lr>"),
         ("<mailto:bob@example.test>", "<sips:127.0.0.1:5061;lr>"),
-        ("<sips:bob@127.0.0.1:5061>", "<sips:proxy.example>"),
+        ("<sips:bob@127.0.0.1:5061>", "<tel:+1234>"),
     ],
 )
 async def test_invite_whose_dialog_could_not_be_used_is_400(
