@@ -306,7 +306,9 @@ class MediaSession:
         recorder: WavRecorder | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Sends and receives until cancelled.
+        """Sends and receives until cancelled. Run again with another plan (the 2xx's answer
+        after early media), the session goes on where it was: same sockets and counters, and
+        the peer is learnt anew for the new plan's address.
 
         Raises:
             SrtpError: libsrtp refused the negotiated keys.
@@ -316,9 +318,11 @@ class MediaSession:
         self._plan = plan
         self._source = source
         self._recorder = recorder
-        self._started = trio.current_time()
+        now = trio.current_time()
+        if self._started is None:  # a run with a new plan (a 2xx after early media) goes on
+            self._started = now
         self._latch = SourceLatch(
-            (plan.remote_address, plan.remote_port), symmetric=self.symmetric, started=self._started
+            (plan.remote_address, plan.remote_port), symmetric=self.symmetric, started=now
         )
         self._peer_rtcp = plan.remote_rtcp
         if plan.srtp is not None:

@@ -164,7 +164,7 @@ class WavRecorder:
 
     def __init__(self, path: Path, codec: Codec) -> None:
         self.path = path
-        self._codec = codec
+        self.codec = codec  # of the payloads written; a new media plan may change it
         self._samples = 0
         try:
             # Opened here, not by wave: a wave.open that fails half-way leaves an object
@@ -183,7 +183,7 @@ class WavRecorder:
             return
         self._samples += len(payload)
         try:
-            self._wav.writeframesraw(g711.decode(self._codec, payload))
+            self._wav.writeframesraw(g711.decode(self.codec, payload))
         except OSError as exc:
             raise MediaSourceError(f"cannot record to {self.path}: {exc}") from None
 

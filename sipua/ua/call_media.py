@@ -69,6 +69,8 @@ class MediaDescriber:
         self.media = media
         self._waiting: dict[str, tuple[MediaSession, MediaPlan]] = {}
         self._offered: dict[str, tuple[MediaSession, LocalOffer, CallMedia]] = {}
+        # Offers answered by early media (a 183), kept for the 2xx's answer (`replan`).
+        self._early: dict[str, tuple[LocalOffer, CallMedia]] = {}
 
     def answer(self, offer: bytes, *, address: str, tag: str) -> bytes:
         """Our answer to `offer` (RFC 3264 §6), for the call whose To tag is `tag`.
@@ -139,10 +141,13 @@ class MediaDescriber:
         self._offered[tag] = (session, local, config)
         return local.body
 
-    def accept(self, tag: str, answer: bytes) -> tuple[MediaSession, MediaPlan] | None:
+    def accept(
+        self, tag: str, answer: bytes, *, early: bool = False
+    ) -> tuple[MediaSession, MediaPlan] | None:
         """The session and plan the `answer` to our offer sets up for the call `tag` (the
         callee's 2xx or 183, or the ACK of our 2xx to an INVITE without an offer), to run (the
-        caller closes it); None without media or without our offer.
+        caller closes it); None without media or without our offer. An `early` answer (a
+        183's) keeps the offer, so that the 2xx's answer can set the media up anew (`replan`).
 
         Raises:
             MediaRefused: the answer is not acceptable (a plain answer under `compulsory`, keys
@@ -157,7 +162,23 @@ class MediaDescriber:
         except MediaRefused:
             session.close()
             raise
+        if early:
+            self._early[tag] = (local, config)
         return session, plan
+
+    def replan(self, tag: str, answer: bytes) -> MediaPlan | None:
+        """The plan of the 2xx's `answer` for a call `tag` whose early media runs on the
+        session `accept` gave (a 2xx from another fork than the 183's, or another answer);
+        None when no early answer kept the offer.
+
+        Raises:
+            MediaRefused: the answer is not acceptable; the running session is the caller's.
+        """
+        kept = self._early.pop(tag, None)
+        if kept is None:
+            return None
+        local, config = kept
+        return accept_answer(local, answer, policy=config.srtp, signalling_secure=True)
 
     def release(self, tag: str) -> None:
         """Closes the session bound for `tag` if it never ran."""
@@ -167,6 +188,7 @@ class MediaDescriber:
         offered = self._offered.pop(tag, None)
         if offered is not None:
             offered[0].close()
+        self._early.pop(tag, None)
 
     def take(self, tag: str) -> tuple[MediaSession, MediaPlan] | None:
         """The session bound for the answered call `tag`, to run (the caller closes it)."""

@@ -169,6 +169,22 @@ class PlacedCall:
     media_done: trio.Event = field(default_factory=trio.Event)
 
 
+@dataclass(slots=True, eq=False)
+class _EarlyMedia:
+    """A placed call whose media started from a 183's answer (RFC 3261 §13.2.1).
+
+    Attributes:
+        answer: the 183's SDP; a 2xx that repeats it changes nothing.
+        next_plan: the plan of a 2xx with another answer (another fork, RFC 3261 §13.2.2.4, or
+            an answer that replaces the early one), for the running media to take up.
+        leg: the scope of the run under way, cancelled to take `next_plan` up.
+    """
+
+    answer: bytes
+    next_plan: MediaPlan | None = None
+    leg: trio.CancelScope | None = None
+
+
 class CallHandler:
     """Serves inbound requests for one user agent through one `Endpoint`.
 
@@ -206,6 +222,7 @@ class CallHandler:
         self._is_server = is_server
         self._outboxes: dict[SipConnection, _Outbox] = {}
         self._playing: dict[str, trio.CancelScope] = {}  # answered calls' media, by our tag
+        self._early: dict[str, _EarlyMedia] = {}  # placed calls whose media a 183 started
         self._placed: dict[str, PlacedCall] = {}  # the calls we placed, until waited for
         self._accounts: dict[str, Account] = {}
         self._deadline_changed = trio.Event()
@@ -406,13 +423,14 @@ class CallHandler:
                     "call-progress", call_id=event.call_id, status=event.status, reason=event.reason
                 )
                 if event.sdp:  # early media: the 183's answer starts it (RFC 3261 §13.2.1)
-                    self._start_placed_media(event.call_id, event.tag, event.sdp)
+                    self._start_placed_media(event.call_id, event.tag, event.sdp, early=True)
             elif isinstance(event, CallEstablished):
                 if (placed := self._placed.get(event.call_id)) is not None:
                     placed.established = True
                 self._publish("call-established", call_id=event.call_id)
                 self._start_placed_media(event.call_id, event.tag, event.sdp)
             elif isinstance(event, CallEnded):
+                self._early.pop(event.tag, None)
                 scope = self._playing.pop(event.tag, None)
                 if scope is not None:
                     scope.cancel()  # its task publishes the media report
@@ -434,20 +452,42 @@ class CallHandler:
 
     # -- media ----------------------------------------------------------------------------
 
-    def _start_placed_media(self, call_id: str, tag: str, answer: bytes) -> None:
+    def _start_placed_media(
+        self, call_id: str, tag: str, answer: bytes, *, early: bool = False
+    ) -> None:
         if tag in self._playing:
-            return  # early media already runs; the 2xx repeats the 183's answer
-        try:
-            bound = self._describer.accept(tag, answer)
-        except MediaRefused as exc:
-            # The callee answered what our policy refuses (a plain answer under compulsory
-            # SRTP): the call cannot go on.
-            _log.warning("call-media-refused", call_id=call_id, reason=str(exc))
-            if (placed := self._placed.get(call_id)) is not None:
-                placed.media_refusal = str(exc)
-            self.hangup(call_id)
+            # Media runs since a 183. The 2xx's answer is the one that counts: when it is not
+            # the 183's (another fork answered, or the callee changed its mind), the running
+            # media takes it up, on the same socket our offer named.
+            running = self._early.get(tag)
+            if early or running is None or answer == running.answer:
+                return
+            try:
+                plan = self._describer.replan(tag, answer)
+            except MediaRefused as exc:
+                self._refuse_placed_media(call_id, exc)
+                return
+            if plan is not None:
+                running.next_plan = plan
+                if running.leg is not None:
+                    running.leg.cancel()
             return
+        try:
+            bound = self._describer.accept(tag, answer, early=early)
+        except MediaRefused as exc:
+            self._refuse_placed_media(call_id, exc)
+            return
+        if early and bound is not None:
+            self._early[tag] = _EarlyMedia(answer)
         self._run_media(call_id, tag, bound)
+
+    def _refuse_placed_media(self, call_id: str, exc: MediaRefused) -> None:
+        # The callee answered what our policy refuses (a plain answer under compulsory SRTP):
+        # the call cannot go on.
+        _log.warning("call-media-refused", call_id=call_id, reason=str(exc))
+        if (placed := self._placed.get(call_id)) is not None:
+            placed.media_refusal = str(exc)
+        self.hangup(call_id)
 
     def _start_media(self, call_id: str, tag: str) -> None:
         self._run_media(call_id, tag, self._describer.take(tag))
@@ -497,7 +537,19 @@ class CallHandler:
                         recorder = WavRecorder(placed.record, plan.codec)
                     if placed is not None and placed.dtmf:
                         session.send_digits(placed.dtmf)
-                    await session.run(plan, make_source(config.play, plan.codec), recorder=recorder)
+                    early = self._early.get(tag)
+                    while True:
+                        with trio.CancelScope() as leg:
+                            if early is not None:
+                                early.leg = leg
+                            source = make_source(config.play, plan.codec)
+                            await session.run(plan, source, recorder=recorder)
+                        if early is None or early.next_plan is None:
+                            break
+                        # A 2xx with another answer than the 183's: its plan from now on.
+                        plan, early.next_plan = early.next_plan, None
+                        if recorder is not None:
+                            recorder.codec = plan.codec
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
                 except Exception as exc:  # noqa: BLE001 - one call's media must not end the UA

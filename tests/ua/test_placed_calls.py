@@ -8,11 +8,13 @@ would. Each test bounds its wait; a call that never ends fails it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 from sipua.commands.call import _call
+from sipua.media.rtp import RtpPacket, build_rtp
 from sipua.sip import Request, Response, make_response
 from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT
 from sipua.ua.agent import UserAgent
@@ -119,3 +121,85 @@ async def test_a_2xx_retransmitted_after_our_bye_gets_its_ack_again(tmp_path: Pa
     first, second = callee.of("ACK")
     assert first.top_via.branch == second.top_via.branch
     assert len(callee.of("BYE")) == 1
+
+
+def _plain_sdp(port: int) -> bytes:
+    return (
+        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+    ).encode()
+
+
+def _offered_port(invite: Request) -> int:
+    [line] = [ln for ln in invite.body.decode().split("\r\n") if ln.startswith("m=audio ")]
+    return int(line.split()[1])
+
+
+async def _play_rtp(sock: trio.socket.SocketType, port: int, ssrc: int, count: int) -> None:
+    for seq in range(count):
+        packet = RtpPacket(payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=ssrc,
+                           payload=b"\xff" * 160)  # fmt: skip
+        await sock.sendto(build_rtp(packet), ("127.0.0.1", port))
+        await trio.sleep(0.02)
+
+
+async def test_media_follows_the_2xx_of_another_fork_than_the_early_medias(
+    tmp_path: Path,
+) -> None:
+    # RFC 3261 §13.2.1/§13.2.2.4: fork A's 183 starts early media; fork B answers with its own
+    # SDP. The call's media must go to B (it stayed with A: B's audio was dropped as coming
+    # from the wrong source, and ours went to A).
+    forks = {name: trio.socket.socket(type=trio.socket.SOCK_DGRAM) for name in "AB"}
+    received = {"A": 0, "B": 0}
+
+    async def count(name: str) -> None:
+        while True:
+            await forks[name].recv(2048)
+            received[name] += 1
+
+    async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
+        ours = _offered_port(invite)
+        port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
+        early = make_response(invite, 183, to_tag="forkA")
+        early.headers.add("Content-Type", "application/sdp")
+        await flow.send(replace(early, body=_plain_sdp(port_a)))
+        await _play_rtp(forks["A"], ours, 0xAAAA, 20)
+        ok = make_response(invite, 200, to_tag="forkB")
+        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
+        ok.headers.add("Content-Type", "application/sdp")
+        await flow.send(replace(ok, body=_plain_sdp(port_b)))
+        received["A"] = received["B"] = 0  # what goes where once B has answered
+        await _play_rtp(forks["B"], ours, 0xBBBB, 40)
+
+    with forks["A"], forks["B"]:
+        for sock in forks.values():
+            await sock.bind(("127.0.0.1", 0))
+        async with (
+            trio.open_nursery() as counters,
+            Callee(answer) as callee,
+            UserAgent(settings(tmp_path, callee)) as ua,
+        ):
+            for name in forks:
+                counters.start_soon(count, name)
+            await ua.account.register()
+            connection = ua.account.connection
+            assert connection is not None
+            call_id = ua.calls.place_call(
+                connection,
+                target="sips:bob@example.test",
+                from_uri="sips:alice@example.test",
+                responder=None,
+                ring_timeout=5.0,
+                duration=1.6,
+            )
+            with trio.fail_after(10):
+                placed = await ua.calls.wait_ended(call_id)
+                await placed.media_done.wait()
+            counters.cancel_scope.cancel()
+        port_b = forks["B"].getsockname()[1]
+    report = placed.media_report
+    assert report is not None
+    assert report["remote"] == f"127.0.0.1:{port_b}"
+    assert report["wrong_source"] == 0
+    assert received["B"] > 20
+    assert received["A"] == 0
