@@ -91,6 +91,7 @@ from sipua.sip.fields import (
 )
 from sipua.sip.headers import Headers
 from sipua.sip.parser import DEFAULT_MAX_MESSAGE_BYTES
+from sipua.sip.rejection import error_response, unreadable_response_key
 from sipua.sip.uri import SipUri
 from sipua.tls.certs import (
     CertSummary,
@@ -211,6 +212,7 @@ def check_parse_message(data: bytes) -> None:
         msg = parse_message(data)
     except ParseError as exc:
         _check_error(exc, data)
+        _check_rejection(data, exc)
         return
     for value in _typed_values(msg, data):
         _check_field_round_trip(value)
@@ -230,6 +232,27 @@ def check_parse_message(data: bytes) -> None:
             parse_message(answer)
         except ParseError as exc:
             raise PropertyViolation(f"make_response gave an invalid response ({exc})") from exc
+
+
+def _check_rejection(data: bytes, exc: ParseError) -> None:
+    """What the connection does with a refused message: the error response it may send is
+    one framed message with the hinted status (the garbled fields it copies verbatim, as RFC
+    4475 asks, cannot break out of their lines), and reading the transaction of an unreadable
+    response never raises."""
+    response = error_response(data, exc.status_hint, str(exc), to_tag="fuzz1")
+    if response is not None:
+        wire = serialize(response)
+        _require(
+            wire.startswith(f"SIP/2.0 {exc.status_hint} ".encode()),
+            f"error response status line: {wire[:60]!r}",
+        )
+        _require(
+            wire.endswith(b"\r\n\r\n") and wire.count(b"\r\n\r\n") == 1,
+            f"error response is not one bodiless message: {wire[-200:]!r}",
+        )
+        _require(b"\r\n " not in wire and b"\r\n\t" not in wire, "a folded copied line")
+    key = unreadable_response_key(data)
+    _require(key is None or (bool(key[0]) and bool(key[1])), f"an empty transaction key: {key!r}")
 
 
 # --- StreamFramer ------------------------------------------------------------------------------

@@ -473,6 +473,19 @@ class Endpoint(Generic[H]):
             return
         self._drain(link, now)
 
+    def response_unreadable(self, branch: str, method: str, reason: str, now: float) -> None:
+        """A response that did not parse answered our transaction (`branch`, `method`): it is
+        discarded (RFC 3261 §18.1.2), and a REGISTER's transaction ends now, with the reason,
+        rather than at Timer F as if the registrar had said nothing."""
+        key = ClientTxKey(branch=branch, method=method)
+        if not self.registrations.owns(key):
+            return  # a call's transaction keeps its own timers: the callee may send it again
+        self.registrations.timed_out(
+            key, f"the registrar's answer could not be read: {reason}", now
+        )
+        self._table.transport_error(key, now)
+        self._drain(None, now)
+
     def connection_closed(self, handle: H, reason: str, now: float) -> None:
         """The connection `handle` is gone: its calls end, its transactions fail (§17.2.4), an
         account whose flow it was loses it."""

@@ -58,6 +58,7 @@ _COPIED: Final = {
 _SINGLE: Final = frozenset({"From", "To", "Call-ID", "CSeq"})
 _TAG_RE: Final = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 _CSEQ_METHOD_RE: Final = re.compile(r"\s*[0-9]*\s+(\S+)\s*")
+_BRANCH_RE: Final = re.compile(r";\s*branch\s*=\s*([^;\s,]+)", re.IGNORECASE)
 _UNPRINTABLE_RE: Final = re.compile(r"[^\x20-\x7e]+")
 _LINE_BREAK_RE: Final = re.compile(r"[\r\n]")
 
@@ -109,6 +110,34 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
     response = Response(status, reason_phrase(status), Headers(kept))
     response.headers.add("Warning", warning(reason))
     return response
+
+
+def unreadable_response_key(data: bytes) -> tuple[str, str] | None:
+    """The top Via's branch and the CSeq method of a response that did not parse, read from
+    its raw head as `error_response` reads a request's, so that the client transaction it
+    answers can end at once instead of at its timeout (the response itself is discarded,
+    RFC 3261 §18.1.2). None for a request, or when either is missing."""
+    head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
+    lines = _unfold(head.decode("utf-8", "surrogateescape").split("\r\n"))
+    if not lines or not lines[0].lstrip().startswith("SIP/"):
+        return None
+    branch: str | None = None
+    method: str | None = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        canonical = _COPIED.get(name.strip().lower())
+        if not colon:
+            continue
+        if canonical == "Via" and branch is None:
+            match = _BRANCH_RE.search(value.split(",", 1)[0])  # the top Via of the field
+            if match is None:
+                return None  # the top Via has no branch: it matches no transaction of ours
+            branch = match.group(1)
+        elif canonical == "CSeq" and method is None:
+            method = _cseq_method(value.strip())
+    if branch is None or method is None:
+        return None
+    return branch, method
 
 
 def _cseq_method(value: str) -> str | None:

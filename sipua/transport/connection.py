@@ -76,7 +76,12 @@ from sipua.sip import (
 from sipua.sip.errors import FramingError, ParseError, RemoteProtocolError
 from sipua.sip.ids import new_tag
 from sipua.sip.message import make_response
-from sipua.sip.rejection import MAX_HEAD_BYTES, error_response, warning
+from sipua.sip.rejection import (
+    MAX_HEAD_BYTES,
+    error_response,
+    unreadable_response_key,
+    warning,
+)
 
 RECEIVE_CHUNK_BYTES: Final = 16 * 1024
 MAX_EVENTS_PER_CHUNK: Final = 1024  # a chunk cannot hold more messages than this; loop bound
@@ -114,6 +119,8 @@ def report_internal_error(error: Exception, **fields: object) -> None:
 
 MessageHandler = Callable[["SipConnection", Message], Awaitable[None]]
 PongHook = Callable[["SipConnection"], None]
+#: (connection, branch, CSeq method, reason) of a response that did not parse.
+UnreadableHook = Callable[["SipConnection", str, str, str], None]
 TraceHook = Callable[[str, "SipConnection", bytes], None]
 
 
@@ -132,6 +139,8 @@ class SipConnection:
         certificate_requested: the server asked for our client certificate during the
             handshake (see `awaiting_acceptance`).
         on_pong: called for every RFC 5626 pong received.
+        on_unreadable_response: called with the branch, CSeq method and reason of a response
+            that did not parse, so that its transaction need not wait for its timeout.
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class SipConnection:
         max_message_bytes: int | None = None,
         certificate_requested: bool = False,
         on_pong: PongHook | None = None,
+        on_unreadable_response: UnreadableHook | None = None,
     ) -> None:
         self.stream = stream
         self.peer = peer
@@ -172,6 +182,7 @@ class SipConnection:
         )
         self._send_lock = trio.Lock()
         self._on_pong = on_pong
+        self._on_unreadable_response = on_unreadable_response
         self._cancel = trio.CancelScope()
         self._in_use = False
         self._idle_scope: trio.CancelScope | None = None  # around the receive being awaited
@@ -398,7 +409,12 @@ class SipConnection:
             await self.send(response)
 
     async def _reject(self, data: bytes, error: RemoteProtocolError) -> None:
-        """Answers a message that could not be parsed or framed, when that is possible."""
+        """Answers a message that could not be parsed or framed, when that is possible; a
+        response is never answered, and its transaction is told (`on_unreadable_response`)."""
+        if self._on_unreadable_response is not None:
+            key = unreadable_response_key(data)
+            if key is not None:
+                self._on_unreadable_response(self, *key, str(error)[:MAX_LOGGED_REASON_CHARS])
         response = error_response(data, error.status_hint, str(error), to_tag=new_tag(_TAGS))
         _log.info(
             "message-refused",

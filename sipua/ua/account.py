@@ -468,6 +468,13 @@ class Account:
         """An RFC 5626 pong arrived on the flow."""
         self._pump.command(lambda now: self._registrations.pong_received(connection, now))
 
+    def on_unreadable_response(
+        self, connection: SipConnection, branch: str, method: str, reason: str
+    ) -> None:
+        """A response on the flow did not parse: the transaction it answers learns why."""
+        endpoint = self._pump.endpoint
+        self._pump.command(lambda now: endpoint.response_unreadable(branch, method, reason, now))
+
 
 def contact_uri(user: str | None, listen: tuple[str, int] | None, local: str) -> str:
     """Our Contact URI on a connection whose local end is `local` (``host:port``).
@@ -497,8 +504,8 @@ def _registered(event: AccountRegistered[SipConnection]) -> Registered:
 
 
 def _failure(failed: RegistrationFailed, username: str) -> SipuaError:
-    if failed.status == 408:
-        return TransportError(f"registration timed out: {failed.reason}")
+    if failed.status == 408:  # no usable answer: Timer F, or one that could not be read
+        return TransportError(f"registration failed: {failed.reason}")
     if failed.auth or failed.status == 403:
         if failed.auth:
             hint = ""

@@ -479,6 +479,7 @@ class UserAgent:
             tls_name=target.tls_name,
             handler=account.on_message,
             on_pong=account.on_pong,
+            on_unreadable_response=account.on_unreadable_response,
             trace=self._trace if self.settings.trace else None,
             certificate_requested=opened.handshake.certificate_requested,
         )

@@ -19,6 +19,7 @@ from sipua.sip.rejection import (
     MAX_RECOVERED_VIAS,
     MAX_WARNING_CHARS,
     error_response,
+    unreadable_response_key,
     warning,
 )
 from sipua.transport.connection import SipConnection
@@ -304,3 +305,22 @@ def test_invalid_call_id_is_a_400(call_id: str) -> None:
     error = refused(OPTIONS.replace(b"Call-ID: c", f"Call-ID: {call_id}".encode()))
     assert error.status_hint == 400
     assert "Call-ID" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bKa;rport\r\nCSeq: 2 REGISTER\r\n\r\n",
+         ("z9hG4bKa", "REGISTER")),
+        (b"SIP/2.0 200 OK\r\nv: SIP/2.0/TLS h ; BRANCH = z9hG4bKb, SIP/2.0/TLS p;branch=z9hG4bKp"
+         b"\r\nCSeq: 9 INVITE\r\n\r\n", ("z9hG4bKb", "INVITE")),
+        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h\r\nCSeq: 2 REGISTER\r\n\r\n", None),
+        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bKa\r\n\r\n", None),
+        (OPTIONS, None),  # a request: answered, not matched
+        (b"\x00\xff junk\r\n\r\n", None),
+    ],
+)  # fmt: skip
+def test_an_unreadable_response_names_the_transaction_it_answers(
+    data: bytes, key: tuple[str, str] | None
+) -> None:
+    assert unreadable_response_key(data) == key

@@ -18,6 +18,7 @@ from sipua.errors import (
     ConnectFailed,
     PeerNotTrusted,
     RegistrationError,
+    TransportError,
 )
 from sipua.settings.model import AccountSettings, ListenSettings, Settings, TlsSettings
 from sipua.settings.secret import Secret
@@ -538,3 +539,27 @@ async def test_listener_knows_the_registrar_and_gives_inbound_handshakes_their_o
             assert not await _closed_within(silent, 0.15)
             assert await _closed_within(silent, 2.0)
             await silent.aclose()
+
+
+class _UnreadableRegistrar(TestRegistrar):
+    """Answers REGISTER with a 200 of more header lines than a SIP message may have."""
+
+    def _register(self, flow: Any, request: Any) -> Any:
+        response = super()._register(flow, request)
+        if response.status == 200:
+            for n in range(300):
+                response.headers.add("X-Padding", str(n))
+        return response
+
+
+async def test_an_answer_that_cannot_be_read_fails_the_register_at_once_saying_why(
+    tmp_path: Path,
+) -> None:
+    # It was discarded and the REGISTER waited for Timer F (32 s), then reported as "no
+    # response from the registrar".
+    async with _UnreadableRegistrar() as registrar, UserAgent(settings(tmp_path, registrar)) as ua:
+        with trio.fail_after(5), pytest.raises(TransportError) as info:
+            await ua.account.register()
+    message = str(info.value)
+    assert "the registrar's answer could not be read" in message
+    assert "header lines exceed the limit" in message
