@@ -71,17 +71,29 @@ class CachingVerifier:
         verdict = self._verify(key)
         if len(self._entries) >= MAX_CACHED_CHAINS:
             self._entries.clear()
-        self._entries[key] = (verdict, now + min(self._ttl, _seconds_until_expiry(key)))
+        self._entries[key] = (verdict, now + min(self._ttl, _seconds_unchanged(key, verdict)))
         return verdict
 
 
-def _seconds_until_expiry(chain: Sequence[x509.Certificate]) -> float:
-    # A verdict must not outlive a certificate it vouched for (RFC 5280 §6.1.3 checks validity
-    # at verification time; a cached "ok" after expiry would skip that check).
-    if not chain:
+def _seconds_unchanged(chain: Sequence[x509.Certificate], verdict: Verification) -> float:
+    """How long `verdict` on `chain` stays what a new verification would say.
+
+    RFC 5280 §6.1.3 checks validity at verification time, for every certificate of the path:
+    a cached "ok" must not outlive any of them, the anchor and the intermediates found in the
+    store included (a registrar usually sends only its leaf, so they are not in `chain`), and a
+    verdict on a certificate not valid yet is judged again once it is.
+    """
+    from sipua.tls.trust.policy import VerifyResult
+
+    certs = list(chain)
+    if isinstance(verdict, VerifyResult):
+        certs += verdict.path_certificates
+    if not certs:
         return 0.0
     now = dt.datetime.now(dt.UTC)
-    return min((cert.not_valid_after_utc - now).total_seconds() for cert in chain)
+    moments = [cert.not_valid_after_utc for cert in certs]
+    moments += [cert.not_valid_before_utc for cert in certs if cert.not_valid_before_utc > now]
+    return min((moment - now).total_seconds() for moment in moments)
 
 
 class _VerifierCache:

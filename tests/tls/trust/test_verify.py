@@ -83,6 +83,37 @@ def test_a_verdict_never_outlives_the_first_expiring_certificate() -> None:
     assert inner.calls == 2
 
 
+def test_a_verdict_never_outlives_the_anchor_it_rests_on() -> None:
+    # The registrar sends only its leaf; its trusted CA, found in the store, ends in about 30
+    # seconds: a cached "ok" must be judged again then (RFC 5280 §6.1.3), not for the TTL.
+    soon = dt.datetime.now(dt.UTC) - dt.timedelta(days=1) + dt.timedelta(seconds=30)
+    root = make_ca(days=1, at=soon)
+    leaf = make_leaf(root, dns=["example.com"])
+    verify = client_verifier(
+        TlsClientConfig(
+            server_name="example.com",
+            trusted=(root.cert,),
+            policy=TrustPolicy(accepted_ca="custom"),
+        )
+    )
+    first = verify([leaf.cert])
+    assert first.verified
+    assert isinstance(verify, CachingVerifier)
+    [(_, until)] = verify._entries.values()
+    assert until - verify._clock() <= 31.0
+
+
+def test_a_verdict_on_a_certificate_not_valid_yet_is_judged_again_once_it_is() -> None:
+    root = make_ca()
+    # The helper starts validity an hour before `at`: this one starts in about 20 seconds.
+    leaf = make_leaf(root, at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1, seconds=20))
+    inner, clock = _Counting(), _Clock()
+    verifier = CachingVerifier(inner, clock=clock, ttl=3600.0)
+    verifier([leaf.cert])
+    [(_, until)] = verifier._entries.values()
+    assert until - clock.now <= 21.0
+
+
 def test_the_cache_of_chains_is_bounded() -> None:
     root = make_ca()
     leaves = [make_leaf(root).cert for _ in range(MAX_CACHED_CHAINS + 1)]
