@@ -154,7 +154,8 @@ class LockTracker:
             case TlsEstablished(verified=True):
                 return LockState.LOCKED, "", ""
             case TlsEstablished(basis="first-use" | "pinned"):
-                # Unverified chain, but the key is the one recorded on first use.
+                # Unverified chain, but the server's key is the pinned or first-use one, and its
+                # certificate passed every check but its issuer's (`pins.judge`).
                 return LockState.LOCKED, "", ""
             case TlsEstablished(code=code, reason=reason):
                 return LockState.LOCKED_UNVERIFIED, _join(code, reason), code

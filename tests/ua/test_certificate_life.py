@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from dataclasses import replace
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,79 @@ async def test_a_pin_mismatch_is_refused_naming_both_pins(tmp_path: Path) -> Non
         assert spki_pin(registrar.pki.server.cert) in str(caught.value)
         assert ua.account.lock.check == "verification-failed: pin-mismatch"
         assert not registrar.registers  # no SIP byte was sent
+
+
+@dataclass
+class _AppendingPki(Pki):
+    """A registrar (an attacker's, here) that sends `extra` certificates after its chain."""
+
+    extra: bytes = b""
+
+    def server_context(self, client_ca: bytes | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(self.server.pem + self.ca.pem + self.extra)
+            key.write_bytes(self.server.key_pem)
+            context.load_cert_chain(cert, key)
+        return context
+
+
+@pytest.mark.parametrize("trusted_attacker", [True, False], ids=["trusted-ca", "untrusted"])
+async def test_a_pinned_certificate_the_peer_merely_appends_matches_no_pin(
+    tmp_path: Path, trusted_attacker: bool
+) -> None:
+    # RFC 7469 §2.6: pins are matched against the validated chain, never against extra
+    # certificates (the pinned CA's certificate is public: anyone can append it). An attacker
+    # with a certificate for example.test from another CA the account trusts, or with
+    # only_trusted off from any CA, used to pass the pin and show the lock locked.
+    real = Pki.make()
+    attacker_ca = make_ca("Attacker CA")
+    attacker = _AppendingPki(
+        attacker_ca,
+        make_leaf(attacker_ca, cn="example.test", dns=["example.test"], uris=["sip:example.test"]),
+        extra=real.ca.pem,
+    )
+    pin = spki_pin(real.ca.cert)
+    async with TestRegistrar(pki=attacker) as registrar:
+        base = settings(tmp_path, registrar, only_trusted=trusted_attacker)
+        real_ca = tmp_path / "real-ca.pem"
+        real_ca.write_bytes(real.ca.pem)
+        trusted = (*base.tls.trusted_certs, real_ca) if trusted_attacker else (real_ca,)
+        config = _with_keys(
+            replace(base, tls=replace(base.tls, trusted_certs=trusted)), pins=(pin,)
+        )
+        async with UserAgent(config) as ua:
+            with pytest.raises(KeyMismatch) as caught:
+                await ua.account.register()
+            assert "locked" not in lock_states(ua)
+        assert caught.value.code == "pin-mismatch"
+        assert not registrar.registers
+
+
+async def test_a_pin_does_not_waive_an_expired_certificate(tmp_path: Path) -> None:
+    # only_trusted off, the registrar's own (expired) key pinned: refused, not locked.
+    expired = make_leaf(
+        None, cn="example.test", dns=["example.test"], uris=["sip:example.test"], expired=True
+    )
+    async with TestRegistrar(pki=Pki(expired, expired)) as registrar:
+        base = settings(tmp_path, registrar, only_trusted=False, trust=False)
+        config = _with_keys(base, pins=(spki_pin(expired.cert),))
+        async with UserAgent(config) as ua:
+            with pytest.raises(PeerNotTrusted, match="refused even with a pin") as caught:
+                await ua.account.register()
+            assert "locked" not in lock_states(ua)
+        assert caught.value.code == "expired"
+
+
+async def test_a_pinned_self_signed_registrar_locks_with_only_trusted_off(tmp_path: Path) -> None:
+    leaf = make_leaf(None, cn="example.test", dns=["example.test"], uris=["sip:example.test"])
+    async with TestRegistrar(pki=Pki(leaf, leaf)) as registrar:
+        base = settings(tmp_path, registrar, only_trusted=False, trust=False)
+        async with UserAgent(_with_keys(base, pins=(spki_pin(leaf.cert),))) as ua:
+            await ua.account.register()
+            [locked] = [e for e in events(ua, "lock-changed") if e["state"] == "locked"]
+            assert locked["basis"] == "pinned"
 
 
 def _self_signed(domain: str = "example.test") -> Pki:

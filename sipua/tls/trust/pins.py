@@ -136,12 +136,26 @@ def judge(
     if not chain:
         raise PeerNotTrusted(f"the server {name} presented no certificate", code="invalid-chain")
     if policy.pins:
-        presented = _pins_of([*chain, *path])
+        if verified:
+            # RFC 7469 §2.6: the keys of the validated path, never what the peer merely sent
+            # besides (anyone can append a pinned, public certificate to their own chain).
+            presented = _pins_of(path)
+            unverified_hint = ""
+        else:
+            # No validated path: the pin stands in for the missing anchor, so only the
+            # server's own key can match, and the server's certificate must hold on its own.
+            _leaf_on_its_own(chain, name, code, reason, problems, trust, "with a pin")
+            presented = _pins_of(chain[:1])
+            unverified_hint = (
+                "; the chain did not verify, so only the server's own key can match (pin it, "
+                "or trust its CA with --trusted-cert)"
+            )
         if not set(presented) & set(policy.pins):
             raise KeyMismatch(
                 f"the server {name} presented none of the pinned keys: expected "
-                f"{' or '.join(policy.pins)}; presented {', '.join(presented)} (leaf first). "
-                "If the registrar changed its key on purpose, pin the new one (--pin)",
+                f"{' or '.join(policy.pins)}; presented {', '.join(presented)} (leaf first)"
+                f"{unverified_hint}. If the registrar changed its key on purpose, pin the new "
+                "one (--pin)",
                 code="pin-mismatch",
                 expected=policy.pins,
                 presented=presented,
@@ -149,27 +163,7 @@ def judge(
         return "pinned"
     if policy.first_use:
         if not verified:
-            for failed, why in [*problems, (code, reason)]:
-                if failed not in WAIVABLE_BY_FIRST_USE:
-                    raise PeerNotTrusted(
-                        f"the server {name} is refused even with trust on first use "
-                        f"({failed}): {why}",
-                        code=failed,
-                    )
-            # Without an anchor the path checks stop at the missing issuer: judge the leaf
-            # trusted as itself, so its validity, name, usage and strength are still checked.
-            itself = verify_chain(
-                [chain[0]],
-                name=name,
-                trusted=[chain[0]],
-                policy=dataclasses.replace(trust, only_trusted=True, accepted_ca="custom"),
-            )
-            if not itself.verified:
-                raise PeerNotTrusted(
-                    f"the server {name} is refused even with trust on first use "
-                    f"({itself.code}): {itself.reason}",
-                    code=itself.code,
-                )
+            _leaf_on_its_own(chain, name, code, reason, problems, trust, "with trust on first use")
         if policy.records is None:
             raise ValueError("trust on first use needs a record store")
         presented_pin = spki_pin(chain[0])
@@ -189,6 +183,43 @@ def judge(
             )
         return "ca-verified" if verified else "first-use"
     return "ca-verified" if verified else "unverified"
+
+
+def _leaf_on_its_own(
+    chain: Sequence[x509.Certificate],
+    name: str,
+    code: str,
+    reason: str,
+    problems: Sequence[tuple[str, str]],
+    trust: TrustPolicy,
+    waiver: str,
+) -> None:
+    """Checks an unverified chain that a key (pinned, or recorded on first use) is to stand
+    for: only a missing or unaccepted issuer may be waived, and the server's certificate,
+    trusted as itself, must pass every other check (validity, name, usage, strength).
+
+    Raises:
+        PeerNotTrusted: another check failed; the message says which, and that `waiver` does
+            not waive it.
+    """
+    for failed, why in [*problems, (code, reason)]:
+        if failed not in WAIVABLE_BY_FIRST_USE:
+            raise PeerNotTrusted(
+                f"the server {name} is refused even {waiver} ({failed}): {why}", code=failed
+            )
+    # Without an anchor the path checks stop at the missing issuer: judge the leaf trusted as
+    # itself, so its validity, name, usage and strength are still checked.
+    itself = verify_chain(
+        [chain[0]],
+        name=name,
+        trusted=[chain[0]],
+        policy=dataclasses.replace(trust, only_trusted=True, accepted_ca="custom"),
+    )
+    if not itself.verified:
+        raise PeerNotTrusted(
+            f"the server {name} is refused even {waiver} ({itself.code}): {itself.reason}",
+            code=itself.code,
+        )
 
 
 def _pins_of(certs: Sequence[x509.Certificate]) -> tuple[str, ...]:
