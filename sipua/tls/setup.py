@@ -67,12 +67,17 @@ class TlsSetup:
 
     Args:
         settings: the loaded settings.
+        strict: the custom trusted store must load whole (`TrustedStore.custom`): a running
+            user agent's reload, which keeps the trust it has rather than lose part of it to
+            a damaged `trusted.pem`. Otherwise what cannot be read is skipped and reported in
+            `store.problems`.
 
     Raises:
         CertificateError: a `--trusted-cert` file cannot be read.
+        StoreError: `strict`, and the custom trusted store does not load whole.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, strict: bool = False) -> None:
         self.tls = settings.tls
         self.store = CertStore(settings.data_dir)
         self.policy = TrustPolicy.from_settings(self.tls)
@@ -85,7 +90,7 @@ class TlsSetup:
             groups=tls.groups,
             keylog_path=tls.keylog_file,
         )
-        custom = self.store.trusted.custom()
+        custom = self.store.trusted.custom(strict=strict)
         for path in self.tls.trusted_certs:
             custom.extend(
                 StoredCertificate.of(cert, role="trusted", kind="custom", path=path)

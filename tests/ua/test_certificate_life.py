@@ -201,6 +201,36 @@ async def test_a_reload_that_fails_keeps_the_old_setup(tmp_path: Path) -> None:
             assert await _presented_fingerprint(ua.listen_address) == leaf.fingerprint
 
 
+@pytest.mark.parametrize("damage", ["not-pem", "writable-by-others"])
+async def test_a_reload_keeps_the_trust_in_use_when_trusted_pem_is_damaged(
+    tmp_path: Path, damage: str
+) -> None:
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar, trust=False)  # the store decides
+        store = CertStore(base.data_dir)
+        store.trusted.import_file(tmp_path / "ca.pem")
+        trusted = store.directory / "trusted.pem"
+        async with UserAgent(base) as ua:
+            await ua.account.register()
+            if damage == "not-pem":
+                trusted.write_bytes(b"this is not a certificate\n")
+                expected = f"{trusted} has unreadable content (it holds no PEM certificate)"
+            else:
+                trusted.chmod(0o666)
+                expected = f"chmod go-w {trusted}"
+            assert not ua.reload_certificates("sighup")
+            [failed] = events(ua, "certificates-reload-failed")
+            assert expected in failed["reason"]
+            assert failed["kept"] == "the certificates in use before"
+            assert not events(ua, "certificates-reloaded")
+            # The next connection still trusts the registrar's CA.
+            flow = ua.account.connection
+            assert flow is not None
+            await flow.aclose("test")
+            await ua.account.register()
+            assert lock_states(ua)[-1] == "locked"
+
+
 # -- pins and trust on first use -----------------------------------------------------------------
 
 

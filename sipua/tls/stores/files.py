@@ -6,7 +6,9 @@ read-modify-write (import, remove) or create-if-missing runs under `storage.excl
 the directory and re-reads there (`StoreDirectory.locked`), so concurrent sipua processes
 neither lose each other's changes nor create two device CAs. A corrupt file (or one corrupt
 entry of `trusted.pem`) is reported in `problems` and skipped; it does not stop the rest of
-the store loading.
+the store loading. A running user agent's reload reads `trusted.pem` strictly instead
+(`TrustedStore.custom(strict=True)`): a damaged file fails the reload and the trust in use is
+kept.
 """
 
 from __future__ import annotations
