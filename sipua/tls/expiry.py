@@ -21,18 +21,19 @@ SECONDS_PER_DAY: Final = 86_400
 
 
 def days_left(not_after: dt.datetime, now: dt.datetime) -> int:
-    """Whole days until `not_after` (rounded down): 0 on the last day, negative once expired."""
-    return math.floor((not_after - now).total_seconds() / SECONDS_PER_DAY)
+    """Whole days until `not_after`, rounded toward zero: 0 on the last day and on the day
+    after it ends, -1 once a whole day has passed since, and so on (see `describe_expiry`)."""
+    return math.trunc((not_after - now).total_seconds() / SECONDS_PER_DAY)
 
 
-def describe_days(days: int) -> str:
-    """`days_left` in words: "12 days left", "expires today", "expired 3 days ago"."""
-    if days > 0:
-        return f"{days} day{'s' if days != 1 else ''} left"
-    if days == 0:
-        return "expires within a day"
-    ago = -days
-    return f"expired {ago} day{'s' if ago != 1 else ''} ago"
+def describe_expiry(not_after: dt.datetime, now: dt.datetime) -> str:
+    """The time left in words: "12 days left", "expires within a day", "expired less than a
+    day ago", "expired 3 days ago" (whole days, rounded toward zero)."""
+    days = abs(days_left(not_after, now))
+    plural = "s" if days != 1 else ""
+    if now < not_after:
+        return f"{days} day{plural} left" if days else "expires within a day"
+    return f"expired {days} day{plural} ago" if days else "expired less than a day ago"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +46,8 @@ class Expiring:
         name: The certificate's short name.
         fingerprint: Its SHA-256 fingerprint.
         not_after: When it expires.
-        days_left: Whole days left (negative once expired).
+        days_left: Whole days left, rounded toward zero (`days_left`; `not_after` says
+            whether it has passed).
         renewable: sipua issued it and renews it itself (unique or generic device
             certificates); anything else must be replaced by whoever issued it.
     """
@@ -88,16 +90,16 @@ def expiring(
     """The certificates that expire within `within_days` days of `now`, soonest first."""
     found: dict[str, Expiring] = {}
     for stored in certificates:
-        left = days_left(stored.summary.not_after, now)
-        if left >= within_days or stored.fingerprint in found:
+        not_after = stored.summary.not_after
+        if not_after - now >= dt.timedelta(days=within_days) or stored.fingerprint in found:
             continue
         found[stored.fingerprint] = Expiring(
             role=stored.role,
             kind=stored.kind,
             name=stored.name,
             fingerprint=stored.fingerprint,
-            not_after=stored.summary.not_after,
-            days_left=left,
+            not_after=not_after,
+            days_left=days_left(not_after, now),
             renewable=stored.role == "device" and stored.kind in ("unique", "generic"),
         )
     return sorted(found.values(), key=lambda e: e.not_after)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from sipua.errors import StoreError
 from sipua.settings.model import parse_pin
-from sipua.tls.expiry import days_left, describe_days
 from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
 from sipua.tls.stores.store import CertStore
 from sipua.tls.trust.pins import spki_pin
@@ -78,13 +76,3 @@ def test_known_keys_writable_by_others_is_refused(tmp_path: Path) -> None:
     known.path.chmod(0o666)
     with pytest.raises(Exception, match="other users can change"):
         known.records()
-
-
-def test_days_left() -> None:
-    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    assert days_left(now + dt.timedelta(days=10, hours=1), now) == 10
-    assert days_left(now + dt.timedelta(hours=23), now) == 0
-    assert days_left(now - dt.timedelta(hours=1), now) == -1
-    assert describe_days(1) == "1 day left"
-    assert describe_days(0) == "expires within a day"
-    assert describe_days(-3) == "expired 3 days ago"
