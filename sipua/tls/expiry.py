@@ -13,8 +13,10 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
+from sipua.tls.stores.device import new_device_ca_advice
 from sipua.tls.stores.files import StoredCertificate
 
 SECONDS_PER_DAY: Final = 86_400
@@ -48,8 +50,10 @@ class Expiring:
         not_after: When it expires.
         days_left: Whole days left, rounded toward zero (`days_left`; `not_after` says
             whether it has passed).
-        renewable: sipua issued it and renews it itself (unique or generic device
-            certificates); anything else must be replaced by whoever issued it.
+        renewable: sipua issued it and renews it itself (a unique or generic device
+            certificate that ends before its device CA); anything else must be replaced by
+            whoever issued it (for the device CA: the user).
+        path: The file it is stored in, when the action names it (the device CA).
     """
 
     role: str
@@ -59,6 +63,7 @@ class Expiring:
     not_after: dt.datetime
     days_left: int
     renewable: bool
+    path: Path | None = None
 
     def fields(self) -> dict[str, object]:
         """The event fields of a `certificate-expiring` event."""
@@ -80,19 +85,32 @@ class Expiring:
         if self.role == "trusted":
             return "import the issuer's new certificate (sipua cert import-trusted FILE)"
         if self.kind == "device-ca":
-            return "remove device-ca.pem to create a new device CA, then re-export it"
+            path = self.path if self.path is not None else Path("device-ca.pem")
+            return f"sipua does not renew its device CA: {new_device_ca_advice(path)}"
+        if self.kind in ("unique", "generic"):
+            return (
+                "it ends with the device CA that issued it, so sipua cannot renew it: make a "
+                "new device CA (see the device CA's certificate-expiring warning)"
+            )
         return "import a renewed device certificate (sipua cert import-device CERT)"
 
 
 def expiring(
     certificates: Iterable[StoredCertificate], *, within_days: int, now: dt.datetime
 ) -> list[Expiring]:
-    """The certificates that expire within `within_days` days of `now`, soonest first."""
+    """The certificates that expire within `within_days` days of `now`, soonest first.
+
+    A unique or generic device certificate counts as renewable unless it ends with (or after)
+    a device CA among `certificates` (its issuer, as `TlsSetup.in_use` lists it).
+    """
+    listed = list(certificates)
+    ca_ends = [s.summary.not_after for s in listed if s.kind == "device-ca"]
     found: dict[str, Expiring] = {}
-    for stored in certificates:
+    for stored in listed:
         not_after = stored.summary.not_after
         if not_after - now >= dt.timedelta(days=within_days) or stored.fingerprint in found:
             continue
+        issued = stored.role == "device" and stored.kind in ("unique", "generic")
         found[stored.fingerprint] = Expiring(
             role=stored.role,
             kind=stored.kind,
@@ -100,6 +118,7 @@ def expiring(
             fingerprint=stored.fingerprint,
             not_after=not_after,
             days_left=days_left(not_after, now),
-            renewable=stored.role == "device" and stored.kind in ("unique", "generic"),
+            renewable=issued and not any(not_after >= end for end in ca_ends),
+            path=stored.path,
         )
     return sorted(found.values(), key=lambda e: e.not_after)

@@ -22,7 +22,7 @@ from sipua.tls.certs import load_certificate_file
 from sipua.tls.connection.context import TlsClientConfig, TlsProtocol, TlsServerConfig
 from sipua.tls.expiry import Expiring, expiring
 from sipua.tls.stores.device import DeviceIdentity
-from sipua.tls.stores.files import StoredCertificate, StoredKind
+from sipua.tls.stores.files import StoredCertificate
 from sipua.tls.stores.store import CertStore
 from sipua.tls.trust.policy import TrustPolicy
 
@@ -117,8 +117,14 @@ class TlsSetup:
             StoredCertificate.of(identity.certificate, role="device", kind=identity.kind)
         ]
         for cert in identity.chain:
-            kind: StoredKind = "device-ca" if identity.kind != "custom" else "custom"
-            device.append(StoredCertificate.of(cert, role="device", kind=kind))
+            if identity.kind == "custom":
+                device.append(StoredCertificate.of(cert, role="device", kind="custom"))
+            else:
+                device.append(
+                    StoredCertificate.of(
+                        cert, role="device", kind="device-ca", path=self.store.devices.ca_path
+                    )
+                )
         return [*self._custom, *device]
 
     def expiring(self, within_days: int, now: dt.datetime | None = None) -> list[Expiring]:
