@@ -155,10 +155,10 @@ def _when(moment: dt.datetime) -> str:
 def _summary_lines(
     summary: CertSummary, indent: str = "  ", *, now: dt.datetime | None = None
 ) -> list[str]:
-    from sipua.tls.expiry import days_left, describe_days
+    from sipua.tls.expiry import describe_expiry
 
     moment = now if now is not None else dt.datetime.now(dt.UTC)
-    left = describe_days(days_left(summary.not_after, moment))
+    left = describe_expiry(summary.not_after, moment)
     return [
         f"{indent}subject:     {summary.subject}",
         f"{indent}issuer:      {summary.issuer}",
@@ -174,7 +174,7 @@ def _with_days(stored: StoredCertificate, now: dt.datetime) -> dict[str, object]
 
 
 def _list(store: CertStore, args: argparse.Namespace) -> int:
-    from sipua.tls.expiry import days_left, describe_days
+    from sipua.tls.expiry import days_left, describe_expiry
 
     now = dt.datetime.now(dt.UTC)
     defaults = store.trusted.default()
@@ -213,11 +213,11 @@ def _list(store: CertStore, args: argparse.Namespace) -> int:
     print(f"Trusted certificates, default: {len(defaults)} (from {source})")
     if defaults:
         soonest = min(defaults, key=lambda s: s.summary.not_after)
-        left = describe_days(days_left(soonest.summary.not_after, now))
+        left = describe_expiry(soonest.summary.not_after, now)
         print(f"  soonest to expire: {soonest.name} ({left})")
     if args.defaults:
         for stored in sorted(defaults, key=lambda s: s.summary.not_after):
-            left = describe_days(days_left(stored.summary.not_after, now))
+            left = describe_expiry(stored.summary.not_after, now)
             print(f"  - {stored.name} ({left}, sha256 {stored.fingerprint[:16]})")
     print(f"Trusted certificates, custom: {len(custom)} of 10")
     for stored in custom:

@@ -22,7 +22,7 @@ from sipua.tls.certs import load_certificate_file
 from sipua.tls.connection.context import TlsClientConfig, TlsProtocol, TlsServerConfig
 from sipua.tls.expiry import Expiring, expiring
 from sipua.tls.stores.device import DeviceIdentity
-from sipua.tls.stores.files import StoredCertificate, StoredKind
+from sipua.tls.stores.files import StoredCertificate
 from sipua.tls.stores.store import CertStore
 from sipua.tls.trust.policy import TrustPolicy
 
@@ -67,12 +67,17 @@ class TlsSetup:
 
     Args:
         settings: the loaded settings.
+        strict: the custom trusted store must load whole (`TrustedStore.custom`): a running
+            user agent's reload, which keeps the trust it has rather than lose part of it to
+            a damaged `trusted.pem`. Otherwise what cannot be read is skipped and reported in
+            `store.problems`.
 
     Raises:
         CertificateError: a `--trusted-cert` file cannot be read.
+        StoreError: `strict`, and the custom trusted store does not load whole.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, strict: bool = False) -> None:
         self.tls = settings.tls
         self.store = CertStore(settings.data_dir)
         self.policy = TrustPolicy.from_settings(self.tls)
@@ -85,7 +90,7 @@ class TlsSetup:
             groups=tls.groups,
             keylog_path=tls.keylog_file,
         )
-        custom = self.store.trusted.custom()
+        custom = self.store.trusted.custom(strict=strict)
         for path in self.tls.trusted_certs:
             custom.extend(
                 StoredCertificate.of(cert, role="trusted", kind="custom", path=path)
@@ -112,8 +117,14 @@ class TlsSetup:
             StoredCertificate.of(identity.certificate, role="device", kind=identity.kind)
         ]
         for cert in identity.chain:
-            kind: StoredKind = "device-ca" if identity.kind != "custom" else "custom"
-            device.append(StoredCertificate.of(cert, role="device", kind=kind))
+            if identity.kind == "custom":
+                device.append(StoredCertificate.of(cert, role="device", kind="custom"))
+            else:
+                device.append(
+                    StoredCertificate.of(
+                        cert, role="device", kind="device-ca", path=self.store.devices.ca_path
+                    )
+                )
         return [*self._custom, *device]
 
     def expiring(self, within_days: int, now: dt.datetime | None = None) -> list[Expiring]:

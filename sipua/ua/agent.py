@@ -299,6 +299,12 @@ class UserAgent:
             self._server_config = setup.server()
         self._tls = setup
         self._warn_expiring(setup, again=True)
+        # At start what cannot be read is skipped (a reload refuses it instead), but said.
+        self._report_store_problems(setup)
+
+    def _report_store_problems(self, setup: TlsSetup) -> None:
+        for problem in setup.store.problems:
+            self._log.warning("certificate-store-problem", problem=problem)
 
     def _warn_expiring(self, setup: TlsSetup, *, again: bool) -> None:
         """Publishes `certificate-expiring` for each certificate in use that expires soon.
@@ -319,7 +325,10 @@ class UserAgent:
         A unique or generic device certificate due for renewal is re-issued from the device CA
         on the way (`TlsSetup.identity`). Publishes `certificates-reloaded` saying what
         changed (always for a user's request, else only on a change), or
-        `certificates-reload-failed` keeping the old setup when the new one is unusable.
+        `certificates-reload-failed` keeping the old setup when the new one is unusable: a
+        custom device certificate that no longer loads, or a `trusted.pem` that does not load
+        whole (an unreadable entry, a file others can write), which would otherwise take away
+        the trust in use without a word.
 
         Args:
             trigger: why: "sighup", "check" (the periodic check), "provisioning".
@@ -333,7 +342,9 @@ class UserAgent:
 
         old = self._tls_setup
         try:
-            new = TlsSetup(self.settings)
+            # Strict: a trusted.pem that does not load whole fails the reload, so a damaged
+            # file cannot silently take away the trust in use.
+            new = TlsSetup(self.settings, strict=True)
             server = new.server() if self._listen else None
             if server is not None:
                 server_context(server)  # a certificate that does not fit its key fails here
@@ -346,8 +357,7 @@ class UserAgent:
                 kept="the certificates in use before",
             )
             return False
-        for problem in new.store.problems:
-            self._log.warning("certificate-store-problem", problem=problem)
+        self._report_store_problems(new)
         if changes.changed:
             self._tls = new
             self._server_config = server

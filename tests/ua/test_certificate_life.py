@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from sipua import storage
-from sipua.errors import PeerNotTrusted, StoreError
+from sipua.errors import CertificateError, PeerNotTrusted, StoreError
 from sipua.settings.model import CertificateSettings, ListenSettings, Settings, TlsSettings
 from sipua.tls.certs import certificate_pem, fingerprint, private_key_pem
 from sipua.tls.stores import issuing
@@ -157,6 +157,74 @@ async def test_a_custom_device_certificate_is_never_renewed_only_warned_about(
             assert await _presented_fingerprint(ua.listen_address) == leaf.fingerprint
 
 
+def _write_device_ca(data_dir: Path, *, ends_in: dt.timedelta) -> str:
+    """Puts a device CA that ends `ends_in` from now (negative: has ended) in the store, as
+    one created 20 years earlier would be; returns its name."""
+    start = dt.datetime.now(dt.UTC) + ends_in - dt.timedelta(days=issuing.DEVICE_CA_DAYS)
+    cert, key = issuing.new_device_ca(start)
+    storage.ensure_private_dir(data_dir / "certs")
+    storage.atomic_write(
+        data_dir / "certs" / "device-ca.pem",
+        private_key_pem(key) + certificate_pem(cert),
+        mode=storage.PRIVATE_FILE_MODE,
+    )
+    return CertStore(data_dir).devices.ca().name
+
+
+async def test_a_device_ca_near_its_end_is_warned_about_and_its_certificate_kept(
+    tmp_path: Path,
+) -> None:
+    async with TestRegistrar() as registrar:
+        base = _generic(settings(tmp_path, registrar), check_interval=3600)
+        ca_name = _write_device_ca(base.data_dir, ends_in=dt.timedelta(days=10))
+        async with UserAgent(base) as ua:
+            assert ua.listen_address is not None
+            presented = await _presented_fingerprint(ua.listen_address)
+            warned = {e["kind"]: e for e in events(ua, "certificate-expiring")}
+            assert warned["device-ca"]["name"] == ca_name
+            ca_file = base.data_dir / "certs" / "device-ca.pem"
+            assert f"remove {ca_file}" in warned["device-ca"]["action"]
+            assert "sipua cert export-ca" in warned["device-ca"]["action"]
+            assert "renews" not in warned["generic"]["action"]
+            # The device certificate ends with the CA: no new key at every check.
+            for _ in range(3):
+                assert not ua.reload_certificates("check")
+            assert not events(ua, "certificates-reloaded")
+            assert await _presented_fingerprint(ua.listen_address) == presented
+
+
+async def test_a_device_ca_that_ends_while_running_fails_each_check_and_keeps_going(
+    tmp_path: Path,
+) -> None:
+    async with TestRegistrar() as registrar:
+        base = _generic(settings(tmp_path, registrar), check_interval=0.2)
+        async with UserAgent(base) as ua:
+            assert ua.listen_address is not None
+            await ua.account.register()
+            presented = await _presented_fingerprint(ua.listen_address)
+            ended = _write_device_ca(base.data_dir, ends_in=-dt.timedelta(days=1))
+            with trio.fail_after(10):
+                while len(events(ua, "certificates-reload-failed")) < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            for failed in events(ua, "certificates-reload-failed"):
+                assert failed["trigger"] == "check"
+                assert f"the device CA {ended!r} ended on" in failed["reason"]
+                assert "sipua cert export-ca" in failed["reason"]
+            # The user agent goes on with what it has.
+            assert await _presented_fingerprint(ua.listen_address) == presented
+            await ua.account.register()
+            assert ua.account.lock.state.value == "locked"
+
+
+async def test_a_start_with_an_ended_device_ca_is_a_certificate_error(tmp_path: Path) -> None:
+    async with TestRegistrar() as registrar:
+        base = _generic(settings(tmp_path, registrar))
+        ended = _write_device_ca(base.data_dir, ends_in=-dt.timedelta(days=1))
+        with pytest.raises(CertificateError, match=f"the device CA {ended!r} ended on"):
+            async with UserAgent(base):
+                pass
+
+
 # -- reload ------------------------------------------------------------------------------------
 
 
@@ -200,6 +268,36 @@ async def test_a_reload_that_fails_keeps_the_old_setup(tmp_path: Path) -> None:
             assert not ua.reload_certificates("sighup")
             assert [e for e, _ in ua.events if e == "certificates-reload-failed"]
             assert await _presented_fingerprint(ua.listen_address) == leaf.fingerprint
+
+
+@pytest.mark.parametrize("damage", ["not-pem", "writable-by-others"])
+async def test_a_reload_keeps_the_trust_in_use_when_trusted_pem_is_damaged(
+    tmp_path: Path, damage: str
+) -> None:
+    async with TestRegistrar() as registrar:
+        base = settings(tmp_path, registrar, trust=False)  # the store decides
+        store = CertStore(base.data_dir)
+        store.trusted.import_file(tmp_path / "ca.pem")
+        trusted = store.directory / "trusted.pem"
+        async with UserAgent(base) as ua:
+            await ua.account.register()
+            if damage == "not-pem":
+                trusted.write_bytes(b"this is not a certificate\n")
+                expected = f"{trusted} has unreadable content (it holds no PEM certificate)"
+            else:
+                trusted.chmod(0o666)
+                expected = f"chmod go-w {trusted}"
+            assert not ua.reload_certificates("sighup")
+            [failed] = events(ua, "certificates-reload-failed")
+            assert expected in failed["reason"]
+            assert failed["kept"] == "the certificates in use before"
+            assert not events(ua, "certificates-reloaded")
+            # The next connection still trusts the registrar's CA.
+            flow = ua.account.connection
+            assert flow is not None
+            await flow.aclose("test")
+            await ua.account.register()
+            assert lock_states(ua)[-1] == "locked"
 
 
 # -- pins and trust on first use -----------------------------------------------------------------

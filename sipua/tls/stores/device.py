@@ -96,17 +96,18 @@ class DeviceStore:
         """
         with self._dir.locked():
             cert, _ = self._device_ca(now=_now(now))
-        return StoredCertificate.of(cert, role="device", kind="device-ca", path=self._ca_path)
+        return StoredCertificate.of(cert, role="device", kind="device-ca", path=self.ca_path)
 
     @property
-    def _ca_path(self) -> Path:
+    def ca_path(self) -> Path:
+        """The device CA's file (its key and certificate)."""
         return self._dir.path / _CA_FILE
 
     def _device_ca(
         self, *, now: dt.datetime
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         # Called with the store locked: two first starts must not create two device CAs.
-        path = self._ca_path
+        path = self.ca_path
         if path.exists():
             stored = self._read_keyed(path)
             if stored is None:
@@ -130,13 +131,16 @@ class DeviceStore:
 
         Args:
             choice: "default" = the unique certificate for the MAC address, else the generic
-                one (issued on first use, re-issued near expiry); "generic" = the generic one
+                one (issued on first use, re-issued near expiry unless it already ends with
+                the device CA, `issuing.needs_renewal`); "generic" = the generic one
                 even when a MAC address is known; "custom" = the imported one.
             mac: The configured MAC address; None = this machine's, if it has one.
             now: The current time (tests pin it).
 
         Raises:
             StoreError: "custom" but none was imported, or a store file cannot be used.
+            CertificateError: the device CA has ended ("default" and "generic"); the message
+                says how to get a new one.
             ConfigError: `mac` is not a MAC address.
         """
         moment = _now(now)
@@ -155,6 +159,14 @@ class DeviceStore:
 
     def _issued_identity(self, resolved: str | None, moment: dt.datetime) -> DeviceIdentity:
         ca_cert, ca_key = self._device_ca(now=moment)
+        if ca_cert.not_valid_after_utc <= moment:
+            # Nothing it issues could be used, and issuing would fail: say what to do instead.
+            name = StoredCertificate.of(ca_cert, role="device", kind="device-ca").name
+            raise CertificateError(
+                f"the device CA {name!r} ended on "
+                f"{ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M UTC}, so the device certificates "
+                f"it issues can no longer be used or renewed: {new_device_ca_advice(self.ca_path)}"
+            )
         if resolved is not None:
             path, kind = self._dir.path / f"device-{resolved}.pem", "unique"
         else:
@@ -163,7 +175,7 @@ class DeviceStore:
         if (
             stored is None
             or stored.certs[0].issuer != ca_cert.subject
-            or issuing.needs_renewal(stored.certs[0], moment)
+            or issuing.needs_renewal(stored.certs[0], ca_cert, moment)
         ):
             cert, key = issuing.issue_device_certificate(ca_cert, ca_key, mac=resolved, now=moment)
             self._write_keyed(path, key, [cert])
@@ -369,6 +381,16 @@ def parse_device_bundle(
         )
     chain = [c for c in certs if c is not leaf]
     return key, leaf, chain
+
+
+def new_device_ca_advice(ca_path: Path) -> str:
+    """What to do when the device CA ends: the one way to a new device CA."""
+    return (
+        f"remove {ca_path} and sipua makes a new device CA (and device certificates from it) "
+        "at its next start or certificate check; then give registrars that verify clients the "
+        "new one (`sipua cert export-ca`). Or present a device certificate of your own "
+        "(`sipua cert import-device CERT`, device certificate setting 'custom')"
+    )
 
 
 def _corrupt(path: Path, why: str | None = None) -> str:

@@ -6,13 +6,16 @@ read-modify-write (import, remove) or create-if-missing runs under `storage.excl
 the directory and re-reads there (`StoreDirectory.locked`), so concurrent sipua processes
 neither lose each other's changes nor create two device CAs. A corrupt file (or one corrupt
 entry of `trusted.pem`) is reported in `problems` and skipped; it does not stop the rest of
-the store loading.
+the store loading. A running user agent's reload reads `trusted.pem` strictly instead
+(`TrustedStore.custom(strict=True)`): a damaged file fails the reload and the trust in use is
+kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import stat
 import threading
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from cryptography import x509
 
 from sipua import storage
 from sipua.errors import StoreError
+from sipua.settings.model import default_data_dir
 from sipua.tls.certs import CertSummary
 
 #: Shortest fingerprint prefix accepted as an id (shorter ones match too much by accident).
@@ -121,6 +125,18 @@ class StoreDirectory:
         """Records a problem once."""
         if message not in self.problems:
             self.problems.append(message)
+
+
+def cert_command(data_dir: Path, *words: str) -> str:
+    """A `sipua cert` command line to suggest for the store under `data_dir`.
+
+    It carries `--data-dir DIR` unless `data_dir` is the default one, so the command a user
+    copies changes this store, not the default one.
+    """
+    flags: tuple[str, ...] = ()
+    if data_dir.absolute() != default_data_dir().absolute():
+        flags = ("--data-dir", str(data_dir.absolute()))
+    return shlex.join(("sipua", "cert", words[0], *flags, *words[1:]))
 
 
 def select(candidates: list[StoredCertificate], ident: str, *, what: str) -> StoredCertificate:

@@ -123,7 +123,14 @@ def issue_device_certificate(
     mac: str | None,
     now: dt.datetime,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """Issues a device certificate: unique for `mac` (normalized), or generic when None."""
+    """Issues a device certificate: unique for `mac` (normalized), or generic when None.
+
+    It ends `DEVICE_CERT_DAYS` after `now`, or with the CA if that comes first.
+
+    Raises:
+        ValueError: the CA has ended at `now` (`DeviceStore` refuses that case first, with
+            what to do).
+    """
     key = _key()
     cn = GENERIC_CN if mac is None else f"sipua-{mac}"
     builder = (
@@ -140,9 +147,7 @@ def issue_device_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(
-            min(now + dt.timedelta(days=DEVICE_CERT_DAYS), ca_cert.not_valid_after_utc)
-        )
+        .not_valid_after(issued_until(ca_cert, now))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
         .add_extension(
@@ -165,6 +170,21 @@ def issue_device_certificate(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def needs_renewal(cert: x509.Certificate, now: dt.datetime) -> bool:
-    """True when `cert` is not yet valid, expired, or expires within `RENEW_BEFORE`."""
-    return now < cert.not_valid_before_utc or now + RENEW_BEFORE > cert.not_valid_after_utc
+def issued_until(ca_cert: x509.Certificate, now: dt.datetime) -> dt.datetime:
+    """When a device certificate `ca_cert` issues at `now` ends: `DEVICE_CERT_DAYS` later, or
+    with the CA if that comes first (a certificate cannot outlive its issuer)."""
+    return min(now + dt.timedelta(days=DEVICE_CERT_DAYS), ca_cert.not_valid_after_utc)
+
+
+def needs_renewal(cert: x509.Certificate, ca_cert: x509.Certificate, now: dt.datetime) -> bool:
+    """True when `cert` is not yet valid, or expires within `RENEW_BEFORE` (or has expired) and
+    one `ca_cert` issued now would end later.
+
+    A certificate that already ends with its CA is kept: re-issuing it would give a new key
+    and no more time, at every check until the CA ends.
+    """
+    if now < cert.not_valid_before_utc:
+        return True
+    if now + RENEW_BEFORE <= cert.not_valid_after_utc:
+        return False
+    return issued_until(ca_cert, now) > cert.not_valid_after_utc

@@ -21,7 +21,7 @@ from sipua import storage
 from sipua.errors import StoreError
 from sipua.hostport import is_valid_host
 from sipua.settings.model import parse_pin
-from sipua.tls.stores.files import StoreDirectory, check_not_writable_by_others
+from sipua.tls.stores.files import StoreDirectory, cert_command, check_not_writable_by_others
 
 KNOWN_KEYS_FILE: Final = "known-keys"
 #: Names the file holds at most (a registrar per line; this is far beyond any deployment).
@@ -120,6 +120,11 @@ class KnownKeys:
         """The known-keys file."""
         return self._dir.path / KNOWN_KEYS_FILE
 
+    def accept_command(self, name: str, pin: str) -> str:
+        """The command that accepts `pin` as the key of `name` in this store (what a refused
+        changed key suggests): `sipua cert accept-key [--data-dir DIR] NAME PIN`."""
+        return cert_command(self._dir.path.parent, "accept-key", name, pin)
+
     def records(self) -> dict[str, str]:
         """Every name and its recorded pin.
 
@@ -180,8 +185,8 @@ class KnownKeys:
             pin = records.pop(name.lower(), None)
             if pin is None:
                 raise StoreError(
-                    f"no key is recorded for {name!r} in {self.path}; `sipua cert list` shows "
-                    "the recorded ones"
+                    f"no key is recorded for {name!r} in {self.path}; "
+                    f"`{cert_command(self._dir.path.parent, 'list')}` shows the recorded ones"
                 )
             self._write(records)
         return pin

@@ -46,6 +46,7 @@ _TRUSTED_FILE: Final = "trusted.pem"
 class _TrustedEntry:
     block: bytes  # the PEM block exactly as stored
     stored: StoredCertificate | None  # None: the entry is unreadable
+    why: str = ""  # why it is unreadable
 
 
 class TrustedStore:
@@ -74,17 +75,36 @@ class TrustedStore:
             for c in self.system.certificates
         ]
 
-    def custom(self) -> list[StoredCertificate]:
+    def custom(self, *, strict: bool = False) -> list[StoredCertificate]:
         """The imported trusted certificates, in import order; corrupt entries go to `problems`.
 
         Only the first `MAX_CUSTOM_TRUSTED` readable ones count; more (a file edited by hand)
         is reported in `problems`.
+
+        Args:
+            strict: refuse a file that does not load whole (it cannot be read, someone else
+                could have written it, or an entry is unreadable) instead of skipping what
+                cannot be used. A running user agent reloads this way: it keeps the trust it
+                has rather than lose some or all of it to a damaged file.
+
+        Raises:
+            StoreError: only when `strict`: the file does not load whole; the message names
+                the file and what to do.
         """
         try:
             entries = self._trusted_entries()
         except StoreError as exc:
+            if strict:
+                raise
             self._dir.problem(str(exc))
             return []
+        unreadable = [e.why for e in entries if e.stored is None]
+        if strict and unreadable:
+            raise StoreError(
+                f"{self.path} has unreadable content ({'; '.join(unreadable)}); repair the file or "
+                "delete the unreadable entries from it (or remove it and import the "
+                "certificates again with `sipua cert import-trusted FILE`)"
+            )
         readable = [e.stored for e in entries if e.stored is not None]
         if len(readable) > MAX_CUSTOM_TRUSTED:
             self._dir.problem(
@@ -110,14 +130,14 @@ class TrustedStore:
         if not blocks and data.strip():
             # Not PEM at all: one unreadable entry, kept as it is by a removal.
             self._dir.problem(f"{path} holds no PEM certificate; its content is ignored")
-            return [_TrustedEntry(block=data, stored=None)]
+            return [_TrustedEntry(block=data, stored=None, why="it holds no PEM certificate")]
         entries: list[_TrustedEntry] = []
         for index, block in enumerate(blocks, start=1):
             try:
                 (cert,) = load_certificates(block.data, source=f"{path} entry #{index}")
             except (CertificateError, ValueError) as exc:
                 self._dir.problem(f"{exc}; the entry is skipped (re-import the certificate)")
-                entries.append(_TrustedEntry(block=block.data, stored=None))
+                entries.append(_TrustedEntry(block=block.data, stored=None, why=str(exc)))
                 continue
             stored = StoredCertificate.of(cert, role="trusted", kind="custom", path=path)
             entries.append(_TrustedEntry(block=block.data, stored=stored))

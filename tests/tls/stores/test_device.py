@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sipua.errors import CertificateError, ConfigError, StoreError
 from sipua.tls import verify_chain
+from sipua.tls.stores import issuing
 from sipua.tls.stores.store import CertStore
 from tests.support.certs import Issued, make_ca, make_leaf, pem_bundle
 from tests.tls.stores.common import MAC, mode_of, store_at, write_file
@@ -96,6 +97,54 @@ def test_device_certificate_renewed_near_expiry(tmp_path: Path) -> None:
     renewed = store.devices.identity("default", MAC, now=later)
     assert renewed.certificate != first.certificate
     assert renewed.certificate.not_valid_after_utc > later
+
+
+@pytest.mark.parametrize("choice", ["default", "generic"])
+def test_a_device_certificate_that_ends_with_its_ca_is_issued_once_and_kept(
+    tmp_path: Path, choice: str
+) -> None:
+    store = store_at(tmp_path)
+    ca_end = store.devices.ca().certificate.not_valid_after_utc
+    near = ca_end - dt.timedelta(days=10)
+    first = store.devices.identity(choice, MAC, now=near)  # type: ignore[arg-type]
+    assert first.certificate.not_valid_after_utc == ca_end  # capped at the CA's end
+    for later in (near, near + dt.timedelta(hours=1), ca_end - dt.timedelta(days=1)):
+        again = store.devices.identity(choice, MAC, now=later)  # type: ignore[arg-type]
+        assert again.certificate == first.certificate  # no new key at every check
+    assert store.problems == []
+
+
+def test_a_certificate_ending_before_its_ca_is_renewed_up_to_the_ca_end(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    ca_end = store.devices.ca().certificate.not_valid_after_utc
+    # Issued years later, when a full term still fits: it ends 20 days before the CA.
+    issued_at = ca_end - dt.timedelta(days=issuing.DEVICE_CERT_DAYS + 20)
+    early = store.devices.identity("generic", now=issued_at)
+    assert early.certificate.not_valid_after_utc == ca_end - dt.timedelta(days=20)
+    # Within 30 days of its end: renewed once, up to the CA's end, then kept.
+    renew_at = ca_end - dt.timedelta(days=25)
+    renewed = store.devices.identity("generic", now=renew_at)
+    assert renewed.certificate != early.certificate
+    assert renewed.certificate.not_valid_after_utc == ca_end
+    kept = store.devices.identity("generic", now=renew_at + dt.timedelta(days=1))
+    assert kept.certificate == renewed.certificate
+
+
+@pytest.mark.parametrize("choice", ["default", "generic"])
+def test_an_ended_device_ca_is_a_certificate_error_saying_what_to_do(
+    tmp_path: Path, choice: str
+) -> None:
+    store = store_at(tmp_path)
+    ca = store.devices.ca()
+    after = ca.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    with pytest.raises(CertificateError) as ended:
+        store.devices.identity(choice, MAC, now=after)  # type: ignore[arg-type]
+    message = str(ended.value)
+    assert f"the device CA {ca.name!r} ended on" in message
+    assert f"remove {store.devices.ca_path}" in message
+    assert "sipua cert export-ca" in message
+    # Nothing was written: the same CA is still there for `sipua cert export-ca` and `list`.
+    assert store.devices.ca().fingerprint == ca.fingerprint
 
 
 def test_device_ca_is_created_once(tmp_path: Path) -> None:

@@ -1,15 +1,15 @@
-"""The known-keys file (trust on first use), the pin grammar and days-left arithmetic."""
+"""The known-keys file (trust on first use), the pin grammar and the accept-key command."""
 
 from __future__ import annotations
 
-import datetime as dt
+import shlex
 from pathlib import Path
 
 import pytest
 
+from sipua.cli import main
 from sipua.errors import StoreError
 from sipua.settings.model import parse_pin
-from sipua.tls.expiry import days_left, describe_days
 from sipua.tls.stores.known import KnownKeysError, format_known_keys, parse_known_keys
 from sipua.tls.stores.store import CertStore
 from sipua.tls.trust.pins import spki_pin
@@ -80,11 +80,19 @@ def test_known_keys_writable_by_others_is_refused(tmp_path: Path) -> None:
         known.records()
 
 
-def test_days_left() -> None:
-    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    assert days_left(now + dt.timedelta(days=10, hours=1), now) == 10
-    assert days_left(now + dt.timedelta(hours=23), now) == 0
-    assert days_left(now - dt.timedelta(hours=1), now) == -1
-    assert describe_days(1) == "1 day left"
-    assert describe_days(0) == "expires within a day"
-    assert describe_days(-3) == "expired 3 days ago"
+def test_the_suggested_accept_command_names_a_non_default_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("SIPUA_DATA_DIR", raising=False)
+    default = CertStore(tmp_path / "xdg" / "sipua").known
+    assert (
+        default.accept_command("example.test", PIN) == f"sipua cert accept-key example.test {PIN}"
+    )
+    elsewhere = tmp_path / "ci data"
+    command = CertStore(elsewhere).known.accept_command("example.test", PIN)
+    assert command == (f"sipua cert accept-key --data-dir '{elsewhere}' example.test {PIN}")
+    # Copied as it is, it records the key in that store and not in the default one.
+    assert main(shlex.split(command)[1:]) == 0
+    assert CertStore(elsewhere).known.lookup("example.test") == PIN
+    assert default.lookup("example.test") is None

@@ -238,3 +238,59 @@ def test_trusted_file_of_another_user_is_ignored(
     monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
     assert store.trusted.custom() == []
     assert any("chown" in p and "owned by user id" in p for p in store.problems), store.problems
+
+
+# -- strict reading (a running user agent's reload) ------------------------------------------
+
+
+def _corrupt_first_entry(path: Path) -> None:
+    text = path.read_bytes()
+    first = text.index(b"-----BEGIN CERTIFICATE-----\n") + len(b"-----BEGIN CERTIFICATE-----\n")
+    path.write_bytes(text[:first] + b"AAAA" + text[first + 4 :])
+
+
+@pytest.mark.parametrize("damage", ["not-pem", "der", "one-entry"])
+def test_strict_reading_refuses_a_file_with_unreadable_content(tmp_path: Path, damage: str) -> None:
+    store = store_at(tmp_path)
+    a, b = make_ca("Strict A"), make_ca("Strict B")
+    store.trusted.import_file(write_file(tmp_path, "ab.pem", pem_bundle(a, b)))
+    path = store.directory / "trusted.pem"
+    if damage == "not-pem":
+        path.write_bytes(b"this is not a certificate\n")
+    elif damage == "der":
+        path.write_bytes(b"\x30\x82\x01\x00" + b"\0" * 50)
+    else:
+        _corrupt_first_entry(path)
+    with pytest.raises(StoreError) as refused:
+        store.trusted.custom(strict=True)
+    message = str(refused.value)
+    assert message.startswith(f"{path} has unreadable content (")
+    assert "sipua cert import-trusted FILE" in message
+    if damage == "one-entry":
+        assert "entry #1" in message
+    else:
+        assert "it holds no PEM certificate" in message
+    # Read leniently (at start, `sipua cert list`) what can be read is still used.
+    expected = ["Strict B"] if damage == "one-entry" else []
+    assert [s.name for s in store.trusted.custom()] == expected
+
+
+@pytest.mark.parametrize("where", ["file", "directory"])
+def test_strict_reading_refuses_a_file_others_can_write(tmp_path: Path, where: str) -> None:
+    store = store_at(tmp_path)
+    store.trusted.import_file(write_file(tmp_path, "ca.pem", make_ca("Strict Writable").pem))
+    target = store.directory / "trusted.pem" if where == "file" else store.directory
+    target.chmod(mode_of(target) | 0o002)
+    with pytest.raises(StoreError, match=f"chmod go-w {target}"):
+        store.trusted.custom(strict=True)
+    target.chmod(mode_of(target) & ~0o022)
+    assert [s.name for s in store.trusted.custom(strict=True)] == ["Strict Writable"]
+
+
+def test_strict_reading_accepts_a_missing_or_emptied_file(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    assert store.trusted.custom(strict=True) == []
+    store.trusted.import_file(write_file(tmp_path, "ca.pem", make_ca("Strict Removed").pem))
+    store.trusted.remove("Strict Removed")  # the file is left empty: no certificate, no damage
+    assert store.trusted.custom(strict=True) == []
+    assert store.problems == []
