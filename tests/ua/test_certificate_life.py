@@ -5,6 +5,7 @@ and key continuity (pins, trust on first use) with the lock's basis."""
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import ssl
 import tempfile
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from sipua import storage
+from sipua.cli import main
 from sipua.errors import CertificateError, PeerNotTrusted, StoreError
 from sipua.settings.model import CertificateSettings, ListenSettings, Settings, TlsSettings
 from sipua.tls.certs import certificate_pem, fingerprint, private_key_pem
@@ -435,9 +437,12 @@ async def test_trust_on_first_use_records_then_refuses_a_changed_key(tmp_path: P
         new_pin = spki_pin(second_pki.server.cert)
         message = str(caught.value)
         assert caught.value.code == "key-changed"
-        assert f"sipua cert accept-key example.test {new_pin}" in message
+        # The data directory is not the default one: the command says which.
+        command = f"sipua cert accept-key --data-dir {base.data_dir} example.test {new_pin}"
+        assert f"`{command}`" in message
         assert not registrar.registers
-        known.accept("example.test", new_pin)
+        assert main(shlex.split(command)[1:]) == 0  # copied as it is
+        assert known.lookup("example.test") == new_pin
         async with UserAgent(base) as ua:
             await ua.account.register()
             assert ua.account.lock.state.value == "locked"

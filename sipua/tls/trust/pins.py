@@ -82,6 +82,10 @@ class KeyRecords(Protocol):
         """Records `pin` for `name` (first contact)."""
         ...
 
+    def accept_command(self, name: str, pin: str) -> str:
+        """The command a user runs to accept `pin` as the new key of `name` in this store."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyPolicy:
@@ -176,7 +180,7 @@ def judge(
                 f"the key of {name} has CHANGED since sipua first met it: recorded "
                 f"{recorded}, presented {presented_pin}. This is what an attacker in the middle "
                 "looks like; if the registrar's key was changed on purpose, accept the new one "
-                f"with `sipua cert accept-key {name} {presented_pin}`",
+                f"with `{policy.records.accept_command(name, presented_pin)}`",
                 code="key-changed",
                 expected=(recorded,),
                 presented=(presented_pin,),
