@@ -538,7 +538,13 @@ class CallHandler:
                     if placed is not None and placed.dtmf:
                         session.send_digits(placed.dtmf)
                     early = self._early.get(tag)
-                    while True:
+                    while True:  # at most twice: `replan` gives one new plan per call
+                        if early is not None and early.next_plan is not None:
+                            # A 2xx with another answer than the 183's (handled before this
+                            # task ran, or while a leg ran): its plan from now on.
+                            plan, early.next_plan = early.next_plan, None
+                            if recorder is not None:
+                                recorder.codec = plan.codec
                         with trio.CancelScope() as leg:
                             if early is not None:
                                 early.leg = leg
@@ -546,10 +552,6 @@ class CallHandler:
                             await session.run(plan, source, recorder=recorder)
                         if early is None or early.next_plan is None:
                             break
-                        # A 2xx with another answer than the 183's: its plan from now on.
-                        plan, early.next_plan = early.next_plan, None
-                        if recorder is not None:
-                            recorder.codec = plan.codec
                 except MediaError as exc:  # a file that became unreadable, keys libsrtp refused
                     _log.warning("call-media-failed", call_id=call_id, reason=str(exc))
                 except Exception as exc:  # noqa: BLE001 - one call's media must not end the UA

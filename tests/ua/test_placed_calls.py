@@ -17,6 +17,7 @@ from sipua.commands.call import _call
 from sipua.media.rtp import RtpPacket, build_rtp
 from sipua.sip import Request, Response, make_response
 from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT
+from sipua.sip.serializer import serialize
 from sipua.ua.agent import UserAgent
 from tests.support.registrar import TestRegistrar, _Flow
 from tests.ua.test_agent import settings, wait_until
@@ -203,3 +204,60 @@ async def test_media_follows_the_2xx_of_another_fork_than_the_early_medias(
     assert report["wrong_source"] == 0
     assert received["B"] > 20
     assert received["A"] == 0
+
+
+async def test_a_2xx_in_the_same_read_as_the_183_sets_the_media_up_from_its_answer(
+    tmp_path: Path,
+) -> None:
+    # The 2xx may be handled before the early media's task has run at all: its answer (fork
+    # B, PCMA) must still be the one the media takes up, although B sends nothing first.
+    forks = {name: trio.socket.socket(type=trio.socket.SOCK_DGRAM) for name in "AB"}
+    payload_types: dict[str, list[int]] = {"A": [], "B": []}
+
+    async def listen(name: str) -> None:
+        while True:
+            payload_types[name].append((await forks[name].recv(2048))[1] & 0x7F)
+
+    async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
+        port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
+        early = make_response(invite, 183, to_tag="forkA")
+        early.headers.add("Content-Type", "application/sdp")
+        ok = make_response(invite, 200, to_tag="forkB")
+        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
+        ok.headers.add("Content-Type", "application/sdp")
+        pcma = _plain_sdp(port_b).replace(b" RTP/AVP 0", b" RTP/AVP 8")
+        pcma = pcma.replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:8 PCMA/8000")
+        await flow.send(
+            serialize(replace(early, body=_plain_sdp(port_a))) + serialize(replace(ok, body=pcma))
+        )
+
+    with forks["A"], forks["B"]:
+        for sock in forks.values():
+            await sock.bind(("127.0.0.1", 0))
+        async with (
+            trio.open_nursery() as listeners,
+            Callee(answer) as callee,
+            UserAgent(settings(tmp_path, callee)) as ua,
+        ):
+            for name in forks:
+                listeners.start_soon(listen, name)
+            await ua.account.register()
+            connection = ua.account.connection
+            assert connection is not None
+            call_id = ua.calls.place_call(
+                connection,
+                target="sips:bob@example.test",
+                from_uri="sips:alice@example.test",
+                responder=None,
+                ring_timeout=5.0,
+                duration=0.8,
+            )
+            with trio.fail_after(10):
+                placed = await ua.calls.wait_ended(call_id)
+                await placed.media_done.wait()
+            listeners.cancel_scope.cancel()
+    assert placed.media_report is not None
+    assert placed.media_report["codec"] == "pcma"
+    assert payload_types["A"] == []
+    assert len(payload_types["B"]) > 20
+    assert set(payload_types["B"]) == {8}
