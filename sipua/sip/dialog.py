@@ -58,7 +58,8 @@ class Dialog:
         remote_uri: the peer's URI (the From URI of the INVITE), as text.
         remote_target: the peer's Contact URI, as text.
         route_set: Record-Route values in the order the UAS uses them (§12.1.1).
-        remote_seq: the highest CSeq number seen from the peer.
+        remote_seq: the highest CSeq number seen from the peer; None until the peer's first
+            request in a dialog we created as UAC (§12.1.2: the remote sequence number is empty).
         local_seq: the last CSeq number we used.
         secure: the dialog was created by a `sips:` request (§12.1.1).
     """
@@ -70,7 +71,7 @@ class Dialog:
     remote_uri: str
     remote_target: str
     route_set: list[str] = field(default_factory=list)
-    remote_seq: int = 0
+    remote_seq: int | None = None
     local_seq: int = 0
     secure: bool = True
 
@@ -182,7 +183,9 @@ class Dialog:
         seq = request.cseq.seq
         if request.method in ("ACK", "CANCEL"):
             return  # they reuse the INVITE's number (§13.2.2.4, §9.1)
-        if seq <= self.remote_seq:
+        # §12.2.2: the first request sets the remote number, whatever it is (0 included,
+        # §8.1.1.5); after that, a number not above it is out of order.
+        if self.remote_seq is not None and seq <= self.remote_seq:
             raise RemoteProtocolError(
                 f"CSeq {seq} is not above {self.remote_seq} in this dialog", status_hint=500
             )

@@ -112,7 +112,7 @@ MAX_CALLS: Final = 64
 MAX_CALLS_PER_SOURCE: Final = 8
 #: Extensions (option tags, RFC 3261 §19.2) a request may require of sipua.
 SUPPORTED_EXTENSIONS: Final = frozenset({"timer"})
-#: Answered calls we placed kept after their end for their 2xx retransmissions (RFC 6026).
+#: Calls we placed kept after their end for a 2xx still to come (RFC 6026, RFC 3261 §9.1).
 MAX_ANSWERED_KEPT: Final = MAX_CALLS
 #: Events waiting to be drained; more means the user agent stopped draining, which is a bug.
 MAX_PENDING_EVENTS: Final = 65536
@@ -346,7 +346,9 @@ class _Outgoing(Generic[H]):
 
 @dataclass(slots=True)
 class _Answered(Generic[H]):
-    """A placed call that was answered and is over: its 2xx may still come again (RFC 6026)."""
+    """A placed call that is over: a 2xx may still come for it, again (our ACK was lost, RFC
+    6026) or for the first time (it crossed our CANCEL, or came after we gave up waiting), and
+    gets its ACK, and a BYE for a dialog that is not ours any more (§13.2.2.4, §9.1)."""
 
     call: uac.OutgoingCall
     link: Link[H]
@@ -1002,8 +1004,9 @@ class Endpoint(Generic[H]):
                 # INVITE transaction has no timer left in Proceeding, so it is released here.
                 self._table.transport_error(tx_key, now)
                 self._drain(None, now)
-        if out.call.dialog is not None:
-            self._remember_answered(call_id, out, now)
+        # Answered or not: a 2xx that crossed our CANCEL (or came after we gave up) must still
+        # be ACKed and the call it makes ended (§9.1, §13.2.2.4).
+        self._remember_answered(call_id, out, now)
         tag = out.call.local_tag
         self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))

@@ -310,6 +310,48 @@ def test_a_hangup_while_the_cancel_waits_ends_the_call_at_once() -> None:
     assert len(w.requests("CANCEL")) == 1
 
 
+@pytest.mark.parametrize("ended_by", ["hangup", "64-t1"])
+def test_a_2xx_that_crossed_our_cancel_after_the_call_ended_is_acked_and_ended(
+    ended_by: str,
+) -> None:
+    # §9.1, §13.2.2.4: ended without its 487 (a second hangup, as SIGINT does, or 64·T1 with
+    # no 487), the call may still be answered by a 2xx that crossed the CANCEL: it gets its
+    # ACK and a BYE, instead of being dropped as stray while the callee rings on.
+    w = world()
+    placed = call(w, ring_timeout=1.0)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 180), flow, now=0.1)
+    w.run_until(1.0, start=0.1)
+    assert len(w.requests("CANCEL")) == 1
+    if ended_by == "hangup":
+        w.endpoint.hangup(placed.call_id, now=1.02)
+        w.drain()
+        late = 1.05
+    else:
+        w.run_until(1.0 + 64 * T1_SECONDS, start=1.0)
+        late = 1.0 + 64 * T1_SECONDS + 0.5
+    assert [e.reason for e in w.events if isinstance(e, CallEnded)] == ["cancelled"]
+    w.receive(answer(invite, 200, body=ANSWER), flow, now=late)
+    assert len(w.requests("ACK")) == 1
+    assert len(w.requests("BYE")) == 1
+    assert w.endpoint.stray_responses == 0
+
+
+def test_the_callees_first_request_sets_its_cseq_whatever_the_number() -> None:
+    # §8.1.1.5 allows any CSeq below 2**31, 0 included; §12.1.2/§12.2.2: the remote number is
+    # empty until the callee's first request sets it. A BYE with CSeq 0 got a 500 and the call
+    # went on.
+    w = world()
+    placed = call(w)
+    [invite] = invites(w)
+    flow = link("flow", outbound=True)
+    w.receive(answer(invite, 200, body=ANSWER), flow, now=0.1)
+    w.receive(callee_request(placed, "BYE", 0), flow, now=1.0)
+    assert w.statuses("flow", "BYE") == [200]
+    assert [e.reason for e in w.events if isinstance(e, CallEnded)] == ["remote-bye"]
+
+
 def forked(request: Request, tag: str, contact: str) -> Response:
     response = make_response(request, 200, to_tag=tag)
     response.headers.add("Contact", f"<{contact}>")
