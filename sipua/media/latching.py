@@ -3,7 +3,9 @@ symmetric RTP (RFC 4961, the way through a NAT) the source the peer's packets re
 learnt without letting a stranger take the call's media over. Sans-IO: time is an argument.
 
 Learning works as strict RTP does in telephony servers (Asterisk's strictrtp learning mode,
-rtpengine's address learning), for the first `LEARNING_SECONDS` of the media:
+rtpengine's address learning), for `LEARNING_SECONDS` from the first packet the peer sends
+(however late that is: a callee behind a NAT may ring for long after its 183, or stay silent
+at first):
 
 - a packet from the address and port the SDP gave latches onto it at once;
 - another source is on probation: it becomes the peer after `LATCH_PACKETS` consecutive
@@ -24,7 +26,7 @@ from typing import Final
 
 #: Consecutive in-sequence packets a source other than the SDP's must send to become the peer.
 LATCH_PACKETS: Final = 4
-#: Seconds from the start of the media during which a source can be learnt.
+#: Seconds from the first packet received during which a source can be learnt.
 LEARNING_SECONDS: Final = 5.0
 _SEQ_MOD: Final = 1 << 16
 
@@ -39,13 +41,13 @@ class SourceLatch:
     a latch).
     """
 
-    def __init__(self, signalled: Address, *, symmetric: bool, started: float) -> None:
+    def __init__(self, signalled: Address, *, symmetric: bool) -> None:
         self.signalled = signalled
         self.peer = signalled
         #: True once a source was learnt (the SDP's, or one that passed probation).
         self.latched = False
         self._learning = symmetric
-        self._until = started + LEARNING_SECONDS
+        self._until: float | None = None  # set by the first packet
         self._candidate: Address | None = None
         self._candidate_seq = 0
         self._candidate_packets = 0
@@ -58,7 +60,7 @@ class SourceLatch:
 
     def settled(self, now: float) -> bool:
         """Whether the peer is fixed: latched, symmetric RTP off, or the learning time over."""
-        if self._learning and now >= self._until:
+        if self._learning and self._until is not None and now >= self._until:
             self._learning = False
         return not self._learning
 
@@ -66,6 +68,8 @@ class SourceLatch:
         """Takes one valid packet of a negotiated payload type from `origin`; True when it is
         from the peer (perhaps just latched), False when it is to be dropped (on probation, or
         from another source once settled)."""
+        if self._until is None:
+            self._until = now + LEARNING_SECONDS
         if self.settled(now):
             return origin == self.peer
         if origin == self.signalled:

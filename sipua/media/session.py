@@ -321,9 +321,7 @@ class MediaSession:
         now = trio.current_time()
         if self._started is None:  # a run with a new plan (a 2xx after early media) goes on
             self._started = now
-        self._latch = SourceLatch(
-            (plan.remote_address, plan.remote_port), symmetric=self.symmetric, started=now
-        )
+        self._latch = SourceLatch((plan.remote_address, plan.remote_port), symmetric=self.symmetric)
         self._peer_rtcp = plan.remote_rtcp
         if plan.srtp is not None:
             keys = plan.srtp

@@ -11,7 +11,7 @@ STRANGER = ("203.0.113.9", 5555)
 
 
 def _latch(symmetric: bool = True) -> SourceLatch:
-    return SourceLatch(SDP, symmetric=symmetric, started=100.0)
+    return SourceLatch(SDP, symmetric=symmetric)
 
 
 def test_the_sdp_source_latches_at_once_even_after_a_stranger_started() -> None:
@@ -58,6 +58,7 @@ def test_sources_that_interleave_or_skip_never_latch() -> None:
 
 def test_when_the_learning_time_ends_the_sdp_source_stays_the_peer() -> None:
     latch = _latch()
+    assert not latch.learn(STRANGER, 1, 100.0)  # the first packet starts the learning time
     for seq in range(1, LATCH_PACKETS):
         assert not latch.learn(NAT, seq, 104.0)
     end = 100.0 + LEARNING_SECONDS
@@ -66,7 +67,20 @@ def test_when_the_learning_time_ends_the_sdp_source_stays_the_peer() -> None:
     assert latch.peer == SDP
     assert not latch.learn(NAT, LATCH_PACKETS, end)  # too late to finish the probation
     assert latch.learn(SDP, 9, end + 1)
-    assert latch.refused == LATCH_PACKETS - 1
+    assert latch.refused == LATCH_PACKETS
+
+
+def test_the_learning_time_starts_with_the_first_packet_however_late() -> None:
+    # A callee behind a NAT that rings long after its 183 (or stays silent at first): its
+    # media, starting minutes into the call, is still learnt. The time once ran from the
+    # start of the media, and such a peer was never heard.
+    latch = _latch()
+    assert not latch.settled(10_000.0)
+    start = 10_000.0
+    for seq in range(1, LATCH_PACKETS):
+        assert not latch.learn(NAT, seq, start + seq * 0.02)
+    assert latch.learn(NAT, LATCH_PACKETS, start + 0.1)
+    assert latch.peer == NAT
 
 
 def test_without_symmetric_rtp_only_the_sdp_source_counts() -> None:
