@@ -151,6 +151,17 @@ def _ip(address: str, what: str) -> str:
         raise MediaRefused(f"the SDP's {what} address is not an IP address") from None
 
 
+def _same_family(address: str, local: str, what: str) -> None:
+    """Refuses a remote `address` of the other IP family than our media's `local` one: no
+    datagram of our socket could reach it."""
+    if (":" in address) != (":" in local):
+        theirs, ours = ("IPv6", "IPv4") if ":" in address else ("IPv4", "IPv6")
+        raise MediaRefused(
+            f"the SDP's {what} address {address[:60]} is {theirs} and this call's media is "
+            f"{ours}; offer an {ours} address"
+        )
+
+
 def _remote(
     stream: MediaOffer, rtcp_mux: bool, local: str
 ) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -164,19 +175,15 @@ def _remote(
     if stream.address is None:
         raise MediaRefused("the SDP has no c= connection address for its audio stream")
     address = _ip(stream.address, "c=")
-    if (":" in address) != (":" in local):
-        theirs, ours = ("IPv6", "IPv4") if ":" in address else ("IPv4", "IPv6")
-        raise MediaRefused(
-            f"the SDP's c= address {address[:60]} is {theirs} and this call's media is "
-            f"{ours}; offer an {ours} address"
-        )
+    _same_family(address, local, "c=")
     rtp = (address, stream.port)
     if rtcp_mux:
         return rtp, rtp
     if stream.rtcp_port is not None:
-        rtcp_address = (
-            address if stream.rtcp_address is None else _ip(stream.rtcp_address, "a=rtcp")
-        )
+        rtcp_address = address
+        if stream.rtcp_address is not None:
+            rtcp_address = _ip(stream.rtcp_address, "a=rtcp")
+            _same_family(rtcp_address, local, "a=rtcp")
         return rtp, (rtcp_address, stream.rtcp_port)
     if stream.port >= MAX_PORT:
         # The Warning's text is ASCII and at most 160 characters.

@@ -450,9 +450,10 @@ class MediaSession:
                 self._on_rtp(data, origin, trio.current_time())
 
     def _rtcp_expected(self, origin: tuple[str, int]) -> bool:
-        if self.symmetric:  # from the peer's host, whatever port its NAT gave RTCP
-            return self._latch is not None and origin[0] == self._latch.peer[0]
-        return origin == self._peer_rtcp
+        if origin == self._peer_rtcp:  # where the SDP (a=rtcp, RFC 3605) says it comes from
+            return True
+        # Symmetric: from the peer's host, whatever port its NAT gave RTCP.
+        return self.symmetric and self._latch is not None and origin[0] == self._latch.peer[0]
 
     def _decrypt(self, data: bytes, *, rtcp_packet: bool) -> bytes | None:
         """The packet in clear (SRTP/SRTCP removed), or None, counted, when it fails."""

@@ -11,8 +11,10 @@ import pytest
 import trio
 import trio.testing
 
+from sipua.media import rtcp
 from sipua.media.errors import MediaError, MediaRefused
 from sipua.media.negotiation import MediaPlan, accept_answer, answer_offer, make_offer
+from sipua.media.rtp import RtpPacket, build_rtp
 from sipua.media.sdp import SdpError, parse_offer
 from sipua.media.session import MediaSession, PortRange
 from sipua.media.sources import MediaSpec, make_source
@@ -157,3 +159,40 @@ async def test_a_destination_no_datagram_can_reach_ends_the_media_with_a_media_e
                 await session.run(plan, make_source(MediaSpec("silence"), plan.codec))
     finally:
         session.close()
+
+
+async def test_rtcp_from_the_a_rtcp_address_is_taken_with_symmetric_rtp() -> None:
+    # RFC 3605: the peer's RTCP comes from the address and port a=rtcp names; with symmetric
+    # RTP (the default) only the RTP peer's host was accepted, so it counted as wrong_source.
+    rtp_peer = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    rtcp_peer = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    with rtp_peer, rtcp_peer:
+        await rtp_peer.bind(("127.0.0.1", 0))
+        await rtcp_peer.bind(("127.0.0.5", 0))
+        rtcp_port = rtcp_peer.getsockname()[1]
+        offer = _sdp(rtp_peer.getsockname()[1], f"a=rtcp:{rtcp_port} IN IP4 127.0.0.5")
+        plan = _answer(offer.replace(b"192.0.2.5", b"127.0.0.1"))
+        assert plan.remote_rtcp == ("127.0.0.5", rtcp_port)
+        session = MediaSession.open("127.0.0.1", PORTS)
+        try:
+            async with trio.open_nursery() as nursery:
+                source = make_source(MediaSpec("silence"), plan.codec)
+                await nursery.start(session.run, plan, source)
+                for seq in range(1, 6):  # from the SDP's address: latched at once
+                    packet = RtpPacket(payload_type=0, sequence=seq, timestamp=seq * 160,
+                                       ssrc=77, payload=b"\xff" * 160)  # fmt: skip
+                    await rtp_peer.sendto(build_rtp(packet), ("127.0.0.1", session.port))
+                report = rtcp.build_report(ssrc=77, cname="bob", sender=None, block=None)
+                await rtcp_peer.sendto(report, ("127.0.0.1", session.port + 1))
+                await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()
+        finally:
+            session.close()
+    measured = session.report()
+    assert measured.rtcp_received == 1
+    assert measured.wrong_source == 0
+
+
+def test_an_a_rtcp_address_of_the_other_family_is_refused() -> None:
+    with pytest.raises(MediaRefused, match="a=rtcp address 2001:db8::7 is IPv6"):
+        _answer(_sdp(4000, "a=rtcp:4001 IN IP6 2001:db8::7"))
