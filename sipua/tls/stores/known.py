@@ -60,6 +60,8 @@ def parse_known_keys(data: bytes, *, source: str) -> dict[str, str]:
 
     Raises:
         KnownKeysError: not UTF-8 text, a malformed line, a repeated name, or too many lines.
+            A line whose name is no host sipua can connect to is passed over (it matches no
+            lookup); a bracketed IPv6 name is read without its brackets.
     """
     try:
         text = data.decode("utf-8")
@@ -82,9 +84,13 @@ def parse_known_keys(data: bytes, *, source: str) -> dict[str, str]:
                 "delete the line"
             )
         name, pin = parts
-        problem = name_problem(name)
-        if problem is not None:
-            raise KnownKeysError(f"{where}: {problem}; fix or delete the line")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]  # an IPv6 name as earlier releases could write it
+        if name_problem(name) is not None:
+            # Earlier releases recorded any name (`accept-key sip_proxy.example.com ...`); no
+            # TLS name sipua connects to can be it, so the line matches nothing: it is passed
+            # over rather than refusing every record of the file.
+            continue
         try:
             parse_pin(pin)
         except ValueError as exc:

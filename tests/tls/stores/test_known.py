@@ -34,13 +34,24 @@ def test_known_keys_round_trip_and_errors() -> None:
         b"example.test\n": "line 1: expected 'NAME sha256/BASE64', found 1",
         b"# c\n\nexample.test sha256/xx\n": "line 3: expected an SPKI pin",
         b"a.test " + PIN.encode() + b"\nA.TEST " + OTHER.encode() + b"\n": "listed twice",
-        b"bad/name " + PIN.encode() + b"\n": "is not a host name",
-        b"[2001:db8::1] " + PIN.encode() + b"\n": "IPv6 without brackets",
         b"\xff\xfe": "not UTF-8",
     }
     for data, message in cases.items():
         with pytest.raises(KnownKeysError, match=message):
             parse_known_keys(data, source="known-keys")
+
+
+def test_a_file_an_earlier_release_wrote_is_still_read() -> None:
+    # Earlier releases recorded any name and could bracket IPv6: one such line must not make
+    # every record unreadable (trust on first use would refuse every registrar).
+    data = (
+        f"example.test {PIN}\nsip_proxy.example.test {OTHER}\nbad/name {OTHER}\n"
+        f"[2001:db8::1] {OTHER}\n"
+    ).encode()
+    assert parse_known_keys(data, source="known-keys") == {
+        "example.test": PIN,
+        "2001:db8::1": OTHER,
+    }
 
 
 def test_record_keeps_the_first_key_accept_replaces_forget_removes(tmp_path: Path) -> None:
