@@ -14,10 +14,12 @@ are short and every wait is bounded.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,9 +36,11 @@ from sipua.sip import (
     parse_message,
 )
 from sipua.tls.connection.context import TlsServerConfig
+from sipua.tls.trust.policy import TrustPolicy
 from sipua.transport import connection as connection_module
 from sipua.transport.connection import SipConnection
 from sipua.transport.listener import LOG_LINES_PER_WINDOW, ServerAddresses, serve_tls
+from tests.support.certs import make_ca, make_leaf
 from tests.transport.test_listener import OPTIONS, client_context, server_config
 
 HANDSHAKE_TIMEOUT = 0.5
@@ -510,3 +514,42 @@ async def test_client_that_pings_and_never_reads_loses_its_connection(
         assert (await again.request()).status == 200
         await again.aclose()
         await trio.aclose_forcefully(pinger)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_client_with_an_intermediate_issued_certificate_is_served_on_reconnect(
+    tmp_path: Path, version: ssl.TLSVersion
+) -> None:
+    # Mutual TLS: a resumed session carries no Certificate message and OpenSSL kept only the
+    # client's leaf, so a client whose certificate an intermediate issued was refused on its
+    # second connection (untrusted-issuer). Sessions are not resumed when clients are judged.
+    root = make_ca("Client Root")
+    intermediate = make_ca("Client Intermediate", issuer=root)
+    leaf = make_leaf(intermediate, cn="caller.example.test")
+    (tmp_path / "c.pem").write_bytes(leaf.pem + intermediate.pem)
+    (tmp_path / "c.key").write_bytes(leaf.key_pem)
+    config = replace(
+        server_config(),
+        client_certs="require",
+        trusted=(root.cert,),
+        policy=TrustPolicy(accepted_ca="custom"),
+    )
+
+    def two_connections(port: int) -> list[tuple[bool, bytes]]:
+        context = client_context()
+        context.maximum_version = version
+        context.load_cert_chain(tmp_path / "c.pem", tmp_path / "c.key")
+        session = None
+        seen = []
+        for _ in range(2):
+            tcp = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with context.wrap_socket(tcp, session=session) as tls:
+                tls.sendall(OPTIONS)
+                seen.append((tls.session_reused, tls.recv(12)))
+                session = tls.session
+        return seen
+
+    async with listening(config=config) as server:
+        seen = await trio.to_thread.run_sync(two_connections, server.port)
+    assert seen == [(False, b"SIP/2.0 200 "), (False, b"SIP/2.0 200 ")]
+    assert [kind for kind, _ in server.outcomes] == ["HandshakeCompleted"] * 2

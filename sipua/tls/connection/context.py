@@ -541,6 +541,14 @@ def _build_server(config: TlsServerConfig) -> SSL.Context:
     context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
     # Needed for session resumption once a client certificate is requested.
     context.set_session_id(_SESSION_ID_CONTEXT)
+    if config.client_certs != "none":
+        # A resumed session carries no Certificate message (RFC 8446 §2.2, RFC 5246 §7.3)
+        # and OpenSSL keeps only the client's leaf from the first handshake: without the
+        # intermediates it sent then, the client could not be judged again and a client with
+        # an intermediate-issued certificate was refused on every resumption. Every client
+        # is asked for its whole chain instead (no session cache, no tickets).
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        context.set_options(SSL.OP_NO_TICKET)
     if config.client_certs == "request":
         context.set_verify(SSL.VERIFY_PEER, record_verdict)
     elif config.client_certs == "require":
