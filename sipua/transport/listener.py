@@ -77,6 +77,8 @@ LOG_WINDOW_SECONDS: Final = 10.0
 
 #: Told about each inbound handshake: (peer, completed) or (peer, the error).
 HandshakeHook = Callable[[str, HandshakeCompleted | HandshakeFailed | PeerNotTrusted], None]
+#: (peer, reason) of an inbound connection that ended after its handshake.
+ClosedHook = Callable[[str, str], None]
 #: Tells whether an IP address (as `source_address` writes it) is one of sipua's servers.
 ServerCheck = Callable[[str], bool]
 
@@ -271,6 +273,7 @@ async def serve_tls(
     servers_only: bool = False,
     trace: TraceHook | None = None,
     on_handshake: HandshakeHook | None = None,
+    on_closed: ClosedHook | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serves until cancelled.
@@ -282,6 +285,8 @@ async def serve_tls(
         idle_timeout: seconds an inbound connection may stay silent (None: forever) while it
             is not in use (`SipConnection.set_in_use`: it carries no call or transaction).
         max_connections, max_per_address, is_server, servers_only: see `Admission`.
+        on_handshake: told how each handshake ended; on_closed: told, with the reason, when a
+            connection whose handshake completed ends (its lock is lost then).
 
     Raises:
         ConfigError: the address cannot be bound (in use, not local); says which.
@@ -376,7 +381,11 @@ async def serve_tls(
             # Tell whoever holds the connection (a call) that it is gone before the error is
             # logged and the socket closed.
             await connection.aclose("internal error")
+            if on_closed is not None:
+                on_closed(peer, "internal error")
             raise
+        if on_closed is not None:
+            on_closed(peer, reason)
         counts = {
             "dropped_messages": connection.dropped_messages,
             "error_responses": connection.error_responses,

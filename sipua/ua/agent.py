@@ -43,7 +43,7 @@ from sipua.transport.connection import SipConnection
 from sipua.transport.listener import ServerAddresses, serve_tls
 from sipua.ua.account import Account, FlowTarget, Locator
 from sipua.ua.calls import AnswerPolicy, CallHandler, CallMedia
-from sipua.ua.lock import LockInput, LockTracker, TlsEstablished, TlsRefused
+from sipua.ua.lock import ConnectionDown, LockInput, LockTracker, TlsEstablished, TlsRefused
 
 if TYPE_CHECKING:
     from sipua.tls.connection.context import TlsServerConfig
@@ -166,6 +166,8 @@ class UserAgent:
         self._nursery: trio.Nursery | None = None
         self._account: Account | None = None
         self._calls: CallHandler | None = None
+        # The locks of open inbound connections, by peer (as many as the listener admits).
+        self._inbound_locks: dict[str, LockTracker] = {}
         self._tls: TlsSetup | None = None
         self._server_config: TlsServerConfig | None = None
         # Fingerprints already warned about as expiring (warned once per run, and again after
@@ -510,6 +512,7 @@ class UserAgent:
             servers_only=listen.servers_only,
             trace=self._trace if self.settings.trace else None,
             on_handshake=self._on_inbound_handshake,
+            on_closed=self._on_inbound_closed,
             task_status=task_status,
         )
 
@@ -533,6 +536,17 @@ class UserAgent:
             event = TlsRefused(kind="verification-failed", code=outcome.code, reason=str(outcome))
         else:
             event = TlsRefused(kind="handshake-failed", code="handshake", reason=str(outcome))
+        if isinstance(outcome, HandshakeCompleted):
+            self._inbound_locks[peer] = tracker  # until the connection ends
+        self._publish_inbound_lock(peer, tracker, event)
+
+    def _on_inbound_closed(self, peer: str, reason: str) -> None:
+        """An inbound connection ended: its lock is lost, with the reason."""
+        tracker = self._inbound_locks.pop(peer, None)
+        if tracker is not None:
+            self._publish_inbound_lock(peer, tracker, ConnectionDown(reason=reason, clean=True))
+
+    def _publish_inbound_lock(self, peer: str, tracker: LockTracker, event: LockInput) -> None:
         change = tracker.on_event(event)
         if change is not None:
             self.publish(

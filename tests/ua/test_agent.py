@@ -563,3 +563,33 @@ async def test_an_answer_that_cannot_be_read_fails_the_register_at_once_saying_w
     message = str(info.value)
     assert "the registrar's answer could not be read" in message
     assert "header lines exceed the limit" in message
+
+
+async def test_an_inbound_connection_reports_its_lock_and_losing_it(tmp_path: Path) -> None:
+    import ssl
+
+    async with TestRegistrar() as registrar:
+        config = settings(tmp_path, registrar, listen=True)
+        async with UserAgent(config) as ua:
+            assert ua.listen_address is not None
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            tcp = await trio.open_tcp_stream(*ua.listen_address)
+            caller = trio.SSLStream(tcp, context, server_hostname="caller.test")
+            await caller.do_handshake()
+            await caller.aclose()
+
+            def inbound() -> list[tuple[str, str]]:
+                return [
+                    (fields["state"], fields["reason"])
+                    for fields in events(ua, "lock-changed")
+                    if fields.get("scope") == "connection"
+                ]
+
+            await wait_until(lambda: len(inbound()) == 2, 5)
+    (state, _), (lost, reason) = inbound()
+    assert state == "locked-unverified"  # the caller presented no certificate
+    assert lost == "unlocked"
+    assert reason.startswith("closed: ")
+    assert not ua._inbound_locks  # nothing kept for a connection that is gone
