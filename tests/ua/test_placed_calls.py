@@ -19,6 +19,7 @@ from sipua.sip import Request, Response, make_response
 from sipua.sip.registration import MAX_CHALLENGES_PER_ATTEMPT
 from sipua.sip.serializer import serialize
 from sipua.ua.agent import UserAgent
+from sipua.ua.calls import PlacedCall
 from tests.support.registrar import TestRegistrar, _Flow
 from tests.ua.test_agent import settings, wait_until
 
@@ -144,99 +145,29 @@ async def _play_rtp(sock: trio.socket.SocketType, port: int, ssrc: int, count: i
         await trio.sleep(0.02)
 
 
-async def test_media_follows_the_2xx_of_another_fork_than_the_early_medias(
-    tmp_path: Path,
-) -> None:
-    # RFC 3261 §13.2.1/§13.2.2.4: fork A's 183 starts early media; fork B answers with its own
-    # SDP. The call's media must go to B (it stayed with A: B's audio was dropped as coming
-    # from the wrong source, and ours went to A).
+Forks = dict[str, trio.socket.SocketType]
+Heard = dict[str, list[int]]  # the payload types each fork received from sipua, in order
+
+
+async def _call_two_forks(
+    tmp_path: Path, answering: Callable[[Forks, Heard], Script], *, duration: float
+) -> tuple[PlacedCall, dict[str, int], Heard]:
+    """Places a call answered by `answering(forks, heard)`'s script from two forks, A and B
+    (UDP sockets on 127.0.0.1); returns the call, the forks' ports and what each heard."""
     forks = {name: trio.socket.socket(type=trio.socket.SOCK_DGRAM) for name in "AB"}
-    received = {"A": 0, "B": 0}
-
-    async def count(name: str) -> None:
-        while True:
-            await forks[name].recv(2048)
-            received[name] += 1
-
-    async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
-        ours = _offered_port(invite)
-        port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
-        early = make_response(invite, 183, to_tag="forkA")
-        early.headers.add("Content-Type", "application/sdp")
-        await flow.send(replace(early, body=_plain_sdp(port_a)))
-        await _play_rtp(forks["A"], ours, 0xAAAA, 20)
-        ok = make_response(invite, 200, to_tag="forkB")
-        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
-        ok.headers.add("Content-Type", "application/sdp")
-        await flow.send(replace(ok, body=_plain_sdp(port_b)))
-        received["A"] = received["B"] = 0  # what goes where once B has answered
-        await _play_rtp(forks["B"], ours, 0xBBBB, 40)
-
-    with forks["A"], forks["B"]:
-        for sock in forks.values():
-            await sock.bind(("127.0.0.1", 0))
-        async with (
-            trio.open_nursery() as counters,
-            Callee(answer) as callee,
-            UserAgent(settings(tmp_path, callee)) as ua,
-        ):
-            for name in forks:
-                counters.start_soon(count, name)
-            await ua.account.register()
-            connection = ua.account.connection
-            assert connection is not None
-            call_id = ua.calls.place_call(
-                connection,
-                target="sips:bob@example.test",
-                from_uri="sips:alice@example.test",
-                responder=None,
-                ring_timeout=5.0,
-                duration=1.6,
-            )
-            with trio.fail_after(10):
-                placed = await ua.calls.wait_ended(call_id)
-                await placed.media_done.wait()
-            counters.cancel_scope.cancel()
-        port_b = forks["B"].getsockname()[1]
-    report = placed.media_report
-    assert report is not None
-    assert report["remote"] == f"127.0.0.1:{port_b}"
-    assert report["wrong_source"] == 0
-    assert received["B"] > 20
-    assert received["A"] == 0
-
-
-async def test_a_2xx_in_the_same_read_as_the_183_sets_the_media_up_from_its_answer(
-    tmp_path: Path,
-) -> None:
-    # The 2xx may be handled before the early media's task has run at all: its answer (fork
-    # B, PCMA) must still be the one the media takes up, although B sends nothing first.
-    forks = {name: trio.socket.socket(type=trio.socket.SOCK_DGRAM) for name in "AB"}
-    payload_types: dict[str, list[int]] = {"A": [], "B": []}
+    heard: Heard = {"A": [], "B": []}
 
     async def listen(name: str) -> None:
         while True:
-            payload_types[name].append((await forks[name].recv(2048))[1] & 0x7F)
-
-    async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
-        port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
-        early = make_response(invite, 183, to_tag="forkA")
-        early.headers.add("Content-Type", "application/sdp")
-        ok = make_response(invite, 200, to_tag="forkB")
-        ok.headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
-        ok.headers.add("Content-Type", "application/sdp")
-        pcma = _plain_sdp(port_b).replace(b" RTP/AVP 0", b" RTP/AVP 8")
-        pcma = pcma.replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:8 PCMA/8000")
-        await flow.send(
-            serialize(replace(early, body=_plain_sdp(port_a))) + serialize(replace(ok, body=pcma))
-        )
+            heard[name].append((await forks[name].recv(2048))[1] & 0x7F)
 
     with forks["A"], forks["B"]:
         for sock in forks.values():
             await sock.bind(("127.0.0.1", 0))
+        ports = {name: sock.getsockname()[1] for name, sock in forks.items()}
         async with (
             trio.open_nursery() as listeners,
-            Callee(answer) as callee,
+            Callee(answering(forks, heard)) as callee,
             UserAgent(settings(tmp_path, callee)) as ua,
         ):
             for name in forks:
@@ -250,14 +181,73 @@ async def test_a_2xx_in_the_same_read_as_the_183_sets_the_media_up_from_its_answ
                 from_uri="sips:alice@example.test",
                 responder=None,
                 ring_timeout=5.0,
-                duration=0.8,
+                duration=duration,
             )
             with trio.fail_after(10):
                 placed = await ua.calls.wait_ended(call_id)
                 await placed.media_done.wait()
             listeners.cancel_scope.cancel()
+    return placed, ports, heard
+
+
+def _answered_by(
+    invite: Request, status: int, tag: str, sdp: bytes, *, contact: bool = False
+) -> Response:
+    response = make_response(invite, status, to_tag=tag)
+    if contact:
+        response.headers.add("Contact", "<sips:bob@127.0.0.1:5999;transport=tls>")
+    response.headers.add("Content-Type", "application/sdp")
+    return replace(response, body=sdp)
+
+
+async def test_media_follows_the_2xx_of_another_fork_than_the_early_medias(
+    tmp_path: Path,
+) -> None:
+    # RFC 3261 §13.2.1/§13.2.2.4: fork A's 183 starts early media; fork B answers with its own
+    # SDP. The call's media must go to B (it stayed with A: B's audio was dropped as coming
+    # from the wrong source, and ours went to A).
+    heard_before_b: dict[str, int] = {}
+
+    def answering(forks: Forks, heard: Heard) -> Script:
+        async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
+            ours = _offered_port(invite)
+            port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
+            await flow.send(_answered_by(invite, 183, "forkA", _plain_sdp(port_a)))
+            await _play_rtp(forks["A"], ours, 0xAAAA, 20)
+            await flow.send(_answered_by(invite, 200, "forkB", _plain_sdp(port_b), contact=True))
+            heard_before_b.update({name: len(got) for name, got in heard.items()})
+            await _play_rtp(forks["B"], ours, 0xBBBB, 40)
+
+        return answer
+
+    placed, ports, heard = await _call_two_forks(tmp_path, answering, duration=1.6)
+    report = placed.media_report
+    assert report is not None
+    assert report["remote"] == f"127.0.0.1:{ports['B']}"
+    assert report["wrong_source"] == 0
+    assert len(heard["B"]) - heard_before_b["B"] > 20
+    assert len(heard["A"]) == heard_before_b["A"]  # nothing more for A once B answered
+
+
+async def test_a_2xx_in_the_same_read_as_the_183_sets_the_media_up_from_its_answer(
+    tmp_path: Path,
+) -> None:
+    # The 2xx may be handled before the early media's task has run at all: its answer (fork
+    # B, PCMA) must still be the one the media takes up, although B sends nothing first.
+    def answering(forks: Forks, heard: Heard) -> Script:
+        async def answer(callee: Callee, flow: _Flow, invite: Request) -> None:
+            port_a, port_b = (forks[n].getsockname()[1] for n in "AB")
+            pcma = _plain_sdp(port_b).replace(b" RTP/AVP 0", b" RTP/AVP 8")
+            pcma = pcma.replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:8 PCMA/8000")
+            early = _answered_by(invite, 183, "forkA", _plain_sdp(port_a))
+            ok = _answered_by(invite, 200, "forkB", pcma, contact=True)
+            await flow.send(serialize(early) + serialize(ok))
+
+        return answer
+
+    placed, _, heard = await _call_two_forks(tmp_path, answering, duration=0.8)
     assert placed.media_report is not None
     assert placed.media_report["codec"] == "pcma"
-    assert payload_types["A"] == []
-    assert len(payload_types["B"]) > 20
-    assert set(payload_types["B"]) == {8}
+    assert heard["A"] == []
+    assert len(heard["B"]) > 20
+    assert set(heard["B"]) == {8}
