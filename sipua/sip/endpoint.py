@@ -345,7 +345,7 @@ class _Outgoing(Generic[H]):
 
 
 @dataclass(slots=True)
-class _Answered(Generic[H]):
+class _Ended(Generic[H]):
     """A placed call that is over: a 2xx may still come for it, again (our ACK was lost, RFC
     6026) or for the first time (it crossed our CANCEL, or came after we gave up waiting), and
     gets its ACK, and a BYE for a dialog that is not ours any more (§13.2.2.4, §9.1)."""
@@ -403,15 +403,15 @@ class Endpoint(Generic[H]):
         self._sixty_four_t1 = reliable_timers.b
         #: Every account's registration, flow, back-off and keep-alive.
         self.registrations: Registrations[H] = Registrations(
-            send=self._send_register, emit=self._emit, rng=rng
+            send=self._send_request, emit=self._emit, rng=rng
         )
         self._max_calls = max_calls
         self._max_per_source = max_calls_per_source
         self._calls: dict[CallKey, _Call[H]] = {}
         self._outgoing: dict[str, _Outgoing[H]] = {}  # calls we placed, by Call-ID
-        # Answered calls we placed that are over, whose 2xx retransmissions still get their
-        # ACK (and another fork's 2xx its ACK and BYE), oldest first.
-        self._answered: dict[str, _Answered[H]] = {}
+        # Calls we placed that are over, kept 64·T1 for a 2xx still to come (again, from
+        # another fork, or one that crossed our CANCEL), oldest first.
+        self._ended: dict[str, _Ended[H]] = {}
         self._uac_invites: dict[ClientTxKey, str] = {}  # their INVITE transactions
         self._by_invite: dict[ServerKey, CallKey] = {}
         # The connection each live transaction answers on (§18.2.2) or sends on.
@@ -893,7 +893,7 @@ class Endpoint(Generic[H]):
                 tx_key = call.invite_key if to_invite or request_key is None else request_key
                 self._respond(tx_key, response, call.link, now)
             elif isinstance(output, session_outputs.Send):
-                self._send_request(output.request, call.link, now)
+                self._send_request(call.link.handle, output.request, now)
             elif isinstance(output, session_outputs.CallAnswered):
                 self._emit(CallAnswered(call_id=call_id, tag=call.session.local_tag))
             elif isinstance(output, session_outputs.CallConfirmed):
@@ -920,25 +920,25 @@ class Endpoint(Generic[H]):
         if out is not None:
             self._run_outgoing(call_id, partial(out.call.receive_response, response), None, now)
             return
-        answered = self._answered.get(call_id)
-        if answered is None or not 200 <= response.status < 300:
+        ended = self._ended.get(call_id)
+        if ended is None or not 200 <= response.status < 300:
             return
-        if answered.until <= now:
-            del self._answered[call_id]
+        if ended.until <= now:
+            del self._ended[call_id]
             return
-        # The 2xx again after the call ended (our ACK was lost, RFC 6026 Timer M): the same
-        # ACK; another fork's 2xx: its ACK and BYE.
-        for output in answered.call.receive_response(response):
+        # A 2xx after the call ended: again (our ACK was lost, RFC 6026 Timer M), the same
+        # ACK; another fork's, or the first one after our CANCEL crossed it: its ACK and BYE.
+        for output in ended.call.receive_response(response):
             if isinstance(output, uac.SendDirect):
-                self._emit(Send(handle=answered.link.handle, message=output.request))
+                self._emit(Send(handle=ended.link.handle, message=output.request))
             elif isinstance(output, uac.SendInTransaction):
-                self._send_request(output.request, answered.link, now)
+                self._send_request(ended.link.handle, output.request, now)
 
     def _stray(self, response: Response, now: float) -> None:
         # A 2xx retransmitted after its INVITE transaction ended still needs its ACK (§13.2.2.4).
         call_id = response.call_id
         is_2xx = response.cseq.method == "INVITE" and 200 <= response.status < 300
-        if is_2xx and (call_id in self._outgoing or call_id in self._answered):
+        if is_2xx and (call_id in self._outgoing or call_id in self._ended):
             self._answer_to_invite(call_id, response, now)
             return
         self.stray_responses += 1  # dropped (§17.1.3)
@@ -961,13 +961,11 @@ class Endpoint(Generic[H]):
         for output in outputs:
             if isinstance(output, uac.SendInTransaction):
                 request = output.request
-                key = self._table.send_request(request, now, reliable=True)
-                self._bind(key, out.link.handle)
+                key = self._send_request(out.link.handle, request, now)
                 if request.method == "INVITE":
                     self._uac_invites[key] = call_id
                 elif request.method == "CANCEL":
                     out.give_up_at = now + self._sixty_four_t1
-                self._drain(None, now)
             elif isinstance(output, uac.SendDirect):
                 self._emit(Send(handle=out.link.handle, message=output.request))
             elif isinstance(output, uac.Answer) and request_key is not None:
@@ -1006,18 +1004,18 @@ class Endpoint(Generic[H]):
                 self._drain(None, now)
         # Answered or not: a 2xx that crossed our CANCEL (or came after we gave up) must still
         # be ACKed and the call it makes ended (§9.1, §13.2.2.4).
-        self._remember_answered(call_id, out, now)
+        self._keep_ended(call_id, out, now)
         tag = out.call.local_tag
         self._describer.release(tag)  # the offer's session, if it never ran
         self._emit(CallEnded(call_id=call_id, reason=reason, status=status, phrase=phrase, tag=tag))
 
-    def _remember_answered(self, call_id: str, out: _Outgoing[H], now: float) -> None:
-        for old_id, old in list(self._answered.items()):
+    def _keep_ended(self, call_id: str, out: _Outgoing[H], now: float) -> None:
+        for old_id, old in list(self._ended.items()):
             if old.until <= now:
-                del self._answered[old_id]
-        while len(self._answered) >= MAX_ANSWERED_KEPT:
-            del self._answered[next(iter(self._answered))]  # the oldest
-        self._answered[call_id] = _Answered(out.call, out.link, now + self._sixty_four_t1)
+                del self._ended[old_id]
+        while len(self._ended) >= MAX_ANSWERED_KEPT:
+            del self._ended[next(iter(self._ended))]  # the oldest
+        self._ended[call_id] = _Ended(out.call, out.link, now + self._sixty_four_t1)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -1031,17 +1029,13 @@ class Endpoint(Generic[H]):
             return
         self._drain(None, now)
 
-    def _send_register(self, handle: H, request: Request, now: float) -> ClientTxKey:
-        """An account's REGISTER, in a client non-INVITE transaction on its flow."""
+    def _send_request(self, handle: H, request: Request, now: float) -> ClientTxKey:
+        """Sends `request` on `handle` in a new client transaction (an account's REGISTER,
+        a call's INVITE, CANCEL or BYE)."""
         key = self._table.send_request(request, now, reliable=True)
         self._bind(key, handle)
         self._drain(None, now)
         return key
-
-    def _send_request(self, request: Request, link: Link[H], now: float) -> None:
-        key = self._table.send_request(request, now, reliable=True)
-        self._bind(key, link.handle)
-        self._drain(None, now)
 
     # -- what each connection carries ------------------------------------------------------
 
