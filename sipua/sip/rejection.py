@@ -26,6 +26,7 @@ value is cut at `MAX_COPIED_VALUE_CHARS`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Final
 
 from sipua.sip.headers import Headers
@@ -76,9 +77,7 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
         The response, or None: the message is a response or an ACK, or it lacks Via or CSeq
         (then no peer could match an answer to its request).
     """
-    head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
-    # surrogateescape: copied values go back byte for byte (the serializer's inverse).
-    lines = _unfold(head.decode("utf-8", "surrogateescape").split("\r\n"))
+    lines = _head(data)
     if not lines:
         return None
     request_line = lines[0].lstrip()
@@ -87,10 +86,8 @@ def error_response(data: bytes, status: int, reason: str, *, to_tag: str) -> Res
     kept: list[tuple[str, str]] = []
     seen: set[str] = set()
     vias = 0
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        canonical = _COPIED.get(name.strip().lower())
-        if not colon or canonical is None or canonical in seen:
+    for canonical, value in _fields(lines[1:]):
+        if canonical in seen:
             continue
         if canonical in _SINGLE:
             seen.add(canonical)
@@ -117,17 +114,12 @@ def unreadable_response_key(data: bytes) -> tuple[str, str] | None:
     its raw head as `error_response` reads a request's, so that the client transaction it
     answers can end at once instead of at its timeout (the response itself is discarded,
     RFC 3261 §18.1.2). None for a request, or when either is missing."""
-    head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
-    lines = _unfold(head.decode("utf-8", "surrogateescape").split("\r\n"))
+    lines = _head(data)
     if not lines or not lines[0].lstrip().startswith("SIP/"):
         return None
     branch: str | None = None
     method: str | None = None
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        canonical = _COPIED.get(name.strip().lower())
-        if not colon:
-            continue
+    for canonical, value in _fields(lines[1:]):
         if canonical == "Via" and branch is None:
             match = _BRANCH_RE.search(value.split(",", 1)[0])  # the top Via of the field
             if match is None:
@@ -138,6 +130,22 @@ def unreadable_response_key(data: bytes) -> tuple[str, str] | None:
     if branch is None or method is None:
         return None
     return branch, method
+
+
+def _head(data: bytes) -> list[str]:
+    """The unfolded lines of a refused message's head, its first `MAX_HEAD_BYTES` at most."""
+    head = data[:MAX_HEAD_BYTES].split(b"\r\n\r\n", 1)[0]
+    # surrogateescape: copied values go back byte for byte (the serializer's inverse).
+    return _unfold(head.decode("utf-8", "surrogateescape").split("\r\n"))
+
+
+def _fields(lines: list[str]) -> Iterator[tuple[str, str]]:
+    """(canonical name, raw value) of every Via, From, To, Call-ID and CSeq line, in order."""
+    for line in lines:
+        name, colon, value = line.partition(":")
+        canonical = _COPIED.get(name.strip().lower())
+        if colon and canonical is not None:
+            yield canonical, value
 
 
 def _cseq_method(value: str) -> str | None:
