@@ -176,7 +176,7 @@ def _parse_hostport(text: str, what: str) -> _HostPort:
         return _HostPort(str(ipaddress.IPv6Address(host)), port, numeric=True)
     if is_ip(host):
         return _HostPort(host, port, numeric=True)
-    return _HostPort(host.lower().removesuffix("."), port, numeric=False)
+    return _HostPort(_normalise_name(host, what), port, numeric=False)
 
 
 def _strip_uri(text: str) -> str:
