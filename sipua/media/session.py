@@ -329,7 +329,6 @@ class MediaSession:
                 keys.suite, local_key=keys.local_key, remote_key=keys.remote_key
             )
         report = self._report
-        report.remote = _address(self._latch.peer)
         report.codec = plan.codec
         report.srtp_suite = plan.srtp.suite.name if plan.srtp else None
         report.security = plan.security
