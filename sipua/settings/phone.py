@@ -42,9 +42,8 @@ from sipua.errors import ConfigError
 from sipua.hostport import split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
-from sipua.settings.values import Invalid, Source, choices_of
-from sipua.sip.errors import ParseError
-from sipua.sip.uri import SipUri, host_port
+from sipua.settings.values import Invalid, Source, aor_parts, choices_of
+from sipua.sip.uri import host_port
 
 MAX_CFG_BYTES: Final = 1024 * 1024
 MAX_LINE_CHARS: Final = 4096
@@ -261,22 +260,21 @@ def _expires(index: int, written: str | None, result: Imported, source: str) -> 
 
 
 def _aor(index: int, user: str, server: str, source: str) -> str:
-    """`sips:USER@SERVER`, once the SIP URI reader finds the user part whole in it.
+    """`sips:USER@SERVER`, once the settings' own AOR reader (`aor_parts`, the SIP URI
+    grammar) takes it: the loaded-back configuration is read the same way.
 
     Raises:
-        PhoneConfigError: `account.N.user_name` is not a SIP user part (RFC 3261 §25.1 `user`).
+        PhoneConfigError: `account.N.user_name` is not a SIP user part (RFC 3261 §25.1 `user`;
+            "100:pw" or "100@pbx" would not leave the server as it is).
     """
     aor = f"sips:{user}@{server}"
     try:
-        uri: SipUri | None = SipUri.parse(aor)
-    except ParseError:
-        uri = None
-    # "100:pw" would read as user and password, so the host must come back as it went in.
-    if uri is None or uri.password is not None or uri.host != server:
+        aor_parts(aor)
+    except ValueError:
         raise PhoneConfigError(
             f"{source}: account.{index}.user_name = {user[:60]!r}: not a SIP user name; use "
-            "ASCII letters, digits and -_.!~*'()&=+$,;?/ (other characters as %XX escapes)"
-        )
+            "ASCII letters, digits and -_.!~*'()&=+$,/ (other characters as %XX escapes)"
+        ) from None
     return aor
 
 
