@@ -86,14 +86,19 @@ def split_host_port(
             )
     if port_text is None:
         return host, None
-    return host, _port(port_text, allow_zero=allow_port_zero)
+    return host, parse_port(port_text, allow_zero=allow_port_zero)
 
 
 def _is_ipv6(text: str) -> bool:
     return ":" in text and is_ip(text)
 
 
-def _port(text: str, *, allow_zero: bool) -> int:
+def parse_port(text: str, *, allow_zero: bool = False) -> int:
+    """A TCP/UDP port written as decimal digits, 1 to 65535 (0 too with `allow_zero`).
+
+    Raises:
+        ValueError: not a number, or out of range; the message says which.
+    """
     # isascii: "5²".isdigit() is true, and int() refuses it.
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"port {text!r} is not a number")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Final, cast
 
 from sipua.errors import ConfigError
-from sipua.hostport import split_host_port
+from sipua.hostport import parse_port, split_host_port
 from sipua.settings.model import SETTINGS
 from sipua.settings.schema import PhoneKey, Setting
 from sipua.settings.values import Invalid, Source, aor_parts, choices_of
@@ -221,7 +221,7 @@ def _server_host(index: int, address: str, source: str) -> str:
     return host
 
 
-def _server_port(index: int, server: str, port: str | None, source: str) -> int | None:
+def _server_port(index: int, port: str | None, source: str) -> int | None:
     """The port of `account.N.sip_server.1.port`; None when not set or 0 (none).
 
     Raises:
@@ -230,7 +230,7 @@ def _server_port(index: int, server: str, port: str | None, source: str) -> int 
     if port is None or port == "0":
         return None
     try:
-        return split_host_port(f"{server}:{port}")[1]
+        return parse_port(port)
     except ValueError:
         raise PhoneConfigError(
             f"{source}: account.{index}.sip_server.1.port = {port[:20]!r}: "
@@ -300,7 +300,7 @@ def _account(index: int, keys: dict[str, str], result: Imported, source: str) ->
         return
     # The AOR's domain and the proxy's host: one address, bracketed once when it is IPv6.
     server = host_port(_server_host(index, host, source))
-    port = _server_port(index, server, keys.get("sip_server.1.port"), source)
+    port = _server_port(index, keys.get("sip_server.1.port"), source)
     proxy = f"{server}:{port}" if transport == "2" and port is not None else None
     aor = _aor(index, user, server, source)
     expires = _expires(index, keys.get("sip_server.1.expires"), result, source)
