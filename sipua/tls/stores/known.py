@@ -34,24 +34,18 @@ class KnownKeysError(StoreError):
     """The known-keys file cannot be read as sipua writes it; the message names file and line."""
 
 
-def name_problem(name: str) -> str | None:
-    """Why `name` cannot be a known-keys name, or None when it can.
-
-    A name is a TLS name as sipua connects to it: a DNS host name or an IP address (IPv6
-    without brackets), read by `sipua.hostport`, the one reader of hosts.
-    """
-    if is_valid_host(name):
-        return None
-    return (
-        f"{name[:60]!r} is not a host name or IP address; give the registrar's TLS name, "
-        "e.g. sip.example.com, 192.0.2.1 or 2001:db8::1 (IPv6 without brackets)"
-    )
-
-
 def _checked_name(name: str) -> str:
-    problem = name_problem(name)
-    if problem is not None:
-        raise StoreError(problem)
+    """`name` as a record's key: a TLS name as sipua connects to it, a DNS host name or an IP
+    address (IPv6 without brackets), read by `sipua.hostport`, the one reader of hosts.
+
+    Raises:
+        StoreError: `name` is neither; the message says what to give.
+    """
+    if not is_valid_host(name):
+        raise StoreError(
+            f"{name[:60]!r} is not a host name or IP address; give the registrar's TLS name, "
+            "e.g. sip.example.com, 192.0.2.1 or 2001:db8::1 (IPv6 without brackets)"
+        )
     return name.lower()
 
 
@@ -86,7 +80,7 @@ def parse_known_keys(data: bytes, *, source: str) -> dict[str, str]:
         name, pin = parts
         if name.startswith("[") and name.endswith("]"):
             name = name[1:-1]  # an IPv6 name as earlier releases could write it
-        if name_problem(name) is not None:
+        if not is_valid_host(name):
             # Earlier releases recorded any name (`accept-key sip_proxy.example.com ...`); no
             # TLS name sipua connects to can be it, so the line matches nothing: it is passed
             # over rather than refusing every record of the file.
