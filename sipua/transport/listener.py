@@ -411,12 +411,9 @@ async def serve_tls(
         await trio.serve_listeners(serve_one, listeners)
 
 
-def detect_dead_peer(sock: trio.socket.SocketType) -> None:
-    """Turns on TCP keep-alive with the `DEAD_PEER_*` timing (and the same bound on
-    unacknowledged sends, where the platform has it), so that a vanished peer is reported by
-    the kernel as an error on the connection."""
+def _keepalive_options() -> tuple[tuple[int, int, int], ...]:
+    """(level, option, value) of the `DEAD_PEER_*` TCP keep-alive, those the platform has."""
     options = [(trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE, 1)]
-    tcp = trio.socket.IPPROTO_TCP
     for name, value in (
         ("TCP_KEEPIDLE", DEAD_PEER_IDLE_SECONDS),
         ("TCP_KEEPINTVL", DEAD_PEER_INTERVAL_SECONDS),
@@ -428,9 +425,19 @@ def detect_dead_peer(sock: trio.socket.SocketType) -> None:
     ):
         option = getattr(trio.socket, name, None)  # Linux has all four
         if option is not None:
-            options.append((tcp, option, value))
+            options.append((trio.socket.IPPROTO_TCP, option, value))
+    return tuple(options)
+
+
+_KEEPALIVE_OPTIONS: Final = _keepalive_options()
+
+
+def detect_dead_peer(sock: trio.socket.SocketType) -> None:
+    """Turns on TCP keep-alive with the `DEAD_PEER_*` timing (and the same bound on
+    unacknowledged sends, where the platform has it), so that a vanished peer is reported by
+    the kernel as an error on the connection."""
     with contextlib.suppress(OSError):  # a peer already gone: the first read will say so
-        for level, option, value in options:
+        for level, option, value in _KEEPALIVE_OPTIONS:
             sock.setsockopt(level, option, value)
 
 
