@@ -4,6 +4,8 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -21,7 +23,7 @@ from sipua.sip import (
 )
 from sipua.tls.connection.context import TlsServerConfig
 from sipua.tls.connection.stream import TlsStream
-from sipua.transport.connection import SipConnection
+from sipua.transport.connection import MessageHandler, SipConnection
 from sipua.transport.listener import (
     DEAD_PEER_IDLE_SECONDS,
     DEAD_PEER_INTERVAL_SECONDS,
@@ -50,6 +52,18 @@ def server_config() -> TlsServerConfig:
     return TlsServerConfig(identity=Identity(leaf.cert, (ca.cert,), leaf.key))
 
 
+async def start_listener(
+    nursery: trio.Nursery, handler: MessageHandler, **options: Any
+) -> tuple[str, int]:
+    """Starts `serve_tls` on 127.0.0.1 (a free port, the test device certificate, a 2 s
+    handshake timeout) in `nursery`; returns where it listens."""
+    serve = partial(
+        serve_tls, "127.0.0.1", 0, server_config(), handler, handshake_timeout=2.0, **options
+    )
+    address: tuple[str, int] = await nursery.start(serve)
+    return address
+
+
 async def handler(connection: SipConnection, message: Request | Response) -> None:
     if isinstance(message, Request):
         await connection.send(make_response(message, 200, to_tag="t"))
@@ -65,16 +79,10 @@ def client_context() -> ssl.SSLContext:
 async def test_serves_sip_after_handshake_and_survives_garbage() -> None:
     outcomes: list[str] = []
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_tls(
-                "127.0.0.1",
-                0,
-                server_config(),
-                handler,
-                handshake_timeout=2.0,
-                on_handshake=lambda peer, outcome: outcomes.append(type(outcome).__name__),
-                task_status=task_status,
-            )
+        host, port = await start_listener(
+            nursery,
+            handler,
+            on_handshake=lambda peer, outcome: outcomes.append(type(outcome).__name__),
         )
         assert host == "127.0.0.1"
         assert port > 0
@@ -131,16 +139,7 @@ async def test_inbound_connections_ask_the_kernel_to_detect_a_vanished_peer() ->
         await handler(connection, message)
 
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_tls(
-                "127.0.0.1",
-                0,
-                server_config(),
-                inspect,
-                handshake_timeout=2.0,
-                task_status=task_status,
-            )
-        )
+        host, port = await start_listener(nursery, inspect)
         tcp = await trio.open_tcp_stream(host, port)
         stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
         await stream.send_all(OPTIONS)
@@ -191,16 +190,7 @@ async def test_client_reset_before_accept_ends_only_that_connection() -> None:
     # Regression: getpeername() on a connection the client already reset raised ENOTCONN
     # out of the listener and ended the user agent.
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_tls(
-                "127.0.0.1",
-                0,
-                server_config(),
-                handler,
-                handshake_timeout=2.0,
-                task_status=task_status,
-            )
-        )
+        host, port = await start_listener(nursery, handler)
         # Blocking socket calls: trio's accept loop cannot run between connect and reset, so
         # every one of these is reset before the listener sees it.
         for _ in range(20):
@@ -227,16 +217,7 @@ async def test_handler_bug_is_answered_500_and_the_connection_goes_on(
         await handler(connection, message)
 
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_tls(
-                "127.0.0.1",
-                0,
-                server_config(),
-                buggy,
-                handshake_timeout=2.0,
-                task_status=task_status,
-            )
-        )
+        host, port = await start_listener(nursery, buggy)
         tcp = await trio.open_tcp_stream(host, port)
         stream = trio.SSLStream(tcp, client_context(), server_hostname="device.test")
         framer = StreamFramer()
