@@ -9,7 +9,7 @@ import random
 import pytest
 
 from sipua.media.errors import MediaRefused
-from sipua.media.negotiation import accept_answer, answer_offer, make_offer
+from sipua.media.negotiation import MediaPlan, accept_answer, answer_offer, make_offer
 
 
 def _sdp(address: str) -> bytes:
@@ -26,6 +26,19 @@ def _sdp(address: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
+def _answered_from(ours: str, offer: bytes) -> MediaPlan:
+    """Our plan answering `offer` with our media on `ours` (plain RTP, port 4000)."""
+    return answer_offer(
+        offer,
+        policy="disabled",
+        signalling_secure=True,
+        address=ours,
+        port=4000,
+        session_id=1,
+        random_bytes=random.Random(1).randbytes,
+    )[1]
+
+
 @pytest.mark.parametrize(
     ("ours", "theirs", "words"),
     [
@@ -37,15 +50,7 @@ def test_an_address_of_the_other_family_is_refused_both_ways(
     ours: str, theirs: str, words: str
 ) -> None:
     with pytest.raises(MediaRefused, match=words) as refused:
-        answer_offer(
-            _sdp(theirs),
-            policy="disabled",
-            signalling_secure=True,
-            address=ours,
-            port=4000,
-            session_id=1,
-            random_bytes=random.Random(1).randbytes,
-        )
+        _answered_from(ours, _sdp(theirs))
     assert refused.value.status == 488
     local = make_offer(
         policy="disabled",
@@ -61,13 +66,4 @@ def test_an_address_of_the_other_family_is_refused_both_ways(
 
 def test_the_same_family_is_taken() -> None:
     for ours, theirs in (("192.0.2.1", "192.0.2.5"), ("2001:db8::1", "2001:db8::5")):
-        _, plan = answer_offer(
-            _sdp(theirs),
-            policy="disabled",
-            signalling_secure=True,
-            address=ours,
-            port=4000,
-            session_id=1,
-            random_bytes=random.Random(1).randbytes,
-        )
-        assert plan.remote_address == theirs
+        assert _answered_from(ours, _sdp(theirs)).remote_address == theirs
